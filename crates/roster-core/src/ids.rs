@@ -1,0 +1,254 @@
+//! Ids and small values shared by every machine: users, topics, tabs, sockets, roles, metas,
+//! `phx_ref`s, node incarnations and slot tokens.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+/// Milliseconds on some node's clock. The core never reads a clock: callers pass `now`.
+pub type Millis = u64;
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+
+        impl $name {
+            /// The id as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                Self(s.to_owned())
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(s: String) -> Self {
+                Self(s)
+            }
+        }
+    };
+}
+
+string_id!(
+    /// A signed-in user, from the token's `sub`. The id `anonymous` is reserved.
+    UserId
+);
+string_id!(
+    /// A topic: a room, a lobby, a document (`room:42`).
+    Topic
+);
+string_id!(
+    /// A browser tab's random id, kept in `sessionStorage`: the same tab reconnecting resumes.
+    TabId
+);
+string_id!(
+    /// A user's role, from the token (`user`, `admin`, ...).
+    Role
+);
+string_id!(
+    /// A node's configured name (`a`, `b`, ...): its identity across restarts.
+    NodeName
+);
+
+impl UserId {
+    /// The reserved presence key under which anonymous viewers are listed or counted.
+    pub const ANONYMOUS: &'static str = "anonymous";
+
+    /// Whether this id is the reserved `anonymous` key, which no token may carry.
+    pub fn is_reserved(&self) -> bool {
+        self.0 == Self::ANONYMOUS
+    }
+}
+
+impl Topic {
+    /// Whether a policy pattern matches this topic: `*` alone matches everything, a pattern
+    /// ending in `*` matches by prefix, anything else matches exactly.
+    pub fn matches(&self, pattern: &str) -> bool {
+        match pattern.strip_suffix('*') {
+            Some(prefix) => self.0.starts_with(prefix),
+            None => self.0 == pattern,
+        }
+    }
+}
+
+/// A socket on its gateway node: a per-incarnation counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SocketId(pub u64);
+
+impl fmt::Display for SocketId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s{}", self.0)
+    }
+}
+
+/// One boot of one node: its configured name plus a fresh uuid per process start. A node that
+/// restarts is the same name with a new incarnation, so nothing from its previous life is
+/// mistaken for current state.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Incarnation {
+    /// The node's configured name.
+    pub node: NodeName,
+    /// Fresh per boot.
+    pub boot: uuid::Uuid,
+}
+
+impl Incarnation {
+    /// A new incarnation of `node`; `random` is the caller's randomness (the core draws none).
+    pub fn new(node: impl Into<NodeName>, random: u128) -> Self {
+        Self { node: node.into(), boot: uuid::Builder::from_random_bytes(random.to_le_bytes()).into_uuid() }
+    }
+}
+
+impl fmt::Display for Incarnation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let boot = self.boot.simple().to_string();
+        write!(f, "{}#{}", self.node, &boot[..8])
+    }
+}
+
+/// One connection cluster-wide: the socket on the gateway incarnation that holds it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ConnId {
+    /// The gateway incarnation holding the socket.
+    pub gateway: Incarnation,
+    /// The socket on that gateway.
+    pub socket: SocketId,
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.gateway, self.socket)
+    }
+}
+
+/// A unique reference carried by every presence meta (16 url-safe characters), as Phoenix does.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PhxRef(pub String);
+
+const URL_SAFE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+impl PhxRef {
+    /// Length of every generated reference.
+    pub const LEN: usize = 16;
+
+    /// A reference from 96 random bits supplied by the caller (6 bits per character).
+    pub fn from_random(random: u128) -> Self {
+        let s = (0..Self::LEN).map(|i| URL_SAFE[((random >> (6 * i)) & 63) as usize] as char).collect();
+        Self(s)
+    }
+
+    /// The reference as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A JSON-like value for metas. Not `serde_json::Value`: node-to-node payloads use a
+/// non-self-describing codec (bincode), which cannot decode "any" values, so the shape is ours.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum MetaValue {
+    /// JSON `null`.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// A signed integer.
+    Int(i64),
+    /// A float (also unsigned integers above `i64::MAX`).
+    Float(f64),
+    /// A string.
+    Str(String),
+    /// An array.
+    List(Vec<MetaValue>),
+    /// An object.
+    Map(Meta),
+}
+
+/// A user's meta: a JSON object, kept sorted for stable encoding.
+pub type Meta = BTreeMap<String, MetaValue>;
+
+/// A slot's fencing token, `"<epoch>.<generation>"`, ordered as the pair `(epoch, generation)`.
+/// Epochs only grow per partition across homes and restarts, generations per `(user, scope)`
+/// within an epoch, so a newer grant always carries a larger token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SlotToken {
+    /// The partition epoch of the home that granted it.
+    pub epoch: u64,
+    /// The grant counter within that epoch.
+    pub generation: u64,
+}
+
+impl fmt::Display for SlotToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.epoch, self.generation)
+    }
+}
+
+/// Why a string is not a slot token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a slot token is two decimal integers joined by '.', like \"1700000000000.3\"; got {0:?}")]
+pub struct BadToken(pub String);
+
+impl FromStr for SlotToken {
+    type Err = BadToken;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadToken(s.to_owned());
+        let (e, g) = s.split_once('.').ok_or_else(bad)?;
+        let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+        if !digits(e) || !digits(g) {
+            return Err(bad());
+        }
+        Ok(Self { epoch: e.parse().map_err(|_| bad())?, generation: g.parse().map_err(|_| bad())? })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_tokens_compare_as_integer_pairs_not_strings() {
+        let a: SlotToken = "9.10".parse().unwrap();
+        let b: SlotToken = "10.2".parse().unwrap();
+        let c: SlotToken = "9.9".parse().unwrap();
+        assert!(c < a && a < b);
+        assert_eq!(a.to_string(), "9.10");
+    }
+
+    #[test]
+    fn malformed_slot_tokens_are_rejected() {
+        for s in ["", "1", "1.", ".1", "a.1", "1.2.3", "-1.2", "1.+2", "99999999999999999999999.1"] {
+            assert!(s.parse::<SlotToken>().is_err(), "{s:?} parsed");
+        }
+    }
+
+    #[test]
+    fn phx_refs_are_sixteen_url_safe_characters() {
+        let r = PhxRef::from_random(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210);
+        assert_eq!(r.as_str().len(), PhxRef::LEN);
+        assert!(r.as_str().bytes().all(|b| URL_SAFE.contains(&b)));
+        assert_ne!(r, PhxRef::from_random(1));
+    }
+
+    #[test]
+    fn topic_patterns_match_by_suffix_wildcard() {
+        let t = Topic::from("room:42");
+        assert!(t.matches("*") && t.matches("room:*") && t.matches("room:42"));
+        assert!(!t.matches("call:*") && !t.matches("room:4"));
+    }
+}
