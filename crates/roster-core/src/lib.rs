@@ -6,7 +6,10 @@
 //!
 //! ## Layout
 //! - [`ids`]: users, topics, tabs, sockets, roles, metas, `phx_ref`s, incarnations, slot tokens.
+//! - [`slot`]: the slot policy of one `(user, scope)` on its home: grants, takeovers, resumes, waits.
 
 mod ids;
+mod slot;
 
 pub use ids::*;
+pub use slot::*;

@@ -1,0 +1,585 @@
+//! The slot policy on a user's home: who holds the slots of one `(user, scope)`.
+//!
+//! ## The state machine
+//!
+//! A [`ScopeSlots`] keeps one [`SlotRecord`] per connection that holds (or may still hold) a
+//! slot, and a FIFO of joins that wait. Records are counted by *tab*: at most `max_slots`
+//! distinct tabs (a join without a `tab_id` is a tab of its own) hold at any moment.
+//!
+//! ```text
+//!            join (free slot, or a resume)
+//!   (none) ───────────────────────────────▶ Held ──release──▶ (none)
+//!                                           │  │  └──unclean release, reserve_ms > 0──▶ Reserved ──expiry──▶ (none)
+//!                       takeover victim ────┘  └── same tab resumes on another socket ──▶ Replaced
+//!                               ▼                                                          │
+//!                           Revoking ──gateway confirms──▶ (none) ◀──gateway confirms close─┘
+//! ```
+//!
+//! Orthogonal to these, a record whose gateway the home cannot hear is *in doubt* until a
+//! deadline (rule 8): it still counts, a conflicting join waits for it instead of being
+//! rejected or taking it over, and at the deadline it is freed.
+//!
+//! Rules carried out here (numbers refer to DESIGN.md "Homes, leases and partitions"):
+//! - takeover revokes first and grants only once every record of the victim tab is gone (6);
+//! - a resume (same `tab_id`, another socket) is granted at once and the old record stays,
+//!   marked replaced, until its close is confirmed or it clears as in doubt (7);
+//! - in-doubt slots are never freed early (8).
+//!
+//! Every input returns [`SlotEffect`]s in the order they must be carried out; nothing here
+//! reads a clock, and tokens come from the caller's [`TokenMint`].
+
+use crate::ids::{ConnId, Incarnation, Millis, Role, SlotToken, TabId};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+/// What a newcomer meets when every slot is taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OnConflict {
+    /// Newest wins: the oldest tab is revoked (`logged_in_elsewhere`), then the newcomer granted.
+    Takeover,
+    /// The newcomer is rejected with `already_joined`.
+    Reject,
+    /// The newcomer waits up to `wait_ms` for a slot, then is rejected with `wait_timed_out`.
+    Wait,
+}
+
+/// The resolved rules for one `(user, scope)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SlotRules {
+    /// Live tabs allowed at once (at least 1).
+    pub max_slots: u32,
+    /// What a newcomer meets when every slot is taken.
+    pub on_conflict: OnConflict,
+    /// How long a `wait` join waits.
+    pub wait_ms: Millis,
+    /// How long a slot stays reserved for its tab after an unclean disconnect.
+    pub reserve_ms: Millis,
+    /// The longest any join waits (for an in-doubt slot, say) before `wait_timed_out`.
+    pub join_wait_ms: Millis,
+    /// Roles that skip the slot check.
+    pub exempt_roles: Vec<Role>,
+}
+
+impl Default for SlotRules {
+    fn default() -> Self {
+        Self {
+            max_slots: 1,
+            on_conflict: OnConflict::Takeover,
+            wait_ms: 5000,
+            reserve_ms: 0,
+            join_wait_ms: 10_000,
+            exempt_roles: Vec::new(),
+        }
+    }
+}
+
+/// Hands out slot tokens: the epoch of the home's lease and a generation that only grows within
+/// it. One mint serves a whole partition, so tokens grow per `(user, scope)` even when a user's
+/// state is dropped and rebuilt within one epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenMint {
+    epoch: u64,
+    last_generation: u64,
+}
+
+impl TokenMint {
+    /// A mint for `epoch`, whose first token is `epoch.1`.
+    pub fn new(epoch: u64) -> Self {
+        Self { epoch, last_generation: 0 }
+    }
+
+    /// The epoch this mint hands out.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The next token, larger than every token minted before.
+    pub fn next_token(&mut self) -> SlotToken {
+        self.last_generation += 1;
+        SlotToken { epoch: self.epoch, generation: self.last_generation }
+    }
+}
+
+/// Which tab a record counts for: the client's `tab_id`, or the connection itself for a join
+/// that carried none (every such join is a new tab).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TabKey {
+    /// The browser's `tab_id`.
+    Tab(TabId),
+    /// No `tab_id`: the connection is its own tab.
+    Conn(ConnId),
+}
+
+impl TabKey {
+    /// The key for a join from `conn` carrying `tab`.
+    pub fn of(tab: Option<&TabId>, conn: &ConnId) -> Self {
+        match tab {
+            Some(t) => TabKey::Tab(t.clone()),
+            None => TabKey::Conn(conn.clone()),
+        }
+    }
+}
+
+/// Where a record stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SlotState {
+    /// The connection holds the slot.
+    Held,
+    /// A revoke was sent; the slot counts until the gateway confirms.
+    Revoking,
+    /// The tab resumed on another socket; this old connection was told to close and counts for
+    /// its tab until the close is confirmed (rule 7).
+    Replaced,
+    /// No connection: the slot is kept for the same tab until the deadline.
+    Reserved {
+        /// When the reservation lapses.
+        until: Millis,
+    },
+}
+
+/// One connection's (possible) hold on a slot, as the home knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotRecord {
+    /// The tab it counts for.
+    pub tab: TabKey,
+    /// The connection (gateway incarnation and socket).
+    pub conn: ConnId,
+    /// The token it was granted.
+    pub token: SlotToken,
+    /// Where it stands.
+    pub state: SlotState,
+    /// Set while the home cannot hear the gateway: freed at this instant unless heard again.
+    pub in_doubt_until: Option<Millis>,
+}
+
+/// Why a join is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejectReason {
+    /// `reject` policy and every slot taken.
+    AlreadyJoined,
+    /// A wait (policy `wait`, or an in-doubt slot) ran out.
+    WaitTimedOut,
+    /// A newer takeover superseded this pending one.
+    LoggedInElsewhere,
+}
+
+impl RejectReason {
+    /// The reason as the client protocol spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::AlreadyJoined => "already_joined",
+            RejectReason::WaitTimedOut => "wait_timed_out",
+            RejectReason::LoggedInElsewhere => "logged_in_elsewhere",
+        }
+    }
+}
+
+/// Why a held slot is taken away.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RevokeReason {
+    /// A newer tab took the slot over.
+    LoggedInElsewhere,
+    /// The backend kicked the user, with its own reason.
+    Kicked(String),
+}
+
+impl RevokeReason {
+    /// The reason as the client protocol spells it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            RevokeReason::LoggedInElsewhere => "logged_in_elsewhere",
+            RevokeReason::Kicked(r) => r,
+        }
+    }
+}
+
+/// What the home must do, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SlotEffect {
+    /// Tell the join on `conn` it holds the slot with `token`.
+    Grant {
+        /// The joining connection.
+        conn: ConnId,
+        /// Its tab.
+        tab: TabKey,
+        /// The fencing token.
+        token: SlotToken,
+        /// Whether this grant resumed the tab from another socket.
+        resumed: bool,
+    },
+    /// Tell the join on `conn` it is refused.
+    Reject {
+        /// The joining connection.
+        conn: ConnId,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// Ask the gateway of `conn` to revoke the slot (`slot_revoked`) and confirm.
+    Revoke {
+        /// The holder.
+        conn: ConnId,
+        /// The token it holds.
+        token: SlotToken,
+        /// Why (sent to the client).
+        reason: RevokeReason,
+    },
+    /// Ask the gateway of `conn` to close it quietly (its tab resumed elsewhere) and confirm.
+    Close {
+        /// The replaced connection.
+        conn: ConnId,
+        /// The token it held.
+        token: SlotToken,
+    },
+    /// A slot was freed without a gateway's word (reservation lapsed, in-doubt cleared).
+    Freed {
+        /// The connection whose record is gone.
+        conn: ConnId,
+        /// Its token.
+        token: SlotToken,
+    },
+}
+
+/// A join waiting for a slot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct PendingJoin {
+    conn: ConnId,
+    tab: TabKey,
+    /// When it gives up with `wait_timed_out`.
+    deadline: Millis,
+    /// A takeover that has revoked its victim tab and waits for its records to go.
+    victim: Option<TabKey>,
+}
+
+/// Every slot record and waiting join of one `(user, scope)` on its home.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeSlots {
+    records: Vec<SlotRecord>,
+    pending: VecDeque<PendingJoin>,
+}
+
+/// What a join needs decided for it now.
+enum Verdict {
+    Grant,
+    Reject(RejectReason),
+    /// Wait in the queue; `victim` names a tab to revoke (takeover).
+    Pend(Option<TabKey>),
+}
+
+impl ScopeSlots {
+    /// An empty scope.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The records, in grant order.
+    pub fn records(&self) -> &[SlotRecord] {
+        &self.records
+    }
+
+    /// Nothing held, reserved or waiting: the user actor may stop.
+    pub fn is_idle(&self) -> bool {
+        self.records.is_empty() && self.pending.is_empty()
+    }
+
+    /// How many joins wait.
+    pub fn waiting(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The distinct tabs that count against `max_slots` now.
+    pub fn tabs_counted(&self) -> Vec<&TabKey> {
+        let mut tabs: Vec<&TabKey> = self.records.iter().map(|r| &r.tab).collect();
+        tabs.sort();
+        tabs.dedup();
+        tabs
+    }
+
+    /// Whether `token` still holds a slot here (held, being revoked, or in doubt).
+    pub fn holds(&self, token: SlotToken) -> bool {
+        self.records
+            .iter()
+            .any(|r| r.token == token && matches!(r.state, SlotState::Held | SlotState::Revoking))
+    }
+
+    /// A join from `conn` for `tab`. Exempt roles get a token and no record.
+    pub fn join(
+        &mut self,
+        conn: ConnId,
+        tab: Option<TabId>,
+        role: Option<&Role>,
+        rules: &SlotRules,
+        mint: &mut TokenMint,
+        now: Millis,
+    ) -> Vec<SlotEffect> {
+        let tab = TabKey::of(tab.as_ref(), &conn);
+        if role.is_some_and(|r| rules.exempt_roles.contains(r)) {
+            return vec![SlotEffect::Grant { conn, tab, token: mint.next_token(), resumed: false }];
+        }
+        let mut fx = Vec::new();
+        // The same tab on the same socket shares its slot (another topic of a global scope).
+        if let Some(r) =
+            self.records.iter().find(|r| r.conn == conn && r.tab == tab && r.state == SlotState::Held)
+        {
+            fx.push(SlotEffect::Grant { conn, tab, token: r.token, resumed: false });
+            return fx;
+        }
+        if self.resumable(&tab) {
+            self.resume(conn, tab, mint, &mut fx);
+            return fx;
+        }
+        // A join behind waiters queues behind them (wait is first come, first served); a
+        // takeover is the newest join and supersedes an earlier pending takeover.
+        if rules.on_conflict == OnConflict::Takeover {
+            if let Some(i) = self.pending.iter().position(|p| p.victim.is_some()) {
+                let old = self.pending.remove(i).expect("index from position");
+                fx.push(SlotEffect::Reject { conn: old.conn, reason: RejectReason::LoggedInElsewhere });
+                let victim = old.victim;
+                let deadline = now + rules.join_wait_ms;
+                self.pending.push_back(PendingJoin { conn, tab, deadline, victim });
+                self.admit(rules, mint, &mut fx);
+                return fx;
+            }
+        }
+        let pending = PendingJoin { conn, tab, deadline: now + rules.join_wait_ms, victim: None };
+        if !self.pending.is_empty() && rules.on_conflict == OnConflict::Wait {
+            self.pending
+                .push_back(PendingJoin { deadline: now + rules.wait_ms.min(rules.join_wait_ms), ..pending });
+            return fx;
+        }
+        self.decide(pending, rules, mint, now, &mut fx);
+        fx
+    }
+
+    /// The gateway says `conn` no longer holds `token` (left, closed, revoke or close
+    /// confirmed, or it never had it). `clean: false` (an unclean drop) reserves the slot for
+    /// the same tab when `reserve_ms` is set.
+    pub fn released(
+        &mut self,
+        conn: &ConnId,
+        token: SlotToken,
+        clean: bool,
+        rules: &SlotRules,
+        mint: &mut TokenMint,
+        now: Millis,
+    ) -> Vec<SlotEffect> {
+        let mut fx = Vec::new();
+        if let Some(i) = self.records.iter().position(|r| &r.conn == conn && r.token == token) {
+            let rec = &mut self.records[i];
+            let reserve = !clean
+                && rules.reserve_ms > 0
+                && rec.state == SlotState::Held
+                && matches!(rec.tab, TabKey::Tab(_));
+            if reserve {
+                rec.state = SlotState::Reserved { until: now + rules.reserve_ms };
+                rec.in_doubt_until = None;
+            } else {
+                self.records.remove(i);
+            }
+        }
+        // A pending join from this connection is void too.
+        self.pending.retain(|p| &p.conn != conn);
+        self.admit(rules, mint, &mut fx);
+        fx
+    }
+
+    /// The home can no longer hear `gateway`: its records are in doubt until `until`.
+    pub fn gateway_unheard(&mut self, gateway: &Incarnation, until: Millis) {
+        for r in self.records.iter_mut().filter(|r| &r.conn.gateway == gateway) {
+            if !matches!(r.state, SlotState::Reserved { .. }) {
+                r.in_doubt_until = Some(r.in_doubt_until.map_or(until, |u| u.max(until)));
+            }
+        }
+    }
+
+    /// The home hears `gateway` again (the same incarnation): its records are no longer in doubt.
+    pub fn gateway_heard(&mut self, gateway: &Incarnation) {
+        for r in self.records.iter_mut().filter(|r| &r.conn.gateway == gateway) {
+            r.in_doubt_until = None;
+        }
+    }
+
+    /// Revoke every slot of this scope (a kick), then admit whoever waits.
+    pub fn kick(&mut self, reason: &str) -> Vec<SlotEffect> {
+        let mut fx = Vec::new();
+        self.records.retain(|r| !matches!(r.state, SlotState::Reserved { .. }));
+        for r in self.records.iter_mut().filter(|r| r.state == SlotState::Held) {
+            r.state = SlotState::Revoking;
+            fx.push(SlotEffect::Revoke {
+                conn: r.conn.clone(),
+                token: r.token,
+                reason: RevokeReason::Kicked(reason.into()),
+            });
+        }
+        fx
+    }
+
+    /// Time passes: reservations lapse, in-doubt records clear, waits time out.
+    pub fn tick(&mut self, rules: &SlotRules, mint: &mut TokenMint, now: Millis) -> Vec<SlotEffect> {
+        let mut fx = Vec::new();
+        self.records.retain(|r| {
+            let lapsed = matches!(r.state, SlotState::Reserved { until } if until <= now)
+                || r.in_doubt_until.is_some_and(|u| u <= now);
+            if lapsed {
+                fx.push(SlotEffect::Freed { conn: r.conn.clone(), token: r.token });
+            }
+            !lapsed
+        });
+        self.admit(rules, mint, &mut fx);
+        let (late, kept): (Vec<_>, Vec<_>) = self.pending.drain(..).partition(|p| p.deadline <= now);
+        self.pending = kept.into();
+        for p in late {
+            fx.push(SlotEffect::Reject { conn: p.conn, reason: RejectReason::WaitTimedOut });
+        }
+        fx
+    }
+
+    /// The earliest instant at which [`ScopeSlots::tick`] has something to do.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        let records = self.records.iter().filter_map(|r| match r.state {
+            SlotState::Reserved { until } => Some(until),
+            _ => r.in_doubt_until,
+        });
+        records.chain(self.pending.iter().map(|p| p.deadline)).min()
+    }
+
+    /// A tab that holds here may come back on another socket: everything but a tab being
+    /// revoked (it is no longer the current holder; it joins like anyone else).
+    fn resumable(&self, tab: &TabKey) -> bool {
+        let mut of_tab = self.records.iter().filter(|r| &r.tab == tab).peekable();
+        of_tab.peek().is_some() && of_tab.all(|r| r.state != SlotState::Revoking)
+    }
+
+    /// Rule 7: grant at once, tell the old connections to close, keep them as replaced.
+    fn resume(&mut self, conn: ConnId, tab: TabKey, mint: &mut TokenMint, fx: &mut Vec<SlotEffect>) {
+        self.records.retain(|r| !(r.tab == tab && matches!(r.state, SlotState::Reserved { .. })));
+        for r in self.records.iter_mut().filter(|r| r.tab == tab && r.state == SlotState::Held) {
+            r.state = SlotState::Replaced;
+            fx.push(SlotEffect::Close { conn: r.conn.clone(), token: r.token });
+        }
+        let token = mint.next_token();
+        self.records.push(SlotRecord {
+            tab: tab.clone(),
+            conn: conn.clone(),
+            token,
+            state: SlotState::Held,
+            in_doubt_until: None,
+        });
+        fx.push(SlotEffect::Grant { conn, tab, token, resumed: true });
+    }
+
+    fn verdict(&self, tab: &TabKey, rules: &SlotRules) -> Verdict {
+        let tabs = self.tabs_counted();
+        if tabs.len() < rules.max_slots as usize || tabs.contains(&tab) {
+            return Verdict::Grant;
+        }
+        // Every slot is taken. The oldest tab is the one a takeover would revoke.
+        let oldest =
+            self.records.iter().min_by_key(|r| r.token).map(|r| r.tab.clone()).expect("slots are taken");
+        let of_oldest = || self.records.iter().filter(|r| r.tab == oldest);
+        let in_doubt = of_oldest().any(|r| r.in_doubt_until.is_some());
+        match rules.on_conflict {
+            // Rule 8: what cannot be reached is neither taken over nor a reason to reject.
+            _ if in_doubt => Verdict::Pend(None),
+            OnConflict::Reject => Verdict::Reject(RejectReason::AlreadyJoined),
+            OnConflict::Wait => Verdict::Pend(None),
+            OnConflict::Takeover => Verdict::Pend(Some(oldest)),
+        }
+    }
+
+    /// Decide a join now: grant, reject, or queue (revoking a victim first for a takeover).
+    fn decide(
+        &mut self,
+        mut p: PendingJoin,
+        rules: &SlotRules,
+        mint: &mut TokenMint,
+        now: Millis,
+        fx: &mut Vec<SlotEffect>,
+    ) {
+        match self.verdict(&p.tab, rules) {
+            Verdict::Grant => self.grant(p.conn, p.tab, mint, fx),
+            Verdict::Reject(reason) => fx.push(SlotEffect::Reject { conn: p.conn, reason }),
+            Verdict::Pend(victim) => {
+                if rules.on_conflict == OnConflict::Wait && victim.is_none() {
+                    p.deadline = now + rules.wait_ms.min(rules.join_wait_ms);
+                }
+                if let Some(v) = &victim {
+                    self.revoke_tab(v, fx);
+                    if self.tabs_counted().len() < rules.max_slots as usize {
+                        // The victim held only a reservation: nothing to wait for.
+                        self.grant(p.conn, p.tab, mint, fx);
+                        return;
+                    }
+                }
+                p.victim = victim;
+                self.pending.push_back(p);
+            }
+        }
+    }
+
+    /// Revoke every record of `tab`; a reservation simply goes (no connection to tell).
+    fn revoke_tab(&mut self, tab: &TabKey, fx: &mut Vec<SlotEffect>) {
+        self.records.retain(|r| !(&r.tab == tab && matches!(r.state, SlotState::Reserved { .. })));
+        for r in self.records.iter_mut().filter(|r| &r.tab == tab && r.state == SlotState::Held) {
+            r.state = SlotState::Revoking;
+            fx.push(SlotEffect::Revoke {
+                conn: r.conn.clone(),
+                token: r.token,
+                reason: RevokeReason::LoggedInElsewhere,
+            });
+        }
+    }
+
+    fn grant(&mut self, conn: ConnId, tab: TabKey, mint: &mut TokenMint, fx: &mut Vec<SlotEffect>) {
+        let token = mint.next_token();
+        self.records.push(SlotRecord {
+            tab: tab.clone(),
+            conn: conn.clone(),
+            token,
+            state: SlotState::Held,
+            in_doubt_until: None,
+        });
+        fx.push(SlotEffect::Grant { conn, tab, token, resumed: false });
+    }
+
+    /// Admit waiting joins in order while slots are free.
+    fn admit(&mut self, rules: &SlotRules, mint: &mut TokenMint, fx: &mut Vec<SlotEffect>) {
+        while let Some(p) = self.pending.front() {
+            if self.resumable(&p.tab) {
+                let p = self.pending.pop_front().expect("front exists");
+                self.resume(p.conn, p.tab, mint, fx);
+                continue;
+            }
+            let victim_gone = p.victim.as_ref().is_some_and(|v| !self.records.iter().any(|r| &r.tab == v));
+            match self.verdict(&p.tab, rules) {
+                Verdict::Grant => {
+                    let p = self.pending.pop_front().expect("front exists");
+                    self.grant(p.conn, p.tab, mint, fx);
+                }
+                // A takeover whose victim is still there keeps waiting for its confirmation;
+                // once the victim is gone, or for any other waiter, re-decide (which may revoke
+                // the next oldest tab for a takeover).
+                Verdict::Pend(_) if p.victim.is_some() && !victim_gone => break,
+                Verdict::Pend(Some(v)) if p.victim.is_none() || victim_gone => {
+                    let mut p = self.pending.pop_front().expect("front exists");
+                    self.revoke_tab(&v, fx);
+                    if self.tabs_counted().len() < rules.max_slots as usize {
+                        self.grant(p.conn, p.tab, mint, fx);
+                        continue;
+                    }
+                    p.victim = Some(v);
+                    self.pending.push_front(p);
+                    break;
+                }
+                Verdict::Pend(_) => break,
+                Verdict::Reject(reason) => {
+                    let p = self.pending.pop_front().expect("front exists");
+                    fx.push(SlotEffect::Reject { conn: p.conn, reason });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "slot_tests.rs"]
+mod tests;

@@ -1,0 +1,390 @@
+use super::*;
+use crate::ids::{Incarnation, SocketId};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+fn gw(n: u8) -> Incarnation {
+    Incarnation::new(format!("n{n}").as_str(), n as u128)
+}
+
+fn conn(g: u8, s: u64) -> ConnId {
+    ConnId { gateway: gw(g), socket: SocketId(s) }
+}
+
+fn tab(t: &str) -> Option<TabId> {
+    Some(TabId::from(t))
+}
+
+fn rules(on_conflict: OnConflict) -> SlotRules {
+    SlotRules { on_conflict, ..SlotRules::default() }
+}
+
+fn granted(fx: &[SlotEffect]) -> Vec<(ConnId, SlotToken)> {
+    fx.iter()
+        .filter_map(|e| match e {
+            SlotEffect::Grant { conn, token, .. } => Some((conn.clone(), *token)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn token_of(fx: &[SlotEffect]) -> SlotToken {
+    granted(fx)[0].1
+}
+
+#[test]
+fn first_join_is_granted_with_the_mints_first_token() {
+    let (mut s, mut m) = (ScopeSlots::new(), TokenMint::new(7));
+    let fx = s.join(conn(1, 1), tab("a"), None, &rules(OnConflict::Takeover), &mut m, 0);
+    assert_eq!(
+        fx,
+        vec![SlotEffect::Grant {
+            conn: conn(1, 1),
+            tab: TabKey::Tab("a".into()),
+            token: SlotToken { epoch: 7, generation: 1 },
+            resumed: false
+        }]
+    );
+}
+
+#[test]
+fn takeover_revokes_the_old_tab_first_and_grants_only_on_confirmation() {
+    let r = rules(OnConflict::Takeover);
+    let (mut s, mut m) = (ScopeSlots::new(), TokenMint::new(1));
+    let old = token_of(&s.join(conn(1, 1), tab("a"), None, &r, &mut m, 0));
+    let fx = s.join(conn(2, 1), tab("b"), None, &r, &mut m, 10);
+    assert_eq!(
+        fx,
+        vec![SlotEffect::Revoke { conn: conn(1, 1), token: old, reason: RevokeReason::LoggedInElsewhere }]
+    );
+    assert!(s.holds(old), "the old slot counts until its gateway confirms");
+    let fx = s.released(&conn(1, 1), old, true, &r, &mut m, 20);
+    let g = granted(&fx);
+    assert_eq!(g.len(), 1);
+    assert_eq!(g[0].0, conn(2, 1));
+    assert!(g[0].1 > old);
+    assert_eq!(s.tabs_counted(), vec![&TabKey::Tab("b".into())]);
+}
+
+#[test]
+fn reject_policy_answers_already_joined() {
+    let r = rules(OnConflict::Reject);
+    let (mut s, mut m) = (ScopeSlots::new(), TokenMint::new(1));
+    s.join(conn(1, 1), tab("a"), None, &r, &mut m, 0);
+    let fx = s.join(conn(1, 2), tab("b"), None, &r, &mut m, 1);
+    assert_eq!(fx, vec![SlotEffect::Reject { conn: conn(1, 2), reason: RejectReason::AlreadyJoined }]);
+}
+
+#[test]
+fn wait_policy_grants_when_the_holder_leaves_in_time() {
+    let r = SlotRules { wait_ms: 1000, ..rules(OnConflict::Wait) };
+    let (mut s, mut m) = (ScopeSlots::new(), TokenMint::new(1));
+    let t = token_of(&s.join(conn(1, 1), tab("a"), None, &r, &mut m, 0));
+    assert!(s.join(conn(1, 2), tab("b"), None, &r, &mut m, 0).is_empty());
+    assert_eq!(s.next_deadline(), Some(1000));
+    let fx = s.released(&conn(1, 1), t, true, &r, &mut m, 500);
+    assert_eq!(granted(&fx)[0].0, conn(1, 2));
+}
+
+#[test]
+fn wait_policy_times_out_at_wait_ms() {
+    let r = SlotRules { wait_ms: 1000, ..rules(OnConflict::Wait) };
+    let (mut s, mut m) = (ScopeSlots::new(), TokenMint::new(1));
+    s.join(conn(1, 1), tab("a"), None, &r, &mut m, 0);
+    s.join(conn(1, 2), tab("b"), None, &r, &mut m, 0);
+    assert!(s.tick(&r, &mut m, 999).is_empty());
+    let fx = s.tick(&r, &mut m, 1000);
+    assert_eq!(fx, vec![SlotEffect::Reject { conn: conn(1, 2), reason: RejectReason::WaitTimedOut }]);
+    assert_eq!(s.waiting(), 0);
+}
+
+#[test]
+fn same_tab_on_a_new_socket_resumes_at_once_and_closes_the_old_one() {
+    for policy in [OnConflict::Takeover, OnConflict::Reject, OnConflict::Wait] {
+        let r = rules(policy);
+        let (mut s, mut m) = (ScopeSlots::new(), TokenMint::new(1));
+        let old = token_of(&s.join(conn(1, 1), tab("a"), None, &r, &mut m, 0));
+        let fx = s.join(conn(2, 9), tab("a"), None, &r, &mut m, 5);
+        assert_eq!(fx[0], SlotEffect::Close { conn: conn(1, 1), token: old });
+        assert!(matches!(&fx[1], SlotEffect::Grant { conn: c, resumed: true, .. } if *c == conn(2, 9)));
+        assert_eq!(s.records()[0].state, SlotState::Replaced, "the replaced record stays (rule 7)");
+        assert_eq!(s.tabs_counted().len(), 1);
+    }
+}
+
+#[test]
+fn a_takeover_waits_for_the_replaced_record_of_a_resumed_tab() {
+    let r = rules(OnConflict::Takeover);
+    let (mut s, mut m) = (ScopeSlots::new(), TokenMint::new(1));
+    let a1 = token_of(&s.join(conn(1, 1), tab("a"), None, &r, &mut m, 0));
+    let a2 = granted(&s.join(conn(2, 1), tab("a"), None, &r, &mut m, 1))[0].1;
+    let fx = s.join(conn(3, 1), tab("b"), None, &r, &mut m, 2);
+    assert_eq!(
+        fx,
+        vec![SlotEffect::Revoke { conn: conn(2, 1), token: a2, reason: RevokeReason::LoggedInElsewhere }]
+    );
+    assert!(
+        granted(&s.released(&conn(2, 1), a2, true, &r, &mut m, 3)).is_empty(),
+        "A@n1 is not confirmed closed"
+    );
+    let fx = s.released(&conn(1, 1), a1, true, &r, &mut m, 4);
+    assert_eq!(granted(&fx)[0].0, conn(3, 1));
+}
+
+#[test]
+fn same_tab_on_the_same_socket_shares_the_slot() {
+    let r = rules(OnConflict::Reject);
+    let (mut s, mut m) = (ScopeSlots::new(), TokenMint::new(1));
+    let t = token_of(&s.join(conn(1, 1), tab("a"), None, &r, &mut m, 0));
+    let fx = s.join(conn(1, 1), tab("a"), None, &r, &mut m, 1);
+    assert_eq!(granted(&fx), vec![(conn(1, 1), t)]);
+    assert_eq!(s.records().len(), 1);
+}
+
+#[test]
+fn reserve_keeps_the_slot_for_the_same_tab_after_an_unclean_drop() {
+    let r = SlotRules { reserve_ms: 3000, ..rules(OnConflict::Reject) };
+    let (mut s, mut m) = (ScopeSlots::new(), TokenMint::new(1));
+    let t = token_of(&s.join(conn(1, 1), tab("a"), None, &r, &mut m, 0));
+    assert!(s.released(&conn(1, 1), t, false, &r, &mut m, 100).is_empty());
+    assert_eq!(s.records()[0].state, SlotState::Reserved { until: 3100 });
+    let other = s.join(conn(1, 2), tab("b"), None, &r, &mut m, 200);
+    assert_eq!(other, vec![SlotEffect::Reject { conn: conn(1, 2), reason: RejectReason::AlreadyJoined }]);
+    let back = s.join(conn(1, 3), tab("a"), None, &r, &mut m, 300);
+    assert!(matches!(&back[..], [SlotEffect::Grant { resumed: true, .. }]), "{back:?}");
+    assert_eq!(s.records().len(), 1);
+}
+
+#[test]
+fn a_reservation_lapses_at_reserve_ms() {
+    let r = SlotRules { reserve_ms: 3000, ..rules(OnConflict::Reject) };
+    let (mut s, mut m) = (ScopeSlots::new(), TokenMint::new(1));
+    let t = token_of(&s.join(conn(1, 1), tab("a"), None, &r, &mut m, 0));
+    s.released(&conn(1, 1), t, false, &r, &mut m, 100);
+    assert!(s.tick(&r, &mut m, 3099).is_empty());
+    assert_eq!(s.tick(&r, &mut m, 3100), vec![SlotEffect::Freed { conn: conn(1, 1), token: t }]);
+    assert!(s.is_idle());
+}
+
+#[test]
+fn takeover_of_a_reservation_needs_no_confirmation() {
+    let r = SlotRules { reserve_ms: 3000, ..rules(OnConflict::Takeover) };
+    let (mut s, mut m) = (ScopeSlots::new(), TokenMint::new(1));
+    let t = token_of(&s.join(conn(1, 1), tab("a"), None, &r, &mut m, 0));
+    s.released(&conn(1, 1), t, false, &r, &mut m, 100);
+    let fx = s.join(conn(1, 2), tab("b"), None, &r, &mut m, 200);
+    assert_eq!(granted(&fx)[0].0, conn(1, 2));
+}
+
+#[test]
+fn a_clean_leave_never_reserves() {
+    let r = SlotRules { reserve_ms: 3000, ..rules(OnConflict::Reject) };
+    let (mut s, mut m) = (ScopeSlots::new(), TokenMint::new(1));
+    let t = token_of(&s.join(conn(1, 1), tab("a"), None, &r, &mut m, 0));
+    s.released(&conn(1, 1), t, true, &r, &mut m, 100);
+    assert!(s.is_idle());
+}
+
+#[test]
+fn exempt_roles_skip_the_slot_check() {
+    let r = SlotRules { exempt_roles: vec![Role::from("admin")], ..rules(OnConflict::Reject) };
+    let (mut s, mut m) = (ScopeSlots::new(), TokenMint::new(1));
+    s.join(conn(1, 1), tab("a"), None, &r, &mut m, 0);
+    let fx = s.join(conn(1, 2), tab("b"), Some(&Role::from("admin")), &r, &mut m, 1);
+    assert_eq!(granted(&fx).len(), 1);
+    assert_eq!(s.records().len(), 1, "an exempt join holds no slot");
+}
+
+#[test]
+fn max_slots_two_admits_exactly_two_tabs() {
+    let r = SlotRules { max_slots: 2, ..rules(OnConflict::Reject) };
+    let (mut s, mut m) = (ScopeSlots::new(), TokenMint::new(1));
+    assert_eq!(granted(&s.join(conn(1, 1), tab("a"), None, &r, &mut m, 0)).len(), 1);
+    assert_eq!(granted(&s.join(conn(1, 2), tab("b"), None, &r, &mut m, 0)).len(), 1);
+    let third = s.join(conn(1, 3), tab("c"), None, &r, &mut m, 0);
+    assert_eq!(third, vec![SlotEffect::Reject { conn: conn(1, 3), reason: RejectReason::AlreadyJoined }]);
+}
+
+#[test]
+fn joins_without_tab_id_are_each_a_new_tab() {
+    let r = rules(OnConflict::Reject);
+    let (mut s, mut m) = (ScopeSlots::new(), TokenMint::new(1));
+    s.join(conn(1, 1), None, None, &r, &mut m, 0);
+    let fx = s.join(conn(1, 2), None, None, &r, &mut m, 0);
+    assert_eq!(fx, vec![SlotEffect::Reject { conn: conn(1, 2), reason: RejectReason::AlreadyJoined }]);
+}
+
+#[test]
+fn an_in_doubt_slot_makes_conflicting_joins_wait_then_frees_at_its_deadline() {
+    for policy in [OnConflict::Takeover, OnConflict::Reject, OnConflict::Wait] {
+        let r = rules(policy);
+        let (mut s, mut m) = (ScopeSlots::new(), TokenMint::new(1));
+        let t = token_of(&s.join(conn(1, 1), tab("a"), None, &r, &mut m, 0));
+        s.gateway_unheard(&gw(1), 4000);
+        let fx = s.join(conn(2, 1), tab("b"), None, &r, &mut m, 100);
+        assert!(fx.is_empty(), "{policy:?}: neither rejected nor taken over: {fx:?}");
+        assert!(s.tick(&r, &mut m, 3999).is_empty());
+        let fx = s.tick(&r, &mut m, 4000);
+        assert_eq!(fx[0], SlotEffect::Freed { conn: conn(1, 1), token: t });
+        assert_eq!(granted(&fx[1..])[0].0, conn(2, 1), "{policy:?}");
+    }
+}
+
+#[test]
+fn an_in_doubt_tab_still_resumes_at_once() {
+    let r = rules(OnConflict::Reject);
+    let (mut s, mut m) = (ScopeSlots::new(), TokenMint::new(1));
+    s.join(conn(1, 1), tab("a"), None, &r, &mut m, 0);
+    s.gateway_unheard(&gw(1), 4000);
+    let fx = s.join(conn(2, 1), tab("a"), None, &r, &mut m, 10);
+    assert!(matches!(fx.last(), Some(SlotEffect::Grant { resumed: true, .. })));
+}
+
+#[test]
+fn a_gateway_heard_again_is_no_longer_in_doubt() {
+    let r = rules(OnConflict::Reject);
+    let (mut s, mut m) = (ScopeSlots::new(), TokenMint::new(1));
+    s.join(conn(1, 1), tab("a"), None, &r, &mut m, 0);
+    s.gateway_unheard(&gw(1), 4000);
+    s.gateway_heard(&gw(1));
+    assert!(s.tick(&r, &mut m, 5000).is_empty());
+    assert_eq!(s.records().len(), 1);
+}
+
+#[test]
+fn a_newer_takeover_supersedes_a_pending_one() {
+    let r = rules(OnConflict::Takeover);
+    let (mut s, mut m) = (ScopeSlots::new(), TokenMint::new(1));
+    let t = token_of(&s.join(conn(1, 1), tab("a"), None, &r, &mut m, 0));
+    s.join(conn(1, 2), tab("b"), None, &r, &mut m, 1);
+    let fx = s.join(conn(1, 3), tab("c"), None, &r, &mut m, 2);
+    assert_eq!(fx, vec![SlotEffect::Reject { conn: conn(1, 2), reason: RejectReason::LoggedInElsewhere }]);
+    let fx = s.released(&conn(1, 1), t, true, &r, &mut m, 3);
+    assert_eq!(granted(&fx)[0].0, conn(1, 3));
+}
+
+#[test]
+fn kick_revokes_every_held_slot() {
+    let r = SlotRules { max_slots: 2, ..rules(OnConflict::Reject) };
+    let (mut s, mut m) = (ScopeSlots::new(), TokenMint::new(1));
+    s.join(conn(1, 1), tab("a"), None, &r, &mut m, 0);
+    s.join(conn(1, 2), tab("b"), None, &r, &mut m, 0);
+    let fx = s.kick("banned");
+    assert_eq!(fx.len(), 2);
+    assert!(fx
+        .iter()
+        .all(|e| matches!(e, SlotEffect::Revoke { reason: RevokeReason::Kicked(r), .. } if r == "banned")));
+}
+
+/// One step of a random history against one home.
+#[derive(Clone, Debug)]
+enum Op {
+    Join {
+        gw: u8,
+        socket: u64,
+        tab: Option<u8>,
+    },
+    /// The gateway confirms the oldest outstanding revoke or close.
+    Confirm,
+    /// A connection drops (clean or not).
+    Drop {
+        pick: usize,
+        clean: bool,
+    },
+    Unheard {
+        gw: u8,
+    },
+    Heard {
+        gw: u8,
+    },
+    Advance {
+        ms: u64,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u8..3, 0u64..6, proptest::option::of(0u8..4)).prop_map(|(gw, socket, tab)| Op::Join { gw, socket, tab }),
+        3 => Just(Op::Confirm),
+        2 => (any::<usize>(), any::<bool>()).prop_map(|(pick, clean)| Op::Drop { pick, clean }),
+        1 => (0u8..3).prop_map(|gw| Op::Unheard { gw }),
+        1 => (0u8..3).prop_map(|gw| Op::Heard { gw }),
+        2 => (0u64..3000).prop_map(|ms| Op::Advance { ms }),
+    ]
+}
+
+fn policy() -> impl Strategy<Value = SlotRules> {
+    (
+        1u32..3,
+        prop_oneof![Just(OnConflict::Takeover), Just(OnConflict::Reject), Just(OnConflict::Wait)],
+        prop_oneof![Just(0u64), Just(2000)],
+    )
+        .prop_map(|(max_slots, on_conflict, reserve_ms)| SlotRules {
+            max_slots,
+            on_conflict,
+            reserve_ms,
+            wait_ms: 1500,
+            join_wait_ms: 5000,
+            ..SlotRules::default()
+        })
+}
+
+proptest! {
+    /// Whatever the history, the connections that gateways consider holding (granted and not
+    /// yet released by the gateway, nor expired as unreachable) never carry more than
+    /// `max_slots` distinct tabs, and every new grant's token is larger than all before it.
+    #[test]
+    fn never_more_than_max_slots_tabs_hold_and_tokens_only_grow(rules in policy(), ops in proptest::collection::vec(op(), 1..80)) {
+        let (mut s, mut m) = (ScopeSlots::new(), TokenMint::new(1));
+        let mut now = 0;
+        // What the gateways believe: conn -> (tab, token).
+        let mut live: BTreeMap<(ConnId, TabKey), SlotToken> = BTreeMap::new();
+        let mut outstanding: VecDeque<(ConnId, SlotToken)> = VecDeque::new();
+        let mut unheard: Vec<Incarnation> = Vec::new();
+        let mut last_token = SlotToken { epoch: 0, generation: 0 };
+        for op in ops {
+            let fx = match op {
+                Op::Join { gw: g, socket, tab: t } => {
+                    let c = conn(g, socket);
+                    let t = t.map(|t| TabId::from(format!("t{t}")));
+                    s.join(c, t, None, &rules, &mut m, now)
+                }
+                Op::Confirm => match outstanding.pop_front() {
+                    Some((c, t)) => { live.retain(|(lc, _), lt| !(*lc == c && *lt == t)); s.released(&c, t, true, &rules, &mut m, now) }
+                    None => vec![],
+                },
+                Op::Drop { pick, clean } if !live.is_empty() => {
+                    let (key, t) = live.iter().nth(pick % live.len()).map(|(k, t)| (k.clone(), *t)).unwrap();
+                    live.remove(&key);
+                    let c = key.0;
+                    s.released(&c, t, clean, &rules, &mut m, now)
+                }
+                Op::Drop { .. } => vec![],
+                Op::Unheard { gw: g } => { unheard.push(gw(g)); s.gateway_unheard(&gw(g), now + 4000); vec![] }
+                Op::Heard { gw: g } => { unheard.retain(|i| *i != gw(g)); s.gateway_heard(&gw(g)); vec![] }
+                Op::Advance { ms } => { now += ms; s.tick(&rules, &mut m, now) }
+            };
+            for e in fx {
+                match e {
+                    SlotEffect::Grant { conn, tab, token, .. } => {
+                        let key = (conn, tab);
+                        if live.get(&key) != Some(&token) {
+                            prop_assert!(token > last_token, "token {token} after {last_token}");
+                            last_token = token;
+                        }
+                        live.insert(key, token);
+                    }
+                    SlotEffect::Revoke { conn, token, .. } | SlotEffect::Close { conn, token } => outstanding.push_back((conn, token)),
+                    // The home only frees what it cannot reach when the gateway's horizon has
+                    // surely passed: model that the gateway dropped it by then.
+                    SlotEffect::Freed { conn, token } => { live.retain(|(lc, _), lt| !(*lc == conn && *lt == token)); }
+                    SlotEffect::Reject { .. } => {}
+                }
+            }
+            let mut tabs: Vec<&TabKey> = live.keys().map(|(_, t)| t).collect();
+            tabs.sort();
+            tabs.dedup();
+            prop_assert!(tabs.len() <= rules.max_slots as usize, "{} tabs hold: {:?}", tabs.len(), live);
+        }
+    }
+}
