@@ -1,0 +1,424 @@
+//! What goes into and comes out of a [`NodeState`](super::NodeState): inputs, effects, the
+//! messages between nodes, and the records a checker rebuilds holding intervals from.
+
+use crate::ids::{ConnId, Incarnation, Meta, Millis, NodeName, Role, SlotToken, SocketId, TabId, Topic, UserId};
+use crate::slot::TabKey;
+use crate::{PartitionId, ScopeKey};
+use serde::{Deserialize, Serialize};
+
+/// Something that happened to a node. Every input comes with the node's own clock reading.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Input {
+    /// Time passed: heartbeats, lease requests, horizons, waits and timers that are due run.
+    /// The runtime calls it at [`NodeState::next_wake`](super::NodeState::next_wake) or sooner.
+    Tick,
+    /// A message from a peer (or from this node to itself: home and gateway share one path).
+    Receive {
+        /// The sending node's name.
+        from: NodeName,
+        /// The message.
+        msg: PeerMsg,
+    },
+    /// The transport says the session to `peer` closed (a killed process is noticed at once).
+    LinkDown {
+        /// The peer.
+        peer: NodeName,
+    },
+    /// A client on a socket of this node joins a topic.
+    Join(ClientJoin),
+    /// A client leaves one topic cleanly (`phx_leave`).
+    Leave {
+        /// The socket.
+        socket: SocketId,
+        /// The topic it leaves.
+        topic: Topic,
+    },
+    /// A socket ended: `clean` for a close the client asked for, not for a drop or timeout.
+    SocketClosed {
+        /// The socket.
+        socket: SocketId,
+        /// Whether the client closed it on purpose.
+        clean: bool,
+    },
+    /// A joined client replaces its meta (`presence:update`).
+    UpdateMeta {
+        /// The socket.
+        socket: SocketId,
+        /// The topic.
+        topic: Topic,
+        /// The new meta.
+        meta: Meta,
+    },
+    /// The backend kicks a user (from any node): every slot of the user, or those of one topic.
+    Kick {
+        /// The user.
+        user: UserId,
+        /// Only this topic's scope, or all.
+        topic: Option<Topic>,
+        /// The reason the client sees in `slot_revoked`.
+        reason: String,
+    },
+    /// Graceful shutdown: release every slot and lease at once.
+    Shutdown,
+}
+
+/// A client's join as the gateway sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClientJoin {
+    /// The socket on this node.
+    pub socket: SocketId,
+    /// The topic.
+    pub topic: Topic,
+    /// The signed-in user, or `None` for an anonymous viewer.
+    pub user: Option<UserId>,
+    /// The user's role from the token.
+    pub role: Option<Role>,
+    /// The browser tab, if the client sent one.
+    pub tab: Option<TabId>,
+    /// The user's meta.
+    pub meta: Meta,
+}
+
+/// What the runtime must do, in the order given.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Effect {
+    /// Send a message to a node (possibly this one).
+    Send {
+        /// The destination.
+        to: NodeName,
+        /// The message.
+        msg: PeerMsg,
+    },
+    /// Store this epoch durably (written and synced) before carrying out any later effect.
+    PersistEpoch(u64),
+    /// Tell a local client something.
+    Client {
+        /// The socket.
+        socket: SocketId,
+        /// The topic concerned.
+        topic: Topic,
+        /// What to tell it.
+        event: ClientEvent,
+    },
+    /// Presence of a topic changed on this node's replica (for subscribers' diffs).
+    PresenceChanged {
+        /// The topic.
+        topic: Topic,
+    },
+    /// Something a checker needs to rebuild holding intervals; the runtime logs it.
+    Record(Record),
+}
+
+/// What a client is told.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ClientEvent {
+    /// The join succeeded; `token` is absent for joins that hold no slot (anonymous viewers).
+    Joined {
+        /// The slot's fencing token.
+        token: Option<SlotToken>,
+    },
+    /// The join failed.
+    JoinFailed {
+        /// One of DESIGN.md's join errors (`already_joined`, `wait_timed_out`, `no_quorum`, ...).
+        reason: String,
+    },
+    /// The slot was taken away (`slot_revoked`), followed by the topic's close.
+    Revoked {
+        /// `logged_in_elsewhere`, `node_isolated`, or a kick's reason.
+        reason: String,
+    },
+    /// The channel is closed quietly (its tab resumed on another socket).
+    Closed,
+}
+
+/// A node's word on a partition's lease, inside a heartbeat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announced {
+    /// The partition.
+    pub partition: PartitionId,
+    /// The epoch of the sender's lease, valid at the instant the heartbeat was sent.
+    pub epoch: u64,
+}
+
+/// The latest heartbeat a node received from a peer, echoed back (rule 4).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Echo {
+    /// The peer incarnation whose heartbeat is echoed.
+    pub of: Incarnation,
+    /// That heartbeat's send time, on the peer's clock.
+    pub sent_at: Millis,
+}
+
+/// One connection's slot as a gateway reports it to a scanning home.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldSlot {
+    /// The user.
+    pub user: UserId,
+    /// The scope.
+    pub scope: ScopeKey,
+    /// The connection.
+    pub conn: ConnId,
+    /// Its tab.
+    pub tab: TabKey,
+    /// Its token.
+    pub token: SlotToken,
+}
+
+/// Messages between nodes. Every message names the sender's incarnation where a stale one
+/// would be dangerous.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PeerMsg {
+    /// Rule 4: liveness, the leases valid at the send instant, and echoes.
+    Heartbeat {
+        /// The sender.
+        from: Incarnation,
+        /// Send time on the sender's clock.
+        sent_at: Millis,
+        /// Leases valid at `sent_at`.
+        leases: Vec<Announced>,
+        /// The latest heartbeat received from each peer.
+        echoes: Vec<Echo>,
+    },
+    /// Rule 1: ask for (or renew) leases on these partitions at these epochs.
+    LeaseRequest {
+        /// The proposer.
+        from: Incarnation,
+        /// The proposer's send time, which identifies the round.
+        round: Millis,
+        /// Partition and proposed epoch.
+        asks: Vec<Announced>,
+    },
+    /// The answer to a [`PeerMsg::LeaseRequest`].
+    LeaseReply {
+        /// The grantor.
+        from: Incarnation,
+        /// The round it answers.
+        round: Millis,
+        /// Granted partitions at the asked epochs.
+        granted: Vec<Announced>,
+        /// Refused partitions with the grantor's highest known epoch.
+        refused: Vec<Announced>,
+    },
+    /// The holder gives its leases up (graceful shutdown or handover).
+    LeaseRelease {
+        /// The holder.
+        from: Incarnation,
+        /// The released leases.
+        leases: Vec<Announced>,
+    },
+    /// A gateway asks the home of `user`'s partition for a slot.
+    SlotJoin {
+        /// The gateway connection.
+        conn: ConnId,
+        /// The user.
+        user: UserId,
+        /// The scope.
+        scope: ScopeKey,
+        /// The topic that asked (for the policy).
+        topic: Topic,
+        /// The tab, if any.
+        tab: Option<TabId>,
+        /// The user's role.
+        role: Option<Role>,
+    },
+    /// The home grants the slot; `echo` is the latest send time of the gateway's heartbeat the
+    /// home received, so the slot has a horizon from its first instant (rule 5).
+    SlotGrant {
+        /// The home.
+        from: Incarnation,
+        /// The connection.
+        conn: ConnId,
+        /// The scope.
+        scope: ScopeKey,
+        /// The token.
+        token: SlotToken,
+        /// The gateway's heartbeat send time the home vouches for.
+        echo: Millis,
+    },
+    /// The home refuses (or cannot serve) the join.
+    SlotReject {
+        /// The home.
+        from: Incarnation,
+        /// The connection.
+        conn: ConnId,
+        /// The scope.
+        scope: ScopeKey,
+        /// Join error reason; `not_home` means "ask again when a home is known".
+        reason: String,
+    },
+    /// The home revokes a slot (takeover, kick); the gateway confirms with `SlotReleased`.
+    SlotRevoke {
+        /// The home.
+        from: Incarnation,
+        /// The connection.
+        conn: ConnId,
+        /// The scope.
+        scope: ScopeKey,
+        /// The token revoked.
+        token: SlotToken,
+        /// Why.
+        reason: String,
+    },
+    /// The home asks the gateway to close a replaced connection quietly (rule 7).
+    SlotClose {
+        /// The home.
+        from: Incarnation,
+        /// The connection.
+        conn: ConnId,
+        /// The scope.
+        scope: ScopeKey,
+        /// The token of the replaced connection.
+        token: SlotToken,
+    },
+    /// The gateway no longer holds the slot (left, closed, revoked, never accepted, expired).
+    SlotReleased {
+        /// The connection (its gateway incarnation is the sender).
+        conn: ConnId,
+        /// The user.
+        user: UserId,
+        /// The scope.
+        scope: ScopeKey,
+        /// The token.
+        token: SlotToken,
+        /// A clean end (no reservation).
+        clean: bool,
+    },
+    /// The home has taken note of a release (the gateway stops retrying it).
+    SlotReleaseAck {
+        /// The connection.
+        conn: ConnId,
+        /// The token.
+        token: SlotToken,
+    },
+    /// Rule 9: a new home asks which slots a gateway holds in a partition.
+    ScanRequest {
+        /// The new home.
+        from: Incarnation,
+        /// The partition.
+        partition: PartitionId,
+        /// The new epoch.
+        epoch: u64,
+    },
+    /// The gateway's answer, vouching for this incarnation only (rule 10).
+    ScanReply {
+        /// The answering gateway.
+        from: Incarnation,
+        /// The partition.
+        partition: PartitionId,
+        /// The epoch asked about.
+        epoch: u64,
+        /// Its slots in the partition.
+        slots: Vec<HeldSlot>,
+    },
+    /// A kick forwarded to the user's home.
+    Kick {
+        /// The user.
+        user: UserId,
+        /// Only this scope, or all.
+        scope: Option<ScopeKey>,
+        /// The reason.
+        reason: String,
+    },
+    // Presence replication (deltas, snapshot requests and chunks) joins here with the
+    // presence table.
+}
+
+/// A fact a checker needs, with the node's own clock reading. A slot is held from its
+/// `Accepted` until the first of its `Ended` or its latest `Horizon`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    /// The gateway accepted a grant: the connection holds the slot from `at`.
+    Accepted {
+        /// Node clock.
+        at: Millis,
+        /// The user.
+        user: UserId,
+        /// The scope.
+        scope: ScopeKey,
+        /// The connection.
+        conn: ConnId,
+        /// Its tab.
+        tab: TabKey,
+        /// The token.
+        token: SlotToken,
+        /// Its validity horizon on the gateway's clock.
+        horizon: Millis,
+    },
+    /// The slot's horizon moved (an echo arrived); it holds until then unless it ends first.
+    Horizon {
+        /// Node clock.
+        at: Millis,
+        /// The connection.
+        conn: ConnId,
+        /// The scope.
+        scope: ScopeKey,
+        /// The new horizon, on the gateway's clock.
+        horizon: Millis,
+    },
+    /// The slot ended at the gateway: revoked, closed, released, or expired.
+    Ended {
+        /// Node clock.
+        at: Millis,
+        /// The connection.
+        conn: ConnId,
+        /// The scope.
+        scope: ScopeKey,
+        /// Why (`released`, `closed`, `logged_in_elsewhere`, `node_isolated`, ...).
+        why: String,
+    },
+    /// The node's lease on a partition became valid until `until`.
+    LeaseHeld {
+        /// Node clock when the lease started.
+        at: Millis,
+        /// The partition.
+        partition: PartitionId,
+        /// Its epoch.
+        epoch: u64,
+        /// Node clock at which it ends unless renewed.
+        until: Millis,
+    },
+    /// The node stopped holding a partition's lease (released, handed over, or lapsed).
+    LeaseDropped {
+        /// Node clock.
+        at: Millis,
+        /// The partition.
+        partition: PartitionId,
+        /// Its epoch.
+        epoch: u64,
+    },
+}
+
+/// Test-only switches that turn one safeguard of DESIGN.md off, so the simulation can show the
+/// failure it prevents. Every field is `true` in production ([`Safeguards::default`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Safeguards {
+    /// Rule 2: no lease grants for `lease_ms × (1 + max_drift)` after a start.
+    pub quiet_after_restart: bool,
+    /// Rule 6: a takeover grants only once the old gateway confirms.
+    pub revoke_before_grant: bool,
+    /// Rule 7: a resume keeps the replaced record until its close is confirmed.
+    pub keep_replaced: bool,
+    /// Rule 9: after a scan, no new tab until non-answering gateways' slots surely expired,
+    /// counted from the later of lease start and their last heartbeat.
+    pub scan_wait_from_last_heartbeat: bool,
+    /// Rule 9: a scan that finds one `tab_id` twice closes all but the highest token.
+    pub scan_dedup_tabs: bool,
+    /// Rule 10: ignore grants and scans below an epoch whose scan this gateway answered.
+    pub fence_stale_epochs: bool,
+    /// Rule 10: answer no scan until `isolation_ms` after start.
+    pub scan_quiet_after_start: bool,
+}
+
+impl Default for Safeguards {
+    fn default() -> Self {
+        Self {
+            quiet_after_restart: true,
+            revoke_before_grant: true,
+            keep_replaced: true,
+            scan_wait_from_last_heartbeat: true,
+            scan_dedup_tabs: true,
+            fence_stale_epochs: true,
+            scan_quiet_after_start: true,
+        }
+    }
+}
