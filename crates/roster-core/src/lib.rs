@@ -5,8 +5,16 @@
 //! machine returns what should happen as values (effects) for the runtime to carry out.
 //!
 //! ## Layout
-//! - [`ids`]: users, topics, tabs, sockets, roles, metas, `phx_ref`s, incarnations, slot tokens.
+//! - `ids`: users, topics, tabs, sockets, roles, metas, `phx_ref`s, incarnations, slot tokens.
+//! - `config`: `cluster.toml` as types with their defaults, validation (the timing rule),
+//!   and slot policy resolution per topic ([`Config::policy_for`], [`ScopeKey`]).
+//! - `ring`: a user's partition ([`partition_of`]) and a partition's preferred home
+//!   ([`preferred_home`], rendezvous hashing).
 
+mod config;
 mod ids;
+mod ring;
 
+pub use config::*;
 pub use ids::*;
+pub use ring::*;
