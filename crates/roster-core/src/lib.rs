@@ -5,11 +5,24 @@
 //! machine returns what should happen as values (effects) for the runtime to carry out.
 //!
 //! ## Layout
-//! - [`ids`]: users, topics, tabs, sockets, roles, metas, `phx_ref`s, incarnations, slot tokens.
-//! - [`slot`]: the slot policy of one `(user, scope)` on its home: grants, takeovers, resumes, waits.
+//! - `ids`: users, topics, tabs, sockets, roles, metas, `phx_ref`s, incarnations, slot tokens.
+//! - `config`: `cluster.toml` as types with their defaults, validation (the timing rule),
+//!   and slot policy resolution per topic ([`Config::policy_for`], [`ScopeKey`]).
+//! - `ring`: a user's partition ([`partition_of`]) and a partition's preferred home
+//!   ([`preferred_home`], rendezvous hashing).
+//! - `slot`: the slot policy of one `(user, scope)` on its home ([`ScopeSlots`]): grants,
+//!   takeovers, resumes, waits, reservations, in-doubt slots.
+//! - `node`: one node's whole cluster logic as one machine ([`NodeState`]): leases,
+//!   heartbeats and echoes, home and gateway sides of every slot, recovery scans.
 
+mod config;
 mod ids;
+mod node;
+mod ring;
 mod slot;
 
+pub use config::*;
 pub use ids::*;
+pub use node::*;
+pub use ring::*;
 pub use slot::*;

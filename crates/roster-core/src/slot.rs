@@ -28,20 +28,10 @@
 //! Every input returns [`SlotEffect`]s in the order they must be carried out; nothing here
 //! reads a clock, and tokens come from the caller's [`TokenMint`].
 
+use crate::config::{OnConflict, Policy};
 use crate::ids::{ConnId, Incarnation, Millis, Role, SlotToken, TabId};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
-
-/// What a newcomer meets when every slot is taken.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum OnConflict {
-    /// Newest wins: the oldest tab is revoked (`logged_in_elsewhere`), then the newcomer granted.
-    Takeover,
-    /// The newcomer is rejected with `already_joined`.
-    Reject,
-    /// The newcomer waits up to `wait_ms` for a slot, then is rejected with `wait_timed_out`.
-    Wait,
-}
 
 /// The resolved rules for one `(user, scope)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -58,6 +48,20 @@ pub struct SlotRules {
     pub join_wait_ms: Millis,
     /// Roles that skip the slot check.
     pub exempt_roles: Vec<Role>,
+}
+
+impl SlotRules {
+    /// The rules of a resolved policy; `join_wait_ms` is the server's bound on any wait.
+    pub fn from_policy(policy: &Policy, join_wait_ms: Millis) -> Self {
+        Self {
+            max_slots: policy.max_slots,
+            on_conflict: policy.on_conflict,
+            wait_ms: policy.wait_ms,
+            reserve_ms: policy.reserve_ms,
+            join_wait_ms,
+            exempt_roles: policy.exempt_roles.clone(),
+        }
+    }
 }
 
 impl Default for SlotRules {
@@ -296,9 +300,7 @@ impl ScopeSlots {
 
     /// Whether `token` still holds a slot here (held, being revoked, or in doubt).
     pub fn holds(&self, token: SlotToken) -> bool {
-        self.records
-            .iter()
-            .any(|r| r.token == token && matches!(r.state, SlotState::Held | SlotState::Revoking))
+        self.records.iter().any(|r| r.token == token && matches!(r.state, SlotState::Held | SlotState::Revoking))
     }
 
     /// A join from `conn` for `tab`. Exempt roles get a token and no record.
@@ -317,9 +319,7 @@ impl ScopeSlots {
         }
         let mut fx = Vec::new();
         // The same tab on the same socket shares its slot (another topic of a global scope).
-        if let Some(r) =
-            self.records.iter().find(|r| r.conn == conn && r.tab == tab && r.state == SlotState::Held)
-        {
+        if let Some(r) = self.records.iter().find(|r| r.conn == conn && r.tab == tab && r.state == SlotState::Held) {
             fx.push(SlotEffect::Grant { conn, tab, token: r.token, resumed: false });
             return fx;
         }
@@ -342,8 +342,7 @@ impl ScopeSlots {
         }
         let pending = PendingJoin { conn, tab, deadline: now + rules.join_wait_ms, victim: None };
         if !self.pending.is_empty() && rules.on_conflict == OnConflict::Wait {
-            self.pending
-                .push_back(PendingJoin { deadline: now + rules.wait_ms.min(rules.join_wait_ms), ..pending });
+            self.pending.push_back(PendingJoin { deadline: now + rules.wait_ms.min(rules.join_wait_ms), ..pending });
             return fx;
         }
         self.decide(pending, rules, mint, now, &mut fx);
@@ -365,10 +364,8 @@ impl ScopeSlots {
         let mut fx = Vec::new();
         if let Some(i) = self.records.iter().position(|r| &r.conn == conn && r.token == token) {
             let rec = &mut self.records[i];
-            let reserve = !clean
-                && rules.reserve_ms > 0
-                && rec.state == SlotState::Held
-                && matches!(rec.tab, TabKey::Tab(_));
+            let reserve =
+                !clean && rules.reserve_ms > 0 && rec.state == SlotState::Held && matches!(rec.tab, TabKey::Tab(_));
             if reserve {
                 rec.state = SlotState::Reserved { until: now + rules.reserve_ms };
                 rec.in_doubt_until = None;
@@ -473,8 +470,7 @@ impl ScopeSlots {
             return Verdict::Grant;
         }
         // Every slot is taken. The oldest tab is the one a takeover would revoke.
-        let oldest =
-            self.records.iter().min_by_key(|r| r.token).map(|r| r.tab.clone()).expect("slots are taken");
+        let oldest = self.records.iter().min_by_key(|r| r.token).map(|r| r.tab.clone()).expect("slots are taken");
         let of_oldest = || self.records.iter().filter(|r| r.tab == oldest);
         let in_doubt = of_oldest().any(|r| r.in_doubt_until.is_some());
         match rules.on_conflict {

@@ -53,10 +53,7 @@ fn takeover_revokes_the_old_tab_first_and_grants_only_on_confirmation() {
     let (mut s, mut m) = (ScopeSlots::new(), TokenMint::new(1));
     let old = token_of(&s.join(conn(1, 1), tab("a"), None, &r, &mut m, 0));
     let fx = s.join(conn(2, 1), tab("b"), None, &r, &mut m, 10);
-    assert_eq!(
-        fx,
-        vec![SlotEffect::Revoke { conn: conn(1, 1), token: old, reason: RevokeReason::LoggedInElsewhere }]
-    );
+    assert_eq!(fx, vec![SlotEffect::Revoke { conn: conn(1, 1), token: old, reason: RevokeReason::LoggedInElsewhere }]);
     assert!(s.holds(old), "the old slot counts until its gateway confirms");
     let fx = s.released(&conn(1, 1), old, true, &r, &mut m, 20);
     let g = granted(&fx);
@@ -119,14 +116,8 @@ fn a_takeover_waits_for_the_replaced_record_of_a_resumed_tab() {
     let a1 = token_of(&s.join(conn(1, 1), tab("a"), None, &r, &mut m, 0));
     let a2 = granted(&s.join(conn(2, 1), tab("a"), None, &r, &mut m, 1))[0].1;
     let fx = s.join(conn(3, 1), tab("b"), None, &r, &mut m, 2);
-    assert_eq!(
-        fx,
-        vec![SlotEffect::Revoke { conn: conn(2, 1), token: a2, reason: RevokeReason::LoggedInElsewhere }]
-    );
-    assert!(
-        granted(&s.released(&conn(2, 1), a2, true, &r, &mut m, 3)).is_empty(),
-        "A@n1 is not confirmed closed"
-    );
+    assert_eq!(fx, vec![SlotEffect::Revoke { conn: conn(2, 1), token: a2, reason: RevokeReason::LoggedInElsewhere }]);
+    assert!(granted(&s.released(&conn(2, 1), a2, true, &r, &mut m, 3)).is_empty(), "A@n1 is not confirmed closed");
     let fx = s.released(&conn(1, 1), a1, true, &r, &mut m, 4);
     assert_eq!(granted(&fx)[0].0, conn(3, 1));
 }
