@@ -225,3 +225,6 @@ impl NodeState {
         fx.push(Effect::Send { to: to.clone(), msg });
     }
 }
+
+#[cfg(test)]
+mod tests;
