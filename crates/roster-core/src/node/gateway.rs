@@ -303,6 +303,16 @@ impl NodeState {
         if self.gateway.slots.get(&key).is_some_and(|s| s.token == token) {
             let s = self.gateway.slots.remove(&key).expect("checked above");
             self.end_slot(conn.socket, &scope, &s, &why, reason.is_some(), now, fx);
+        } else if let Some(w) = self.gateway.waiting.remove(&key) {
+            // Its grant is still on the wire: the join ends here, or it would ask again and
+            // fight the tab that took its place.
+            for t in w.topics {
+                let event = match &reason {
+                    Some(r) => ClientEvent::JoinFailed { reason: r.clone() },
+                    None => ClientEvent::Closed,
+                };
+                fx.push(Effect::Client { socket: conn.socket, topic: t, event });
+            }
         }
         let socket = self.gateway.sockets.entry(conn.socket).or_default();
         let dead = socket.dead_below.entry(scope.clone()).or_insert(token);
