@@ -6,7 +6,12 @@
 //!
 //! ## Layout
 //! - [`ids`]: users, topics, tabs, sockets, roles, metas, `phx_ref`s, incarnations, slot tokens.
+//! - `presence`: the presence replica table ([`PresenceTable`]: per-origin deltas and
+//!   snapshots), the joins/leaves every merge returns, and their coalescing into
+//!   `presence_diff` frames ([`DiffCoalescer`]).
 
 mod ids;
+mod presence;
 
 pub use ids::*;
+pub use presence::*;
