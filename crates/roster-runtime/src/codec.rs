@@ -34,7 +34,11 @@ pub enum CodecError {
     Encode(String),
 }
 
-fn config() -> bincode::config::Configuration<bincode::config::LittleEndian, bincode::config::Varint, bincode::config::Limit<MAX_PAYLOAD_BYTES>> {
+fn config() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<MAX_PAYLOAD_BYTES>,
+> {
     bincode::config::standard().with_limit::<MAX_PAYLOAD_BYTES>()
 }
 
