@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 bash scripts/js-deps.sh
-cargo test --workspace --all-targets
+cargo test --workspace --lib --bins --tests --examples
 cargo test --workspace --doc
