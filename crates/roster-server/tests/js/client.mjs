@@ -219,6 +219,8 @@ export function rawSocket(url, { query = {}, protocols, wsOptions = {} } = {}) {
     else received.push(frame);
   });
   ws.on("close", (code, reason) => closedResolve({ code, reason: reason.toString() }));
+  // After the open, a transport error always ends in "close", which is what tests await.
+  ws.on("error", () => {});
   const api = {
     ws,
     closed,
@@ -252,7 +254,11 @@ export function rawSocket(url, { query = {}, protocols, wsOptions = {} } = {}) {
   });
 }
 
-/** `GET path` (or another method with `init`), with the API key unless `auth: false`. */
+/**
+ * An HTTP request to the node (`GET` unless `method`; `body` is sent as JSON), with the API key
+ * as a bearer token unless `auth: false`. Resolves to `{status, text, json}` (`json` undefined
+ * when the body is not JSON).
+ */
 export async function api(input, path, { auth = true, method = "GET", body } = {}) {
   const headers = {};
   if (auth) headers.authorization = `Bearer ${input.apiKey}`;
