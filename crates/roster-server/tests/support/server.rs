@@ -5,7 +5,10 @@
 //! ```ignore
 //! let server = Server::builder().server_key("max_pushes_per_second = 10").policy(r#"topic = "call:*""#).start();
 //! let input = server.input(&[("alice", server.token("alice"))]);
+//! server.run_scenario("flood.mjs", &input); // tests/js/scenarios/flood.mjs
 //! ```
+//!
+//! `cargo test -p roster-server --test bad_input -- --nocapture` shows each script's steps.
 
 #![allow(dead_code)]
 
@@ -114,7 +117,8 @@ http_addr = "{http_addr}"
             .args(["--node", "n1"])
             .env_remove("ROSTER_SECRET")
             .env_remove("ROSTER_API_KEY")
-            .env("RUST_LOG", "info")
+            // Its log ends up in failure messages; RUST_LOG=debug cargo test ... for more.
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
