@@ -4,6 +4,7 @@
 
 use crate::metrics::Metrics;
 use crate::socket;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -97,20 +98,17 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
 }
 
 /// The backend API needs `Authorization: Bearer <api_key>`; with no key configured it is off.
-fn authorized(st: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+/// `Some(response)` refuses the request.
+fn refusal(st: &AppState, headers: &HeaderMap) -> Option<Response> {
     if st.api_key.is_empty() {
-        return Err((StatusCode::FORBIDDEN, "the API is off: set [auth] api_key or ROSTER_API_KEY").into_response());
+        return Some((StatusCode::FORBIDDEN, "the API is off: set [auth] api_key or ROSTER_API_KEY").into_response());
     }
     let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     // Constant-time comparison of the key.
     let ok = given.is_some_and(|g| {
         g.len() == st.api_key.len() && g.bytes().zip(st.api_key.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
     });
-    if ok {
-        Ok(())
-    } else {
-        Err((StatusCode::UNAUTHORIZED, Json(json!({"reason": "unauthorized"}))).into_response())
-    }
+    (!ok).then(|| (StatusCode::UNAUTHORIZED, Json(json!({"reason": "unauthorized"}))).into_response())
 }
 
 #[derive(Deserialize)]
@@ -119,7 +117,7 @@ struct PresenceQuery {
 }
 
 async fn presence(State(st): State<Arc<AppState>>, headers: HeaderMap, Query(q): Query<PresenceQuery>) -> Response {
-    if let Err(r) = authorized(&st, &headers) {
+    if let Some(r) = refusal(&st, &headers) {
         return r;
     }
     let list = st.node.presence(Topic::from(q.topic)).current().await;
@@ -134,7 +132,7 @@ struct SlotQuery {
 }
 
 async fn slot(State(st): State<Arc<AppState>>, headers: HeaderMap, Query(q): Query<SlotQuery>) -> Response {
-    if let Err(r) = authorized(&st, &headers) {
+    if let Some(r) = refusal(&st, &headers) {
         return r;
     }
     let Ok(token) = q.token.parse::<SlotToken>() else {
@@ -157,14 +155,20 @@ struct KickBody {
     reason: Option<String>,
 }
 
-async fn kick(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Option<Json<KickBody>>) -> Response {
-    if let Err(r) = authorized(&st, &headers) {
+async fn kick(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<KickBody>, JsonRejection>,
+) -> Response {
+    if let Some(r) = refusal(&st, &headers) {
         return r;
     }
-    let Some(Json(k)) = body else {
+    // Every malformed body (none, not JSON, no `user`) is one documented 400, not axum's
+    // plain-text 400/415/422.
+    let Ok(Json(k)) = body else {
         return (
             StatusCode::BAD_REQUEST,
-            Json(json!({"reason": "bad_request", "detail": "{\"user\", \"topic\"?, \"reason\"}"})),
+            Json(json!({"reason": "bad_request", "detail": "the body is JSON {\"user\", \"topic\"?, \"reason\"?}"})),
         )
             .into_response();
     };

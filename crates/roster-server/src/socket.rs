@@ -8,7 +8,10 @@
 //! Each socket is one runtime [`Connection`](roster_runtime::Connection). One task reads frames, writes frames, pings, and
 //! turns the connection's events into `slot_revoked`/`phx_close`/`presence_diff`/broadcasts;
 //! joins run as their own futures (a join may wait for a slot) and come back to it, so a
-//! join's reply, then its `presence_state`, always precede the topic's diffs.
+//! join's reply, then its `presence_state`, always precede the topic's diffs. While a write to
+//! the client is blocked, the task keeps taking the connection's events: more than
+//! `outbound_queue` frames piling up (or a write blocked for two pings) closes the socket with
+//! 1013 at once, so a stalled client is neither buffered for nor left holding its presence.
 
 use crate::app::AppState;
 use crate::frame::{Frame, ReplyStatus, PHOENIX_TOPIC};
@@ -20,9 +23,10 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use roster_core::{Meta, Role, TabId, Topic, UserId};
-use roster_runtime::{CloseReason, ConnEvent, ConnectionHandle, JoinError, Joined, PushError};
+use roster_runtime::{CloseReason, ConnEvent, Connection, ConnectionHandle, JoinError, Joined, PushError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
@@ -37,6 +41,9 @@ const CLOSE_RESTART: u16 = 1012;
 const CLOSE_TRY_AGAIN: u16 = 1013;
 
 const BEARER_PREFIX: &str = "base64url.bearer.phx.";
+
+/// The longest topic or `tab_id` a join may carry (longer: `bad_request`).
+const MAX_ID_BYTES: usize = 256;
 
 #[derive(Deserialize)]
 pub(crate) struct SocketQuery {
@@ -181,6 +188,7 @@ async fn run(st: Arc<AppState>, ws: WebSocket, auth: Auth) {
     ping.tick().await;
     let mut last_seen = Instant::now();
     let frame_limit = server.max_frame_bytes as usize;
+    let queue_cap = server.outbound_queue as usize;
     let mut clean = false;
     let mut final_close: Option<Message> = None;
     loop {
@@ -230,23 +238,24 @@ async fn run(st: Arc<AppState>, ws: WebSocket, auth: Auth) {
                 }
                 task.out.push(Message::Ping(Vec::new().into()));
             }
+            // Frames taken from the connection during the last write: write them next.
+            () = std::future::ready(()), if !task.out.is_empty() => {}
         }
         if !task.out.is_empty() {
-            let batch = std::mem::take(&mut task.out);
-            let sent = tokio::time::timeout(send_timeout, async {
-                for m in batch {
-                    sink.feed(m).await?;
-                }
-                sink.flush().await
-            })
-            .await;
-            if !matches!(sent, Ok(Ok(()))) {
-                // The client does not read: it is slow or gone; never buffer for it.
-                if sent.is_err() {
+            match write_queued(&mut sink, &mut task, &mut conn, send_timeout, queue_cap).await {
+                Written::All => {}
+                Written::Failed => break,
+                Written::TooSlow => {
+                    // Never buffer for a client that does not read: close it, and say why.
                     st.metrics.slow_clients.inc();
-                    tracing::info!("slow client closed: writes did not drain");
+                    tracing::info!(queue_cap, "slow client closed: its frames piled up while a write was blocked");
+                    final_close = Some(close(CLOSE_TRY_AGAIN, "slow client: outbound queue full"));
+                    break;
                 }
-                break;
+                Written::ConnectionEnded => {
+                    final_close = Some(task.on_connection_end(conn.close_reason()));
+                    break;
+                }
             }
         }
     }
@@ -267,6 +276,58 @@ async fn run(st: Arc<AppState>, ws: WebSocket, auth: Auth) {
     st.metrics.sockets.dec();
 }
 
+/// How [`write_queued`] ended.
+enum Written {
+    /// Every queued frame was written.
+    All,
+    /// The socket failed (the client is gone).
+    Failed,
+    /// A write stayed blocked for `send_timeout`, or more than `queue_cap` frames piled up
+    /// behind it: the client does not read fast enough.
+    TooSlow,
+    /// The runtime ended the connection (see [`SocketTask::on_connection_end`]).
+    ConnectionEnded,
+}
+
+/// Write the queued frames. While the write is blocked (the client reads slowly or not at
+/// all), keep taking the connection's events into the queue, so that a stalled socket is
+/// detected here, at once, by the frames piling up (`queue_cap`, the config's
+/// `outbound_queue`), rather than after `send_timeout` with this task stuck in the write.
+async fn write_queued(
+    sink: &mut SplitSink<WebSocket, Message>,
+    task: &mut SocketTask,
+    conn: &mut Connection,
+    send_timeout: Duration,
+    queue_cap: usize,
+) -> Written {
+    let batch = std::mem::take(&mut task.out);
+    let write = async {
+        for m in batch {
+            sink.feed(m).await?;
+        }
+        sink.flush().await
+    };
+    tokio::pin!(write);
+    let deadline = tokio::time::sleep(send_timeout);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            biased;
+            written = &mut write => return if written.is_ok() { Written::All } else { Written::Failed },
+            () = &mut deadline => return Written::TooSlow,
+            event = conn.recv() => match event {
+                Some(e) => {
+                    task.on_event(e);
+                    if task.out.len() > queue_cap {
+                        return Written::TooSlow;
+                    }
+                }
+                None => return Written::ConnectionEnded,
+            },
+        }
+    }
+}
+
 fn close(code: u16, reason: &str) -> Message {
     Message::Close(Some(CloseFrame { code, reason: reason.to_owned().into() }))
 }
@@ -280,7 +341,7 @@ fn parse_join(payload: &Value) -> Option<(Option<TabId>, Meta)> {
     };
     let tab = match obj.get("tab_id") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => Some(TabId::from(s.as_str())),
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID_BYTES => Some(TabId::from(s.as_str())),
         Some(_) => return None,
     };
     let meta = match obj.get("meta") {
@@ -335,7 +396,11 @@ impl SocketTask {
             Metrics::inc(&self.st.metrics.join_rejects, "unauthorized");
             return self.reply_error(&f, "unauthorized");
         }
-        if f.topic.is_empty() || f.topic.len() > 256 || f.topic == PHOENIX_TOPIC {
+        if f.topic.is_empty() || f.topic == PHOENIX_TOPIC {
+            Metrics::inc(&self.st.metrics.join_rejects, "forbidden_topic");
+            return self.reply_error(&f, "forbidden_topic");
+        }
+        if f.topic.len() > MAX_ID_BYTES {
             Metrics::inc(&self.st.metrics.join_rejects, "bad_request");
             return self.reply_error(&f, "bad_request");
         }
