@@ -203,7 +203,7 @@ impl NodeActorState {
                             Box::new(e) as ActorProcessingErr
                         })?;
                     }
-                    Effect::Client { socket, topic, event } => self.to_client(socket, topic, event),
+                    Effect::Client { socket, topic, event } => self.deliver(socket, topic, event),
                     Effect::PresenceChanged(changes) => self.presence_changed(changes),
                     Effect::Record(r) => tracing::debug!(target: "roster::record", record = ?r),
                 }
@@ -212,7 +212,7 @@ impl NodeActorState {
         Ok(())
     }
 
-    fn to_client(&mut self, socket: SocketId, topic: Topic, event: ClientEvent) {
+    fn deliver(&mut self, socket: SocketId, topic: Topic, event: ClientEvent) {
         let Some(conn) = self.conns.get(&socket).cloned() else { return };
         let mut state = None;
         match &event {

@@ -21,7 +21,7 @@ async fn takeover_revokes_the_older_session_and_the_list_shows_one_meta() {
     );
     assert!(phone.token().unwrap() > laptop.token().unwrap());
     let list = node.presence("room:1").current().await;
-    assert_eq!(shape(&*list), BTreeMap::from([("alice".to_owned(), 1)]));
+    assert_eq!(shape(&list), BTreeMap::from([("alice".to_owned(), 1)]));
     node.shutdown().await;
 }
 

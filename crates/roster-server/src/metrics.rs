@@ -36,6 +36,8 @@ pub struct Metrics {
     pub rate_limited: Counter,
     /// Tokens refused (bad signature, malformed, expired).
     pub bad_tokens: Family<Reason, Counter>,
+    /// Sockets refused for an `Origin` not in `allowed_origins`.
+    pub refused_origins: Counter,
     /// Sockets closed for not answering pings.
     pub ping_timeouts: Counter,
     /// Presence entries in this node's replica (updated at each scrape).
@@ -58,6 +60,7 @@ impl Metrics {
         r.register("slow_clients_closed", "Sockets closed for a full outbound queue", m.slow_clients.clone());
         r.register("rate_limited", "Pushes refused by the rate limit", m.rate_limited.clone());
         r.register("bad_tokens", "Tokens refused, by reason", m.bad_tokens.clone());
+        r.register("refused_origins", "Sockets refused for their Origin", m.refused_origins.clone());
         r.register("ping_timeouts", "Sockets closed for not answering pings", m.ping_timeouts.clone());
         r.register("presence_entries", "Presence entries in this node's replica", m.presence_entries.clone());
         r.register("slots", "Slots held by this node's connections", m.slots.clone());

@@ -70,7 +70,7 @@ pub(crate) async fn upgrade(
     if !server.allowed_origins.is_empty() {
         let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).unwrap_or("");
         if !server.allowed_origins.iter().any(|o| o == origin) {
-            Metrics::inc(&st.metrics.bad_tokens, "origin");
+            st.metrics.refused_origins.inc();
             tracing::info!(origin, "socket refused: Origin not in allowed_origins");
             return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
         }

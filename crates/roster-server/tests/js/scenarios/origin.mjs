@@ -45,5 +45,5 @@ scenario(async (step) => {
   assert.equal(j.status, "ok", JSON.stringify(j.response));
   await untilPresence(j.presence, (p) => presenceMap(p).alice?.length === 1, 5000, "alice sees herself");
 
-  assert.equal(await metric(input, 'roster_bad_tokens_total{reason="origin"}'), 3);
+  assert.equal(await metric(input, 'roster_refused_origins_total'), 3);
 });
