@@ -261,7 +261,7 @@ impl NodeActorState {
         for topic in self.dirty.drain() {
             let view = self.core.anonymous_view(&topic);
             let list = self.core.presence().list(&topic, view);
-            if list.0.is_empty() {
+            if list.is_empty() {
                 published.remove(&topic);
             } else {
                 published.insert(topic, Arc::new(list));

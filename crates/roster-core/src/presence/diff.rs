@@ -1,6 +1,5 @@
 //! Joins and leaves: netted per `phx_ref` ([`PresenceChanges`]), coalesced per topic over a
-//! window ([`DiffCoalescer`]), and shaped for the Phoenix client ([`PresenceDiff`],
-//! [`PresenceList`]).
+//! window ([`DiffCoalescer`]), and shaped for the Phoenix client ([`PresenceDiff`]).
 //!
 //! Netting is what keeps a client right. phoenix.js `syncDiff` applies a diff's joins first and
 //! its leaves second, matching metas by `phx_ref`, so a diff must never carry one `phx_ref` in
@@ -310,12 +309,6 @@ pub struct MetaList {
     pub metas: Vec<Meta>,
 }
 
-/// A topic's presences, `{key: {metas: [...]}}` as `presence_state` carries it; keys sorted,
-/// each key's metas oldest first (by `online_at`, then `phx_ref`).
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
-#[serde(transparent)]
-pub struct PresenceList(pub BTreeMap<String, MetaList>);
-
 /// One `presence_diff` frame: `{"joins": {key: {metas}}, "leaves": {key: {metas}}}`, both
 /// always present; no `phx_ref` is in both.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
@@ -335,7 +328,7 @@ impl PresenceDiff {
 
 /// [`MetaValue`] as plain JSON (`"x"`, not `{"Str": "x"}`): the derive is for bincode between
 /// nodes, clients want the value itself.
-struct Plain<'a>(&'a MetaValue);
+pub(super) struct Plain<'a>(pub(super) &'a MetaValue);
 
 impl Serialize for Plain<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -351,7 +344,8 @@ impl Serialize for Plain<'_> {
     }
 }
 
-struct PlainMeta<'a>(&'a Meta);
+/// A [`Meta`] as a plain JSON object (see [`Plain`]).
+pub(super) struct PlainMeta<'a>(pub(super) &'a Meta);
 
 impl Serialize for PlainMeta<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

@@ -15,21 +15,25 @@
 //!
 //! Every operation on the [`PresenceTable`] returns the joins and leaves it caused
 //! ([`PresenceChanges`]), as phoenix_pubsub's tracker does: the diff is a product of the
-//! merge, never recomputed by a caller. Reads ([`PresenceTable::list`]) give metas in the flat
-//! shape the Phoenix client expects ([`PresenceMeta::to_flat`]).
+//! merge, never recomputed by a caller. Reads ([`PresenceTable::list`]) are O(1) snapshots
+//! ([`PresenceList`]) sharing structure with the table; their metas take the flat shape the
+//! Phoenix client expects ([`PresenceMeta::to_flat`]) only when read or serialized.
 //!
 //! Files: `table.rs` (the replica table: local writes, delta and snapshot merge, reads),
 //! `delta.rs` (what travels between nodes, and the outgoing [`DeltaBuffer`]), `diff.rs`
-//! (netted joins/leaves, the per-topic [`DiffCoalescer`], the client shapes).
+//! (netted joins/leaves, the per-topic [`DiffCoalescer`], the diff frame), `list.rs` (a
+//! topic's persistent entries and the [`PresenceList`] snapshot of them).
 
 mod delta;
 mod diff;
+mod list;
 mod table;
 #[cfg(test)]
 mod tests;
 
 pub use delta::{Change, Delta, DeltaBuffer, EntryRecord, NeedSnapshot, Snapshot, SnapshotChunk, SnapshotReason};
-pub use diff::{CountChange, DiffCoalescer, MetaList, PresenceChanges, PresenceDiff, PresenceList, TopicChanges};
+pub use diff::{CountChange, DiffCoalescer, MetaList, PresenceChanges, PresenceDiff, TopicChanges};
+pub use list::PresenceList;
 pub use table::{LocalWrite, PresenceTable};
 
 use crate::ids::{ConnId, Incarnation, Meta, MetaValue, Millis, NodeName, PhxRef, TabId, Topic, UserId};

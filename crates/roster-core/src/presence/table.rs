@@ -2,8 +2,9 @@
 //! connection.
 
 use super::delta::{Change, Delta, EntryRecord, NeedSnapshot, Snapshot, SnapshotChunk, SnapshotReason};
-use super::diff::{MetaList, PresenceChanges, PresenceList};
-use super::{conn_of, count_meta, is_anonymous, AnonymousView, PresenceEntry, PresenceMeta};
+use super::diff::PresenceChanges;
+use super::list::{ByAge, KeyEntries, PresenceList, TopicEntries};
+use super::{conn_of, is_anonymous, AnonymousView, PresenceEntry, PresenceMeta};
 use crate::ids::{ConnId, Incarnation, Meta, Millis, NodeName, PhxRef, SocketId, TabId, Topic, UserId};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -36,24 +37,59 @@ pub struct PresenceTable {
     me: Incarnation,
     seq: u64,
     topics: HashMap<Topic, TopicIndex>,
-    /// origin → socket → topic → key: the by-connection index (and by origin).
-    conns: HashMap<Incarnation, HashMap<SocketId, HashMap<Topic, String>>>,
+    /// origin → socket → topic → entry: the by-connection index (and by origin).
+    conns: HashMap<Incarnation, HashMap<SocketId, HashMap<Topic, ConnEntry>>>,
     origins: HashMap<NodeName, OriginState>,
     retired: HashMap<NodeName, VecDeque<uuid::Uuid>>,
     assemblies: HashMap<NodeName, Assembly>,
     len: usize,
 }
 
+/// One topic's entries: persistent maps, so [`PresenceTable::list`] hands out a snapshot in O(1).
 #[derive(Clone, Debug, Default)]
 struct TopicIndex {
-    by_key: BTreeMap<String, HashMap<ConnId, Arc<PresenceMeta>>>,
+    by_key: TopicEntries,
     len: usize,
 }
 
 impl TopicIndex {
     fn anonymous(&self) -> usize {
-        self.by_key.get(UserId::ANONYMOUS).map_or(0, HashMap::len)
+        self.by_key.get(UserId::ANONYMOUS).map_or(0, KeyEntries::len)
     }
+
+    /// Adds `meta` under `key`; returns the key as the index holds it, to share.
+    fn insert(&mut self, key: &str, meta: Arc<PresenceMeta>) -> Arc<str> {
+        self.len += 1;
+        if let Some((shared, metas)) = self.by_key.get_key_value_mut(key) {
+            metas.insert(ByAge(meta));
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = Arc::from(key);
+        self.by_key.insert(Arc::clone(&shared), KeyEntries::unit(ByAge(meta)));
+        shared
+    }
+
+    /// Removes this very `meta` from under `key`; whether it was there.
+    fn remove(&mut self, key: &str, meta: &Arc<PresenceMeta>) -> bool {
+        let Some(metas) = self.by_key.get_mut(key) else {
+            return false;
+        };
+        if metas.remove(&ByAge(Arc::clone(meta))).is_none() {
+            return false;
+        }
+        if metas.is_empty() {
+            self.by_key.remove(key);
+        }
+        self.len -= 1;
+        true
+    }
+}
+
+/// One entry in the by-connection index: its key and meta, shared with the topic's index.
+#[derive(Clone, Debug)]
+struct ConnEntry {
+    key: Arc<str>,
+    meta: Arc<PresenceMeta>,
 }
 
 #[derive(Clone, Debug)]
@@ -262,10 +298,8 @@ impl PresenceTable {
             .get(&self.me)
             .into_iter()
             .flatten()
-            .flat_map(|(socket, topics)| topics.keys().map(move |topic| (*socket, topic)))
-            .filter_map(|(socket, topic)| {
-                let (key, meta) = self.lookup(topic, &conn_of(&self.me, socket))?;
-                Some(EntryRecord::new(topic, key, socket, meta))
+            .flat_map(|(socket, topics)| {
+                topics.iter().map(|(topic, entry)| EntryRecord::new(topic, &entry.key, *socket, &entry.meta))
             })
             .collect();
         entries.sort_by(|a, b| (&a.topic, a.socket).cmp(&(&b.topic, b.socket)));
@@ -419,11 +453,8 @@ impl PresenceTable {
         let Some(sockets) = self.conns.remove(origin) else {
             return;
         };
-        for (socket, topics) in sockets {
-            let conn = conn_of(origin, socket);
-            for (topic, key) in topics {
-                self.remove_from_topic(&topic, &conn, &key, out);
-            }
+        for (topic, entry) in sockets.into_values().flatten() {
+            self.remove_from_topic(&topic, &entry, out);
         }
     }
 
@@ -431,22 +462,12 @@ impl PresenceTable {
 
     /// The presences of `topic`, grouped by key, each key's metas oldest first. Anonymous
     /// entries are shown as `anonymous` says: one meta each, or one meta carrying the count.
+    ///
+    /// O(1): a snapshot sharing the table's structure (later writes do not show in it), whose
+    /// metas are flattened only when it is read or serialized.
     pub fn list(&self, topic: &Topic, anonymous: AnonymousView) -> PresenceList {
-        let mut list = BTreeMap::new();
-        let Some(index) = self.topics.get(topic) else {
-            return PresenceList(list);
-        };
-        for (key, conns) in &index.by_key {
-            let metas = if anonymous == AnonymousView::Count && is_anonymous(key) {
-                vec![count_meta(conns.len())]
-            } else {
-                let mut metas: Vec<&PresenceMeta> = conns.values().map(|m| &**m).collect();
-                metas.sort_by(|a, b| (a.online_at, &a.phx_ref).cmp(&(b.online_at, &b.phx_ref)));
-                metas.into_iter().map(PresenceMeta::to_flat).collect()
-            };
-            list.insert(key.clone(), MetaList { metas });
-        }
-        PresenceList(list)
+        let entries = self.topics.get(topic).map(|index| index.by_key.clone()).unwrap_or_default();
+        PresenceList::new(entries, anonymous)
     }
 
     /// How many entries `topic` has, on all nodes, anonymous ones included.
@@ -482,10 +503,11 @@ impl PresenceTable {
             .and_then(|sockets| sockets.get(&conn.socket))
             .into_iter()
             .flatten()
-            .filter_map(|(topic, _)| {
-                let (key, meta) = self.lookup(topic, conn)?;
-                let meta = PresenceMeta::clone(meta);
-                Some(PresenceEntry { topic: topic.clone(), key: key.to_owned(), conn: conn.clone(), meta })
+            .map(|(topic, entry)| PresenceEntry {
+                topic: topic.clone(),
+                key: entry.key.to_string(),
+                conn: conn.clone(),
+                meta: PresenceMeta::clone(&entry.meta),
             })
             .collect();
         entries.sort_by(|a, b| a.topic.cmp(&b.topic));
@@ -495,9 +517,8 @@ impl PresenceTable {
     // ---- the two indexes ----------------------------------------------------------------
 
     fn lookup(&self, topic: &Topic, conn: &ConnId) -> Option<(&str, &Arc<PresenceMeta>)> {
-        let key = self.conns.get(&conn.gateway)?.get(&conn.socket)?.get(topic)?;
-        let meta = self.topics.get(topic)?.by_key.get(key)?.get(conn)?;
-        Some((key, meta))
+        let entry = self.conns.get(&conn.gateway)?.get(&conn.socket)?.get(topic)?;
+        Some((&entry.key, &entry.meta))
     }
 
     /// Inserts or replaces the entry of `(topic, conn)`; returns whether one was replaced.
@@ -509,72 +530,58 @@ impl PresenceTable {
         meta: Arc<PresenceMeta>,
         out: &mut PresenceChanges,
     ) -> bool {
-        let old_key = self
+        let index = self.topics.entry(topic.clone()).or_default();
+        let anonymous_before = index.anonymous();
+        let key = index.insert(key, Arc::clone(&meta));
+        self.len += 1;
+        let entry = ConnEntry { key: Arc::clone(&key), meta: Arc::clone(&meta) };
+        let old = self
             .conns
             .entry(conn.gateway.clone())
             .or_default()
             .entry(conn.socket)
             .or_default()
-            .insert(topic.clone(), key.to_owned());
-        let index = self.topics.entry(topic.clone()).or_default();
-        let counted = is_anonymous(key) || old_key.as_deref().is_some_and(is_anonymous);
-        let anonymous_before = index.anonymous();
-        if let Some(old_key) = &old_key {
-            if let Some(conns) = index.by_key.get_mut(old_key) {
-                if let Some(old) = conns.remove(conn) {
-                    index.len -= 1;
-                    self.len -= 1;
-                    out.leave(topic, old_key, &old);
-                }
-                if conns.is_empty() {
-                    index.by_key.remove(old_key);
-                }
+            .insert(topic.clone(), entry);
+        if let Some(old) = &old {
+            if index.remove(&old.key, &old.meta) {
+                self.len -= 1;
+                out.leave(topic, &old.key, &old.meta);
             }
         }
-        out.join(topic, key, &meta);
-        index.by_key.entry(key.to_owned()).or_default().insert(conn.clone(), meta);
-        index.len += 1;
-        self.len += 1;
-        if counted {
+        out.join(topic, &key, &meta);
+        if is_anonymous(&key) || old.as_ref().is_some_and(|old| is_anonymous(&old.key)) {
             out.count(topic, anonymous_before, index.anonymous());
         }
-        old_key.is_some()
+        old.is_some()
     }
 
     /// Removes the entry of `(topic, conn)` from both indexes; `None` if there was none.
     fn take(&mut self, topic: &Topic, conn: &ConnId, out: &mut PresenceChanges) -> Option<()> {
         let sockets = self.conns.get_mut(&conn.gateway)?;
         let topics = sockets.get_mut(&conn.socket)?;
-        let key = topics.remove(topic)?;
+        let entry = topics.remove(topic)?;
         if topics.is_empty() {
             sockets.remove(&conn.socket);
             if sockets.is_empty() {
                 self.conns.remove(&conn.gateway);
             }
         }
-        self.remove_from_topic(topic, conn, &key, out);
+        self.remove_from_topic(topic, &entry, out);
         Some(())
     }
 
-    /// Removes `(topic, conn)` from the topic index only (the caller fixed the conn index).
-    fn remove_from_topic(&mut self, topic: &Topic, conn: &ConnId, key: &str, out: &mut PresenceChanges) {
+    /// Removes `entry` from `topic`'s index only (the caller fixed the conn index).
+    fn remove_from_topic(&mut self, topic: &Topic, entry: &ConnEntry, out: &mut PresenceChanges) {
         let Some(index) = self.topics.get_mut(topic) else {
             return;
         };
         let anonymous_before = index.anonymous();
-        let Some(conns) = index.by_key.get_mut(key) else {
+        if !index.remove(&entry.key, &entry.meta) {
             return;
-        };
-        let Some(old) = conns.remove(conn) else {
-            return;
-        };
-        if conns.is_empty() {
-            index.by_key.remove(key);
         }
-        index.len -= 1;
         self.len -= 1;
-        out.leave(topic, key, &old);
-        if is_anonymous(key) {
+        out.leave(topic, &entry.key, &entry.meta);
+        if is_anonymous(&entry.key) {
             out.count(topic, anonymous_before, index.anonymous());
         }
         if index.len == 0 {

@@ -39,12 +39,10 @@ type Shown = BTreeMap<String, Vec<Meta>>;
 
 /// A list as a client would compare it: each key's metas sorted by `phx_ref`.
 fn shown(list: &PresenceList) -> Shown {
-    list.0
-        .iter()
-        .map(|(k, l)| {
-            let mut metas = l.metas.clone();
+    list.iter()
+        .map(|(k, mut metas)| {
             metas.sort_by_key(ref_of);
-            (k.clone(), metas)
+            (k.to_owned(), metas)
         })
         .collect()
 }
@@ -161,12 +159,119 @@ fn list_groups_metas_by_key_oldest_first() {
     a.track(room.clone(), "u1".into(), SocketId(1), None, Meta::new(), 10, phx(2));
     a.track(room.clone(), "u2".into(), SocketId(3), None, Meta::new(), 5, phx(3));
     let list = a.list(&room, LIST);
-    let keys: Vec<&String> = list.0.keys().collect();
+    let keys: Vec<&str> = list.keys().collect();
     assert_eq!(keys, ["u1", "u2"]);
-    let u1: Vec<String> = list.0["u1"].metas.iter().map(ref_of).collect();
+    let u1: Vec<String> = list.get("u1").unwrap().iter().map(ref_of).collect();
     assert_eq!(u1, [phx(2).0, phx(1).0]);
     assert_eq!((a.count(&room), a.len()), (3, 3));
-    assert!(a.list(&topic("room:none"), LIST).0.is_empty());
+    assert!(a.list(&topic("room:none"), LIST).is_empty());
+}
+
+#[test]
+fn list_serializes_each_meta_exactly_as_its_flat_map() {
+    let mut a = PresenceTable::new(inc("a", 1));
+    let room = topic("room:1");
+    // User keys before, between and after the reserved ones, some shadowing them.
+    let user = meta(&[
+        ("a", name("first")),
+        ("node", name("forged")),
+        ("nodez", MetaValue::Bool(true)),
+        ("online_at", MetaValue::Int(0)),
+        ("p", MetaValue::Float(1.5)),
+        ("tab_id", name("forged")),
+        ("tabs", MetaValue::Map(meta(&[("x", MetaValue::Null)]))),
+        ("zzz", MetaValue::List(vec![name("last")])),
+    ]);
+    a.track(room.clone(), "u1".into(), SocketId(1), Some("t1".into()), user.clone(), u64::MAX, phx(1));
+    a.track(room.clone(), "u1".into(), SocketId(2), None, Meta::new(), 7, phx(2));
+    a.track(room.clone(), "anonymous".into(), SocketId(3), None, user, 8, phx(3));
+    for view in [LIST, COUNT] {
+        let list = a.list(&room, view);
+        let json = serde_json::to_string(&list).unwrap();
+        assert_eq!(json, serde_json::to_string(&list.to_map()).unwrap(), "same bytes, same key order");
+        let u1 = list.get("u1").unwrap();
+        assert_eq!(u1[1]["online_at"], MetaValue::Int(i64::MAX));
+        assert_eq!(u1[1]["node"], name("a"));
+    }
+}
+
+#[test]
+fn a_list_is_a_snapshot_that_later_writes_do_not_change() {
+    let mut a = table_with(40, inc("a", 1));
+    let room = topic("room:1");
+    let before = a.list(&room, LIST);
+    let shape = before.to_map();
+    track(&mut a, "room:1", "u1000", 1000, 1000);
+    a.untrack(&room, SocketId(1));
+    a.update(&room, SocketId(5), meta(&[("v", MetaValue::Int(1))]), phx(2000));
+    a.drop_origin(&inc("a", 1));
+    a.untrack_conn(SocketId(9));
+    assert_eq!(before.to_map(), shape);
+    assert_ne!(a.list(&room, LIST), before);
+    assert_eq!(before.clone(), before);
+}
+
+#[test]
+fn list_reads_keys_metas_and_the_anonymous_count() {
+    let mut a = PresenceTable::new(inc("a", 1));
+    let room = topic("room:1");
+    assert_eq!(a.list(&room, COUNT), PresenceList::default());
+    track(&mut a, "room:1", "u1", 1, 1);
+    track(&mut a, "room:1", "u1", 2, 2);
+    let plain = a.list(&room, COUNT);
+    assert!(plain.get("anonymous").is_none(), "no anonymous key for a count of 0");
+    assert_eq!(plain, a.list(&room, LIST), "the views differ only by anonymous entries");
+    track(&mut a, "room:1", "anonymous", 3, 3);
+    track(&mut a, "room:1", "anonymous", 4, 4);
+    let counted = a.list(&room, COUNT);
+    let listed = a.list(&room, LIST);
+    assert_ne!(counted, listed);
+    for list in [&counted, &listed] {
+        assert_eq!((list.len(), list.is_empty()), (2, false));
+        assert_eq!(list.keys().collect::<Vec<_>>(), ["anonymous", "u1"]);
+        assert_eq!(list.metas_len("u1"), 2);
+        assert_eq!(list.metas_len("nobody"), 0);
+        assert_eq!(list.get("nobody"), None);
+        assert_eq!(
+            list.iter().map(|(k, m)| (k.to_owned(), MetaList { metas: m })).collect::<BTreeMap<_, _>>(),
+            list.to_map()
+        );
+    }
+    assert_eq!(counted.metas_len("anonymous"), 1);
+    assert_eq!(counted.get("anonymous").unwrap(), [count_meta(2)]);
+    assert_eq!(listed.metas_len("anonymous"), 2);
+    let json = serde_json::to_value(&counted).unwrap();
+    assert_eq!(json["anonymous"], serde_json::json!({ "metas": [{ "count": 2, "phx_ref": "anonymous:2" }] }));
+}
+
+#[test]
+fn a_list_can_be_published_to_other_threads() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<PresenceList>();
+}
+
+#[test]
+fn metas_with_the_same_age_and_ref_are_all_kept() {
+    // A faulty peer repeats one phx_ref at one millisecond on two sockets: both entries show,
+    // and each leaves on its own.
+    let peer = inc("b", 2);
+    let record = |socket: u64| EntryRecord {
+        topic: topic("room:1"),
+        key: "u1".into(),
+        socket: SocketId(socket),
+        phx_ref: phx(1),
+        tab_id: None,
+        online_at: 5,
+        meta: Meta::new(),
+    };
+    let mut a = PresenceTable::new(inc("a", 1));
+    let joins = vec![Change::Join(record(1)), Change::Join(record(2))];
+    a.apply_delta(&Delta { origin: peer.clone(), seq_from: 1, seq_to: 2, changes: joins }).unwrap();
+    assert_eq!(a.list(&topic("room:1"), LIST).metas_len("u1"), 2);
+    let leave = vec![Change::Leave { topic: topic("room:1"), socket: SocketId(1) }];
+    a.apply_delta(&Delta { origin: peer, seq_from: 3, seq_to: 3, changes: leave }).unwrap();
+    assert_eq!(a.list(&topic("room:1"), LIST).metas_len("u1"), 1);
+    assert_eq!((a.count(&topic("room:1")), a.len()), (1, 1));
 }
 
 // ---- local writes ------------------------------------------------------------------------
@@ -519,13 +624,13 @@ fn anonymous_count_is_the_cluster_wide_total_and_list_mode_lists_each() {
 
     let counted = b.list(&room, COUNT);
     assert_eq!(
-        counted.0["anonymous"].metas,
+        counted.get("anonymous").unwrap(),
         vec![meta(&[("count", MetaValue::Int(6)), ("phx_ref", name("anonymous:6"))])]
     );
-    assert_eq!(counted.0["u1"].metas.len(), 1);
+    assert_eq!(counted.metas_len("u1"), 1);
     let listed = b.list(&room, LIST);
-    assert_eq!(listed.0["anonymous"].metas.len(), 6);
-    assert!(listed.0["anonymous"].metas.iter().all(|m| m["tab_id"] == MetaValue::Null));
+    assert_eq!(listed.metas_len("anonymous"), 6);
+    assert!(listed.get("anonymous").unwrap().iter().all(|m| m["tab_id"] == MetaValue::Null));
     assert_eq!((b.count(&room), b.anonymous_count(&room)), (7, 6));
 
     // A change of the count is one leave of the old count's meta and one join of the new.
@@ -1003,7 +1108,10 @@ impl Sim {
         }
         for r in rooms() {
             for view in [LIST, COUNT] {
-                let list = shown(&self.receiver.table.list(&r, view));
+                let snapshot = self.receiver.table.list(&r, view);
+                let json = serde_json::to_string(&snapshot).unwrap();
+                prop_assert_eq!(json, serde_json::to_string(&snapshot.to_map()).unwrap());
+                let list = shown(&snapshot);
                 prop_assert_eq!(&self.raw.shown(&r, view), &list, "raw diffs on {} ({:?})", r, view);
             }
         }
@@ -1027,7 +1135,7 @@ impl Sim {
 
     fn shown_refs_of(&self, node: &NodeName) -> BTreeSet<String> {
         rooms()
-            .flat_map(|r| self.receiver.table.list(&r, LIST).0.into_values())
+            .flat_map(|r| self.receiver.table.list(&r, LIST).to_map().into_values())
             .flat_map(|l| l.metas)
             .filter(|m| m.get("node") == Some(&MetaValue::Str(node.0.clone())))
             .map(|m| ref_of(&m))

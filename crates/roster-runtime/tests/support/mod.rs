@@ -54,7 +54,7 @@ pub async fn next_non_diff(session: &mut Session) -> ConnEvent {
 
 /// The keys of a presence list with the number of metas under each.
 pub fn shape(list: &PresenceList) -> BTreeMap<String, usize> {
-    list.0.iter().map(|(k, v)| (k.clone(), v.metas.len())).collect()
+    list.keys().map(|k| (k.to_owned(), list.metas_len(k))).collect()
 }
 
 /// A phoenix.js-style client copy: apply a diff as `Presence.syncDiff` does.
