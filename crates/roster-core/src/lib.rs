@@ -14,11 +14,14 @@
 //!   takeovers, resumes, waits, reservations, in-doubt slots.
 //! - `node`: one node's whole cluster logic as one machine ([`NodeState`]): leases,
 //!   heartbeats and echoes, home and gateway sides of every slot, recovery scans.
+//! - `sim`: a deterministic simulation of a whole cluster of `NodeState`s (network faults,
+//!   crashes, pauses, clock drift, clients) and the checker of P1 and the lease invariants.
 
 mod config;
 mod ids;
 mod node;
 mod ring;
+pub mod sim;
 mod slot;
 
 pub use config::*;
