@@ -14,12 +14,16 @@
 //!   takeovers, resumes, waits, reservations, in-doubt slots.
 //! - `node`: one node's whole cluster logic as one machine ([`NodeState`]): leases,
 //!   heartbeats and echoes, home and gateway sides of every slot, recovery scans.
+//! - `presence`: the presence replica table ([`PresenceTable`]: per-origin deltas and
+//!   snapshots), the joins/leaves every merge returns, and their coalescing into
+//!   `presence_diff` frames ([`DiffCoalescer`]).
 //! - `sim`: a deterministic simulation of a whole cluster of `NodeState`s (network faults,
 //!   crashes, pauses, clock drift, clients) and the checker of P1 and the lease invariants.
 
 mod config;
 mod ids;
 mod node;
+mod presence;
 mod ring;
 pub mod sim;
 mod slot;
@@ -27,5 +31,6 @@ mod slot;
 pub use config::*;
 pub use ids::*;
 pub use node::*;
+pub use presence::*;
 pub use ring::*;
 pub use slot::*;

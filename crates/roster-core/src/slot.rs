@@ -259,6 +259,20 @@ struct PendingJoin {
 pub struct ScopeSlots {
     records: Vec<SlotRecord>,
     pending: VecDeque<PendingJoin>,
+    /// Rule 9: right after a recovery scan the home cannot list every slot, so it admits
+    /// resumes of tabs it knows but no new tab. Set by the node before each input.
+    new_tabs_blocked: bool,
+    /// Test-only switches (rules 6 and 7); `true` outside ablation tests.
+    unsafe_switches: UnsafeSwitches,
+}
+
+/// Test-only: which slot safeguards are switched off (all `false` in production).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnsafeSwitches {
+    /// Rule 6 off: a takeover grants at once, while the revoke is still on its way.
+    pub grant_before_revoke: bool,
+    /// Rule 7 off: a resume forgets the replaced record at once.
+    pub forget_replaced: bool,
 }
 
 /// What a join needs decided for it now.
@@ -278,6 +292,53 @@ impl ScopeSlots {
     /// The records, in grant order.
     pub fn records(&self) -> &[SlotRecord] {
         &self.records
+    }
+
+    /// Switch safeguards off (ablation tests only).
+    pub fn set_unsafe_switches(&mut self, switches: UnsafeSwitches) {
+        self.unsafe_switches = switches;
+    }
+
+    /// Rule 9: block (or allow again) joins of tabs this scope does not know.
+    pub fn set_new_tabs_blocked(&mut self, blocked: bool) {
+        self.new_tabs_blocked = blocked;
+    }
+
+    /// Adopt a slot a gateway reported in a recovery scan. Call [`ScopeSlots::dedup_tabs`]
+    /// once every answer is in.
+    pub fn adopt(&mut self, conn: ConnId, tab: TabKey, token: SlotToken) {
+        if !self.records.iter().any(|r| r.conn == conn && r.token == token) {
+            self.records.push(SlotRecord { tab, conn, token, state: SlotState::Held, in_doubt_until: None });
+            self.records.sort_by_key(|r| r.token);
+        }
+    }
+
+    /// Rule 9: a scan that finds one tab on several connections closes all but the one with
+    /// the highest token; the others stay, replaced, until their close is confirmed.
+    pub fn dedup_tabs(&mut self) -> Vec<SlotEffect> {
+        let mut fx = Vec::new();
+        let newest: Vec<(TabKey, SlotToken)> = self
+            .tabs_counted()
+            .into_iter()
+            .filter_map(|t| self.records.iter().filter(|r| &r.tab == t).map(|r| r.token).max().map(|m| (t.clone(), m)))
+            .collect();
+        for r in self.records.iter_mut().filter(|r| r.state == SlotState::Held) {
+            if newest.iter().any(|(t, m)| *t == r.tab && *m != r.token) {
+                r.state = SlotState::Replaced;
+                fx.push(SlotEffect::Close { conn: r.conn.clone(), token: r.token });
+            }
+        }
+        fx
+    }
+
+    /// The connections whose joins wait here.
+    pub fn waiting_conns(&self) -> impl Iterator<Item = &ConnId> {
+        self.pending.iter().map(|p| &p.conn)
+    }
+
+    /// The connections of every record.
+    pub fn connections(&self) -> impl Iterator<Item = &ConnId> {
+        self.records.iter().map(|r| &r.conn)
     }
 
     /// Nothing held, reserved or waiting: the user actor may stop.
@@ -325,6 +386,10 @@ impl ScopeSlots {
         }
         if self.resumable(&tab) {
             self.resume(conn, tab, mint, &mut fx);
+            return fx;
+        }
+        // A retried join that already waits here changes nothing.
+        if self.pending.iter().any(|p| p.conn == conn && p.tab == tab) {
             return fx;
         }
         // A join behind waiters queues behind them (wait is first come, first served); a
@@ -453,6 +518,9 @@ impl ScopeSlots {
             r.state = SlotState::Replaced;
             fx.push(SlotEffect::Close { conn: r.conn.clone(), token: r.token });
         }
+        if self.unsafe_switches.forget_replaced {
+            self.records.retain(|r| !(r.tab == tab && r.state == SlotState::Replaced));
+        }
         let token = mint.next_token();
         self.records.push(SlotRecord {
             tab: tab.clone(),
@@ -466,7 +534,13 @@ impl ScopeSlots {
 
     fn verdict(&self, tab: &TabKey, rules: &SlotRules) -> Verdict {
         let tabs = self.tabs_counted();
-        if tabs.len() < rules.max_slots as usize || tabs.contains(&tab) {
+        if tabs.contains(&tab) {
+            return Verdict::Grant;
+        }
+        if self.new_tabs_blocked {
+            return Verdict::Pend(None);
+        }
+        if tabs.len() < rules.max_slots as usize {
             return Verdict::Grant;
         }
         // Every slot is taken. The oldest tab is the one a takeover would revoke.

@@ -1,17 +1,28 @@
 //! One node's whole cluster logic as a single I/O-free machine: [`NodeState`].
 //!
-//! It composes the lease machines (grantor and holder), liveness and echoes, the home side of
-//! the slot policy (one [`ScopeSlots`](crate::ScopeSlots) per `(user, scope)` of the partitions
-//! it holds), the gateway side (the slots of its own connections, each with a validity
-//! horizon) and the presence table. `handle(input, now)` returns effects in the order the
-//! runtime must carry them out; the simulation drives exactly this.
+//! It composes the lease machines (grantor and holder, `lease.rs`), liveness with echoes
+//! (`liveness.rs`), the home side of the slot policy (`home.rs`: one
+//! [`ScopeSlots`](crate::ScopeSlots) per `(user, scope)` of the partitions it holds, rebuilt by
+//! recovery scans) and the gateway side (`gateway.rs`: the slots of its own connections, each
+//! valid until its horizon). `handle(input, now)` returns effects in the order the runtime must
+//! carry them out (an epoch is persisted before the grant that uses it is sent); the
+//! simulation drives exactly this.
+//!
+//! Every input starts the same way: slots whose horizon passed are revoked first (rule 5), so a
+//! process that wakes from a pause acts on nothing stale.
 
+mod gateway;
+mod home;
+mod lease;
+mod liveness;
 mod types;
 
 pub use types::*;
 
-use crate::ids::{Incarnation, Millis};
+use crate::ids::{Incarnation, Millis, NodeName};
+use crate::ring::PartitionId;
 use crate::Config;
+use std::collections::BTreeMap;
 
 /// What a node starts from.
 #[derive(Clone, Debug)]
@@ -32,13 +43,41 @@ pub struct NodeBoot {
 #[derive(Debug)]
 pub struct NodeState {
     me: Incarnation,
+    config: Config,
+    safeguards: Safeguards,
+    started_at: Millis,
+    /// A cluster of one node skips the start-up waits (rule 12).
+    alone: bool,
+    stopped: bool,
+    next_heartbeat: Millis,
+    next_lease_round: Millis,
+    peers: BTreeMap<NodeName, liveness::Peer>,
+    leases: lease::Leases,
+    homes: BTreeMap<PartitionId, home::Home>,
+    gateway: gateway::Gateway,
 }
 
 impl NodeState {
     /// A node booting at `now` (its own clock).
     pub fn new(boot: NodeBoot, now: Millis) -> Self {
-        let _ = now;
-        Self { me: boot.me }
+        let partitions = boot.config.cluster.partitions;
+        let alone = boot.config.cluster.nodes.len() == 1;
+        let peers = boot.config.cluster.nodes.iter().map(|n| (n.name.clone(), liveness::Peer::default())).collect();
+        let floor = boot.stored_epoch.max(boot.wall_clock_ms);
+        Self {
+            leases: lease::Leases::new(partitions, floor, boot.stored_epoch),
+            gateway: gateway::Gateway::new(partitions),
+            me: boot.me,
+            config: boot.config,
+            safeguards: boot.safeguards,
+            started_at: now,
+            alone,
+            stopped: false,
+            next_heartbeat: now,
+            next_lease_round: now,
+            peers,
+            homes: BTreeMap::new(),
+        }
     }
 
     /// This node's incarnation.
@@ -46,14 +85,146 @@ impl NodeState {
         &self.me
     }
 
+    /// The configuration it runs.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// Feed one input; returns the effects in order.
     pub fn handle(&mut self, input: Input, now: Millis) -> Vec<Effect> {
-        let _ = (input, now);
-        Vec::new()
+        let mut fx = Vec::new();
+        if self.stopped {
+            return fx;
+        }
+        // Rule 5: before any action, drop every slot whose horizon has passed.
+        self.expire_horizons(now, &mut fx);
+        self.drop_lapsed_leases(now, &mut fx);
+        match input {
+            Input::Tick => self.tick(now, &mut fx),
+            Input::Receive { from, msg } => self.receive(from, msg, now, &mut fx),
+            Input::LinkDown { peer } => self.peer_down(&peer, now, &mut fx),
+            Input::Join(join) => self.client_join(join, now, &mut fx),
+            Input::Leave { socket, topic } => self.client_leave(socket, &topic, now, &mut fx),
+            Input::SocketClosed { socket, clean } => self.socket_closed(socket, clean, now, &mut fx),
+            Input::UpdateMeta { .. } => {}
+            Input::Kick { user, topic, reason } => self.kick(user, topic, reason, now, &mut fx),
+            Input::Shutdown => self.shutdown(now, &mut fx),
+        }
+        fx
     }
 
     /// The latest instant by which the runtime must call `handle(Input::Tick, ..)`.
     pub fn next_wake(&self) -> Millis {
-        0
+        let mut wake = self.next_heartbeat.min(self.next_lease_round);
+        if let Some(h) = self.gateway.next_horizon(self.isolation_valid_ms()) {
+            wake = wake.min(h);
+        }
+        for home in self.homes.values() {
+            if let Some(d) = home.next_deadline() {
+                wake = wake.min(d);
+            }
+        }
+        wake
+    }
+
+    /// Whether this node admits joins now: start-up waits over and every partition has a home
+    /// it hears (what `/ready` reports).
+    pub fn is_ready(&self, now: Millis) -> bool {
+        !self.stopped
+            && (0..self.config.cluster.partitions).all(|p| {
+                let p = PartitionId(p);
+                match self.homes.get(&p) {
+                    Some(h) => self.leases.valid(p, now).is_some() && h.scan_done(),
+                    None => self.home_of(p, now).is_some(),
+                }
+            })
+    }
+
+    /// Partitions whose lease this node holds now, with epoch and expiry (own clock).
+    pub fn leases_held(&self, now: Millis) -> Vec<(PartitionId, u64, Millis)> {
+        self.leases.held(now)
+    }
+
+    fn receive(&mut self, from: NodeName, msg: PeerMsg, now: Millis, fx: &mut Vec<Effect>) {
+        if !self.peers.contains_key(&from) {
+            return; // not a configured node
+        }
+        match msg {
+            PeerMsg::Heartbeat { from: inc, sent_at, leases, echoes } => {
+                self.heartbeat(inc, sent_at, leases, echoes, now, fx)
+            }
+            PeerMsg::LeaseRequest { from: inc, round, asks } => self.lease_request(inc, round, asks, now, fx),
+            PeerMsg::LeaseReply { from: inc, round, granted, refused } => {
+                self.lease_reply(inc, round, granted, refused, now, fx)
+            }
+            PeerMsg::LeaseRelease { from: inc, leases } => self.leases.release_from(&inc, &leases),
+            PeerMsg::SlotJoin { conn, user, scope, topic, tab, role } => {
+                self.home_join(conn, user, scope, topic, tab, role, now, fx)
+            }
+            PeerMsg::SlotReleased { conn, user, scope, token, clean } => {
+                self.home_released(from, conn, user, scope, token, clean, now, fx)
+            }
+            PeerMsg::ScanReply { from: inc, partition, epoch, slots } => {
+                self.scan_reply(inc, partition, epoch, slots, now, fx)
+            }
+            PeerMsg::Kick { user, scope, reason } => self.home_kick(user, scope, reason, now, fx),
+            PeerMsg::SlotGrant { from: _, user, conn, scope, token, echo } => {
+                self.gw_grant(user, conn, scope, token, echo, now, fx)
+            }
+            PeerMsg::SlotReject { from: _, conn, scope, reason } => self.gw_reject(conn, scope, reason, now, fx),
+            PeerMsg::SlotRevoke { from: _, user, conn, scope, token, reason } => {
+                self.gw_end_by_home(user, conn, scope, token, Some(reason), now, fx)
+            }
+            PeerMsg::SlotClose { from: _, user, conn, scope, token } => {
+                self.gw_end_by_home(user, conn, scope, token, None, now, fx)
+            }
+            PeerMsg::SlotReleaseAck { conn, token } => self.gateway.release_acked(&conn, token),
+            PeerMsg::ScanRequest { from: inc, partition, epoch } => self.gw_scan(inc, partition, epoch, now, fx),
+        }
+    }
+
+    fn tick(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        self.check_timeouts(now, fx);
+        if now >= self.next_lease_round {
+            self.next_lease_round = now + (self.config.cluster.lease_ms / 4).max(1);
+            self.lease_round(now, fx);
+        }
+        if now >= self.next_heartbeat {
+            self.next_heartbeat = now + self.config.cluster.heartbeat_ms;
+            self.send_heartbeats(now, fx);
+            self.home_retries(now, fx);
+            self.gw_retries(now, fx);
+            self.maybe_hand_over(now, fx);
+        }
+        self.home_timers(now, fx);
+        self.gw_timers(now, fx);
+    }
+
+    fn shutdown(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        self.gw_shutdown(now, fx);
+        self.leases_release_all(now, fx);
+        self.homes.clear();
+        self.stopped = true;
+    }
+
+    /// `isolation_ms × (1 − max_drift)`: how long after an echoed heartbeat a gateway's slot
+    /// stays valid, on the gateway's clock.
+    fn isolation_valid_ms(&self) -> Millis {
+        let c = &self.config.cluster;
+        (c.isolation_ms as f64 * (1.0 - c.max_drift)).floor() as Millis
+    }
+
+    /// `isolation_ms × (1 + max_drift)`: how long after the last heartbeat a home keeps an
+    /// unreachable gateway's slots in doubt, on the home's clock.
+    fn isolation_doubt_ms(&self) -> Millis {
+        let c = &self.config.cluster;
+        (c.isolation_ms as f64 * (1.0 + c.max_drift)).ceil() as Millis
+    }
+
+    fn send(&self, to: &NodeName, msg: PeerMsg, fx: &mut Vec<Effect>) {
+        fx.push(Effect::Send { to: to.clone(), msg });
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -226,6 +226,8 @@ pub enum PeerMsg {
     SlotGrant {
         /// The home.
         from: Incarnation,
+        /// The user.
+        user: UserId,
         /// The connection.
         conn: ConnId,
         /// The scope.
@@ -250,6 +252,8 @@ pub enum PeerMsg {
     SlotRevoke {
         /// The home.
         from: Incarnation,
+        /// The user.
+        user: UserId,
         /// The connection.
         conn: ConnId,
         /// The scope.
@@ -263,6 +267,8 @@ pub enum PeerMsg {
     SlotClose {
         /// The home.
         from: Incarnation,
+        /// The user.
+        user: UserId,
         /// The connection.
         conn: ConnId,
         /// The scope.

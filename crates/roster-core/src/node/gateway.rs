@@ -1,0 +1,547 @@
+//! The gateway side: this node's sockets, their channels, and the slots they hold.
+//!
+//! A slot on a gateway is a lease too (rule 5): it is valid until its *horizon*, the send time
+//! of this node's latest heartbeat that the slot's home echoed while announcing the partition
+//! at the slot's epoch, plus `isolation_ms × (1 − max_drift)`. A scan answered for a newer
+//! epoch re-attaches the slot to the new home; grants and scans below that epoch are ignored
+//! afterwards (rule 10). Releases are sent to the partition's home until it acknowledges them.
+
+use super::{Announced, ClientEvent, ClientJoin, Effect, HeldSlot, NodeState, PeerMsg, Record};
+use crate::config::{AnonymousMode, ScopeKey};
+use crate::ids::{ConnId, Incarnation, Millis, NodeName, Role, SlotToken, SocketId, TabId, Topic, UserId};
+use crate::ring::{partition_of, PartitionId};
+use crate::slot::TabKey;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A slot held by one of this node's sockets.
+#[derive(Clone, Debug)]
+struct GwSlot {
+    user: UserId,
+    partition: PartitionId,
+    tab: TabKey,
+    token: SlotToken,
+    /// The epoch whose announcements extend the horizon.
+    epoch: u64,
+    /// Send time (own clock) of the latest heartbeat the home echoed for this slot.
+    echoed: Millis,
+    topics: BTreeSet<Topic>,
+}
+
+/// A join waiting for its home's answer.
+#[derive(Clone, Debug)]
+struct Waiting {
+    user: UserId,
+    tab: Option<TabId>,
+    role: Option<Role>,
+    topics: BTreeSet<Topic>,
+    deadline: Millis,
+    next_try: Millis,
+    /// The last answer was "not home" or no home was known: time out as `no_quorum`.
+    homeless: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Socket {
+    /// Topics joined (with or without a slot).
+    joined: BTreeSet<Topic>,
+    /// Per scope: the highest token this socket confirmed as revoked or released; a grant at or
+    /// below it arrived late and is refused.
+    dead_below: BTreeMap<ScopeKey, SlotToken>,
+}
+
+/// A release not yet acknowledged by the partition's home.
+#[derive(Clone, Debug)]
+struct Release {
+    user: UserId,
+    scope: ScopeKey,
+    clean: bool,
+}
+
+/// Everything this node holds as a gateway.
+#[derive(Debug, Default)]
+pub(super) struct Gateway {
+    sockets: BTreeMap<SocketId, Socket>,
+    slots: BTreeMap<(SocketId, ScopeKey), GwSlot>,
+    waiting: BTreeMap<(SocketId, ScopeKey), Waiting>,
+    /// Rule 10: per partition, the highest epoch whose scan this node answered.
+    fences: BTreeMap<PartitionId, u64>,
+    releases: BTreeMap<(ConnId, SlotToken), Release>,
+}
+
+impl Gateway {
+    pub(super) fn new(_partitions: u32) -> Self {
+        Self::default()
+    }
+
+    pub(super) fn next_horizon(&self, valid_ms: Millis) -> Option<Millis> {
+        let horizons = self.slots.values().map(|s| s.echoed + valid_ms);
+        horizons.chain(self.waiting.values().map(|w| w.deadline.min(w.next_try))).min()
+    }
+
+    pub(super) fn release_acked(&mut self, conn: &ConnId, token: SlotToken) {
+        self.releases.remove(&(conn.clone(), token));
+    }
+}
+
+impl NodeState {
+    fn conn(&self, socket: SocketId) -> ConnId {
+        ConnId { gateway: self.me.clone(), socket }
+    }
+
+    /// The node this one believes is home of `p`: itself while its lease is valid, else the live
+    /// peer announcing the highest epoch for it.
+    pub(super) fn home_of(&self, p: PartitionId, now: Millis) -> Option<NodeName> {
+        if self.leases.valid(p, now).is_some() {
+            return Some(self.me.node.clone());
+        }
+        self.peers
+            .iter()
+            .filter(|(n, peer)| **n != self.me.node && peer.alive)
+            .filter_map(|(n, peer)| peer.announced.iter().find(|a| a.partition == p).map(|a| (a.epoch, n)))
+            .max()
+            .map(|(_, n)| n.clone())
+    }
+
+    pub(super) fn client_join(&mut self, j: ClientJoin, now: Millis, fx: &mut Vec<Effect>) {
+        let policy = self.config.policy_for(&j.topic);
+        let socket = self.gateway.sockets.entry(j.socket).or_default();
+        let fail = |reason: &str, fx: &mut Vec<Effect>| {
+            fx.push(Effect::Client {
+                socket: j.socket,
+                topic: j.topic.clone(),
+                event: ClientEvent::JoinFailed { reason: reason.into() },
+            })
+        };
+        if socket.joined.contains(&j.topic) {
+            return fail("already_joined", fx);
+        }
+        let Some(user) = j.user.clone() else {
+            // Anonymous viewers hold no slot and only read.
+            if policy.anonymous == AnonymousMode::Deny {
+                return fail("unauthorized", fx);
+            }
+            socket.joined.insert(j.topic.clone());
+            fx.push(Effect::Client { socket: j.socket, topic: j.topic, event: ClientEvent::Joined { token: None } });
+            return;
+        };
+        if user.is_reserved() {
+            return fail("unauthorized", fx);
+        }
+        if j.role.as_ref().is_some_and(|r| policy.is_exempt(r)) {
+            socket.joined.insert(j.topic.clone());
+            fx.push(Effect::Client { socket: j.socket, topic: j.topic, event: ClientEvent::Joined { token: None } });
+            return;
+        }
+        let scope = policy.scope_key(&j.topic);
+        let key = (j.socket, scope.clone());
+        let tab = TabKey::of(j.tab.as_ref(), &self.conn(j.socket));
+        // Another topic of the same scope on the same socket and tab shares the slot.
+        if let Some(slot) = self.gateway.slots.get_mut(&key) {
+            if slot.tab == tab {
+                slot.topics.insert(j.topic.clone());
+                let token = slot.token;
+                self.gateway.sockets.entry(j.socket).or_default().joined.insert(j.topic.clone());
+                fx.push(Effect::Client {
+                    socket: j.socket,
+                    topic: j.topic,
+                    event: ClientEvent::Joined { token: Some(token) },
+                });
+                return;
+            }
+            return fail("already_joined", fx);
+        }
+        if let Some(w) = self.gateway.waiting.get_mut(&key) {
+            w.topics.insert(j.topic);
+            return;
+        }
+        let deadline = now + self.config.server.join_wait_ms;
+        let w = Waiting {
+            user,
+            tab: j.tab,
+            role: j.role,
+            topics: BTreeSet::from([j.topic]),
+            deadline,
+            next_try: now,
+            homeless: true,
+        };
+        self.gateway.waiting.insert(key.clone(), w);
+        self.try_join(&key, now, fx);
+    }
+
+    /// Send (or send again) a waiting join to the partition's home.
+    fn try_join(&mut self, key: &(SocketId, ScopeKey), now: Millis, fx: &mut Vec<Effect>) {
+        let retry_ms = self.config.cluster.heartbeat_ms;
+        let Some(w) = self.gateway.waiting.get(key) else { return };
+        let p = partition_of(&w.user, self.config.cluster.partitions);
+        let home = self.home_of(p, now);
+        let conn = self.conn(key.0);
+        let w = self.gateway.waiting.get_mut(key).expect("checked above");
+        w.next_try = now + retry_ms;
+        let Some(home) = home else {
+            w.homeless = true;
+            return;
+        };
+        w.homeless = false;
+        let topic = w.topics.iter().next().cloned().expect("a waiting join has a topic");
+        let msg = PeerMsg::SlotJoin {
+            conn,
+            user: w.user.clone(),
+            scope: key.1.clone(),
+            topic,
+            tab: w.tab.clone(),
+            role: w.role.clone(),
+        };
+        fx.push(Effect::Send { to: home, msg });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn gw_grant(
+        &mut self,
+        user: UserId,
+        conn: ConnId,
+        scope: ScopeKey,
+        token: SlotToken,
+        echo: Millis,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) {
+        if conn.gateway != self.me {
+            return;
+        }
+        let key = (conn.socket, scope.clone());
+        let fenced = self.safeguards.fence_stale_epochs;
+        let valid_ms = self.isolation_valid_ms();
+        let Some(w) = self.gateway.waiting.get(&key) else {
+            // Nobody waits for it (left, closed, or a duplicate): give it straight back.
+            let held = self.gateway.slots.get(&key).is_some_and(|s| s.token == token);
+            if !held {
+                self.queue_release(conn, user, scope, token, true, now, fx);
+            }
+            return;
+        };
+        let p = partition_of(&w.user, self.config.cluster.partitions);
+        let stale = fenced && self.gateway.fences.get(&p).is_some_and(|f| token.epoch < *f);
+        let dead =
+            self.gateway.sockets.get(&conn.socket).and_then(|s| s.dead_below.get(&scope)).is_some_and(|d| token <= *d);
+        if stale || dead || echo + valid_ms <= now {
+            return; // the join stays waiting and asks the current home again
+        }
+        let w = self.gateway.waiting.remove(&key).expect("checked above");
+        let tab = TabKey::of(w.tab.as_ref(), &conn);
+        let horizon = echo + valid_ms;
+        fx.push(Effect::Record(Record::Accepted {
+            at: now,
+            user: w.user.clone(),
+            scope: scope.clone(),
+            conn: conn.clone(),
+            tab: tab.clone(),
+            token,
+            horizon,
+        }));
+        let socket = self.gateway.sockets.entry(conn.socket).or_default();
+        for t in &w.topics {
+            socket.joined.insert(t.clone());
+            fx.push(Effect::Client {
+                socket: conn.socket,
+                topic: t.clone(),
+                event: ClientEvent::Joined { token: Some(token) },
+            });
+        }
+        let slot =
+            GwSlot { user: w.user, partition: p, tab, token, epoch: token.epoch, echoed: echo, topics: w.topics };
+        self.gateway.slots.insert(key, slot);
+    }
+
+    pub(super) fn gw_reject(
+        &mut self,
+        conn: ConnId,
+        scope: ScopeKey,
+        reason: String,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) {
+        if conn.gateway != self.me {
+            return;
+        }
+        let key = (conn.socket, scope);
+        if reason == "not_home" {
+            if let Some(w) = self.gateway.waiting.get_mut(&key) {
+                w.homeless = true;
+                w.next_try = w.next_try.max(now + 1);
+            }
+            return;
+        }
+        if let Some(w) = self.gateway.waiting.remove(&key) {
+            for t in w.topics {
+                fx.push(Effect::Client {
+                    socket: conn.socket,
+                    topic: t,
+                    event: ClientEvent::JoinFailed { reason: reason.clone() },
+                });
+            }
+        }
+    }
+
+    /// The home revokes (`reason` given) or closes (`None`) a slot; confirm either way, even
+    /// for a slot already gone, but only for this incarnation's connections.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn gw_end_by_home(
+        &mut self,
+        user: UserId,
+        conn: ConnId,
+        scope: ScopeKey,
+        token: SlotToken,
+        reason: Option<String>,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) {
+        if conn.gateway != self.me {
+            return;
+        }
+        let key = (conn.socket, scope.clone());
+        let why = reason.clone().unwrap_or_else(|| "replaced".into());
+        if self.gateway.slots.get(&key).is_some_and(|s| s.token == token) {
+            let s = self.gateway.slots.remove(&key).expect("checked above");
+            self.end_slot(conn.socket, &scope, &s, &why, reason.is_some(), now, fx);
+        } else if let Some(w) = self.gateway.waiting.remove(&key) {
+            // Its grant is still on the wire: the join ends here, or it would ask again and
+            // fight the tab that took its place.
+            for t in w.topics {
+                let event = match &reason {
+                    Some(r) => ClientEvent::JoinFailed { reason: r.clone() },
+                    None => ClientEvent::Closed,
+                };
+                fx.push(Effect::Client { socket: conn.socket, topic: t, event });
+            }
+        }
+        let socket = self.gateway.sockets.entry(conn.socket).or_default();
+        let dead = socket.dead_below.entry(scope.clone()).or_insert(token);
+        *dead = (*dead).max(token);
+        // The confirmation is a release, kept until a home acknowledges it.
+        self.queue_release(conn, user, scope, token, true, now, fx);
+    }
+
+    /// End a slot locally: tell its channels, record it.
+    #[allow(clippy::too_many_arguments)]
+    fn end_slot(
+        &mut self,
+        socket: SocketId,
+        scope: &ScopeKey,
+        s: &GwSlot,
+        why: &str,
+        revoked: bool,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) {
+        fx.push(Effect::Record(Record::Ended {
+            at: now,
+            conn: self.conn(socket),
+            scope: scope.clone(),
+            why: why.into(),
+        }));
+        let sock = self.gateway.sockets.entry(socket).or_default();
+        for t in &s.topics {
+            sock.joined.remove(t);
+            let event = if revoked { ClientEvent::Revoked { reason: why.into() } } else { ClientEvent::Closed };
+            fx.push(Effect::Client { socket, topic: t.clone(), event });
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn queue_release(
+        &mut self,
+        conn: ConnId,
+        user: UserId,
+        scope: ScopeKey,
+        token: SlotToken,
+        clean: bool,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) {
+        let p = partition_of(&user, self.config.cluster.partitions);
+        let r = Release { user: user.clone(), scope: scope.clone(), clean };
+        self.gateway.releases.insert((conn.clone(), token), r);
+        if let Some(home) = self.home_of(p, now) {
+            fx.push(Effect::Send { to: home, msg: PeerMsg::SlotReleased { conn, user, scope, token, clean } });
+        }
+    }
+
+    pub(super) fn client_leave(&mut self, socket: SocketId, topic: &Topic, now: Millis, fx: &mut Vec<Effect>) {
+        if let Some(s) = self.gateway.sockets.get_mut(&socket) {
+            s.joined.remove(topic);
+        }
+        let key =
+            self.gateway.slots.iter().find(|(k, s)| k.0 == socket && s.topics.contains(topic)).map(|(k, _)| k.clone());
+        if let Some(key) = key {
+            let slot = self.gateway.slots.get_mut(&key).expect("found");
+            slot.topics.remove(topic);
+            if slot.topics.is_empty() {
+                let s = self.gateway.slots.remove(&key).expect("found");
+                fx.push(Effect::Record(Record::Ended {
+                    at: now,
+                    conn: self.conn(socket),
+                    scope: key.1.clone(),
+                    why: "left".into(),
+                }));
+                self.queue_release(self.conn(socket), s.user, key.1, s.token, true, now, fx);
+            }
+        }
+        let waiting: Vec<_> = self.gateway.waiting.keys().filter(|k| k.0 == socket).cloned().collect();
+        for k in waiting {
+            let w = self.gateway.waiting.get_mut(&k).expect("listed");
+            w.topics.remove(topic);
+            if w.topics.is_empty() {
+                self.gateway.waiting.remove(&k);
+            }
+        }
+    }
+
+    pub(super) fn socket_closed(&mut self, socket: SocketId, clean: bool, now: Millis, fx: &mut Vec<Effect>) {
+        self.gateway.sockets.remove(&socket);
+        self.gateway.waiting.retain(|k, _| k.0 != socket);
+        let keys: Vec<_> = self.gateway.slots.keys().filter(|k| k.0 == socket).cloned().collect();
+        for key in keys {
+            let s = self.gateway.slots.remove(&key).expect("listed");
+            let why = if clean { "closed" } else { "dropped" };
+            fx.push(Effect::Record(Record::Ended {
+                at: now,
+                conn: self.conn(socket),
+                scope: key.1.clone(),
+                why: why.into(),
+            }));
+            self.queue_release(self.conn(socket), s.user, key.1, s.token, clean, now, fx);
+        }
+    }
+
+    pub(super) fn kick(
+        &mut self,
+        user: UserId,
+        topic: Option<Topic>,
+        reason: String,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) {
+        let p = partition_of(&user, self.config.cluster.partitions);
+        let scope = topic.map(|t| self.config.policy_for(&t).scope_key(&t));
+        if let Some(home) = self.home_of(p, now) {
+            fx.push(Effect::Send { to: home, msg: PeerMsg::Kick { user, scope, reason } });
+        }
+    }
+
+    /// Rule 5: slots whose horizon passed are revoked (`node_isolated`) before anything else.
+    pub(super) fn expire_horizons(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        let valid_ms = self.isolation_valid_ms();
+        let expired: Vec<_> =
+            self.gateway.slots.iter().filter(|(_, s)| s.echoed + valid_ms <= now).map(|(k, _)| k.clone()).collect();
+        for key in expired {
+            let s = self.gateway.slots.remove(&key).expect("listed");
+            self.end_slot(key.0, &key.1, &s, "node_isolated", true, now, fx);
+            self.queue_release(self.conn(key.0), s.user, key.1, s.token, true, now, fx);
+        }
+    }
+
+    /// A heartbeat from a home echoed `echoed` (this node's send time) while announcing
+    /// `leases`: the slots attached to those partitions and epochs live longer.
+    pub(super) fn gw_echo(&mut self, leases: &[Announced], echoed: Millis, now: Millis, fx: &mut Vec<Effect>) {
+        let valid_ms = self.isolation_valid_ms();
+        let me = self.me.clone();
+        for ((socket, scope), s) in self.gateway.slots.iter_mut() {
+            if s.echoed < echoed && leases.iter().any(|a| a.partition == s.partition && a.epoch == s.epoch) {
+                s.echoed = echoed;
+                fx.push(Effect::Record(Record::Horizon {
+                    at: now,
+                    conn: ConnId { gateway: me.clone(), socket: *socket },
+                    scope: scope.clone(),
+                    horizon: echoed + valid_ms,
+                }));
+            }
+        }
+    }
+
+    /// Rule 9/10: answer a new home's scan with this incarnation's slots in the partition and
+    /// re-attach them to its epoch; ignore scans below an epoch already answered, and answer
+    /// nothing until `isolation_ms` after start (the previous life's slots have expired by then).
+    pub(super) fn gw_scan(&mut self, from: Incarnation, p: PartitionId, epoch: u64, now: Millis, fx: &mut Vec<Effect>) {
+        let quiet = !self.alone
+            && self.safeguards.scan_quiet_after_start
+            && now < self.started_at + self.config.cluster.isolation_ms;
+        if quiet {
+            return;
+        }
+        let fence = self.gateway.fences.get(&p).copied().unwrap_or(0);
+        if self.safeguards.fence_stale_epochs && epoch < fence {
+            return;
+        }
+        self.gateway.fences.insert(p, fence.max(epoch));
+        let me = self.me.clone();
+        let mut slots = Vec::new();
+        for ((socket, scope), s) in self.gateway.slots.iter_mut().filter(|(_, s)| s.partition == p) {
+            s.epoch = s.epoch.max(epoch);
+            slots.push(HeldSlot {
+                user: s.user.clone(),
+                scope: scope.clone(),
+                conn: ConnId { gateway: me.clone(), socket: *socket },
+                tab: s.tab.clone(),
+                token: s.token,
+            });
+        }
+        // Releases for this partition are moot: the answer no longer lists those slots.
+        let partitions = self.config.cluster.partitions;
+        self.gateway.releases.retain(|_, r| partition_of(&r.user, partitions) != p);
+        fx.push(Effect::Send {
+            to: from.node.clone(),
+            msg: PeerMsg::ScanReply { from: me, partition: p, epoch, slots },
+        });
+    }
+
+    /// Every heartbeat: unacknowledged releases go to the current home again.
+    pub(super) fn gw_retries(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        let partitions = self.config.cluster.partitions;
+        let pending: Vec<_> = self.gateway.releases.iter().map(|(k, r)| (k.clone(), r.clone())).collect();
+        for ((conn, token), r) in pending {
+            if let Some(home) = self.home_of(partition_of(&r.user, partitions), now) {
+                let msg = PeerMsg::SlotReleased { conn, user: r.user, scope: r.scope, token, clean: r.clean };
+                fx.push(Effect::Send { to: home, msg });
+            }
+        }
+    }
+
+    /// Waiting joins are sent again or time out.
+    pub(super) fn gw_timers(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        let due: Vec<_> = self
+            .gateway
+            .waiting
+            .iter()
+            .filter(|(_, w)| w.deadline <= now || w.next_try <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            let w = &self.gateway.waiting[&key];
+            if w.deadline <= now {
+                let w = self.gateway.waiting.remove(&key).expect("listed");
+                let reason = if w.homeless { "no_quorum" } else { "wait_timed_out" };
+                for t in w.topics {
+                    fx.push(Effect::Client {
+                        socket: key.0,
+                        topic: t,
+                        event: ClientEvent::JoinFailed { reason: reason.into() },
+                    });
+                }
+            } else {
+                self.try_join(&key, now, fx);
+            }
+        }
+    }
+
+    /// Graceful shutdown: every slot released at once (rule 13), every client closed.
+    pub(super) fn gw_shutdown(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        let sockets: Vec<SocketId> = self.gateway.sockets.keys().copied().collect();
+        for socket in sockets {
+            let topics: Vec<Topic> = self.gateway.sockets[&socket].joined.iter().cloned().collect();
+            self.socket_closed(socket, true, now, fx);
+            for t in topics {
+                fx.push(Effect::Client { socket, topic: t, event: ClientEvent::Closed });
+            }
+        }
+    }
+}

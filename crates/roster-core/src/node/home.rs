@@ -1,0 +1,470 @@
+//! The home side: the slots of the users of the partitions whose lease this node holds.
+//!
+//! A new lease starts with a recovery scan (rule 9): the partition admits nothing until every
+//! gateway heard has answered or `isolation_ms` passed; then, while a gateway that did not
+//! answer may still hold slots it could not list (until `isolation_ms × (1 + max_drift)` after
+//! the later of the lease start and its last heartbeat), only tabs the home knows may join.
+
+use super::{Effect, HeldSlot, NodeState, PeerMsg};
+use crate::config::{PolicyId, ScopeKey};
+use crate::ids::{ConnId, Incarnation, Millis, NodeName, Role, SlotToken, TabId, Topic, UserId};
+use crate::ring::{partition_of, PartitionId};
+use crate::slot::{ScopeSlots, SlotEffect, SlotRules, TokenMint, UnsafeSwitches};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One `(user, scope)` on its home: the slot machine and the rules it runs under.
+#[derive(Debug)]
+pub(super) struct UserScope {
+    slots: ScopeSlots,
+    rules: SlotRules,
+}
+
+/// A partition this node is home of.
+#[derive(Debug)]
+pub(super) struct Home {
+    epoch: u64,
+    mint: TokenMint,
+    lease_start: Millis,
+    users: BTreeMap<(UserId, ScopeKey), UserScope>,
+    /// Gateways asked in the scan and not yet answered, with when they were first asked.
+    unanswered: BTreeMap<NodeName, Millis>,
+    /// Gateway incarnations that answered.
+    answered: BTreeSet<Incarnation>,
+    /// The scan is over (every gateway answered, or `isolation_ms` passed).
+    scan_over: bool,
+    /// Slots collected while the scan runs.
+    collected: Vec<HeldSlot>,
+}
+
+impl Home {
+    pub(super) fn scan_done(&self) -> bool {
+        self.scan_over
+    }
+
+    pub(super) fn next_deadline(&self) -> Option<Millis> {
+        self.users.values().filter_map(|u| u.slots.next_deadline()).min()
+    }
+
+    pub(super) fn gateway_heard(&mut self, gateway: &Incarnation) {
+        for u in self.users.values_mut() {
+            u.slots.gateway_heard(gateway);
+        }
+    }
+
+    pub(super) fn gateway_unheard(&mut self, gateway: &Incarnation, until: Millis) {
+        for u in self.users.values_mut() {
+            u.slots.gateway_unheard(gateway, until);
+        }
+    }
+}
+
+impl NodeState {
+    fn unsafe_switches(&self) -> UnsafeSwitches {
+        UnsafeSwitches {
+            grant_before_revoke: !self.safeguards.revoke_before_grant,
+            forget_replaced: !self.safeguards.keep_replaced,
+        }
+    }
+
+    /// The rules of a scope, from the policy that defines it.
+    fn rules_for(&self, scope: &ScopeKey) -> SlotRules {
+        let policy = match scope {
+            ScopeKey::Topic(t) => self.config.policy_for(t),
+            ScopeKey::Global(PolicyId::Configured(i)) => self
+                .config
+                .policy
+                .get(*i as usize)
+                .map(|p| self.config.policy_for(&Topic::from(p.topic.trim_end_matches('*'))))
+                .unwrap_or_else(crate::config::Policy::built_in),
+            ScopeKey::Global(PolicyId::BuiltIn) => crate::config::Policy::built_in(),
+        };
+        SlotRules::from_policy(&policy, self.config.server.join_wait_ms)
+    }
+
+    /// A lease on `p` started: rebuild its slots by a recovery scan (a lone node has no other
+    /// gateway, and its own earlier life's slots died with it: rule 12).
+    pub(super) fn start_home(&mut self, p: PartitionId, epoch: u64, now: Millis, fx: &mut Vec<Effect>) {
+        let mut home = Home {
+            epoch,
+            mint: TokenMint::new(epoch),
+            lease_start: now,
+            users: BTreeMap::new(),
+            unanswered: BTreeMap::new(),
+            answered: BTreeSet::new(),
+            scan_over: false,
+            collected: Vec::new(),
+        };
+        for name in self.peers.keys() {
+            home.unanswered.insert(name.clone(), now);
+        }
+        self.homes.insert(p, home);
+        self.send_scans(p, now, fx);
+    }
+
+    pub(super) fn stop_home(&mut self, p: PartitionId, _now: Millis, fx: &mut Vec<Effect>) {
+        let Some(home) = self.homes.remove(&p) else { return };
+        // Joins waiting here are told to ask again; the next home will answer them.
+        for ((_, scope), u) in home.users {
+            for conn in u.slots.waiting_conns() {
+                let msg = PeerMsg::SlotReject {
+                    from: self.me.clone(),
+                    conn: conn.clone(),
+                    scope: scope.clone(),
+                    reason: "not_home".into(),
+                };
+                self.send(&conn.gateway.node, msg, fx);
+            }
+        }
+    }
+
+    fn send_scans(&self, p: PartitionId, _now: Millis, fx: &mut Vec<Effect>) {
+        let Some(home) = self.homes.get(&p) else { return };
+        for name in home.unanswered.keys() {
+            if self.peers.get(name).is_some_and(|peer| peer.alive) || *name == self.me.node {
+                let msg = PeerMsg::ScanRequest { from: self.me.clone(), partition: p, epoch: home.epoch };
+                self.send(name, msg, fx);
+            }
+        }
+    }
+
+    pub(super) fn scan_reply(
+        &mut self,
+        from: Incarnation,
+        p: PartitionId,
+        epoch: u64,
+        slots: Vec<HeldSlot>,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) {
+        let current = self.peers.get(&from.node).and_then(|peer| peer.incarnation.clone());
+        if current.as_ref() != Some(&from) {
+            return; // answers vouch for the answering incarnation only
+        }
+        let Some(home) = self.homes.get_mut(&p) else { return };
+        if home.epoch != epoch || home.unanswered.remove(&from.node).is_none() {
+            return;
+        }
+        home.answered.insert(from);
+        if home.scan_over {
+            for s in slots {
+                let rules = self.rules_for(&s.scope);
+                let home = self.homes.get_mut(&p).expect("checked above");
+                let entry = home
+                    .users
+                    .entry((s.user, s.scope))
+                    .or_insert_with(|| UserScope { slots: ScopeSlots::new(), rules });
+                entry.slots.adopt(s.conn, s.tab, s.token);
+            }
+            self.dedup_and_send(p, now, fx);
+        } else {
+            home.collected.extend(slots);
+            self.maybe_finish_scan(p, now, fx);
+        }
+    }
+
+    /// The scan is over once every gateway asked has answered, or `isolation_ms` after it began.
+    fn maybe_finish_scan(&mut self, p: PartitionId, now: Millis, fx: &mut Vec<Effect>) {
+        let iso = self.config.cluster.isolation_ms;
+        let doubt = self.isolation_doubt_ms();
+        let switches = self.unsafe_switches();
+        let Some(home) = self.homes.get(&p) else { return };
+        if home.scan_over {
+            return;
+        }
+        let alone = self.alone;
+        let everyone = home.unanswered.is_empty() || alone && home.unanswered.keys().all(|n| *n != self.me.node);
+        if !everyone && now < home.lease_start + iso {
+            return;
+        }
+        let collected: Vec<HeldSlot> =
+            self.homes.get_mut(&p).map(|h| std::mem::take(&mut h.collected)).unwrap_or_default();
+        let mut built: BTreeMap<(UserId, ScopeKey), UserScope> = BTreeMap::new();
+        for s in collected {
+            let rules = self.rules_for(&s.scope);
+            let u = built.entry((s.user, s.scope)).or_insert_with(|| UserScope { slots: ScopeSlots::new(), rules });
+            u.slots.adopt(s.conn, s.tab, s.token);
+        }
+        // Slots of gateways that answered but are unheard now are in doubt, as always.
+        let unheard: Vec<(Incarnation, Millis)> = self
+            .peers
+            .values()
+            .filter(|peer| !peer.alive)
+            .filter_map(|peer| Some((peer.incarnation.clone()?, peer.last_heard? + doubt)))
+            .collect();
+        for u in built.values_mut() {
+            u.slots.set_unsafe_switches(switches);
+            for (inc, until) in &unheard {
+                u.slots.gateway_unheard(inc, *until);
+            }
+        }
+        let home = self.homes.get_mut(&p).expect("checked above");
+        home.users = built;
+        home.scan_over = true;
+        self.dedup_and_send(p, now, fx);
+    }
+
+    fn dedup_and_send(&mut self, p: PartitionId, now: Millis, fx: &mut Vec<Effect>) {
+        if !self.safeguards.scan_dedup_tabs {
+            return;
+        }
+        let Some(home) = self.homes.get_mut(&p) else { return };
+        let mut out = Vec::new();
+        for ((user, scope), u) in home.users.iter_mut() {
+            for e in u.slots.dedup_tabs() {
+                out.push((user.clone(), scope.clone(), e));
+            }
+        }
+        for (user, scope, e) in out {
+            self.slot_effect(&user, &scope, e, now, fx);
+        }
+    }
+
+    /// Rule 9: may a tab this home does not know join partition `p` now?
+    fn new_tabs_blocked(&self, p: PartitionId, now: Millis) -> bool {
+        let Some(home) = self.homes.get(&p) else { return true };
+        if !home.scan_over {
+            return true;
+        }
+        let doubt = self.isolation_doubt_ms();
+        home.unanswered.keys().any(|name| {
+            let last = self.peers.get(name).and_then(|peer| peer.last_heard);
+            let from = if self.safeguards.scan_wait_from_last_heartbeat {
+                last.map_or(home.lease_start, |l| l.max(home.lease_start))
+            } else {
+                home.lease_start
+            };
+            now < from + doubt
+        })
+    }
+
+    /// Whether this node may act as home of `p` at `now`: a valid lease and a finished scan.
+    fn serving(&self, p: PartitionId, now: Millis) -> bool {
+        self.leases.valid(p, now).is_some() && self.homes.get(&p).is_some_and(|h| h.scan_over)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn home_join(
+        &mut self,
+        conn: ConnId,
+        user: UserId,
+        scope: ScopeKey,
+        topic: Topic,
+        tab: Option<TabId>,
+        role: Option<Role>,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) {
+        let p = partition_of(&user, self.config.cluster.partitions);
+        let gateway_heard = self.peers.get(&conn.gateway.node).is_some_and(|peer| {
+            peer.alive && peer.incarnation.as_ref() == Some(&conn.gateway) && peer.last_heard.is_some()
+        });
+        if !self.serving(p, now) || !gateway_heard {
+            let msg =
+                PeerMsg::SlotReject { from: self.me.clone(), conn: conn.clone(), scope, reason: "not_home".into() };
+            self.send(&conn.gateway.node, msg, fx);
+            return;
+        }
+        let blocked = self.new_tabs_blocked(p, now);
+        let switches = self.unsafe_switches();
+        let rules = {
+            let _ = &topic;
+            self.rules_for(&scope)
+        };
+        let home = self.homes.get_mut(&p).expect("serving");
+        let u = home
+            .users
+            .entry((user.clone(), scope.clone()))
+            .or_insert_with(|| UserScope { slots: ScopeSlots::new(), rules });
+        u.slots.set_unsafe_switches(switches);
+        u.slots.set_new_tabs_blocked(blocked);
+        let effects = u.slots.join(conn, tab, role.as_ref(), &u.rules, &mut home.mint, now);
+        for e in effects {
+            self.slot_effect(&user, &scope, e, now, fx);
+        }
+        self.forget_idle(p, &user, &scope);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn home_released(
+        &mut self,
+        from: NodeName,
+        conn: ConnId,
+        user: UserId,
+        scope: ScopeKey,
+        token: SlotToken,
+        clean: bool,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) {
+        let p = partition_of(&user, self.config.cluster.partitions);
+        if !self.serving(p, now) || conn.gateway.node != from {
+            return; // no ack: the gateway asks the next home
+        }
+        let blocked = self.new_tabs_blocked(p, now);
+        let home = self.homes.get_mut(&p).expect("serving");
+        let mut effects = Vec::new();
+        if let Some(u) = home.users.get_mut(&(user.clone(), scope.clone())) {
+            u.slots.set_new_tabs_blocked(blocked);
+            effects = u.slots.released(&conn, token, clean, &u.rules, &mut home.mint, now);
+        }
+        for e in effects {
+            self.slot_effect(&user, &scope, e, now, fx);
+        }
+        self.forget_idle(p, &user, &scope);
+        self.send(&from, PeerMsg::SlotReleaseAck { conn, token }, fx);
+    }
+
+    pub(super) fn home_kick(
+        &mut self,
+        user: UserId,
+        scope: Option<ScopeKey>,
+        reason: String,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) {
+        let p = partition_of(&user, self.config.cluster.partitions);
+        if !self.serving(p, now) {
+            return;
+        }
+        let home = self.homes.get_mut(&p).expect("serving");
+        let mut effects = Vec::new();
+        for ((u, s), us) in home.users.iter_mut() {
+            if *u == user && scope.as_ref().is_none_or(|sc| sc == s) {
+                effects.extend(us.slots.kick(&reason).into_iter().map(|e| (s.clone(), e)));
+            }
+        }
+        for (s, e) in effects {
+            self.slot_effect(&user, &s, e, now, fx);
+        }
+    }
+
+    /// Reservations lapse, in-doubt slots clear, waits time out, scans finish.
+    pub(super) fn home_timers(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        let parts: Vec<PartitionId> = self.homes.keys().copied().collect();
+        for p in parts {
+            self.maybe_finish_scan(p, now, fx);
+            if !self.serving(p, now) {
+                continue;
+            }
+            let blocked = self.new_tabs_blocked(p, now);
+            let home = self.homes.get_mut(&p).expect("listed");
+            let due: Vec<(UserId, ScopeKey)> = home
+                .users
+                .iter()
+                .filter(|(_, u)| {
+                    u.slots.next_deadline().is_some_and(|d| d <= now) || (!blocked && u.slots.waiting() > 0)
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in due {
+                let home = self.homes.get_mut(&p).expect("listed");
+                let Some(u) = home.users.get_mut(&key) else { continue };
+                u.slots.set_new_tabs_blocked(blocked);
+                let effects = u.slots.tick(&u.rules, &mut home.mint, now);
+                for e in effects {
+                    self.slot_effect(&key.0, &key.1, e, now, fx);
+                }
+                self.forget_idle(p, &key.0, &key.1);
+            }
+        }
+    }
+
+    /// Every heartbeat: revokes and closes not yet confirmed are sent again while their
+    /// gateway is heard; scans are asked again of gateways that have not answered.
+    pub(super) fn home_retries(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        let mut again = Vec::new();
+        for (p, home) in &self.homes {
+            if !home.scan_over || self.leases.valid(*p, now).is_none() {
+                continue;
+            }
+            for ((user, scope), u) in &home.users {
+                for r in u.slots.records() {
+                    let heard = self.peers.get(&r.conn.gateway.node).is_some_and(|peer| peer.alive);
+                    if !heard {
+                        continue;
+                    }
+                    match r.state {
+                        crate::slot::SlotState::Revoking => {
+                            again.push((user.clone(), scope.clone(), r.conn.clone(), r.token, true))
+                        }
+                        crate::slot::SlotState::Replaced => {
+                            again.push((user.clone(), scope.clone(), r.conn.clone(), r.token, false))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        for (user, scope, conn, token, revoke) in again {
+            let to = conn.gateway.node.clone();
+            let msg = if revoke {
+                PeerMsg::SlotRevoke {
+                    from: self.me.clone(),
+                    user,
+                    conn,
+                    scope,
+                    token,
+                    reason: "logged_in_elsewhere".into(),
+                }
+            } else {
+                PeerMsg::SlotClose { from: self.me.clone(), user, conn, scope, token }
+            };
+            self.send(&to, msg, fx);
+        }
+        let parts: Vec<PartitionId> = self.homes.keys().copied().collect();
+        for p in parts {
+            self.send_scans(p, now, fx);
+        }
+    }
+
+    fn forget_idle(&mut self, p: PartitionId, user: &UserId, scope: &ScopeKey) {
+        if let Some(home) = self.homes.get_mut(&p) {
+            let key = (user.clone(), scope.clone());
+            if home.users.get(&key).is_some_and(|u| u.slots.is_idle()) {
+                home.users.remove(&key);
+            }
+        }
+    }
+
+    /// Carry out one effect of a user's slot machine.
+    fn slot_effect(&mut self, user: &UserId, scope: &ScopeKey, e: SlotEffect, _now: Millis, fx: &mut Vec<Effect>) {
+        let me = self.me.clone();
+        match e {
+            SlotEffect::Grant { conn, token, .. } => {
+                let echo = self.peers.get(&conn.gateway.node).map(|peer| peer.last_sent_at).unwrap_or(0);
+                let to = conn.gateway.node.clone();
+                self.send(
+                    &to,
+                    PeerMsg::SlotGrant { from: me, user: user.clone(), conn, scope: scope.clone(), token, echo },
+                    fx,
+                );
+            }
+            SlotEffect::Reject { conn, reason } => {
+                let to = conn.gateway.node.clone();
+                let msg = PeerMsg::SlotReject { from: me, conn, scope: scope.clone(), reason: reason.as_str().into() };
+                self.send(&to, msg, fx);
+            }
+            SlotEffect::Revoke { conn, token, reason } => {
+                let to = conn.gateway.node.clone();
+                let msg = PeerMsg::SlotRevoke {
+                    from: me,
+                    user: user.clone(),
+                    conn,
+                    scope: scope.clone(),
+                    token,
+                    reason: reason.as_str().into(),
+                };
+                self.send(&to, msg, fx);
+            }
+            SlotEffect::Close { conn, token } => {
+                let to = conn.gateway.node.clone();
+                self.send(
+                    &to,
+                    PeerMsg::SlotClose { from: me, user: user.clone(), conn, scope: scope.clone(), token },
+                    fx,
+                );
+            }
+            SlotEffect::Freed { .. } => {}
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Majority leases on partitions (rules 1–3), both sides: the grantor, which grants a
+//! partition to one holder at a time and persists the highest epoch it granted, and the holder,
+//! which counts its lease from the instant it sent the request, shortened by `max_drift`.
+
+use super::{Announced, Effect, NodeState, PeerMsg, Record};
+use crate::ids::{Incarnation, Millis, NodeName};
+use crate::ring::{preferred_home, PartitionId};
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Clone, Debug, Default)]
+struct Grant {
+    holder: Option<Incarnation>,
+    epoch: u64,
+    /// Counted from when the grant was sent, on this node's clock.
+    expires_at: Millis,
+}
+
+#[derive(Clone, Debug)]
+struct Held {
+    epoch: u64,
+    valid_until: Millis,
+}
+
+/// One open round of lease requests (identified by its send time).
+#[derive(Clone, Debug)]
+struct Round {
+    asks: BTreeMap<PartitionId, u64>,
+    grantors: BTreeMap<PartitionId, BTreeSet<NodeName>>,
+}
+
+/// Both sides of the leases of one node.
+#[derive(Debug)]
+pub(super) struct Leases {
+    grants: Vec<Grant>,
+    /// The highest epoch this node granted or knows of, per partition.
+    known: Vec<u64>,
+    /// Epochs start above this (stored epoch and wall clock at boot).
+    floor: u64,
+    persisted: u64,
+    held: BTreeMap<PartitionId, Held>,
+    rounds: BTreeMap<Millis, Round>,
+    /// Partitions this node stopped renewing to hand them to their preferred node.
+    handing_over: BTreeSet<PartitionId>,
+}
+
+impl Leases {
+    pub(super) fn new(partitions: u32, floor: u64, persisted: u64) -> Self {
+        Self {
+            grants: vec![Grant::default(); partitions as usize],
+            known: vec![floor; partitions as usize],
+            floor,
+            persisted,
+            held: BTreeMap::new(),
+            rounds: BTreeMap::new(),
+            handing_over: BTreeSet::new(),
+        }
+    }
+
+    /// The epoch of this node's lease on `p` if it is valid at `now`.
+    pub(super) fn valid(&self, p: PartitionId, now: Millis) -> Option<u64> {
+        self.held.get(&p).filter(|h| h.valid_until > now).map(|h| h.epoch)
+    }
+
+    pub(super) fn valid_now(&self, now: Millis) -> Vec<Announced> {
+        self.held
+            .iter()
+            .filter(|(_, h)| h.valid_until > now)
+            .map(|(p, h)| Announced { partition: *p, epoch: h.epoch })
+            .collect()
+    }
+
+    pub(super) fn held(&self, now: Millis) -> Vec<(PartitionId, u64, Millis)> {
+        self.held.iter().filter(|(_, h)| h.valid_until > now).map(|(p, h)| (*p, h.epoch, h.valid_until)).collect()
+    }
+
+    pub(super) fn learn_epoch(&mut self, p: PartitionId, epoch: u64) {
+        if let Some(k) = self.known.get_mut(p.0 as usize) {
+            *k = (*k).max(epoch);
+        }
+    }
+
+    pub(super) fn release_from(&mut self, from: &Incarnation, leases: &[Announced]) {
+        for a in leases {
+            if let Some(g) = self.grants.get_mut(a.partition.0 as usize) {
+                if g.holder.as_ref() == Some(from) && g.epoch == a.epoch {
+                    g.holder = None;
+                }
+            }
+        }
+    }
+}
+
+impl NodeState {
+    /// Every `lease_ms / 4`: renew what this node holds and ask for the partitions it prefers
+    /// that no live node announces, from every node (itself included).
+    pub(super) fn lease_round(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        let live = self.live_names();
+        let announced_elsewhere: BTreeSet<PartitionId> = self
+            .peers
+            .iter()
+            .filter(|(n, p)| **n != self.me.node && p.alive)
+            .flat_map(|(_, p)| p.announced.iter().map(|a| a.partition))
+            .collect();
+        let mut asks = BTreeMap::new();
+        for p in (0..self.config.cluster.partitions).map(PartitionId) {
+            if self.leases.handing_over.contains(&p) {
+                continue;
+            }
+            if let Some(epoch) = self.leases.valid(p, now) {
+                asks.insert(p, epoch);
+            } else if !announced_elsewhere.contains(&p) && preferred_home(p, &live).as_ref() == Some(&self.me.node) {
+                let known = self.leases.known[p.0 as usize].max(self.leases.grants[p.0 as usize].epoch);
+                asks.insert(p, known.max(self.leases.floor) + 1);
+            }
+        }
+        let horizon = now.saturating_sub(self.config.cluster.lease_ms);
+        self.leases.rounds.retain(|r, _| *r >= horizon);
+        if asks.is_empty() {
+            return;
+        }
+        let msg_asks: Vec<Announced> = asks.iter().map(|(p, e)| Announced { partition: *p, epoch: *e }).collect();
+        self.leases.rounds.insert(now, Round { asks, grantors: BTreeMap::new() });
+        let names: Vec<NodeName> = self.peers.keys().cloned().collect();
+        for to in names {
+            let msg = PeerMsg::LeaseRequest { from: self.me.clone(), round: now, asks: msg_asks.clone() };
+            self.send(&to, msg, fx);
+        }
+    }
+
+    /// Grantor: one holder at a time per partition, a new holder only once the earlier grant
+    /// expired on this clock and only at an epoch above every one granted; nothing at all for
+    /// `lease_ms × (1 + max_drift)` after a start (rule 2).
+    pub(super) fn lease_request(
+        &mut self,
+        from: Incarnation,
+        round: Millis,
+        asks: Vec<Announced>,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) {
+        let c = &self.config.cluster;
+        let quiet_ms = (c.lease_ms as f64 * (1.0 + c.max_drift)).ceil() as Millis;
+        let quiet = !self.alone && self.safeguards.quiet_after_restart && now < self.started_at + quiet_ms;
+        let lease_ms = c.lease_ms;
+        let (mut granted, mut refused) = (Vec::new(), Vec::new());
+        for a in asks {
+            let Some(g) = self.leases.grants.get_mut(a.partition.0 as usize) else { continue };
+            let max = g.epoch.max(self.leases.known[a.partition.0 as usize]);
+            let renewal = g.holder.as_ref() == Some(&from) && g.epoch == a.epoch;
+            let free = g.holder.is_none() || now >= g.expires_at;
+            let ok = !quiet && (renewal || (free && a.epoch > max));
+            if ok {
+                g.holder = Some(from.clone());
+                g.epoch = a.epoch;
+                g.expires_at = now + lease_ms;
+                granted.push(a);
+            } else {
+                refused.push(Announced { partition: a.partition, epoch: max });
+            }
+        }
+        // Rule 3: the highest epoch granted is stored before any grant that uses it is sent.
+        if let Some(top) = granted.iter().map(|a| a.epoch).max() {
+            if top > self.leases.persisted {
+                self.leases.persisted = top;
+                fx.push(Effect::PersistEpoch(top));
+            }
+        }
+        for a in &granted {
+            self.leases.learn_epoch(a.partition, a.epoch);
+        }
+        let msg = PeerMsg::LeaseReply { from: self.me.clone(), round, granted, refused };
+        self.send(&from.node, msg, fx);
+    }
+
+    /// Holder: a lease starts once a majority granted it, and lasts from the round's send time
+    /// for `lease_ms × (1 − max_drift)`.
+    pub(super) fn lease_reply(
+        &mut self,
+        from: Incarnation,
+        round: Millis,
+        granted: Vec<Announced>,
+        refused: Vec<Announced>,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) {
+        for a in &refused {
+            self.leases.learn_epoch(a.partition, a.epoch);
+        }
+        let majority = self.config.cluster.nodes.len() / 2 + 1;
+        let c = &self.config.cluster;
+        let until = round + (c.lease_ms as f64 * (1.0 - c.max_drift)).floor() as Millis;
+        let Some(r) = self.leases.rounds.get_mut(&round) else { return };
+        let mut reached = Vec::new();
+        for a in granted {
+            if r.asks.get(&a.partition) != Some(&a.epoch) {
+                continue;
+            }
+            let set = r.grantors.entry(a.partition).or_default();
+            if set.insert(from.node.clone()) && set.len() == majority {
+                reached.push(a);
+            }
+        }
+        for a in reached {
+            if until <= now || self.leases.handing_over.contains(&a.partition) {
+                continue;
+            }
+            let p = a.partition;
+            match self.leases.held.get_mut(&p) {
+                Some(h) if h.epoch == a.epoch && h.valid_until > now => h.valid_until = h.valid_until.max(until),
+                Some(h) if h.epoch > a.epoch => {}
+                _ => {
+                    self.leases.held.insert(p, super::lease::Held { epoch: a.epoch, valid_until: until });
+                    self.start_home(p, a.epoch, now, fx);
+                }
+            }
+            fx.push(Effect::Record(Record::LeaseHeld { at: now, partition: p, epoch: a.epoch, until }));
+        }
+    }
+
+    /// A lease that ran out is dropped with the home state built on it.
+    pub(super) fn drop_lapsed_leases(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        let lapsed: Vec<(PartitionId, u64)> =
+            self.leases.held.iter().filter(|(_, h)| h.valid_until <= now).map(|(p, h)| (*p, h.epoch)).collect();
+        for (p, epoch) in lapsed {
+            self.leases.held.remove(&p);
+            self.leases.handing_over.remove(&p);
+            self.stop_home(p, now, fx);
+            fx.push(Effect::Record(Record::LeaseDropped { at: now, partition: p, epoch }));
+        }
+    }
+
+    /// Give every lease up at once (graceful shutdown, rule 13).
+    pub(super) fn leases_release_all(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        let leases = self.leases.valid_now(now);
+        for a in &leases {
+            self.leases.held.remove(&a.partition);
+            fx.push(Effect::Record(Record::LeaseDropped { at: now, partition: a.partition, epoch: a.epoch }));
+        }
+        if !leases.is_empty() {
+            for to in self.peers.keys() {
+                let msg = PeerMsg::LeaseRelease { from: self.me.clone(), leases: leases.clone() };
+                fx.push(Effect::Send { to: to.clone(), msg });
+            }
+        }
+    }
+
+    /// Handover: a partition held here whose preferred node has been back for two leases is
+    /// released, so that node acquires it at a higher epoch and rebuilds it by a scan.
+    pub(super) fn maybe_hand_over(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        let live = self.live_names();
+        let settle = 2 * self.config.cluster.lease_ms;
+        let mut give = Vec::new();
+        for (p, h) in &self.leases.held {
+            if h.valid_until <= now || self.leases.handing_over.contains(p) {
+                continue;
+            }
+            let Some(pref) = preferred_home(*p, &live) else { continue };
+            let settled = self.peers.get(&pref).is_some_and(|peer| peer.alive && now >= peer.alive_since + settle);
+            if pref != self.me.node && settled {
+                give.push(Announced { partition: *p, epoch: h.epoch });
+            }
+        }
+        if give.is_empty() {
+            return;
+        }
+        for a in &give {
+            self.leases.held.remove(&a.partition);
+            self.stop_home(a.partition, now, fx);
+            fx.push(Effect::Record(Record::LeaseDropped { at: now, partition: a.partition, epoch: a.epoch }));
+        }
+        for to in self.peers.keys() {
+            let msg = PeerMsg::LeaseRelease { from: self.me.clone(), leases: give.clone() };
+            fx.push(Effect::Send { to: to.clone(), msg });
+        }
+    }
+}

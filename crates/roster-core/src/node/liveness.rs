@@ -1,0 +1,130 @@
+//! Heartbeats (rule 4), peer liveness, and what a peer's death or return means for the home
+//! and presence sides.
+
+use super::{Announced, Echo, Effect, NodeState, PeerMsg};
+use crate::ids::{Incarnation, Millis, NodeName};
+
+/// What this node knows of one configured node (itself included).
+#[derive(Clone, Debug, Default)]
+pub(super) struct Peer {
+    /// The incarnation last heard.
+    pub incarnation: Option<Incarnation>,
+    /// When its latest heartbeat arrived, on this node's clock.
+    pub last_heard: Option<Millis>,
+    /// That heartbeat's send time on the peer's clock (what this node echoes).
+    pub last_sent_at: Millis,
+    /// Heard within `heartbeat_timeout_ms` and its session open.
+    pub alive: bool,
+    /// Since when it has been alive without a break (this node's clock).
+    pub alive_since: Millis,
+    /// The leases it announced in its latest heartbeat.
+    pub announced: Vec<Announced>,
+}
+
+impl NodeState {
+    pub(super) fn send_heartbeats(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        let leases = self.leases.valid_now(now);
+        let echoes: Vec<Echo> = self
+            .peers
+            .values()
+            .filter(|p| p.alive)
+            .filter_map(|p| p.incarnation.clone().map(|of| Echo { of, sent_at: p.last_sent_at }))
+            .collect();
+        let names: Vec<NodeName> = self.peers.keys().cloned().collect();
+        for to in names {
+            let msg = PeerMsg::Heartbeat {
+                from: self.me.clone(),
+                sent_at: now,
+                leases: leases.clone(),
+                echoes: echoes.clone(),
+            };
+            self.send(&to, msg, fx);
+        }
+    }
+
+    pub(super) fn heartbeat(
+        &mut self,
+        from: Incarnation,
+        sent_at: Millis,
+        leases: Vec<Announced>,
+        echoes: Vec<Echo>,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) {
+        let name = from.node.clone();
+        if name == self.me.node && from != self.me {
+            return; // a delayed message from this node's previous life
+        }
+        let Some(peer) = self.peers.get(&name) else { return };
+        if peer.incarnation.as_ref().is_some_and(|i| *i != from) {
+            if peer.alive {
+                self.peer_down(&name, now, fx);
+            }
+            let peer = self.peers.get_mut(&name).expect("configured peer");
+            peer.last_sent_at = 0;
+            peer.last_heard = None;
+        }
+        let peer = self.peers.get_mut(&name).expect("configured peer");
+        if peer.incarnation.as_ref() == Some(&from) && sent_at <= peer.last_sent_at {
+            return; // reordered: an older heartbeat of the same life
+        }
+        let returning = !peer.alive;
+        peer.incarnation = Some(from.clone());
+        peer.last_heard = Some(now);
+        peer.last_sent_at = sent_at;
+        peer.announced = leases.clone();
+        if returning {
+            peer.alive = true;
+            peer.alive_since = now;
+            for home in self.homes.values_mut() {
+                home.gateway_heard(&from);
+            }
+        }
+        for a in &leases {
+            self.leases.learn_epoch(a.partition, a.epoch);
+        }
+        // Rule 5: the announcing home vouches, per partition and epoch, for the send time of
+        // this node's heartbeat that it echoes.
+        if let Some(echo) = echoes.iter().find(|e| e.of == self.me) {
+            self.gw_echo(&leases, echo.sent_at, now, fx);
+        }
+    }
+
+    pub(super) fn check_timeouts(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        let timeout = self.config.cluster.heartbeat_timeout_ms;
+        let silent: Vec<NodeName> = self
+            .peers
+            .iter()
+            .filter(|(n, p)| **n != self.me.node && p.alive && p.last_heard.is_some_and(|h| now >= h + timeout))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in silent {
+            self.peer_down(&n, now, fx);
+        }
+    }
+
+    /// A peer is down (session closed, or silent for `heartbeat_timeout_ms`): its gateway slots
+    /// at every home here are in doubt until `isolation_ms × (1 + max_drift)` after its last
+    /// heartbeat (rule 8).
+    pub(super) fn peer_down(&mut self, name: &NodeName, _now: Millis, _fx: &mut [Effect]) {
+        if *name == self.me.node {
+            return;
+        }
+        let doubt = self.isolation_doubt_ms();
+        let Some(peer) = self.peers.get_mut(name) else { return };
+        if !peer.alive {
+            return;
+        }
+        peer.alive = false;
+        peer.announced.clear();
+        let (Some(inc), Some(heard)) = (peer.incarnation.clone(), peer.last_heard) else { return };
+        for home in self.homes.values_mut() {
+            home.gateway_unheard(&inc, heard + doubt);
+        }
+    }
+
+    /// The names of the nodes heard now, this one included.
+    pub(super) fn live_names(&self) -> Vec<NodeName> {
+        self.peers.iter().filter(|(n, p)| p.alive || **n == self.me.node).map(|(n, _)| n.clone()).collect()
+    }
+}

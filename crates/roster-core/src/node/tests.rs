@@ -1,0 +1,182 @@
+//! A few fault-free runs of whole clusters of `NodeState`s through a tiny in-memory network,
+//! to show the composition works end to end. The seeded, faulty simulation lives in `sim`.
+
+use super::*;
+use crate::ids::{SocketId, TabId, Topic, UserId};
+use crate::{partition_of, Config, NodeConfig, PolicyConfig};
+use std::collections::BTreeMap;
+
+struct Cluster {
+    nodes: BTreeMap<NodeName, NodeState>,
+    /// (deliver at, seq, to, from, msg)
+    wire: Vec<(Millis, u64, NodeName, NodeName, PeerMsg)>,
+    seq: u64,
+    now: Millis,
+    client: Vec<(NodeName, SocketId, Topic, ClientEvent)>,
+    records: Vec<(NodeName, Record)>,
+}
+
+fn config(n: usize, on_conflict: &str) -> Config {
+    let mut c = Config::single_node();
+    c.cluster.partitions = 8;
+    c.cluster.nodes = (0..n)
+        .map(|i| NodeConfig {
+            name: NodeName::from(format!("n{i}")),
+            cluster_addr: format!("127.0.0.1:{}", 4370 + i),
+            http_addr: format!("127.0.0.1:{}", 4000 + i),
+        })
+        .collect();
+    let mut p = PolicyConfig::new("*");
+    p.on_conflict = match on_conflict {
+        "reject" => crate::OnConflict::Reject,
+        _ => crate::OnConflict::Takeover,
+    };
+    c.policy = vec![p];
+    c.validate().expect("test config is valid");
+    c
+}
+
+impl Cluster {
+    fn new(n: usize, on_conflict: &str) -> Self {
+        let cfg = config(n, on_conflict);
+        let nodes = (0..n)
+            .map(|i| {
+                let me = Incarnation::new(format!("n{i}").as_str(), i as u128 + 1);
+                let boot = NodeBoot {
+                    me,
+                    config: cfg.clone(),
+                    stored_epoch: 0,
+                    wall_clock_ms: 1_000,
+                    safeguards: Safeguards::default(),
+                };
+                (NodeName::from(format!("n{i}")), NodeState::new(boot, 0))
+            })
+            .collect();
+        Self { nodes, wire: Vec::new(), seq: 0, now: 0, client: Vec::new(), records: Vec::new() }
+    }
+
+    fn apply(&mut self, at: &NodeName, fx: Vec<Effect>) {
+        for e in fx {
+            match e {
+                Effect::Send { to, msg } => {
+                    self.seq += 1;
+                    self.wire.push((self.now + 1, self.seq, to, at.clone(), msg));
+                }
+                Effect::Client { socket, topic, event } => self.client.push((at.clone(), socket, topic, event)),
+                Effect::Record(r) => self.records.push((at.clone(), r)),
+                Effect::PersistEpoch(_) | Effect::PresenceChanged { .. } => {}
+            }
+        }
+    }
+
+    fn input(&mut self, at: &str, input: Input) {
+        let name = NodeName::from(at);
+        let fx = self.nodes.get_mut(&name).expect("node").handle(input, self.now);
+        self.apply(&name, fx);
+    }
+
+    /// Run until `until`, 1 ms at a time: deliver due messages, tick due nodes.
+    fn run_until(&mut self, until: Millis) {
+        while self.now < until {
+            self.now += 1;
+            self.wire.sort_by_key(|w| (w.0, w.1));
+            let (due, rest): (Vec<_>, Vec<_>) = self.wire.drain(..).partition(|w| w.0 <= self.now);
+            self.wire = rest;
+            for (_, _, to, from, msg) in due {
+                if let Some(n) = self.nodes.get_mut(&to) {
+                    let fx = n.handle(Input::Receive { from, msg }, self.now);
+                    self.apply(&to, fx);
+                }
+            }
+            let names: Vec<NodeName> = self.nodes.keys().cloned().collect();
+            for name in names {
+                let n = self.nodes.get_mut(&name).expect("node");
+                if n.next_wake() <= self.now {
+                    let fx = n.handle(Input::Tick, self.now);
+                    self.apply(&name, fx);
+                }
+            }
+        }
+    }
+
+    fn join(&mut self, at: &str, socket: u64, user: &str, tab: &str) {
+        let j = ClientJoin {
+            socket: SocketId(socket),
+            topic: Topic::from("room:1"),
+            user: Some(UserId::from(user)),
+            role: None,
+            tab: Some(TabId::from(tab)),
+            meta: Default::default(),
+        };
+        self.input(at, Input::Join(j));
+    }
+
+    fn events_of(&self, at: &str, socket: u64) -> Vec<ClientEvent> {
+        self.client.iter().filter(|c| c.0.as_str() == at && c.1 == SocketId(socket)).map(|c| c.3.clone()).collect()
+    }
+
+    fn home_of(&self, user: &str) -> NodeName {
+        let p = partition_of(&UserId::from(user), 8);
+        self.nodes
+            .iter()
+            .find(|(_, n)| n.leases_held(self.now).iter().any(|(q, _, _)| *q == p))
+            .map(|(name, _)| name.clone())
+            .expect("a home")
+    }
+}
+
+/// The first node that is not `a` nor `b`.
+fn other(a: &NodeName, b: &NodeName) -> String {
+    (0..3).map(|i| format!("n{i}")).find(|n| n != a.as_str() && n != b.as_str()).expect("three nodes")
+}
+
+#[test]
+fn a_cold_three_node_cluster_becomes_ready_and_grants_a_join() {
+    let mut c = Cluster::new(3, "takeover");
+    c.run_until(6_000);
+    assert!(c.nodes.values().all(|n| n.is_ready(c.now)), "ready after isolation_ms");
+    c.join("n1", 1, "alice", "t1");
+    c.run_until(6_100);
+    assert!(matches!(c.events_of("n1", 1)[..], [ClientEvent::Joined { token: Some(_) }]), "{:?}", c.events_of("n1", 1));
+}
+
+#[test]
+fn a_cross_node_takeover_revokes_the_old_tab_before_granting_the_new() {
+    let mut c = Cluster::new(3, "takeover");
+    c.run_until(6_000);
+    let home = c.home_of("alice");
+    let gw_a = NodeName::from(other(&home, &home));
+    let gw_b = NodeName::from(other(&home, &gw_a));
+    c.join(gw_a.as_str(), 1, "alice", "tab-a");
+    c.run_until(6_100);
+    c.join(gw_b.as_str(), 2, "alice", "tab-b");
+    c.run_until(6_200);
+    assert_eq!(c.events_of(gw_a.as_str(), 1)[1..], [ClientEvent::Revoked { reason: "logged_in_elsewhere".into() }]);
+    assert!(matches!(c.events_of(gw_b.as_str(), 2)[..], [ClientEvent::Joined { token: Some(_) }]));
+    // The old tab's end is recorded before the new tab's acceptance.
+    let ended =
+        c.records.iter().position(|(_, r)| matches!(r, Record::Ended { why, .. } if why == "logged_in_elsewhere"));
+    let accepted = c.records.iter().rposition(|(_, r)| matches!(r, Record::Accepted { .. }));
+    assert!(ended.expect("ended") < accepted.expect("accepted"));
+}
+
+#[test]
+fn reject_across_nodes_answers_already_joined() {
+    let mut c = Cluster::new(3, "reject");
+    c.run_until(6_000);
+    c.join("n0", 1, "bob", "tab-a");
+    c.run_until(6_100);
+    c.join("n2", 7, "bob", "tab-b");
+    c.run_until(6_200);
+    assert_eq!(c.events_of("n2", 7), vec![ClientEvent::JoinFailed { reason: "already_joined".into() }]);
+}
+
+#[test]
+fn a_lone_node_admits_joins_at_once() {
+    let mut c = Cluster::new(1, "takeover");
+    c.run_until(50);
+    assert!(c.nodes.values().all(|n| n.is_ready(c.now)));
+    c.join("n0", 1, "carol", "t");
+    c.run_until(60);
+    assert!(matches!(c.events_of("n0", 1)[..], [ClientEvent::Joined { token: Some(_) }]));
+}

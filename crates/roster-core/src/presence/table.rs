@@ -1,0 +1,584 @@
+//! The replica table of one node: its own entries and every peer's, indexed by topic and by
+//! connection.
+
+use super::delta::{Change, Delta, EntryRecord, NeedSnapshot, Snapshot, SnapshotChunk, SnapshotReason};
+use super::diff::{MetaList, PresenceChanges, PresenceList};
+use super::{conn_of, count_meta, is_anonymous, AnonymousView, PresenceEntry, PresenceMeta};
+use crate::ids::{ConnId, Incarnation, Meta, Millis, NodeName, PhxRef, SocketId, TabId, Topic, UserId};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+/// How many replaced incarnations per node name are remembered (and refused) so a delayed
+/// message from a previous life cannot bring back its entries.
+const RETIRED_PER_NODE: usize = 8;
+
+/// The presence replica table of one node.
+///
+/// Each node writes only its own entries (origin = its [`Incarnation`]) with
+/// [`track`](Self::track), [`update`](Self::update), [`untrack`](Self::untrack) and
+/// [`untrack_conn`](Self::untrack_conn); each change takes the next sequence number and comes
+/// back as a [`Delta`] for the peers. Peers' entries arrive by [`apply_delta`](Self::apply_delta)
+/// and [`apply_snapshot`](Self::apply_snapshot), and per origin node the table holds one
+/// incarnation in one of two states:
+///
+/// - **live** at sequence `s`: a delta `s+1..=t` applies; one ending at or before `s` is a
+///   no-op; a gap, an overlap or another incarnation asks for a snapshot ([`NeedSnapshot`]);
+///   a snapshot applies only if its `seq > s`.
+/// - **dropped** at `s` ([`drop_origin`](Self::drop_origin): the peer was declared down, its
+///   entries left): every new delta asks for a snapshot, and a snapshot with `seq >= s` brings
+///   the entries back.
+///
+/// A snapshot of another incarnation replaces the old one (whose entries leave) and the old
+/// one is *retired*: nothing from it is applied again. Every operation returns the joins and
+/// leaves it caused. Nothing here panics on remote input.
+#[derive(Clone, Debug)]
+pub struct PresenceTable {
+    me: Incarnation,
+    seq: u64,
+    topics: HashMap<Topic, TopicIndex>,
+    /// origin → socket → topic → key: the by-connection index (and by origin).
+    conns: HashMap<Incarnation, HashMap<SocketId, HashMap<Topic, String>>>,
+    origins: HashMap<NodeName, OriginState>,
+    retired: HashMap<NodeName, VecDeque<uuid::Uuid>>,
+    assemblies: HashMap<NodeName, Assembly>,
+    len: usize,
+}
+
+#[derive(Clone, Debug, Default)]
+struct TopicIndex {
+    by_key: BTreeMap<String, HashMap<ConnId, Arc<PresenceMeta>>>,
+    len: usize,
+}
+
+impl TopicIndex {
+    fn anonymous(&self) -> usize {
+        self.by_key.get(UserId::ANONYMOUS).map_or(0, HashMap::len)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct OriginState {
+    incarnation: Incarnation,
+    seq: u64,
+    live: bool,
+}
+
+impl OriginState {
+    /// Whether a snapshot at `seq` of this incarnation would bring nothing newer.
+    fn is_stale(&self, seq: u64) -> bool {
+        if self.live {
+            seq <= self.seq
+        } else {
+            seq < self.seq
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Assembly {
+    origin: Incarnation,
+    seq: u64,
+    count: u32,
+    parts: BTreeMap<u32, Vec<EntryRecord>>,
+}
+
+/// What a local write produced: the delta for the peers (`None` when nothing changed, e.g.
+/// untracking what was not tracked) and the joins/leaves for this node's subscribers.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LocalWrite {
+    /// Send to every peer (through a [`DeltaBuffer`](super::DeltaBuffer)).
+    pub delta: Option<Delta>,
+    /// Feed to this node's [`DiffCoalescer`](super::DiffCoalescer).
+    pub changes: PresenceChanges,
+}
+
+impl PresenceTable {
+    /// An empty table for the node incarnation `me`, whose sequence starts at 0.
+    pub fn new(me: Incarnation) -> Self {
+        Self {
+            me,
+            seq: 0,
+            topics: HashMap::new(),
+            conns: HashMap::new(),
+            origins: HashMap::new(),
+            retired: HashMap::new(),
+            assemblies: HashMap::new(),
+            len: 0,
+        }
+    }
+
+    /// This node's incarnation: the origin of its local writes.
+    pub fn origin(&self) -> &Incarnation {
+        &self.me
+    }
+
+    /// The sequence number of this node's latest local change (0: none yet).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The last sequence number applied from `origin`, if the table holds that incarnation's
+    /// entries (`None` when it is unknown, replaced, or dropped). For this node itself,
+    /// [`seq`](Self::seq). A peer that announces its sequence number (in its heartbeats, say)
+    /// lets a receiver catch a lost tail of deltas: if this differs, ask for a snapshot.
+    pub fn applied_seq(&self, origin: &Incarnation) -> Option<u64> {
+        if *origin == self.me {
+            return Some(self.seq);
+        }
+        let state = self.origins.get(&origin.node)?;
+        (state.incarnation == *origin && state.live).then_some(state.seq)
+    }
+
+    // ---- local writes -------------------------------------------------------------------
+
+    /// Tracks `socket` (on this node) in `topic` under `key` (the user id, or `anonymous`).
+    /// If the socket is already in the topic, its entry is replaced (a leave of the old meta
+    /// and a join of the new one). `phx_ref` must be fresh (the caller draws it).
+    #[allow(clippy::too_many_arguments)] // the fields of an entry; a struct would only rename them
+    pub fn track(
+        &mut self,
+        topic: Topic,
+        key: String,
+        socket: SocketId,
+        tab_id: Option<TabId>,
+        meta: Meta,
+        now: Millis,
+        phx_ref: PhxRef,
+    ) -> LocalWrite {
+        let conn = conn_of(&self.me, socket);
+        let meta = PresenceMeta { phx_ref, tab_id, node: self.me.node.clone(), online_at: now, meta };
+        let record = EntryRecord::new(&topic, &key, socket, &meta);
+        let mut out = PresenceChanges::default();
+        let replaced = self.put(&topic, &conn, &key, Arc::new(meta), &mut out);
+        let change = if replaced { Change::Update(record) } else { Change::Join(record) };
+        self.local(vec![change], out)
+    }
+
+    /// Replaces the user meta of `socket`'s entry in `topic`, under a new `phx_ref` (as
+    /// Phoenix does: clients see the old meta leave and the new one join). `tab_id`, `node`
+    /// and `online_at` stay. Nothing happens if the socket is not in the topic.
+    pub fn update(&mut self, topic: &Topic, socket: SocketId, meta: Meta, phx_ref: PhxRef) -> LocalWrite {
+        let conn = conn_of(&self.me, socket);
+        let Some((key, old)) = self.lookup(topic, &conn) else {
+            return LocalWrite::default();
+        };
+        let key = key.to_owned();
+        let new = PresenceMeta { phx_ref, meta, ..PresenceMeta::clone(old) };
+        let record = EntryRecord::new(topic, &key, socket, &new);
+        let mut out = PresenceChanges::default();
+        self.put(topic, &conn, &key, Arc::new(new), &mut out);
+        self.local(vec![Change::Update(record)], out)
+    }
+
+    /// Removes `socket`'s entry in `topic`. Nothing happens if there is none.
+    pub fn untrack(&mut self, topic: &Topic, socket: SocketId) -> LocalWrite {
+        let conn = conn_of(&self.me, socket);
+        let mut out = PresenceChanges::default();
+        if self.take(topic, &conn, &mut out).is_none() {
+            return LocalWrite::default();
+        }
+        self.local(vec![Change::Leave { topic: topic.clone(), socket }], out)
+    }
+
+    /// Removes every entry of `socket` (the connection ended), one change per topic.
+    pub fn untrack_conn(&mut self, socket: SocketId) -> LocalWrite {
+        let conn = conn_of(&self.me, socket);
+        let mut topics: Vec<Topic> = self
+            .conns
+            .get(&self.me)
+            .and_then(|s| s.get(&socket))
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default();
+        topics.sort();
+        let mut out = PresenceChanges::default();
+        let mut changes = Vec::with_capacity(topics.len());
+        for topic in topics {
+            if self.take(&topic, &conn, &mut out).is_some() {
+                changes.push(Change::Leave { topic, socket });
+            }
+        }
+        self.local(changes, out)
+    }
+
+    fn local(&mut self, changes: Vec<Change>, out: PresenceChanges) -> LocalWrite {
+        if changes.is_empty() {
+            return LocalWrite { delta: None, changes: out.prune() };
+        }
+        let seq_from = self.seq + 1;
+        self.seq += changes.len() as u64;
+        let delta = Delta { origin: self.me.clone(), seq_from, seq_to: self.seq, changes };
+        LocalWrite { delta: Some(delta), changes: out.prune() }
+    }
+
+    // ---- replication --------------------------------------------------------------------
+
+    /// Applies a peer's delta and returns the joins/leaves it caused. A delta already applied
+    /// (`seq_to` at or below the applied sequence) is a no-op; a gap, an overlap, a new
+    /// incarnation or a dropped origin returns [`NeedSnapshot`] and applies nothing. Deltas
+    /// from this node's own name, or from a retired incarnation, are ignored.
+    pub fn apply_delta(&mut self, delta: &Delta) -> Result<PresenceChanges, NeedSnapshot> {
+        let origin = &delta.origin;
+        if origin.node == self.me.node || self.is_retired(origin) {
+            return Ok(PresenceChanges::default());
+        }
+        let need = |reason| Err(NeedSnapshot { origin: origin.clone(), reason });
+        if delta.seq_from == 0 || delta.seq_from > delta.seq_to {
+            return need(SnapshotReason::Malformed);
+        }
+        let applied = match self.origins.get(&origin.node) {
+            Some(state) if state.incarnation != *origin => return need(SnapshotReason::NewIncarnation),
+            Some(state) if delta.seq_to <= state.seq => return Ok(PresenceChanges::default()),
+            Some(state) if !state.live => return need(SnapshotReason::Dropped),
+            Some(state) => state.seq,
+            None => 0,
+        };
+        if delta.seq_from > applied + 1 {
+            return need(SnapshotReason::Gap { applied, seq_from: delta.seq_from });
+        }
+        if delta.seq_from <= applied {
+            return need(SnapshotReason::Overlap { applied, seq_from: delta.seq_from });
+        }
+        self.origins
+            .insert(origin.node.clone(), OriginState { incarnation: origin.clone(), seq: delta.seq_to, live: true });
+        let mut out = PresenceChanges::default();
+        for change in &delta.changes {
+            match change {
+                Change::Join(record) | Change::Update(record) => {
+                    let (topic, key, socket, meta) = record.clone().into_parts(&origin.node);
+                    self.put(&topic, &conn_of(origin, socket), &key, Arc::new(meta), &mut out);
+                }
+                Change::Leave { topic, socket } => {
+                    self.take(topic, &conn_of(origin, *socket), &mut out);
+                }
+            }
+        }
+        Ok(out.prune())
+    }
+
+    /// This node's own entries at its current sequence number, sorted by `(topic, socket)`.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut entries: Vec<EntryRecord> = self
+            .conns
+            .get(&self.me)
+            .into_iter()
+            .flatten()
+            .flat_map(|(socket, topics)| topics.keys().map(move |topic| (*socket, topic)))
+            .filter_map(|(socket, topic)| {
+                let (key, meta) = self.lookup(topic, &conn_of(&self.me, socket))?;
+                Some(EntryRecord::new(topic, key, socket, meta))
+            })
+            .collect();
+        entries.sort_by(|a, b| (&a.topic, a.socket).cmp(&(&b.topic, b.socket)));
+        Snapshot { origin: self.me.clone(), seq: self.seq, entries }
+    }
+
+    /// [`snapshot`](Self::snapshot) in parts of at most `max_entries` entries.
+    pub fn snapshot_chunks(&self, max_entries: usize) -> Vec<SnapshotChunk> {
+        self.snapshot().into_chunks(max_entries)
+    }
+
+    /// Applies a peer's snapshot: that origin's entries become exactly these, and the
+    /// joins/leaves this caused are returned. Returns `None`, changing nothing, if the snapshot
+    /// is stale (not newer than what was applied from that incarnation), from a retired
+    /// incarnation, or from this node's own name. A snapshot of a new incarnation replaces the
+    /// old incarnation's entries (their leaves are in the result) and retires it.
+    pub fn apply_snapshot(&mut self, snapshot: Snapshot) -> Option<PresenceChanges> {
+        let Snapshot { origin, seq, entries } = snapshot;
+        if !self.accepts_snapshot(&origin, seq) {
+            return None;
+        }
+        if self.assemblies.get(&origin.node).is_some_and(|a| a.origin != origin || a.seq <= seq) {
+            self.assemblies.remove(&origin.node);
+        }
+        let mut out = PresenceChanges::default();
+        let state = OriginState { incarnation: origin.clone(), seq, live: true };
+        if let Some(old) = self.origins.insert(origin.node.clone(), state) {
+            if old.incarnation != origin {
+                self.remove_origin_entries(&old.incarnation, &mut out);
+                self.retire(old.incarnation);
+            }
+        }
+        self.replace_entries(&origin, entries, &mut out);
+        Some(out.prune())
+    }
+
+    /// Collects one part of a peer's snapshot; once every part of it is here, applies it as
+    /// [`apply_snapshot`](Self::apply_snapshot) does and returns what that returns. Returns
+    /// `None` while parts are missing, and for a part that is stale, malformed (index out of
+    /// range, a part count that disagrees) or older than the snapshot being collected. Parts
+    /// of a newer snapshot, or of another incarnation, restart the collection.
+    pub fn apply_snapshot_chunk(&mut self, chunk: SnapshotChunk) -> Option<PresenceChanges> {
+        let SnapshotChunk { origin, seq, index, count, entries } = chunk;
+        if index >= count || !self.accepts_snapshot(&origin, seq) {
+            return None;
+        }
+        let node = origin.node.clone();
+        let assembly = self.assemblies.entry(node.clone()).or_insert_with(|| Assembly {
+            origin: origin.clone(),
+            seq,
+            count,
+            parts: BTreeMap::new(),
+        });
+        if assembly.origin != origin || assembly.seq < seq {
+            *assembly = Assembly { origin: origin.clone(), seq, count, parts: BTreeMap::new() };
+        } else if assembly.seq > seq || assembly.count != count {
+            return None;
+        }
+        assembly.parts.insert(index, entries);
+        if assembly.parts.len() < count as usize {
+            return None;
+        }
+        let assembly = self.assemblies.remove(&node)?;
+        let entries = assembly.parts.into_values().flatten().collect();
+        self.apply_snapshot(Snapshot { origin, seq, entries })
+    }
+
+    /// A peer was declared down: removes the entries of `origin` and returns their leaves.
+    /// The table remembers where that incarnation was, so only its snapshot (at that sequence
+    /// or later) brings its entries back. This node's own incarnation is never dropped.
+    pub fn drop_origin(&mut self, origin: &Incarnation) -> PresenceChanges {
+        let mut out = PresenceChanges::default();
+        if *origin == self.me {
+            return out;
+        }
+        if self.assemblies.get(&origin.node).is_some_and(|a| a.origin == *origin) {
+            self.assemblies.remove(&origin.node);
+        }
+        if let Some(state) = self.origins.get_mut(&origin.node) {
+            if state.incarnation == *origin {
+                state.live = false;
+            }
+        }
+        self.remove_origin_entries(origin, &mut out);
+        out.prune()
+    }
+
+    /// [`drop_origin`](Self::drop_origin) for whatever incarnation of `node` the table holds.
+    pub fn drop_node(&mut self, node: &NodeName) -> PresenceChanges {
+        match self.origins.get(node) {
+            Some(state) => {
+                let incarnation = state.incarnation.clone();
+                self.drop_origin(&incarnation)
+            }
+            None => PresenceChanges::default(),
+        }
+    }
+
+    fn accepts_snapshot(&self, origin: &Incarnation, seq: u64) -> bool {
+        if origin.node == self.me.node || self.is_retired(origin) {
+            return false;
+        }
+        match self.origins.get(&origin.node) {
+            Some(state) if state.incarnation == *origin => !state.is_stale(seq),
+            _ => true,
+        }
+    }
+
+    fn is_retired(&self, origin: &Incarnation) -> bool {
+        self.retired.get(&origin.node).is_some_and(|boots| boots.contains(&origin.boot))
+    }
+
+    fn retire(&mut self, origin: Incarnation) {
+        let boots = self.retired.entry(origin.node).or_default();
+        if boots.len() == RETIRED_PER_NODE {
+            boots.pop_front();
+        }
+        boots.push_back(origin.boot);
+    }
+
+    /// Makes `origin`'s entries exactly `entries`: leaves for those missing, joins for those
+    /// new or changed; identical ones (same key and `phx_ref`) are left alone.
+    fn replace_entries(&mut self, origin: &Incarnation, entries: Vec<EntryRecord>, out: &mut PresenceChanges) {
+        let gone: Vec<(SocketId, Topic)> = {
+            let wanted: HashSet<(SocketId, &Topic)> = entries.iter().map(|e| (e.socket, &e.topic)).collect();
+            self.conns
+                .get(origin)
+                .into_iter()
+                .flatten()
+                .flat_map(|(socket, topics)| topics.keys().map(move |topic| (*socket, topic)))
+                .filter(|(socket, topic)| !wanted.contains(&(*socket, *topic)))
+                .map(|(socket, topic)| (socket, topic.clone()))
+                .collect()
+        };
+        for (socket, topic) in gone {
+            self.take(&topic, &conn_of(origin, socket), out);
+        }
+        for record in entries {
+            let conn = conn_of(origin, record.socket);
+            let same = self
+                .lookup(&record.topic, &conn)
+                .is_some_and(|(key, meta)| key == record.key && meta.phx_ref == record.phx_ref);
+            if !same {
+                let (topic, key, _, meta) = record.into_parts(&origin.node);
+                self.put(&topic, &conn, &key, Arc::new(meta), out);
+            }
+        }
+    }
+
+    fn remove_origin_entries(&mut self, origin: &Incarnation, out: &mut PresenceChanges) {
+        let Some(sockets) = self.conns.remove(origin) else {
+            return;
+        };
+        for (socket, topics) in sockets {
+            let conn = conn_of(origin, socket);
+            for (topic, key) in topics {
+                self.remove_from_topic(&topic, &conn, &key, out);
+            }
+        }
+    }
+
+    // ---- reads --------------------------------------------------------------------------
+
+    /// The presences of `topic`, grouped by key, each key's metas oldest first. Anonymous
+    /// entries are shown as `anonymous` says: one meta each, or one meta carrying the count.
+    pub fn list(&self, topic: &Topic, anonymous: AnonymousView) -> PresenceList {
+        let mut list = BTreeMap::new();
+        let Some(index) = self.topics.get(topic) else {
+            return PresenceList(list);
+        };
+        for (key, conns) in &index.by_key {
+            let metas = if anonymous == AnonymousView::Count && is_anonymous(key) {
+                vec![count_meta(conns.len())]
+            } else {
+                let mut metas: Vec<&PresenceMeta> = conns.values().map(|m| &**m).collect();
+                metas.sort_by(|a, b| (a.online_at, &a.phx_ref).cmp(&(b.online_at, &b.phx_ref)));
+                metas.into_iter().map(PresenceMeta::to_flat).collect()
+            };
+            list.insert(key.clone(), MetaList { metas });
+        }
+        PresenceList(list)
+    }
+
+    /// How many entries `topic` has, on all nodes, anonymous ones included.
+    pub fn count(&self, topic: &Topic) -> usize {
+        self.topics.get(topic).map_or(0, |t| t.len)
+    }
+
+    /// How many anonymous entries `topic` has, on all nodes.
+    pub fn anonymous_count(&self, topic: &Topic) -> usize {
+        self.topics.get(topic).map_or(0, TopicIndex::anonymous)
+    }
+
+    /// The topics with at least one entry, in no particular order.
+    pub fn topics(&self) -> impl Iterator<Item = &Topic> {
+        self.topics.keys()
+    }
+
+    /// The number of entries, all topics and origins.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the table holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The entries of one connection (any origin), sorted by topic.
+    pub fn entries_of(&self, conn: &ConnId) -> Vec<PresenceEntry> {
+        let mut entries: Vec<PresenceEntry> = self
+            .conns
+            .get(&conn.gateway)
+            .and_then(|sockets| sockets.get(&conn.socket))
+            .into_iter()
+            .flatten()
+            .filter_map(|(topic, _)| {
+                let (key, meta) = self.lookup(topic, conn)?;
+                let meta = PresenceMeta::clone(meta);
+                Some(PresenceEntry { topic: topic.clone(), key: key.to_owned(), conn: conn.clone(), meta })
+            })
+            .collect();
+        entries.sort_by(|a, b| a.topic.cmp(&b.topic));
+        entries
+    }
+
+    // ---- the two indexes ----------------------------------------------------------------
+
+    fn lookup(&self, topic: &Topic, conn: &ConnId) -> Option<(&str, &Arc<PresenceMeta>)> {
+        let key = self.conns.get(&conn.gateway)?.get(&conn.socket)?.get(topic)?;
+        let meta = self.topics.get(topic)?.by_key.get(key)?.get(conn)?;
+        Some((key, meta))
+    }
+
+    /// Inserts or replaces the entry of `(topic, conn)`; returns whether one was replaced.
+    fn put(
+        &mut self,
+        topic: &Topic,
+        conn: &ConnId,
+        key: &str,
+        meta: Arc<PresenceMeta>,
+        out: &mut PresenceChanges,
+    ) -> bool {
+        let old_key = self
+            .conns
+            .entry(conn.gateway.clone())
+            .or_default()
+            .entry(conn.socket)
+            .or_default()
+            .insert(topic.clone(), key.to_owned());
+        let index = self.topics.entry(topic.clone()).or_default();
+        let counted = is_anonymous(key) || old_key.as_deref().is_some_and(is_anonymous);
+        let anonymous_before = index.anonymous();
+        if let Some(old_key) = &old_key {
+            if let Some(conns) = index.by_key.get_mut(old_key) {
+                if let Some(old) = conns.remove(conn) {
+                    index.len -= 1;
+                    self.len -= 1;
+                    out.leave(topic, old_key, &old);
+                }
+                if conns.is_empty() {
+                    index.by_key.remove(old_key);
+                }
+            }
+        }
+        out.join(topic, key, &meta);
+        index.by_key.entry(key.to_owned()).or_default().insert(conn.clone(), meta);
+        index.len += 1;
+        self.len += 1;
+        if counted {
+            out.count(topic, anonymous_before, index.anonymous());
+        }
+        old_key.is_some()
+    }
+
+    /// Removes the entry of `(topic, conn)` from both indexes; `None` if there was none.
+    fn take(&mut self, topic: &Topic, conn: &ConnId, out: &mut PresenceChanges) -> Option<()> {
+        let sockets = self.conns.get_mut(&conn.gateway)?;
+        let topics = sockets.get_mut(&conn.socket)?;
+        let key = topics.remove(topic)?;
+        if topics.is_empty() {
+            sockets.remove(&conn.socket);
+            if sockets.is_empty() {
+                self.conns.remove(&conn.gateway);
+            }
+        }
+        self.remove_from_topic(topic, conn, &key, out);
+        Some(())
+    }
+
+    /// Removes `(topic, conn)` from the topic index only (the caller fixed the conn index).
+    fn remove_from_topic(&mut self, topic: &Topic, conn: &ConnId, key: &str, out: &mut PresenceChanges) {
+        let Some(index) = self.topics.get_mut(topic) else {
+            return;
+        };
+        let anonymous_before = index.anonymous();
+        let Some(conns) = index.by_key.get_mut(key) else {
+            return;
+        };
+        let Some(old) = conns.remove(conn) else {
+            return;
+        };
+        if conns.is_empty() {
+            index.by_key.remove(key);
+        }
+        index.len -= 1;
+        self.len -= 1;
+        out.leave(topic, key, &old);
+        if is_anonymous(key) {
+            out.count(topic, anonymous_before, index.anonymous());
+        }
+        if index.len == 0 {
+            self.topics.remove(topic);
+        }
+    }
+}

@@ -1,0 +1,1059 @@
+//! Proofs of the presence table, its replication and its diffs.
+
+use super::*;
+use crate::ids::{SocketId, TabId};
+use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+const COUNT: AnonymousView = AnonymousView::Count;
+const LIST: AnonymousView = AnonymousView::List;
+
+fn inc(node: &str, boot: u128) -> Incarnation {
+    Incarnation::new(node, boot)
+}
+
+fn topic(s: &str) -> Topic {
+    Topic::from(s)
+}
+
+fn phx(n: u128) -> PhxRef {
+    PhxRef::from_random(n)
+}
+
+fn meta(pairs: &[(&str, MetaValue)]) -> Meta {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
+}
+
+fn name(s: &str) -> MetaValue {
+    MetaValue::Str(s.to_owned())
+}
+
+fn ref_of(m: &Meta) -> String {
+    match m.get("phx_ref") {
+        Some(MetaValue::Str(s)) => s.clone(),
+        other => panic!("meta without a string phx_ref: {other:?}"),
+    }
+}
+
+type Shown = BTreeMap<String, Vec<Meta>>;
+
+/// A list as a client would compare it: each key's metas sorted by `phx_ref`.
+fn shown(list: &PresenceList) -> Shown {
+    list.0
+        .iter()
+        .map(|(k, l)| {
+            let mut metas = l.metas.clone();
+            metas.sort_by_key(ref_of);
+            (k.clone(), metas)
+        })
+        .collect()
+}
+
+/// What phoenix.js does with `presence_state` and `presence_diff` (`Presence.syncDiff`):
+/// joins first (a joined `phx_ref` replaces the same ref), then leaves (remove by `phx_ref`,
+/// drop the key when no meta is left).
+#[derive(Clone, Debug, Default)]
+struct ClientView {
+    state: Shown,
+}
+
+impl ClientView {
+    fn sync_diff(&mut self, diff: &PresenceDiff) {
+        for (key, joined) in &diff.joins {
+            let refs: Vec<String> = joined.metas.iter().map(ref_of).collect();
+            let mut metas: Vec<Meta> = self
+                .state
+                .get(key)
+                .map(|cur| cur.iter().filter(|m| !refs.contains(&ref_of(m))).cloned().collect())
+                .unwrap_or_default();
+            metas.extend(joined.metas.iter().cloned());
+            self.state.insert(key.clone(), metas);
+        }
+        for (key, left) in &diff.leaves {
+            let refs: Vec<String> = left.metas.iter().map(ref_of).collect();
+            if let Some(cur) = self.state.get_mut(key) {
+                cur.retain(|m| !refs.contains(&ref_of(m)));
+                if cur.is_empty() {
+                    self.state.remove(key);
+                }
+            }
+        }
+    }
+
+    fn shown(&self) -> Shown {
+        self.state
+            .iter()
+            .map(|(k, metas)| {
+                let mut metas = metas.clone();
+                metas.sort_by_key(ref_of);
+                (k.clone(), metas)
+            })
+            .collect()
+    }
+}
+
+fn track(t: &mut PresenceTable, room: &str, key: &str, socket: u64, r: u128) -> LocalWrite {
+    t.track(topic(room), key.to_owned(), SocketId(socket), None, Meta::new(), 1_000 + socket, phx(r))
+}
+
+fn refs(changes: impl Iterator<Item = (Topic, String, PhxRef)>) -> BTreeSet<(Topic, String, PhxRef)> {
+    changes.collect()
+}
+
+fn joins_of(c: &PresenceChanges) -> BTreeSet<(Topic, String, PhxRef)> {
+    refs(c.joins().map(|(t, k, m)| (t.clone(), k.to_owned(), m.phx_ref.clone())))
+}
+
+fn leaves_of(c: &PresenceChanges) -> BTreeSet<(Topic, String, PhxRef)> {
+    refs(c.leaves().map(|(t, k, m)| (t.clone(), k.to_owned(), m.phx_ref.clone())))
+}
+
+// ---- metas and lists ----------------------------------------------------------------------
+
+#[test]
+fn to_flat_reserved_keys_win_over_user_keys() {
+    let forged = meta(&[
+        ("name", name("Ada")),
+        ("phx_ref", name("forged")),
+        ("tab_id", name("forged")),
+        ("node", name("forged")),
+        ("online_at", MetaValue::Int(0)),
+    ]);
+    let m = PresenceMeta {
+        phx_ref: phx(7),
+        tab_id: Some(TabId::from("tab-1")),
+        node: NodeName::from("a"),
+        online_at: 42,
+        meta: forged.clone(),
+    };
+    let flat = m.to_flat();
+    assert_eq!(flat.len(), 5);
+    assert_eq!(flat["name"], name("Ada"));
+    assert_eq!(flat["phx_ref"], name(phx(7).as_str()));
+    assert_eq!(flat["tab_id"], name("tab-1"));
+    assert_eq!(flat["node"], name("a"));
+    assert_eq!(flat["online_at"], MetaValue::Int(42));
+
+    let no_tab = PresenceMeta { tab_id: None, ..m }.to_flat();
+    assert_eq!(no_tab["tab_id"], MetaValue::Null, "a user key cannot stand in for a missing tab");
+}
+
+#[test]
+fn list_serializes_to_the_phoenix_shape_with_plain_values() {
+    let mut a = PresenceTable::new(inc("a", 1));
+    let user = meta(&[("name", name("Ada")), ("tags", MetaValue::List(vec![MetaValue::Int(1)]))]);
+    let w = a.track(topic("room:1"), "42".into(), SocketId(1), Some("t1".into()), user, 1000, phx(1));
+    let expected_meta = serde_json::json!({
+        "name": "Ada", "tags": [1], "phx_ref": phx(1).0, "tab_id": "t1", "node": "a", "online_at": 1000
+    });
+    let list = serde_json::to_value(a.list(&topic("room:1"), COUNT)).unwrap();
+    assert_eq!(list, serde_json::json!({ "42": { "metas": [expected_meta.clone()] } }));
+    let diff = w.changes.topic(&topic("room:1")).unwrap().to_diff(COUNT);
+    let diff = serde_json::to_value(diff).unwrap();
+    assert_eq!(diff, serde_json::json!({ "joins": { "42": { "metas": [expected_meta] } }, "leaves": {} }));
+}
+
+#[test]
+fn list_groups_metas_by_key_oldest_first() {
+    let mut a = PresenceTable::new(inc("a", 1));
+    let room = topic("room:1");
+    a.track(room.clone(), "u1".into(), SocketId(2), None, Meta::new(), 20, phx(1));
+    a.track(room.clone(), "u1".into(), SocketId(1), None, Meta::new(), 10, phx(2));
+    a.track(room.clone(), "u2".into(), SocketId(3), None, Meta::new(), 5, phx(3));
+    let list = a.list(&room, LIST);
+    let keys: Vec<&String> = list.0.keys().collect();
+    assert_eq!(keys, ["u1", "u2"]);
+    let u1: Vec<String> = list.0["u1"].metas.iter().map(ref_of).collect();
+    assert_eq!(u1, [phx(2).0, phx(1).0]);
+    assert_eq!((a.count(&room), a.len()), (3, 3));
+    assert!(a.list(&topic("room:none"), LIST).0.is_empty());
+}
+
+// ---- local writes ------------------------------------------------------------------------
+
+#[test]
+fn local_writes_take_consecutive_sequence_numbers_and_return_their_changes() {
+    let me = inc("a", 1);
+    let mut a = PresenceTable::new(me.clone());
+    let room = topic("room:1");
+
+    let joined = track(&mut a, "room:1", "u1", 1, 1);
+    let d = joined.delta.unwrap();
+    assert_eq!((d.seq_from, d.seq_to, &d.origin), (1, 1, &me));
+    assert!(matches!(&d.changes[..], [Change::Join(e)] if e.phx_ref == phx(1) && e.socket == SocketId(1)));
+    assert_eq!(joins_of(&joined.changes), refs([(room.clone(), "u1".into(), phx(1))].into_iter()));
+
+    let updated = a.update(&room, SocketId(1), meta(&[("typing", MetaValue::Bool(true))]), phx(2));
+    let d = updated.delta.unwrap();
+    assert_eq!((d.seq_from, d.seq_to), (2, 2));
+    assert!(matches!(&d.changes[..], [Change::Update(e)] if e.phx_ref == phx(2)));
+    let diff = updated.changes.topic(&room).unwrap().to_diff(COUNT);
+    assert_eq!(diff.leaves["u1"].metas.iter().map(ref_of).collect::<Vec<_>>(), [phx(1).0]);
+    assert_eq!(diff.joins["u1"].metas.iter().map(ref_of).collect::<Vec<_>>(), [phx(2).0]);
+    assert_eq!(diff.joins["u1"].metas[0]["typing"], MetaValue::Bool(true));
+    assert_eq!(diff.joins["u1"].metas[0]["online_at"], MetaValue::Int(1001), "update keeps online_at");
+
+    let left = a.untrack(&room, SocketId(1));
+    let d = left.delta.unwrap();
+    assert_eq!((d.seq_from, d.seq_to), (3, 3));
+    assert_eq!(leaves_of(&left.changes), refs([(room.clone(), "u1".into(), phx(2))].into_iter()));
+
+    assert_eq!(a.untrack(&room, SocketId(1)), LocalWrite::default(), "nothing to untrack");
+    assert_eq!(a.update(&room, SocketId(1), Meta::new(), phx(3)), LocalWrite::default());
+    assert_eq!(a.seq(), 3);
+    assert!(a.is_empty());
+}
+
+#[test]
+fn tracking_a_tracked_socket_again_replaces_its_entry() {
+    let mut a = PresenceTable::new(inc("a", 1));
+    track(&mut a, "room:1", "u1", 1, 1);
+    let again = track(&mut a, "room:1", "u1", 1, 2);
+    assert!(matches!(&again.delta.unwrap().changes[..], [Change::Update(_)]));
+    assert_eq!(leaves_of(&again.changes).len(), 1);
+    assert_eq!(joins_of(&again.changes).len(), 1);
+    assert_eq!(a.len(), 1);
+}
+
+#[test]
+fn untrack_conn_leaves_every_topic_of_the_connection_only() {
+    let me = inc("a", 1);
+    let mut a = PresenceTable::new(me.clone());
+    for (i, room) in ["room:1", "room:2", "room:3"].iter().enumerate() {
+        track(&mut a, room, "u1", 1, i as u128 + 1);
+    }
+    track(&mut a, "room:1", "u2", 2, 9);
+    let conn1 = ConnId { gateway: me.clone(), socket: SocketId(1) };
+    assert_eq!(a.entries_of(&conn1).len(), 3);
+
+    let gone = a.untrack_conn(SocketId(1));
+    let d = gone.delta.unwrap();
+    assert_eq!((d.seq_from, d.seq_to, d.changes.len()), (5, 7, 3));
+    assert_eq!(leaves_of(&gone.changes).len(), 3);
+    assert!(a.entries_of(&conn1).is_empty());
+    let conn2 = ConnId { gateway: me, socket: SocketId(2) };
+    let left = a.entries_of(&conn2);
+    assert_eq!(left.len(), 1);
+    assert_eq!((left[0].topic.as_str(), left[0].key.as_str(), &left[0].meta.phx_ref), ("room:1", "u2", &phx(9)));
+    assert_eq!(a.topics().collect::<Vec<_>>(), [&topic("room:1")]);
+    assert_eq!(a.untrack_conn(SocketId(1)), LocalWrite::default());
+}
+
+// ---- deltas ------------------------------------------------------------------------------
+
+#[test]
+fn a_gap_asks_for_a_snapshot_and_applies_nothing() {
+    let a_inc = inc("a", 1);
+    let mut a = PresenceTable::new(a_inc.clone());
+    let d1 = track(&mut a, "room:1", "u1", 1, 1).delta.unwrap();
+    let d2 = track(&mut a, "room:1", "u2", 2, 2).delta.unwrap();
+    let d3 = track(&mut a, "room:1", "u3", 3, 3).delta.unwrap();
+    let mut b = PresenceTable::new(inc("b", 2));
+
+    let need = b.apply_delta(&d2).unwrap_err();
+    assert_eq!(need, NeedSnapshot { origin: a_inc.clone(), reason: SnapshotReason::Gap { applied: 0, seq_from: 2 } });
+    assert!(b.is_empty());
+
+    b.apply_delta(&d1).unwrap();
+    let before = b.list(&topic("room:1"), LIST);
+    let need = b.apply_delta(&d3).unwrap_err();
+    assert_eq!(need.reason, SnapshotReason::Gap { applied: 1, seq_from: 3 });
+    assert_eq!(b.list(&topic("room:1"), LIST), before);
+    assert_eq!(b.applied_seq(&a_inc), Some(1));
+
+    b.apply_delta(&d2).unwrap();
+    b.apply_delta(&d3).unwrap();
+    assert_eq!(b.list(&topic("room:1"), LIST), a.list(&topic("room:1"), LIST));
+}
+
+#[test]
+fn an_applied_delta_is_a_no_op_the_second_time() {
+    let mut a = PresenceTable::new(inc("a", 1));
+    let d1 = track(&mut a, "room:1", "u1", 1, 1).delta.unwrap();
+    let d2 = a.untrack(&topic("room:1"), SocketId(1)).delta.unwrap();
+    let mut b = PresenceTable::new(inc("b", 2));
+    assert_eq!(joins_of(&b.apply_delta(&d1).unwrap()).len(), 1);
+    assert!(b.apply_delta(&d1).unwrap().is_empty());
+    assert_eq!(b.len(), 1);
+    assert_eq!(leaves_of(&b.apply_delta(&d2).unwrap()).len(), 1);
+    assert!(b.apply_delta(&d1).unwrap().is_empty(), "an old join never comes back");
+    assert!(b.apply_delta(&d2).unwrap().is_empty());
+    assert!(b.is_empty());
+}
+
+#[test]
+fn a_coalesced_delta_that_straddles_what_was_applied_asks_for_a_snapshot() {
+    let mut a = PresenceTable::new(inc("a", 1));
+    let mut buffer = DeltaBuffer::new(5);
+    let d1 = track(&mut a, "room:1", "u1", 1, 1).delta.unwrap();
+    buffer.push(d1.clone(), 0);
+    buffer.push(a.untrack(&topic("room:1"), SocketId(1)).delta.unwrap(), 1);
+    let merged = buffer.take().unwrap();
+    assert_eq!((merged.seq_from, merged.seq_to), (1, 2));
+    let mut b = PresenceTable::new(inc("b", 2));
+    b.apply_delta(&d1).unwrap();
+    let need = b.apply_delta(&merged).unwrap_err();
+    assert_eq!(need.reason, SnapshotReason::Overlap { applied: 1, seq_from: 1 });
+    assert_eq!(b.len(), 1);
+}
+
+#[test]
+fn malformed_deltas_ask_for_a_snapshot_without_panicking() {
+    let a_inc = inc("a", 1);
+    let mut b = PresenceTable::new(inc("b", 2));
+    for (seq_from, seq_to) in [(0, 0), (0, 3), (5, 4)] {
+        let d = Delta { origin: a_inc.clone(), seq_from, seq_to, changes: vec![] };
+        assert_eq!(b.apply_delta(&d).unwrap_err().reason, SnapshotReason::Malformed);
+    }
+    let leave_unknown = Change::Leave { topic: topic("room:1"), socket: SocketId(9) };
+    let d = Delta { origin: a_inc, seq_from: 1, seq_to: u64::MAX, changes: vec![leave_unknown] };
+    assert!(b.apply_delta(&d).unwrap().is_empty());
+}
+
+#[test]
+fn deltas_from_this_nodes_own_name_are_ignored() {
+    let mut b = PresenceTable::new(inc("b", 2));
+    let mut old_b = PresenceTable::new(inc("b", 1));
+    let d = track(&mut old_b, "room:1", "u1", 1, 1).delta.unwrap();
+    assert!(b.apply_delta(&d).unwrap().is_empty());
+    assert!(b.apply_snapshot(old_b.snapshot()).is_none());
+    assert!(b.is_empty());
+}
+
+// ---- incarnations and snapshots ----------------------------------------------------------
+
+#[test]
+fn a_new_incarnation_asks_for_a_snapshot_which_replaces_the_old_entries() {
+    let (a1_inc, a2_inc) = (inc("a", 1), inc("a", 11));
+    let mut a1 = PresenceTable::new(a1_inc.clone());
+    let mut b = PresenceTable::new(inc("b", 2));
+    b.apply_delta(&track(&mut a1, "room:1", "u1", 1, 1).delta.unwrap()).unwrap();
+    b.apply_delta(&track(&mut a1, "room:2", "u2", 2, 2).delta.unwrap()).unwrap();
+
+    let mut a2 = PresenceTable::new(a2_inc.clone());
+    let first = track(&mut a2, "room:1", "u3", 1, 3).delta.unwrap();
+    assert_eq!(first.seq_from, 1);
+    let need = b.apply_delta(&first).unwrap_err();
+    assert_eq!(need, NeedSnapshot { origin: a2_inc.clone(), reason: SnapshotReason::NewIncarnation });
+    assert_eq!(b.len(), 2, "nothing applied");
+
+    let changes = b.apply_snapshot(a2.snapshot()).unwrap();
+    let old = [(topic("room:1"), "u1".into(), phx(1)), (topic("room:2"), "u2".into(), phx(2))];
+    assert_eq!(leaves_of(&changes), refs(old.into_iter()));
+    assert_eq!(joins_of(&changes), refs([(topic("room:1"), "u3".into(), phx(3))].into_iter()));
+    assert_eq!(b.applied_seq(&a2_inc), Some(1));
+    assert_eq!(b.applied_seq(&a1_inc), None);
+
+    // The previous life is retired: nothing from it applies again.
+    let late = track(&mut a1, "room:1", "u4", 4, 4).delta.unwrap();
+    assert!(b.apply_delta(&late).unwrap().is_empty());
+    assert!(b.apply_snapshot(a1.snapshot()).is_none());
+    assert_eq!(b.list(&topic("room:1"), LIST), a2.list(&topic("room:1"), LIST));
+    assert_eq!(b.len(), 1);
+}
+
+#[test]
+fn a_stale_snapshot_is_ignored_and_a_newer_one_replaces() {
+    let a_inc = inc("a", 1);
+    let mut a = PresenceTable::new(a_inc.clone());
+    let mut b = PresenceTable::new(inc("b", 2));
+    track(&mut a, "room:1", "u1", 1, 1);
+    let old = a.snapshot();
+    track(&mut a, "room:1", "u2", 2, 2);
+    a.untrack(&topic("room:1"), SocketId(1));
+    let newer = a.snapshot();
+    assert_eq!((old.seq, newer.seq), (1, 3));
+
+    assert!(b.apply_snapshot(newer.clone()).is_some());
+    assert!(b.apply_snapshot(old).is_none(), "older than what was applied");
+    assert!(b.apply_snapshot(newer).is_none(), "the same seq brings nothing new");
+    assert_eq!(b.list(&topic("room:1"), LIST), a.list(&topic("room:1"), LIST));
+
+    a.update(&topic("room:1"), SocketId(2), Meta::new(), phx(5));
+    track(&mut a, "room:9", "u9", 9, 9);
+    let changes = b.apply_snapshot(a.snapshot()).unwrap();
+    assert_eq!(leaves_of(&changes), refs([(topic("room:1"), "u2".into(), phx(2))].into_iter()));
+    let joined = [(topic("room:1"), "u2".into(), phx(5)), (topic("room:9"), "u9".into(), phx(9))];
+    assert_eq!(joins_of(&changes), refs(joined.into_iter()));
+    assert_eq!(b.applied_seq(&a_inc), Some(5));
+
+    // Deltas after the snapshot continue from its seq.
+    let d6 = a.untrack(&topic("room:9"), SocketId(9)).delta.unwrap();
+    assert_eq!(leaves_of(&b.apply_delta(&d6).unwrap()).len(), 1);
+}
+
+fn table_with(n: u64, origin: Incarnation) -> PresenceTable {
+    let mut a = PresenceTable::new(origin);
+    for i in 0..n {
+        let key = if i % 3 == 0 { "anonymous".to_owned() } else { format!("u{i}") };
+        a.track(topic(&format!("room:{}", i % 4)), key, SocketId(i), None, Meta::new(), i, phx(u128::from(i) + 1));
+    }
+    a
+}
+
+fn all_lists(t: &PresenceTable) -> Vec<(PresenceList, PresenceList)> {
+    (0..10).map(|i| topic(&format!("room:{i}"))).map(|r| (t.list(&r, LIST), t.list(&r, COUNT))).collect()
+}
+
+#[test]
+fn a_chunked_snapshot_assembles_equal_to_the_whole() {
+    let a = table_with(10, inc("a", 1));
+    let chunks = a.snapshot_chunks(3);
+    assert_eq!(chunks.len(), 4);
+    assert!(chunks.iter().all(|c| c.count == 4 && c.seq == 10 && c.entries.len() <= 3));
+    assert_eq!(chunks.iter().map(|c| c.entries.len()).sum::<usize>(), 10);
+
+    let mut whole = PresenceTable::new(inc("w", 3));
+    let expected = whole.apply_snapshot(a.snapshot()).unwrap();
+    let mut b = PresenceTable::new(inc("b", 2));
+    let mut parts = chunks.into_iter().rev();
+    let last = parts.next_back().unwrap();
+    for part in parts {
+        assert!(b.apply_snapshot_chunk(part.clone()).is_none(), "incomplete");
+        assert!(b.apply_snapshot_chunk(part).is_none(), "a duplicate part is harmless");
+    }
+    let mut broken = last.clone();
+    broken.index = 7;
+    assert!(b.apply_snapshot_chunk(broken).is_none(), "index out of range");
+    let mut miscounted = last.clone();
+    miscounted.count = 5;
+    assert!(b.apply_snapshot_chunk(miscounted).is_none(), "count disagrees");
+    assert!(b.is_empty());
+    let changes = b.apply_snapshot_chunk(last).unwrap();
+    assert_eq!(joins_of(&changes), joins_of(&expected));
+    assert_eq!(all_lists(&b), all_lists(&whole));
+    assert_eq!(all_lists(&b), all_lists(&a));
+}
+
+#[test]
+fn an_empty_snapshot_is_one_empty_chunk_and_clears_the_origin() {
+    let a_inc = inc("a", 1);
+    let mut a = table_with(2, a_inc.clone());
+    let mut b = PresenceTable::new(inc("b", 2));
+    b.apply_snapshot(a.snapshot()).unwrap();
+    a.untrack_conn(SocketId(0));
+    a.untrack_conn(SocketId(1));
+    let chunks = a.snapshot_chunks(0);
+    assert_eq!(chunks.len(), 1);
+    assert!(chunks[0].entries.is_empty());
+    let changes = b.apply_snapshot_chunk(chunks.into_iter().next().unwrap()).unwrap();
+    assert_eq!(leaves_of(&changes).len(), 2);
+    assert!(b.is_empty());
+    assert_eq!(b.applied_seq(&a_inc), Some(4));
+}
+
+#[test]
+fn chunks_of_an_older_snapshot_are_ignored_and_a_newer_one_restarts_assembly() {
+    let mut a = table_with(4, inc("a", 1));
+    let old = a.snapshot_chunks(2);
+    track(&mut a, "room:1", "u9", 9, 99);
+    let new = a.snapshot_chunks(2);
+    let mut b = PresenceTable::new(inc("b", 2));
+    assert!(b.apply_snapshot_chunk(old[0].clone()).is_none());
+    assert!(b.apply_snapshot_chunk(new[0].clone()).is_none());
+    assert!(b.apply_snapshot_chunk(old[1].clone()).is_none(), "older than the one being assembled");
+    assert!(b.apply_snapshot_chunk(new[1].clone()).is_none());
+    assert!(b.apply_snapshot_chunk(new[2].clone()).is_some());
+    assert_eq!(all_lists(&b), all_lists(&a));
+}
+
+// ---- peers down --------------------------------------------------------------------------
+
+#[test]
+fn drop_origin_returns_exactly_that_origins_entries_as_leaves() {
+    let (a_inc, c_inc) = (inc("a", 1), inc("c", 3));
+    let a = table_with(7, a_inc.clone());
+    let mut c = PresenceTable::new(c_inc.clone());
+    track(&mut c, "room:1", "u1", 1, 1_001);
+    let mut b = PresenceTable::new(inc("b", 2));
+    track(&mut b, "room:1", "u2", 1, 2_001);
+    b.apply_snapshot(a.snapshot()).unwrap();
+    b.apply_snapshot(c.snapshot()).unwrap();
+
+    let expected = {
+        let mut whole = PresenceTable::new(inc("w", 4));
+        joins_of(&whole.apply_snapshot(a.snapshot()).unwrap())
+    };
+    let dropped = b.drop_origin(&a_inc);
+    assert_eq!(leaves_of(&dropped), expected);
+    assert_eq!(dropped.joins().count(), 0);
+    assert_eq!(b.len(), 2);
+    assert_eq!(b.applied_seq(&a_inc), None);
+    assert!(b.drop_origin(&a_inc).is_empty(), "dropping twice leaves nothing more");
+    let me = b.origin().clone();
+    assert!(b.drop_origin(&me).is_empty(), "never drops itself");
+    assert_eq!(b.count(&topic("room:1")), 2);
+
+    // The peer comes back: its deltas need a snapshot; the snapshot, even at the same seq,
+    // brings its entries back.
+    let mut a = a;
+    let next = track(&mut a, "room:1", "u8", 8, 8_001).delta.unwrap();
+    assert_eq!(b.apply_delta(&next).unwrap_err().reason, SnapshotReason::Dropped);
+    let mut same_seq = a.snapshot();
+    same_seq.entries.retain(|e| e.socket != SocketId(8));
+    same_seq.seq -= 1;
+    assert_eq!(joins_of(&b.apply_snapshot(same_seq).unwrap()), expected);
+    assert_eq!(b.len(), 9);
+    assert_eq!(leaves_of(&b.drop_node(&NodeName::from("c"))).len(), 1);
+    assert_eq!(b.applied_seq(&c_inc), None);
+}
+
+// ---- anonymous viewers -------------------------------------------------------------------
+
+#[test]
+fn anonymous_count_is_the_cluster_wide_total_and_list_mode_lists_each() {
+    let room = topic("room:1");
+    let mut a = PresenceTable::new(inc("a", 1));
+    let mut c = PresenceTable::new(inc("c", 3));
+    let mut b = PresenceTable::new(inc("b", 2));
+    for s in 0..2 {
+        track(&mut a, "room:1", "anonymous", s, 100 + u128::from(s));
+    }
+    for s in 0..3 {
+        track(&mut c, "room:1", "anonymous", s, 200 + u128::from(s));
+    }
+    track(&mut b, "room:1", "anonymous", 0, 300);
+    track(&mut b, "room:1", "u1", 1, 301);
+    b.apply_snapshot(a.snapshot()).unwrap();
+    b.apply_snapshot(c.snapshot()).unwrap();
+
+    let counted = b.list(&room, COUNT);
+    assert_eq!(
+        counted.0["anonymous"].metas,
+        vec![meta(&[("count", MetaValue::Int(6)), ("phx_ref", name("anonymous:6"))])]
+    );
+    assert_eq!(counted.0["u1"].metas.len(), 1);
+    let listed = b.list(&room, LIST);
+    assert_eq!(listed.0["anonymous"].metas.len(), 6);
+    assert!(listed.0["anonymous"].metas.iter().all(|m| m["tab_id"] == MetaValue::Null));
+    assert_eq!((b.count(&room), b.anonymous_count(&room)), (7, 6));
+
+    // A change of the count is one leave of the old count's meta and one join of the new.
+    let changes = b.drop_node(&NodeName::from("c"));
+    assert_eq!(changes.topic(&room).unwrap().anonymous_count(), Some(CountChange { before: 6, after: 3 }));
+    let diff = changes.topic(&room).unwrap().to_diff(COUNT);
+    assert_eq!(
+        diff.leaves["anonymous"].metas,
+        vec![meta(&[("count", MetaValue::Int(6)), ("phx_ref", name("anonymous:6"))])]
+    );
+    assert_eq!(
+        diff.joins["anonymous"].metas,
+        vec![meta(&[("count", MetaValue::Int(3)), ("phx_ref", name("anonymous:3"))])]
+    );
+    assert_eq!(changes.topic(&room).unwrap().to_diff(LIST).leaves["anonymous"].metas.len(), 3);
+}
+
+// ---- coalescing --------------------------------------------------------------------------
+
+#[test]
+fn delta_buffer_cancels_a_join_then_leave_but_keeps_the_range_contiguous() {
+    let origin = inc("a", 1);
+    let mut a = PresenceTable::new(origin.clone());
+    let mut b = PresenceTable::new(inc("b", 2));
+    b.apply_delta(&track(&mut a, "room:1", "old", 1, 1).delta.unwrap()).unwrap();
+
+    let mut buffer = DeltaBuffer::new(5);
+    let mut one_by_one = b.clone();
+    let writes = vec![
+        track(&mut a, "room:1", "x", 2, 2),
+        track(&mut a, "room:1", "y", 3, 3),
+        a.untrack(&topic("room:1"), SocketId(2)),
+        a.update(&topic("room:1"), SocketId(3), Meta::new(), phx(4)),
+        a.update(&topic("room:1"), SocketId(1), Meta::new(), phx(5)),
+        a.untrack(&topic("room:1"), SocketId(1)),
+    ];
+    for (i, w) in writes.into_iter().enumerate() {
+        let d = w.delta.unwrap();
+        one_by_one.apply_delta(&d).unwrap();
+        assert!(buffer.push(d, 100 + i as u64).is_none());
+    }
+    assert_eq!(buffer.due_at(), Some(105));
+    assert!(buffer.flush(104).is_none());
+    let merged = buffer.flush(105).unwrap();
+    assert!(buffer.take().is_none());
+    assert_eq!((merged.seq_from, merged.seq_to), (2, 7));
+    assert_eq!(merged.changes.len(), 2, "x joined and left: cancelled; y: one join; old: one leave");
+    assert!(merged.changes.iter().any(|c| matches!(c, Change::Join(e) if e.phx_ref == phx(4))));
+    assert!(merged.changes.contains(&Change::Leave { topic: topic("room:1"), socket: SocketId(1) }));
+    b.apply_delta(&merged).unwrap();
+    assert_eq!(all_lists(&b), all_lists(&one_by_one));
+    assert_eq!(all_lists(&b), all_lists(&a));
+
+    // The next delta follows on; a delta that does not follow on flushes the pending one.
+    let d8 = track(&mut a, "room:1", "z", 4, 6).delta.unwrap();
+    assert_eq!(d8.seq_from, 8);
+    assert!(buffer.push(d8.clone(), 200).is_none());
+    let flushed = buffer.push(d8, 201).unwrap();
+    assert_eq!((flushed.seq_from, flushed.seq_to), (8, 8));
+}
+
+#[test]
+fn diff_coalescer_cancels_a_join_then_leave_inside_the_window() {
+    let room = topic("room:1");
+    let mut a = PresenceTable::new(inc("a", 1));
+    let mut coalescer = DiffCoalescer::new(20);
+    coalescer.push(track(&mut a, "room:1", "u1", 1, 1).changes, 100);
+    coalescer.push(a.untrack(&room, SocketId(1)).changes, 110);
+    assert!(coalescer.is_pending(&room));
+    assert_eq!(coalescer.due_at(), Some(120));
+    assert!(coalescer.flush(120, |_| LIST).is_empty());
+    assert_eq!(coalescer.due_at(), None);
+}
+
+#[test]
+fn diff_coalescer_turns_an_update_into_one_leave_and_one_join() {
+    let room = topic("room:1");
+    let mut a = PresenceTable::new(inc("a", 1));
+    track(&mut a, "room:1", "u1", 1, 1);
+    let mut coalescer = DiffCoalescer::new(20);
+    coalescer.push(a.update(&room, SocketId(1), Meta::new(), phx(2)).changes, 100);
+    coalescer.push(a.update(&room, SocketId(1), Meta::new(), phx(3)).changes, 101);
+    coalescer.push(track(&mut a, "room:1", "u2", 2, 4).changes, 102);
+    coalescer.push(a.update(&room, SocketId(2), Meta::new(), phx(5)).changes, 103);
+    assert!(coalescer.flush(119, |_| LIST).is_empty());
+    let flushed = coalescer.flush(120, |_| LIST);
+    assert_eq!(flushed.len(), 1);
+    let (t, diff) = &flushed[0];
+    assert_eq!(t, &room);
+    let refs = |side: &BTreeMap<String, MetaList>| -> Vec<(String, String)> {
+        side.iter().flat_map(|(k, l)| l.metas.iter().map(move |m| (k.clone(), ref_of(m)))).collect()
+    };
+    assert_eq!(refs(&diff.leaves), [("u1".to_owned(), phx(1).0)]);
+    let mut joins = refs(&diff.joins);
+    joins.sort();
+    assert_eq!(joins, [("u1".to_owned(), phx(3).0), ("u2".to_owned(), phx(5).0)]);
+}
+
+#[test]
+fn diff_coalescer_moves_the_anonymous_count_at_most_once_per_window() {
+    let room = topic("room:1");
+    let mut a = PresenceTable::new(inc("a", 1));
+    track(&mut a, "room:1", "anonymous", 1, 1);
+    track(&mut a, "room:1", "anonymous", 2, 2);
+    let mut coalescer = DiffCoalescer::new(20);
+    for s in 3..6 {
+        coalescer.push(track(&mut a, "room:1", "anonymous", s, u128::from(s)).changes, 100);
+    }
+    coalescer.push(a.untrack(&room, SocketId(1)).changes, 105);
+    let flushed = coalescer.flush(500, |_| COUNT);
+    let diff = &flushed[0].1;
+    assert_eq!(
+        diff.leaves["anonymous"].metas,
+        vec![meta(&[("count", MetaValue::Int(2)), ("phx_ref", name("anonymous:2"))])]
+    );
+    assert_eq!(
+        diff.joins["anonymous"].metas,
+        vec![meta(&[("count", MetaValue::Int(4)), ("phx_ref", name("anonymous:4"))])]
+    );
+    assert_eq!((diff.joins.len(), diff.leaves.len()), (1, 1));
+
+    // Back and forth inside one window: nothing to say.
+    coalescer.push(track(&mut a, "room:1", "anonymous", 9, 9).changes, 600);
+    coalescer.push(a.untrack(&room, SocketId(9)).changes, 601);
+    assert!(coalescer.flush(700, |_| COUNT).is_empty());
+}
+
+// ---- properties --------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+enum Op {
+    Track { room: u8, user: u8, socket: u8, tab: bool, value: i64 },
+    Update { room: u8, socket: u8, value: i64 },
+    Untrack { room: u8, socket: u8 },
+    UntrackConn { socket: u8 },
+}
+
+const ROOMS: u8 = 3;
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..ROOMS, 0..4u8, 0..5u8, any::<bool>(), 0..100i64)
+            .prop_map(|(room, user, socket, tab, value)| Op::Track { room, user, socket, tab, value }),
+        1 => (0..ROOMS, 0..5u8, 0..100i64).prop_map(|(room, socket, value)| Op::Update { room, socket, value }),
+        2 => (0..ROOMS, 0..5u8).prop_map(|(room, socket)| Op::Untrack { room, socket }),
+        1 => (0..5u8).prop_map(|socket| Op::UntrackConn { socket }),
+    ]
+}
+
+fn room(i: u8) -> Topic {
+    topic(&format!("room:{i}"))
+}
+
+fn rooms() -> impl Iterator<Item = Topic> {
+    (0..ROOMS).map(room)
+}
+
+/// A node that runs generated operations with fresh `phx_ref`s and a clock.
+#[derive(Clone, Debug)]
+struct Node {
+    table: PresenceTable,
+    boot: u128,
+    refs: u128,
+    clock: Millis,
+}
+
+impl Node {
+    fn new(name: &str, boot: u128) -> Self {
+        Self { table: PresenceTable::new(inc(name, boot)), boot, refs: 0, clock: 0 }
+    }
+
+    fn run(&mut self, op: &Op) -> LocalWrite {
+        self.clock += 1;
+        self.refs += 1;
+        let fresh = PhxRef::from_random((self.boot << 40) | self.refs);
+        let value = |v: i64| meta(&[("v", MetaValue::Int(v))]);
+        match *op {
+            Op::Track { room: r, user, socket, tab, value: v } => {
+                let key = if user == 0 { "anonymous".to_owned() } else { format!("u{user}") };
+                let tab = tab.then(|| TabId(format!("tab{socket}")));
+                self.table.track(room(r), key, SocketId(socket.into()), tab, value(v), self.clock, fresh)
+            }
+            Op::Update { room: r, socket, value: v } => {
+                self.table.update(&room(r), SocketId(socket.into()), value(v), fresh)
+            }
+            Op::Untrack { room: r, socket } => self.table.untrack(&room(r), SocketId(socket.into())),
+            Op::UntrackConn { socket } => self.table.untrack_conn(SocketId(socket.into())),
+        }
+    }
+}
+
+fn lists_of(t: &PresenceTable) -> Vec<(Shown, Shown)> {
+    rooms().map(|r| (shown(&t.list(&r, LIST)), shown(&t.list(&r, COUNT)))).collect()
+}
+
+/// Each origin's deltas, coalesced by a [`DeltaBuffer`] that is flushed where `flush` says.
+fn origin_deltas(node: &mut Node, ops: &[(Op, bool)]) -> Vec<Delta> {
+    let mut buffer = DeltaBuffer::new(5);
+    let mut out = Vec::new();
+    for (op, flush) in ops {
+        if let Some(d) = node.run(op).delta {
+            out.extend(buffer.push(d, node.clock));
+        }
+        if *flush {
+            out.extend(buffer.take());
+        }
+    }
+    out.extend(buffer.take());
+    out
+}
+
+/// Delivers every origin's deltas in its own order, interleaving origins as `order` says;
+/// where `dups` says, re-delivers the delta just applied and the origin's first one.
+fn deliver(deltas: &[Vec<Delta>], order: &[usize], dups: &[bool]) -> Result<PresenceTable, TestCaseError> {
+    let mut r = PresenceTable::new(inc("r", 99));
+    let mut next = vec![0; deltas.len()];
+    let mut step = 0;
+    loop {
+        let pick = order.get(step).copied().unwrap_or(0);
+        let Some(o) = (0..deltas.len()).map(|i| (pick + i) % deltas.len()).find(|&o| next[o] < deltas[o].len()) else {
+            break;
+        };
+        let d = &deltas[o][next[o]];
+        prop_assert!(r.apply_delta(d).is_ok(), "in-order delivery never needs a snapshot");
+        if dups.get(step).copied().unwrap_or(false) {
+            prop_assert!(r.apply_delta(d).unwrap().is_empty());
+            prop_assert!(r.apply_delta(&deltas[o][0]).unwrap().is_empty());
+        }
+        next[o] += 1;
+        step += 1;
+    }
+    Ok(r)
+}
+
+proptest! {
+    #[test]
+    fn merge_is_idempotent_and_insensitive_to_interleaving_of_origins(
+        ops in prop::collection::vec(prop::collection::vec((op(), prop::bool::weighted(0.3)), 0..30), 3),
+        order_a in prop::collection::vec(0..3usize, 0..90),
+        order_b in prop::collection::vec(0..3usize, 0..90),
+        dups in prop::collection::vec(any::<bool>(), 0..90),
+    ) {
+        let mut nodes: Vec<Node> = (0..3).map(|i| Node::new(&format!("n{i}"), i + 1)).collect();
+        let deltas: Vec<Vec<Delta>> = nodes.iter_mut().zip(&ops).map(|(n, ops)| origin_deltas(n, ops)).collect();
+        let r1 = deliver(&deltas, &order_a, &[])?;
+        let r2 = deliver(&deltas, &order_b, &dups)?;
+        let mut from_snapshots = PresenceTable::new(inc("s", 98));
+        for n in &nodes {
+            from_snapshots.apply_snapshot(n.table.snapshot());
+        }
+        prop_assert_eq!(lists_of(&r1), lists_of(&r2));
+        prop_assert_eq!(lists_of(&r1), lists_of(&from_snapshots));
+        prop_assert_eq!(r1.len(), nodes.iter().map(|n| n.table.len()).sum::<usize>());
+    }
+}
+
+/// One event of the replication simulation.
+#[derive(Clone, Debug)]
+enum Step {
+    /// A local write on origin 0..3, or on the receiver (3).
+    Local(usize, Op),
+    /// The origin's delta buffer is flushed to the link now.
+    Flush(usize),
+    /// The receiver gets the next message from the origin.
+    Deliver(usize),
+    /// The next message from the origin is lost.
+    Lose(usize),
+    /// The origin is declared down; the link comes back and the receiver asks for a snapshot.
+    Down(usize),
+    /// The origin restarts as a new incarnation (not declared down first).
+    Restart(usize),
+    /// Time passes: delta buffers and diff windows that are due flush.
+    Tick(u8),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (0..4usize, op()).prop_map(|(n, op)| Step::Local(n, op)),
+        1 => (0..3usize).prop_map(Step::Flush),
+        5 => (0..3usize).prop_map(Step::Deliver),
+        1 => (0..3usize).prop_map(Step::Lose),
+        1 => (0..3usize).prop_map(Step::Down),
+        1 => (0..3usize).prop_map(Step::Restart),
+        2 => (0..30u8).prop_map(Step::Tick),
+    ]
+}
+
+#[derive(Clone, Debug)]
+enum Msg {
+    Delta(Delta),
+    Chunk(SnapshotChunk),
+}
+
+struct Origin {
+    node: Node,
+    buffer: DeltaBuffer,
+    link: VecDeque<Msg>,
+}
+
+/// A client of the receiver for each topic and view.
+#[derive(Default)]
+struct Clients {
+    views: BTreeMap<(Topic, bool), ClientView>,
+}
+
+impl Clients {
+    fn apply(&mut self, topic: &Topic, view: AnonymousView, diff: &PresenceDiff) {
+        self.views.entry((topic.clone(), view == COUNT)).or_default().sync_diff(diff);
+    }
+
+    fn shown(&self, topic: &Topic, view: AnonymousView) -> Shown {
+        self.views.get(&(topic.clone(), view == COUNT)).map(ClientView::shown).unwrap_or_default()
+    }
+}
+
+/// Three origins replicate to one receiver over lossy links; the receiver's subscribers get
+/// every change raw, and coalesced over a diff window.
+struct Sim {
+    origins: Vec<Origin>,
+    receiver: Node,
+    chunk: usize,
+    boots: u128,
+    now: Millis,
+    raw: Clients,
+    coalesced: Clients,
+    coalescers: [(AnonymousView, DiffCoalescer); 2],
+}
+
+impl Sim {
+    fn new(chunk: usize) -> Self {
+        let origins = (0..3)
+            .map(|i| Origin {
+                node: Node::new(&format!("n{i}"), i + 1),
+                buffer: DeltaBuffer::new(5),
+                link: VecDeque::new(),
+            })
+            .collect();
+        Self {
+            origins,
+            receiver: Node::new("r", 100),
+            chunk,
+            boots: 200,
+            now: 0,
+            raw: Clients::default(),
+            coalesced: Clients::default(),
+            coalescers: [(LIST, DiffCoalescer::new(20)), (COUNT, DiffCoalescer::new(20))],
+        }
+    }
+
+    fn run(&mut self, step: &Step) -> Result<(), TestCaseError> {
+        match step {
+            Step::Local(3, op) => {
+                let w = self.receiver.run(op);
+                self.observe(w.changes)?;
+            }
+            Step::Local(o, op) => {
+                let origin = &mut self.origins[*o];
+                if let Some(d) = origin.node.run(op).delta {
+                    let flushed = origin.buffer.push(d, self.now);
+                    origin.link.extend(flushed.map(Msg::Delta));
+                }
+            }
+            Step::Flush(o) => {
+                let origin = &mut self.origins[*o];
+                origin.link.extend(origin.buffer.take().map(Msg::Delta));
+            }
+            Step::Deliver(o) => {
+                if let Some(msg) = self.origins[*o].link.pop_front() {
+                    self.receive(*o, msg)?;
+                }
+            }
+            Step::Lose(o) => {
+                self.origins[*o].link.pop_front();
+            }
+            Step::Down(o) => {
+                // By name: the receiver may still hold a previous incarnation of the node.
+                let node = self.origins[*o].node.table.origin().node.clone();
+                let expected = self.shown_refs_of(&node);
+                let dropped = self.receiver.table.drop_node(&node);
+                prop_assert_eq!(dropped.joins().count(), 0);
+                let left: BTreeSet<String> = dropped.leaves().map(|(_, _, m)| m.phx_ref.0.clone()).collect();
+                prop_assert_eq!(left, expected, "drop_origin leaves exactly that origin's entries");
+                self.observe(dropped)?;
+                self.origins[*o].link.clear();
+                self.send_snapshot(*o);
+            }
+            Step::Restart(o) => {
+                self.boots += 1;
+                let name = self.origins[*o].node.table.origin().node.0.clone();
+                self.origins[*o] =
+                    Origin { node: Node::new(&name, self.boots), buffer: DeltaBuffer::new(5), link: VecDeque::new() };
+                self.send_snapshot(*o);
+            }
+            Step::Tick(ms) => {
+                self.now += Millis::from(*ms);
+                for origin in &mut self.origins {
+                    origin.link.extend(origin.buffer.flush(self.now).map(Msg::Delta));
+                }
+                self.flush_diffs(false)?;
+            }
+        }
+        self.check_invariants()
+    }
+
+    /// Everything still in flight is delivered, and a receiver behind an origin's announced
+    /// sequence number asks for its snapshot (as heartbeats would let it), until quiet.
+    fn settle(&mut self) -> Result<(), TestCaseError> {
+        loop {
+            for origin in &mut self.origins {
+                origin.link.extend(origin.buffer.take().map(Msg::Delta));
+            }
+            while let Some(o) = (0..3).find(|&o| !self.origins[o].link.is_empty()) {
+                let msg = self.origins[o].link.pop_front().unwrap();
+                self.receive(o, msg)?;
+            }
+            let behind: Vec<usize> = (0..3)
+                .filter(|&o| {
+                    let t = &self.origins[o].node.table;
+                    self.receiver.table.applied_seq(t.origin()) != Some(t.seq())
+                })
+                .collect();
+            if behind.is_empty() {
+                break;
+            }
+            for o in behind {
+                self.send_snapshot(o);
+            }
+        }
+        self.flush_diffs(true)?;
+        let mut expected = PresenceTable::new(inc("e", 999));
+        for origin in &self.origins {
+            expected.apply_snapshot(origin.node.table.snapshot());
+        }
+        expected.apply_snapshot(self.receiver.table.snapshot());
+        prop_assert_eq!(lists_of(&self.receiver.table), lists_of(&expected), "converged");
+        Ok(())
+    }
+
+    fn receive(&mut self, o: usize, msg: Msg) -> Result<(), TestCaseError> {
+        let changes = match msg {
+            Msg::Delta(d) => match self.receiver.table.apply_delta(&d) {
+                Ok(changes) => changes,
+                Err(need) => {
+                    prop_assert_eq!(&need.origin, &d.origin);
+                    self.send_snapshot(o);
+                    return Ok(());
+                }
+            },
+            Msg::Chunk(c) => self.receiver.table.apply_snapshot_chunk(c).unwrap_or_default(),
+        };
+        self.observe(changes)
+    }
+
+    /// The origin answers a snapshot request: its pending delta first, then the snapshot.
+    fn send_snapshot(&mut self, o: usize) {
+        let origin = &mut self.origins[o];
+        origin.link.extend(origin.buffer.take().map(Msg::Delta));
+        origin.link.extend(origin.node.table.snapshot_chunks(self.chunk).into_iter().map(Msg::Chunk));
+    }
+
+    fn observe(&mut self, changes: PresenceChanges) -> Result<(), TestCaseError> {
+        for (topic, c) in changes.iter() {
+            for view in [LIST, COUNT] {
+                let diff = c.to_diff(view);
+                let both: Vec<&String> = diff.joins.keys().filter(|k| diff.leaves.contains_key(*k)).collect();
+                for key in both {
+                    let joined: BTreeSet<String> = diff.joins[key].metas.iter().map(ref_of).collect();
+                    prop_assert!(diff.leaves[key].metas.iter().all(|m| !joined.contains(&ref_of(m))));
+                }
+                self.raw.apply(topic, view, &diff);
+            }
+        }
+        for (_, coalescer) in &mut self.coalescers {
+            coalescer.push(changes.clone(), self.now);
+        }
+        for r in rooms() {
+            for view in [LIST, COUNT] {
+                let list = shown(&self.receiver.table.list(&r, view));
+                prop_assert_eq!(&self.raw.shown(&r, view), &list, "raw diffs on {} ({:?})", r, view);
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_diffs(&mut self, all: bool) -> Result<(), TestCaseError> {
+        for (view, coalescer) in &mut self.coalescers {
+            let view = *view;
+            let diffs = if all { coalescer.flush_all(|_| view) } else { coalescer.flush(self.now, |_| view) };
+            for (topic, diff) in diffs {
+                self.coalesced.apply(&topic, view, &diff);
+            }
+            for r in rooms().filter(|r| !coalescer.is_pending(r)) {
+                let list = shown(&self.receiver.table.list(&r, view));
+                prop_assert_eq!(&self.coalesced.shown(&r, view), &list, "coalesced diffs on {} ({:?})", r, view);
+            }
+        }
+        Ok(())
+    }
+
+    fn shown_refs_of(&self, node: &NodeName) -> BTreeSet<String> {
+        rooms()
+            .flat_map(|r| self.receiver.table.list(&r, LIST).0.into_values())
+            .flat_map(|l| l.metas)
+            .filter(|m| m.get("node") == Some(&MetaValue::Str(node.0.clone())))
+            .map(|m| ref_of(&m))
+            .collect()
+    }
+
+    fn check_invariants(&self) -> Result<(), TestCaseError> {
+        let t = &self.receiver.table;
+        let per_topic: usize = t.topics().map(|topic| t.count(topic)).sum();
+        prop_assert_eq!(per_topic, t.len());
+        prop_assert!(t.topics().all(|topic| t.count(topic) > 0));
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+    #[test]
+    fn client_views_following_diffs_always_equal_the_list(
+        steps in prop::collection::vec(step(), 0..120),
+        chunk in 1..4usize,
+    ) {
+        let mut sim = Sim::new(chunk);
+        for step in &steps {
+            sim.run(step)?;
+        }
+        sim.settle()?;
+    }
+}
