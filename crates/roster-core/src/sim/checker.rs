@@ -256,7 +256,7 @@ pub enum Violation {
         /// The later lease.
         after: LeaseSpan,
     },
-    /// Two connections accepted a grant with the same token.
+    /// Two connections of one `(user, scope)` accepted a grant with the same token.
     DuplicateToken {
         /// The token.
         token: SlotToken,
@@ -276,6 +276,14 @@ pub enum Violation {
         horizon: Millis,
         /// When it was moved (global).
         at: Millis,
+    },
+    /// P5: a client's join was never answered, although its socket stayed open and every
+    /// wait is bounded by `join_wait_ms`.
+    UnansweredJoin {
+        /// The join.
+        join: JoinLog,
+        /// When the run ended.
+        end: Millis,
     },
     /// Two live nodes show different presence lists after the quiet period (P4).
     PresenceDiverged {
@@ -313,6 +321,7 @@ impl Violation {
             Violation::EpochNotIncreasing { .. } => "epoch-order",
             Violation::DuplicateToken { .. } => "duplicate-token",
             Violation::RevivedAfterHorizon { .. } => "revived-slot",
+            Violation::UnansweredJoin { .. } => "P5-unanswered-join",
             Violation::PresenceDiverged { .. } => "presence-diverged",
             Violation::GhostPresence { .. } => "ghost-presence",
         }
@@ -326,6 +335,7 @@ impl Violation {
             Violation::EpochNotIncreasing { after, .. } => after.start,
             Violation::DuplicateToken { second, .. } => second.start,
             Violation::RevivedAfterHorizon { at, .. } => *at,
+            Violation::UnansweredJoin { join, .. } => join.at,
             Violation::PresenceDiverged { .. } | Violation::GhostPresence { .. } => Millis::MAX,
         }
     }
@@ -366,6 +376,16 @@ impl fmt::Display for Violation {
             Violation::RevivedAfterHorizon { conn, scope, horizon, at } => {
                 write!(f, "slot of {conn} in {scope} had its horizon {horizon} moved at t={at}, after it passed")
             }
+            Violation::UnansweredJoin { join, end } => write!(
+                f,
+                "P5: join of {} tab {} to {} on {}/{} at t={} never answered (run ended at {end})",
+                join.user.as_ref().map_or("anonymous", |u| u.as_str()),
+                join.tab.as_ref().map_or("-", |t| t.as_str()),
+                join.topic,
+                join.gateway,
+                join.socket,
+                join.at
+            ),
             Violation::PresenceDiverged { a, b, topic, only_a, only_b } => {
                 write!(f, "presence of {topic} differs: only on {a}: {only_a:?}; only on {b}: {only_b:?}")
             }
@@ -780,19 +800,21 @@ pub fn check_leases(spans: &[LeaseSpan]) -> Vec<Violation> {
     found
 }
 
-/// No two connections (or scopes) were granted the same token.
+/// No two connections of one `(user, scope)` were granted the same token. (Tokens are
+/// ordered per `(user, scope)` only: two partitions may mint the same epoch and generation.)
 pub fn check_tokens(intervals: &[HeldInterval]) -> Vec<Violation> {
-    let mut by_token: BTreeMap<SlotToken, &HeldInterval> = BTreeMap::new();
+    let mut by_token: BTreeMap<(SlotToken, &UserId, &ScopeKey), &HeldInterval> = BTreeMap::new();
     let mut found = Vec::new();
     for i in intervals {
-        if let Some(first) = by_token.get(&i.token) {
-            let same_hold = first.conn == i.conn && first.user == i.user && first.scope == i.scope;
-            if !same_hold {
+        match by_token.get(&(i.token, &i.user, &i.scope)) {
+            Some(first) if first.conn != i.conn => {
                 found.push(Violation::DuplicateToken { token: i.token, first: (*first).clone(), second: i.clone() });
-                continue;
+            }
+            Some(_) => {}
+            None => {
+                by_token.insert((i.token, &i.user, &i.scope), i);
             }
         }
-        by_token.entry(i.token).or_insert(i);
     }
     found
 }

@@ -111,7 +111,9 @@ pub struct SimParams {
     pub drift: f64,
     /// Round-trip every message through `serde_json`.
     pub codec_check: bool,
-    /// Trace lines to keep (0: none; a failing seed is replayed with a trace).
+    /// Trace lines to keep (0: none; a failing seed is replayed with a trace). Routine
+    /// traffic (heartbeats, lease requests and replies) is traced only when this is
+    /// `usize::MAX` (a whole trace), so a tail shows what matters.
     pub trace_lines: usize,
 }
 
@@ -441,6 +443,19 @@ impl<M: NodeMachine> Simulation<M> {
         self.close_troubles();
         let verdict = check(&self.history);
         let mut violations = verdict.violations;
+        // P5: every wait ends within join_wait_ms; a join still pending on an open socket
+        // long after that was silently lost.
+        let bound = self.params.config.server.join_wait_ms + 1000;
+        for c in self.workload.clients.iter().filter(|c| c.open) {
+            for ch in c.channels.values() {
+                if let Channel::Joining { log } = ch {
+                    let join = &self.history.joins[*log];
+                    if join.at + bound < self.now && self.nodes[c.node].gen == c.gen {
+                        violations.push(Violation::UnansweredJoin { join: join.clone(), end: self.now });
+                    }
+                }
+            }
+        }
         let digests: Vec<(Incarnation, Option<PresenceDigest>)> = self
             .nodes
             .iter()
@@ -984,9 +999,15 @@ impl<M: NodeMachine> Simulation<M> {
         self.handle(i, input);
     }
 
+    fn routine(&self, msg: &PeerMsg) -> bool {
+        self.params.trace_lines != usize::MAX
+            && matches!(msg, PeerMsg::Heartbeat { .. } | PeerMsg::LeaseRequest { .. } | PeerMsg::LeaseReply { .. })
+    }
+
     fn handle(&mut self, i: usize, input: Input) {
         let local = self.nodes[i].clock.local(self.now);
-        if self.trace.on() {
+        let routine = matches!(&input, Input::Receive { msg, .. } if self.routine(msg));
+        if self.trace.on() && !routine {
             let who = self.nodes[i].machine.as_ref().map(|m| m.incarnation().to_string()).unwrap_or_default();
             let line = trace::input_summary(&input);
             if !matches!(input, Input::Tick) {
@@ -1066,7 +1087,7 @@ impl<M: NodeMachine> Simulation<M> {
             return;
         };
         let msg = if self.params.codec_check { codec_round_trip(&msg) } else { msg };
-        if self.trace.on() {
+        if self.trace.on() && !self.routine(&msg) {
             let line = trace::msg_summary(&msg);
             let (a, b) = (self.nodes[i].name.clone(), to.clone());
             self.trace.log(self.now, || format!("{a} -> {b}: {line}"));

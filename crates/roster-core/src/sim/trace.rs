@@ -80,7 +80,7 @@ pub fn msg_summary(msg: &PeerMsg) -> String {
         PeerMsg::SlotJoin { conn, user, scope, tab, .. } => {
             format!("SlotJoin {conn} user={user} {scope} tab={}", tab.as_ref().map_or("-", |t| t.as_str()))
         }
-        PeerMsg::SlotGrant { from, conn, scope, token, echo } => {
+        PeerMsg::SlotGrant { from, conn, scope, token, echo, .. } => {
             format!("SlotGrant {from} {conn} {scope} token={token} echo={echo}")
         }
         PeerMsg::SlotReject { conn, scope, reason, .. } => format!("SlotReject {conn} {scope} {reason}"),
