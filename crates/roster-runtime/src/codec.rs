@@ -75,7 +75,7 @@ mod tests {
     #[test]
     fn peer_messages_round_trip_through_the_codec() {
         let inc = roster_core::Incarnation::new("a", 42);
-        let msg = PeerMsg::Heartbeat { from: inc, sent_at: 17, leases: vec![], echoes: vec![] };
+        let msg = PeerMsg::Heartbeat { from: inc, sent_at: 17, leases: vec![], echoes: vec![], presence_seq: 3 };
         let bytes = encode(&msg).unwrap();
         assert_eq!(bytes[0], CODEC_VERSION);
         assert_eq!(decode::<PeerMsg>(&bytes).unwrap(), msg);

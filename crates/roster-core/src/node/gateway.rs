@@ -8,7 +8,7 @@
 
 use super::{Announced, ClientEvent, ClientJoin, Effect, HeldSlot, NodeState, PeerMsg, Record};
 use crate::config::{AnonymousMode, ScopeKey};
-use crate::ids::{ConnId, Incarnation, Millis, NodeName, Role, SlotToken, SocketId, TabId, Topic, UserId};
+use crate::ids::{ConnId, Incarnation, Meta, Millis, NodeName, Role, SlotToken, SocketId, TabId, Topic, UserId};
 use crate::ring::{partition_of, PartitionId};
 use crate::slot::TabKey;
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,7 +33,8 @@ struct Waiting {
     user: UserId,
     tab: Option<TabId>,
     role: Option<Role>,
-    topics: BTreeSet<Topic>,
+    /// The topics that wait on this slot, with the meta each joined with.
+    topics: BTreeMap<Topic, Meta>,
     deadline: Millis,
     next_try: Millis,
     /// The last answer was "not home" or no home was known: time out as `no_quorum`.
@@ -121,6 +122,8 @@ impl NodeState {
                 return fail("unauthorized", fx);
             }
             socket.joined.insert(j.topic.clone());
+            let key = UserId::ANONYMOUS.to_owned();
+            self.track(j.socket, j.topic.clone(), key, j.tab, j.meta, now, fx);
             fx.push(Effect::Client { socket: j.socket, topic: j.topic, event: ClientEvent::Joined { token: None } });
             return;
         };
@@ -129,6 +132,7 @@ impl NodeState {
         }
         if j.role.as_ref().is_some_and(|r| policy.is_exempt(r)) {
             socket.joined.insert(j.topic.clone());
+            self.track(j.socket, j.topic.clone(), user.0, j.tab, j.meta, now, fx);
             fx.push(Effect::Client { socket: j.socket, topic: j.topic, event: ClientEvent::Joined { token: None } });
             return;
         }
@@ -141,6 +145,7 @@ impl NodeState {
                 slot.topics.insert(j.topic.clone());
                 let token = slot.token;
                 self.gateway.sockets.entry(j.socket).or_default().joined.insert(j.topic.clone());
+                self.track(j.socket, j.topic.clone(), user.0, j.tab, j.meta, now, fx);
                 fx.push(Effect::Client {
                     socket: j.socket,
                     topic: j.topic,
@@ -151,7 +156,7 @@ impl NodeState {
             return fail("already_joined", fx);
         }
         if let Some(w) = self.gateway.waiting.get_mut(&key) {
-            w.topics.insert(j.topic);
+            w.topics.insert(j.topic, j.meta);
             return;
         }
         let deadline = now + self.config.server.join_wait_ms;
@@ -159,7 +164,7 @@ impl NodeState {
             user,
             tab: j.tab,
             role: j.role,
-            topics: BTreeSet::from([j.topic]),
+            topics: BTreeMap::from([(j.topic, j.meta)]),
             deadline,
             next_try: now,
             homeless: true,
@@ -182,7 +187,7 @@ impl NodeState {
             return;
         };
         w.homeless = false;
-        let topic = w.topics.iter().next().cloned().expect("a waiting join has a topic");
+        let topic = w.topics.keys().next().cloned().expect("a waiting join has a topic");
         let msg = PeerMsg::SlotJoin {
             conn,
             user: w.user.clone(),
@@ -238,17 +243,17 @@ impl NodeState {
             token,
             horizon,
         }));
-        let socket = self.gateway.sockets.entry(conn.socket).or_default();
-        for t in &w.topics {
-            socket.joined.insert(t.clone());
+        let topics: BTreeSet<Topic> = w.topics.keys().cloned().collect();
+        for (t, meta) in w.topics {
+            self.gateway.sockets.entry(conn.socket).or_default().joined.insert(t.clone());
+            self.track(conn.socket, t.clone(), w.user.0.clone(), w.tab.clone(), meta, now, fx);
             fx.push(Effect::Client {
                 socket: conn.socket,
-                topic: t.clone(),
+                topic: t,
                 event: ClientEvent::Joined { token: Some(token) },
             });
         }
-        let slot =
-            GwSlot { user: w.user, partition: p, tab, token, epoch: token.epoch, echoed: echo, topics: w.topics };
+        let slot = GwSlot { user: w.user, partition: p, tab, token, epoch: token.epoch, echoed: echo, topics };
         self.gateway.slots.insert(key, slot);
     }
 
@@ -272,7 +277,7 @@ impl NodeState {
             return;
         }
         if let Some(w) = self.gateway.waiting.remove(&key) {
-            for t in w.topics {
+            for t in w.topics.into_keys() {
                 fx.push(Effect::Client {
                     socket: conn.socket,
                     topic: t,
@@ -306,7 +311,7 @@ impl NodeState {
         } else if let Some(w) = self.gateway.waiting.remove(&key) {
             // Its grant is still on the wire: the join ends here, or it would ask again and
             // fight the tab that took its place.
-            for t in w.topics {
+            for t in w.topics.into_keys() {
                 let event = match &reason {
                     Some(r) => ClientEvent::JoinFailed { reason: r.clone() },
                     None => ClientEvent::Closed,
@@ -339,9 +344,9 @@ impl NodeState {
             scope: scope.clone(),
             why: why.into(),
         }));
-        let sock = self.gateway.sockets.entry(socket).or_default();
         for t in &s.topics {
-            sock.joined.remove(t);
+            self.gateway.sockets.entry(socket).or_default().joined.remove(t);
+            self.untrack(socket, t, now, fx);
             let event = if revoked { ClientEvent::Revoked { reason: why.into() } } else { ClientEvent::Closed };
             fx.push(Effect::Client { socket, topic: t.clone(), event });
         }
@@ -370,6 +375,7 @@ impl NodeState {
         if let Some(s) = self.gateway.sockets.get_mut(&socket) {
             s.joined.remove(topic);
         }
+        self.untrack(socket, topic, now, fx);
         let key =
             self.gateway.slots.iter().find(|(k, s)| k.0 == socket && s.topics.contains(topic)).map(|(k, _)| k.clone());
         if let Some(key) = key {
@@ -398,6 +404,7 @@ impl NodeState {
 
     pub(super) fn socket_closed(&mut self, socket: SocketId, clean: bool, now: Millis, fx: &mut Vec<Effect>) {
         self.gateway.sockets.remove(&socket);
+        self.untrack_socket(socket, now, fx);
         self.gateway.waiting.retain(|k, _| k.0 != socket);
         let keys: Vec<_> = self.gateway.slots.keys().filter(|k| k.0 == socket).cloned().collect();
         for key in keys {
@@ -520,7 +527,7 @@ impl NodeState {
             if w.deadline <= now {
                 let w = self.gateway.waiting.remove(&key).expect("listed");
                 let reason = if w.homeless { "no_quorum" } else { "wait_timed_out" };
-                for t in w.topics {
+                for t in w.topics.into_keys() {
                     fx.push(Effect::Client {
                         socket: key.0,
                         topic: t,

@@ -19,6 +19,8 @@ pub(super) struct Peer {
     pub alive_since: Millis,
     /// The leases it announced in its latest heartbeat.
     pub announced: Vec<Announced>,
+    /// The presence sequence number its latest heartbeat announced.
+    pub presence_seq: u64,
 }
 
 impl NodeState {
@@ -37,17 +39,20 @@ impl NodeState {
                 sent_at: now,
                 leases: leases.clone(),
                 echoes: echoes.clone(),
+                presence_seq: self.presence.seq(),
             };
             self.send(&to, msg, fx);
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn heartbeat(
         &mut self,
         from: Incarnation,
         sent_at: Millis,
         leases: Vec<Announced>,
         echoes: Vec<Echo>,
+        presence_seq: u64,
         now: Millis,
         fx: &mut Vec<Effect>,
     ) {
@@ -63,6 +68,7 @@ impl NodeState {
             let peer = self.peers.get_mut(&name).expect("configured peer");
             peer.last_sent_at = 0;
             peer.last_heard = None;
+            peer.presence_seq = 0;
         }
         let peer = self.peers.get_mut(&name).expect("configured peer");
         if peer.incarnation.as_ref() == Some(&from) && sent_at <= peer.last_sent_at {
@@ -76,9 +82,15 @@ impl NodeState {
         if returning {
             peer.alive = true;
             peer.alive_since = now;
+            peer.presence_seq = presence_seq;
             for home in self.homes.values_mut() {
                 home.gateway_heard(&from);
             }
+            if name != self.me.node {
+                self.ask_snapshot(&name, fx);
+            }
+        } else if name != self.me.node {
+            self.presence_seq_check(&from, presence_seq, fx);
         }
         for a in &leases {
             self.leases.learn_epoch(a.partition, a.epoch);
@@ -106,7 +118,7 @@ impl NodeState {
     /// A peer is down (session closed, or silent for `heartbeat_timeout_ms`): its gateway slots
     /// at every home here are in doubt until `isolation_ms × (1 + max_drift)` after its last
     /// heartbeat (rule 8).
-    pub(super) fn peer_down(&mut self, name: &NodeName, _now: Millis, _fx: &mut [Effect]) {
+    pub(super) fn peer_down(&mut self, name: &NodeName, _now: Millis, fx: &mut Vec<Effect>) {
         if *name == self.me.node {
             return;
         }
@@ -117,6 +129,8 @@ impl NodeState {
         }
         peer.alive = false;
         peer.announced.clear();
+        self.presence_peer_down(name, fx);
+        let Some(peer) = self.peers.get(name) else { return };
         let (Some(inc), Some(heard)) = (peer.incarnation.clone(), peer.last_heard) else { return };
         for home in self.homes.values_mut() {
             home.gateway_unheard(&inc, heard + doubt);

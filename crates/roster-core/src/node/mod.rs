@@ -15,11 +15,13 @@ mod gateway;
 mod home;
 mod lease;
 mod liveness;
+mod presence;
 mod types;
 
 pub use types::*;
 
 use crate::ids::{Incarnation, Millis, NodeName};
+use crate::presence::{DeltaBuffer, PresenceTable};
 use crate::ring::PartitionId;
 use crate::Config;
 use std::collections::BTreeMap;
@@ -55,6 +57,9 @@ pub struct NodeState {
     leases: lease::Leases,
     homes: BTreeMap<PartitionId, home::Home>,
     gateway: gateway::Gateway,
+    presence: PresenceTable,
+    outbox: DeltaBuffer,
+    phx_refs: u64,
 }
 
 impl NodeState {
@@ -67,6 +72,9 @@ impl NodeState {
         Self {
             leases: lease::Leases::new(partitions, floor, boot.stored_epoch),
             gateway: gateway::Gateway::new(partitions),
+            presence: PresenceTable::new(boot.me.clone()),
+            outbox: DeltaBuffer::new(boot.config.presence.broadcast_ms),
+            phx_refs: 0,
             me: boot.me,
             config: boot.config,
             safeguards: boot.safeguards,
@@ -83,6 +91,11 @@ impl NodeState {
     /// This node's incarnation.
     pub fn incarnation(&self) -> &Incarnation {
         &self.me
+    }
+
+    /// This node's presence replica (its own entries and every live peer's).
+    pub fn presence(&self) -> &PresenceTable {
+        &self.presence
     }
 
     /// The configuration it runs.
@@ -106,7 +119,7 @@ impl NodeState {
             Input::Join(join) => self.client_join(join, now, &mut fx),
             Input::Leave { socket, topic } => self.client_leave(socket, &topic, now, &mut fx),
             Input::SocketClosed { socket, clean } => self.socket_closed(socket, clean, now, &mut fx),
-            Input::UpdateMeta { .. } => {}
+            Input::UpdateMeta { socket, topic, meta } => self.update_meta(socket, &topic, meta, now, &mut fx),
             Input::Kick { user, topic, reason } => self.kick(user, topic, reason, now, &mut fx),
             Input::Shutdown => self.shutdown(now, &mut fx),
         }
@@ -116,6 +129,9 @@ impl NodeState {
     /// The latest instant by which the runtime must call `handle(Input::Tick, ..)`.
     pub fn next_wake(&self) -> Millis {
         let mut wake = self.next_heartbeat.min(self.next_lease_round);
+        if let Some(due) = self.presence_due() {
+            wake = wake.min(due);
+        }
         if let Some(h) = self.gateway.next_horizon(self.isolation_valid_ms()) {
             wake = wake.min(h);
         }
@@ -150,8 +166,8 @@ impl NodeState {
             return; // not a configured node
         }
         match msg {
-            PeerMsg::Heartbeat { from: inc, sent_at, leases, echoes } => {
-                self.heartbeat(inc, sent_at, leases, echoes, now, fx)
+            PeerMsg::Heartbeat { from: inc, sent_at, leases, echoes, presence_seq } => {
+                self.heartbeat(inc, sent_at, leases, echoes, presence_seq, now, fx)
             }
             PeerMsg::LeaseRequest { from: inc, round, asks } => self.lease_request(inc, round, asks, now, fx),
             PeerMsg::LeaseReply { from: inc, round, granted, refused } => {
@@ -180,6 +196,7 @@ impl NodeState {
             }
             PeerMsg::SlotReleaseAck { conn, token } => self.gateway.release_acked(&conn, token),
             PeerMsg::ScanRequest { from: inc, partition, epoch } => self.gw_scan(inc, partition, epoch, now, fx),
+            PeerMsg::Presence(msg) => self.presence_msg(msg, now, fx),
         }
     }
 
@@ -189,8 +206,11 @@ impl NodeState {
             self.next_lease_round = now + (self.config.cluster.lease_ms / 4).max(1);
             self.lease_round(now, fx);
         }
+        self.flush_presence(now, false, fx);
         if now >= self.next_heartbeat {
             self.next_heartbeat = now + self.config.cluster.heartbeat_ms;
+            // Deltas first: the heartbeat announces the sequence number they reach.
+            self.flush_presence(now, true, fx);
             self.send_heartbeats(now, fx);
             self.home_retries(now, fx);
             self.gw_retries(now, fx);
@@ -202,6 +222,7 @@ impl NodeState {
 
     fn shutdown(&mut self, now: Millis, fx: &mut Vec<Effect>) {
         self.gw_shutdown(now, fx);
+        self.flush_presence(now, true, fx);
         self.leases_release_all(now, fx);
         self.homes.clear();
         self.stopped = true;

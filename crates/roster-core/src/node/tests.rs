@@ -64,7 +64,7 @@ impl Cluster {
                 }
                 Effect::Client { socket, topic, event } => self.client.push((at.clone(), socket, topic, event)),
                 Effect::Record(r) => self.records.push((at.clone(), r)),
-                Effect::PersistEpoch(_) | Effect::PresenceChanged { .. } => {}
+                Effect::PersistEpoch(_) | Effect::PresenceChanged(_) => {}
             }
         }
     }
@@ -179,4 +179,23 @@ fn a_lone_node_admits_joins_at_once() {
     c.join("n0", 1, "carol", "t");
     c.run_until(60);
     assert!(matches!(c.events_of("n0", 1)[..], [ClientEvent::Joined { token: Some(_) }]));
+}
+
+#[test]
+fn presence_converges_on_every_node_and_a_dead_peers_entries_leave() {
+    let mut c = Cluster::new(3, "takeover");
+    c.run_until(6_000);
+    c.join("n0", 1, "alice", "a");
+    c.join("n1", 2, "bob", "b");
+    c.join("n2", 3, "carol", "c");
+    c.run_until(6_300);
+    let topic = Topic::from("room:1");
+    let lists: Vec<_> = c.nodes.values().map(|n| n.presence().list(&topic, crate::AnonymousView::Count)).collect();
+    assert_eq!(lists[0].0.keys().cloned().collect::<Vec<_>>(), vec!["alice", "bob", "carol"]);
+    assert!(lists.iter().all(|l| *l == lists[0]), "every node lists the same");
+    // n2's session closes: its link goes down; the others drop its entries at once.
+    c.nodes.remove(&NodeName::from("n2"));
+    c.input("n0", Input::LinkDown { peer: NodeName::from("n2") });
+    let list = c.nodes[&NodeName::from("n0")].presence().list(&topic, crate::AnonymousView::Count);
+    assert_eq!(list.0.keys().cloned().collect::<Vec<_>>(), vec!["alice", "bob"]);
 }

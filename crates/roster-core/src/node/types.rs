@@ -80,7 +80,7 @@ pub struct ClientJoin {
 }
 
 /// What the runtime must do, in the order given.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
     /// Send a message to a node (possibly this one).
     Send {
@@ -100,11 +100,9 @@ pub enum Effect {
         /// What to tell it.
         event: ClientEvent,
     },
-    /// Presence of a topic changed on this node's replica (for subscribers' diffs).
-    PresenceChanged {
-        /// The topic.
-        topic: Topic,
-    },
+    /// This node's presence replica changed: the joins and leaves, per topic, for
+    /// subscribers (the runtime coalesces them over `diff_ms`).
+    PresenceChanged(crate::PresenceChanges),
     /// Something a checker needs to rebuild holding intervals; the runtime logs it.
     Record(Record),
 }
@@ -178,6 +176,9 @@ pub enum PeerMsg {
         leases: Vec<Announced>,
         /// The latest heartbeat received from each peer.
         echoes: Vec<Echo>,
+        /// The sequence number of the sender's latest presence delta sent before this
+        /// heartbeat: a receiver that has applied less asks for a snapshot.
+        presence_seq: u64,
     },
     /// Rule 1: ask for (or renew) leases on these partitions at these epochs.
     LeaseRequest {
@@ -325,8 +326,22 @@ pub enum PeerMsg {
         /// The reason.
         reason: String,
     },
-    // Presence replication (deltas, snapshot requests and chunks) joins here with the
-    // presence table.
+    /// Presence replication: the sender's own entries.
+    Presence(PresenceMsg),
+}
+
+/// Presence replication between nodes. Each node sends only its own entries.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PresenceMsg {
+    /// Changes since the previous delta (coalesced over `broadcast_ms`).
+    Delta(crate::Delta),
+    /// Please send your snapshot (a gap, a new incarnation, or a peer back from down).
+    SnapshotRequest {
+        /// Who asks.
+        from: Incarnation,
+    },
+    /// One chunk of a snapshot (sent in chunks well under the transport's frame cap).
+    SnapshotChunk(crate::SnapshotChunk),
 }
 
 /// A fact a checker needs, with the node's own clock reading. A slot is held from its
