@@ -293,21 +293,32 @@ pub enum Violation {
         b: Incarnation,
         /// The topic.
         topic: Topic,
-        /// Entries `(key, phx_ref)` only `a` shows.
-        only_a: Vec<(String, PhxRef)>,
+        /// Entries `(key, phx_ref, origin node)` only `a` shows.
+        only_a: Vec<(String, PhxRef, NodeName)>,
         /// Entries only `b` shows.
-        only_b: Vec<(String, PhxRef)>,
+        only_b: Vec<(String, PhxRef, NodeName)>,
     },
-    /// A live node shows a presence owned by an incarnation that is gone (P3).
+    /// After the quiet period a live node shows the presence of a connection that is over
+    /// (P3: its socket closed, its channel ended, or its gateway died).
     GhostPresence {
         /// The node showing it.
         node: Incarnation,
         /// The topic.
         topic: Topic,
-        /// The presence key.
-        key: String,
-        /// Its owner, which is dead.
-        origin: Incarnation,
+        /// The connection.
+        conn: ConnId,
+        /// Why it should be gone.
+        why: String,
+    },
+    /// After the quiet period a live node does not show a joined connection of a live
+    /// gateway (P5: an acknowledged join stays visible).
+    MissingPresence {
+        /// The node not showing it.
+        node: Incarnation,
+        /// The topic.
+        topic: Topic,
+        /// The connection.
+        conn: ConnId,
     },
 }
 
@@ -322,8 +333,9 @@ impl Violation {
             Violation::DuplicateToken { .. } => "duplicate-token",
             Violation::RevivedAfterHorizon { .. } => "revived-slot",
             Violation::UnansweredJoin { .. } => "P5-unanswered-join",
-            Violation::PresenceDiverged { .. } => "presence-diverged",
-            Violation::GhostPresence { .. } => "ghost-presence",
+            Violation::PresenceDiverged { .. } => "P4-presence-diverged",
+            Violation::GhostPresence { .. } => "P3-ghost-presence",
+            Violation::MissingPresence { .. } => "P5-missing-presence",
         }
     }
 
@@ -336,7 +348,9 @@ impl Violation {
             Violation::DuplicateToken { second, .. } => second.start,
             Violation::RevivedAfterHorizon { at, .. } => *at,
             Violation::UnansweredJoin { join, .. } => join.at,
-            Violation::PresenceDiverged { .. } | Violation::GhostPresence { .. } => Millis::MAX,
+            Violation::PresenceDiverged { .. }
+            | Violation::GhostPresence { .. }
+            | Violation::MissingPresence { .. } => Millis::MAX,
         }
     }
 }
@@ -389,8 +403,11 @@ impl fmt::Display for Violation {
             Violation::PresenceDiverged { a, b, topic, only_a, only_b } => {
                 write!(f, "presence of {topic} differs: only on {a}: {only_a:?}; only on {b}: {only_b:?}")
             }
-            Violation::GhostPresence { node, topic, key, origin } => {
-                write!(f, "{node} shows {key} in {topic}, owned by dead {origin}")
+            Violation::GhostPresence { node, topic, conn, why } => {
+                write!(f, "P3: {node} still shows {conn} in {topic} after the quiet period ({why})")
+            }
+            Violation::MissingPresence { node, topic, conn } => {
+                write!(f, "P5: {node} does not show joined {conn} in {topic} after the quiet period")
             }
         }
     }
@@ -425,6 +442,9 @@ pub struct Figures {
     pub isolated_healthy_gateway: u64,
     /// For slots of a killed gateway: from the kill to their horizon (ms).
     pub killed_gateway_slot_free_ms: Vec<Millis>,
+    /// After the quiet period, how much longer presence took to converge (ms; 0 when it
+    /// already had; 3000 when it never did).
+    pub presence_extra_ms: Vec<Millis>,
 }
 
 /// Percentile `p` (0–100) of unsorted samples, or `None` if empty.
@@ -462,6 +482,7 @@ impl Figures {
         self.isolated += other.isolated;
         self.isolated_healthy_gateway += other.isolated_healthy_gateway;
         self.killed_gateway_slot_free_ms.extend_from_slice(&other.killed_gateway_slot_free_ms);
+        self.presence_extra_ms.extend_from_slice(&other.presence_extra_ms);
     }
 
     /// A multi-line human summary.
@@ -473,7 +494,8 @@ impl Figures {
              resume wait after its home was killed (ms): {}\n\
              joins failed after a home was killed: {}\n\
              node_isolated revocations: {} (healthy gateway and majority: {})\n\
-             killed gateway's slots held after the kill (ms): {}",
+             killed gateway's slots held after the kill (ms): {}\n\
+             presence convergence after the quiet period, extra wait (ms): {}",
             self.runs,
             self.grants,
             self.joins_ok,
@@ -486,6 +508,7 @@ impl Figures {
             self.isolated,
             self.isolated_healthy_gateway,
             describe(&self.killed_gateway_slot_free_ms),
+            describe(&self.presence_extra_ms),
         )
     }
 }
@@ -898,52 +921,52 @@ pub fn measure(history: &History, intervals: &[HeldInterval], leases: &[LeaseSpa
     f
 }
 
-/// One live node's presence lists: per topic, `(key, phx_ref, owning incarnation)`.
-pub type PresenceDigest = Vec<(Topic, Vec<(String, PhxRef, Incarnation)>)>;
+/// One live node's presence lists: per topic, `(key, phx_ref, origin node)`, sorted.
+pub type PresenceDigest = Vec<(Topic, Vec<(String, PhxRef, NodeName)>)>;
 
-/// P3/P4 after a quiet period: every live node shows the same list per topic, and no entry
-/// belongs to an incarnation that is not live.
-pub fn check_presence(digests: &[(Incarnation, PresenceDigest)]) -> Vec<Violation> {
-    let live: BTreeSet<&Incarnation> = digests.iter().map(|(i, _)| i).collect();
-    let mut found = Vec::new();
-    let as_sets = |d: &PresenceDigest| -> BTreeMap<Topic, BTreeSet<(String, PhxRef)>> {
+/// P4 after a quiet period: every live node shows the same list per topic, and every entry's
+/// origin is one of the live nodes (`live_names`).
+pub fn check_presence(digests: &[(Incarnation, PresenceDigest)], live_names: &[NodeName]) -> Vec<Violation> {
+    type Sets = BTreeMap<Topic, BTreeSet<(String, PhxRef, NodeName)>>;
+    let as_sets = |d: &PresenceDigest| -> Sets {
         d.iter()
-            .map(|(t, entries)| (t.clone(), entries.iter().map(|(k, r, _)| (k.clone(), r.clone())).collect()))
-            .filter(|(_, s): &(Topic, BTreeSet<_>)| !s.is_empty())
+            .map(|(t, entries)| (t.clone(), entries.iter().cloned().collect::<BTreeSet<_>>()))
+            .filter(|(_, s)| !s.is_empty())
             .collect()
     };
-    for (node, digest) in digests {
-        for (topic, entries) in digest {
-            for (key, _, origin) in entries {
-                if !live.contains(origin) {
-                    found.push(Violation::GhostPresence {
-                        node: node.clone(),
-                        topic: topic.clone(),
-                        key: key.clone(),
-                        origin: origin.clone(),
-                    });
-                }
+    let mut found = Vec::new();
+    let Some(((first, d0), rest)) = digests.split_first().map(|(f, r)| ((&f.0, &f.1), r)) else {
+        return found;
+    };
+    let base = as_sets(d0);
+    for (other, d) in rest {
+        let theirs = as_sets(d);
+        let topics: BTreeSet<&Topic> = base.keys().chain(theirs.keys()).collect();
+        let empty = BTreeSet::new();
+        for topic in topics {
+            let a = base.get(topic).unwrap_or(&empty);
+            let b = theirs.get(topic).unwrap_or(&empty);
+            if a != b {
+                found.push(Violation::PresenceDiverged {
+                    a: first.clone(),
+                    b: other.clone(),
+                    topic: topic.clone(),
+                    only_a: a.difference(b).cloned().collect(),
+                    only_b: b.difference(a).cloned().collect(),
+                });
             }
         }
     }
-    if let Some(((first, d0), rest)) = digests.split_first().map(|(f, r)| ((&f.0, &f.1), r)) {
-        let base = as_sets(d0);
-        for (other, d) in rest {
-            let theirs = as_sets(d);
-            let topics: BTreeSet<&Topic> = base.keys().chain(theirs.keys()).collect();
-            let empty = BTreeSet::new();
-            for topic in topics {
-                let a = base.get(topic).unwrap_or(&empty);
-                let b = theirs.get(topic).unwrap_or(&empty);
-                if a != b {
-                    found.push(Violation::PresenceDiverged {
-                        a: first.clone(),
-                        b: other.clone(),
-                        topic: topic.clone(),
-                        only_a: a.difference(b).cloned().collect(),
-                        only_b: b.difference(a).cloned().collect(),
-                    });
-                }
+    for (topic, entries) in &base {
+        for (_, _, origin) in entries {
+            if !live_names.contains(origin) {
+                let gone = Incarnation { node: origin.clone(), boot: uuid::Uuid::nil() };
+                found.push(Violation::GhostPresence {
+                    node: first.clone(),
+                    topic: topic.clone(),
+                    conn: ConnId { gateway: gone, socket: SocketId(0) },
+                    why: format!("its origin {origin} is down"),
+                });
             }
         }
     }
@@ -1188,19 +1211,20 @@ mod tests {
     }
 
     #[test]
-    fn presence_lists_must_match_and_hold_no_ghosts() {
-        let (n0, n1, dead) = (inc("n0"), inc("n1"), Incarnation::new("n2", 99));
-        let entry = |k: &str, r: &str, o: &Incarnation| (k.to_owned(), PhxRef(r.into()), o.clone());
+    fn presence_lists_must_match_and_come_from_live_nodes() {
+        let (n0, n1) = (inc("n0"), inc("n1"));
+        let live: Vec<NodeName> = vec!["n0".into(), "n1".into()];
+        let entry = |k: &str, r: &str, o: &str| (k.to_owned(), PhxRef(r.into()), NodeName::from(o));
         let topic = Topic::from("room:1");
-        let same = vec![(topic.clone(), vec![entry("alice", "r1", &n0)])];
-        assert!(check_presence(&[(n0.clone(), same.clone()), (n1.clone(), same.clone())]).is_empty());
-        let other = vec![(topic.clone(), vec![entry("alice", "r2", &n0)])];
-        let v = check_presence(&[(n0.clone(), same.clone()), (n1.clone(), other)]);
+        let same = vec![(topic.clone(), vec![entry("alice", "r1", "n0")])];
+        assert!(check_presence(&[(n0.clone(), same.clone()), (n1.clone(), same.clone())], &live).is_empty());
+        let other = vec![(topic.clone(), vec![entry("alice", "r2", "n0")])];
+        let v = check_presence(&[(n0.clone(), same.clone()), (n1.clone(), other)], &live);
         assert_eq!(v.len(), 1);
-        assert_eq!(v[0].kind(), "presence-diverged");
-        let ghost = vec![(topic, vec![entry("bob", "r3", &dead)])];
-        let v = check_presence(&[(n0.clone(), ghost.clone()), (n1, ghost)]);
-        assert_eq!(v.iter().filter(|v| v.kind() == "ghost-presence").count(), 2);
+        assert_eq!(v[0].kind(), "P4-presence-diverged");
+        let ghost = vec![(topic, vec![entry("bob", "r3", "n2")])];
+        let v = check_presence(&[(n0.clone(), ghost.clone()), (n1, ghost)], &live);
+        assert_eq!(v.iter().map(Violation::kind).collect::<Vec<_>>(), ["P3-ghost-presence"]);
     }
 
     #[test]

@@ -37,12 +37,16 @@ pub use network::{Network, NetworkParams};
 pub use rng::SimRng;
 pub use workload::{ClientAction, ClientId, Workload, WorkloadMix};
 
-use crate::ids::{Incarnation, Meta, MetaValue, Millis, NodeName, Role, SocketId, TabId, Topic, UserId};
+use crate::ids::{
+    ConnId, Incarnation, Meta, MetaValue, Millis, NodeName, PhxRef, Role, SocketId, TabId, Topic, UserId,
+};
 use crate::node::{ClientJoin, Effect, Input, NodeBoot, NodeState, PeerMsg, Record, Safeguards};
-use crate::{partition_of, ClusterConfig, Config, NodeConfig, OnConflict, PartitionId, PolicyConfig, ServerConfig};
+use crate::{
+    partition_of, AnonymousView, ClusterConfig, Config, NodeConfig, OnConflict, PartitionId, PolicyConfig, ServerConfig,
+};
 use checker::{JoinKind, JoinLog, JoinOutcome, Life, LifeEnd, NodeRecord, Trouble};
 use std::cmp::Ordering;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use trace::Trace;
 use workload::{Channel, Client};
 
@@ -64,6 +68,11 @@ pub trait NodeMachine {
     fn presence_digest(&self) -> Option<PresenceDigest> {
         None
     }
+    /// The topics in which the node shows a presence of `conn` (for ghost checks).
+    fn presence_of(&self, conn: &ConnId) -> Vec<Topic> {
+        let _ = conn;
+        Vec::new()
+    }
 }
 
 impl NodeMachine for NodeState {
@@ -81,6 +90,35 @@ impl NodeMachine for NodeState {
 
     fn incarnation(&self) -> &Incarnation {
         NodeState::incarnation(self)
+    }
+
+    fn presence_digest(&self) -> Option<PresenceDigest> {
+        let table = self.presence();
+        let mut topics: Vec<&Topic> = table.topics().collect();
+        topics.sort();
+        let digest = topics
+            .into_iter()
+            .map(|topic| {
+                let list = table.list(topic, AnonymousView::List);
+                let mut entries: Vec<(String, PhxRef, NodeName)> = Vec::new();
+                for (key, metas) in &list.0 {
+                    for m in &metas.metas {
+                        let text = |k: &str| match m.get(k) {
+                            Some(MetaValue::Str(s)) => s.clone(),
+                            other => format!("{other:?}"),
+                        };
+                        entries.push((key.clone(), PhxRef(text("phx_ref")), NodeName::from(text("node"))));
+                    }
+                }
+                entries.sort();
+                (topic.clone(), entries)
+            })
+            .collect();
+        Some(digest)
+    }
+
+    fn presence_of(&self, conn: &ConnId) -> Vec<Topic> {
+        self.presence().entries_of(conn).into_iter().map(|e| e.topic).collect()
     }
 }
 
@@ -333,6 +371,10 @@ pub struct Simulation<M: NodeMachine = NodeState> {
     intercepts: Vec<Intercept>,
     held: Vec<(usize, usize, u64, PeerMsg)>,
     stats: SimStats,
+    /// Every boot's incarnation, by `(node, gen)`.
+    incarnations: BTreeMap<(usize, u64), Incarnation>,
+    /// When [`Simulation::settle`] healed everything (presence is checked after a quiet time).
+    settled_at: Option<Millis>,
 }
 
 impl<M: NodeMachine> Simulation<M> {
@@ -389,6 +431,8 @@ impl<M: NodeMachine> Simulation<M> {
             intercepts: Vec::new(),
             held: Vec::new(),
             stats: SimStats::default(),
+            incarnations: BTreeMap::new(),
+            settled_at: None,
         };
         for i in 0..n {
             sim.boot(i);
@@ -405,7 +449,19 @@ impl<M: NodeMachine> Simulation<M> {
         sim.run_until(active);
         sim.settle();
         sim.run_until(active + sim.params.quiet_ms);
-        sim.finish()
+        // The quiet period is quiet for clients and faults, not necessarily for the nodes
+        // (a slot may still expire, a lease move): give presence up to 3 s more to converge,
+        // and report how long it took.
+        let mut extra = 0;
+        while extra < 3000 && !sim.check_presence().is_empty() {
+            sim.advance(50);
+            extra += 50;
+        }
+        let mut report = sim.finish();
+        if report.presence_checked {
+            report.figures.presence_extra_ms.push(extra);
+        }
+        report
     }
 
     /// Start the random clients and faults.
@@ -422,9 +478,12 @@ impl<M: NodeMachine> Simulation<M> {
         }
     }
 
-    /// Stop clients and faults, heal every link, wake paused nodes and restart dead ones.
+    /// Stop clients and faults, heal every link, end delay spikes (loss, duplication and
+    /// reordering stay), wake paused nodes and restart dead ones.
     pub fn settle(&mut self) {
         self.active = false;
+        self.settled_at = Some(self.now);
+        self.network.params.spike_chance = 0.0;
         self.trace.log(self.now, || "SETTLE: heal everything, restart every node, quiet".into());
         self.heal_all();
         for i in 0..self.nodes.len() {
@@ -456,17 +515,11 @@ impl<M: NodeMachine> Simulation<M> {
                 }
             }
         }
-        let digests: Vec<(Incarnation, Option<PresenceDigest>)> = self
-            .nodes
-            .iter()
-            .filter_map(|n| n.machine.as_ref())
-            .map(|m| (m.incarnation().clone(), m.presence_digest()))
-            .collect();
-        let presence_checked = !digests.is_empty() && digests.iter().all(|(_, d)| d.is_some());
+        let quiet = self.settled_at.is_some_and(|t| self.now >= t + 5000);
+        let presence_checked =
+            quiet && self.nodes.iter().filter_map(|n| n.machine.as_ref()).all(|m| m.presence_digest().is_some());
         if presence_checked {
-            let digests: Vec<(Incarnation, PresenceDigest)> =
-                digests.into_iter().map(|(i, d)| (i, d.expect("checked"))).collect();
-            violations.extend(checker::check_presence(&digests));
+            violations.extend(self.check_presence());
         }
         RunReport {
             seed: self.params.seed,
@@ -477,6 +530,45 @@ impl<M: NodeMachine> Simulation<M> {
             stats: self.stats,
             history: self.history,
         }
+    }
+
+    /// P3, P4, P5 after a quiet period: live nodes agree on every list, show every joined
+    /// connection of a live gateway and nothing of connections that are over.
+    pub fn check_presence(&self) -> Vec<Violation> {
+        let live: Vec<(usize, &M)> =
+            self.nodes.iter().enumerate().filter_map(|(i, n)| n.machine.as_ref().map(|m| (i, m))).collect();
+        let digests: Vec<(Incarnation, PresenceDigest)> =
+            live.iter().filter_map(|(_, m)| Some((m.incarnation().clone(), m.presence_digest()?))).collect();
+        let names: Vec<NodeName> = live.iter().map(|(i, _)| self.nodes[*i].name.clone()).collect();
+        let mut found = checker::check_presence(&digests, &names);
+        for c in &self.workload.clients {
+            let Some(gateway) = self.incarnations.get(&(c.node, c.gen)) else { continue };
+            let conn = ConnId { gateway: gateway.clone(), socket: c.socket };
+            let gateway_live = self.nodes[c.node].machine.is_some() && self.nodes[c.node].gen == c.gen;
+            for (_, m) in &live {
+                let shown: BTreeSet<Topic> = m.presence_of(&conn).into_iter().collect();
+                for topic in &shown {
+                    let why = match c.channels.get(topic) {
+                        _ if !gateway_live => format!("its gateway {gateway} is gone"),
+                        _ if !c.open => "its socket closed".to_owned(),
+                        Some(Channel::Joined { .. }) | Some(Channel::Joining { .. }) => continue,
+                        Some(Channel::Ended { why }) => format!("its channel ended: {why}"),
+                        None => "it never joined that topic".to_owned(),
+                    };
+                    let node = m.incarnation().clone();
+                    found.push(Violation::GhostPresence { node, topic: topic.clone(), conn: conn.clone(), why });
+                }
+                if gateway_live && c.open {
+                    for (topic, ch) in &c.channels {
+                        if matches!(ch, Channel::Joined { .. }) && !shown.contains(topic) {
+                            let node = m.incarnation().clone();
+                            found.push(Violation::MissingPresence { node, topic: topic.clone(), conn: conn.clone() });
+                        }
+                    }
+                }
+            }
+        }
+        found
     }
 
     /// Global time now.
@@ -1044,7 +1136,7 @@ impl<M: NodeMachine> Simulation<M> {
                         self.answer(vec![log], outcome);
                     }
                 }
-                Effect::PresenceChanged { .. } => {}
+                Effect::PresenceChanged(_) => {}
                 Effect::Record(record) => {
                     let record = self.to_global(i, record, local);
                     let node = self.nodes[i].machine.as_ref().expect("handling").incarnation().clone();
@@ -1148,6 +1240,7 @@ impl<M: NodeMachine> Simulation<M> {
             safeguards: self.params.safeguards.clone(),
         };
         node.machine = Some(M::boot(boot, local));
+        self.incarnations.insert((i, node.gen), me.clone());
         node.paused_until = None;
         node.paused_since = None;
         node.backlog.clear();

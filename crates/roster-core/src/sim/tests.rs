@@ -42,7 +42,13 @@ impl NodeMachine for Toy {
                 for p in &self.peers {
                     fx.push(Effect::Send {
                         to: p.clone(),
-                        msg: PeerMsg::Heartbeat { from: self.me.clone(), sent_at: now, leases: vec![], echoes: vec![] },
+                        msg: PeerMsg::Heartbeat {
+                            from: self.me.clone(),
+                            sent_at: now,
+                            leases: vec![],
+                            echoes: vec![],
+                            presence_seq: 0,
+                        },
                     });
                 }
             }
@@ -220,7 +226,13 @@ fn held_messages_wait_for_release_and_dropped_kinds_never_arrive() {
 
 #[test]
 fn every_message_survives_the_json_round_trip() {
-    let msg = PeerMsg::Heartbeat { from: Incarnation::new("n0", 5), sent_at: 7, leases: vec![], echoes: vec![] };
+    let msg = PeerMsg::Heartbeat {
+        from: Incarnation::new("n0", 5),
+        sent_at: 7,
+        leases: vec![],
+        echoes: vec![],
+        presence_seq: 0,
+    };
     assert_eq!(codec_round_trip(&msg), msg);
     assert_eq!(trace::msg_kind(&msg), "Heartbeat");
 }

@@ -63,7 +63,7 @@ pub fn msg_kind(msg: &PeerMsg) -> String {
 #[allow(unreachable_patterns)] // PeerMsg grows (presence replication): unknown variants print in full.
 pub fn msg_summary(msg: &PeerMsg) -> String {
     match msg {
-        PeerMsg::Heartbeat { from, sent_at, leases, echoes } => {
+        PeerMsg::Heartbeat { from, sent_at, leases, echoes, .. } => {
             let leases: Vec<String> = leases.iter().map(|a| format!("{}@{}", a.partition, a.epoch)).collect();
             let echoes: Vec<String> = echoes.iter().map(|e| format!("{}:{}", e.of, e.sent_at)).collect();
             format!("Heartbeat {from} sent_at={sent_at} leases=[{}] echoes=[{}]", leases.join(" "), echoes.join(" "))
