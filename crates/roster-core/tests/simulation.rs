@@ -20,23 +20,24 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
-/// Run `make(seed)` for `seeds`, spread over the available cores. Returns every failing report
-/// (at most `max_failures` collected) and the merged figures.
+/// Run `make(seed)` for `seeds`, spread over the available cores, until `stop` says a report is
+/// what was searched for or `max_failures` runs failed. Returns the failing
+/// reports, earliest seed first, and the merged figures.
 fn run_seeds(
     seeds: impl Iterator<Item = u64> + Send,
     make: impl Fn(u64) -> SimParams + Sync,
-    stop_at_first: bool,
+    stop: impl Fn(&RunReport) -> bool + Sync,
+    max_failures: usize,
 ) -> (Vec<RunReport>, Figures) {
     let seeds = Mutex::new(seeds);
     let failures = Mutex::new(Vec::new());
     let figures = Mutex::new(Figures::default());
-    let stop = AtomicU64::new(0);
-    let max_failures = env_u64("MAX_FAILURES").unwrap_or(20) as usize;
+    let halt = AtomicU64::new(0);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8);
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {
-                if stop.load(Ordering::Relaxed) > 0 {
+                if halt.load(Ordering::Relaxed) > 0 {
                     return;
                 }
                 let Some(seed) = seeds.lock().unwrap().next() else { return };
@@ -44,10 +45,10 @@ fn run_seeds(
                 figures.lock().unwrap().merge(&report.figures);
                 if !report.passed() {
                     let mut f = failures.lock().unwrap();
-                    f.push(report);
-                    if stop_at_first || f.len() >= max_failures {
-                        stop.store(1, Ordering::Relaxed);
+                    if stop(&report) || f.len() + 1 >= max_failures {
+                        halt.store(1, Ordering::Relaxed);
                     }
+                    f.push(report);
                 }
             });
         }
@@ -97,7 +98,8 @@ fn seeds_test(nodes: usize, default: u64) {
         return;
     }
     let count = env_u64("SEEDS").unwrap_or(default);
-    let (failures, figures) = run_seeds(0..count, |seed| SimParams::random(seed, nodes), false);
+    let max_failures = env_u64("MAX_FAILURES").unwrap_or(20) as usize;
+    let (failures, figures) = run_seeds(0..count, |seed| SimParams::random(seed, nodes), |_| false, max_failures);
     print_figures(&format!("{count} seeds, {nodes} nodes"), &figures);
     if let Some(first) = failures.first() {
         let listed: Vec<String> = failures
@@ -131,112 +133,163 @@ fn seeds_5_nodes() {
 
 // ---- ablation ---------------------------------------------------------------------------
 
-/// Search seeds until one finds a P1 violation with `off` applied to the safeguards; then
-/// check the same seed passes with every safeguard on.
-fn ablation(name: &str, max_seeds: u64, off: fn(&mut Safeguards), make: fn(u64) -> SimParams) {
-    let first = env_u64("ABLATION_FROM").unwrap_or(0);
-    let weakened = |seed| {
-        let mut p = make(seed);
-        off(&mut p.safeguards);
-        p
-    };
-    let (found, _) = run_seeds(first..first + max_seeds, weakened, true);
-    let Some(hit) = found.iter().find(|r| r.found_p1()) else {
-        let other: Vec<String> = found.iter().map(|r| format!("seed {}: {}", r.seed, r.violations[0])).collect();
-        panic!("{name} off: no P1 violation in {max_seeds} seeds (other violations: {other:?})");
-    };
-    let v =
-        hit.violations.iter().find(|v| matches!(v, Violation::SingleSlot { .. } | Violation::StaleDuplicateTab { .. }));
-    println!("{name} off: seed {} breaks P1:\n{}", hit.seed, v.expect("found_p1"));
-    eprintln!("ablation {name}: P1 broken at seed {}", hit.seed);
-    let whole = Simulation::<NodeState>::run(make(hit.seed));
-    assert!(
-        whole.passed(),
-        "with every safeguard on, seed {} must pass:\n{}",
-        hit.seed,
-        replay(make(hit.seed), 200).failure_text()
-    );
+/// One safeguard switched off: its name, the switch, the fault mix biased towards the runs it
+/// protects, and how many seeds the search may take.
+struct Ablation {
+    name: &'static str,
+    off: fn(&mut Safeguards),
+    make: fn(u64) -> SimParams,
+    max_seeds: u64,
 }
 
 fn biased(seed: u64, nodes: usize, faults: FaultMix) -> SimParams {
     SimParams { faults, ..SimParams::random(seed, nodes) }
 }
 
-#[test]
-fn ablation_revoke_before_grant() {
-    ablation(
-        "revoke_before_grant",
-        200,
-        |s| s.revoke_before_grant = false,
-        |seed| {
+const ABLATIONS: &[Ablation] = &[
+    Ablation {
+        name: "revoke_before_grant",
+        off: |s| s.revoke_before_grant = false,
+        // No faults at all: every cross-node takeover overlaps without the rule.
+        make: |seed| {
             let mut p = biased(seed, 3, FaultMix::none());
             p.config = roster_core::sim::sim_config(3, OnConflict::Takeover, 0, 1);
             p
         },
-    );
-}
-
-#[test]
-fn ablation_keep_replaced() {
-    ablation("keep_replaced", 2000, |s| s.keep_replaced = false, |seed| biased(seed, 3, FaultMix::cuts(3)));
-}
-
-#[test]
-fn ablation_quiet_after_restart() {
-    ablation(
-        "quiet_after_restart",
-        2000,
-        |s| s.quiet_after_restart = false,
-        |seed| biased(seed, 3, FaultMix::restarts(3)),
-    );
-}
-
-#[test]
-fn ablation_scan_wait_from_last_heartbeat() {
-    ablation(
-        "scan_wait_from_last_heartbeat",
-        2000,
-        |s| s.scan_wait_from_last_heartbeat = false,
-        |seed| biased(seed, 3, FaultMix::cuts(3)),
-    );
-}
-
-#[test]
-fn ablation_scan_dedup_tabs() {
-    ablation(
-        "scan_dedup_tabs",
-        2000,
-        |s| s.scan_dedup_tabs = false,
-        |seed| {
+        max_seeds: 200,
+    },
+    Ablation {
+        name: "keep_replaced",
+        off: |s| s.keep_replaced = false,
+        make: |seed| biased(seed, 3, FaultMix::cuts(3)),
+        max_seeds: 2000,
+    },
+    Ablation {
+        name: "quiet_after_restart",
+        off: |s| s.quiet_after_restart = false,
+        make: |seed| biased(seed, 3, FaultMix::restarts(3)),
+        max_seeds: 2000,
+    },
+    Ablation {
+        name: "scan_wait_from_last_heartbeat",
+        off: |s| s.scan_wait_from_last_heartbeat = false,
+        make: |seed| biased(seed, 3, FaultMix::cuts(3)),
+        max_seeds: 2000,
+    },
+    Ablation {
+        name: "scan_dedup_tabs",
+        off: |s| s.scan_dedup_tabs = false,
+        make: |seed| {
             let mut p = biased(seed, 3, FaultMix::restarts(3));
             p.network.loss = 0.2;
             p
         },
-    );
-}
-
-#[test]
-fn ablation_fence_stale_epochs() {
-    ablation(
-        "fence_stale_epochs",
-        2000,
-        |s| s.fence_stale_epochs = false,
-        |seed| {
+        max_seeds: 2000,
+    },
+    Ablation {
+        name: "fence_stale_epochs",
+        off: |s| s.fence_stale_epochs = false,
+        make: |seed| {
             let mut p = biased(seed, 3, FaultMix::restarts(3));
             p.network = NetworkParams { spike_chance: 0.05, fifo: false, ..p.network };
             p
         },
+        max_seeds: 2000,
+    },
+    Ablation {
+        name: "scan_quiet_after_start",
+        off: |s| s.scan_quiet_after_start = false,
+        make: |seed| biased(seed, 3, FaultMix::restarts(3)),
+        max_seeds: 2000,
+    },
+];
+
+fn ablation_named(name: &str) -> &'static Ablation {
+    ABLATIONS.iter().find(|a| a.name == name).unwrap_or_else(|| panic!("no ablation named {name}"))
+}
+
+/// Search seeds until one finds a P1 violation with the safeguard off; then check the same
+/// seed passes with every safeguard on. `ABLATION_FROM=k` starts the search at seed k.
+fn ablation(name: &str) {
+    let a = ablation_named(name);
+    let first = env_u64("ABLATION_FROM").unwrap_or(0);
+    let weakened = |seed| {
+        let mut p = (a.make)(seed);
+        (a.off)(&mut p.safeguards);
+        p
+    };
+    let (found, _) = run_seeds(first..first + a.max_seeds, weakened, RunReport::found_p1, usize::MAX);
+    let Some(hit) = found.iter().find(|r| r.found_p1()) else {
+        let mut other: Vec<&str> = found.iter().flat_map(|r| r.violations.iter().map(Violation::kind)).collect();
+        other.sort();
+        other.dedup();
+        panic!("{name} off: no P1 violation in {} seeds (other violations seen: {other:?})", a.max_seeds);
+    };
+    let v =
+        hit.violations.iter().find(|v| matches!(v, Violation::SingleSlot { .. } | Violation::StaleDuplicateTab { .. }));
+    println!("{name} off: seed {} breaks P1:\n{}", hit.seed, v.expect("found_p1"));
+    eprintln!("ablation {name}: P1 broken at seed {} (replay: ABLATION={name} SEED={} [WEAK=1])", hit.seed, hit.seed);
+    let whole = Simulation::<NodeState>::run((a.make)(hit.seed));
+    assert!(
+        whole.passed(),
+        "with every safeguard on, seed {} must pass:\n{}",
+        hit.seed,
+        replay((a.make)(hit.seed), 200).failure_text()
     );
+}
+
+/// `ABLATION=name SEED=k [WEAK=1] cargo test --test simulation replay_ablation_seed -- --nocapture`
+/// prints the whole trace of one ablation run (with the safeguard off if `WEAK=1`).
+#[test]
+fn replay_ablation_seed() {
+    let (Ok(name), Some(seed)) = (std::env::var("ABLATION"), env_u64("SEED")) else { return };
+    let a = ablation_named(&name);
+    let mut params = (a.make)(seed);
+    if env_u64("WEAK") == Some(1) {
+        (a.off)(&mut params.safeguards);
+    }
+    let report = replay(params, usize::MAX);
+    for line in &report.trace {
+        println!("{line}");
+    }
+    for v in &report.violations {
+        println!("VIOLATION {v}");
+    }
+}
+
+#[test]
+fn ablation_revoke_before_grant() {
+    ablation("revoke_before_grant");
+}
+
+#[test]
+fn ablation_keep_replaced() {
+    ablation("keep_replaced");
+}
+
+#[test]
+fn ablation_quiet_after_restart() {
+    ablation("quiet_after_restart");
+}
+
+#[test]
+fn ablation_scan_wait_from_last_heartbeat() {
+    ablation("scan_wait_from_last_heartbeat");
+}
+
+#[test]
+fn ablation_scan_dedup_tabs() {
+    ablation("scan_dedup_tabs");
+}
+
+#[test]
+fn ablation_fence_stale_epochs() {
+    ablation("fence_stale_epochs");
 }
 
 #[test]
 fn ablation_scan_quiet_after_start() {
-    ablation(
-        "scan_quiet_after_start",
-        2000,
-        |s| s.scan_quiet_after_start = false,
-        |seed| biased(seed, 3, FaultMix::restarts(3)),
-    );
+    ablation("scan_quiet_after_start");
 }
 
 // ---- scripted scenarios ---------------------------------------------------------------------
