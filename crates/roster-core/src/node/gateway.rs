@@ -20,11 +20,18 @@ struct GwSlot {
     partition: PartitionId,
     tab: TabKey,
     token: SlotToken,
-    /// The epoch whose announcements extend the horizon.
+    /// The attachment epoch: announcements of `(partition, epoch)` extend the horizon.
     epoch: u64,
-    /// Send time (own clock) of the latest heartbeat the home echoed for this slot.
-    echoed: Millis,
     topics: BTreeSet<Topic>,
+}
+
+/// The slots attached to one `(partition, epoch)`. Their horizon is one value: the send time
+/// of the latest heartbeat of this node that the home echoed while announcing that partition
+/// at that epoch (a grant carries such an echo too), plus `isolation_ms × (1 − max_drift)`.
+#[derive(Clone, Debug, Default)]
+struct Group {
+    echoed: Millis,
+    members: BTreeSet<(SocketId, ScopeKey)>,
 }
 
 /// A join waiting for its home's answer.
@@ -63,6 +70,7 @@ struct Release {
 pub(super) struct Gateway {
     sockets: BTreeMap<SocketId, Socket>,
     slots: BTreeMap<(SocketId, ScopeKey), GwSlot>,
+    groups: BTreeMap<(PartitionId, u64), Group>,
     waiting: BTreeMap<(SocketId, ScopeKey), Waiting>,
     /// Rule 10: per partition, the highest epoch whose scan this node answered.
     fences: BTreeMap<PartitionId, u64>,
@@ -75,12 +83,25 @@ impl Gateway {
     }
 
     pub(super) fn next_horizon(&self, valid_ms: Millis) -> Option<Millis> {
-        let horizons = self.slots.values().map(|s| s.echoed + valid_ms);
+        let horizons = self.groups.values().map(|g| g.echoed + valid_ms);
         horizons.chain(self.waiting.values().map(|w| w.deadline.min(w.next_try))).min()
     }
 
     pub(super) fn release_acked(&mut self, conn: &ConnId, token: SlotToken) {
         self.releases.remove(&(conn.clone(), token));
+    }
+
+    /// Take a slot out (it ended), keeping its group's membership right.
+    fn remove_slot(&mut self, key: &(SocketId, ScopeKey)) -> Option<GwSlot> {
+        let s = self.slots.remove(key)?;
+        let gk = (s.partition, s.epoch);
+        if let Some(g) = self.groups.get_mut(&gk) {
+            g.members.remove(key);
+            if g.members.is_empty() {
+                self.groups.remove(&gk);
+            }
+        }
+        Some(s)
     }
 }
 
@@ -233,7 +254,16 @@ impl NodeState {
         }
         let w = self.gateway.waiting.remove(&key).expect("checked above");
         let tab = TabKey::of(w.tab.as_ref(), &conn);
-        let horizon = echo + valid_ms;
+        let group = self.gateway.groups.entry((p, token.epoch)).or_default();
+        group.members.insert(key.clone());
+        let raised = echo > group.echoed;
+        group.echoed = group.echoed.max(echo);
+        let horizon = group.echoed + valid_ms;
+        if raised {
+            let gateway = self.me.clone();
+            let (partition, epoch) = (p, token.epoch);
+            fx.push(Effect::Record(Record::Horizon { at: now, gateway, partition, epoch, horizon }));
+        }
         fx.push(Effect::Record(Record::Accepted {
             at: now,
             user: w.user.clone(),
@@ -241,6 +271,7 @@ impl NodeState {
             conn: conn.clone(),
             tab: tab.clone(),
             token,
+            partition: p,
             horizon,
         }));
         let topics: BTreeSet<Topic> = w.topics.keys().cloned().collect();
@@ -253,7 +284,7 @@ impl NodeState {
                 event: ClientEvent::Joined { token: Some(token) },
             });
         }
-        let slot = GwSlot { user: w.user, partition: p, tab, token, epoch: token.epoch, echoed: echo, topics };
+        let slot = GwSlot { user: w.user, partition: p, tab, token, epoch: token.epoch, topics };
         self.gateway.slots.insert(key, slot);
     }
 
@@ -306,7 +337,7 @@ impl NodeState {
         let key = (conn.socket, scope.clone());
         let why = reason.clone().unwrap_or_else(|| "replaced".into());
         if self.gateway.slots.get(&key).is_some_and(|s| s.token == token) {
-            let s = self.gateway.slots.remove(&key).expect("checked above");
+            let s = self.gateway.remove_slot(&key).expect("checked above");
             self.end_slot(conn.socket, &scope, &s, &why, reason.is_some(), now, fx);
         } else if let Some(w) = self.gateway.waiting.remove(&key) {
             // Its grant is still on the wire: the join ends here, or it would ask again and
@@ -382,7 +413,7 @@ impl NodeState {
             let slot = self.gateway.slots.get_mut(&key).expect("found");
             slot.topics.remove(topic);
             if slot.topics.is_empty() {
-                let s = self.gateway.slots.remove(&key).expect("found");
+                let s = self.gateway.remove_slot(&key).expect("found");
                 fx.push(Effect::Record(Record::Ended {
                     at: now,
                     conn: self.conn(socket),
@@ -408,7 +439,7 @@ impl NodeState {
         self.gateway.waiting.retain(|k, _| k.0 != socket);
         let keys: Vec<_> = self.gateway.slots.keys().filter(|k| k.0 == socket).cloned().collect();
         for key in keys {
-            let s = self.gateway.slots.remove(&key).expect("listed");
+            let s = self.gateway.remove_slot(&key).expect("listed");
             let why = if clean { "closed" } else { "dropped" };
             fx.push(Effect::Record(Record::Ended {
                 at: now,
@@ -438,10 +469,15 @@ impl NodeState {
     /// Rule 5: slots whose horizon passed are revoked (`node_isolated`) before anything else.
     pub(super) fn expire_horizons(&mut self, now: Millis, fx: &mut Vec<Effect>) {
         let valid_ms = self.isolation_valid_ms();
-        let expired: Vec<_> =
-            self.gateway.slots.iter().filter(|(_, s)| s.echoed + valid_ms <= now).map(|(k, _)| k.clone()).collect();
+        let expired: Vec<(SocketId, ScopeKey)> = self
+            .gateway
+            .groups
+            .values()
+            .filter(|g| g.echoed + valid_ms <= now)
+            .flat_map(|g| g.members.iter().cloned())
+            .collect();
         for key in expired {
-            let s = self.gateway.slots.remove(&key).expect("listed");
+            let s = self.gateway.remove_slot(&key).expect("a group member is a slot");
             self.end_slot(key.0, &key.1, &s, "node_isolated", true, now, fx);
             self.queue_release(self.conn(key.0), s.user, key.1, s.token, true, now, fx);
         }
@@ -451,16 +487,18 @@ impl NodeState {
     /// `leases`: the slots attached to those partitions and epochs live longer.
     pub(super) fn gw_echo(&mut self, leases: &[Announced], echoed: Millis, now: Millis, fx: &mut Vec<Effect>) {
         let valid_ms = self.isolation_valid_ms();
-        let me = self.me.clone();
-        for ((socket, scope), s) in self.gateway.slots.iter_mut() {
-            if s.echoed < echoed && leases.iter().any(|a| a.partition == s.partition && a.epoch == s.epoch) {
-                s.echoed = echoed;
-                fx.push(Effect::Record(Record::Horizon {
-                    at: now,
-                    conn: ConnId { gateway: me.clone(), socket: *socket },
-                    scope: scope.clone(),
-                    horizon: echoed + valid_ms,
-                }));
+        for a in leases {
+            if let Some(g) = self.gateway.groups.get_mut(&(a.partition, a.epoch)) {
+                if g.echoed < echoed {
+                    g.echoed = echoed;
+                    fx.push(Effect::Record(Record::Horizon {
+                        at: now,
+                        gateway: self.me.clone(),
+                        partition: a.partition,
+                        epoch: a.epoch,
+                        horizon: echoed + valid_ms,
+                    }));
+                }
             }
         }
     }
@@ -481,9 +519,25 @@ impl NodeState {
         }
         self.gateway.fences.insert(p, fence.max(epoch));
         let me = self.me.clone();
+        // Re-attach the slots of older epochs to this one; their horizon carries over.
+        let older: Vec<(PartitionId, u64)> = self.gateway.groups.range((p, 0)..(p, epoch)).map(|(k, _)| *k).collect();
+        if !older.is_empty() {
+            let mut merged = self.gateway.groups.remove(&(p, epoch)).unwrap_or_default();
+            for k in older {
+                let g = self.gateway.groups.remove(&k).expect("listed");
+                merged.echoed = merged.echoed.max(g.echoed);
+                for m in &g.members {
+                    if let Some(s) = self.gateway.slots.get_mut(m) {
+                        s.epoch = epoch;
+                    }
+                }
+                merged.members.extend(g.members);
+            }
+            self.gateway.groups.insert((p, epoch), merged);
+            fx.push(Effect::Record(Record::Reattached { at: now, gateway: me.clone(), partition: p, epoch }));
+        }
         let mut slots = Vec::new();
-        for ((socket, scope), s) in self.gateway.slots.iter_mut().filter(|(_, s)| s.partition == p) {
-            s.epoch = s.epoch.max(epoch);
+        for ((socket, scope), s) in self.gateway.slots.iter().filter(|(_, s)| s.partition == p) {
             slots.push(HeldSlot {
                 user: s.user.clone(),
                 scope: scope.clone(),

@@ -19,13 +19,22 @@ pub(super) struct UserScope {
     rules: SlotRules,
 }
 
+type UserKey = (UserId, ScopeKey);
+
 /// A partition this node is home of.
 #[derive(Debug)]
 pub(super) struct Home {
     epoch: u64,
     mint: TokenMint,
     lease_start: Millis,
-    users: BTreeMap<(UserId, ScopeKey), UserScope>,
+    users: BTreeMap<UserKey, UserScope>,
+    /// Index: when each user next needs a tick, so a tick touches only what is due.
+    deadlines: BTreeSet<(Millis, UserKey)>,
+    deadline_of: BTreeMap<UserKey, Millis>,
+    /// Index: users with a revoke or close not yet confirmed (sent again every heartbeat).
+    outstanding: BTreeSet<UserKey>,
+    /// Index: users with joins waiting (admitted once new tabs are no longer blocked).
+    waiters: BTreeSet<UserKey>,
     /// Gateways asked in the scan and not yet answered, with when they were first asked.
     unanswered: BTreeMap<NodeName, Millis>,
     /// Gateway incarnations that answered.
@@ -42,18 +51,64 @@ impl Home {
     }
 
     pub(super) fn next_deadline(&self) -> Option<Millis> {
-        self.users.values().filter_map(|u| u.slots.next_deadline()).min()
+        self.deadlines.first().map(|(d, _)| *d)
     }
 
     pub(super) fn gateway_heard(&mut self, gateway: &Incarnation) {
-        for u in self.users.values_mut() {
-            u.slots.gateway_heard(gateway);
+        let keys: Vec<UserKey> = self.users.keys().cloned().collect();
+        for k in keys {
+            if let Some(u) = self.users.get_mut(&k) {
+                u.slots.gateway_heard(gateway);
+            }
+            self.reindex(&k);
         }
     }
 
     pub(super) fn gateway_unheard(&mut self, gateway: &Incarnation, until: Millis) {
-        for u in self.users.values_mut() {
-            u.slots.gateway_unheard(gateway, until);
+        let keys: Vec<UserKey> = self.users.keys().cloned().collect();
+        for k in keys {
+            if let Some(u) = self.users.get_mut(&k) {
+                u.slots.gateway_unheard(gateway, until);
+            }
+            self.reindex(&k);
+        }
+    }
+
+    /// Bring the indexes up to date after `key`'s slots changed; forget an idle user.
+    fn reindex(&mut self, key: &UserKey) {
+        if let Some(d) = self.deadline_of.remove(key) {
+            self.deadlines.remove(&(d, key.clone()));
+        }
+        self.outstanding.remove(key);
+        self.waiters.remove(key);
+        let Some(u) = self.users.get(key) else { return };
+        if u.slots.is_idle() {
+            self.users.remove(key);
+            return;
+        }
+        if let Some(d) = u.slots.next_deadline() {
+            self.deadlines.insert((d, key.clone()));
+            self.deadline_of.insert(key.clone(), d);
+        }
+        let unconfirmed = u
+            .slots
+            .records()
+            .iter()
+            .any(|r| matches!(r.state, crate::slot::SlotState::Revoking | crate::slot::SlotState::Replaced));
+        if unconfirmed {
+            self.outstanding.insert(key.clone());
+        }
+        if u.slots.waiting() > 0 {
+            self.waiters.insert(key.clone());
+        }
+    }
+
+    /// Install rebuilt user states (end of a scan), indexing them.
+    fn install(&mut self, users: BTreeMap<UserKey, UserScope>) {
+        let keys: Vec<UserKey> = users.keys().cloned().collect();
+        self.users = users;
+        for k in keys {
+            self.reindex(&k);
         }
     }
 }
@@ -89,6 +144,10 @@ impl NodeState {
             mint: TokenMint::new(epoch),
             lease_start: now,
             users: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            deadline_of: BTreeMap::new(),
+            outstanding: BTreeSet::new(),
+            waiters: BTreeSet::new(),
             unanswered: BTreeMap::new(),
             answered: BTreeSet::new(),
             scan_over: false,
@@ -149,11 +208,11 @@ impl NodeState {
             for s in slots {
                 let rules = self.rules_for(&s.scope);
                 let home = self.homes.get_mut(&p).expect("checked above");
-                let entry = home
-                    .users
-                    .entry((s.user, s.scope))
-                    .or_insert_with(|| UserScope { slots: ScopeSlots::new(), rules });
+                let key = (s.user, s.scope);
+                let entry =
+                    home.users.entry(key.clone()).or_insert_with(|| UserScope { slots: ScopeSlots::new(), rules });
                 entry.slots.adopt(s.conn, s.tab, s.token);
+                home.reindex(&key);
             }
             self.dedup_and_send(p, now, fx);
         } else {
@@ -198,7 +257,7 @@ impl NodeState {
             }
         }
         let home = self.homes.get_mut(&p).expect("checked above");
-        home.users = built;
+        home.install(built);
         home.scan_over = true;
         self.dedup_and_send(p, now, fx);
     }
@@ -216,6 +275,9 @@ impl NodeState {
         }
         for (user, scope, e) in out {
             self.slot_effect(&user, &scope, e, now, fx);
+            if let Some(home) = self.homes.get_mut(&p) {
+                home.reindex(&(user, scope));
+            }
         }
     }
 
@@ -335,6 +397,9 @@ impl NodeState {
         }
         for (s, e) in effects {
             self.slot_effect(&user, &s, e, now, fx);
+            if let Some(home) = self.homes.get_mut(&p) {
+                home.reindex(&(user.clone(), s));
+            }
         }
     }
 
@@ -347,24 +412,21 @@ impl NodeState {
                 continue;
             }
             let blocked = self.new_tabs_blocked(p, now);
-            let home = self.homes.get_mut(&p).expect("listed");
-            let due: Vec<(UserId, ScopeKey)> = home
-                .users
-                .iter()
-                .filter(|(_, u)| {
-                    u.slots.next_deadline().is_some_and(|d| d <= now) || (!blocked && u.slots.waiting() > 0)
-                })
-                .map(|(k, _)| k.clone())
-                .collect();
+            let home = self.homes.get(&p).expect("listed");
+            let mut due: BTreeSet<UserKey> =
+                home.deadlines.iter().take_while(|(d, _)| *d <= now).map(|(_, k)| k.clone()).collect();
+            if !blocked {
+                due.extend(home.waiters.iter().cloned());
+            }
             for key in due {
                 let home = self.homes.get_mut(&p).expect("listed");
                 let Some(u) = home.users.get_mut(&key) else { continue };
                 u.slots.set_new_tabs_blocked(blocked);
                 let effects = u.slots.tick(&u.rules, &mut home.mint, now);
+                home.reindex(&key);
                 for e in effects {
                     self.slot_effect(&key.0, &key.1, e, now, fx);
                 }
-                self.forget_idle(p, &key.0, &key.1);
             }
         }
     }
@@ -377,7 +439,7 @@ impl NodeState {
             if !home.scan_over || self.leases.valid(*p, now).is_none() {
                 continue;
             }
-            for ((user, scope), u) in &home.users {
+            for (user, scope, u) in home.outstanding.iter().filter_map(|k| home.users.get(k).map(|u| (&k.0, &k.1, u))) {
                 for r in u.slots.records() {
                     let heard = self.peers.get(&r.conn.gateway.node).is_some_and(|peer| peer.alive);
                     if !heard {
@@ -419,10 +481,7 @@ impl NodeState {
 
     fn forget_idle(&mut self, p: PartitionId, user: &UserId, scope: &ScopeKey) {
         if let Some(home) = self.homes.get_mut(&p) {
-            let key = (user.clone(), scope.clone());
-            if home.users.get(&key).is_some_and(|u| u.slots.is_idle()) {
-                home.users.remove(&key);
-            }
+            home.reindex(&(user.clone(), scope.clone()));
         }
     }
 

@@ -344,11 +344,17 @@ pub enum PresenceMsg {
     SnapshotChunk(crate::SnapshotChunk),
 }
 
-/// A fact a checker needs, with the node's own clock reading. A slot is held from its
-/// `Accepted` until the first of its `Ended` or its latest `Horizon`.
+/// A fact a checker needs, with the node's own clock reading.
+///
+/// A gateway slot is *attached* to `(partition, epoch)`: first the epoch of its token, later a
+/// newer epoch whose recovery scan the gateway answered ([`Record::Reattached`]). Its horizon
+/// is the latest [`Record::Horizon`] of its gateway for its current attachment (horizons only
+/// grow). A slot is held from its `Accepted` until the first of its `Ended` or that horizon; a
+/// crashed gateway's slots count as held until their horizon.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Record {
-    /// The gateway accepted a grant: the connection holds the slot from `at`.
+    /// The gateway accepted a grant: the connection holds the slot from `at`, attached to
+    /// `(partition, token.epoch)`.
     Accepted {
         /// Node clock.
         at: Millis,
@@ -362,19 +368,36 @@ pub enum Record {
         tab: TabKey,
         /// The token.
         token: SlotToken,
-        /// Its validity horizon on the gateway's clock.
+        /// The user's partition.
+        partition: PartitionId,
+        /// The horizon of its attachment at `at`, on the gateway's clock.
         horizon: Millis,
     },
-    /// The slot's horizon moved (an echo arrived); it holds until then unless it ends first.
+    /// Every slot of `gateway` attached to `(partition, epoch)` is valid until `horizon`
+    /// (gateway clock) unless it ends first.
     Horizon {
         /// Node clock.
         at: Millis,
-        /// The connection.
-        conn: ConnId,
-        /// The scope.
-        scope: ScopeKey,
-        /// The new horizon, on the gateway's clock.
+        /// The gateway (this node).
+        gateway: Incarnation,
+        /// The partition.
+        partition: PartitionId,
+        /// The attachment epoch.
+        epoch: u64,
+        /// The new horizon.
         horizon: Millis,
+    },
+    /// Every slot of `gateway` in `partition` attached below `epoch` is now attached to
+    /// `epoch` (the gateway answered that epoch's recovery scan); its horizon carries over.
+    Reattached {
+        /// Node clock.
+        at: Millis,
+        /// The gateway (this node).
+        gateway: Incarnation,
+        /// The partition.
+        partition: PartitionId,
+        /// The new attachment epoch.
+        epoch: u64,
     },
     /// The slot ended at the gateway: revoked, closed, released, or expired.
     Ended {
@@ -384,12 +407,12 @@ pub enum Record {
         conn: ConnId,
         /// The scope.
         scope: ScopeKey,
-        /// Why (`released`, `closed`, `logged_in_elsewhere`, `node_isolated`, ...).
+        /// Why (`left`, `closed`, `dropped`, `replaced`, `logged_in_elsewhere`, `node_isolated`, ...).
         why: String,
     },
-    /// The node's lease on a partition became valid until `until`.
+    /// The node's lease on a partition became valid until `until` (or was renewed).
     LeaseHeld {
-        /// Node clock when the lease started.
+        /// Node clock when the lease (or its renewal) took effect.
         at: Millis,
         /// The partition.
         partition: PartitionId,
