@@ -556,9 +556,17 @@ struct Open {
     token: SlotToken,
     start: Millis,
     horizon: Millis,
+    /// The attachment `(partition, epoch)` whose horizons apply to it.
+    partition: PartitionId,
+    epoch: u64,
 }
 
 /// Rebuild every holding interval from the records; also returns the horizon revivals seen.
+///
+/// A slot is attached to `(partition, epoch)` of its gateway: the epoch of its token at
+/// `Accepted`, then the epoch of every `Reattached` that covers it. A `Horizon` record of
+/// that gateway for its attachment moves its horizon (never back). It holds from `Accepted`
+/// until the first of its `Ended` and its horizon.
 pub fn holding_intervals(history: &History) -> (Vec<HeldInterval>, Vec<Violation>) {
     let mut open: BTreeMap<(ConnId, ScopeKey), Open> = BTreeMap::new();
     let mut done = Vec::new();
@@ -577,44 +585,75 @@ pub fn holding_intervals(history: &History) -> (Vec<HeldInterval>, Vec<Violation
     };
     for NodeRecord { record, .. } in &history.records {
         match record {
-            Record::Accepted { at, user, scope, conn, tab, token, horizon } => {
+            Record::Accepted { at, user, scope, conn, tab, token, partition, horizon } => {
                 let key = (conn.clone(), scope.clone());
                 if let Some(o) = open.get_mut(&key) {
                     if *at <= o.horizon + ROUNDING_MS {
                         // Accepted again while held (a duplicate, or a re-grant): one hold.
                         o.token = o.token.max(*token);
-                        o.horizon = *horizon;
+                        o.horizon = o.horizon.max(*horizon);
+                        o.partition = *partition;
+                        o.epoch = o.epoch.max(token.epoch);
                         continue;
                     }
                     let o = open.remove(&key).expect("present");
                     let h = o.horizon;
                     close(key.clone(), o, h, "horizon".into(), &mut done);
                 }
-                let o = Open { user: user.clone(), tab: tab.clone(), token: *token, start: *at, horizon: *horizon };
+                let o = Open {
+                    user: user.clone(),
+                    tab: tab.clone(),
+                    token: *token,
+                    start: *at,
+                    horizon: *horizon,
+                    partition: *partition,
+                    epoch: token.epoch,
+                };
                 if *horizon <= *at {
                     close(key, o, *at, "horizon at accept".into(), &mut done);
                 } else {
                     open.insert(key, o);
                 }
             }
-            Record::Horizon { at, conn, scope, horizon } => {
-                let key = (conn.clone(), scope.clone());
-                let Some(o) = open.get_mut(&key) else { continue };
-                if *at > o.horizon + ROUNDING_MS {
-                    violations.push(Violation::RevivedAfterHorizon {
-                        conn: conn.clone(),
-                        scope: scope.clone(),
-                        horizon: o.horizon,
-                        at: *at,
-                    });
-                    let o = open.remove(&key).expect("present");
-                    let h = o.horizon;
-                    close(key, o, h, "horizon".into(), &mut done);
-                } else if *horizon <= *at {
-                    let o = open.remove(&key).expect("present");
-                    close(key, o, *at, "horizon moved back".into(), &mut done);
-                } else {
-                    o.horizon = *horizon;
+            Record::Horizon { at, gateway, partition, epoch, horizon } => {
+                let members: Vec<(ConnId, ScopeKey)> = open
+                    .iter()
+                    .filter(|((c, _), o)| &c.gateway == gateway && o.partition == *partition && o.epoch == *epoch)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in members {
+                    let o = open.get_mut(&key).expect("listed");
+                    if *at > o.horizon + ROUNDING_MS {
+                        violations.push(Violation::RevivedAfterHorizon {
+                            conn: key.0.clone(),
+                            scope: key.1.clone(),
+                            horizon: o.horizon,
+                            at: *at,
+                        });
+                        let o = open.remove(&key).expect("present");
+                        let h = o.horizon;
+                        close(key, o, h, "horizon".into(), &mut done);
+                    } else {
+                        o.horizon = o.horizon.max(*horizon);
+                    }
+                }
+            }
+            Record::Reattached { at, gateway, partition, epoch } => {
+                let members: Vec<(ConnId, ScopeKey)> = open
+                    .iter()
+                    .filter(|((c, _), o)| &c.gateway == gateway && o.partition == *partition && o.epoch < *epoch)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in members {
+                    let o = open.get_mut(&key).expect("listed");
+                    if *at > o.horizon + ROUNDING_MS {
+                        // It had expired before: nothing to re-attach.
+                        let o = open.remove(&key).expect("present");
+                        let h = o.horizon;
+                        close(key, o, h, "horizon".into(), &mut done);
+                    } else {
+                        o.epoch = *epoch;
+                    }
                 }
             }
             Record::Ended { at, conn, scope, why } => {
@@ -1017,13 +1056,31 @@ mod tests {
                 conn: c.clone(),
                 tab: TabKey::Tab(tab.into()),
                 token,
+                partition: PartitionId(3),
                 horizon,
             },
         }
     }
 
+    /// A horizon for every slot of `c`'s gateway attached to partition 3 at epoch 10.
     fn horizon(c: &ConnId, at: Millis, horizon: Millis) -> NodeRecord {
-        NodeRecord { node: c.gateway.clone(), record: Record::Horizon { at, conn: c.clone(), scope: scope(), horizon } }
+        horizon_at_epoch(c, 10, at, horizon)
+    }
+
+    fn horizon_at_epoch(c: &ConnId, epoch: u64, at: Millis, horizon: Millis) -> NodeRecord {
+        let gateway = c.gateway.clone();
+        NodeRecord {
+            node: c.gateway.clone(),
+            record: Record::Horizon { at, gateway, partition: PartitionId(3), epoch, horizon },
+        }
+    }
+
+    fn reattached(c: &ConnId, epoch: u64, at: Millis) -> NodeRecord {
+        let gateway = c.gateway.clone();
+        NodeRecord {
+            node: c.gateway.clone(),
+            record: Record::Reattached { at, gateway, partition: PartitionId(3), epoch },
+        }
     }
 
     fn ended(c: &ConnId, at: Millis, why: &str) -> NodeRecord {
@@ -1127,6 +1184,28 @@ mod tests {
         let mut h2 = h.clone();
         h2.records[2] = accepted(&b, "tab-b", tok(2), 4299, 8299);
         assert_eq!(p1(&check(&h2)).len(), 1);
+    }
+
+    #[test]
+    fn horizons_apply_to_the_attachment_and_follow_a_reattach() {
+        let a = conn("n1", 1);
+        // Epoch 11's horizons do not move a slot attached to epoch 10...
+        let h = history(vec![accepted(&a, "tab-a", tok(1), 100, 4100), horizon_at_epoch(&a, 11, 300, 9000)]);
+        assert_eq!(check(&h).intervals[0].end, 4100);
+        // ...until the slot is re-attached to epoch 11 (its horizon carries over).
+        let h = history(vec![
+            accepted(&a, "tab-a", tok(1), 100, 4100),
+            reattached(&a, 11, 200),
+            horizon(&a, 250, 8000),
+            horizon_at_epoch(&a, 11, 300, 9000),
+        ]);
+        let v = check(&h);
+        assert!(v.passed(), "{:?}", v.violations);
+        assert_eq!(v.intervals[0].end, 9000);
+        // A horizon of another gateway does not move it either.
+        let other = conn("n2", 1);
+        let h = history(vec![accepted(&a, "tab-a", tok(1), 100, 4100), horizon(&other, 300, 9000)]);
+        assert_eq!(check(&h).intervals[0].end, 4100);
     }
 
     #[test]

@@ -1158,11 +1158,14 @@ impl<M: NodeMachine> Simulation<M> {
         let now = self.now;
         let g = |v: Millis| if v == local { now } else { clock.first_global_reaching(v) };
         match record {
-            Record::Accepted { at, user, scope, conn, tab, token, horizon } => {
-                Record::Accepted { at: g(at), user, scope, conn, tab, token, horizon: g(horizon) }
+            Record::Accepted { at, user, scope, conn, tab, token, partition, horizon } => {
+                Record::Accepted { at: g(at), user, scope, conn, tab, token, partition, horizon: g(horizon) }
             }
-            Record::Horizon { at, conn, scope, horizon } => {
-                Record::Horizon { at: g(at), conn, scope, horizon: g(horizon) }
+            Record::Horizon { at, gateway, partition, epoch, horizon } => {
+                Record::Horizon { at: g(at), gateway, partition, epoch, horizon: g(horizon) }
+            }
+            Record::Reattached { at, gateway, partition, epoch } => {
+                Record::Reattached { at: g(at), gateway, partition, epoch }
             }
             Record::Ended { at, conn, scope, why } => Record::Ended { at: g(at), conn, scope, why },
             Record::LeaseHeld { at, partition, epoch, until } => {

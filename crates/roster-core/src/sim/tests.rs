@@ -68,6 +68,7 @@ impl NodeMachine for Toy {
                         tab: TabKey::of(j.tab.as_ref(), &conn),
                         conn,
                         token,
+                        partition: crate::PartitionId(0),
                         horizon: now + 4000,
                     }));
                 }

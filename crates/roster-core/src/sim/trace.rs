@@ -123,7 +123,10 @@ pub fn record_summary(r: &Record) -> String {
             "RECORD Accepted {conn} user={user} {scope} tab={} token={token} horizon={horizon}",
             super::checker::tab_name(tab)
         ),
-        Record::Horizon { conn, scope, horizon, .. } => format!("RECORD Horizon {conn} {scope} horizon={horizon}"),
+        Record::Horizon { partition, epoch, horizon, .. } => {
+            format!("RECORD Horizon {partition}@{epoch} horizon={horizon}")
+        }
+        Record::Reattached { partition, epoch, .. } => format!("RECORD Reattached {partition}@{epoch}"),
         Record::Ended { conn, scope, why, .. } => format!("RECORD Ended {conn} {scope} {why}"),
         Record::LeaseHeld { partition, epoch, until, .. } => {
             format!("RECORD LeaseHeld {partition}@{epoch} until={until}")
