@@ -285,14 +285,24 @@ impl RunReport {
     }
 }
 
+/// What a scenario's filter does to the messages it matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum InterceptMode {
+    /// Hold the next one back, then stop filtering ([`Simulation::hold_next`]).
+    HoldNext,
+    /// Hold every one back until released ([`Simulation::hold_all`]).
+    HoldAll,
+    /// Lose every one ([`Simulation::drop_all`]).
+    DropAll,
+}
+
 /// A scenario's filter on one kind of message of one link.
 #[derive(Clone, Debug)]
 struct Intercept {
     from: usize,
     to: usize,
     kind: String,
-    /// Hold the next one back ([`Simulation::hold_next`]); otherwise lose them all.
-    hold_once: bool,
+    mode: InterceptMode,
 }
 
 #[derive(Clone, Debug)]
@@ -758,21 +768,29 @@ impl<M: NodeMachine> Simulation<M> {
     /// Hold back the next message of kind `kind` (`SlotGrant`, `ScanReply`, ...) from `from`
     /// to `to` until [`Simulation::release_held`].
     pub fn hold_next(&mut self, from: usize, to: usize, kind: &str) {
-        self.intercepts.push(Intercept { from, to, kind: kind.to_owned(), hold_once: true });
+        self.intercepts.push(Intercept { from, to, kind: kind.to_owned(), mode: InterceptMode::HoldNext });
+    }
+
+    /// Hold back every message of kind `kind` from `from` to `to` until
+    /// [`Simulation::release_held`].
+    pub fn hold_all(&mut self, from: usize, to: usize, kind: &str) {
+        self.intercepts.push(Intercept { from, to, kind: kind.to_owned(), mode: InterceptMode::HoldAll });
     }
 
     /// Lose every message of kind `kind` from `from` to `to` from now on.
     pub fn drop_all(&mut self, from: usize, to: usize, kind: &str) {
-        self.intercepts.push(Intercept { from, to, kind: kind.to_owned(), hold_once: false });
+        self.intercepts.push(Intercept { from, to, kind: kind.to_owned(), mode: InterceptMode::DropAll });
     }
 
     /// Stop losing messages by kind (held messages stay held).
     pub fn stop_dropping(&mut self) {
-        self.intercepts.retain(|i| i.hold_once);
+        self.intercepts.retain(|i| i.mode != InterceptMode::DropAll);
     }
 
-    /// Deliver every held message now (in the order they were held).
+    /// Stop holding messages back and deliver every held one now (in the order they were
+    /// held).
     pub fn release_held(&mut self) {
+        self.intercepts.retain(|i| i.mode == InterceptMode::DropAll);
         for (from, to, from_gen, msg) in std::mem::take(&mut self.held) {
             self.trace.log(self.now, || format!("SCRIPT release held {}", trace::msg_summary(&msg)));
             let to_gen = self.nodes[to].gen;
@@ -1190,8 +1208,10 @@ impl<M: NodeMachine> Simulation<M> {
         if !self.intercepts.is_empty() {
             let kind = trace::msg_kind(&msg);
             if let Some(k) = self.intercepts.iter().position(|h| h.from == i && h.to == j && h.kind == kind) {
-                if self.intercepts[k].hold_once {
-                    self.intercepts.remove(k);
+                if self.intercepts[k].mode != InterceptMode::DropAll {
+                    if self.intercepts[k].mode == InterceptMode::HoldNext {
+                        self.intercepts.remove(k);
+                    }
                     self.trace.log(self.now, || format!("SCRIPT held {kind} n{i} -> n{j}"));
                     self.held.push((i, j, self.nodes[i].gen, msg));
                 } else {

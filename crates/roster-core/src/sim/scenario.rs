@@ -25,7 +25,8 @@ pub enum Step {
     /// Let `ms` pass.
     Advance(Millis),
     /// Name a user whose partition `home` holds now; with `next`, one whose partition would go
-    /// to `next` if `home` died (its preferred node among the others).
+    /// to `next` if `home` died (its preferred node among the others); with `preferred`, one
+    /// whose partition prefers that node among all nodes (so it moves there by handover).
     PickUser {
         /// The name used in later steps.
         alias: &'static str,
@@ -33,6 +34,8 @@ pub enum Step {
         home: &'static str,
         /// The node that must be its next home.
         next: Option<&'static str>,
+        /// The node its partition prefers among all nodes.
+        preferred: Option<&'static str>,
     },
     /// Open a socket on `node` for `user` (an alias, or a literal id) with `tab`, and join
     /// `topic`; the client is called `client`.
@@ -87,7 +90,17 @@ pub enum Step {
         /// Message kind.
         kind: &'static str,
     },
-    /// Deliver every held message now.
+    /// Hold back every message of a kind from one node to another, until
+    /// [`Step::ReleaseHeld`].
+    HoldAll {
+        /// Sender.
+        from: &'static str,
+        /// Receiver.
+        to: &'static str,
+        /// Message kind.
+        kind: &'static str,
+    },
+    /// Stop holding messages back and deliver every held one now.
     ReleaseHeld,
     /// Lose every message of a kind from one node to another from now on.
     DropAll {
@@ -209,7 +222,7 @@ impl<M: NodeMachine> Player<M> {
                 self.say(format!("advance {ms} ms"));
                 self.sim.advance(*ms);
             }
-            Step::PickUser { alias, home, next } => {
+            Step::PickUser { alias, home, next, preferred } => {
                 let partitions = self.sim.params().config.cluster.partitions;
                 let names: Vec<NodeName> =
                     self.sim.params().config.cluster.nodes.iter().map(|n| n.name.clone()).collect();
@@ -223,15 +236,20 @@ impl<M: NodeMachine> Player<M> {
                     };
                     let k: usize = u.as_str().trim_start_matches("user-").parse().expect("user-<k>");
                     skip = k + 1;
+                    let p = partition_of(&u, partitions);
                     let fits = next.is_none_or(|next| {
                         let rest: Vec<&NodeName> = names.iter().filter(|n| n.as_str() != *home).collect();
-                        preferred_home(partition_of(&u, partitions), rest).is_some_and(|n| n.as_str() == next)
-                    });
+                        preferred_home(p, rest).is_some_and(|n| n.as_str() == next)
+                    }) && preferred
+                        .is_none_or(|pref| preferred_home(p, &names).is_some_and(|n| n.as_str() == pref));
                     if fits {
                         break u;
                     }
                 };
-                let then = next.map(|n| format!(", next home {n}")).unwrap_or_default();
+                let mut then = next.map(|n| format!(", next home {n}")).unwrap_or_default();
+                if let Some(pref) = preferred {
+                    then.push_str(&format!(", preferring {pref}"));
+                }
                 self.say(format!("pick {alias} = {user} homed on {home}{then} ({})", partition_of(&user, partitions)));
                 self.users.insert(alias, user);
             }
@@ -315,6 +333,11 @@ impl<M: NodeMachine> Player<M> {
                 self.say(format!("hold the next {kind} {from} -> {to}"));
                 let (f, t) = (self.sim.node_index(from), self.sim.node_index(to));
                 self.sim.hold_next(f, t, kind);
+            }
+            Step::HoldAll { from, to, kind } => {
+                self.say(format!("hold every {kind} {from} -> {to}"));
+                let (f, t) = (self.sim.node_index(from), self.sim.node_index(to));
+                self.sim.hold_all(f, t, kind);
             }
             Step::ReleaseHeld => {
                 self.say("release held messages".into());
