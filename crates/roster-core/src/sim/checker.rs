@@ -425,7 +425,10 @@ pub struct Figures {
     pub joins_ok: u64,
     /// Joins answered with an error, by reason.
     pub joins_failed: BTreeMap<String, u64>,
-    /// Joins never answered (the client left first or the run ended).
+    /// Joins whose client went away before an answer (socket closed, tab reconnected
+    /// elsewhere, gateway died).
+    pub joins_gone: u64,
+    /// Joins still waiting when the run ended.
     pub joins_unanswered: u64,
     /// Wait of each signed-in join that succeeded, from join to `Joined` (ms).
     pub join_wait_ms: Vec<Millis>,
@@ -474,6 +477,7 @@ impl Figures {
         for (reason, n) in &other.joins_failed {
             *self.joins_failed.entry(reason.clone()).or_default() += n;
         }
+        self.joins_gone += other.joins_gone;
         self.joins_unanswered += other.joins_unanswered;
         self.join_wait_ms.extend_from_slice(&other.join_wait_ms);
         self.new_tab_wait_after_home_death_ms.extend_from_slice(&other.new_tab_wait_after_home_death_ms);
@@ -488,7 +492,7 @@ impl Figures {
     /// A multi-line human summary.
     pub fn summary(&self) -> String {
         format!(
-            "runs {}; grants {}; joins ok {}, failed {:?}, unanswered {}\n\
+            "runs {}; grants {}; joins ok {}, failed {:?}, client gone first {}, pending at the end {}\n\
              join wait (ms): {}\n\
              new tab wait after its home was killed (ms): {}\n\
              resume wait after its home was killed (ms): {}\n\
@@ -500,6 +504,7 @@ impl Figures {
             self.grants,
             self.joins_ok,
             self.joins_failed,
+            self.joins_gone,
             self.joins_unanswered,
             describe(&self.join_wait_ms),
             describe(&self.new_tab_wait_after_home_death_ms),
@@ -902,7 +907,8 @@ pub fn measure(history: &History, intervals: &[HeldInterval], leases: &[LeaseSpa
                 }
             }
             Some((_, JoinOutcome::Failed(reason))) => *f.joins_failed.entry(reason.clone()).or_default() += 1,
-            Some((_, JoinOutcome::Gone)) | None => f.joins_unanswered += 1,
+            Some((_, JoinOutcome::Gone)) => f.joins_gone += 1,
+            None => f.joins_unanswered += 1,
         }
     }
 

@@ -16,6 +16,8 @@ struct Toy {
     epoch: u64,
     booted_with: u64,
     seen: Vec<(Millis, Input)>,
+    /// Presences it shows: its own joins, never removed (a ghost factory).
+    shown: Vec<(ConnId, Topic, String)>,
 }
 
 impl NodeMachine for Toy {
@@ -28,6 +30,7 @@ impl NodeMachine for Toy {
             epoch: boot.stored_epoch,
             booted_with: boot.stored_epoch,
             seen: Vec::new(),
+            shown: Vec::new(),
         }
     }
 
@@ -52,9 +55,12 @@ impl NodeMachine for Toy {
                     });
                 }
             }
+            Input::Join(j) if j.user.as_ref().is_some_and(|u| u.as_str() == "mute") => {}
             Input::Join(j) => {
                 let token = SlotToken { epoch: self.epoch, generation: 1 };
                 let conn = ConnId { gateway: self.me.clone(), socket: j.socket };
+                let key = j.user.as_ref().map_or("anonymous".to_owned(), |u| u.to_string());
+                self.shown.push((conn.clone(), j.topic.clone(), key));
                 fx.push(Effect::Client {
                     socket: j.socket,
                     topic: j.topic.clone(),
@@ -84,6 +90,19 @@ impl NodeMachine for Toy {
 
     fn incarnation(&self) -> &Incarnation {
         &self.me
+    }
+
+    fn presence_digest(&self) -> Option<PresenceDigest> {
+        let mut by_topic: std::collections::BTreeMap<Topic, Vec<(String, PhxRef, NodeName)>> = Default::default();
+        for (conn, topic, key) in &self.shown {
+            let phx_ref = PhxRef(conn.to_string());
+            by_topic.entry(topic.clone()).or_default().push((key.clone(), phx_ref, conn.gateway.node.clone()));
+        }
+        Some(by_topic.into_iter().collect())
+    }
+
+    fn presence_of(&self, conn: &ConnId) -> Vec<Topic> {
+        self.shown.iter().filter(|(c, _, _)| c == conn).map(|(_, t, _)| t.clone()).collect()
     }
 }
 
@@ -236,4 +255,40 @@ fn every_message_survives_the_json_round_trip() {
     };
     assert_eq!(codec_round_trip(&msg), msg);
     assert_eq!(trace::msg_kind(&msg), "Heartbeat");
+}
+
+#[test]
+fn a_join_never_answered_is_a_p5_violation() {
+    let mut sim = Simulation::<Toy>::new(params(8));
+    sim.advance(100);
+    sim.client_join(1, Some("mute".into()), Some("t".into()), "room:1".into(), JoinKind::NewTab).unwrap();
+    sim.advance(10_000);
+    assert!(sim.finish().passed(), "not yet beyond join_wait_ms + 1 s");
+    let mut sim = Simulation::<Toy>::new(params(8));
+    sim.advance(100);
+    sim.client_join(1, Some("mute".into()), Some("t".into()), "room:1".into(), JoinKind::NewTab).unwrap();
+    sim.advance(12_000);
+    let report = sim.finish();
+    let kinds: Vec<&str> = report.violations.iter().map(Violation::kind).collect();
+    assert_eq!(kinds, ["P5-unanswered-join"]);
+}
+
+#[test]
+fn presence_is_checked_after_a_quiet_period_for_ghosts_and_divergence() {
+    let mut sim = Simulation::<Toy>::new(params(9));
+    sim.advance(100);
+    let a = sim.client_join(0, Some("alice".into()), Some("a".into()), "room:1".into(), JoinKind::NewTab).unwrap();
+    sim.client_join(1, Some("bob".into()), Some("b".into()), "room:1".into(), JoinKind::NewTab).unwrap();
+    sim.client_close(a, true);
+    sim.settle();
+    sim.advance(5000);
+    let report = sim.finish();
+    assert!(report.presence_checked);
+    let kinds: std::collections::BTreeSet<&str> = report.violations.iter().map(Violation::kind).collect();
+    // Each toy shows only its own joins (P4), never drops a closed one (P3), and so misses
+    // the other node's joined bob (P5).
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        ["P3-ghost-presence", "P4-presence-diverged", "P5-missing-presence"]
+    );
 }
