@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+bash scripts/js-deps.sh
 cargo test --workspace --all-targets
 cargo test --workspace --doc

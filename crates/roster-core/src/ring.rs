@@ -60,6 +60,11 @@ fn rendezvous_weight(partition: PartitionId, node: &NodeName) -> u64 {
     xxh3_64_with_seed(node.as_str().as_bytes(), u64::from(partition.0))
 }
 
+/// The presence shard of `topic` among `shards` (a stable hash, like [`partition_of`]).
+pub fn shard_of(topic: &crate::ids::Topic, shards: u32) -> usize {
+    (xxh3_64(topic.as_str().as_bytes()) % u64::from(shards.max(1))) as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,9 +1,39 @@
 //! # roster-runtime
 //!
-//! Roster's actors on one node (and, later, between nodes): they run the core's `NodeState`
-//! and carry out its effects.
+//! Roster's actors on one node: they run the core's `NodeState` and carry out its effects, and
+//! give Rust backends the embedding API ([`Node`], [`Session`], [`Connection`]).
 //!
 //! ## Layout
+//! - `node`: the embedding API and the `NodeSupervisor` that owns the tree below.
+//! - `node_actor`: `NodeActor`, which runs `NodeState` and executes its effects.
+//! - `gateway`: `Gateway`, which links every `ConnectionActor` and reports their ends.
+//! - `connection`: `ConnectionActor`, one per socket or session (local only).
+//! - `presence_shard`: `PresenceShard`s: subscriptions, coalesced diffs, broadcasts by topic.
+//! - `epoch_store`: the highest granted epoch in `data_dir/NAME`.
 //! - `codec`: the versioned, fallible codec for node-to-node payloads.
+//! - `clock`: monotonic milliseconds for the core.
+//!
+//! ```text
+//! NodeSupervisor
+//! ├── PresenceShard(0..k)   by hash(topic)
+//! ├── NodeActor             NodeState: leases, homes and user slots, gateway slots, presence
+//! └── Gateway
+//!     └── ConnectionActor   one per socket (local only)
+//! ```
 
+mod clock;
 pub mod codec;
+mod connection;
+mod epoch_store;
+mod error;
+mod gateway;
+mod node;
+mod node_actor;
+mod presence_shard;
+
+pub use clock::Clock;
+pub use connection::{CloseReason, ConnEvent, Joined};
+pub use epoch_store::EpochStore;
+pub use error::{JoinError, PushError, RuntimeError};
+pub use node::{Connection, JoinRequest, Node, NodeOptions, PresenceSubscription, Session, Stats, TopicPresence};
+pub use node_actor::{NodeMsg, NodeStatus, PeerSink};

@@ -91,6 +91,18 @@ impl Gateway {
         self.releases.remove(&(conn.clone(), token));
     }
 
+    pub(super) fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub(super) fn waiting_count(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub(super) fn socket_count(&self) -> usize {
+        self.sockets.len()
+    }
+
     /// Take a slot out (it ended), keeping its group's membership right.
     fn remove_slot(&mut self, key: &(SocketId, ScopeKey)) -> Option<GwSlot> {
         let s = self.slots.remove(key)?;

@@ -50,6 +50,10 @@ impl Home {
         self.scan_over
     }
 
+    pub(super) fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
     pub(super) fn next_deadline(&self) -> Option<Millis> {
         self.deadlines.first().map(|(d, _)| *d)
     }
@@ -297,6 +301,21 @@ impl NodeState {
             };
             now < from + doubt
         })
+    }
+
+    pub(super) fn home_slot_holds(
+        &self,
+        p: PartitionId,
+        user: &UserId,
+        scope: &ScopeKey,
+        token: SlotToken,
+        now: Millis,
+    ) -> Option<bool> {
+        if !self.serving(p, now) {
+            return None;
+        }
+        let home = self.homes.get(&p)?;
+        Some(home.users.get(&(user.clone(), scope.clone())).is_some_and(|u| u.slots.holds(token)))
     }
 
     /// Whether this node may act as home of `p` at `now`: a valid lease and a finished scan.

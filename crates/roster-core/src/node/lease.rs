@@ -73,6 +73,10 @@ impl Leases {
         self.held.iter().filter(|(_, h)| h.valid_until > now).map(|(p, h)| (*p, h.epoch, h.valid_until)).collect()
     }
 
+    pub(super) fn held_count(&self) -> usize {
+        self.held.len()
+    }
+
     pub(super) fn learn_epoch(&mut self, p: PartitionId, epoch: u64) {
         if let Some(k) = self.known.get_mut(p.0 as usize) {
             *k = (*k).max(epoch);

@@ -41,6 +41,23 @@ pub struct NodeBoot {
     pub safeguards: Safeguards,
 }
 
+/// What a node holds right now (see [`NodeState::counts`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeCounts {
+    /// `(user, scope)` states on the partitions this node is home of.
+    pub home_users: usize,
+    /// Slots held by this node's sockets.
+    pub gateway_slots: usize,
+    /// Joins waiting for their home's answer.
+    pub waiting_joins: usize,
+    /// Sockets known to the gateway side.
+    pub sockets: usize,
+    /// Entries in the presence replica (all origins).
+    pub presence_entries: usize,
+    /// Partition leases held.
+    pub leases: usize,
+}
+
 /// One node's cluster logic. See the module documentation.
 #[derive(Debug)]
 pub struct NodeState {
@@ -159,6 +176,39 @@ impl NodeState {
     /// Partitions whose lease this node holds now, with epoch and expiry (own clock).
     pub fn leases_held(&self, now: Millis) -> Vec<(PartitionId, u64, Millis)> {
         self.leases.held(now)
+    }
+
+    /// Whether `token` still holds its slot for `(user, scope)`, as this node knows it as the
+    /// user's home; `None` when this node is not serving that user's partition now.
+    pub fn slot_holds(
+        &self,
+        user: &crate::UserId,
+        scope: &crate::ScopeKey,
+        token: crate::SlotToken,
+        now: Millis,
+    ) -> Option<bool> {
+        let p = crate::partition_of(user, self.config.cluster.partitions);
+        self.home_slot_holds(p, user, scope, token, now)
+    }
+
+    /// How the presence list of `topic` shows anonymous viewers (from its policy).
+    pub fn anonymous_view(&self, topic: &crate::Topic) -> crate::AnonymousView {
+        match self.config.policy_for(topic).anonymous {
+            crate::AnonymousMode::List => crate::AnonymousView::List,
+            _ => crate::AnonymousView::Count,
+        }
+    }
+
+    /// Counts for stats and health: what this node holds right now.
+    pub fn counts(&self) -> NodeCounts {
+        NodeCounts {
+            home_users: self.homes.values().map(|h| h.user_count()).sum(),
+            gateway_slots: self.gateway.slot_count(),
+            waiting_joins: self.gateway.waiting_count(),
+            sockets: self.gateway.socket_count(),
+            presence_entries: self.presence.len(),
+            leases: self.leases.held_count(),
+        }
     }
 
     fn receive(&mut self, from: NodeName, msg: PeerMsg, now: Millis, fx: &mut Vec<Effect>) {

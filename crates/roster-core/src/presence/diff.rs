@@ -113,6 +113,17 @@ impl PresenceChanges {
     }
 }
 
+impl FromIterator<(Topic, TopicChanges)> for PresenceChanges {
+    /// Reassemble changes split by topic (e.g. routed to presence shards by topic).
+    fn from_iter<I: IntoIterator<Item = (Topic, TopicChanges)>>(iter: I) -> Self {
+        let mut out = PresenceChanges::default();
+        for (topic, changes) in iter {
+            out.merge(PresenceChanges { topics: BTreeMap::from([(topic, changes)]) });
+        }
+        out
+    }
+}
+
 impl IntoIterator for PresenceChanges {
     type Item = (Topic, TopicChanges);
     type IntoIter = std::collections::btree_map::IntoIter<Topic, TopicChanges>;

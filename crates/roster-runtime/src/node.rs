@@ -1,0 +1,666 @@
+//! The embedding API: start a [`Node`], [`Node::join`] users to topics and get [`Session`]s,
+//! read and watch presence ([`Node::presence`]), validate fencing tokens, kick, shut down.
+//! For sockets that join several topics (the WebSocket gateway), [`Node::connect`] gives a
+//! [`Connection`].
+//!
+//! ```text
+//! NodeSupervisor        ◀── started by Node::start, stopped by Node::shutdown
+//! ├── PresenceShard(0..k)
+//! ├── NodeActor
+//! └── Gateway
+//!     └── ConnectionActor   ◀── one per Connection / Session
+//! ```
+
+use crate::clock::Clock;
+use crate::connection::{CloseReason, CloseState, ConnEvent, ConnMsg, Joined};
+use crate::epoch_store::EpochStore;
+use crate::error::{JoinError, PushError, RuntimeError};
+use crate::gateway::{Gateway, GatewayArgs, GatewayMsg};
+use crate::node_actor::{NodeActor, NodeArgs, NodeMsg, NodeStatus, PeerSink, Published};
+use crate::presence_shard::{PresenceShard, ShardArgs, ShardMsg, Subscriber};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor_cluster::RactorMessage;
+use roster_core::{
+    Config, Incarnation, Meta, MetaValue, NodeBoot, NodeName, PresenceDiff, PresenceList, Role, Safeguards, SlotToken,
+    SocketId, TabId, Topic, UserId,
+};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, watch};
+
+/// How to start a node.
+#[derive(Clone)]
+pub struct NodeOptions {
+    /// The cluster configuration (validated at start).
+    pub config: Config,
+    /// Which of its nodes this process is.
+    pub node: NodeName,
+    /// Where the epoch file lives; default: the config's `cluster.data_dir`.
+    pub data_dir: Option<PathBuf>,
+    /// Test-only switches; all safeguards on by default.
+    pub safeguards: Safeguards,
+    /// The cluster link's sender (set by the cluster layer); `None` on a single node.
+    pub peers: Option<PeerSink>,
+}
+
+impl NodeOptions {
+    /// One node with the built-in defaults (`Config::single_node`).
+    pub fn single() -> Self {
+        Self::for_node(Config::single_node(), NodeName::from("local"))
+    }
+
+    /// Node `node` of `config`.
+    pub fn for_node(config: Config, node: NodeName) -> Self {
+        Self { config, node, data_dir: None, safeguards: Safeguards::default(), peers: None }
+    }
+
+    /// Keep the epoch file under `dir` instead of the config's `data_dir`.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+}
+
+/// A join through the embedding API: who, where, which tab, with what meta.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JoinRequest {
+    /// The signed-in user, or `None` for an anonymous viewer.
+    pub user: Option<UserId>,
+    /// Their role (for `exempt_roles`).
+    pub role: Option<Role>,
+    /// The topic.
+    pub topic: Topic,
+    /// The browser tab: the same tab joining again from a new session resumes.
+    pub tab_id: Option<TabId>,
+    /// The user's meta, shown in presence.
+    pub meta: Meta,
+}
+
+impl JoinRequest {
+    /// A signed-in `user` joining `topic`.
+    pub fn user(user: impl Into<UserId>, topic: impl Into<Topic>) -> Self {
+        Self { user: Some(user.into()), topic: topic.into(), ..Self::default() }
+    }
+
+    /// An anonymous viewer of `topic`.
+    pub fn anonymous(topic: impl Into<Topic>) -> Self {
+        Self { topic: topic.into(), ..Self::default() }
+    }
+
+    /// With a tab id.
+    pub fn tab(mut self, tab: impl Into<TabId>) -> Self {
+        self.tab_id = Some(tab.into());
+        self
+    }
+
+    /// With a role.
+    pub fn role(mut self, role: impl Into<Role>) -> Self {
+        self.role = Some(role.into());
+        self
+    }
+
+    /// With one meta entry.
+    pub fn meta(mut self, key: &str, value: MetaValue) -> Self {
+        self.meta.insert(key.to_owned(), value);
+        self
+    }
+}
+
+/// What a node holds (from [`Node::stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// `(user, scope)` slot states on this node's homes: users with live sessions.
+    pub live_users: usize,
+    /// Open connections (sessions and sockets).
+    pub sessions: usize,
+    /// Slots held by this node's connections.
+    pub slots: usize,
+    /// Presence entries in this node's replica.
+    pub presence_entries: usize,
+    /// Actors alive: the supervisor, node actor, gateway, shards, and one per connection.
+    pub actors: usize,
+}
+
+#[derive(RactorMessage)]
+enum SupMsg {
+    Children(RpcReplyPort<(ActorRef<NodeMsg>, ActorRef<GatewayMsg>, usize)>),
+}
+
+struct SupArgs {
+    boot: NodeBoot,
+    store: EpochStore,
+    clock: Clock,
+    published: Published,
+    peers: Option<PeerSink>,
+    ready: watch::Sender<bool>,
+}
+
+struct SupState {
+    node: ActorRef<NodeMsg>,
+    gateway: ActorRef<GatewayMsg>,
+    shards: Vec<ActorRef<ShardMsg>>,
+}
+
+/// `NodeSupervisor`: starts the shards, the node actor and the gateway, linked. If any of them
+/// dies, the node stops as a whole: a node whose core died must not look alive.
+struct NodeSupervisor;
+
+impl Actor for NodeSupervisor {
+    type Msg = SupMsg;
+    type State = SupState;
+    type Arguments = SupArgs;
+
+    async fn pre_start(&self, myself: ActorRef<SupMsg>, args: SupArgs) -> Result<SupState, ActorProcessingErr> {
+        let config = Arc::new(args.boot.config.clone());
+        let mut shards = Vec::new();
+        for _ in 0..config.presence.shards.max(1) {
+            let shard_args = ShardArgs { config: config.clone(), clock: args.clock };
+            let (shard, _) = Actor::spawn_linked(None, PresenceShard, shard_args, myself.get_cell()).await?;
+            shards.push(shard);
+        }
+        let max_topics = config.server.max_topics_per_socket as usize;
+        let node_args = NodeArgs {
+            boot: args.boot,
+            store: args.store,
+            clock: args.clock,
+            shards: shards.clone(),
+            published: args.published,
+            peers: args.peers,
+            ready: args.ready,
+        };
+        let (node, _) = Actor::spawn_linked(None, NodeActor, node_args, myself.get_cell()).await?;
+        let gw_args = GatewayArgs { node: node.clone(), max_topics };
+        let (gateway, _) = Actor::spawn_linked(None, Gateway, gw_args, myself.get_cell()).await?;
+        Ok(SupState { node, gateway, shards })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<SupMsg>,
+        msg: SupMsg,
+        st: &mut SupState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupMsg::Children(reply) => {
+                let _ = reply.send((st.node.clone(), st.gateway.clone(), st.shards.len()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupMsg>,
+        evt: SupervisionEvent,
+        _st: &mut SupState,
+    ) -> Result<(), ActorProcessingErr> {
+        match evt {
+            SupervisionEvent::ActorFailed(cell, err) => {
+                tracing::error!(actor = %cell.get_id(), error = %err, "a node actor failed: stopping the node");
+                myself.stop(Some("child failed".into()));
+            }
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                tracing::info!(actor = %cell.get_id(), reason = ?reason, "a node actor stopped: stopping the node");
+                myself.stop(Some("child stopped".into()));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<SupMsg>, st: &mut SupState) -> Result<(), ActorProcessingErr> {
+        st.gateway.stop_children(None);
+        st.gateway.stop(None);
+        st.node.stop(None);
+        for s in &st.shards {
+            s.stop(None);
+        }
+        Ok(())
+    }
+}
+
+struct NodeInner {
+    name: NodeName,
+    incarnation: Incarnation,
+    config: Arc<Config>,
+    supervisor: ActorRef<SupMsg>,
+    node: ActorRef<NodeMsg>,
+    gateway: ActorRef<GatewayMsg>,
+    shard_count: usize,
+    published: Published,
+    ready: watch::Receiver<bool>,
+    next_socket: AtomicU64,
+    next_subscription: AtomicU64,
+}
+
+/// A running Roster node, embedded in this process. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+/// How long a call waits beyond the configured join wait before the node counts as gone.
+const CALL_MARGIN: Duration = Duration::from_secs(5);
+
+impl Node {
+    /// Start a node. A cluster of one admits joins at once; a cluster member once its leases
+    /// and scans allow (see [`Node::ready`]).
+    pub async fn start(opts: NodeOptions) -> Result<Node, RuntimeError> {
+        opts.config.validate()?;
+        opts.config.require_node(&opts.node)?;
+        let data_dir = opts.data_dir.clone().unwrap_or_else(|| PathBuf::from(&opts.config.cluster.data_dir));
+        let store = EpochStore::open(&data_dir, opts.node.as_str())?;
+        let stored_epoch = store.load()?;
+        let wall_clock_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let incarnation = Incarnation::new(opts.node.clone(), uuid::Uuid::new_v4().as_u128());
+        let boot = NodeBoot {
+            me: incarnation.clone(),
+            config: opts.config.clone(),
+            stored_epoch,
+            wall_clock_ms,
+            safeguards: opts.safeguards.clone(),
+        };
+        let published = Published::default();
+        let (ready_tx, ready) = watch::channel(false);
+        let args = SupArgs {
+            boot,
+            store,
+            clock: Clock::start(),
+            published: published.clone(),
+            peers: opts.peers,
+            ready: ready_tx,
+        };
+        let (supervisor, _) = Actor::spawn(None, NodeSupervisor, args)
+            .await
+            .map_err(|e| RuntimeError::Spawn(format!("node supervisor: {e}")))?;
+        let (node, gateway, shard_count) = supervisor
+            .call(SupMsg::Children, Some(CALL_MARGIN))
+            .await
+            .ok()
+            .and_then(success)
+            .ok_or(RuntimeError::NotRunning)?;
+        tracing::info!(node = %opts.node, incarnation = %incarnation, "node started");
+        Ok(Node {
+            inner: Arc::new(NodeInner {
+                name: opts.node,
+                incarnation,
+                config: Arc::new(opts.config),
+                supervisor,
+                node,
+                gateway,
+                shard_count,
+                published,
+                ready,
+                next_socket: AtomicU64::new(1),
+                next_subscription: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &NodeName {
+        &self.inner.name
+    }
+
+    /// This boot's incarnation.
+    pub fn incarnation(&self) -> &Incarnation {
+        &self.inner.incarnation
+    }
+
+    /// The configuration it runs.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The node actor (for the cluster layer, which delivers peer messages to it).
+    pub fn node_actor(&self) -> &ActorRef<NodeMsg> {
+        &self.inner.node
+    }
+
+    /// Wait until the node admits joins (start-up waits over, every partition has a home), or
+    /// `timeout` passes. Returns whether it is ready.
+    pub async fn ready(&self, timeout: Duration) -> bool {
+        let mut rx = self.inner.ready.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|r| *r)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// Whether the node admits joins now.
+    pub fn is_ready(&self) -> bool {
+        *self.inner.ready.borrow()
+    }
+
+    /// Open a connection (a socket) for `user` with `role` (`None`: anonymous). Its events are
+    /// queued up to `outbound` deep; a client that falls further behind is closed.
+    pub async fn connect(
+        &self,
+        user: Option<UserId>,
+        role: Option<Role>,
+        outbound: usize,
+    ) -> Result<Connection, RuntimeError> {
+        let socket = SocketId(self.inner.next_socket.fetch_add(1, Ordering::Relaxed));
+        let (out, events) = mpsc::channel(outbound.max(1));
+        let close = Arc::new(CloseState::default());
+        let c = close.clone();
+        let actor = self
+            .inner
+            .gateway
+            .call(
+                |reply| GatewayMsg::Connect { socket, user: user.clone(), role, out, close: c, reply },
+                Some(CALL_MARGIN),
+            )
+            .await
+            .ok()
+            .and_then(success)
+            .flatten()
+            .ok_or(RuntimeError::NotRunning)?;
+        Ok(Connection { node: self.clone(), socket, user, actor, events, close, drop_clean: false, closed: false })
+    }
+
+    /// Join `req.user` to `req.topic`: a session that holds the slot (or waits, or is refused,
+    /// as the topic's policy says). Dropping the session leaves.
+    pub async fn join(&self, req: JoinRequest) -> Result<Session, JoinError> {
+        let outbound = self.inner.config.server.outbound_queue as usize;
+        let mut conn = self.connect(req.user, req.role, outbound).await.map_err(|_| JoinError::Closed)?;
+        conn.drop_clean = true;
+        let joined = conn.join(req.topic.clone(), req.tab_id, req.meta).await?;
+        Ok(Session { conn, topic: req.topic, joined })
+    }
+
+    /// The presence of one topic: its list and its diffs.
+    pub fn presence(&self, topic: impl Into<Topic>) -> TopicPresence {
+        TopicPresence { node: self.clone(), topic: topic.into() }
+    }
+
+    /// Whether `token` still holds `user`'s slot in `topic`'s scope. `None`: this node is not
+    /// the user's home right now (ask the home; the cluster layer does).
+    pub async fn validate(&self, user: &UserId, topic: &Topic, token: SlotToken) -> Option<bool> {
+        let (user, topic) = (user.clone(), topic.clone());
+        self.inner
+            .node
+            .call(|reply| NodeMsg::Validate { user, topic, token, reply }, Some(CALL_MARGIN))
+            .await
+            .ok()
+            .and_then(success)
+            .flatten()
+    }
+
+    /// Revoke `user`'s slots (in one topic's scope, or all): their clients get `slot_revoked`
+    /// with `reason`.
+    pub fn kick(&self, user: UserId, topic: Option<Topic>, reason: impl Into<String>) {
+        let _ = self.inner.node.cast(NodeMsg::Kick { user, topic, reason: reason.into() });
+    }
+
+    /// What the node holds now, and its readiness and leases.
+    pub async fn status(&self) -> Result<NodeStatus, RuntimeError> {
+        self.inner
+            .node
+            .call(NodeMsg::Status, Some(CALL_MARGIN))
+            .await
+            .ok()
+            .and_then(success)
+            .ok_or(RuntimeError::NotRunning)
+    }
+
+    /// Counts of live users, sessions, slots, presence entries and actors.
+    pub async fn stats(&self) -> Result<Stats, RuntimeError> {
+        let status = self.status().await?;
+        let sessions = self
+            .inner
+            .gateway
+            .call(GatewayMsg::Count, Some(CALL_MARGIN))
+            .await
+            .ok()
+            .and_then(success)
+            .ok_or(RuntimeError::NotRunning)?;
+        Ok(Stats {
+            live_users: status.counts.home_users,
+            sessions,
+            slots: status.counts.gateway_slots,
+            presence_entries: status.counts.presence_entries,
+            actors: 3 + self.inner.shard_count + sessions,
+        })
+    }
+
+    /// Graceful shutdown: every slot and lease released at once, every connection closed
+    /// with [`CloseReason::Shutdown`], then the actors stop.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.node.call(NodeMsg::Shutdown, Some(CALL_MARGIN)).await;
+        let _ = self.inner.supervisor.stop_and_wait(Some("shutdown".into()), Some(CALL_MARGIN)).await;
+        tracing::info!(node = %self.inner.name, "node stopped");
+    }
+}
+
+fn success<T>(r: ractor::rpc::CallResult<T>) -> Option<T> {
+    match r {
+        ractor::rpc::CallResult::Success(v) => Some(v),
+        _ => None,
+    }
+}
+
+/// One socket on this node: joins several topics, receives their events in order.
+pub struct Connection {
+    node: Node,
+    socket: SocketId,
+    user: Option<UserId>,
+    actor: ActorRef<ConnMsg>,
+    events: mpsc::Receiver<ConnEvent>,
+    close: Arc<CloseState>,
+    /// Dropping closes cleanly (a session's leave) or as a drop (a vanished client).
+    drop_clean: bool,
+    closed: bool,
+}
+
+impl Connection {
+    /// The socket id.
+    pub fn socket(&self) -> SocketId {
+        self.socket
+    }
+
+    /// The signed-in user, if any.
+    pub fn user(&self) -> Option<&UserId> {
+        self.user.as_ref()
+    }
+
+    /// Join `topic` as `tab` with `meta`. Waits as long as the topic's policy makes it wait
+    /// (at most the server's `join_wait_ms`).
+    pub async fn join(&self, topic: impl Into<Topic>, tab: Option<TabId>, meta: Meta) -> Result<Joined, JoinError> {
+        let topic = topic.into();
+        let wait = Duration::from_millis(self.node.inner.config.server.join_wait_ms) + CALL_MARGIN;
+        self.actor
+            .call(|reply| ConnMsg::Join { topic, tab, meta, reply }, Some(wait))
+            .await
+            .ok()
+            .and_then(success)
+            .unwrap_or(Err(JoinError::Closed))
+    }
+
+    /// Leave `topic` cleanly.
+    pub fn leave(&self, topic: impl Into<Topic>) {
+        let _ = self.actor.cast(ConnMsg::Leave { topic: topic.into() });
+    }
+
+    /// Replace this connection's meta in `topic` (subscribers see one leave and one join).
+    pub async fn update_meta(&self, topic: impl Into<Topic>, meta: Meta) -> Result<(), PushError> {
+        let topic = topic.into();
+        self.actor
+            .call(|reply| ConnMsg::UpdateMeta { topic, meta, reply }, Some(CALL_MARGIN))
+            .await
+            .ok()
+            .and_then(success)
+            .unwrap_or(Err(PushError::Closed))
+    }
+
+    /// Broadcast `event` with `body` to every other connection in `topic`.
+    pub async fn push(
+        &self,
+        topic: impl Into<Topic>,
+        event: impl Into<String>,
+        body: MetaValue,
+    ) -> Result<(), PushError> {
+        let (topic, event) = (topic.into(), event.into());
+        self.actor
+            .call(|reply| ConnMsg::Push { topic, event, body, reply }, Some(CALL_MARGIN))
+            .await
+            .ok()
+            .and_then(success)
+            .unwrap_or(Err(PushError::Closed))
+    }
+
+    /// The next event; `None` once the connection has ended (see [`Connection::close_reason`]).
+    pub async fn recv(&mut self) -> Option<ConnEvent> {
+        self.events.recv().await
+    }
+
+    /// An event if one is queued.
+    pub fn try_recv(&mut self) -> Option<ConnEvent> {
+        self.events.try_recv().ok()
+    }
+
+    /// Why the connection ended ([`CloseReason::Open`] while it has not).
+    pub fn close_reason(&self) -> CloseReason {
+        self.close.get()
+    }
+
+    /// Close: `clean` for a close on purpose (slots freed at once), otherwise as a dropped
+    /// client (a `reserve_ms` reservation applies).
+    pub fn close(mut self, clean: bool) {
+        self.closed = true;
+        let _ = self.actor.cast(ConnMsg::Close { clean });
+    }
+
+    /// Kill the connection's actor outright, as a crash would.
+    pub fn kill(&self) {
+        self.actor.kill();
+    }
+
+    /// Test support: make the connection's actor panic.
+    #[doc(hidden)]
+    pub fn inject_panic(&self) {
+        let _ = self.actor.cast(ConnMsg::Panic);
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if !self.closed {
+            let _ = self.actor.cast(ConnMsg::Close { clean: self.drop_clean });
+        }
+    }
+}
+
+/// A user's session in one topic, from [`Node::join`]. Dropping it leaves.
+pub struct Session {
+    conn: Connection,
+    topic: Topic,
+    joined: Joined,
+}
+
+impl Session {
+    /// The slot's fencing token (`None` for anonymous viewers and exempt roles).
+    pub fn token(&self) -> Option<SlotToken> {
+        self.joined.token
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &Topic {
+        &self.topic
+    }
+
+    /// The topic's presence right after the join.
+    pub fn presence_state(&self) -> &PresenceList {
+        &self.joined.state
+    }
+
+    /// The next event (revoked, closed, a presence diff, a broadcast); `None` once ended.
+    pub async fn next_event(&mut self) -> Option<ConnEvent> {
+        self.conn.recv().await
+    }
+
+    /// An event if one is queued.
+    pub fn try_event(&mut self) -> Option<ConnEvent> {
+        self.conn.try_recv()
+    }
+
+    /// Replace this session's meta.
+    pub async fn update_meta(&self, meta: Meta) -> Result<(), PushError> {
+        self.conn.update_meta(self.topic.clone(), meta).await
+    }
+
+    /// Broadcast to the topic's other sessions.
+    pub async fn push(&self, event: impl Into<String>, body: MetaValue) -> Result<(), PushError> {
+        self.conn.push(self.topic.clone(), event, body).await
+    }
+
+    /// Leave cleanly (the slot is freed at once).
+    pub fn leave(self) {
+        self.conn.close(true);
+    }
+
+    /// End as a vanished client would (no clean close: `reserve_ms` applies).
+    pub fn disconnect(self) {
+        self.conn.close(false);
+    }
+
+    /// The underlying connection.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+/// One topic's presence on a node.
+pub struct TopicPresence {
+    node: Node,
+    topic: Topic,
+}
+
+impl TopicPresence {
+    /// The list as last published (at most `diff_ms` behind the node's replica). Never waits
+    /// behind the node's writes.
+    pub fn list(&self) -> Arc<PresenceList> {
+        let published = self.node.inner.published.read().unwrap_or_else(|e| e.into_inner());
+        published.get(&self.topic).cloned().unwrap_or_default()
+    }
+
+    /// The list exactly as the node's replica holds it now (this waits behind the node's
+    /// writes; [`TopicPresence::list`] does not).
+    pub async fn current(&self) -> Arc<PresenceList> {
+        let topic = self.topic.clone();
+        self.node
+            .inner
+            .node
+            .call(|reply| NodeMsg::List { topic, reply }, Some(CALL_MARGIN))
+            .await
+            .ok()
+            .and_then(success)
+            .unwrap_or_default()
+    }
+
+    /// Subscribe to the topic's coalesced diffs (one per `diff_ms` window at most). A
+    /// subscriber that does not keep up (1024 diffs behind) is dropped: its stream ends.
+    pub fn subscribe(&self) -> PresenceSubscription {
+        let (tx, rx) = mpsc::channel(1024);
+        let id = self.node.inner.next_subscription.fetch_add(1, Ordering::Relaxed);
+        let sub = Subscriber::Channel { id, tx };
+        let _ = self.node.inner.node.cast(NodeMsg::Subscribe { topic: self.topic.clone(), sub });
+        PresenceSubscription { rx }
+    }
+}
+
+/// A stream of one topic's presence diffs.
+pub struct PresenceSubscription {
+    rx: mpsc::Receiver<Arc<PresenceDiff>>,
+}
+
+impl PresenceSubscription {
+    /// The next diff; `None` if the subscription ended.
+    pub async fn next(&mut self) -> Option<Arc<PresenceDiff>> {
+        self.rx.recv().await
+    }
+
+    /// A diff if one is queued.
+    pub fn try_next(&mut self) -> Option<Arc<PresenceDiff>> {
+        self.rx.try_recv().ok()
+    }
+}

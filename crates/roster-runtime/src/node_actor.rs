@@ -1,0 +1,376 @@
+//! `NodeActor`: runs this node's `NodeState` (the core's one machine per node: leases, homes
+//! and their user slots, the gateway side, the presence replica) and carries out its effects.
+//! On one node it plays DESIGN.md's Registry and LeaseKeeper; between nodes its peer messages
+//! go through the cluster link.
+//!
+//! ```text
+//! NodeSupervisor
+//! ├── NodeActor   ◀── here: NodeState, epoch store, published presence lists
+//! ├── PresenceShard(0..k)  ◀── joins/leaves per topic, subscriptions, broadcasts
+//! └── Gateway ──── SocketClosed ──▶ NodeActor
+//!     └── ConnectionActor ──── joins, leaves, pushes ──▶ NodeActor ──── answers ──▶ ConnectionActor
+//! ```
+//!
+//! Messages to this node itself (a join whose home is this node) are handled in the same
+//! turn, so a local join costs no mailbox round trip and goes through exactly the code a
+//! remote one does. Effects run in order; an epoch is stored and synced before the grant that
+//! uses it is sent, and if it cannot be stored the actor stops rather than risk two holders.
+
+use crate::clock::Clock;
+use crate::connection::ConnMsg;
+use crate::epoch_store::EpochStore;
+use crate::presence_shard::{ShardMsg, Subscriber};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorMessage;
+use roster_core::{
+    shard_of, ClientEvent, Effect, Input, Millis, NodeBoot, NodeCounts, NodeName, NodeState, PartitionId, PeerMsg,
+    PresenceChanges, PresenceList, SlotToken, SocketId, Topic, UserId,
+};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, RwLock};
+
+/// Presence lists published for readers, per topic: readers never wait behind the node
+/// actor's writes. Refreshed at most once per `diff_ms` per changed topic.
+pub type Published = Arc<RwLock<HashMap<Topic, Arc<PresenceList>>>>;
+
+/// Where messages for other nodes go (the cluster link); `None` on a single node.
+pub type PeerSink = Arc<dyn Fn(NodeName, PeerMsg) + Send + Sync>;
+
+/// A node's view for `/cluster` and `/ready`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeStatus {
+    /// This node's name.
+    pub name: NodeName,
+    /// Its incarnation (name and boot id).
+    pub incarnation: String,
+    /// It admits joins now.
+    pub ready: bool,
+    /// Leases held: partition, epoch, and milliseconds until expiry.
+    pub leases: Vec<(PartitionId, u64, Millis)>,
+    /// What it holds.
+    pub counts: NodeCounts,
+}
+
+/// Messages to the node actor.
+#[derive(RactorMessage)]
+pub enum NodeMsg {
+    /// A timer: run whatever is due.
+    Tick,
+    /// Publish the presence lists of changed topics.
+    Publish,
+    /// A client input from a connection actor.
+    Input(Input),
+    /// A new connection (from the Gateway, before the connection can join anything).
+    Register {
+        /// Its socket.
+        socket: SocketId,
+        /// Its actor.
+        conn: ActorRef<ConnMsg>,
+    },
+    /// A connection ended (from the Gateway).
+    SocketClosed {
+        /// Its socket.
+        socket: SocketId,
+        /// A clean close (no reservation).
+        clean: bool,
+    },
+    /// A signed-in user's push, for the topic's subscribers.
+    Broadcast {
+        /// The topic.
+        topic: Topic,
+        /// The sender.
+        from: UserId,
+        /// The event.
+        event: String,
+        /// The payload.
+        body: roster_core::MetaValue,
+        /// The sending socket.
+        except: Option<SocketId>,
+    },
+    /// A message from another node (through the cluster link).
+    Peer {
+        /// The sender's name.
+        from: NodeName,
+        /// The message.
+        msg: PeerMsg,
+    },
+    /// The transport closed its session to a peer.
+    LinkDown(NodeName),
+    /// Subscribe an embedding channel to a topic's diffs.
+    Subscribe {
+        /// The topic.
+        topic: Topic,
+        /// The subscriber.
+        sub: Subscriber,
+    },
+    /// Does this token still hold the slot? `None`: this node is not the user's home now.
+    Validate {
+        /// The user.
+        user: UserId,
+        /// A topic of the scope.
+        topic: Topic,
+        /// The token.
+        token: SlotToken,
+        /// The answer.
+        reply: RpcReplyPort<Option<bool>>,
+    },
+    /// Revoke a user's slots (all, or one topic's scope).
+    Kick {
+        /// The user.
+        user: UserId,
+        /// One topic, or all.
+        topic: Option<Topic>,
+        /// Shown to the client.
+        reason: String,
+    },
+    /// A topic's list as the replica holds it now (waits behind writes; readers that must not
+    /// wait use the published lists).
+    List {
+        /// The topic.
+        topic: Topic,
+        /// The list.
+        reply: RpcReplyPort<Arc<PresenceList>>,
+    },
+    /// What the node holds.
+    Status(RpcReplyPort<NodeStatus>),
+    /// Graceful shutdown: release slots and leases at once, close every connection.
+    Shutdown(RpcReplyPort<()>),
+}
+
+/// What the node actor starts with.
+pub struct NodeArgs {
+    /// The core's boot values.
+    pub boot: NodeBoot,
+    /// The epoch store.
+    pub store: EpochStore,
+    /// The node's clock.
+    pub clock: Clock,
+    /// The presence shards.
+    pub shards: Vec<ActorRef<ShardMsg>>,
+    /// Published presence lists.
+    pub published: Published,
+    /// The cluster link's sender, if any.
+    pub peers: Option<PeerSink>,
+    /// Whether the node admits joins (updated on every tick).
+    pub ready: tokio::sync::watch::Sender<bool>,
+}
+
+/// The node actor. See the module documentation.
+pub struct NodeActor;
+
+/// The node actor's state.
+pub struct NodeActorState {
+    core: NodeState,
+    me: NodeName,
+    store: EpochStore,
+    clock: Clock,
+    shards: Vec<ActorRef<ShardMsg>>,
+    published: Published,
+    peers: Option<PeerSink>,
+    conns: HashMap<SocketId, ActorRef<ConnMsg>>,
+    dirty: HashSet<Topic>,
+    publish_scheduled: bool,
+    tick_at: Option<Millis>,
+    ready: tokio::sync::watch::Sender<bool>,
+}
+
+impl NodeActorState {
+    fn shard(&self, topic: &Topic) -> &ActorRef<ShardMsg> {
+        &self.shards[shard_of(topic, self.shards.len() as u32)]
+    }
+
+    /// Feed one input and carry out every effect, handling messages to this node in the same
+    /// turn.
+    fn run(&mut self, input: Input) -> Result<(), ActorProcessingErr> {
+        let mut queue = VecDeque::from([input]);
+        while let Some(input) = queue.pop_front() {
+            let now = self.clock.now();
+            for effect in self.core.handle(input, now) {
+                match effect {
+                    Effect::Send { to, msg } if to == self.me => {
+                        queue.push_back(Input::Receive { from: to, msg });
+                    }
+                    Effect::Send { to, msg } => match &self.peers {
+                        Some(send) => send(to, msg),
+                        None => tracing::debug!(peer = %to, "no cluster link: message to a peer dropped"),
+                    },
+                    Effect::PersistEpoch(epoch) => {
+                        // Rule 3: stored before the grant that uses it leaves this node.
+                        self.store.store(epoch).map_err(|e| {
+                            tracing::error!(error = %e, "cannot store the epoch: stopping rather than risk two holders");
+                            Box::new(e) as ActorProcessingErr
+                        })?;
+                    }
+                    Effect::Client { socket, topic, event } => self.to_client(socket, topic, event),
+                    Effect::PresenceChanged(changes) => self.presence_changed(changes),
+                    Effect::Record(r) => tracing::debug!(target: "roster::record", record = ?r),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn to_client(&mut self, socket: SocketId, topic: Topic, event: ClientEvent) {
+        let Some(conn) = self.conns.get(&socket) else { return };
+        let mut state = None;
+        match &event {
+            ClientEvent::Joined { .. } => {
+                // presence_state is taken at the same instant the subscription starts: every
+                // later change reaches this connection as a diff.
+                let view = self.core.anonymous_view(&topic);
+                state = Some(Arc::new(self.core.presence().list(&topic, view)));
+                let sub = Subscriber::Conn { socket, conn: conn.clone() };
+                let _ = self.shard(&topic).cast(ShardMsg::Subscribe { topic: topic.clone(), sub });
+            }
+            ClientEvent::Revoked { .. } | ClientEvent::Closed => {
+                let _ = self.shard(&topic).cast(ShardMsg::Unsubscribe { topic: topic.clone(), socket });
+            }
+            ClientEvent::JoinFailed { .. } => {}
+        }
+        let _ = conn.cast(ConnMsg::Event { topic, event, state });
+    }
+
+    fn presence_changed(&mut self, changes: PresenceChanges) {
+        let n = self.shards.len();
+        let mut per_shard: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
+        for (topic, c) in changes {
+            self.dirty.insert(topic.clone());
+            per_shard[shard_of(&topic, n as u32)].push((topic, c));
+        }
+        for (i, part) in per_shard.into_iter().enumerate() {
+            if !part.is_empty() {
+                let _ = self.shards[i].cast(ShardMsg::Changes(part.into_iter().collect()));
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        let mut published = self.published.write().unwrap_or_else(|e| e.into_inner());
+        for topic in self.dirty.drain() {
+            let view = self.core.anonymous_view(&topic);
+            let list = self.core.presence().list(&topic, view);
+            if list.0.is_empty() {
+                published.remove(&topic);
+            } else {
+                published.insert(topic, Arc::new(list));
+            }
+        }
+    }
+
+    fn schedule(&mut self, myself: &ActorRef<NodeMsg>) {
+        let wake = self.core.next_wake();
+        if self.tick_at.is_none_or(|t| wake < t) {
+            self.tick_at = Some(wake);
+            myself.send_after(self.clock.until(wake), || NodeMsg::Tick);
+        }
+        if !self.dirty.is_empty() && !self.publish_scheduled {
+            self.publish_scheduled = true;
+            let diff_ms = self.core.config().presence.diff_ms;
+            myself.send_after(std::time::Duration::from_millis(diff_ms), || NodeMsg::Publish);
+        }
+    }
+}
+
+impl Actor for NodeActor {
+    type Msg = NodeMsg;
+    type State = NodeActorState;
+    type Arguments = NodeArgs;
+
+    async fn pre_start(&self, myself: ActorRef<NodeMsg>, args: NodeArgs) -> Result<NodeActorState, ActorProcessingErr> {
+        let me = args.boot.me.node.clone();
+        let core = NodeState::new(args.boot, args.clock.now());
+        let mut st = NodeActorState {
+            core,
+            me,
+            store: args.store,
+            clock: args.clock,
+            shards: args.shards,
+            published: args.published,
+            peers: args.peers,
+            conns: HashMap::new(),
+            dirty: HashSet::new(),
+            publish_scheduled: false,
+            tick_at: None,
+            ready: args.ready,
+        };
+        st.run(Input::Tick)?;
+        st.schedule(&myself);
+        Ok(st)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<NodeMsg>,
+        msg: NodeMsg,
+        st: &mut NodeActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            NodeMsg::Tick => {
+                st.tick_at = None;
+                st.run(Input::Tick)?;
+                let ready = st.core.is_ready(st.clock.now());
+                st.ready.send_if_modified(|r| std::mem::replace(r, ready) != ready);
+            }
+            NodeMsg::Publish => {
+                st.publish_scheduled = false;
+                st.publish();
+            }
+            NodeMsg::Input(input) => st.run(input)?,
+            NodeMsg::Register { socket, conn } => {
+                st.conns.insert(socket, conn);
+            }
+            NodeMsg::SocketClosed { socket, clean } => {
+                st.conns.remove(&socket);
+                for shard in &st.shards {
+                    let _ = shard.cast(ShardMsg::UnsubscribeSocket { socket });
+                }
+                st.run(Input::SocketClosed { socket, clean })?;
+            }
+            NodeMsg::Broadcast { topic, from, event, body, except } => {
+                let _ = st.shard(&topic).cast(ShardMsg::Broadcast { topic, from, event, body, except });
+            }
+            NodeMsg::Peer { from, msg } => st.run(Input::Receive { from, msg })?,
+            NodeMsg::LinkDown(peer) => st.run(Input::LinkDown { peer })?,
+            NodeMsg::Subscribe { topic, sub } => {
+                let _ = st.shard(&topic).cast(ShardMsg::Subscribe { topic, sub });
+            }
+            NodeMsg::Validate { user, topic, token, reply } => {
+                let scope = st.core.config().policy_for(&topic).scope_key(&topic);
+                let _ = reply.send(st.core.slot_holds(&user, &scope, token, st.clock.now()));
+            }
+            NodeMsg::Kick { user, topic, reason } => st.run(Input::Kick { user, topic, reason })?,
+            NodeMsg::List { topic, reply } => {
+                let view = st.core.anonymous_view(&topic);
+                let _ = reply.send(Arc::new(st.core.presence().list(&topic, view)));
+            }
+            NodeMsg::Status(reply) => {
+                let now = st.clock.now();
+                let leases = st
+                    .core
+                    .leases_held(now)
+                    .into_iter()
+                    .map(|(p, e, until)| (p, e, until.saturating_sub(now)))
+                    .collect();
+                let _ = reply.send(NodeStatus {
+                    name: st.me.clone(),
+                    incarnation: st.core.incarnation().to_string(),
+                    ready: st.core.is_ready(now),
+                    leases,
+                    counts: st.core.counts(),
+                });
+            }
+            NodeMsg::Shutdown(reply) => {
+                st.run(Input::Shutdown)?;
+                st.ready.send_replace(false);
+                for conn in st.conns.values() {
+                    let _ = conn.cast(ConnMsg::Shutdown);
+                }
+                st.publish();
+                let _ = reply.send(());
+                return Ok(());
+            }
+        }
+        st.schedule(&myself);
+        Ok(())
+    }
+}

@@ -1,0 +1,294 @@
+//! Phoenix Channels serializer v2: one text frame is the JSON array
+//! `[join_ref, ref, topic, event, payload]`.
+//!
+//! `join_ref` names one join of a channel (the client numbers its joins), `ref` one message
+//! awaiting a reply; both are strings or `null`. Server pushes (`presence_diff`, broadcasts)
+//! carry `ref = null`; replies echo the request's refs. The payload may be any JSON value here:
+//! what an event requires of it is checked where the event is handled.
+//!
+//! Parsing never panics: a frame from the network is remote input, and every way it can be
+//! wrong is a [`FrameError`].
+
+use serde_json::{json, Value};
+
+/// One Phoenix v2 message, either direction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Frame {
+    /// The join this message belongs to (`null` for `heartbeat` and for server pushes
+    /// outside any join).
+    pub join_ref: Option<String>,
+    /// The message reference a `phx_reply` echoes; `null` on server pushes.
+    pub msg_ref: Option<String>,
+    /// The topic, e.g. `room:42`, or `phoenix` for heartbeats.
+    pub topic: String,
+    /// The event, e.g. `phx_join`, `heartbeat`, `presence_diff`, or an app's own.
+    pub event: String,
+    /// The payload, any JSON value.
+    pub payload: Value,
+}
+
+/// Why a text frame is not a Phoenix v2 message. The frame is dropped; the socket and its
+/// channels are unchanged (the server may answer or count it, see [`FrameError::kind`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// Not JSON at all; the message is the parser's, with line and column.
+    #[error("frame is not JSON: {0}")]
+    InvalidJson(String),
+    /// JSON, but not an array (the v1 serializer's objects land here).
+    #[error("frame is not a JSON array [join_ref, ref, topic, event, payload]")]
+    NotAnArray,
+    /// An array with this many elements instead of five.
+    #[error("frame has {0} elements; expected 5: [join_ref, ref, topic, event, payload]")]
+    WrongLength(usize),
+    /// An element of the wrong type: `join_ref`/`ref` must be a string or null, `topic` and
+    /// `event` a string.
+    #[error("frame field {field} has the wrong type: {}", expected(.field))]
+    WrongType {
+        /// `join_ref`, `ref`, `topic` or `event`.
+        field: &'static str,
+    },
+}
+
+fn expected(field: &str) -> &'static str {
+    match field {
+        "join_ref" | "ref" => "expected a string or null",
+        _ => "expected a string",
+    }
+}
+
+impl FrameError {
+    /// A short stable name for a metrics label: `invalid_json`, `not_an_array`,
+    /// `wrong_length` or `wrong_type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FrameError::InvalidJson(_) => "invalid_json",
+            FrameError::NotAnArray => "not_an_array",
+            FrameError::WrongLength(_) => "wrong_length",
+            FrameError::WrongType { .. } => "wrong_type",
+        }
+    }
+}
+
+/// The topic of heartbeats.
+pub const PHOENIX_TOPIC: &str = "phoenix";
+
+impl Frame {
+    /// Parse one text frame.
+    pub fn parse(text: &str) -> Result<Frame, FrameError> {
+        let value: Value = serde_json::from_str(text).map_err(|e| FrameError::InvalidJson(e.to_string()))?;
+        let Value::Array(items) = value else {
+            return Err(FrameError::NotAnArray);
+        };
+        let [join_ref, msg_ref, topic, event, payload] =
+            <[Value; 5]>::try_from(items).map_err(|items| FrameError::WrongLength(items.len()))?;
+        Ok(Frame {
+            join_ref: optional_string(join_ref, "join_ref")?,
+            msg_ref: optional_string(msg_ref, "ref")?,
+            topic: string(topic, "topic")?,
+            event: string(event, "event")?,
+            payload,
+        })
+    }
+
+    /// Encode as a v2 text frame.
+    pub fn encode(&self) -> String {
+        let array = json!([self.join_ref, self.msg_ref, self.topic, self.event, self.payload]);
+        array.to_string()
+    }
+
+    /// A `phx_reply` to the message `msg_ref` of the join `join_ref`: payload
+    /// `{"status": status, "response": response}`, `status` being `"ok"` or `"error"`.
+    pub fn reply(
+        join_ref: Option<String>,
+        msg_ref: Option<String>,
+        topic: impl Into<String>,
+        status: ReplyStatus,
+        response: Value,
+    ) -> Frame {
+        Frame {
+            join_ref,
+            msg_ref,
+            topic: topic.into(),
+            event: "phx_reply".to_owned(),
+            payload: json!({ "status": status.as_str(), "response": response }),
+        }
+    }
+
+    /// `phx_close` for a channel the server ended (after `slot_revoked`, or in answer to
+    /// `phx_leave`): the client marks the channel closed and does not rejoin.
+    pub fn close(join_ref: Option<String>, topic: impl Into<String>) -> Frame {
+        Frame::push(join_ref, topic, "phx_close", json!({}))
+    }
+
+    /// `phx_error` for a channel that failed on the server: the client rejoins it later.
+    pub fn error(join_ref: Option<String>, topic: impl Into<String>) -> Frame {
+        Frame::push(join_ref, topic, "phx_error", json!({}))
+    }
+
+    /// A server push (`presence_state`, `presence_diff`, `slot_revoked`, a broadcast): `ref`
+    /// is null.
+    pub fn push(join_ref: Option<String>, topic: impl Into<String>, event: impl Into<String>, payload: Value) -> Frame {
+        Frame { join_ref, msg_ref: None, topic: topic.into(), event: event.into(), payload }
+    }
+}
+
+/// The `status` of a `phx_reply`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReplyStatus {
+    /// `"ok"`: the join or push succeeded.
+    Ok,
+    /// `"error"`: refused; the response says why (`{"reason": ...}`).
+    Error,
+}
+
+impl ReplyStatus {
+    /// `"ok"` or `"error"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplyStatus::Ok => "ok",
+            ReplyStatus::Error => "error",
+        }
+    }
+}
+
+fn optional_string(value: Value, field: &'static str) -> Result<Option<String>, FrameError> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s)),
+        _ => Err(FrameError::WrongType { field }),
+    }
+}
+
+fn string(value: Value, field: &'static str) -> Result<String, FrameError> {
+    match value {
+        Value::String(s) => Ok(s),
+        _ => Err(FrameError::WrongType { field }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(x: &str) -> Option<String> {
+        Some(x.to_owned())
+    }
+
+    #[test]
+    fn join_frame_from_the_phoenix_client_parses() {
+        let f = Frame::parse(r#"["3","3","room:42","phx_join",{"tab_id":"t1","meta":{"name":"Ada"}}]"#).unwrap();
+        assert_eq!(
+            f,
+            Frame {
+                join_ref: s("3"),
+                msg_ref: s("3"),
+                topic: "room:42".to_owned(),
+                event: "phx_join".to_owned(),
+                payload: json!({"tab_id": "t1", "meta": {"name": "Ada"}}),
+            }
+        );
+    }
+
+    #[test]
+    fn heartbeat_frame_with_null_join_ref_parses() {
+        let f = Frame::parse(r#"[null,"1","phoenix","heartbeat",{}]"#).unwrap();
+        assert_eq!((f.join_ref, f.msg_ref.as_deref(), f.topic.as_str()), (None, Some("1"), PHOENIX_TOPIC));
+        assert_eq!((f.event.as_str(), f.payload), ("heartbeat", json!({})));
+    }
+
+    #[test]
+    fn payload_may_be_any_json_value() {
+        for payload in ["null", "1.5", r#""text""#, "[1,2]", "true", r#"{"a":{"b":[null]}}"#] {
+            let f = Frame::parse(&format!(r#"[null,null,"room:1","shout",{payload}]"#)).unwrap();
+            assert_eq!(f.payload, serde_json::from_str::<Value>(payload).unwrap());
+        }
+    }
+
+    #[test]
+    fn text_that_is_not_json_is_invalid_json() {
+        for text in ["", "[", "not json", r#"[null,"1","phoenix","heartbeat",{}"#, "[null,]"] {
+            let err = Frame::parse(text).unwrap_err();
+            assert!(matches!(err, FrameError::InvalidJson(_)), "{text:?}: {err:?}");
+            assert_eq!(err.kind(), "invalid_json");
+        }
+    }
+
+    #[test]
+    fn json_that_is_not_an_array_is_not_an_array() {
+        for text in [r#"{"topic":"phoenix","event":"heartbeat","payload":{},"ref":"1"}"#, "null", "5", r#""x""#] {
+            assert_eq!(Frame::parse(text), Err(FrameError::NotAnArray), "{text}");
+        }
+        assert_eq!(FrameError::NotAnArray.kind(), "not_an_array");
+    }
+
+    #[test]
+    fn array_of_other_than_five_elements_is_wrong_length() {
+        assert_eq!(Frame::parse("[]"), Err(FrameError::WrongLength(0)));
+        assert_eq!(Frame::parse(r#"[null,"1","phoenix","heartbeat"]"#), Err(FrameError::WrongLength(4)));
+        assert_eq!(Frame::parse(r#"[null,"1","phoenix","heartbeat",{},{}]"#), Err(FrameError::WrongLength(6)));
+        assert_eq!(FrameError::WrongLength(6).kind(), "wrong_length");
+        assert!(FrameError::WrongLength(6).to_string().contains("6 elements"));
+    }
+
+    #[test]
+    fn refs_must_be_strings_or_null() {
+        assert_eq!(Frame::parse(r#"[1,"1","room:1","phx_join",{}]"#), Err(FrameError::WrongType { field: "join_ref" }));
+        assert_eq!(Frame::parse(r#"["1",1,"room:1","phx_join",{}]"#), Err(FrameError::WrongType { field: "ref" }));
+        assert_eq!(Frame::parse(r#"["1",{},"room:1","phx_join",{}]"#), Err(FrameError::WrongType { field: "ref" }));
+    }
+
+    #[test]
+    fn topic_and_event_must_be_strings() {
+        assert_eq!(Frame::parse(r#"["1","1",null,"phx_join",{}]"#), Err(FrameError::WrongType { field: "topic" }));
+        assert_eq!(Frame::parse(r#"["1","1",42,"phx_join",{}]"#), Err(FrameError::WrongType { field: "topic" }));
+        assert_eq!(Frame::parse(r#"["1","1","room:1",["x"],{}]"#), Err(FrameError::WrongType { field: "event" }));
+        let err = FrameError::WrongType { field: "event" };
+        assert_eq!(err.kind(), "wrong_type");
+        assert_eq!(err.to_string(), "frame field event has the wrong type: expected a string");
+    }
+
+    #[test]
+    fn heartbeat_reply_encodes_exactly() {
+        let reply = Frame::reply(None, s("1"), PHOENIX_TOPIC, ReplyStatus::Ok, json!({}));
+        assert_eq!(reply.encode(), r#"[null,"1","phoenix","phx_reply",{"status":"ok","response":{}}]"#);
+    }
+
+    #[test]
+    fn join_replies_encode_exactly() {
+        let ok = Frame::reply(s("3"), s("3"), "room:42", ReplyStatus::Ok, json!({"slot": {"token": "17.1"}}));
+        assert_eq!(
+            ok.encode(),
+            r#"["3","3","room:42","phx_reply",{"status":"ok","response":{"slot":{"token":"17.1"}}}]"#
+        );
+        let refused = Frame::reply(s("3"), s("3"), "room:42", ReplyStatus::Error, json!({"reason": "already_joined"}));
+        assert_eq!(
+            refused.encode(),
+            r#"["3","3","room:42","phx_reply",{"status":"error","response":{"reason":"already_joined"}}]"#
+        );
+    }
+
+    #[test]
+    fn close_and_error_are_pushes_with_empty_payload() {
+        assert_eq!(Frame::close(s("3"), "room:42").encode(), r#"["3",null,"room:42","phx_close",{}]"#);
+        assert_eq!(Frame::error(s("3"), "room:42").encode(), r#"["3",null,"room:42","phx_error",{}]"#);
+    }
+
+    #[test]
+    fn pushes_have_a_null_ref_and_keep_payload_key_order() {
+        let diff = Frame::push(s("3"), "room:42", "presence_diff", json!({"joins": {}, "leaves": {}}));
+        assert_eq!(diff.encode(), r#"["3",null,"room:42","presence_diff",{"joins":{},"leaves":{}}]"#);
+        let relayed = Frame::parse(r#"[null,null,"room:1","shout",{"z":1,"a":2}]"#).unwrap();
+        assert_eq!(relayed.encode(), r#"[null,null,"room:1","shout",{"z":1,"a":2}]"#);
+    }
+
+    #[test]
+    fn encoded_frames_parse_back_unchanged() {
+        let frames = [
+            Frame::reply(s("1"), s("2"), "room:\"quoted\"", ReplyStatus::Error, json!({"reason": "é ✓"})),
+            Frame::push(None, "t", "ev\n", json!([1, "x", null])),
+        ];
+        for f in frames {
+            assert_eq!(Frame::parse(&f.encode()).as_ref(), Ok(&f));
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! # roster-server
+//!
+//! Roster's gateway: what a client or a backend sees of a node. The Phoenix Channels v2
+//! frames of the WebSocket, the client tokens, the JSON form of presence metas, and the
+//! `roster` command line.
+//!
+//! ## Layout
+//! - `token`: client tokens, `base64url(claims JSON).base64url(HMAC-SHA256)` ([`mint`],
+//!   [`verify`], [`generate_secret`]).
+//! - `frame`: the v2 serializer, `[join_ref, ref, topic, event, payload]` ([`Frame`]) and the
+//!   frames the server sends (replies, `phx_close`, `phx_error`, pushes).
+//! - `meta_json`: a client's JSON meta to the core's [`roster_core::Meta`] and back.
+//! - `cli`: `roster serve | token | status` parsing ([`Cli`]) and the commands that only
+//!   compute something ([`token_command`], [`status_command`]).
+//!
+//! The binary `roster` (`src/main.rs`) parses, installs the `tracing` subscriber (`RUST_LOG`,
+//! default `info`, on stderr) and runs the command; `serve` is in `src/serve.rs`.
+//!
+//! The protocol and token format, for people writing their own client or backend, are in
+//! `docs/protocol.md`.
+
+mod cli;
+mod frame;
+mod http_get;
+mod meta_json;
+mod token;
+
+pub use cli::*;
+pub use frame::*;
+pub use meta_json::*;
+pub use token::*;
