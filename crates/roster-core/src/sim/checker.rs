@@ -339,6 +339,15 @@ impl Violation {
         }
     }
 
+    /// Whether it breaks P1 as DESIGN.md states it ("P1, precisely"): too many tabs, one tab
+    /// on two connections beyond a resume, or two lease holders at once.
+    pub fn is_p1(&self) -> bool {
+        matches!(
+            self,
+            Violation::SingleSlot { .. } | Violation::StaleDuplicateTab { .. } | Violation::TwoLeaseHolders { .. }
+        )
+    }
+
     /// The global instant the violation is first visible at (for ordering and traces).
     pub fn at(&self) -> Millis {
         match self {

@@ -262,10 +262,11 @@ impl RunReport {
         self.violations.is_empty()
     }
 
-    /// Whether a P1 violation was found: more tabs than `max_slots`, or one tab on two
-    /// connections for longer than a resume takes.
+    /// Whether a violation of P1 as DESIGN.md states it precisely was found: more tabs than
+    /// `max_slots`, one tab on two connections for longer than a resume takes, or two nodes
+    /// holding one partition's lease at once.
     pub fn found_p1(&self) -> bool {
-        self.violations.iter().any(|v| matches!(v, Violation::SingleSlot { .. } | Violation::StaleDuplicateTab { .. }))
+        self.violations.iter().any(Violation::is_p1)
     }
 
     /// The seed, the first violation and the trace's tail, for a failure message.
