@@ -149,10 +149,12 @@ pub struct SimParams {
     pub drift: f64,
     /// Round-trip every message through `serde_json`.
     pub codec_check: bool,
-    /// Trace lines to keep (0: none; a failing seed is replayed with a trace). Routine
-    /// traffic (heartbeats, lease requests and replies) is traced only when this is
-    /// `usize::MAX` (a whole trace), so a tail shows what matters.
+    /// Trace lines to keep (0: none, `usize::MAX`: all; a failing seed is replayed with a
+    /// trace).
     pub trace_lines: usize,
+    /// Also trace routine traffic (heartbeats, lease requests and replies); off, a trace
+    /// shows what matters to slots.
+    pub trace_routine: bool,
 }
 
 /// A small cluster configuration for simulations: nodes `n0..n{nodes-1}`, 8 partitions,
@@ -201,6 +203,7 @@ impl SimParams {
             quiet_ms: 10_000,
             codec_check: true,
             trace_lines: 0,
+            trace_routine: false,
         }
     }
 
@@ -219,7 +222,8 @@ impl SimParams {
             active_ms: 0,
             quiet_ms: 0,
             codec_check: true,
-            trace_lines: 400,
+            trace_lines: usize::MAX,
+            trace_routine: false,
         }
     }
 }
@@ -269,15 +273,20 @@ impl RunReport {
         self.violations.iter().any(Violation::is_p1)
     }
 
-    /// The seed, the first violation and the trace's tail, for a failure message.
+    /// The seed, the first violation and the last 200 trace lines up to it (50 ms past its
+    /// first instant), for a failure message.
     pub fn failure_text(&self) -> String {
         let mut s = format!("seed {} ({} violations)\n", self.seed, self.violations.len());
+        let until = self.violations.first().map_or(Millis::MAX, |v| v.at().saturating_add(50));
         if let Some(v) = self.violations.first() {
             s.push_str(&format!("first violation: {v}\n"));
         }
-        if !self.trace.is_empty() {
-            s.push_str(&format!("last {} trace lines:\n", self.trace.len()));
-            for line in &self.trace {
+        let at = |line: &String| line.split_whitespace().next().and_then(|t| t.parse::<Millis>().ok());
+        let upto: Vec<&String> = self.trace.iter().filter(|l| at(l).is_none_or(|t| t <= until)).collect();
+        let tail = &upto[upto.len().saturating_sub(200)..];
+        if !tail.is_empty() {
+            s.push_str(&format!("the {} trace lines up to t={until}:\n", tail.len()));
+            for line in tail {
                 s.push_str(line);
                 s.push('\n');
             }
@@ -1111,7 +1120,7 @@ impl<M: NodeMachine> Simulation<M> {
     }
 
     fn routine(&self, msg: &PeerMsg) -> bool {
-        self.params.trace_lines != usize::MAX
+        !self.params.trace_routine
             && matches!(msg, PeerMsg::Heartbeat { .. } | PeerMsg::LeaseRequest { .. } | PeerMsg::LeaseReply { .. })
     }
 
