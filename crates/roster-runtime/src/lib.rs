@@ -35,5 +35,7 @@ pub use clock::Clock;
 pub use connection::{CloseReason, ConnEvent, Joined};
 pub use epoch_store::EpochStore;
 pub use error::{JoinError, PushError, RuntimeError};
-pub use node::{Connection, JoinRequest, Node, NodeOptions, PresenceSubscription, Session, Stats, TopicPresence};
+pub use node::{
+    Connection, ConnectionHandle, JoinRequest, Node, NodeOptions, PresenceSubscription, Session, Stats, TopicPresence,
+};
 pub use node_actor::{NodeMsg, NodeStatus, PeerSink};

@@ -314,6 +314,10 @@ impl Node {
         &self.inner.config
     }
 
+    fn join_wait(&self) -> Duration {
+        Duration::from_millis(self.inner.config.server.join_wait_ms)
+    }
+
     /// The node actor (for the cluster layer, which delivers peer messages to it).
     pub fn node_actor(&self) -> &ActorRef<NodeMsg> {
         &self.inner.node
@@ -463,33 +467,26 @@ impl Connection {
         self.user.as_ref()
     }
 
+    /// A cloneable handle for joins, leaves and pushes, usable while another task reads the
+    /// events.
+    pub fn handle(&self) -> ConnectionHandle {
+        ConnectionHandle { actor: self.actor.clone(), join_wait: self.node.join_wait() }
+    }
+
     /// Join `topic` as `tab` with `meta`. Waits as long as the topic's policy makes it wait
     /// (at most the server's `join_wait_ms`).
     pub async fn join(&self, topic: impl Into<Topic>, tab: Option<TabId>, meta: Meta) -> Result<Joined, JoinError> {
-        let topic = topic.into();
-        let wait = Duration::from_millis(self.node.inner.config.server.join_wait_ms) + CALL_MARGIN;
-        self.actor
-            .call(|reply| ConnMsg::Join { topic, tab, meta, reply }, Some(wait))
-            .await
-            .ok()
-            .and_then(success)
-            .unwrap_or(Err(JoinError::Closed))
+        self.handle().join(topic, tab, meta).await
     }
 
     /// Leave `topic` cleanly.
     pub fn leave(&self, topic: impl Into<Topic>) {
-        let _ = self.actor.cast(ConnMsg::Leave { topic: topic.into() });
+        self.handle().leave(topic)
     }
 
     /// Replace this connection's meta in `topic` (subscribers see one leave and one join).
     pub async fn update_meta(&self, topic: impl Into<Topic>, meta: Meta) -> Result<(), PushError> {
-        let topic = topic.into();
-        self.actor
-            .call(|reply| ConnMsg::UpdateMeta { topic, meta, reply }, Some(CALL_MARGIN))
-            .await
-            .ok()
-            .and_then(success)
-            .unwrap_or(Err(PushError::Closed))
+        self.handle().update_meta(topic, meta).await
     }
 
     /// Broadcast `event` with `body` to every other connection in `topic`.
@@ -499,13 +496,7 @@ impl Connection {
         event: impl Into<String>,
         body: MetaValue,
     ) -> Result<(), PushError> {
-        let (topic, event) = (topic.into(), event.into());
-        self.actor
-            .call(|reply| ConnMsg::Push { topic, event, body, reply }, Some(CALL_MARGIN))
-            .await
-            .ok()
-            .and_then(success)
-            .unwrap_or(Err(PushError::Closed))
+        self.handle().push(topic, event, body).await
     }
 
     /// The next event; `None` once the connection has ended (see [`Connection::close_reason`]).
@@ -547,6 +538,59 @@ impl Drop for Connection {
         if !self.closed {
             let _ = self.actor.cast(ConnMsg::Close { clean: self.drop_clean });
         }
+    }
+}
+
+/// The sending half of a [`Connection`]: joins, leaves, meta updates and pushes. Cheap to
+/// clone; it does not keep the connection open.
+#[derive(Clone)]
+pub struct ConnectionHandle {
+    actor: ActorRef<ConnMsg>,
+    join_wait: Duration,
+}
+
+impl ConnectionHandle {
+    /// See [`Connection::join`].
+    pub async fn join(&self, topic: impl Into<Topic>, tab: Option<TabId>, meta: Meta) -> Result<Joined, JoinError> {
+        let topic = topic.into();
+        self.actor
+            .call(|reply| ConnMsg::Join { topic, tab, meta, reply }, Some(self.join_wait + CALL_MARGIN))
+            .await
+            .ok()
+            .and_then(success)
+            .unwrap_or(Err(JoinError::Closed))
+    }
+
+    /// See [`Connection::leave`].
+    pub fn leave(&self, topic: impl Into<Topic>) {
+        let _ = self.actor.cast(ConnMsg::Leave { topic: topic.into() });
+    }
+
+    /// See [`Connection::update_meta`].
+    pub async fn update_meta(&self, topic: impl Into<Topic>, meta: Meta) -> Result<(), PushError> {
+        let topic = topic.into();
+        self.actor
+            .call(|reply| ConnMsg::UpdateMeta { topic, meta, reply }, Some(CALL_MARGIN))
+            .await
+            .ok()
+            .and_then(success)
+            .unwrap_or(Err(PushError::Closed))
+    }
+
+    /// See [`Connection::push`].
+    pub async fn push(
+        &self,
+        topic: impl Into<Topic>,
+        event: impl Into<String>,
+        body: MetaValue,
+    ) -> Result<(), PushError> {
+        let (topic, event) = (topic.into(), event.into());
+        self.actor
+            .call(|reply| ConnMsg::Push { topic, event, body, reply }, Some(CALL_MARGIN))
+            .await
+            .ok()
+            .and_then(success)
+            .unwrap_or(Err(PushError::Closed))
     }
 }
 

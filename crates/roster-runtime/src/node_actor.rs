@@ -168,6 +168,8 @@ pub struct NodeActorState {
     published: Published,
     peers: Option<PeerSink>,
     conns: HashMap<SocketId, ActorRef<ConnMsg>>,
+    /// The topics each socket is subscribed to, so it is unsubscribed exactly there.
+    subscribed: HashMap<SocketId, HashSet<Topic>>,
     dirty: HashSet<Topic>,
     publish_scheduled: bool,
     tick_at: Option<Millis>,
@@ -211,7 +213,7 @@ impl NodeActorState {
     }
 
     fn to_client(&mut self, socket: SocketId, topic: Topic, event: ClientEvent) {
-        let Some(conn) = self.conns.get(&socket) else { return };
+        let Some(conn) = self.conns.get(&socket).cloned() else { return };
         let mut state = None;
         match &event {
             ClientEvent::Joined { .. } => {
@@ -221,13 +223,23 @@ impl NodeActorState {
                 state = Some(Arc::new(self.core.presence().list(&topic, view)));
                 let sub = Subscriber::Conn { socket, conn: conn.clone() };
                 let _ = self.shard(&topic).cast(ShardMsg::Subscribe { topic: topic.clone(), sub });
+                self.subscribed.entry(socket).or_default().insert(topic.clone());
             }
-            ClientEvent::Revoked { .. } | ClientEvent::Closed => {
-                let _ = self.shard(&topic).cast(ShardMsg::Unsubscribe { topic: topic.clone(), socket });
-            }
+            ClientEvent::Revoked { .. } | ClientEvent::Closed => self.unsubscribe(socket, &topic),
             ClientEvent::JoinFailed { .. } => {}
         }
         let _ = conn.cast(ConnMsg::Event { topic, event, state });
+    }
+
+    fn unsubscribe(&mut self, socket: SocketId, topic: &Topic) {
+        let Some(topics) = self.subscribed.get_mut(&socket) else { return };
+        let removed = topics.remove(topic);
+        if topics.is_empty() {
+            self.subscribed.remove(&socket);
+        }
+        if removed {
+            let _ = self.shard(topic).cast(ShardMsg::Unsubscribe { topic: topic.clone(), socket });
+        }
     }
 
     fn presence_changed(&mut self, changes: PresenceChanges) {
@@ -288,6 +300,7 @@ impl Actor for NodeActor {
             published: args.published,
             peers: args.peers,
             conns: HashMap::new(),
+            subscribed: HashMap::new(),
             dirty: HashSet::new(),
             publish_scheduled: false,
             tick_at: None,
@@ -315,14 +328,19 @@ impl Actor for NodeActor {
                 st.publish_scheduled = false;
                 st.publish();
             }
-            NodeMsg::Input(input) => st.run(input)?,
+            NodeMsg::Input(input) => {
+                if let Input::Leave { socket, topic } = &input {
+                    st.unsubscribe(*socket, topic);
+                }
+                st.run(input)?
+            }
             NodeMsg::Register { socket, conn } => {
                 st.conns.insert(socket, conn);
             }
             NodeMsg::SocketClosed { socket, clean } => {
                 st.conns.remove(&socket);
-                for shard in &st.shards {
-                    let _ = shard.cast(ShardMsg::UnsubscribeSocket { socket });
+                for topic in st.subscribed.remove(&socket).unwrap_or_default() {
+                    let _ = st.shard(&topic).cast(ShardMsg::Unsubscribe { topic, socket });
                 }
                 st.run(Input::SocketClosed { socket, clean })?;
             }

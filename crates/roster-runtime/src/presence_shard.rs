@@ -59,11 +59,6 @@ pub enum ShardMsg {
         /// The socket.
         socket: SocketId,
     },
-    /// Stop sending anything to a socket (it closed).
-    UnsubscribeSocket {
-        /// The socket.
-        socket: SocketId,
-    },
     /// Send an event to every connection in the topic but the sender.
     Broadcast {
         /// The topic.
@@ -89,6 +84,20 @@ pub struct ShardArgs {
     pub clock: Clock,
 }
 
+/// A topic's subscribers: connections by socket (so one leaves in O(1)), and embedding
+/// channels.
+#[derive(Default)]
+pub struct TopicSubscribers {
+    conns: HashMap<SocketId, ActorRef<ConnMsg>>,
+    channels: Vec<(u64, mpsc::Sender<Arc<PresenceDiff>>)>,
+}
+
+impl TopicSubscribers {
+    fn is_empty(&self) -> bool {
+        self.conns.is_empty() && self.channels.is_empty()
+    }
+}
+
 /// One presence shard. See the module documentation.
 pub struct PresenceShard;
 
@@ -96,7 +105,7 @@ pub struct PresenceShard;
 pub struct ShardState {
     config: Arc<Config>,
     clock: Clock,
-    subscribers: HashMap<Topic, Vec<Subscriber>>,
+    subscribers: HashMap<Topic, TopicSubscribers>,
     coalescer: DiffCoalescer,
     flush_scheduled: bool,
     views: HashMap<Topic, AnonymousView>,
@@ -149,33 +158,33 @@ impl Actor for PresenceShard {
                     }
                 }
             }
-            ShardMsg::Subscribe { topic, sub } => st.subscribers.entry(topic).or_default().push(sub),
+            ShardMsg::Subscribe { topic, sub } => {
+                let subs = st.subscribers.entry(topic).or_default();
+                match sub {
+                    Subscriber::Conn { socket, conn } => {
+                        subs.conns.insert(socket, conn);
+                    }
+                    Subscriber::Channel { id, tx } => subs.channels.push((id, tx)),
+                }
+            }
             ShardMsg::Unsubscribe { topic, socket } => {
                 if let Some(subs) = st.subscribers.get_mut(&topic) {
-                    subs.retain(|s| !matches!(s, Subscriber::Conn { socket: s, .. } if *s == socket));
+                    subs.conns.remove(&socket);
                     if subs.is_empty() {
                         st.subscribers.remove(&topic);
                     }
                 }
             }
-            ShardMsg::UnsubscribeSocket { socket } => {
-                st.subscribers.retain(|_, subs| {
-                    subs.retain(|s| !matches!(s, Subscriber::Conn { socket: s, .. } if *s == socket));
-                    !subs.is_empty()
-                });
-            }
             ShardMsg::Broadcast { topic, from, event, body, except } => {
                 if let Some(subs) = st.subscribers.get(&topic) {
-                    for s in subs {
-                        if let Subscriber::Conn { socket, conn } = s {
-                            if Some(*socket) != except {
-                                let _ = conn.cast(ConnMsg::Broadcast {
-                                    topic: topic.clone(),
-                                    from: from.clone(),
-                                    event: event.clone(),
-                                    body: body.clone(),
-                                });
-                            }
+                    for (socket, conn) in &subs.conns {
+                        if Some(*socket) != except {
+                            let _ = conn.cast(ConnMsg::Broadcast {
+                                topic: topic.clone(),
+                                from: from.clone(),
+                                event: event.clone(),
+                                body: body.clone(),
+                            });
                         }
                     }
                 }
@@ -192,12 +201,13 @@ impl Actor for PresenceShard {
                     }
                     let diff = Arc::new(diff);
                     if let Some(subs) = st.subscribers.get_mut(&topic) {
-                        subs.retain(|s| match s {
-                            Subscriber::Conn { conn, .. } => {
-                                conn.cast(ConnMsg::Diff { topic: topic.clone(), diff: diff.clone() }).is_ok()
-                            }
-                            Subscriber::Channel { tx, .. } => tx.try_send(diff.clone()).is_ok(),
+                        subs.conns.retain(|_, conn| {
+                            conn.cast(ConnMsg::Diff { topic: topic.clone(), diff: diff.clone() }).is_ok()
                         });
+                        subs.channels.retain(|(_, tx)| tx.try_send(diff.clone()).is_ok());
+                        if subs.is_empty() {
+                            st.subscribers.remove(&topic);
+                        }
                     }
                 }
                 if let Some(due) = st.coalescer.due_at() {

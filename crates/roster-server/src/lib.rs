@@ -10,6 +10,10 @@
 //! - `frame`: the v2 serializer, `[join_ref, ref, topic, event, payload]` ([`Frame`]) and the
 //!   frames the server sends (replies, `phx_close`, `phx_error`, pushes).
 //! - `meta_json`: a client's JSON meta to the core's [`roster_core::Meta`] and back.
+//! - `app`: the router ([`router`]) and [`serve`]: `/socket/websocket`, `/health`, `/ready`,
+//!   `/cluster`, `/metrics`, and the backend API `/presence`, `/slot`, `/kick`.
+//! - `socket`: one Phoenix v2 WebSocket over a runtime connection.
+//! - `metrics`: the Prometheus counters.
 //! - `cli`: `roster serve | token | status` parsing ([`Cli`]) and the commands that only
 //!   compute something ([`token_command`], [`status_command`]).
 //!
@@ -19,13 +23,18 @@
 //! The protocol and token format, for people writing their own client or backend, are in
 //! `docs/protocol.md`.
 
+mod app;
 mod cli;
 mod frame;
 mod http_get;
 mod meta_json;
+mod metrics;
+mod socket;
 mod token;
 
+pub use app::{router, serve, AppState};
 pub use cli::*;
 pub use frame::*;
 pub use meta_json::*;
+pub use metrics::Metrics;
 pub use token::*;

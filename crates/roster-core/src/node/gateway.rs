@@ -91,6 +91,19 @@ impl Gateway {
         self.releases.remove(&(conn.clone(), token));
     }
 
+    /// The slots of one socket (the maps are ordered by socket first).
+    fn slots_of(&self, socket: SocketId) -> impl Iterator<Item = (&(SocketId, ScopeKey), &GwSlot)> {
+        self.slots.range((socket, ScopeKey::Topic(Topic::default()))..).take_while(move |(k, _)| k.0 == socket)
+    }
+
+    /// The waiting joins of one socket.
+    fn waiting_of(&self, socket: SocketId) -> impl Iterator<Item = (SocketId, ScopeKey)> + '_ {
+        self.waiting
+            .range((socket, ScopeKey::Topic(Topic::default()))..)
+            .take_while(move |(k, _)| k.0 == socket)
+            .map(|(k, _)| k.clone())
+    }
+
     pub(super) fn slot_count(&self) -> usize {
         self.slots.len()
     }
@@ -419,8 +432,7 @@ impl NodeState {
             s.joined.remove(topic);
         }
         self.untrack(socket, topic, now, fx);
-        let key =
-            self.gateway.slots.iter().find(|(k, s)| k.0 == socket && s.topics.contains(topic)).map(|(k, _)| k.clone());
+        let key = self.gateway.slots_of(socket).find(|(_, s)| s.topics.contains(topic)).map(|(k, _)| k.clone());
         if let Some(key) = key {
             let slot = self.gateway.slots.get_mut(&key).expect("found");
             slot.topics.remove(topic);
@@ -435,7 +447,7 @@ impl NodeState {
                 self.queue_release(self.conn(socket), s.user, key.1, s.token, true, now, fx);
             }
         }
-        let waiting: Vec<_> = self.gateway.waiting.keys().filter(|k| k.0 == socket).cloned().collect();
+        let waiting: Vec<_> = self.gateway.waiting_of(socket).collect();
         for k in waiting {
             let w = self.gateway.waiting.get_mut(&k).expect("listed");
             w.topics.remove(topic);
@@ -448,8 +460,10 @@ impl NodeState {
     pub(super) fn socket_closed(&mut self, socket: SocketId, clean: bool, now: Millis, fx: &mut Vec<Effect>) {
         self.gateway.sockets.remove(&socket);
         self.untrack_socket(socket, now, fx);
-        self.gateway.waiting.retain(|k, _| k.0 != socket);
-        let keys: Vec<_> = self.gateway.slots.keys().filter(|k| k.0 == socket).cloned().collect();
+        for k in self.gateway.waiting_of(socket).collect::<Vec<_>>() {
+            self.gateway.waiting.remove(&k);
+        }
+        let keys: Vec<_> = self.gateway.slots_of(socket).map(|(k, _)| k.clone()).collect();
         for key in keys {
             let s = self.gateway.remove_slot(&key).expect("listed");
             let why = if clean { "closed" } else { "dropped" };

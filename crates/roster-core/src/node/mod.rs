@@ -77,6 +77,8 @@ pub struct NodeState {
     presence: PresenceTable,
     outbox: DeltaBuffer,
     phx_refs: u64,
+    /// Wall clock minus this node's clock at boot: `online_at` is shown in Unix milliseconds.
+    wall_offset: Millis,
 }
 
 impl NodeState {
@@ -92,6 +94,7 @@ impl NodeState {
             presence: PresenceTable::new(boot.me.clone()),
             outbox: DeltaBuffer::new(boot.config.presence.broadcast_ms),
             phx_refs: 0,
+            wall_offset: boot.wall_clock_ms.saturating_sub(now),
             me: boot.me,
             config: boot.config,
             safeguards: boot.safeguards,

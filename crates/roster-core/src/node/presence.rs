@@ -31,7 +31,8 @@ impl NodeState {
         fx: &mut Vec<Effect>,
     ) {
         let phx_ref = self.next_phx_ref();
-        let w = self.presence.track(topic, key, socket, tab, meta, now, phx_ref);
+        let online_at = now + self.wall_offset;
+        let w = self.presence.track(topic, key, socket, tab, meta, online_at, phx_ref);
         self.local_write(w, now, fx);
     }
 

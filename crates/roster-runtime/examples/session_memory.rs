@@ -1,0 +1,74 @@
+//! Memory per live session: RSS before and after opening N sessions (each a connection actor,
+//! a slot at its home, a presence entry), divided by N; then the same for N presences on open
+//! connections (no new actor), which is what Phoenix.Tracker's per-presence figure measures.
+//!
+//! `cargo run --release -p roster-runtime --example session_memory -- 100000`
+
+use roster_core::{Config, NodeName};
+use roster_runtime::{JoinRequest, Node, NodeOptions};
+use std::time::Duration;
+
+/// Resident set size in bytes, from /proc/self/statm.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    pages * 4096
+}
+
+async fn settle(node: &Node, want_entries: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while node.stats().await.expect("stats").presence_entries != want_entries {
+        assert!(tokio::time::Instant::now() < deadline, "presence did not settle");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let mut config = Config::single_node();
+    config.server.outbound_queue = 64;
+    config.server.max_topics_per_socket = 100_000;
+    let dir = std::env::temp_dir().join(format!("roster-mem-{}", uuid::Uuid::new_v4()));
+    let node = Node::start(NodeOptions::for_node(config, NodeName::from("local")).data_dir(dir)).await.expect("start");
+    assert!(node.ready(Duration::from_secs(5)).await);
+
+    let before = rss();
+    let mut sessions = Vec::with_capacity(n);
+    for i in 0..n {
+        let topic = format!("room:{}", i % 100);
+        sessions.push(node.join(JoinRequest::user(format!("user{i}"), topic).tab("t")).await.expect("join"));
+    }
+    settle(&node, n).await;
+    let after = rss();
+    println!(
+        "{n} sessions (connection actor + slot + presence): RSS +{:.1} MiB, {} B per session",
+        (after - before) as f64 / 1048576.0,
+        (after - before) / n as u64
+    );
+
+    // Presences on connections that are already open: one connection joins many topics.
+    let conns = 100;
+    let per_conn = n / conns;
+    let mut open = Vec::new();
+    for c in 0..conns {
+        open.push(node.connect(Some(format!("multi{c}").into()), None, 64).await.expect("connect"));
+    }
+    let before = rss();
+    for (c, conn) in open.iter().enumerate() {
+        for t in 0..per_conn {
+            conn.join(format!("topic:{c}:{t}"), None, Default::default()).await.expect("join");
+        }
+    }
+    settle(&node, n + conns * per_conn).await;
+    let after = rss();
+    println!(
+        "{} presences on {conns} open connections (slot + presence, no new actor): RSS +{:.1} MiB, {} B per presence",
+        conns * per_conn,
+        (after - before) as f64 / 1048576.0,
+        (after - before) / (conns * per_conn) as u64
+    );
+    drop(open);
+    drop(sessions);
+    node.shutdown().await;
+}

@@ -1,0 +1,174 @@
+//! The HTTP side of a node: the router (`/socket/websocket`, `/health`, `/ready`, `/cluster`,
+//! `/metrics`, and the backend API `/presence`, `/slot`, `/kick` behind the `api_key`), and
+//! [`serve`], which runs it on a listener the caller bound until a shutdown future resolves.
+
+use crate::metrics::Metrics;
+use crate::socket;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use roster_core::{SlotToken, Topic, UserId};
+use roster_runtime::Node;
+use serde::Deserialize;
+use serde_json::json;
+use std::future::Future;
+use std::sync::Arc;
+
+/// What every request handler shares.
+pub struct AppState {
+    /// The node this server fronts.
+    pub node: Node,
+    /// The HMAC key of client tokens.
+    pub secret: Vec<u8>,
+    /// The bearer key of the backend API; empty: the API is off.
+    pub api_key: String,
+    /// Counters for `/metrics`.
+    pub metrics: Metrics,
+}
+
+/// The router of one node.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/socket/websocket", get(socket::upgrade))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/cluster", get(cluster))
+        .route("/metrics", get(metrics))
+        .route("/presence", get(presence))
+        .route("/slot", get(slot))
+        .route("/kick", post(kick))
+        .with_state(state)
+}
+
+/// Serve `router(state)` on `listener` until `shutdown` resolves, then stop accepting; open
+/// WebSockets end when the node closes their connections.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+async fn ready(State(st): State<Arc<AppState>>) -> Response {
+    if st.node.is_ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: start-up waits, or a partition has no home this node hears")
+            .into_response()
+    }
+}
+
+async fn cluster(State(st): State<Arc<AppState>>) -> Response {
+    match st.node.status().await {
+        Ok(s) => Json(json!({
+            "node": s.name.as_str(),
+            "incarnation": s.incarnation,
+            "ready": s.ready,
+            "partitions_held": s.leases.len(),
+            "leases": s.leases.iter().map(|(p, epoch, expires_in_ms)| json!({
+                "partition": p.0, "epoch": epoch, "expires_in_ms": expires_in_ms,
+            })).collect::<Vec<_>>(),
+            "counts": {
+                "home_users": s.counts.home_users,
+                "slots": s.counts.gateway_slots,
+                "waiting_joins": s.counts.waiting_joins,
+                "sockets": s.counts.sockets,
+                "presence_entries": s.counts.presence_entries,
+            },
+        }))
+        .into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "node not running").into_response(),
+    }
+}
+
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    if let Ok(s) = st.node.status().await {
+        st.metrics.presence_entries.set(s.counts.presence_entries as i64);
+        st.metrics.slots.set(s.counts.gateway_slots as i64);
+    }
+    ([("content-type", "text/plain; version=0.0.4")], st.metrics.render()).into_response()
+}
+
+/// The backend API needs `Authorization: Bearer <api_key>`; with no key configured it is off.
+fn authorized(st: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+    if st.api_key.is_empty() {
+        return Err((StatusCode::FORBIDDEN, "the API is off: set [auth] api_key or ROSTER_API_KEY").into_response());
+    }
+    let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    // Constant-time comparison of the key.
+    let ok = given.is_some_and(|g| {
+        g.len() == st.api_key.len() && g.bytes().zip(st.api_key.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err((StatusCode::UNAUTHORIZED, Json(json!({"reason": "unauthorized"}))).into_response())
+    }
+}
+
+#[derive(Deserialize)]
+struct PresenceQuery {
+    topic: String,
+}
+
+async fn presence(State(st): State<Arc<AppState>>, headers: HeaderMap, Query(q): Query<PresenceQuery>) -> Response {
+    if let Err(r) = authorized(&st, &headers) {
+        return r;
+    }
+    let list = st.node.presence(Topic::from(q.topic)).current().await;
+    Json(serde_json::to_value(&*list).unwrap_or_default()).into_response()
+}
+
+#[derive(Deserialize)]
+struct SlotQuery {
+    user: String,
+    topic: String,
+    token: String,
+}
+
+async fn slot(State(st): State<Arc<AppState>>, headers: HeaderMap, Query(q): Query<SlotQuery>) -> Response {
+    if let Err(r) = authorized(&st, &headers) {
+        return r;
+    }
+    let Ok(token) = q.token.parse::<SlotToken>() else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"reason": "bad_request", "detail": "token is \"<epoch>.<generation>\""})),
+        )
+            .into_response();
+    };
+    match st.node.validate(&UserId::from(q.user), &Topic::from(q.topic), token).await {
+        Some(valid) => Json(json!({ "valid": valid })).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"reason": "no_quorum"}))).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct KickBody {
+    user: String,
+    topic: Option<String>,
+    reason: Option<String>,
+}
+
+async fn kick(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Option<Json<KickBody>>) -> Response {
+    if let Err(r) = authorized(&st, &headers) {
+        return r;
+    }
+    let Some(Json(k)) = body else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"reason": "bad_request", "detail": "{\"user\", \"topic\"?, \"reason\"}"})),
+        )
+            .into_response();
+    };
+    let reason = k.reason.unwrap_or_else(|| "kicked".into());
+    st.node.kick(UserId::from(k.user), k.topic.map(Topic::from), reason);
+    (StatusCode::ACCEPTED, Json(json!({"status": "ok"}))).into_response()
+}

@@ -1,0 +1,79 @@
+//! The server's counters, rendered as Prometheus text at `/metrics`. One registry per server
+//! (not process-global), so tests can run several servers in one process.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// A label set with one `reason` (or `kind`) label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    /// The reason or kind.
+    pub reason: String,
+}
+
+/// Every counter the gateway keeps.
+#[derive(Default)]
+pub struct Metrics {
+    registry: Registry,
+    /// Open WebSockets.
+    pub sockets: Gauge,
+    /// WebSockets accepted.
+    pub sockets_opened: Counter,
+    /// Joins answered ok.
+    pub joins: Counter,
+    /// Joins refused, by reason.
+    pub join_rejects: Family<Reason, Counter>,
+    /// Slots revoked, by reason.
+    pub revokes: Family<Reason, Counter>,
+    /// Frames refused, by kind (`invalid_json`, `wrong_length`, `too_large`, ...).
+    pub bad_frames: Family<Reason, Counter>,
+    /// Sockets closed because they did not drain their outbound queue.
+    pub slow_clients: Counter,
+    /// Pushes refused by the per-socket rate limit.
+    pub rate_limited: Counter,
+    /// Tokens refused (bad signature, malformed, expired).
+    pub bad_tokens: Family<Reason, Counter>,
+    /// Sockets closed for not answering pings.
+    pub ping_timeouts: Counter,
+    /// Presence entries in this node's replica (updated at each scrape).
+    pub presence_entries: Gauge,
+    /// Slots held by this node's connections (updated at each scrape).
+    pub slots: Gauge,
+}
+
+impl Metrics {
+    /// Counters registered under the `roster` prefix.
+    pub fn new() -> Self {
+        let mut m = Metrics::default();
+        let mut r = Registry::with_prefix("roster");
+        r.register("sockets", "Open WebSockets", m.sockets.clone());
+        r.register("sockets_opened", "WebSockets accepted", m.sockets_opened.clone());
+        r.register("joins", "Joins answered ok", m.joins.clone());
+        r.register("join_rejects", "Joins refused, by reason", m.join_rejects.clone());
+        r.register("revokes", "Slots revoked, by reason", m.revokes.clone());
+        r.register("bad_frames", "Frames refused, by kind", m.bad_frames.clone());
+        r.register("slow_clients_closed", "Sockets closed for a full outbound queue", m.slow_clients.clone());
+        r.register("rate_limited", "Pushes refused by the rate limit", m.rate_limited.clone());
+        r.register("bad_tokens", "Tokens refused, by reason", m.bad_tokens.clone());
+        r.register("ping_timeouts", "Sockets closed for not answering pings", m.ping_timeouts.clone());
+        r.register("presence_entries", "Presence entries in this node's replica", m.presence_entries.clone());
+        r.register("slots", "Slots held by this node's connections", m.slots.clone());
+        m.registry = r;
+        m
+    }
+
+    /// Count one under a reason label.
+    pub fn inc(family: &Family<Reason, Counter>, reason: &str) {
+        family.get_or_create(&Reason { reason: reason.to_owned() }).inc();
+    }
+
+    /// Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

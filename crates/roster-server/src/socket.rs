@@ -1,0 +1,491 @@
+//! `/socket/websocket`: one Phoenix Channels v2 socket.
+//!
+//! The upgrade checks `Origin` (when `allowed_origins` is set) and reads the token from the
+//! `token` query parameter or the `base64url.bearer.phx.<base64url(token)>` subprotocol,
+//! echoing `phoenix` when offered. No token: an anonymous viewer. A bad token: the socket
+//! opens, but every join is answered `unauthorized` (the client sees why).
+//!
+//! Each socket is one runtime [`Connection`](roster_runtime::Connection). One task reads frames, writes frames, pings, and
+//! turns the connection's events into `slot_revoked`/`phx_close`/`presence_diff`/broadcasts;
+//! joins run as their own futures (a join may wait for a slot) and come back to it, so a
+//! join's reply, then its `presence_state`, always precede the topic's diffs.
+
+use crate::app::AppState;
+use crate::frame::{Frame, ReplyStatus, PHOENIX_TOPIC};
+use crate::meta_json::{meta_from_json, meta_value_from_json, meta_value_to_json};
+use crate::metrics::Metrics;
+use crate::token::verify;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use futures_util::{SinkExt, StreamExt};
+use roster_core::{Meta, Role, TabId, Topic, UserId};
+use roster_runtime::{CloseReason, ConnEvent, ConnectionHandle, JoinError, Joined, PushError};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+/// Close codes (RFC 6455 and IANA registry).
+const CLOSE_TOO_BIG: u16 = 1009;
+const CLOSE_INTERNAL: u16 = 1011;
+const CLOSE_RESTART: u16 = 1012;
+const CLOSE_TRY_AGAIN: u16 = 1013;
+
+const BEARER_PREFIX: &str = "base64url.bearer.phx.";
+
+#[derive(Deserialize)]
+pub(crate) struct SocketQuery {
+    token: Option<String>,
+    vsn: Option<String>,
+}
+
+/// Who the socket's token says it is.
+enum Auth {
+    Anonymous,
+    User(UserId, Role),
+    /// A token was given and refused: joins answer `unauthorized`.
+    Refused,
+}
+
+/// The HTTP upgrade: Origin, version, token; then [`run`].
+pub(crate) async fn upgrade(
+    State(st): State<Arc<AppState>>,
+    Query(q): Query<SocketQuery>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let server = &st.node.config().server;
+    if !server.allowed_origins.is_empty() {
+        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !server.allowed_origins.iter().any(|o| o == origin) {
+            Metrics::inc(&st.metrics.bad_tokens, "origin");
+            tracing::info!(origin, "socket refused: Origin not in allowed_origins");
+            return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+        }
+    }
+    if q.vsn.as_deref().is_some_and(|v| !v.starts_with("2.")) {
+        return (StatusCode::BAD_REQUEST, "only the Phoenix serializer vsn=2.0.0 is spoken here").into_response();
+    }
+    let token = q.token.or_else(|| subprotocol_token(&headers));
+    let auth = match token {
+        None => Auth::Anonymous,
+        Some(t) => {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            match verify(&st.secret, &t, now) {
+                Ok(c) => Auth::User(c.sub, c.role),
+                Err(e) => {
+                    Metrics::inc(&st.metrics.bad_tokens, token_error_kind(&e));
+                    tracing::info!(error = %e, "token refused: joins on this socket answer unauthorized");
+                    Auth::Refused
+                }
+            }
+        }
+    };
+    let frame_limit = server.max_frame_bytes as usize;
+    // The transport accepts somewhat more than the limit so that an oversized frame is seen,
+    // counted and answered with 1009 here rather than cut off inside the WebSocket library.
+    ws.protocols(["phoenix"])
+        .max_message_size(frame_limit.saturating_mul(4).max(1 << 20))
+        .on_upgrade(move |socket| run(st, socket, auth))
+}
+
+fn token_error_kind(e: &crate::token::TokenError) -> &'static str {
+    match e {
+        crate::token::TokenError::Malformed(_) => "malformed",
+        crate::token::TokenError::BadSignature => "bad_signature",
+        crate::token::TokenError::Expired { .. } => "expired",
+        crate::token::TokenError::ReservedSubject(_) => "reserved_subject",
+    }
+}
+
+/// phoenix.js sends `base64url.bearer.phx.` + base64url(token) (unpadded) as a subprotocol.
+fn subprotocol_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix(BEARER_PREFIX))
+        .and_then(|b| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(b.trim_end_matches('=')).ok())
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+}
+
+/// A channel of this socket.
+struct Channel {
+    join_ref: Option<String>,
+    joined: bool,
+    /// Events that arrived before the join's reply went out.
+    held: Vec<ConnEvent>,
+}
+
+/// What a join future reports back.
+struct JoinDone {
+    topic: String,
+    join_ref: Option<String>,
+    msg_ref: Option<String>,
+    result: Result<Joined, JoinError>,
+}
+
+/// One socket's state in its task.
+struct SocketTask {
+    st: Arc<AppState>,
+    handle: ConnectionHandle,
+    auth_refused: bool,
+    anonymous: bool,
+    channels: HashMap<String, Channel>,
+    joins: mpsc::UnboundedSender<JoinDone>,
+    out: Vec<Message>,
+    /// Push rate limit: pushes counted in the current one-second window.
+    window: (Instant, u32),
+    /// Kinds of refusal already logged on this socket (logged once, counted always).
+    logged: HashSet<&'static str>,
+}
+
+async fn run(st: Arc<AppState>, ws: WebSocket, auth: Auth) {
+    let server = st.node.config().server.clone();
+    let (user, role, refused) = match auth {
+        Auth::Anonymous => (None, None, false),
+        Auth::User(u, r) => (Some(u), Some(r), false),
+        Auth::Refused => (None, None, true),
+    };
+    let anonymous = user.is_none();
+    let Ok(mut conn) = st.node.connect(user, role, server.outbound_queue as usize).await else {
+        let mut ws = ws;
+        let _ = ws.send(close(CLOSE_RESTART, "node not running")).await;
+        return;
+    };
+    st.metrics.sockets.inc();
+    st.metrics.sockets_opened.inc();
+    let (mut sink, mut stream) = ws.split();
+    let (joins_tx, mut joins_rx) = mpsc::unbounded_channel();
+    let mut task = SocketTask {
+        handle: conn.handle(),
+        st: st.clone(),
+        auth_refused: refused,
+        anonymous,
+        channels: HashMap::new(),
+        joins: joins_tx,
+        out: Vec::new(),
+        window: (Instant::now(), 0),
+        logged: HashSet::new(),
+    };
+    let ping_every = Duration::from_millis(server.ping_ms);
+    let send_timeout = ping_every * 2;
+    let mut ping = tokio::time::interval(ping_every);
+    ping.tick().await;
+    let mut last_seen = Instant::now();
+    let frame_limit = server.max_frame_bytes as usize;
+    let mut clean = false;
+    let mut final_close: Option<Message> = None;
+    loop {
+        tokio::select! {
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Text(text))) => {
+                    last_seen = Instant::now();
+                    if text.len() > frame_limit {
+                        task.refuse("too_large", "frame over max_frame_bytes");
+                        final_close = Some(close(CLOSE_TOO_BIG, "frame too large"));
+                        break;
+                    }
+                    task.on_text(text.as_str()).await;
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    last_seen = Instant::now();
+                    task.refuse("binary", "binary frames are not spoken here");
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_seen = Instant::now(),
+                Some(Ok(Message::Close(_))) => {
+                    clean = true;
+                    break;
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "socket read error");
+                    if e.to_string().contains("too long") || e.to_string().contains("too big") {
+                        task.refuse("too_large", "frame over the transport limit");
+                        final_close = Some(close(CLOSE_TOO_BIG, "frame too large"));
+                    }
+                    break;
+                }
+                None => break,
+            },
+            event = conn.recv() => match event {
+                Some(e) => task.on_event(e),
+                None => {
+                    final_close = Some(task.on_connection_end(conn.close_reason()));
+                    break;
+                }
+            },
+            Some(done) = joins_rx.recv() => task.on_join_done(done),
+            _ = ping.tick() => {
+                if last_seen.elapsed() > ping_every * 2 {
+                    st.metrics.ping_timeouts.inc();
+                    tracing::info!("socket closed: no answer to pings");
+                    break;
+                }
+                task.out.push(Message::Ping(Vec::new().into()));
+            }
+        }
+        if !task.out.is_empty() {
+            let batch = std::mem::take(&mut task.out);
+            let sent = tokio::time::timeout(send_timeout, async {
+                for m in batch {
+                    sink.feed(m).await?;
+                }
+                sink.flush().await
+            })
+            .await;
+            if !matches!(sent, Ok(Ok(()))) {
+                // The client does not read: it is slow or gone; never buffer for it.
+                if sent.is_err() {
+                    st.metrics.slow_clients.inc();
+                    tracing::info!("slow client closed: writes did not drain");
+                }
+                break;
+            }
+        }
+    }
+    let reason = conn.close_reason();
+    conn.close(clean);
+    let last =
+        final_close.or_else(|| (reason == CloseReason::Shutdown).then(|| close(CLOSE_RESTART, "node shutting down")));
+    // Frames still queued (phx_error for a failed connection), then the close: best effort.
+    let pending = std::mem::take(&mut task.out);
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        for m in pending.into_iter().chain(last) {
+            sink.feed(m).await?;
+        }
+        sink.flush().await?;
+        sink.close().await
+    })
+    .await;
+    st.metrics.sockets.dec();
+}
+
+fn close(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame { code, reason: reason.to_owned().into() }))
+}
+
+/// The `phx_join` payload: `{"tab_id": "...", "meta": {...}}`, both optional.
+fn parse_join(payload: &Value) -> Option<(Option<TabId>, Meta)> {
+    let obj = match payload {
+        Value::Null => return Some((None, Meta::new())),
+        Value::Object(o) => o,
+        _ => return None,
+    };
+    let tab = match obj.get("tab_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => Some(TabId::from(s.as_str())),
+        Some(_) => return None,
+    };
+    let meta = match obj.get("meta") {
+        None | Some(Value::Null) => Meta::new(),
+        Some(v) => meta_from_json(v).ok()?,
+    };
+    Some((tab, meta))
+}
+
+impl SocketTask {
+    fn send(&mut self, frame: Frame) {
+        self.out.push(Message::Text(frame.encode().into()));
+    }
+
+    fn reply(&mut self, f: &Frame, status: ReplyStatus, response: Value) {
+        self.send(Frame::reply(f.join_ref.clone(), f.msg_ref.clone(), f.topic.clone(), status, response));
+    }
+
+    fn reply_error(&mut self, f: &Frame, reason: &'static str) {
+        self.reply(f, ReplyStatus::Error, json!({ "reason": reason }));
+    }
+
+    /// Count a refusal; log it once per socket.
+    fn refuse(&mut self, kind: &'static str, what: &str) {
+        Metrics::inc(&self.st.metrics.bad_frames, kind);
+        if self.logged.insert(kind) {
+            tracing::info!(kind, what, "bad input on a socket (further ones counted, not logged)");
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) {
+        let frame = match Frame::parse(text) {
+            Ok(f) => f,
+            Err(e) => {
+                self.refuse(e.kind(), &e.to_string());
+                return;
+            }
+        };
+        match (frame.topic.as_str(), frame.event.as_str()) {
+            (PHOENIX_TOPIC, "heartbeat") => self.reply(&frame, ReplyStatus::Ok, json!({})),
+            (_, "phx_join") => self.on_join(frame),
+            (_, "phx_leave") => self.on_leave(frame),
+            (_, event) => {
+                let event = event.to_owned();
+                self.on_push(frame, event).await
+            }
+        }
+    }
+
+    fn on_join(&mut self, f: Frame) {
+        if self.auth_refused {
+            Metrics::inc(&self.st.metrics.join_rejects, "unauthorized");
+            return self.reply_error(&f, "unauthorized");
+        }
+        if f.topic.is_empty() || f.topic.len() > 256 || f.topic == PHOENIX_TOPIC {
+            Metrics::inc(&self.st.metrics.join_rejects, "bad_request");
+            return self.reply_error(&f, "bad_request");
+        }
+        let Some((tab, meta)) = parse_join(&f.payload) else {
+            Metrics::inc(&self.st.metrics.join_rejects, "bad_request");
+            self.refuse("bad_join_payload", "phx_join payload is not {tab_id?: string, meta?: object}");
+            return self.reply_error(&f, "bad_request");
+        };
+        if self.channels.contains_key(&f.topic) {
+            Metrics::inc(&self.st.metrics.join_rejects, "already_joined");
+            return self.reply_error(&f, "already_joined");
+        }
+        self.channels
+            .insert(f.topic.clone(), Channel { join_ref: f.join_ref.clone(), joined: false, held: Vec::new() });
+        let handle = self.handle.clone();
+        let tx = self.joins.clone();
+        tokio::spawn(async move {
+            let result = handle.join(Topic::from(f.topic.as_str()), tab, meta).await;
+            let _ = tx.send(JoinDone { topic: f.topic, join_ref: f.join_ref, msg_ref: f.msg_ref, result });
+        });
+    }
+
+    fn on_join_done(&mut self, done: JoinDone) {
+        let current = self.channels.get(&done.topic).is_some_and(|c| c.join_ref == done.join_ref && !c.joined);
+        let frame =
+            Frame::reply(done.join_ref.clone(), done.msg_ref.clone(), done.topic.clone(), ReplyStatus::Ok, json!({}));
+        match done.result {
+            Ok(joined) if current => {
+                self.st.metrics.joins.inc();
+                let slot = joined.token.map_or(Value::Null, |t| json!({ "token": t.to_string() }));
+                self.reply(&frame, ReplyStatus::Ok, json!({ "slot": slot }));
+                let state = serde_json::to_value(&*joined.state).unwrap_or_else(|_| json!({}));
+                self.send(Frame::push(done.join_ref.clone(), done.topic.clone(), "presence_state", state));
+                let held = self.channels.get_mut(&done.topic).map(|c| {
+                    c.joined = true;
+                    std::mem::take(&mut c.held)
+                });
+                for e in held.unwrap_or_default() {
+                    self.on_event(e);
+                }
+            }
+            // Left while the join waited: the join is undone.
+            Ok(_) => self.handle.leave(Topic::from(done.topic.as_str())),
+            Err(e) => {
+                Metrics::inc(&self.st.metrics.join_rejects, e.reason());
+                if current {
+                    self.channels.remove(&done.topic);
+                    self.reply(&frame, ReplyStatus::Error, json!({ "reason": e.reason() }));
+                }
+            }
+        }
+    }
+
+    fn on_leave(&mut self, f: Frame) {
+        if self.channels.remove(&f.topic).is_some() {
+            self.handle.leave(Topic::from(f.topic.as_str()));
+        }
+        self.reply(&f, ReplyStatus::Ok, json!({}));
+        self.send(Frame::close(f.join_ref.clone(), f.topic.clone()));
+    }
+
+    async fn on_push(&mut self, f: Frame, event: String) {
+        if !self.channels.get(&f.topic).is_some_and(|c| c.joined) {
+            self.refuse("not_joined", "push to a topic the socket has not joined");
+            return self.reply_error(&f, "bad_request");
+        }
+        if self.anonymous {
+            Metrics::inc(&self.st.metrics.join_rejects, "push_unauthorized");
+            return self.reply_error(&f, "unauthorized");
+        }
+        let limit = self.st.node.config().server.max_pushes_per_second;
+        if self.window.0.elapsed() >= Duration::from_secs(1) {
+            self.window = (Instant::now(), 0);
+        }
+        self.window.1 += 1;
+        if self.window.1 > limit {
+            self.st.metrics.rate_limited.inc();
+            if self.logged.insert("rate_limited") {
+                tracing::info!(limit, "pushes over the rate limit refused (further ones counted, not logged)");
+            }
+            return self.reply_error(&f, "rate_limited");
+        }
+        let topic = Topic::from(f.topic.as_str());
+        let result = if event == "presence:update" {
+            match meta_from_json(&f.payload) {
+                Ok(meta) => self.handle.update_meta(topic, meta).await,
+                Err(_) => return self.reply_error(&f, "bad_request"),
+            }
+        } else {
+            self.handle.push(topic, event, meta_value_from_json(&f.payload)).await
+        };
+        match result {
+            Ok(()) => self.reply(&f, ReplyStatus::Ok, json!({})),
+            Err(PushError::Unauthorized) => self.reply_error(&f, "unauthorized"),
+            Err(_) => self.reply_error(&f, "bad_request"),
+        }
+    }
+
+    fn on_event(&mut self, e: ConnEvent) {
+        let topic = match &e {
+            ConnEvent::Revoked { topic, .. }
+            | ConnEvent::Closed { topic }
+            | ConnEvent::Diff { topic, .. }
+            | ConnEvent::Broadcast { topic, .. } => topic.as_str().to_owned(),
+        };
+        let Some(channel) = self.channels.get_mut(&topic) else { return };
+        if !channel.joined {
+            channel.held.push(e);
+            return;
+        }
+        let join_ref = channel.join_ref.clone();
+        match e {
+            ConnEvent::Revoked { reason, .. } => {
+                Metrics::inc(&self.st.metrics.revokes, &reason);
+                self.channels.remove(&topic);
+                self.send(Frame::push(join_ref.clone(), topic.clone(), "slot_revoked", json!({ "reason": reason })));
+                self.send(Frame::close(join_ref, topic));
+            }
+            ConnEvent::Closed { .. } => {
+                self.channels.remove(&topic);
+                self.send(Frame::close(join_ref, topic));
+            }
+            ConnEvent::Diff { diff, .. } => {
+                let payload = serde_json::to_value(&*diff).unwrap_or_else(|_| json!({}));
+                self.send(Frame::push(join_ref, topic, "presence_diff", payload));
+            }
+            ConnEvent::Broadcast { from, event, body, .. } => {
+                let payload = json!({ "from": from.as_str(), "body": meta_value_to_json(&body) });
+                self.send(Frame::push(join_ref, topic, event, payload));
+            }
+        }
+    }
+
+    /// The runtime ended the connection: say why, as a close frame the client understands.
+    fn on_connection_end(&mut self, reason: CloseReason) -> Message {
+        match reason {
+            CloseReason::SlowClient => {
+                self.st.metrics.slow_clients.inc();
+                close(CLOSE_TRY_AGAIN, "slow client: outbound queue full")
+            }
+            CloseReason::Shutdown => close(CLOSE_RESTART, "node shutting down"),
+            _ => {
+                // The connection's actor died: every channel errors (the client rejoins).
+                let topics: Vec<(String, Option<String>)> =
+                    self.channels.drain().map(|(t, c)| (t, c.join_ref)).collect();
+                for (t, jr) in topics {
+                    self.send(Frame::error(jr, t));
+                }
+                close(CLOSE_INTERNAL, "connection failed")
+            }
+        }
+    }
+}
