@@ -17,12 +17,15 @@
 //! - `presence`: the presence replica table ([`PresenceTable`]: per-origin deltas and
 //!   snapshots), the joins/leaves every merge returns, and their coalescing into
 //!   `presence_diff` frames ([`DiffCoalescer`]).
+//! - `sim`: a deterministic simulation of a whole cluster of `NodeState`s (network faults,
+//!   crashes, pauses, clock drift, clients) and the checker of P1 and the lease invariants.
 
 mod config;
 mod ids;
 mod node;
 mod presence;
 mod ring;
+pub mod sim;
 mod slot;
 
 pub use config::*;

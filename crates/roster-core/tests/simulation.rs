@@ -1,0 +1,535 @@
+//! The deterministic simulation of `NodeState` clusters (DESIGN.md, "Tests, in layers", 2).
+//!
+//! - `seeds_3_nodes`, `seeds_5_nodes`: random runs (faults, loss, drift, clients) checked for
+//!   P1 and the lease invariants. `SEEDS=N` runs N seeds instead of the default; `SEED=k`
+//!   runs seed k alone and prints its whole trace (`NODES=5` for five nodes).
+//! - `ablation_*`: each safeguard of DESIGN.md switched off, and the simulation must find the
+//!   P1 violation it prevents within a bounded number of seeds; the seed is printed.
+//! - `scenario_*`: DESIGN.md's "Why each rule" runs as scripts; P1 holds with the safeguard on.
+//!
+//! A failure prints the seed, the violation and the last trace lines. Figures print with
+//! `--nocapture`; a summary line always goes to stderr.
+
+use roster_core::sim::scenario::{run_scenario, ScenarioReport, Step, Step::*};
+use roster_core::sim::{FaultMix, Figures, NetworkParams, RunReport, SimParams, Simulation, Violation};
+use roster_core::{NodeState, OnConflict, Record, Safeguards};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+/// Run `make(seed)` for `seeds`, spread over the available cores, until `stop` says a report is
+/// what was searched for or `max_failures` runs failed. Returns the failing
+/// reports, earliest seed first, and the merged figures.
+fn run_seeds(
+    seeds: impl Iterator<Item = u64> + Send,
+    make: impl Fn(u64) -> SimParams + Sync,
+    stop: impl Fn(&RunReport) -> bool + Sync,
+    max_failures: usize,
+) -> (Vec<RunReport>, Figures) {
+    let seeds = Mutex::new(seeds);
+    let failures = Mutex::new(Vec::new());
+    let figures = Mutex::new(Figures::default());
+    let halt = AtomicU64::new(0);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                if halt.load(Ordering::Relaxed) > 0 {
+                    return;
+                }
+                let Some(seed) = seeds.lock().unwrap().next() else { return };
+                let report = Simulation::<NodeState>::run(make(seed));
+                figures.lock().unwrap().merge(&report.figures);
+                if !report.passed() {
+                    let mut f = failures.lock().unwrap();
+                    if stop(&report) || f.len() + 1 >= max_failures {
+                        halt.store(1, Ordering::Relaxed);
+                    }
+                    f.push(report);
+                }
+            });
+        }
+    });
+    let mut failures = failures.into_inner().unwrap();
+    failures.sort_by_key(|r| r.seed);
+    (failures, figures.into_inner().unwrap())
+}
+
+/// Replay a run with its whole trace (routine traffic too with `routine`).
+fn replay(params: SimParams, routine: bool) -> RunReport {
+    Simulation::<NodeState>::run(SimParams { trace_lines: usize::MAX, trace_routine: routine, ..params })
+}
+
+fn print_figures(name: &str, figures: &Figures) {
+    println!("== {name}\n{}", figures.summary());
+    eprintln!(
+        "{name}: {} runs, {} grants, new-tab wait after home death p50 {:?} ms, node_isolated with healthy gateway {}, killed gateway's slots free after p50 {:?} ms",
+        figures.runs,
+        figures.grants,
+        roster_core::sim::checker::percentile(&figures.new_tab_wait_after_home_death_ms, 50),
+        figures.isolated_healthy_gateway,
+        roster_core::sim::checker::percentile(&figures.killed_gateway_slot_free_ms, 50),
+    );
+}
+
+/// The seeds test: `default` seeds of `nodes` nodes, or what `SEEDS` / `SEED` ask for.
+fn seeds_test(nodes: usize, default: u64) {
+    if let Some(seed) = env_u64("SEED") {
+        if env_u64("NODES").unwrap_or(3) as usize != nodes {
+            return;
+        }
+        let report = replay(SimParams::random(seed, nodes), true);
+        for line in &report.trace {
+            println!("{line}");
+        }
+        for v in &report.violations {
+            println!("VIOLATION {v}");
+        }
+        print_figures(&format!("seed {seed}, {nodes} nodes"), &report.figures);
+        assert!(
+            report.passed(),
+            "seed {seed}: {} violations, first: {}",
+            report.violations.len(),
+            report.violations[0]
+        );
+        return;
+    }
+    let count = env_u64("SEEDS").unwrap_or(default);
+    let max_failures = env_u64("MAX_FAILURES").unwrap_or(20) as usize;
+    let (failures, figures) = run_seeds(0..count, |seed| SimParams::random(seed, nodes), |_| false, max_failures);
+    print_figures(&format!("{count} seeds, {nodes} nodes"), &figures);
+    if let Some(first) = failures.first() {
+        let listed: Vec<String> = failures
+            .iter()
+            .map(|r| {
+                let mut kinds: Vec<&str> = r.violations.iter().map(|v| v.kind()).collect();
+                kinds.dedup();
+                format!("seed {}: {}", r.seed, kinds.join("+"))
+            })
+            .collect();
+        let replayed = replay(SimParams::random(first.seed, nodes), false);
+        panic!(
+            "{} failing seeds (of {count}; at most MAX_FAILURES={max} collected): {}\n\nfirst failure, replayed:\n{}",
+            failures.len(),
+            listed.join(", "),
+            replayed.failure_text(),
+            max = env_u64("MAX_FAILURES").unwrap_or(20),
+        );
+    }
+}
+
+#[test]
+fn a_seed_replays_exactly() {
+    // Seeds are only worth printing if they replay: nothing in the nodes or the simulator may
+    // depend on hash order, addresses or time.
+    let run = || replay(SimParams::random(7, 3), true);
+    let (a, b) = (run(), run());
+    assert_eq!(a.stats, b.stats);
+    assert_eq!(a.trace.len(), b.trace.len());
+    if let Some(i) = (0..a.trace.len()).find(|&i| a.trace[i] != b.trace[i]) {
+        panic!("seed 7 diverged at trace line {i}:\n{}\n{}", a.trace[i], b.trace[i]);
+    }
+    assert_eq!(a.history.records, b.history.records);
+}
+
+#[test]
+fn seeds_3_nodes() {
+    seeds_test(3, 1000);
+}
+
+#[test]
+fn seeds_5_nodes() {
+    seeds_test(5, 200);
+}
+
+// ---- ablation ---------------------------------------------------------------------------
+
+/// One safeguard switched off: its name, the switch, the fault mix biased towards the runs it
+/// protects, and how many seeds the search may take.
+struct Ablation {
+    name: &'static str,
+    off: fn(&mut Safeguards),
+    make: fn(u64) -> SimParams,
+    max_seeds: u64,
+}
+
+fn biased(seed: u64, nodes: usize, faults: FaultMix) -> SimParams {
+    SimParams { faults, ..SimParams::random(seed, nodes) }
+}
+
+const ABLATIONS: &[Ablation] = &[
+    Ablation {
+        name: "revoke_before_grant",
+        off: |s| s.revoke_before_grant = false,
+        // No faults at all: every cross-node takeover overlaps without the rule.
+        make: |seed| {
+            let mut p = biased(seed, 3, FaultMix::none());
+            p.config = roster_core::sim::sim_config(3, OnConflict::Takeover, 0, 1);
+            p
+        },
+        max_seeds: 200,
+    },
+    Ablation {
+        name: "keep_replaced",
+        off: |s| s.keep_replaced = false,
+        make: |seed| biased(seed, 3, FaultMix::cuts(3)),
+        max_seeds: 2000,
+    },
+    Ablation {
+        name: "quiet_after_restart",
+        off: |s| s.quiet_after_restart = false,
+        make: |seed| biased(seed, 3, FaultMix::restarts(3)),
+        max_seeds: 2000,
+    },
+    Ablation {
+        name: "scan_wait_from_last_heartbeat",
+        off: |s| s.scan_wait_from_last_heartbeat = false,
+        // Homes that change (restarts, handovers) and gateways whose answers stop reaching
+        // the new home after its lease started (one-way cuts).
+        make: |seed| biased(seed, 3, FaultMix { cut_one_way: 8, ..FaultMix::restarts(3) }),
+        max_seeds: 2000,
+    },
+    Ablation {
+        name: "scan_dedup_tabs",
+        off: |s| s.scan_dedup_tabs = false,
+        // Many reconnects whose closes are lost, and homes that change soon after.
+        make: |seed| {
+            let mut p = biased(seed, 3, FaultMix { cut_one_way: 4, ..FaultMix::restarts(3) });
+            p.network.loss = 0.2;
+            p.workload.weights.resume = 80;
+            p.workload.step_ms = (20, 400);
+            p
+        },
+        max_seeds: 2000,
+    },
+    Ablation {
+        name: "fence_stale_epochs",
+        off: |s| s.fence_stale_epochs = false,
+        // Homes that change while alive (handover to a restarted preferred node), grants late
+        // on the wire, and a few users with many tabs joining often.
+        make: |seed| {
+            let mut p = biased(seed, 3, FaultMix { pause: 0, cut_one_way: 0, cut_both: 0, ..FaultMix::restarts(3) });
+            p.network = NetworkParams { spike_chance: 0.15, fifo: false, ..p.network };
+            p.workload.users = 3;
+            p.workload.tabs_per_user = 3;
+            p.workload.step_ms = (20, 300);
+            p
+        },
+        max_seeds: 2000,
+    },
+    Ablation {
+        name: "scan_quiet_after_start",
+        off: |s| s.scan_quiet_after_start = false,
+        make: |seed| biased(seed, 3, FaultMix::restarts(3)),
+        max_seeds: 2000,
+    },
+];
+
+fn ablation_named(name: &str) -> &'static Ablation {
+    ABLATIONS.iter().find(|a| a.name == name).unwrap_or_else(|| panic!("no ablation named {name}"))
+}
+
+/// Search seeds until one breaks P1 with the safeguard off while the same seed passes with
+/// every safeguard on (so the break is this safeguard's doing, not another bug's); print it.
+/// `ABLATION_FROM=k` starts the search at seed k.
+fn ablation(name: &str) {
+    let a = ablation_named(name);
+    let first = env_u64("ABLATION_FROM").unwrap_or(0);
+    let weakened = |seed| {
+        let mut p = (a.make)(seed);
+        (a.off)(&mut p.safeguards);
+        p
+    };
+    let whole_passes = |seed| Simulation::<NodeState>::run((a.make)(seed)).passed();
+    let attributable = |r: &RunReport| r.found_p1() && whole_passes(r.seed);
+    let (found, _) = run_seeds(first..first + a.max_seeds, weakened, attributable, usize::MAX);
+    let Some(hit) = found.iter().find(|r| r.found_p1() && whole_passes(r.seed)) else {
+        let mut other: Vec<&str> = found.iter().flat_map(|r| r.violations.iter().map(Violation::kind)).collect();
+        other.sort();
+        other.dedup();
+        let both: Vec<u64> = found.iter().filter(|r| r.found_p1()).map(|r| r.seed).collect();
+        panic!(
+            "{name} off: no P1 violation of its own in {} seeds (violations seen: {other:?}; \
+             P1 also with every safeguard on at seeds {both:?})",
+            a.max_seeds
+        );
+    };
+    let v = hit.violations.iter().find(|v| v.is_p1());
+    println!("{name} off: seed {} breaks P1 (and passes with every safeguard on):\n{}", hit.seed, v.expect("found_p1"));
+    eprintln!("ablation {name}: P1 broken at seed {} (replay: ABLATION={name} SEED={} [WEAK=1])", hit.seed, hit.seed);
+}
+
+/// `ABLATION=name SEED=k [WEAK=1] cargo test --test simulation replay_ablation_seed -- --nocapture`
+/// prints the whole trace of one ablation run (with the safeguard off if `WEAK=1`).
+#[test]
+fn replay_ablation_seed() {
+    let (Ok(name), Some(seed)) = (std::env::var("ABLATION"), env_u64("SEED")) else { return };
+    let a = ablation_named(&name);
+    let mut params = (a.make)(seed);
+    if env_u64("WEAK") == Some(1) {
+        (a.off)(&mut params.safeguards);
+    }
+    let report = replay(params, true);
+    for line in &report.trace {
+        println!("{line}");
+    }
+    for v in &report.violations {
+        println!("VIOLATION {v}");
+    }
+}
+
+#[test]
+fn ablation_revoke_before_grant() {
+    ablation("revoke_before_grant");
+}
+
+#[test]
+fn ablation_keep_replaced() {
+    ablation("keep_replaced");
+}
+
+#[test]
+fn ablation_quiet_after_restart() {
+    ablation("quiet_after_restart");
+}
+
+#[test]
+fn ablation_scan_wait_from_last_heartbeat() {
+    ablation("scan_wait_from_last_heartbeat");
+}
+
+#[test]
+fn ablation_scan_dedup_tabs() {
+    ablation("scan_dedup_tabs");
+}
+
+#[test]
+fn ablation_fence_stale_epochs() {
+    ablation("fence_stale_epochs");
+}
+
+#[test]
+fn ablation_scan_quiet_after_start() {
+    ablation("scan_quiet_after_start");
+}
+
+// ---- scripted scenarios ---------------------------------------------------------------------
+
+/// Play a script with every safeguard on (P1 must hold, expectations must be met), and with
+/// `off` applied; returns the weakened run's report for the caller to judge.
+fn scenario_pair(name: &str, nodes: usize, steps: &[Step], off: fn(&mut Safeguards)) -> ScenarioReport {
+    let params = SimParams::scripted(1, nodes);
+    let safe = run_scenario::<NodeState>(params.clone(), steps);
+    println!("== {name}, every safeguard on\n  {}", safe.script.join("\n  "));
+    assert!(safe.report.passed(), "{name}: P1 must hold with every safeguard on\n{}", safe.text());
+    assert!(safe.failed_expectations.is_empty(), "{name}: expectations\n{}", safe.text());
+    let mut weak_params = params;
+    off(&mut weak_params.safeguards);
+    let weak = run_scenario::<NodeState>(weak_params, steps);
+    let found: Vec<String> = weak.report.violations.iter().map(|v| v.to_string()).collect();
+    println!("== {name}, safeguard off: {} violations\n{}", found.len(), found.join("\n"));
+    weak
+}
+
+/// The cluster forms: leases held, start-up quiet over.
+const FORM: Step = Advance(5000);
+
+#[test]
+fn scenario_rule_6_takeover_revokes_before_it_grants() {
+    let steps = [
+        FORM,
+        PickUser { alias: "alice", home: "n0", next: None, preferred: None },
+        Join { client: "A", node: "n1", user: "alice", tab: "a", topic: "room:1" },
+        AwaitJoined { client: "A", max_ms: 1000 },
+        Join { client: "B", node: "n0", user: "alice", tab: "b", topic: "room:1" },
+        AwaitJoined { client: "B", max_ms: 1000 },
+        ExpectEnded("A"),
+        Advance(1000),
+    ];
+    let weak = scenario_pair("rule 6", 3, &steps, |s| s.revoke_before_grant = false);
+    assert!(weak.report.found_p1(), "without rule 6 the takeover must overlap\n{}", weak.text());
+}
+
+#[test]
+fn scenario_rule_7_resume_keeps_the_replaced_record() {
+    let steps = [
+        FORM,
+        PickUser { alias: "alice", home: "n0", next: None, preferred: None },
+        Join { client: "A", node: "n1", user: "alice", tab: "a", topic: "room:1" },
+        AwaitJoined { client: "A", max_ms: 1000 },
+        Cut("n1", "*"),
+        Resume { client: "A", node: "n2", new: "A2" },
+        AwaitJoined { client: "A2", max_ms: 1000 },
+        Join { client: "B", node: "n2", user: "alice", tab: "b", topic: "room:1" },
+        Advance(1500),
+        ExpectNotJoined("B"),
+        Advance(8000),
+    ];
+    let weak = scenario_pair("rule 7", 3, &steps, |s| s.keep_replaced = false);
+    assert!(weak.report.found_p1(), "without rule 7 B overlaps A@n1\n{}", weak.text());
+}
+
+#[test]
+fn scenario_rule_9_waits_from_the_last_heartbeat_of_a_silent_gateway() {
+    let steps = [
+        FORM,
+        PickUser { alias: "alice", home: "n0", next: Some("n2"), preferred: None },
+        Join { client: "A", node: "n1", user: "alice", tab: "a", topic: "room:1" },
+        AwaitJoined { client: "A", max_ms: 1000 },
+        // n1 hears the new home and answers its scans, but the answers never arrive: the new
+        // home keeps hearing (and echoing) a gateway that, to it, never answered.
+        DropAll { from: "n1", to: "n2", kind: "ScanReply" },
+        Crash("n0"),
+        AwaitHome { user: "alice", node: "n2", max_ms: 5000 },
+        Join { client: "B", node: "n2", user: "alice", tab: "b", topic: "room:1" },
+        Advance(9000),
+    ];
+    let weak = scenario_pair("rule 9 (later of)", 3, &steps, |s| s.scan_wait_from_last_heartbeat = false);
+    assert!(weak.report.found_p1(), "counting from the lease start frees A early\n{}", weak.text());
+}
+
+#[test]
+fn scenario_rule_10_a_stale_grant_is_ignored_after_a_scan() {
+    let steps = [
+        // n2 is away while the cluster forms, so n0 holds a partition that prefers n2; when n2
+        // is back, n0 hands it over (the home changes while n0 lives and answers scans).
+        Crash("n2"),
+        FORM,
+        PickUser { alias: "alice", home: "n0", next: Some("n2"), preferred: Some("n2") },
+        Restart("n2"),
+        Advance(3700),
+        // n0's grants to n1 are late on the wire; n1's joins never reach the new home.
+        HoldAll { from: "n0", to: "n1", kind: "SlotGrant" },
+        DropAll { from: "n1", to: "n2", kind: "SlotJoin" },
+        Join { client: "A", node: "n1", user: "alice", tab: "a", topic: "room:1" },
+        AwaitHome { user: "alice", node: "n2", max_ms: 3000 },
+        // n2 scans n0 and n1: nobody holds alice's slot. Then the old grant arrives.
+        Advance(300),
+        ReleaseHeld,
+        Advance(20),
+        Join { client: "B", node: "n2", user: "alice", tab: "b", topic: "room:1" },
+        AwaitJoined { client: "B", max_ms: 1000 },
+        Advance(6000),
+    ];
+    let weak = scenario_pair("rule 10 (stale grant)", 3, &steps, |s| s.fence_stale_epochs = false);
+    assert!(weak.report.found_p1(), "without the fence the stale grant is accepted\n{}", weak.text());
+}
+
+#[test]
+fn scenario_rule_2_a_restarted_grantor_grants_nothing_at_first() {
+    let steps = [
+        FORM,
+        PickUser { alias: "alice", home: "n0", next: Some("n2"), preferred: None },
+        Join { client: "A", node: "n0", user: "alice", tab: "a", topic: "room:1" },
+        AwaitJoined { client: "A", max_ms: 1000 },
+        // n2 stops hearing n0 and wants the partition; n1 still granted it to n0.
+        Cut("n0", "n2"),
+        Advance(100),
+        Crash("n1"),
+        Advance(50),
+        Restart("n1"),
+        Advance(1500),
+        Join { client: "B", node: "n2", user: "alice", tab: "b", topic: "room:1" },
+        Advance(8000),
+    ];
+    let weak = scenario_pair("rule 2", 3, &steps, |s| s.quiet_after_restart = false);
+    let two_homes = weak.report.violations.iter().any(|v| matches!(v, Violation::TwoLeaseHolders { .. }));
+    assert!(two_homes || weak.report.found_p1(), "without rule 2 two nodes hold the lease\n{}", weak.text());
+}
+
+#[test]
+fn scenario_rule_10_scan_answers_vouch_for_one_incarnation() {
+    let steps = [
+        FORM,
+        PickUser { alias: "alice", home: "n0", next: None, preferred: None },
+        Join { client: "A", node: "n0", user: "alice", tab: "a", topic: "room:1" },
+        AwaitJoined { client: "A", max_ms: 1000 },
+        Crash("n0"),
+        Restart("n0"),
+        Advance(3500),
+        Join { client: "B", node: "n1", user: "alice", tab: "b", topic: "room:1" },
+        Advance(8000),
+    ];
+    let weak = scenario_pair("rule 10 (per incarnation)", 3, &steps, |s| s.scan_quiet_after_start = false);
+    assert!(weak.report.found_p1(), "the new incarnation vouches for the old one's slot\n{}", weak.text());
+}
+
+#[test]
+fn scenario_rule_9_a_scan_closes_duplicate_tabs() {
+    let steps = [
+        FORM,
+        PickUser { alias: "alice", home: "n0", next: Some("n2"), preferred: None },
+        Join { client: "A", node: "n1", user: "alice", tab: "a", topic: "room:1" },
+        AwaitJoined { client: "A", max_ms: 1000 },
+        // The resume's close to the old socket is lost, then the home changes.
+        DropAll { from: "n0", to: "n1", kind: "SlotClose" },
+        Resume { client: "A", node: "n2", new: "A2" },
+        AwaitJoined { client: "A2", max_ms: 1000 },
+        Advance(100),
+        Crash("n0"),
+        AwaitHome { user: "alice", node: "n2", max_ms: 5000 },
+        Advance(12_000),
+    ];
+    let weak = scenario_pair("rule 9 (duplicate tabs)", 3, &steps, |s| s.scan_dedup_tabs = false);
+    assert!(weak.report.found_p1(), "without the dedup one tab lives on two connections\n{}", weak.text());
+}
+
+// ---- rule 11 ------------------------------------------------------------------------------
+
+/// Live connections on healthy gateways whose users' home is killed: count their slots lost
+/// to `node_isolated`, over a few crash instants (the loss depends on where in the lease and
+/// heartbeat cycles the home dies).
+fn isolated_after_home_death(isolation_ms: u64) -> (usize, Vec<ScenarioReport>) {
+    let mut lost = 0;
+    let mut reports = Vec::new();
+    for offset in [0, 70, 140, 210, 280, 350, 420] {
+        let mut params = SimParams::scripted(11 + offset, 3);
+        params.config.cluster.isolation_ms = isolation_ms;
+        let steps = [
+            Advance(isolation_ms.max(4000) + 1000),
+            PickUser { alias: "alice", home: "n0", next: None, preferred: None },
+            Join { client: "A", node: "n1", user: "alice", tab: "a", topic: "room:1" },
+            Join { client: "B", node: "n2", user: "alice", tab: "b", topic: "room:2" },
+            AwaitJoined { client: "A", max_ms: 1000 },
+            AwaitJoined { client: "B", max_ms: 1000 },
+            Advance(1000 + offset),
+            Crash("n0"),
+            Advance(15_000),
+        ];
+        let report = run_scenario::<NodeState>(params, &steps);
+        lost += report
+            .report
+            .history
+            .records
+            .iter()
+            .filter(|r| matches!(&r.record, Record::Ended { why, .. } if why == "node_isolated"))
+            .filter(|r| r.node.node.as_str() != "n0")
+            .count();
+        reports.push(report);
+    }
+    (lost, reports)
+}
+
+#[test]
+fn rule_11_live_connections_keep_their_slots_through_a_home_death() {
+    let (lost, reports) = isolated_after_home_death(4000);
+    for r in &reports {
+        assert!(r.report.passed() && r.failed_expectations.is_empty(), "{}", r.text());
+    }
+    assert_eq!(lost, 0, "with the timing rule, no live connection loses its slot\n{}", reports[0].text());
+}
+
+#[test]
+fn ablation_timing_rule_loses_live_connections() {
+    let isolation_ms = env_u64("ISOLATION_MS").unwrap_or(2400);
+    let mut config = roster_core::sim::sim_config(3, OnConflict::Takeover, 0, 1);
+    config.cluster.isolation_ms = isolation_ms;
+    assert!(config.validate().is_err(), "{isolation_ms} ms must break the timing rule");
+    let (lost, reports) = isolated_after_home_death(isolation_ms);
+    println!("isolation_ms {isolation_ms}: {lost} live connections lost their slots when their home died");
+    eprintln!("ablation timing rule: {lost} live connections lost their slots with isolation_ms {isolation_ms}");
+    assert!(lost > 0, "below the timing rule live connections must lose their slots\n{}", reports[0].text());
+}
