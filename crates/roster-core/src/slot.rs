@@ -597,6 +597,11 @@ impl ScopeSlots {
                 reason: RevokeReason::LoggedInElsewhere,
             });
         }
+        if self.unsafe_switches.grant_before_revoke {
+            // Ablation of rule 6: forget the victim at once, so the newcomer is granted while
+            // the revoke is still on its way.
+            self.records.retain(|r| &r.tab != tab);
+        }
     }
 
     fn grant(&mut self, conn: ConnId, tab: TabKey, mint: &mut TokenMint, fx: &mut Vec<SlotEffect>) {

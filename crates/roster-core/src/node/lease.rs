@@ -39,8 +39,10 @@ pub(super) struct Leases {
     persisted: u64,
     held: BTreeMap<PartitionId, Held>,
     rounds: BTreeMap<Millis, Round>,
-    /// Partitions this node stopped renewing to hand them to their preferred node.
-    handing_over: BTreeSet<PartitionId>,
+    /// The highest epoch at which this node started a home, per partition. A lease is never
+    /// started again at such an epoch: a late majority for a round sent before the lease lapsed
+    /// (or was handed over) would otherwise bring back a home whose tokens were already minted.
+    served: BTreeMap<PartitionId, u64>,
 }
 
 impl Leases {
@@ -52,7 +54,7 @@ impl Leases {
             persisted,
             held: BTreeMap::new(),
             rounds: BTreeMap::new(),
-            handing_over: BTreeSet::new(),
+            served: BTreeMap::new(),
         }
     }
 
@@ -107,9 +109,6 @@ impl NodeState {
             .collect();
         let mut asks = BTreeMap::new();
         for p in (0..self.config.cluster.partitions).map(PartitionId) {
-            if self.leases.handing_over.contains(&p) {
-                continue;
-            }
             if let Some(epoch) = self.leases.valid(p, now) {
                 asks.insert(p, epoch);
             } else if !announced_elsewhere.contains(&p) && preferred_home(p, &live).as_ref() == Some(&self.me.node) {
@@ -150,8 +149,15 @@ impl NodeState {
         for a in asks {
             let Some(g) = self.leases.grants.get_mut(a.partition.0 as usize) else { continue };
             let max = g.epoch.max(self.leases.known[a.partition.0 as usize]);
-            let renewal = g.holder.as_ref() == Some(&from) && g.epoch == a.epoch;
             let free = g.holder.is_none() || now >= g.expires_at;
+            // A renewal: this grantor's current holder, or (after this grantor restarted or was
+            // quiet when the lease was taken) the node that announces holding this very epoch,
+            // which a majority granted it: no one else can hold it.
+            let announced = self
+                .peers
+                .get(&from.node)
+                .is_some_and(|peer| peer.incarnation.as_ref() == Some(&from) && peer.announced.contains(&a));
+            let renewal = (g.holder.as_ref() == Some(&from) || (announced && free)) && max == a.epoch;
             let ok = !quiet && (renewal || (free && a.epoch > max));
             if ok {
                 g.holder = Some(from.clone());
@@ -205,19 +211,26 @@ impl NodeState {
             }
         }
         for a in reached {
-            if until <= now || self.leases.handing_over.contains(&a.partition) {
+            if until <= now {
                 continue;
             }
             let p = a.partition;
             match self.leases.held.get_mut(&p) {
-                Some(h) if h.epoch == a.epoch && h.valid_until > now => h.valid_until = h.valid_until.max(until),
-                Some(h) if h.epoch > a.epoch => {}
+                Some(h) if h.epoch == a.epoch && h.valid_until > now => {
+                    if until > h.valid_until {
+                        h.valid_until = until;
+                        fx.push(Effect::Record(Record::LeaseHeld { at: now, partition: p, epoch: a.epoch, until }));
+                    }
+                }
+                Some(h) if h.valid_until > now => {}
+                _ if self.leases.served.get(&p).is_some_and(|s| *s >= a.epoch) => {}
                 _ => {
                     self.leases.held.insert(p, super::lease::Held { epoch: a.epoch, valid_until: until });
+                    self.leases.served.insert(p, a.epoch);
+                    fx.push(Effect::Record(Record::LeaseHeld { at: now, partition: p, epoch: a.epoch, until }));
                     self.start_home(p, a.epoch, now, fx);
                 }
             }
-            fx.push(Effect::Record(Record::LeaseHeld { at: now, partition: p, epoch: a.epoch, until }));
         }
     }
 
@@ -227,7 +240,6 @@ impl NodeState {
             self.leases.held.iter().filter(|(_, h)| h.valid_until <= now).map(|(p, h)| (*p, h.epoch)).collect();
         for (p, epoch) in lapsed {
             self.leases.held.remove(&p);
-            self.leases.handing_over.remove(&p);
             self.stop_home(p, now, fx);
             fx.push(Effect::Record(Record::LeaseDropped { at: now, partition: p, epoch }));
         }
@@ -255,7 +267,7 @@ impl NodeState {
         let settle = 2 * self.config.cluster.lease_ms;
         let mut give = Vec::new();
         for (p, h) in &self.leases.held {
-            if h.valid_until <= now || self.leases.handing_over.contains(p) {
+            if h.valid_until <= now {
                 continue;
             }
             let Some(pref) = preferred_home(*p, &live) else { continue };

@@ -101,13 +101,13 @@ impl NodeMachine for NodeState {
             .map(|topic| {
                 let list = table.list(topic, AnonymousView::List);
                 let mut entries: Vec<(String, PhxRef, NodeName)> = Vec::new();
-                for (key, metas) in &list.0 {
-                    for m in &metas.metas {
+                for (key, metas) in list.iter() {
+                    for m in &metas {
                         let text = |k: &str| match m.get(k) {
                             Some(MetaValue::Str(s)) => s.clone(),
                             other => format!("{other:?}"),
                         };
-                        entries.push((key.clone(), PhxRef(text("phx_ref")), NodeName::from(text("node"))));
+                        entries.push((key.to_owned(), PhxRef(text("phx_ref")), NodeName::from(text("node"))));
                     }
                 }
                 entries.sort();
@@ -529,7 +529,17 @@ impl<M: NodeMachine> Simulation<M> {
             for ch in c.channels.values() {
                 if let Channel::Joining { log } = ch {
                     let join = &self.history.joins[*log];
-                    if join.at + bound < self.now && self.nodes[c.node].gen == c.gen {
+                    // A paused gateway answers nothing; its wait counts from when it handles
+                    // the join, so the time it spent paused after the join is added.
+                    let name = &self.nodes[c.node].name;
+                    let paused: Millis = self
+                        .history
+                        .troubles
+                        .iter()
+                        .filter(|t| &t.node == name && t.what == "paused" && t.until > join.at)
+                        .map(|t| t.until.min(self.now).saturating_sub(t.from.max(join.at)))
+                        .sum();
+                    if join.at + bound + paused < self.now && self.nodes[c.node].gen == c.gen {
                         violations.push(Violation::UnansweredJoin { join: join.clone(), end: self.now });
                     }
                 }
