@@ -40,6 +40,8 @@ pub enum GatewayMsg {
     },
     /// How many connections are alive.
     Count(RpcReplyPort<usize>),
+    /// The node is shutting down: every connection ends with `CloseReason::Shutdown`.
+    Shutdown(RpcReplyPort<()>),
 }
 
 /// What the gateway starts with.
@@ -105,6 +107,13 @@ impl Actor for Gateway {
             }
             GatewayMsg::Count(reply) => {
                 let _ = reply.send(st.sockets.len());
+            }
+            GatewayMsg::Shutdown(reply) => {
+                for (_, close) in st.sockets.values() {
+                    close.set(CloseReason::Shutdown);
+                }
+                myself.stop_children(Some("shutdown".into()));
+                let _ = reply.send(());
             }
         }
         Ok(())

@@ -431,6 +431,8 @@ impl Node {
     /// with [`CloseReason::Shutdown`], then the actors stop.
     pub async fn shutdown(&self) {
         let _ = self.inner.node.call(NodeMsg::Shutdown, Some(CALL_MARGIN)).await;
+        // Connections end as shut down (1012 on a WebSocket), not as crashed.
+        let _ = self.inner.gateway.call(GatewayMsg::Shutdown, Some(CALL_MARGIN)).await;
         let _ = self.inner.supervisor.stop_and_wait(Some("shutdown".into()), Some(CALL_MARGIN)).await;
         tracing::info!(node = %self.inner.name, "node stopped");
     }

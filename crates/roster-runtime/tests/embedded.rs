@@ -204,6 +204,8 @@ async fn subscribers_diffs_applied_in_order_equal_the_list_and_a_burst_is_coales
         s.leave();
     }
     sessions[0].update_meta([("mood".to_owned(), MetaValue::Str("happy".into()))].into()).await.unwrap();
+    // Leaves are asynchronous: the list to compare with is the one after all of them.
+    wait_until(|| async { node.stats().await.unwrap().presence_entries == 900 }).await;
     let want = refs_of(&*node.presence("lobby").current().await);
     let mut view = BTreeMap::new();
     let mut frames = 0;

@@ -1,0 +1,51 @@
+//! A node's life and its clients' deaths: a client that stops answering pings is closed and
+//! its presence leaves (no ghost from a half-open connection); SIGTERM shuts down gracefully,
+//! closing every client with 1012 so it reconnects, and the process exits cleanly.
+
+mod support {
+    pub mod js;
+    pub mod server;
+}
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::js::{ensure_js_deps, js_dir};
+use support::server::Server;
+
+#[test]
+fn a_client_that_stops_answering_pings_is_closed_and_its_presence_leaves() {
+    let server = Server::builder().server_key("ping_ms = 200").start();
+    let users = ["alice", "bob"].map(|u| (u, server.token(u)));
+    server.run_scenario("dead_client.mjs", &server.input(&users));
+}
+
+#[test]
+fn sigterm_closes_every_client_with_1012_and_the_process_exits_cleanly() {
+    let mut server = Server::builder().start();
+    let input = server.input(&[("alice", server.token("alice"))]);
+    ensure_js_deps();
+    let mut script = Command::new("node")
+        .arg(js_dir().join("scenarios").join("shutdown.mjs"))
+        .arg(&input)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start node");
+    // Wait for the client to be joined (the script says so), then stop the server.
+    let mut lines = BufReader::new(script.stdout.take().expect("piped stdout")).lines();
+    let first = lines.next().expect("a line from the script").expect("utf-8");
+    assert_eq!(first, "joined", "the script did not join");
+    let kill = Command::new("kill").args(["-TERM", &server.pid().to_string()]).status().expect("kill");
+    assert!(kill.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = script.wait().expect("the script ends");
+    assert!(
+        status.success() && rest.last().map(String::as_str) == Some("ok"),
+        "scenario failed: {rest:?}\n{}",
+        server.stderr()
+    );
+    let exit = server.wait_exit(Duration::from_secs(10)).expect("the server exits after SIGTERM");
+    assert!(exit.success(), "roster serve exited with {exit} after SIGTERM:\n{}", server.stderr());
+    assert!(server.stderr().contains("shutting down"), "{}", server.stderr());
+}
