@@ -15,7 +15,7 @@
 //!
 //! ```no_run
 //! use roster_core::sim::{SimParams, Simulation};
-//! let report = Simulation::run(SimParams::random(42, 3));
+//! let report = Simulation::<roster_core::NodeState>::run(SimParams::random(42, 3));
 //! assert!(report.passed(), "{}", report.failure_text());
 //! ```
 //!
