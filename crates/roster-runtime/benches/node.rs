@@ -103,10 +103,13 @@ fn joins_on_open_connections(c: &mut Criterion) {
 fn list_latency(c: &mut Criterion) {
     let rt = runtime(2);
     let node = rt.block_on(start());
-    let sessions = rt.block_on(async {
+    // Each session drains its events (as a server's socket task does); one that did not would
+    // be closed as a slow client once its queue filled with presence diffs.
+    let drains = rt.block_on(async {
         let mut v = Vec::new();
         for i in 0..10_000 {
-            v.push(node.join(JoinRequest::user(format!("l{i}"), "room:big").tab("t")).await.expect("join"));
+            let mut s = node.join(JoinRequest::user(format!("l{i}"), "room:big").tab("t")).await.expect("join");
+            v.push(tokio::spawn(async move { while s.next_event().await.is_some() {} }));
         }
         v
     });
@@ -117,6 +120,13 @@ fn list_latency(c: &mut Criterion) {
             tokio::task::yield_now().await;
         }
     });
+    let published = presence.list();
+    assert_eq!(published.len(), 10_000, "the published list holds every presence");
+    eprintln!(
+        "list_10k: {} keys, {} bytes of JSON",
+        published.len(),
+        serde_json::to_vec(&*published).expect("json").len()
+    );
     let mut group = c.benchmark_group("list_10k");
     group.bench_function("published_list", |b| b.iter(|| presence.list()));
     group.bench_function("current_via_actor", |b| b.to_async(&rt).iter(|| presence.current()));
@@ -125,8 +135,8 @@ fn list_latency(c: &mut Criterion) {
         b.iter(|| serde_json::to_vec(&*list).expect("json").len())
     });
     group.finish();
-    drop(sessions);
     rt.block_on(node.shutdown());
+    drop(drains);
 }
 
 criterion_group! {

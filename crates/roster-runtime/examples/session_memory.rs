@@ -1,5 +1,5 @@
 //! Memory per live session: RSS before and after opening N sessions (each a connection actor,
-//! a slot at its home, a presence entry), divided by N; then the same for N presences on open
+//! a slot at its home, a presence entry, and a task draining its events as a socket task would), divided by N; then the same for N presences on open
 //! connections (no new actor), which is what Phoenix.Tracker's per-presence figure measures.
 //!
 //! `cargo run --release -p roster-runtime --example session_memory -- 100000`
@@ -34,10 +34,13 @@ async fn main() {
     assert!(node.ready(Duration::from_secs(5)).await);
 
     let before = rss();
+    // Each session drains its events, as a server's socket task would (a session that did not
+    // would be closed as a slow client once presence diffs filled its queue).
     let mut sessions = Vec::with_capacity(n);
     for i in 0..n {
-        let topic = format!("room:{}", i % 100);
-        sessions.push(node.join(JoinRequest::user(format!("user{i}"), topic).tab("t")).await.expect("join"));
+        let topic = format!("room:{i}");
+        let mut s = node.join(JoinRequest::user(format!("user{i}"), topic).tab("t")).await.expect("join");
+        sessions.push(tokio::spawn(async move { while s.next_event().await.is_some() {} }));
     }
     settle(&node, n).await;
     let after = rss();
@@ -52,7 +55,7 @@ async fn main() {
     let per_conn = n / conns;
     let mut open = Vec::new();
     for c in 0..conns {
-        open.push(node.connect(Some(format!("multi{c}").into()), None, 64).await.expect("connect"));
+        open.push(node.connect(Some(format!("multi{c}").into()), None, 1 << 16).await.expect("connect"));
     }
     let before = rss();
     for (c, conn) in open.iter().enumerate() {

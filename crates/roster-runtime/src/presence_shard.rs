@@ -108,16 +108,13 @@ pub struct ShardState {
     subscribers: HashMap<Topic, TopicSubscribers>,
     coalescer: DiffCoalescer,
     flush_scheduled: bool,
-    views: HashMap<Topic, AnonymousView>,
 }
 
-impl ShardState {
-    fn view(&mut self, topic: &Topic) -> AnonymousView {
-        let config = &self.config;
-        *self.views.entry(topic.clone()).or_insert_with(|| match config.policy_for(topic).anonymous {
-            AnonymousMode::List => AnonymousView::List,
-            _ => AnonymousView::Count,
-        })
+/// How a topic shows anonymous viewers, from its policy.
+fn view_of(config: &Config, topic: &Topic) -> AnonymousView {
+    match config.policy_for(topic).anonymous {
+        AnonymousMode::List => AnonymousView::List,
+        _ => AnonymousView::Count,
     }
 }
 
@@ -134,7 +131,6 @@ impl Actor for PresenceShard {
             subscribers: HashMap::new(),
             coalescer: DiffCoalescer::new(diff_ms),
             flush_scheduled: false,
-            views: HashMap::new(),
         })
     }
 
@@ -192,9 +188,9 @@ impl Actor for PresenceShard {
             ShardMsg::Flush => {
                 st.flush_scheduled = false;
                 let now = st.clock.now();
-                let topics: Vec<Topic> = st.subscribers.keys().cloned().collect();
-                let views: HashMap<Topic, AnonymousView> = topics.iter().map(|t| (t.clone(), st.view(t))).collect();
-                let diffs = st.coalescer.flush(now, |t| views.get(t).copied().unwrap_or_default());
+                // Views only for the topics flushed now (never a pass over every topic).
+                let config = &st.config;
+                let diffs = st.coalescer.flush(now, |t| view_of(config, t));
                 for (topic, diff) in diffs {
                     if diff.is_empty() {
                         continue;

@@ -234,3 +234,14 @@ fn refs_of_view(view: &BTreeMap<String, Vec<BTreeMap<String, MetaValue>>>) -> BT
         })
         .collect()
 }
+
+#[tokio::test]
+async fn the_published_list_catches_up_with_the_replica_without_asking_the_node() {
+    let node = start(config(TAKEOVER)).await;
+    let _a = node.join(JoinRequest::user("pam", "room:pub").tab("a")).await.unwrap();
+    let _b = node.join(JoinRequest::user("quinn", "room:pub").tab("b")).await.unwrap();
+    let presence = node.presence("room:pub");
+    wait_until(|| async { presence.list().len() == 2 }).await;
+    assert_eq!(*presence.list(), *presence.current().await);
+    node.shutdown().await;
+}
