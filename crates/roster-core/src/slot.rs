@@ -521,15 +521,7 @@ impl ScopeSlots {
         if self.unsafe_switches.forget_replaced {
             self.records.retain(|r| !(r.tab == tab && r.state == SlotState::Replaced));
         }
-        let token = mint.next_token();
-        self.records.push(SlotRecord {
-            tab: tab.clone(),
-            conn: conn.clone(),
-            token,
-            state: SlotState::Held,
-            in_doubt_until: None,
-        });
-        fx.push(SlotEffect::Grant { conn, tab, token, resumed: true });
+        self.grant_as(conn, tab, true, mint, fx);
     }
 
     fn verdict(&self, tab: &TabKey, rules: &SlotRules) -> Verdict {
@@ -605,6 +597,11 @@ impl ScopeSlots {
     }
 
     fn grant(&mut self, conn: ConnId, tab: TabKey, mint: &mut TokenMint, fx: &mut Vec<SlotEffect>) {
+        self.grant_as(conn, tab, false, mint, fx);
+    }
+
+    /// Record a new holder with the next token and tell it (a fresh grant, or a resume).
+    fn grant_as(&mut self, conn: ConnId, tab: TabKey, resumed: bool, mint: &mut TokenMint, fx: &mut Vec<SlotEffect>) {
         let token = mint.next_token();
         self.records.push(SlotRecord {
             tab: tab.clone(),
@@ -613,7 +610,7 @@ impl ScopeSlots {
             state: SlotState::Held,
             in_doubt_until: None,
         });
-        fx.push(SlotEffect::Grant { conn, tab, token, resumed: false });
+        fx.push(SlotEffect::Grant { conn, tab, token, resumed });
     }
 
     /// Admit waiting joins in order while slots are free.
