@@ -21,6 +21,7 @@ use crate::cluster::Links;
 use crate::connection::ConnMsg;
 use crate::epoch_store::EpochStore;
 use crate::presence_shard::{ShardMsg, Subscriber};
+use crate::record_log::RecordLog;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
 use roster_core::{
@@ -166,6 +167,8 @@ pub struct NodeArgs {
     pub links: Option<Arc<Links>>,
     /// Whether the node admits joins (updated on every tick).
     pub ready: tokio::sync::watch::Sender<bool>,
+    /// Where records are written, if anywhere.
+    pub records: Option<RecordLog>,
 }
 
 /// The node actor. See the module documentation.
@@ -187,6 +190,7 @@ pub struct NodeActorState {
     publish_scheduled: bool,
     tick_at: Option<Millis>,
     ready: tokio::sync::watch::Sender<bool>,
+    records: Option<RecordLog>,
 }
 
 impl NodeActorState {
@@ -218,7 +222,12 @@ impl NodeActorState {
                     }
                     Effect::Client { socket, topic, event } => self.deliver(socket, topic, event),
                     Effect::PresenceChanged(changes) => self.presence_changed(changes),
-                    Effect::Record(r) => tracing::debug!(target: "roster::record", record = ?r),
+                    Effect::Record(r) => {
+                        if let Some(log) = &mut self.records {
+                            log.write(&r);
+                        }
+                        tracing::debug!(target: "roster::record", record = ?r);
+                    }
                 }
             }
         }
@@ -318,6 +327,7 @@ impl Actor for NodeActor {
             publish_scheduled: false,
             tick_at: None,
             ready: args.ready,
+            records: args.records,
         };
         st.run(Input::Tick)?;
         st.schedule(&myself);
