@@ -413,8 +413,9 @@ impl Node {
         TopicPresence { node: self.clone(), topic: topic.into() }
     }
 
-    /// Whether `token` still holds `user`'s slot in `topic`'s scope. `None`: this node is not
-    /// the user's home right now (ask the home; the cluster layer does).
+    /// Whether `token` still holds `user`'s slot in `topic`'s scope, answered by the user's
+    /// home (this node, or one RPC to the peer holding the partition's lease). `None`: no
+    /// node serves the user's partition now (no quorum, or the partition is moving).
     pub async fn validate(&self, user: &UserId, topic: &Topic, token: SlotToken) -> Option<bool> {
         let (user, topic) = (user.clone(), topic.clone());
         self.inner

@@ -117,7 +117,7 @@ pub enum NodeMsg {
         /// The subscriber.
         sub: Subscriber,
     },
-    /// Does this token still hold the slot? `None`: this node is not the user's home now.
+    /// Does this token still hold the slot? Asked of the user's home (here or a peer); `None`: no home.
     Validate {
         /// The user.
         user: UserId,
@@ -128,6 +128,28 @@ pub enum NodeMsg {
         /// The answer.
         reply: RpcReplyPort<Option<bool>>,
     },
+    /// A peer asks whether a token still holds a slot homed here.
+    PeerValidate {
+        /// The asking node.
+        from: NodeName,
+        /// Its request id.
+        id: u64,
+        /// The user.
+        user: UserId,
+        /// A topic of the scope.
+        topic: Topic,
+        /// The token.
+        token: SlotToken,
+    },
+    /// The home's answer to a validation this node forwarded.
+    ValidateReply {
+        /// The request id.
+        id: u64,
+        /// The answer (`None`: that node is not the home).
+        answer: Option<bool>,
+    },
+    /// A forwarded validation went unanswered.
+    ValidateTimeout(u64),
     /// Revoke a user's slots (all, or one topic's scope).
     Kick {
         /// The user.
@@ -191,7 +213,13 @@ pub struct NodeActorState {
     tick_at: Option<Millis>,
     ready: tokio::sync::watch::Sender<bool>,
     records: Option<RecordLog>,
+    /// Validations forwarded to a peer home, by request id.
+    validations: HashMap<u64, RpcReplyPort<Option<bool>>>,
+    next_validation: u64,
 }
+
+/// How long a validation forwarded to the user's home may take.
+const VALIDATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl NodeActorState {
     fn shard(&self, topic: &Topic) -> &ActorRef<ShardMsg> {
@@ -328,6 +356,8 @@ impl Actor for NodeActor {
             tick_at: None,
             ready: args.ready,
             records: args.records,
+            validations: HashMap::new(),
+            next_validation: 1,
         };
         st.run(Input::Tick)?;
         st.schedule(&myself);
@@ -382,8 +412,39 @@ impl Actor for NodeActor {
                 let _ = st.shard(&topic).cast(ShardMsg::Subscribe { topic, sub });
             }
             NodeMsg::Validate { user, topic, token, reply } => {
+                let now = st.clock.now();
                 let scope = st.core.config().policy_for(&topic).scope_key(&topic);
-                let _ = reply.send(st.core.slot_holds(&user, &scope, token, st.clock.now()));
+                let here = st.core.slot_holds(&user, &scope, token, now);
+                let home = st.core.home_of_user(&user, now).filter(|h| *h != st.me);
+                match (here, home, &st.links) {
+                    (None, Some(home), Some(links)) => {
+                        let id = st.next_validation;
+                        st.next_validation += 1;
+                        st.validations.insert(id, reply);
+                        links.validate(&home, id, user, topic, token);
+                        myself.send_after(VALIDATE_TIMEOUT, move || NodeMsg::ValidateTimeout(id));
+                    }
+                    _ => {
+                        let _ = reply.send(here);
+                    }
+                }
+            }
+            NodeMsg::PeerValidate { from, id, user, topic, token } => {
+                let scope = st.core.config().policy_for(&topic).scope_key(&topic);
+                let answer = st.core.slot_holds(&user, &scope, token, st.clock.now());
+                if let Some(links) = &st.links {
+                    links.validate_reply(&from, id, answer);
+                }
+            }
+            NodeMsg::ValidateReply { id, answer } => {
+                if let Some(reply) = st.validations.remove(&id) {
+                    let _ = reply.send(answer);
+                }
+            }
+            NodeMsg::ValidateTimeout(id) => {
+                if let Some(reply) = st.validations.remove(&id) {
+                    let _ = reply.send(None);
+                }
             }
             NodeMsg::Kick { user, topic, reason } => st.run(Input::Kick { user, topic, reason })?,
             NodeMsg::List { topic, reply } => {
