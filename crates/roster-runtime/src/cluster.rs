@@ -4,7 +4,7 @@
 //! NodeActor ── Effect::Send ──▶ Links::send ── codec ──▶ pg "roster.link.<peer>" (remote cell)
 //!                                                              │  ractor_cluster session (TCP)
 //! peer's ClusterLink ◀─────────────────────────────────────────┘
-//!     └── decode (fallible) ──▶ peer's NodeActor: NodeMsg::Peer / PeerBroadcast
+//!     └── decode (fallible) ──▶ peer's PeerInbox (ahead of the NodeActor's mailbox)
 //! LinkKeeper (task): NodeServer events, dialing with backoff, LinkDown on a closed session
 //! ```
 //!
@@ -25,7 +25,7 @@
 //!   transport knows: a session closed (a killed process is noticed in milliseconds).
 
 use crate::codec::{self, MAX_PAYLOAD_BYTES};
-use crate::node_actor::NodeMsg;
+use crate::node_actor::{NodeMsg, PeerInbox};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage, NodeSessionMessage, RactorClusterMessage};
 use roster_core::{Config, MetaValue, NodeName, PeerMsg, SlotToken, Topic, UserId};
@@ -359,6 +359,7 @@ pub struct ClusterLink;
 pub struct ClusterLinkArgs {
     links: Arc<Links>,
     node: ActorRef<NodeMsg>,
+    inbox: Arc<PeerInbox>,
 }
 
 impl Actor for ClusterLink {
@@ -411,7 +412,9 @@ impl Actor for ClusterLink {
         let from = env.from;
         match env.body {
             Wire::Peer(msg) => {
-                let _ = st.node.cast(NodeMsg::Peer { from, msg });
+                if st.inbox.push(from, msg) {
+                    let _ = st.node.cast(NodeMsg::PeerWake);
+                }
             }
             Wire::Broadcast { topic, from: user, event, body } => {
                 let _ = st.node.cast(NodeMsg::PeerBroadcast { topic, from: user, event, body });
@@ -478,6 +481,7 @@ impl Cluster {
         me: &NodeName,
         links: Arc<Links>,
         node: ActorRef<NodeMsg>,
+        inbox: Arc<PeerInbox>,
     ) -> Result<Cluster, crate::RuntimeError> {
         let spawn_err = |what: &str, e: String| crate::RuntimeError::Spawn(format!("{what}: {e}"));
         let own = config.require_node(me)?;
@@ -496,9 +500,10 @@ impl Cluster {
         .with_listen_addr(listen.ip());
         let (server, _) =
             Actor::spawn(None, server, ()).await.map_err(|e| spawn_err("cluster NodeServer", e.to_string()))?;
-        let (link, _) = Actor::spawn(None, ClusterLink, ClusterLinkArgs { links: links.clone(), node: node.clone() })
-            .await
-            .map_err(|e| spawn_err("ClusterLink", e.to_string()))?;
+        let (link, _) =
+            Actor::spawn(None, ClusterLink, ClusterLinkArgs { links: links.clone(), node: node.clone(), inbox })
+                .await
+                .map_err(|e| spawn_err("ClusterLink", e.to_string()))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let subscription = Box::new(Subscription(tx.clone()));
         server

@@ -17,7 +17,7 @@ use crate::connection::{CloseReason, CloseState, ConnEvent, ConnMsg, Joined};
 use crate::epoch_store::EpochStore;
 use crate::error::{JoinError, PushError, RuntimeError};
 use crate::gateway::{Gateway, GatewayArgs, GatewayMsg};
-use crate::node_actor::{NodeActor, NodeArgs, NodeMsg, NodeStatus, Published};
+use crate::node_actor::{NodeActor, NodeArgs, NodeMsg, NodeStatus, PeerInbox, Published};
 use crate::presence_shard::{PresenceShard, ShardArgs, ShardMsg, Subscriber};
 use crate::record_log::RecordLog;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -145,6 +145,7 @@ struct SupArgs {
     links: Option<Arc<Links>>,
     ready: watch::Sender<bool>,
     records: Option<RecordLog>,
+    inbox: Arc<PeerInbox>,
 }
 
 struct SupState {
@@ -180,6 +181,7 @@ impl Actor for NodeSupervisor {
             links: args.links,
             ready: args.ready,
             records: args.records,
+            inbox: args.inbox,
         };
         let (node, _) = Actor::spawn_linked(None, NodeActor, node_args, myself.get_cell()).await?;
         let gw_args = GatewayArgs { node: node.clone(), max_topics };
@@ -286,6 +288,7 @@ impl Node {
             safeguards: opts.safeguards.clone(),
         };
         let links = (opts.config.cluster.nodes.len() > 1).then(|| Links::new(&opts.config, &opts.node));
+        let inbox = Arc::new(PeerInbox::default());
         let published = Published::default();
         let (ready_tx, ready) = watch::channel(false);
         let args = SupArgs {
@@ -296,6 +299,7 @@ impl Node {
             links: links.clone(),
             ready: ready_tx,
             records,
+            inbox: inbox.clone(),
         };
         let (supervisor, _) = Actor::spawn(None, NodeSupervisor, args)
             .await
@@ -307,7 +311,7 @@ impl Node {
             .and_then(success)
             .ok_or(RuntimeError::NotRunning)?;
         let cluster = match links {
-            Some(links) => match Cluster::start(&opts.config, &opts.node, links, node.clone()).await {
+            Some(links) => match Cluster::start(&opts.config, &opts.node, links, node.clone(), inbox).await {
                 Ok(c) => Some(c),
                 Err(e) => {
                     let _ = supervisor.stop_and_wait(Some("cluster link failed".into()), Some(CALL_MARGIN)).await;

@@ -29,11 +29,34 @@ use roster_core::{
     PeerView, PresenceChanges, PresenceList, SlotToken, SocketId, Topic, UserId,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Presence lists published for readers, per topic: readers never wait behind the node
 /// actor's writes. Refreshed at most once per `diff_ms` per changed topic.
 pub type Published = Arc<RwLock<HashMap<Topic, Arc<PresenceList>>>>;
+
+/// Messages from other nodes, waiting for the node actor *ahead of its mailbox*: before each
+/// mailbox message the actor first handles every waiting peer message and any timer that is
+/// due. A burst of client joins (thousands queued in the mailbox) thus never delays heartbeats
+/// and their echoes, which would let horizons pass and revoke live slots with
+/// `node_isolated`, or make peers declare this node down.
+#[derive(Default)]
+pub struct PeerInbox {
+    queue: Mutex<VecDeque<(NodeName, PeerMsg)>>,
+}
+
+impl PeerInbox {
+    /// Queue a message; returns whether the queue was empty (the actor needs a wake-up).
+    pub fn push(&self, from: NodeName, msg: PeerMsg) -> bool {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.push_back((from, msg));
+        q.len() == 1
+    }
+
+    fn take(&self) -> VecDeque<(NodeName, PeerMsg)> {
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
 
 /// A node's view for `/cluster` and `/ready`.
 #[derive(Clone, Debug, PartialEq)]
@@ -101,13 +124,8 @@ pub enum NodeMsg {
         /// The payload.
         body: roster_core::MetaValue,
     },
-    /// A message from another node (through the cluster link).
-    Peer {
-        /// The sender's name.
-        from: NodeName,
-        /// The message.
-        msg: PeerMsg,
-    },
+    /// Messages from other nodes wait in the [`PeerInbox`] (the cluster link just filled it).
+    PeerWake,
     /// The transport closed its session to a peer.
     LinkDown(NodeName),
     /// Subscribe an embedding channel to a topic's diffs.
@@ -191,6 +209,8 @@ pub struct NodeArgs {
     pub ready: tokio::sync::watch::Sender<bool>,
     /// Where records are written, if anywhere.
     pub records: Option<RecordLog>,
+    /// Messages from peers (filled by the cluster link).
+    pub inbox: Arc<PeerInbox>,
 }
 
 /// The node actor. See the module documentation.
@@ -213,6 +233,7 @@ pub struct NodeActorState {
     tick_at: Option<Millis>,
     ready: tokio::sync::watch::Sender<bool>,
     records: Option<RecordLog>,
+    inbox: Arc<PeerInbox>,
     /// Validations forwarded to a peer home, by request id.
     validations: HashMap<u64, RpcReplyPort<Option<bool>>>,
     next_validation: u64,
@@ -319,6 +340,25 @@ impl NodeActorState {
         }
     }
 
+    /// Before a mailbox message: every waiting peer message, then the timers if due.
+    fn catch_up(&mut self) -> Result<(), ActorProcessingErr> {
+        for (from, msg) in self.inbox.take() {
+            self.run(Input::Receive { from, msg })?;
+        }
+        if self.tick_at.is_some_and(|t| self.clock.now() >= t) {
+            self.tick()?;
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self) -> Result<(), ActorProcessingErr> {
+        self.tick_at = None;
+        self.run(Input::Tick)?;
+        let ready = self.core.is_ready(self.clock.now());
+        self.ready.send_if_modified(|r| std::mem::replace(r, ready) != ready);
+        Ok(())
+    }
+
     fn schedule(&mut self, myself: &ActorRef<NodeMsg>) {
         let wake = self.core.next_wake();
         if self.tick_at.is_none_or(|t| wake < t) {
@@ -356,6 +396,7 @@ impl Actor for NodeActor {
             tick_at: None,
             ready: args.ready,
             records: args.records,
+            inbox: args.inbox,
             validations: HashMap::new(),
             next_validation: 1,
         };
@@ -370,13 +411,10 @@ impl Actor for NodeActor {
         msg: NodeMsg,
         st: &mut NodeActorState,
     ) -> Result<(), ActorProcessingErr> {
+        st.catch_up()?;
         match msg {
-            NodeMsg::Tick => {
-                st.tick_at = None;
-                st.run(Input::Tick)?;
-                let ready = st.core.is_ready(st.clock.now());
-                st.ready.send_if_modified(|r| std::mem::replace(r, ready) != ready);
-            }
+            NodeMsg::Tick => st.tick()?,
+            NodeMsg::PeerWake => {}
             NodeMsg::Publish => {
                 st.publish_scheduled = false;
                 st.publish();
@@ -406,7 +444,6 @@ impl Actor for NodeActor {
             NodeMsg::PeerBroadcast { topic, from, event, body } => {
                 let _ = st.shard(&topic).cast(ShardMsg::Broadcast { topic, from, event, body, except: None });
             }
-            NodeMsg::Peer { from, msg } => st.run(Input::Receive { from, msg })?,
             NodeMsg::LinkDown(peer) => st.run(Input::LinkDown { peer })?,
             NodeMsg::Subscribe { topic, sub } => {
                 let _ = st.shard(&topic).cast(ShardMsg::Subscribe { topic, sub });

@@ -494,6 +494,11 @@ impl NodeState {
 
     /// Rule 5: slots whose horizon passed are revoked (`node_isolated`) before anything else.
     pub(super) fn expire_horizons(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        if self.alone {
+            // One-node exemption: no other node can take a partition over, so a node that
+            // was starved or paused has nobody to yield its slots to.
+            return;
+        }
         let valid_ms = self.isolation_valid_ms();
         let expired: Vec<(SocketId, ScopeKey)> = self
             .gateway
