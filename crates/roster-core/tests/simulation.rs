@@ -145,6 +145,44 @@ fn seeds_5_nodes() {
     seeds_test(5, 200);
 }
 
+/// One node's restart leaves the other nodes' leases alone. A restarted grantor refuses
+/// renewals with its boot floor (above the wall clock, so above every epoch in use); holders
+/// learned that epoch and then refused their own renewals, so every lease in the cluster ended
+/// about `lease_ms` after any restart and every partition changed home.
+#[test]
+fn a_restart_ends_no_other_lease() {
+    let steps = [FORM, Crash("n2"), Advance(50), Restart("n2"), Advance(8000)];
+    let r = run_scenario::<NodeState>(SimParams::scripted(1, 3), &steps);
+    assert!(r.report.passed() && r.failed_expectations.is_empty(), "{}", r.text());
+    let others = |n: &roster_core::Incarnation| n.node.as_str() != "n2";
+    let held_before: Vec<(roster_core::PartitionId, u64)> = r
+        .report
+        .history
+        .records
+        .iter()
+        .filter(|nr| others(&nr.node))
+        .filter_map(|nr| match nr.record {
+            Record::LeaseHeld { at, partition, epoch, .. } if at <= 5000 => Some((partition, epoch)),
+            _ => None,
+        })
+        .collect();
+    assert!(!held_before.is_empty(), "n0 and n1 hold leases once the cluster formed");
+    let dropped: Vec<String> = r
+        .report
+        .history
+        .records
+        .iter()
+        .filter(|nr| others(&nr.node))
+        .filter_map(|nr| match nr.record {
+            Record::LeaseDropped { at, partition, epoch } if held_before.contains(&(partition, epoch)) => {
+                Some(format!("{} dropped {partition:?}@{epoch} at {at}", nr.node.node.as_str()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(dropped.is_empty(), "n2's restart ended leases of n0 and n1: {dropped:?}");
+}
+
 // ---- ablation ---------------------------------------------------------------------------
 
 /// One safeguard switched off: its name, the switch, the fault mix biased towards the runs it
