@@ -150,14 +150,19 @@ impl NodeState {
             let Some(g) = self.leases.grants.get_mut(a.partition.0 as usize) else { continue };
             let max = g.epoch.max(self.leases.known[a.partition.0 as usize]);
             let free = g.holder.is_none() || now >= g.expires_at;
-            // A renewal: this grantor's current holder, or (after this grantor restarted or was
-            // quiet when the lease was taken) the node that announces holding this very epoch,
-            // which a majority granted it: no one else can hold it.
+            // A renewal: this grantor's current holder at its epoch, or (after this grantor
+            // restarted or was quiet when the lease was taken) the node that announces holding
+            // this very epoch, which a majority granted it: no one else can hold it. A renewal is
+            // judged by this grantor's own grants only, never by epochs it merely learned: a
+            // restarted peer refuses with its boot floor (the wall clock), above every epoch in
+            // use, and judging by it made every holder refuse its own renewals, so one restart
+            // ended every lease in the cluster.
             let announced = self
                 .peers
                 .get(&from.node)
                 .is_some_and(|peer| peer.incarnation.as_ref() == Some(&from) && peer.announced.contains(&a));
-            let renewal = (g.holder.as_ref() == Some(&from) || (announced && free)) && max == a.epoch;
+            let renewal =
+                (g.holder.as_ref() == Some(&from) && g.epoch == a.epoch) || (announced && free && a.epoch >= g.epoch);
             let ok = !quiet && (renewal || (free && a.epoch > max));
             if ok {
                 g.holder = Some(from.clone());

@@ -16,7 +16,7 @@
 use super::checker::JoinKind;
 use super::{ClientId, NodeMachine, RunReport, SimParams, Simulation};
 use crate::ids::{Millis, NodeName, TabId, Topic, UserId};
-use crate::{partition_of, preferred_home};
+use crate::{partition_of, preferred_home, PartitionId};
 use std::collections::BTreeMap;
 
 /// One step of a script. Node names are `n0`, `n1`, ...; `"*"` means every other node.
@@ -133,6 +133,8 @@ pub enum Step {
     ExpectEnded(&'static str),
     /// Expect the client not to be joined now (waiting or over).
     ExpectNotJoined(&'static str),
+    /// Expect the client to be joined now.
+    ExpectJoined(&'static str),
 }
 
 /// What a script did and found.
@@ -144,6 +146,16 @@ pub struct ScenarioReport {
     pub script: Vec<String>,
     /// Expectations (`Await*`, `Expect*`) that did not hold.
     pub failed_expectations: Vec<String>,
+    /// The users the script named ([`Step::PickUser`]), by alias.
+    pub users: BTreeMap<&'static str, UserId>,
+}
+
+impl ScenarioReport {
+    /// The partition of a user the script named.
+    pub fn partition_of(&self, alias: &str) -> Option<PartitionId> {
+        let partitions = self.report.history.config.cluster.partitions;
+        self.users.get(alias).map(|u| partition_of(u, partitions))
+    }
 }
 
 impl ScenarioReport {
@@ -178,7 +190,7 @@ pub fn run_scenario<M: NodeMachine>(params: SimParams, steps: &[Step]) -> Scenar
     for step in steps {
         p.play(step);
     }
-    ScenarioReport { report: p.sim.finish(), script: p.script, failed_expectations: p.failed }
+    ScenarioReport { report: p.sim.finish(), script: p.script, failed_expectations: p.failed, users: p.users }
 }
 
 impl<M: NodeMachine> Player<M> {
@@ -385,6 +397,15 @@ impl<M: NodeMachine> Player<M> {
                     self.fail(format!("{client} still active: {state:?}"));
                 } else {
                     self.say(format!("{client} is over, as expected"));
+                }
+            }
+            Step::ExpectJoined(client) => {
+                let id = self.client(client);
+                if self.joined(id) {
+                    self.say(format!("{client} is joined, as expected"));
+                } else {
+                    let state = self.sim.workload().get(id).channels.clone();
+                    self.fail(format!("{client} is not joined: {state:?}"));
                 }
             }
             Step::ExpectNotJoined(client) => {
