@@ -395,7 +395,7 @@ mod tests {
         // A new connection is accepted and forwarded, but stalls too.
         let mut late = connect(proxy.addr());
         late.write_all(b"late").unwrap();
-        assert_eq!(proxy.open_links(), 2, "stalled links stay open");
+        wait_for("both stalled links are open", || proxy.open_links() == 2);
 
         proxy.heal();
         a.set_read_timeout(Some(WAIT)).unwrap();
