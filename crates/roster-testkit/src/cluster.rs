@@ -363,9 +363,9 @@ impl Cluster {
 
     /// The proxy between nodes `a` and `b` (either order). Panics if the spec has none.
     pub fn proxy(&self, a: usize, b: usize) -> &FaultProxy {
-        self.proxies
-            .get(&(a.min(b), a.max(b)))
-            .unwrap_or_else(|| panic!("no proxy between {} and {}: add .proxied({a}, {b}) to the spec", node_name(a), node_name(b)))
+        self.proxies.get(&(a.min(b), a.max(b))).unwrap_or_else(|| {
+            panic!("no proxy between {} and {}: add .proxied({a}, {b}) to the spec", node_name(a), node_name(b))
+        })
     }
 
     /// Start node `i` (its first start, or after [`kill9`](Self::kill9)); returns without
@@ -391,9 +391,12 @@ impl Cluster {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("start {} serve for node {}: {e}", binary.display(), node.name));
-        for pipe in [child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>), child.stderr.take().map(|p| Box::new(p) as _)]
-            .into_iter()
-            .flatten()
+        for pipe in [
+            child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+            child.stderr.take().map(|p| Box::new(p) as _),
+        ]
+        .into_iter()
+        .flatten()
         {
             let log = node.log.clone();
             node.readers.push(thread::spawn(move || copy_to_log(pipe, &log)));
@@ -495,9 +498,12 @@ impl Cluster {
     /// stderr otherwise.
     pub fn get_json(&self, i: usize, path: &str) -> Value {
         match self.http_get(i, path) {
-            Ok((200, body)) => serde_json::from_str(&body)
-                .unwrap_or_else(|e| self.fail(&format!("GET {path} on node {}: not JSON ({e}): {body}", self.nodes[i].name))),
-            Ok((status, body)) => self.fail(&format!("GET {path} on node {}: HTTP {status}: {body}", self.nodes[i].name)),
+            Ok((200, body)) => serde_json::from_str(&body).unwrap_or_else(|e| {
+                self.fail(&format!("GET {path} on node {}: not JSON ({e}): {body}", self.nodes[i].name))
+            }),
+            Ok((status, body)) => {
+                self.fail(&format!("GET {path} on node {}: HTTP {status}: {body}", self.nodes[i].name))
+            }
             Err(e) => self.fail(&format!("GET {path} on node {}: {e}", self.nodes[i].name)),
         }
     }
@@ -556,7 +562,8 @@ impl Cluster {
     pub fn log_tails(&self) -> String {
         let mut out = String::new();
         for node in &self.nodes {
-            let exited = node.child.lock().unwrap_or_else(|e| e.into_inner()).as_mut().and_then(|c| c.try_wait().ok().flatten());
+            let exited =
+                node.child.lock().unwrap_or_else(|e| e.into_inner()).as_mut().and_then(|c| c.try_wait().ok().flatten());
             let state = match (node.pid, exited, node.stopped) {
                 (None, _, _) => "not running".to_owned(),
                 (Some(_), Some(status), _) => format!("EXITED by itself: {status}"),

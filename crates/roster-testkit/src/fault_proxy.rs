@@ -230,7 +230,8 @@ fn accept_loop(listener: TcpListener, target: SocketAddr, shared: Arc<Shared>) {
         shared.forwarded.fetch_add(1, Ordering::SeqCst);
         for (from, to) in [(client_read, upstream), (upstream_read, client)] {
             let shared = shared.clone();
-            let _ = thread::Builder::new().name(format!("fault-proxy-link-{id}")).spawn(move || pump(id, from, to, shared));
+            let _ =
+                thread::Builder::new().name(format!("fault-proxy-link-{id}")).spawn(move || pump(id, from, to, shared));
         }
     }
 }
@@ -321,7 +322,9 @@ mod tests {
         match s.read(&mut buf) {
             Ok(0) => true,
             Ok(_) => false,
-            Err(e) => matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe),
+            Err(e) => {
+                matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe)
+            }
         }
     }
 
