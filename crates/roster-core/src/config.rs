@@ -388,6 +388,12 @@ impl Policy {
     }
 }
 
+/// The `[[policy]]` list alone, serialized for [`Config::fingerprint`].
+#[derive(Serialize)]
+struct PolicyList<'a> {
+    policy: &'a [PolicyConfig],
+}
+
 impl Config {
     /// Parse `cluster.toml` text and [validate](Config::validate) it.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
@@ -430,6 +436,27 @@ impl Config {
             name: name.clone(),
             known: self.cluster.nodes.iter().map(|n| n.name.clone()).collect(),
         })
+    }
+
+    /// A hash of everything that must be identical on every node of a cluster: the node names
+    /// in order, partitions, heartbeat and lease timings, drift, and the `[[policy]]` list (a
+    /// `PolicyId` is a list position). Addresses, secrets and per-node server settings are left
+    /// out: each node may reach its peers through different addresses (a proxy, a NAT).
+    /// Nodes refuse each other's messages when their fingerprints differ.
+    pub fn fingerprint(&self) -> u64 {
+        let c = &self.cluster;
+        let names: Vec<&str> = c.nodes.iter().map(|n| n.name.as_str()).collect();
+        let shared = format!(
+            "{names:?}|{}|{}|{}|{}|{}|{}|{}",
+            c.partitions,
+            c.heartbeat_ms,
+            c.heartbeat_timeout_ms,
+            c.lease_ms,
+            c.isolation_ms,
+            c.max_drift,
+            toml::to_string(&PolicyList { policy: &self.policy }).unwrap_or_default(),
+        );
+        xxhash_rust::xxh3::xxh3_64(shared.as_bytes())
     }
 
     /// The slot policy of `topic`: the first `[[policy]]` whose pattern matches it, or
@@ -753,6 +780,25 @@ mod tests {
         let mut c = Config::single_node();
         c.policy.push(p);
         c
+    }
+
+    #[test]
+    fn fingerprint_ignores_addresses_but_not_shared_settings() {
+        let base = Config::from_toml_str(SAMPLE).unwrap();
+        let mut proxied = base.clone();
+        proxied.cluster.nodes[1].cluster_addr = "127.0.0.1:9999".into();
+        proxied.auth.secret = "another".into();
+        proxied.server.ping_ms += 1;
+        assert_eq!(proxied.fingerprint(), base.fingerprint());
+        let mut other_lease = base.clone();
+        other_lease.cluster.lease_ms += 1;
+        assert_ne!(other_lease.fingerprint(), base.fingerprint());
+        let mut other_policy = base.clone();
+        other_policy.policy[0].max_slots += 1;
+        assert_ne!(other_policy.fingerprint(), base.fingerprint());
+        let mut reordered = base.clone();
+        reordered.cluster.nodes.swap(0, 1);
+        assert_ne!(reordered.fingerprint(), base.fingerprint());
     }
 
     #[test]

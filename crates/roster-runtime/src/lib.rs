@@ -10,6 +10,7 @@
 //! - `connection`: `ConnectionActor`, one per socket or session (local only).
 //! - `presence_shard`: `PresenceShard`s: subscriptions, coalesced diffs, broadcasts by topic.
 //! - `epoch_store`: the highest granted epoch in `data_dir/NAME`.
+//! - `cluster`: the cluster link over `ractor_cluster`: `ClusterLink`, dialing, session events.
 //! - `codec`: the versioned, fallible codec for node-to-node payloads.
 //! - `clock`: monotonic milliseconds for the core.
 //!
@@ -22,6 +23,7 @@
 //! ```
 
 mod clock;
+mod cluster;
 pub mod codec;
 mod connection;
 mod epoch_store;
@@ -32,10 +34,11 @@ mod node_actor;
 mod presence_shard;
 
 pub use clock::Clock;
+pub use cluster::{LinkCounters, LinkStatus};
 pub use connection::{CloseReason, ConnEvent, Joined};
 pub use epoch_store::EpochStore;
 pub use error::{JoinError, PushError, RuntimeError};
 pub use node::{
     Connection, ConnectionHandle, JoinRequest, Node, NodeOptions, PresenceSubscription, Session, Stats, TopicPresence,
 };
-pub use node_actor::{NodeMsg, NodeStatus, PeerSink};
+pub use node_actor::{NodeMsg, NodeStatus};

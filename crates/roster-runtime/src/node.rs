@@ -12,11 +12,12 @@
 //! ```
 
 use crate::clock::Clock;
+use crate::cluster::{Cluster, LinkStatus, Links};
 use crate::connection::{CloseReason, CloseState, ConnEvent, ConnMsg, Joined};
 use crate::epoch_store::EpochStore;
 use crate::error::{JoinError, PushError, RuntimeError};
 use crate::gateway::{Gateway, GatewayArgs, GatewayMsg};
-use crate::node_actor::{NodeActor, NodeArgs, NodeMsg, NodeStatus, PeerSink, Published};
+use crate::node_actor::{NodeActor, NodeArgs, NodeMsg, NodeStatus, Published};
 use crate::presence_shard::{PresenceShard, ShardArgs, ShardMsg, Subscriber};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use ractor_cluster::RactorMessage;
@@ -41,8 +42,6 @@ pub struct NodeOptions {
     pub data_dir: Option<PathBuf>,
     /// Test-only switches; all safeguards on by default.
     pub safeguards: Safeguards,
-    /// The cluster link's sender (set by the cluster layer); `None` on a single node.
-    pub peers: Option<PeerSink>,
 }
 
 impl NodeOptions {
@@ -53,7 +52,7 @@ impl NodeOptions {
 
     /// Node `node` of `config`.
     pub fn for_node(config: Config, node: NodeName) -> Self {
-        Self { config, node, data_dir: None, safeguards: Safeguards::default(), peers: None }
+        Self { config, node, data_dir: None, safeguards: Safeguards::default() }
     }
 
     /// Keep the epoch file under `dir` instead of the config's `data_dir`.
@@ -133,7 +132,7 @@ struct SupArgs {
     store: EpochStore,
     clock: Clock,
     published: Published,
-    peers: Option<PeerSink>,
+    links: Option<Arc<Links>>,
     ready: watch::Sender<bool>,
 }
 
@@ -167,7 +166,7 @@ impl Actor for NodeSupervisor {
             clock: args.clock,
             shards: shards.clone(),
             published: args.published,
-            peers: args.peers,
+            links: args.links,
             ready: args.ready,
         };
         let (node, _) = Actor::spawn_linked(None, NodeActor, node_args, myself.get_cell()).await?;
@@ -231,6 +230,7 @@ struct NodeInner {
     shard_count: usize,
     published: Published,
     ready: watch::Receiver<bool>,
+    cluster: Option<Cluster>,
     next_socket: AtomicU64,
     next_subscription: AtomicU64,
 }
@@ -240,6 +240,9 @@ struct NodeInner {
 pub struct Node {
     inner: Arc<NodeInner>,
 }
+
+/// How long a graceful shutdown waits for peers to confirm its last messages.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 
 /// How long a call waits beyond the configured join wait before the node counts as gone.
 const CALL_MARGIN: Duration = Duration::from_secs(5);
@@ -262,6 +265,7 @@ impl Node {
             wall_clock_ms,
             safeguards: opts.safeguards.clone(),
         };
+        let links = (opts.config.cluster.nodes.len() > 1).then(|| Links::new(&opts.config, &opts.node));
         let published = Published::default();
         let (ready_tx, ready) = watch::channel(false);
         let args = SupArgs {
@@ -269,7 +273,7 @@ impl Node {
             store,
             clock: Clock::start(),
             published: published.clone(),
-            peers: opts.peers,
+            links: links.clone(),
             ready: ready_tx,
         };
         let (supervisor, _) = Actor::spawn(None, NodeSupervisor, args)
@@ -281,6 +285,16 @@ impl Node {
             .ok()
             .and_then(success)
             .ok_or(RuntimeError::NotRunning)?;
+        let cluster = match links {
+            Some(links) => match Cluster::start(&opts.config, &opts.node, links, node.clone()).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    let _ = supervisor.stop_and_wait(Some("cluster link failed".into()), Some(CALL_MARGIN)).await;
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
         tracing::info!(node = %opts.node, incarnation = %incarnation, "node started");
         Ok(Node {
             inner: Arc::new(NodeInner {
@@ -293,6 +307,7 @@ impl Node {
                 shard_count,
                 published,
                 ready,
+                cluster,
                 next_socket: AtomicU64::new(1),
                 next_subscription: AtomicU64::new(1),
             }),
@@ -407,6 +422,16 @@ impl Node {
             .ok_or(RuntimeError::NotRunning)
     }
 
+    /// The cluster link to every peer (empty on a single node).
+    pub fn links(&self) -> Vec<LinkStatus> {
+        self.inner.cluster.as_ref().map(|c| c.links.status()).unwrap_or_default()
+    }
+
+    /// The cluster link's counters, if this node is part of a cluster.
+    pub fn link_counters(&self) -> Option<&crate::cluster::LinkCounters> {
+        self.inner.cluster.as_ref().map(|c| &c.links.counters)
+    }
+
     /// Counts of live users, sessions, slots, presence entries and actors.
     pub async fn stats(&self) -> Result<Stats, RuntimeError> {
         let status = self.status().await?;
@@ -431,6 +456,13 @@ impl Node {
     /// with [`CloseReason::Shutdown`], then the actors stop.
     pub async fn shutdown(&self) {
         let _ = self.inner.node.call(NodeMsg::Shutdown, Some(CALL_MARGIN)).await;
+        if let Some(cluster) = &self.inner.cluster {
+            // The lease and slot releases just sent reach the peers before the sessions close.
+            if !cluster.links.flush(SHUTDOWN_FLUSH).await {
+                tracing::warn!("not every peer confirmed the last messages before shutdown");
+            }
+            cluster.stop();
+        }
         // Connections end as shut down (1012 on a WebSocket), not as crashed.
         let _ = self.inner.gateway.call(GatewayMsg::Shutdown, Some(CALL_MARGIN)).await;
         let _ = self.inner.supervisor.stop_and_wait(Some("shutdown".into()), Some(CALL_MARGIN)).await;

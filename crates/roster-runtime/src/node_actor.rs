@@ -17,6 +17,7 @@
 //! uses it is sent, and if it cannot be stored the actor stops rather than risk two holders.
 
 use crate::clock::Clock;
+use crate::cluster::Links;
 use crate::connection::ConnMsg;
 use crate::epoch_store::EpochStore;
 use crate::presence_shard::{ShardMsg, Subscriber};
@@ -24,7 +25,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
 use roster_core::{
     shard_of, ClientEvent, Effect, Input, Millis, NodeBoot, NodeCounts, NodeName, NodeState, PartitionId, PeerMsg,
-    PresenceChanges, PresenceList, SlotToken, SocketId, Topic, UserId,
+    PeerView, PresenceChanges, PresenceList, SlotToken, SocketId, Topic, UserId,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, RwLock};
@@ -32,9 +33,6 @@ use std::sync::{Arc, RwLock};
 /// Presence lists published for readers, per topic: readers never wait behind the node
 /// actor's writes. Refreshed at most once per `diff_ms` per changed topic.
 pub type Published = Arc<RwLock<HashMap<Topic, Arc<PresenceList>>>>;
-
-/// Where messages for other nodes go (the cluster link); `None` on a single node.
-pub type PeerSink = Arc<dyn Fn(NodeName, PeerMsg) + Send + Sync>;
 
 /// A node's view for `/cluster` and `/ready`.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,10 +43,14 @@ pub struct NodeStatus {
     pub incarnation: String,
     /// It admits joins now.
     pub ready: bool,
+    /// Every partition has a home it hears now.
+    pub all_homed: bool,
     /// Leases held: partition, epoch, and milliseconds until expiry.
     pub leases: Vec<(PartitionId, u64, Millis)>,
     /// What it holds.
     pub counts: NodeCounts,
+    /// Every other configured node as this one sees it (heartbeats).
+    pub peers: Vec<PeerView>,
 }
 
 /// Messages to the node actor.
@@ -86,6 +88,17 @@ pub enum NodeMsg {
         body: roster_core::MetaValue,
         /// The sending socket.
         except: Option<SocketId>,
+    },
+    /// A signed-in user's push relayed by another node, for this node's subscribers.
+    PeerBroadcast {
+        /// The topic.
+        topic: Topic,
+        /// The sender.
+        from: UserId,
+        /// The event.
+        event: String,
+        /// The payload.
+        body: roster_core::MetaValue,
     },
     /// A message from another node (through the cluster link).
     Peer {
@@ -149,8 +162,8 @@ pub struct NodeArgs {
     pub shards: Vec<ActorRef<ShardMsg>>,
     /// Published presence lists.
     pub published: Published,
-    /// The cluster link's sender, if any.
-    pub peers: Option<PeerSink>,
+    /// The cluster link's sending side; `None` on a single node.
+    pub links: Option<Arc<Links>>,
     /// Whether the node admits joins (updated on every tick).
     pub ready: tokio::sync::watch::Sender<bool>,
 }
@@ -166,7 +179,7 @@ pub struct NodeActorState {
     clock: Clock,
     shards: Vec<ActorRef<ShardMsg>>,
     published: Published,
-    peers: Option<PeerSink>,
+    links: Option<Arc<Links>>,
     conns: HashMap<SocketId, ActorRef<ConnMsg>>,
     /// The topics each socket is subscribed to, so it is unsubscribed exactly there.
     subscribed: HashMap<SocketId, HashSet<Topic>>,
@@ -192,8 +205,8 @@ impl NodeActorState {
                     Effect::Send { to, msg } if to == self.me => {
                         queue.push_back(Input::Receive { from: to, msg });
                     }
-                    Effect::Send { to, msg } => match &self.peers {
-                        Some(send) => send(to, msg),
+                    Effect::Send { to, msg } => match &self.links {
+                        Some(links) => links.send_peer(&to, msg),
                         None => tracing::debug!(peer = %to, "no cluster link: message to a peer dropped"),
                     },
                     Effect::PersistEpoch(epoch) => {
@@ -298,7 +311,7 @@ impl Actor for NodeActor {
             clock: args.clock,
             shards: args.shards,
             published: args.published,
-            peers: args.peers,
+            links: args.links,
             conns: HashMap::new(),
             subscribed: HashMap::new(),
             dirty: HashSet::new(),
@@ -345,7 +358,13 @@ impl Actor for NodeActor {
                 st.run(Input::SocketClosed { socket, clean })?;
             }
             NodeMsg::Broadcast { topic, from, event, body, except } => {
+                if let Some(links) = &st.links {
+                    links.broadcast(&topic, &from, &event, &body);
+                }
                 let _ = st.shard(&topic).cast(ShardMsg::Broadcast { topic, from, event, body, except });
+            }
+            NodeMsg::PeerBroadcast { topic, from, event, body } => {
+                let _ = st.shard(&topic).cast(ShardMsg::Broadcast { topic, from, event, body, except: None });
             }
             NodeMsg::Peer { from, msg } => st.run(Input::Receive { from, msg })?,
             NodeMsg::LinkDown(peer) => st.run(Input::LinkDown { peer })?,
@@ -373,8 +392,10 @@ impl Actor for NodeActor {
                     name: st.me.clone(),
                     incarnation: st.core.incarnation().to_string(),
                     ready: st.core.is_ready(now),
+                    all_homed: st.core.all_homed(now),
                     leases,
                     counts: st.core.counts(),
+                    peers: st.core.peers_view(now),
                 });
             }
             NodeMsg::Shutdown(reply) => {

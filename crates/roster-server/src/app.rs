@@ -61,17 +61,36 @@ async fn ready(State(st): State<Arc<AppState>>) -> Response {
     if st.node.is_ready() {
         (StatusCode::OK, "ready").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: start-up waits, or a partition has no home this node hears")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: start-up waits are not over, or this node hears no majority of the cluster",
+        )
             .into_response()
     }
 }
 
 async fn cluster(State(st): State<Arc<AppState>>) -> Response {
+    let links = st.node.links();
     match st.node.status().await {
         Ok(s) => Json(json!({
             "node": s.name.as_str(),
             "incarnation": s.incarnation,
             "ready": s.ready,
+            "all_partitions_homed": s.all_homed,
+            "peers": s.peers.iter().map(|p| {
+                let link = links.iter().find(|l| l.peer == p.name);
+                json!({
+                    "name": p.name.as_str(),
+                    "link": match link { Some(l) if l.up => "up", Some(_) => "down", None => "none" },
+                    "link_since_ms": link.map(|l| l.since_ms),
+                    "dials": link.map(|l| l.dialer),
+                    "sessions": link.map(|l| l.sessions),
+                    "alive": p.alive,
+                    "incarnation": p.incarnation.as_ref().map(|i| i.to_string()),
+                    "last_heartbeat_ms_ago": p.last_heartbeat_ago_ms,
+                    "alive_for_ms": p.alive_for_ms,
+                })
+            }).collect::<Vec<_>>(),
             "partitions_held": s.leases.len(),
             "leases": s.leases.iter().map(|(p, epoch, expires_in_ms)| json!({
                 "partition": p.0, "epoch": epoch, "expires_in_ms": expires_in_ms,
@@ -93,6 +112,25 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     if let Ok(s) = st.node.status().await {
         st.metrics.presence_entries.set(s.counts.presence_entries as i64);
         st.metrics.slots.set(s.counts.gateway_slots as i64);
+        st.metrics.cluster_peers_alive.set(s.peers.iter().filter(|p| p.alive).count() as i64);
+    }
+    st.metrics.cluster_links_up.set(st.node.links().iter().filter(|l| l.up).count() as i64);
+    if let Some(c) = st.node.link_counters() {
+        let family = &st.metrics.cluster_link;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        for (kind, value) in [
+            ("frames_sent", load(&c.frames_sent)),
+            ("bytes_sent", load(&c.bytes_sent)),
+            ("frames_received", load(&c.frames_received)),
+            ("dropped_no_session", load(&c.dropped_no_session)),
+            ("dropped_oversize", load(&c.dropped_oversize)),
+            ("refused", load(&c.refused)),
+            ("sessions_up", load(&c.sessions_up)),
+            ("sessions_down", load(&c.sessions_down)),
+            ("dial_failures", load(&c.dial_failures)),
+        ] {
+            Metrics::catch_up(family, kind, value);
+        }
     }
     ([("content-type", "text/plain; version=0.0.4")], st.metrics.render()).into_response()
 }

@@ -88,20 +88,20 @@ pub struct StatusArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// The config file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {error}", path.display())]
     ReadConfig {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The config file was read but refused (syntax, unknown key, invalid value, unknown node).
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Config {
         /// The file (or `(built-in single node)` when none was given).
         path: PathBuf,
         /// What is wrong with it.
-        source: ConfigError,
+        error: ConfigError,
     },
     /// `roster token` has no secret to sign with.
     #[error("no secret to sign with: pass --config FILE (with [auth] secret), or --secret S, or set {SECRET_ENV}")]
@@ -145,9 +145,8 @@ pub enum CliError {
 
 /// Read and validate a `cluster.toml`.
 pub fn load_config(path: &Path) -> Result<Config, CliError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| CliError::ReadConfig { path: path.to_owned(), source })?;
-    Config::from_toml_str(&text).map_err(|source| CliError::Config { path: path.to_owned(), source })
+    let text = std::fs::read_to_string(path).map_err(|error| CliError::ReadConfig { path: path.to_owned(), error })?;
+    Config::from_toml_str(&text).map_err(|error| CliError::Config { path: path.to_owned(), error })
 }
 
 /// The secret tokens are signed and checked with: `ROSTER_SECRET` when set and not empty,
@@ -184,12 +183,13 @@ pub fn status_command(args: &StatusArgs) -> Result<String, CliError> {
     };
     let node = match &args.node {
         Some(name) => {
-            config.require_node(&NodeName::from(name.as_str())).map_err(|source| CliError::Config { path, source })?
+            config.require_node(&NodeName::from(name.as_str())).map_err(|error| CliError::Config { path, error })?
         }
-        None => config.cluster.nodes.first().ok_or_else(|| CliError::Config {
-            path,
-            source: ConfigError::Invalid("no [[cluster.nodes]]".to_owned()),
-        })?,
+        None => config
+            .cluster
+            .nodes
+            .first()
+            .ok_or_else(|| CliError::Config { path, error: ConfigError::Invalid("no [[cluster.nodes]]".to_owned()) })?,
     };
     let status = fetch_cluster_status(&node.name, &node.http_addr, Duration::from_secs(5))?;
     Ok(render_cluster_status(&status))

@@ -44,6 +44,13 @@ pub struct Metrics {
     pub presence_entries: Gauge,
     /// Slots held by this node's connections (updated at each scrape).
     pub slots: Gauge,
+    /// The cluster link's counters, by kind (`frames_sent`, `refused`, `sessions_down`, ...),
+    /// brought up to the link's own counts at each scrape.
+    pub cluster_link: Family<Reason, Counter>,
+    /// Peers whose cluster link is up (updated at each scrape).
+    pub cluster_links_up: Gauge,
+    /// Peers this node hears heartbeats from (updated at each scrape).
+    pub cluster_peers_alive: Gauge,
 }
 
 impl Metrics {
@@ -64,6 +71,9 @@ impl Metrics {
         r.register("ping_timeouts", "Sockets closed for not answering pings", m.ping_timeouts.clone());
         r.register("presence_entries", "Presence entries in this node's replica", m.presence_entries.clone());
         r.register("slots", "Slots held by this node's connections", m.slots.clone());
+        r.register("cluster_link", "Cluster link events, by kind", m.cluster_link.clone());
+        r.register("cluster_links_up", "Peers whose cluster link is up", m.cluster_links_up.clone());
+        r.register("cluster_peers_alive", "Peers heard within heartbeat_timeout_ms", m.cluster_peers_alive.clone());
         m.registry = r;
         m
     }
@@ -71,6 +81,12 @@ impl Metrics {
     /// Count one under a reason label.
     pub fn inc(family: &Family<Reason, Counter>, reason: &str) {
         family.get_or_create(&Reason { reason: reason.to_owned() }).inc();
+    }
+
+    /// Bring a counter up to `value`, a count kept elsewhere that only grows.
+    pub fn catch_up(family: &Family<Reason, Counter>, reason: &str, value: u64) {
+        let c = family.get_or_create(&Reason { reason: reason.to_owned() });
+        c.inc_by(value.saturating_sub(c.get()));
     }
 
     /// Prometheus text format.

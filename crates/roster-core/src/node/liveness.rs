@@ -23,6 +23,21 @@ pub(super) struct Peer {
     pub presence_seq: u64,
 }
 
+/// One peer as this node sees it (see [`NodeState::peers_view`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerView {
+    /// Its configured name.
+    pub name: NodeName,
+    /// Heard within `heartbeat_timeout_ms` and its session open.
+    pub alive: bool,
+    /// The incarnation last heard, if any.
+    pub incarnation: Option<Incarnation>,
+    /// Milliseconds since its latest heartbeat arrived.
+    pub last_heartbeat_ago_ms: Option<Millis>,
+    /// How long it has been alive without a break.
+    pub alive_for_ms: Option<Millis>,
+}
+
 impl NodeState {
     pub(super) fn send_heartbeats(&mut self, now: Millis, fx: &mut Vec<Effect>) {
         let leases = self.leases.valid_now(now);
@@ -135,6 +150,21 @@ impl NodeState {
         for home in self.homes.values_mut() {
             home.gateway_unheard(&inc, heard + doubt);
         }
+    }
+
+    /// What this node knows of every other configured node, for `/cluster`.
+    pub fn peers_view(&self, now: Millis) -> Vec<PeerView> {
+        self.peers
+            .iter()
+            .filter(|(n, _)| **n != self.me.node)
+            .map(|(n, p)| PeerView {
+                name: n.clone(),
+                alive: p.alive,
+                incarnation: p.incarnation.clone(),
+                last_heartbeat_ago_ms: p.last_heard.map(|h| now.saturating_sub(h)),
+                alive_for_ms: p.alive.then(|| now.saturating_sub(p.alive_since)),
+            })
+            .collect()
     }
 
     /// The names of the nodes heard now, this one included.

@@ -15,6 +15,7 @@ mod gateway;
 mod home;
 mod lease;
 mod liveness;
+pub use liveness::PeerView;
 mod presence;
 mod types;
 
@@ -68,6 +69,8 @@ pub struct NodeState {
     /// A cluster of one node skips the start-up waits (rule 12).
     alone: bool,
     stopped: bool,
+    /// Every partition has had a home this node hears at least once (start-up is over).
+    started: bool,
     next_heartbeat: Millis,
     next_lease_round: Millis,
     peers: BTreeMap<NodeName, liveness::Peer>,
@@ -101,6 +104,7 @@ impl NodeState {
             started_at: now,
             alone,
             stopped: false,
+            started: false,
             next_heartbeat: now,
             next_lease_round: now,
             peers,
@@ -143,6 +147,9 @@ impl NodeState {
             Input::Kick { user, topic, reason } => self.kick(user, topic, reason, now, &mut fx),
             Input::Shutdown => self.shutdown(now, &mut fx),
         }
+        if !self.started && self.all_homed(now) {
+            self.started = true;
+        }
         fx
     }
 
@@ -163,17 +170,24 @@ impl NodeState {
         wake
     }
 
-    /// Whether this node admits joins now: start-up waits over and every partition has a home
-    /// it hears (what `/ready` reports).
-    pub fn is_ready(&self, now: Millis) -> bool {
-        !self.stopped
-            && (0..self.config.cluster.partitions).all(|p| {
-                let p = PartitionId(p);
-                match self.homes.get(&p) {
-                    Some(h) => self.leases.valid(p, now).is_some() && h.scan_done(),
-                    None => self.home_of(p, now).is_some(),
-                }
-            })
+    /// Whether this node admits joins (what `/ready` reports): start-up is over (every
+    /// partition has had a home it hears) and it hears a majority of the cluster now. A peer's
+    /// death does not make the others unready while its partitions move (joins for them wait
+    /// up to `join_wait_ms`); a node cut off into a minority is unready, as it answers
+    /// `no_quorum`.
+    pub fn is_ready(&self, _now: Millis) -> bool {
+        !self.stopped && self.started && self.live_names().len() * 2 > self.peers.len()
+    }
+
+    /// Whether every partition has a home this node hears now.
+    pub fn all_homed(&self, now: Millis) -> bool {
+        (0..self.config.cluster.partitions).all(|p| {
+            let p = PartitionId(p);
+            match self.homes.get(&p) {
+                Some(h) => self.leases.valid(p, now).is_some() && h.scan_done(),
+                None => self.home_of(p, now).is_some(),
+            }
+        })
     }
 
     /// Partitions whose lease this node holds now, with epoch and expiry (own clock).
