@@ -28,7 +28,7 @@ use crate::codec::{self, MAX_PAYLOAD_BYTES};
 use crate::node_actor::NodeMsg;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage, NodeSessionMessage, RactorClusterMessage};
-use roster_core::{Config, MetaValue, NodeName, PeerMsg, Topic, UserId};
+use roster_core::{Config, MetaValue, NodeName, PeerMsg, SlotToken, Topic, UserId};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -84,6 +84,24 @@ enum Wire {
         event: String,
         /// The payload.
         body: MetaValue,
+    },
+    /// Does `token` still hold `user`'s slot in `topic`'s scope? (to the user's home)
+    Validate {
+        /// The asker's request id.
+        id: u64,
+        /// The user.
+        user: UserId,
+        /// A topic of the scope.
+        topic: Topic,
+        /// The token.
+        token: SlotToken,
+    },
+    /// The home's answer; `None`: it is not the user's home (any more).
+    ValidateReply {
+        /// The request id.
+        id: u64,
+        /// The answer.
+        answer: Option<bool>,
     },
     /// "Answer once everything I sent before this has reached you" (graceful shutdown).
     Flush(u64),
@@ -197,6 +215,17 @@ impl Links {
             };
             self.send(&peer, wire);
         }
+    }
+
+    /// Ask `home` whether `token` still holds `user`'s slot; the answer comes back to the
+    /// node actor as [`NodeMsg::ValidateReply`] with `id`.
+    pub fn validate(&self, home: &NodeName, id: u64, user: UserId, topic: Topic, token: SlotToken) {
+        self.send(home, Wire::Validate { id, user, topic, token });
+    }
+
+    /// Answer a peer's [`Links::validate`].
+    pub fn validate_reply(&self, to: &NodeName, id: u64, answer: Option<bool>) {
+        self.send(to, Wire::ValidateReply { id, answer });
     }
 
     /// Wait until every peer with a session up has received everything sent to it so far (or
@@ -386,6 +415,12 @@ impl Actor for ClusterLink {
             }
             Wire::Broadcast { topic, from: user, event, body } => {
                 let _ = st.node.cast(NodeMsg::PeerBroadcast { topic, from: user, event, body });
+            }
+            Wire::Validate { id, user, topic, token } => {
+                let _ = st.node.cast(NodeMsg::PeerValidate { from, id, user, topic, token });
+            }
+            Wire::ValidateReply { id, answer } => {
+                let _ = st.node.cast(NodeMsg::ValidateReply { id, answer });
             }
             Wire::Flush(id) => links.send(&from, Wire::FlushAck(id)),
             Wire::FlushAck(id) => links.flush_acked(id, &from),

@@ -16,6 +16,14 @@ pub enum RuntimeError {
         /// What went wrong.
         source: std::io::Error,
     },
+    /// The record log could not be opened.
+    #[error("record log {path}: {error}")]
+    RecordLog {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        error: std::io::Error,
+    },
     /// An actor could not be spawned.
     #[error("cannot start actor {0}")]
     Spawn(String),

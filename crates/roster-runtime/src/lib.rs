@@ -9,6 +9,7 @@
 //! - `gateway`: `Gateway`, which links every `ConnectionActor` and reports their ends.
 //! - `connection`: `ConnectionActor`, one per socket or session (local only).
 //! - `presence_shard`: `PresenceShard`s: subscriptions, coalesced diffs, broadcasts by topic.
+//! - `record_log`: the records as JSON lines in Unix milliseconds (`--records FILE`).
 //! - `epoch_store`: the highest granted epoch in `data_dir/NAME`.
 //! - `cluster`: the cluster link over `ractor_cluster`: `ClusterLink`, dialing, session events.
 //! - `codec`: the versioned, fallible codec for node-to-node payloads.
@@ -32,6 +33,7 @@ mod gateway;
 mod node;
 mod node_actor;
 mod presence_shard;
+mod record_log;
 
 pub use clock::Clock;
 pub use cluster::{LinkCounters, LinkStatus};
@@ -42,3 +44,4 @@ pub use node::{
     Connection, ConnectionHandle, JoinRequest, Node, NodeOptions, PresenceSubscription, Session, Stats, TopicPresence,
 };
 pub use node_actor::{NodeMsg, NodeStatus};
+pub use record_log::RecordLog;

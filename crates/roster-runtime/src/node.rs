@@ -19,6 +19,7 @@ use crate::error::{JoinError, PushError, RuntimeError};
 use crate::gateway::{Gateway, GatewayArgs, GatewayMsg};
 use crate::node_actor::{NodeActor, NodeArgs, NodeMsg, NodeStatus, Published};
 use crate::presence_shard::{PresenceShard, ShardArgs, ShardMsg, Subscriber};
+use crate::record_log::RecordLog;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use ractor_cluster::RactorMessage;
 use roster_core::{
@@ -42,6 +43,9 @@ pub struct NodeOptions {
     pub data_dir: Option<PathBuf>,
     /// Test-only switches; all safeguards on by default.
     pub safeguards: Safeguards,
+    /// Write every record (grants, horizons, ends, lease changes) to this file as JSON lines
+    /// in Unix milliseconds (see `RecordLog`); off by default.
+    pub records: Option<PathBuf>,
 }
 
 impl NodeOptions {
@@ -52,7 +56,13 @@ impl NodeOptions {
 
     /// Node `node` of `config`.
     pub fn for_node(config: Config, node: NodeName) -> Self {
-        Self { config, node, data_dir: None, safeguards: Safeguards::default() }
+        Self { config, node, data_dir: None, safeguards: Safeguards::default(), records: None }
+    }
+
+    /// Write the record log to `path`.
+    pub fn records(mut self, path: impl Into<PathBuf>) -> Self {
+        self.records = Some(path.into());
+        self
     }
 
     /// Keep the epoch file under `dir` instead of the config's `data_dir`.
@@ -134,6 +144,7 @@ struct SupArgs {
     published: Published,
     links: Option<Arc<Links>>,
     ready: watch::Sender<bool>,
+    records: Option<RecordLog>,
 }
 
 struct SupState {
@@ -168,6 +179,7 @@ impl Actor for NodeSupervisor {
             published: args.published,
             links: args.links,
             ready: args.ready,
+            records: args.records,
         };
         let (node, _) = Actor::spawn_linked(None, NodeActor, node_args, myself.get_cell()).await?;
         let gw_args = GatewayArgs { node: node.clone(), max_topics };
@@ -256,8 +268,16 @@ impl Node {
         let data_dir = opts.data_dir.clone().unwrap_or_else(|| PathBuf::from(&opts.config.cluster.data_dir));
         let store = EpochStore::open(&data_dir, opts.node.as_str())?;
         let stored_epoch = store.load()?;
+        let clock = Clock::start();
         let wall_clock_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         let incarnation = Incarnation::new(opts.node.clone(), uuid::Uuid::new_v4().as_u128());
+        let records = match &opts.records {
+            Some(path) => Some(
+                RecordLog::open(path, incarnation.clone(), clock.now(), wall_clock_ms)
+                    .map_err(|error| RuntimeError::RecordLog { path: path.display().to_string(), error })?,
+            ),
+            None => None,
+        };
         let boot = NodeBoot {
             me: incarnation.clone(),
             config: opts.config.clone(),
@@ -271,10 +291,11 @@ impl Node {
         let args = SupArgs {
             boot,
             store,
-            clock: Clock::start(),
+            clock,
             published: published.clone(),
             links: links.clone(),
             ready: ready_tx,
+            records,
         };
         let (supervisor, _) = Actor::spawn(None, NodeSupervisor, args)
             .await
@@ -392,8 +413,9 @@ impl Node {
         TopicPresence { node: self.clone(), topic: topic.into() }
     }
 
-    /// Whether `token` still holds `user`'s slot in `topic`'s scope. `None`: this node is not
-    /// the user's home right now (ask the home; the cluster layer does).
+    /// Whether `token` still holds `user`'s slot in `topic`'s scope, answered by the user's
+    /// home (this node, or one RPC to the peer holding the partition's lease). `None`: no
+    /// node serves the user's partition now (no quorum, or the partition is moving).
     pub async fn validate(&self, user: &UserId, topic: &Topic, token: SlotToken) -> Option<bool> {
         let (user, topic) = (user.clone(), topic.clone());
         self.inner

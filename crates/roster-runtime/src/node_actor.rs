@@ -21,6 +21,7 @@ use crate::cluster::Links;
 use crate::connection::ConnMsg;
 use crate::epoch_store::EpochStore;
 use crate::presence_shard::{ShardMsg, Subscriber};
+use crate::record_log::RecordLog;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
 use roster_core::{
@@ -116,7 +117,7 @@ pub enum NodeMsg {
         /// The subscriber.
         sub: Subscriber,
     },
-    /// Does this token still hold the slot? `None`: this node is not the user's home now.
+    /// Does this token still hold the slot? Asked of the user's home (here or a peer); `None`: no home.
     Validate {
         /// The user.
         user: UserId,
@@ -127,6 +128,28 @@ pub enum NodeMsg {
         /// The answer.
         reply: RpcReplyPort<Option<bool>>,
     },
+    /// A peer asks whether a token still holds a slot homed here.
+    PeerValidate {
+        /// The asking node.
+        from: NodeName,
+        /// Its request id.
+        id: u64,
+        /// The user.
+        user: UserId,
+        /// A topic of the scope.
+        topic: Topic,
+        /// The token.
+        token: SlotToken,
+    },
+    /// The home's answer to a validation this node forwarded.
+    ValidateReply {
+        /// The request id.
+        id: u64,
+        /// The answer (`None`: that node is not the home).
+        answer: Option<bool>,
+    },
+    /// A forwarded validation went unanswered.
+    ValidateTimeout(u64),
     /// Revoke a user's slots (all, or one topic's scope).
     Kick {
         /// The user.
@@ -166,6 +189,8 @@ pub struct NodeArgs {
     pub links: Option<Arc<Links>>,
     /// Whether the node admits joins (updated on every tick).
     pub ready: tokio::sync::watch::Sender<bool>,
+    /// Where records are written, if anywhere.
+    pub records: Option<RecordLog>,
 }
 
 /// The node actor. See the module documentation.
@@ -187,7 +212,14 @@ pub struct NodeActorState {
     publish_scheduled: bool,
     tick_at: Option<Millis>,
     ready: tokio::sync::watch::Sender<bool>,
+    records: Option<RecordLog>,
+    /// Validations forwarded to a peer home, by request id.
+    validations: HashMap<u64, RpcReplyPort<Option<bool>>>,
+    next_validation: u64,
 }
+
+/// How long a validation forwarded to the user's home may take.
+const VALIDATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl NodeActorState {
     fn shard(&self, topic: &Topic) -> &ActorRef<ShardMsg> {
@@ -218,7 +250,12 @@ impl NodeActorState {
                     }
                     Effect::Client { socket, topic, event } => self.deliver(socket, topic, event),
                     Effect::PresenceChanged(changes) => self.presence_changed(changes),
-                    Effect::Record(r) => tracing::debug!(target: "roster::record", record = ?r),
+                    Effect::Record(r) => {
+                        if let Some(log) = &mut self.records {
+                            log.write(&r);
+                        }
+                        tracing::debug!(target: "roster::record", record = ?r);
+                    }
                 }
             }
         }
@@ -318,6 +355,9 @@ impl Actor for NodeActor {
             publish_scheduled: false,
             tick_at: None,
             ready: args.ready,
+            records: args.records,
+            validations: HashMap::new(),
+            next_validation: 1,
         };
         st.run(Input::Tick)?;
         st.schedule(&myself);
@@ -372,8 +412,39 @@ impl Actor for NodeActor {
                 let _ = st.shard(&topic).cast(ShardMsg::Subscribe { topic, sub });
             }
             NodeMsg::Validate { user, topic, token, reply } => {
+                let now = st.clock.now();
                 let scope = st.core.config().policy_for(&topic).scope_key(&topic);
-                let _ = reply.send(st.core.slot_holds(&user, &scope, token, st.clock.now()));
+                let here = st.core.slot_holds(&user, &scope, token, now);
+                let home = st.core.home_of_user(&user, now).filter(|h| *h != st.me);
+                match (here, home, &st.links) {
+                    (None, Some(home), Some(links)) => {
+                        let id = st.next_validation;
+                        st.next_validation += 1;
+                        st.validations.insert(id, reply);
+                        links.validate(&home, id, user, topic, token);
+                        myself.send_after(VALIDATE_TIMEOUT, move || NodeMsg::ValidateTimeout(id));
+                    }
+                    _ => {
+                        let _ = reply.send(here);
+                    }
+                }
+            }
+            NodeMsg::PeerValidate { from, id, user, topic, token } => {
+                let scope = st.core.config().policy_for(&topic).scope_key(&topic);
+                let answer = st.core.slot_holds(&user, &scope, token, st.clock.now());
+                if let Some(links) = &st.links {
+                    links.validate_reply(&from, id, answer);
+                }
+            }
+            NodeMsg::ValidateReply { id, answer } => {
+                if let Some(reply) = st.validations.remove(&id) {
+                    let _ = reply.send(answer);
+                }
+            }
+            NodeMsg::ValidateTimeout(id) => {
+                if let Some(reply) = st.validations.remove(&id) {
+                    let _ = reply.send(None);
+                }
             }
             NodeMsg::Kick { user, topic, reason } => st.run(Input::Kick { user, topic, reason })?,
             NodeMsg::List { topic, reply } => {

@@ -48,6 +48,10 @@ pub struct ServeArgs {
     /// Which [[cluster.nodes]] entry this process is; required when the config has several.
     #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
+    /// Append every slot and lease record (grant, horizon, revoke, close, lease change) to
+    /// FILE as JSON lines with Unix-millisecond times, for checking a run afterwards.
+    #[arg(long, value_name = "FILE")]
+    pub records: Option<PathBuf>,
 }
 
 /// `roster token (--config FILE | --secret S) --user U [--role R] [--ttl-ms N]`.
@@ -343,11 +347,11 @@ mod tests {
     #[test]
     fn serve_parses_with_and_without_config() {
         let Command::Serve(bare) = parse(&["serve"]).unwrap().command else { panic!() };
-        assert_eq!(bare, ServeArgs { config: None, node: None });
+        assert_eq!(bare, ServeArgs { config: None, node: None, records: None });
         let Command::Serve(full) = parse(&["serve", "--config", "cluster.toml", "--node", "b"]).unwrap().command else {
             panic!()
         };
-        assert_eq!(full, ServeArgs { config: Some("cluster.toml".into()), node: Some("b".to_owned()) });
+        assert_eq!(full, ServeArgs { config: Some("cluster.toml".into()), node: Some("b".to_owned()), records: None });
     }
 
     #[test]

@@ -46,6 +46,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if default_config {
         opts = opts.data_dir(std::env::temp_dir().join("roster-data"));
     }
+    if let Some(path) = &args.records {
+        opts = opts.records(path);
+    }
     let node_handle = Node::start(opts).await.context("starting the node")?;
     let listener = tokio::net::TcpListener::bind(&http_addr).await.with_context(|| format!("binding {http_addr}"))?;
     eprintln!("roster node {node} serving ws://{http_addr}/socket/websocket (health: http://{http_addr}/health)");

@@ -208,6 +208,12 @@ impl NodeState {
         self.home_slot_holds(p, user, scope, token, now)
     }
 
+    /// The node serving `user`'s partition now, as this node knows it (itself while it holds
+    /// the lease, else the live peer announcing the newest epoch for it).
+    pub fn home_of_user(&self, user: &crate::UserId, now: Millis) -> Option<NodeName> {
+        self.home_of(crate::partition_of(user, self.config.cluster.partitions), now)
+    }
+
     /// How the presence list of `topic` shows anonymous viewers (from its policy).
     pub fn anonymous_view(&self, topic: &crate::Topic) -> crate::AnonymousView {
         match self.config.policy_for(topic).anonymous {

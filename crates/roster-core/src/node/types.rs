@@ -432,6 +432,30 @@ pub enum Record {
     },
 }
 
+impl Record {
+    /// The same record with every time in it (`at`, `horizon`, `until`) passed through `f`:
+    /// how a record moves from the node's clock to another time base (a checker's global
+    /// time, or the wall clock of a record log).
+    pub fn map_times(self, f: impl Fn(Millis) -> Millis) -> Record {
+        match self {
+            Record::Accepted { at, user, scope, conn, tab, token, partition, horizon } => {
+                Record::Accepted { at: f(at), user, scope, conn, tab, token, partition, horizon: f(horizon) }
+            }
+            Record::Horizon { at, gateway, partition, epoch, horizon } => {
+                Record::Horizon { at: f(at), gateway, partition, epoch, horizon: f(horizon) }
+            }
+            Record::Reattached { at, gateway, partition, epoch } => {
+                Record::Reattached { at: f(at), gateway, partition, epoch }
+            }
+            Record::Ended { at, conn, scope, why } => Record::Ended { at: f(at), conn, scope, why },
+            Record::LeaseHeld { at, partition, epoch, until } => {
+                Record::LeaseHeld { at: f(at), partition, epoch, until: f(until) }
+            }
+            Record::LeaseDropped { at, partition, epoch } => Record::LeaseDropped { at: f(at), partition, epoch },
+        }
+    }
+}
+
 /// Test-only switches that turn one safeguard of DESIGN.md off, so the simulation can show the
 /// failure it prevents. Every field is `true` in production ([`Safeguards::default`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,91 @@
+//! The record log: every [`Record`] the core emits (grants, horizons, re-attachments, ends,
+//! lease changes), one JSON line each, with its times moved from the node's monotonic clock to
+//! Unix milliseconds, so a checker can rebuild every holding interval of a real cluster from
+//! its nodes' logs (`roster serve --records FILE`).
+//!
+//! ```text
+//! {"node":{"node":"a","boot":…},"record":{"Accepted":{"at":1795345397077,…}}}
+//! ```
+//!
+//! Each line is written with one `write` call and no buffer in this process, so a node killed
+//! with `kill -9` loses none of the records it emitted.
+
+use roster_core::{Incarnation, Millis, Record};
+use serde::Serialize;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+/// An open record log. See the module documentation.
+pub struct RecordLog {
+    file: File,
+    node: Incarnation,
+    /// Unix milliseconds minus the node clock's reading, taken once at boot.
+    wall_offset: i128,
+    failed: bool,
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    node: &'a Incarnation,
+    record: &'a Record,
+}
+
+impl RecordLog {
+    /// Append to `path` (created if missing) for incarnation `node`, whose clock read
+    /// `clock_now` when the wall clock read `wall_now_ms`.
+    pub fn open(path: &Path, node: Incarnation, clock_now: Millis, wall_now_ms: u64) -> std::io::Result<RecordLog> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(RecordLog { file, node, wall_offset: i128::from(wall_now_ms) - i128::from(clock_now), failed: false })
+    }
+
+    /// Write one record, its times in Unix milliseconds. A failed write is logged once and
+    /// never stops the node: the log is evidence, not state.
+    pub fn write(&mut self, record: &Record) {
+        let offset = self.wall_offset;
+        let record = record.clone().map_times(|t| (i128::from(t) + offset).max(0) as Millis);
+        let mut line = match serde_json::to_vec(&Line { node: &self.node, record: &record }) {
+            Ok(l) => l,
+            Err(e) => return self.fail(&e.to_string()),
+        };
+        line.push(b'\n');
+        if let Err(e) = self.file.write_all(&line) {
+            self.fail(&e.to_string());
+        }
+    }
+
+    fn fail(&mut self, error: &str) {
+        if !self.failed {
+            self.failed = true;
+            tracing::error!(error, "cannot write the record log");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roster_core::{ConnId, ScopeKey, SocketId};
+
+    #[test]
+    fn records_are_written_in_wall_milliseconds_one_line_each() {
+        let dir = std::env::temp_dir().join(format!("roster-records-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.jsonl");
+        let _ = std::fs::remove_file(&path);
+        let node = Incarnation::new("a", 7);
+        let mut log = RecordLog::open(&path, node.clone(), 10, 1_000_000).unwrap();
+        let conn = ConnId { gateway: node.clone(), socket: SocketId(3) };
+        log.write(&Record::Ended { at: 25, conn, scope: ScopeKey::Topic("room:1".into()), why: "left".into() });
+        log.write(&Record::LeaseDropped { at: 30, partition: roster_core::PartitionId(4), epoch: 9 });
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["record"]["Ended"]["at"], 1_000_015);
+        assert_eq!(lines[1]["record"]["LeaseDropped"]["at"], 1_000_020);
+        assert_eq!(lines[1]["node"]["node"], "a");
+        let back: Record = serde_json::from_value(lines[1]["record"].clone()).unwrap();
+        assert_eq!(back, Record::LeaseDropped { at: 1_000_020, partition: roster_core::PartitionId(4), epoch: 9 });
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
