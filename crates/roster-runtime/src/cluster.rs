@@ -65,8 +65,8 @@ struct Envelope {
     /// The sender's [`Config::fingerprint`]: nodes whose shared settings differ ignore each
     /// other rather than disagree about partitions or policies.
     fingerprint: u64,
-    /// The content.
-    body: Wire,
+    /// The content: every message queued for this peer since the previous frame, in order.
+    body: Vec<Wire>,
 }
 
 /// The content of an [`Envelope`].
@@ -112,8 +112,10 @@ enum Wire {
 /// Counters of the link, for `/metrics` and `/cluster`.
 #[derive(Debug, Default)]
 pub struct LinkCounters {
-    /// Frames handed to the transport.
+    /// Frames handed to the transport (each carries every message queued for its peer).
     pub frames_sent: AtomicU64,
+    /// Messages handed to the transport.
+    pub messages_sent: AtomicU64,
     /// Bytes handed to the transport.
     pub bytes_sent: AtomicU64,
     /// Frames received and accepted.
@@ -168,6 +170,9 @@ pub struct Links {
     /// Counters for `/metrics`.
     pub counters: LinkCounters,
     state: Mutex<HashMap<NodeName, PeerLink>>,
+    /// Messages waiting for the sender task, per peer, in order.
+    outbox: Mutex<HashMap<NodeName, Vec<Wire>>>,
+    wake: tokio::sync::Notify,
     flushes: Mutex<HashMap<u64, Flush>>,
     next_flush: AtomicU64,
     /// Peers whose refused frames were already logged (a mismatch is logged once per peer).
@@ -192,6 +197,8 @@ impl Links {
             peers: names.into_iter().filter(|n| n != me).collect(),
             counters: LinkCounters::default(),
             state: Mutex::new(state),
+            outbox: Mutex::new(HashMap::new()),
+            wake: tokio::sync::Notify::new(),
             flushes: Mutex::new(HashMap::new()),
             next_flush: AtomicU64::new(1),
             warned: Mutex::new(HashSet::new()),
@@ -267,36 +274,66 @@ impl Links {
         lock(&self.state).iter().filter(|(_, l)| l.up).map(|(n, _)| n.clone()).collect()
     }
 
+    /// Queue a message for `to`; the sender task sends everything queued for a peer as one
+    /// frame. Under a burst, thousands of messages share a frame instead of each paying for a
+    /// hop through `ractor_cluster`'s session actor, so heartbeats never sit behind a backlog.
     fn send(&self, to: &NodeName, body: Wire) {
+        let mut out = lock(&self.outbox);
+        let queue = out.entry(to.clone()).or_default();
+        queue.push(body);
+        if queue.len() == 1 {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Send everything queued (the sender task's loop body).
+    fn transmit(&self) {
+        let queued = std::mem::take(&mut *lock(&self.outbox));
+        for (to, wires) in queued {
+            self.transmit_to(&to, wires);
+        }
+    }
+
+    fn transmit_to(&self, to: &NodeName, body: Vec<Wire>) {
         let c = &self.counters;
+        let n = body.len() as u64;
         let envelope = Envelope { from: self.me.clone(), to: to.clone(), fingerprint: self.fingerprint, body };
         let bytes = match codec::encode(&envelope) {
             Ok(b) if b.len() <= MAX_PAYLOAD_BYTES => b,
+            Ok(_) if envelope.body.len() > 1 => {
+                // Too big for one frame: send it in two halves, in order.
+                let mut first = envelope.body;
+                let second = first.split_off(first.len() / 2);
+                self.transmit_to(to, first);
+                self.transmit_to(to, second);
+                return;
+            }
             Ok(b) => {
-                // The peer finds the gap from the presence sequence in the next heartbeat and
-                // asks for a snapshot, which goes in chunks.
+                // One message over the limit: the peer finds the gap from the presence
+                // sequence in the next heartbeat and asks for a snapshot, which goes in chunks.
                 c.dropped_oversize.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(peer = %to, bytes = b.len(), "message over the payload limit dropped");
                 return;
             }
             Err(e) => {
-                c.dropped_oversize.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(peer = %to, error = %e, "message could not be encoded");
+                c.dropped_oversize.fetch_add(n, Ordering::Relaxed);
+                tracing::error!(peer = %to, error = %e, "messages could not be encoded");
                 return;
             }
         };
         let Some(cell) = remote_link(to) else {
-            c.dropped_no_session.fetch_add(1, Ordering::Relaxed);
+            c.dropped_no_session.fetch_add(n, Ordering::Relaxed);
             return;
         };
         let len = bytes.len() as u64;
         match ActorRef::<LinkMsg>::from(cell).cast(LinkMsg::Frame(bytes)) {
             Ok(()) => {
                 c.frames_sent.fetch_add(1, Ordering::Relaxed);
+                c.messages_sent.fetch_add(n, Ordering::Relaxed);
                 c.bytes_sent.fetch_add(len, Ordering::Relaxed);
             }
             Err(_) => {
-                c.dropped_no_session.fetch_add(1, Ordering::Relaxed);
+                c.dropped_no_session.fetch_add(n, Ordering::Relaxed);
             }
         }
     }
@@ -410,12 +447,23 @@ impl Actor for ClusterLink {
         }
         links.counters.frames_received.fetch_add(1, Ordering::Relaxed);
         let from = env.from;
-        match env.body {
-            Wire::Peer(msg) => {
-                if st.inbox.push(from, msg) {
-                    let _ = st.node.cast(NodeMsg::PeerWake);
-                }
-            }
+        let mut wake = false;
+        for wire in env.body {
+            wake |= st.deliver(&from, wire);
+        }
+        if wake {
+            let _ = st.node.cast(NodeMsg::PeerWake);
+        }
+        Ok(())
+    }
+}
+
+impl ClusterLinkArgs {
+    /// Hand one message on; returns whether the node actor needs a wake-up.
+    fn deliver(&self, from: &NodeName, wire: Wire) -> bool {
+        let (from, links, st) = (from.clone(), &self.links, self);
+        match wire {
+            Wire::Peer(msg) => return st.inbox.push(from, msg),
             Wire::Broadcast { topic, from: user, event, body } => {
                 let _ = st.node.cast(NodeMsg::PeerBroadcast { topic, from: user, event, body });
             }
@@ -428,7 +476,7 @@ impl Actor for ClusterLink {
             Wire::Flush(id) => links.send(&from, Wire::FlushAck(id)),
             Wire::FlushAck(id) => links.flush_acked(id, &from),
         }
-        Ok(())
+        false
     }
 }
 
@@ -471,6 +519,7 @@ pub struct Cluster {
     server: ActorRef<NodeServerMessage>,
     link: ActorRef<LinkMsg>,
     keeper: tokio::task::JoinHandle<()>,
+    sender: tokio::task::JoinHandle<()>,
 }
 
 impl Cluster {
@@ -536,13 +585,21 @@ impl Cluster {
             handshake,
         };
         let keeper = tokio::spawn(keeper.run(rx));
+        let sender_links = links.clone();
+        let sender = tokio::spawn(async move {
+            loop {
+                sender_links.wake.notified().await;
+                sender_links.transmit();
+            }
+        });
         tracing::info!(node = %me, listen = %listen, "cluster link listening");
-        Ok(Cluster { links, server, link, keeper })
+        Ok(Cluster { links, server, link, keeper, sender })
     }
 
     /// Stop: close every session (peers notice at once) and stop dialing.
     pub fn stop(&self) {
         self.keeper.abort();
+        self.sender.abort();
         ractor::pg::leave(group_of(&self.links.me), vec![self.link.get_cell()]);
         self.link.stop(None);
         self.server.stop(Some("node shutdown".into()));
@@ -718,17 +775,20 @@ mod tests {
             from: "a".into(),
             to: "b".into(),
             fingerprint: 7,
-            body: Wire::Broadcast {
-                topic: "room:1".into(),
-                from: "u1".into(),
-                event: "shout".into(),
-                body: MetaValue::Str("hi".into()),
-            },
+            body: vec![
+                Wire::Broadcast {
+                    topic: "room:1".into(),
+                    from: "u1".into(),
+                    event: "shout".into(),
+                    body: MetaValue::Str("hi".into()),
+                },
+                Wire::Flush(3),
+            ],
         };
         let bytes = codec::encode(&env).unwrap();
         let back: Envelope = codec::decode(&bytes).unwrap();
         assert_eq!((back.from.as_str(), back.to.as_str(), back.fingerprint), ("a", "b", 7));
-        assert!(matches!(back.body, Wire::Broadcast { ref event, .. } if event == "shout"));
+        assert!(matches!(back.body[..], [Wire::Broadcast { ref event, .. }, Wire::Flush(3)] if event == "shout"));
         assert!(codec::decode::<Envelope>(&bytes[..bytes.len() - 3]).is_err());
     }
 

@@ -120,6 +120,7 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         for (kind, value) in [
             ("frames_sent", load(&c.frames_sent)),
+            ("messages_sent", load(&c.messages_sent)),
             ("bytes_sent", load(&c.bytes_sent)),
             ("frames_received", load(&c.frames_received)),
             ("dropped_no_session", load(&c.dropped_no_session)),

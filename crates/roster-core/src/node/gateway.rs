@@ -46,6 +46,13 @@ struct Waiting {
     next_try: Millis,
     /// The last answer was "not home" or no home was known: time out as `no_quorum`.
     homeless: bool,
+    /// The home the join was last sent to.
+    sent_to: Option<NodeName>,
+    /// How many times it was sent: the pause before the next try doubles up to
+    /// `heartbeat_ms × 16`, so a burst of joins waiting on a slow home is not sent again and
+    /// again every heartbeat (which swamped the homes: joins timed out under a burst of
+    /// 10,000). A join whose partition gets a new home is sent there at once.
+    tries: u32,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -72,6 +79,11 @@ pub(super) struct Gateway {
     slots: BTreeMap<(SocketId, ScopeKey), GwSlot>,
     groups: BTreeMap<(PartitionId, u64), Group>,
     waiting: BTreeMap<(SocketId, ScopeKey), Waiting>,
+    /// No waiting join is due before this instant (an early guess is harmless: a wake with
+    /// nothing to do). Kept so `next_wake` never walks every waiting join.
+    waiting_due: Option<Millis>,
+    /// Once per heartbeat the waiting joins are checked for a partition that got a new home.
+    next_move_check: Millis,
     /// Rule 10: per partition, the highest epoch whose scan this node answered.
     fences: BTreeMap<PartitionId, u64>,
     releases: BTreeMap<(ConnId, SlotToken), Release>,
@@ -84,7 +96,12 @@ impl Gateway {
 
     pub(super) fn next_horizon(&self, valid_ms: Millis) -> Option<Millis> {
         let horizons = self.groups.values().map(|g| g.echoed + valid_ms);
-        horizons.chain(self.waiting.values().map(|w| w.deadline.min(w.next_try))).min()
+        horizons.chain(self.waiting_due).min()
+    }
+
+    /// A waiting join may be due at `at`.
+    fn due_by(&mut self, at: Millis) {
+        self.waiting_due = Some(self.waiting_due.map_or(at, |d| d.min(at)));
     }
 
     pub(super) fn release_acked(&mut self, conn: &ConnId, token: SlotToken) {
@@ -214,6 +231,8 @@ impl NodeState {
             deadline,
             next_try: now,
             homeless: true,
+            sent_to: None,
+            tries: 0,
         };
         self.gateway.waiting.insert(key.clone(), w);
         self.try_join(&key, now, fx);
@@ -227,12 +246,22 @@ impl NodeState {
         let home = self.home_of(p, now);
         let conn = self.conn(key.0);
         let w = self.gateway.waiting.get_mut(key).expect("checked above");
-        w.next_try = now + retry_ms;
         let Some(home) = home else {
+            w.next_try = now + retry_ms;
             w.homeless = true;
+            self.gateway.due_by(now + retry_ms);
             return;
         };
+        if w.sent_to.as_ref() != Some(&home) {
+            w.tries = 0;
+        }
+        w.next_try = now + (retry_ms << w.tries.min(4));
+        w.tries += 1;
+        w.sent_to = Some(home.clone());
         w.homeless = false;
+        let next = w.next_try.min(w.deadline);
+        self.gateway.due_by(next);
+        let w = self.gateway.waiting.get(key).expect("checked above");
         let topic = w.topics.keys().next().cloned().expect("a waiting join has a topic");
         let msg = PeerMsg::SlotJoin {
             conn,
@@ -329,6 +358,8 @@ impl NodeState {
             if let Some(w) = self.gateway.waiting.get_mut(&key) {
                 w.homeless = true;
                 w.next_try = w.next_try.max(now + 1);
+                let next = w.next_try;
+                self.gateway.due_by(next);
             }
             return;
         }
@@ -600,11 +631,26 @@ impl NodeState {
 
     /// Waiting joins are sent again or time out.
     pub(super) fn gw_timers(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        let look_for_moves = !self.gateway.waiting.is_empty() && now >= self.gateway.next_move_check;
+        if self.gateway.waiting_due.is_none_or(|d| d > now) && !look_for_moves {
+            return;
+        }
+        self.gateway.next_move_check = now + self.config.cluster.heartbeat_ms;
+        let partitions = self.config.cluster.partitions;
+        let homes: Vec<Option<NodeName>> = if self.gateway.waiting.is_empty() {
+            Vec::new()
+        } else {
+            (0..partitions).map(|p| self.home_of(PartitionId(p), now)).collect()
+        };
+        let moved = |w: &Waiting| {
+            let home = &homes[partition_of(&w.user, partitions).0 as usize];
+            home.is_some() && *home != w.sent_to
+        };
         let due: Vec<_> = self
             .gateway
             .waiting
             .iter()
-            .filter(|(_, w)| w.deadline <= now || w.next_try <= now)
+            .filter(|(_, w)| w.deadline <= now || w.next_try <= now || moved(w))
             .map(|(k, _)| k.clone())
             .collect();
         for key in due {
@@ -623,6 +669,7 @@ impl NodeState {
                 self.try_join(&key, now, fx);
             }
         }
+        self.gateway.waiting_due = self.gateway.waiting.values().map(|w| w.next_try.min(w.deadline)).min();
     }
 
     /// Graceful shutdown: every slot released at once (rule 13), every client closed.

@@ -181,6 +181,22 @@ fn a_lone_node_admits_joins_at_once() {
     assert!(matches!(c.events_of("n0", 1)[..], [ClientEvent::Joined { token: Some(_) }]));
 }
 
+/// A node alone that was starved (no tick for ten times `isolation_ms`, as under a burst of
+/// joins) keeps its clients' slots: nobody else could take its partitions over (rule 12).
+#[test]
+fn a_lone_node_starved_of_ticks_revokes_no_slot() {
+    let mut c = Cluster::new(1, "takeover");
+    c.run_until(50);
+    c.join("n0", 1, "carol", "t");
+    c.run_until(60);
+    c.now += 10 * c.nodes[&NodeName::from("n0")].config().cluster.isolation_ms;
+    // The join that finds the node starved waits for the lease to be renewed, then holds.
+    c.join("n0", 2, "dave", "u");
+    c.run_until(c.now + 1000);
+    assert!(matches!(c.events_of("n0", 1)[..], [ClientEvent::Joined { token: Some(_) }]), "{:?}", c.events_of("n0", 1));
+    assert!(matches!(c.events_of("n0", 2)[..], [ClientEvent::Joined { token: Some(_) }]), "{:?}", c.events_of("n0", 2));
+}
+
 #[test]
 fn presence_converges_on_every_node_and_a_dead_peers_entries_leave() {
     let mut c = Cluster::new(3, "takeover");
