@@ -222,7 +222,9 @@ pub fn fetch_cluster_status(node: &NodeName, http_addr: &str, timeout: Duration)
 /// column per field found. Any other shape is printed as pretty JSON.
 pub fn render_cluster_status(status: &Value) -> String {
     let Some(obj) = status.as_object() else { return pretty(status) };
-    let rows: Vec<Vec<(String, String)>> = match obj.get("nodes") {
+    // A node's /cluster lists its "peers"; a table of them reads best.
+    let list_key = if obj.contains_key("nodes") { "nodes" } else { "peers" };
+    let rows: Vec<Vec<(String, String)>> = match obj.get(list_key) {
         Some(Value::Array(nodes)) if nodes.iter().all(Value::is_object) => nodes
             .iter()
             .filter_map(Value::as_object)
@@ -240,7 +242,7 @@ pub fn render_cluster_status(status: &Value) -> String {
         _ => return pretty(status),
     };
     let mut out = String::new();
-    for (key, value) in obj.iter().filter(|(k, _)| *k != "nodes") {
+    for (key, value) in obj.iter().filter(|(k, _)| *k != list_key) {
         out.push_str(&format!("{key}: {}\n", cell(value)));
     }
     if !out.is_empty() {
