@@ -45,11 +45,22 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// Serve `router(state)` on `listener` until `shutdown` resolves, then stop accepting; open
 /// WebSockets end when the node closes their connections.
+///
+/// Every connection gets `TCP_NODELAY`: a small frame (a `slot_revoked`, a diff) leaves at
+/// once instead of waiting up to ~40 ms for Nagle's algorithm. Without it a takeover's old
+/// tab heard of its revocation ~35 ms *after* the new tab heard it was granted, though the
+/// node had sent the revocation first.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
 }
 
