@@ -169,3 +169,49 @@ fn bench_kill_and_hang_detection() {
         hung,
     );
 }
+
+/// A user whose partition's lease `node` holds now (read from its `/cluster`).
+fn user_homed_on(c: &Cluster, node: usize, prefix: &str) -> String {
+    let view = c.cluster_view(node);
+    let held: Vec<u64> =
+        view["leases"].as_array().expect("leases").iter().filter_map(|l| l["partition"].as_u64()).collect();
+    (0..100_000)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|u| held.contains(&u64::from(roster_core::partition_of(&roster_core::UserId::from(u.as_str()), 256).0)))
+        .expect("a user homed there")
+}
+
+/// Join latency (phx_join sent until its ok) on a, for users homed on a (a local grant) and
+/// for users homed on b (one round trip through the cluster link); and the latency of a
+/// takeover whose old tab is on b and new tab on a, with the home on c.
+#[test]
+#[ignore = "benchmark"]
+fn bench_cross_node_join_and_takeover_latency() {
+    let c = ClusterSpec::new(3).start(ROSTER);
+    let js = JsDriver::start();
+    let mut local = Vec::new();
+    let mut remote = Vec::new();
+    let mut takeover = Vec::new();
+    for i in 0..200 {
+        for (home, samples) in [(0, &mut local), (1, &mut remote)] {
+            let user = user_homed_on(&c, home, &format!("j{i}-{home}-"));
+            let conn = format!("{user}-conn");
+            js.connect(&conn, &c.socket_url(0), &token(&user));
+            let r = js.join(&conn, "room:lat", "tab", json!({}));
+            samples.push(r["t"].as_f64().expect("t") - r["sent"].as_f64().expect("sent"));
+            js.disconnect(&conn);
+        }
+        let user = user_homed_on(&c, 2, &format!("t{i}-"));
+        let (old, new) = (format!("{user}-old"), format!("{user}-new"));
+        js.connect(&old, &c.socket_url(1), &token(&user));
+        js.join(&old, "room:lat", "tab-old", json!({}));
+        js.connect(&new, &c.socket_url(0), &token(&user));
+        let r = js.join(&new, "room:lat", "tab-new", json!({}));
+        takeover.push(r["t"].as_f64().expect("t") - r["sent"].as_f64().expect("sent"));
+        js.disconnect(&old);
+        js.disconnect(&new);
+    }
+    report("join on a, user homed on a (local grant)", local);
+    report("join on a, user homed on b (grant across the link)", remote);
+    report("takeover: new tab on a, old tab on b, home on c", takeover);
+}

@@ -9,7 +9,7 @@
 //        → {"reply":1,"ok":true} once open (ok:false + error if it closes first)
 //   {"id":2,"cmd":"join","conn":"c1","topic":"room:1","tab_id":"t1","meta":{…},
 //    "events":true,"timeout_ms":10000}
-//        → {"reply":2,"ok":true,"status":"ok","response":{…}}
+//        → {"reply":2,"ok":true,"status":"ok","response":{…},"sent":t}   (sent: when phx_join left)
 //   {"id":3,"cmd":"join_many","conn":"c1","topics":["t:0",…] | "prefix":"t:","count":1000,
 //    "tab_id":"t1","meta":{…},"events":false,"timeout_ms":60000}
 //        → {"reply":3,"ok":true,"joined":1000,"errors":{}}   (errors: {reason: count})
@@ -136,8 +136,9 @@ function joinPayload(cmd) {
 }
 
 async function join(cmd) {
+  const sent = performance.now();
   const r = await joinOne(connOf(cmd), cmd.conn, cmd.topic, joinPayload(cmd), cmd.events !== false, cmd.timeout_ms ?? 10000);
-  return { ok: r.status === "ok", ...r };
+  return { ok: r.status === "ok", ...r, sent };
 }
 
 async function joinMany(cmd) {
