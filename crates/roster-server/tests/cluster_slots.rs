@@ -410,7 +410,12 @@ fn a_node_cut_off_from_both_peers_revokes_its_slots_refuses_joins_and_the_rest_s
         ("oa", 0, &"obs-a".to_owned(), "admin"),
     ] {
         js.connect(conn, &c.socket_url(node), &token(user, role));
-        assert_granted(&c, &js, conn, &try_join(&c, &js, conn, topic, &format!("{conn}-tab")));
+        let reply = try_join(&c, &js, conn, topic, &format!("{conn}-tab"));
+        if role == "admin" {
+            assert_eq!((&reply["status"], &reply["response"]["slot"]), (&json!("ok"), &Value::Null), "{reply}");
+        } else {
+            assert_granted(&c, &js, conn, &reply);
+        }
     }
     let all = one_each(&[x.as_str(), y, z, "obs-c", "obs-a"]);
     c.wait_until(SETTLE, "every node lists all five", |c| nodes_agree(c, &[0, 1, 2], topic, &all));
@@ -419,7 +424,10 @@ fn a_node_cut_off_from_both_peers_revokes_its_slots_refuses_joins_and_the_rest_s
     let cut = Instant::now();
     c.proxy(0, 2).cut();
     c.proxy(1, 2).cut();
-    for conn in ["x1", "y1"] {
+    // x's home (a) is out of reach: its horizon is the last echoed heartbeat + isolation_ms.
+    // y's home is c itself, which echoes its own heartbeats while its lease lasts (up to
+    // lease_ms after the cut): so up to lease_ms later.
+    for (conn, bound) in [("x1", T.isolation_ms + 500), ("y1", T.lease_ms + T.isolation_ms + 500)] {
         let revoked = js
             .wait_event_after(mark, millis(T.isolation_ms) + SETTLE, &format!("{conn} on c is revoked"), |e| {
                 e["event"] == "slot_revoked" && e["conn"] == conn
@@ -428,7 +436,7 @@ fn a_node_cut_off_from_both_peers_revokes_its_slots_refuses_joins_and_the_rest_s
         let after = cut.elapsed();
         println!("cut off: {conn}'s slot on c revoked {after:?} after the cut");
         assert_eq!(revoked["payload"], json!({"reason": "node_isolated"}), "{revoked}");
-        assert!(after <= millis(T.isolation_ms + 1000), "{conn} revoked {after:?} after the cut");
+        assert!(after <= millis(bound), "{conn} revoked {after:?} after the cut, past {bound} ms");
         js.wait_event_after(mark, SETTLE, &format!("{conn}'s channel closes"), |e| {
             e["event"] == "phx_close" && e["conn"] == conn
         })
