@@ -67,8 +67,7 @@ fn config(c: &Cluster) -> Config {
 fn assert_p1(c: &Cluster) {
     let logs: Vec<PathBuf> = c.record_logs();
     let logs: Vec<&std::path::Path> = logs.iter().map(PathBuf::as_path).collect();
-    let verdict = support::records::assert_p1(&config(c), &logs, c.kills(), unix_ms());
-    drop(verdict);
+    support::records::assert_p1(&config(c), &logs, c.kills(), unix_ms());
 }
 
 /// The partitions node `i` holds a lease on, if it answers `/cluster`.
@@ -545,11 +544,16 @@ fn six_users(c: &Cluster, js: &JsDriver, topic: &str, reconnect: bool) -> Vec<St
     users
 }
 
-/// SIGTERM node `n` (it must exit cleanly), start it again and wait until it is ready.
-fn terminate_and_restart(c: &mut Cluster, n: usize) {
+/// SIGTERM node `n` and wait until it has exited, cleanly.
+fn terminate_cleanly(c: &mut Cluster, n: usize) {
     let status =
         c.terminate(n, SETTLE).unwrap_or_else(|| c.fail(&format!("node {} did not exit on SIGTERM", c.name(n))));
     assert!(status.success(), "node {} exited with {status}", c.name(n));
+}
+
+/// SIGTERM node `n`, start it again and wait until it is ready.
+fn terminate_and_restart(c: &mut Cluster, n: usize) {
+    terminate_cleanly(c, n);
     c.restart(n);
     c.wait_ready(n);
 }
@@ -571,7 +575,7 @@ fn a_rolling_restart_with_clients_rejoining_elsewhere_brings_every_client_back_a
         let homes: Vec<Option<usize>> = users.iter().map(|u| home_of(&c, u)).collect();
         let node_mark = js.mark();
         let down = Instant::now();
-        terminate_and_restart_pending(&mut c, n);
+        terminate_cleanly(&mut c, n);
         for (k, user) in users.iter().enumerate() {
             if conns[k].1 != n {
                 continue;
@@ -614,13 +618,6 @@ fn a_rolling_restart_with_clients_rejoining_elsewhere_brings_every_client_back_a
     }
     assert!(c.kills().is_empty(), "a rolling restart kills nothing");
     assert_p1(&c);
-}
-
-/// SIGTERM node `n` and wait for it to exit cleanly (started again by the caller).
-fn terminate_and_restart_pending(c: &mut Cluster, n: usize) {
-    let status =
-        c.terminate(n, SETTLE).unwrap_or_else(|| c.fail(&format!("node {} did not exit on SIGTERM", c.name(n))));
-    assert!(status.success(), "node {} exited with {status}", c.name(n));
 }
 
 /// Found by this test: the phoenix client never rejoins after a rolling restart. On SIGTERM
