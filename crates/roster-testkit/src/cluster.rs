@@ -234,6 +234,8 @@ fn toml_string(s: &str) -> String {
 struct NodeProc {
     name: String,
     config_path: PathBuf,
+    /// The file `--records` appends this node's slot and lease records to, over all its starts.
+    records_path: PathBuf,
     http_addr: SocketAddr,
     cluster_addr: SocketAddr,
     /// The process, behind a lock so `&self` methods can ask whether it exited.
@@ -266,6 +268,8 @@ pub struct Cluster {
     dir: PathBuf,
     nodes: Vec<NodeProc>,
     proxies: BTreeMap<(usize, usize), FaultProxy>,
+    /// `(node name, Unix ms)` of every `kill -9`, in order.
+    kills: Vec<(String, u64)>,
 }
 
 impl Cluster {
@@ -300,6 +304,7 @@ impl Cluster {
                 std::fs::write(&config_path, spec.render_config(i, &layout))
                     .unwrap_or_else(|e| panic!("write {}: {e}", config_path.display()));
                 NodeProc {
+                    records_path: dir.join(format!("{name}.records.jsonl")),
                     name,
                     config_path,
                     http_addr: http_addrs[i],
@@ -313,7 +318,7 @@ impl Cluster {
                 }
             })
             .collect();
-        Cluster { spec, binary, dir, nodes, proxies }
+        Cluster { spec, binary, dir, nodes, proxies, kills: Vec::new() }
     }
 
     /// How many nodes the cluster has (running or not).
@@ -356,6 +361,20 @@ impl Cluster {
         &self.nodes[i].config_path
     }
 
+    /// Every node's record log (`roster serve --records <dir>/<name>.records.jsonl`), by
+    /// index: the slot and lease records of all its starts, Unix ms, one JSON object per line.
+    /// A node that has written nothing yet has no file.
+    pub fn record_logs(&self) -> Vec<PathBuf> {
+        self.nodes.iter().map(|n| n.records_path.clone()).collect()
+    }
+
+    /// `(node name, Unix ms)` of every [`kill9`](Self::kill9) so far (including the one
+    /// [`restart`](Self::restart) does on a running node), in order: the incarnation alive then
+    /// ended at that instant, its slots held until their horizons.
+    pub fn kills(&self) -> &[(String, u64)] {
+        &self.kills
+    }
+
     /// Node `i`'s process id, while it runs.
     pub fn pid(&self, i: usize) -> Option<u32> {
         self.nodes[i].pid
@@ -382,6 +401,8 @@ impl Cluster {
             .arg("--config")
             .arg(&node.config_path)
             .args(["--node", &node.name])
+            .arg("--records")
+            .arg(&node.records_path)
             .env_remove("ROSTER_SECRET")
             .env_remove("ROSTER_API_KEY")
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()))
@@ -431,6 +452,9 @@ impl Cluster {
         let _ = child.wait();
         node.stopped = false;
         push_log(&node.log, &format!("=== roster-testkit: node {} killed with SIGKILL ===\n", node.name));
+        // Taken once the process is reaped, so every record it wrote is at or before it.
+        let name = node.name.clone();
+        self.kills.push((name, unix_ms()));
     }
 
     /// Send SIGTERM to node `i` (a graceful shutdown) and wait up to `timeout` for it to exit.
@@ -607,6 +631,11 @@ impl Drop for Cluster {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Now, in Unix milliseconds (the clock the nodes stamp their records with).
+pub fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn push_log(log: &Mutex<String>, line: &str) {

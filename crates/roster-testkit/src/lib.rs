@@ -5,7 +5,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | `cluster` | [`ClusterSpec`] (nodes, timings, config lines, policies, proxied pairs) and [`Cluster`] (the running processes: ready, `kill -9`, `SIGSTOP`/`SIGCONT`, restart, HTTP views, [`Cluster::wait_until`]) |
+//! | `cluster` | [`ClusterSpec`] (nodes, timings, config lines, policies, proxied pairs) and [`Cluster`] (the running processes: ready, `kill -9`, `SIGSTOP`/`SIGCONT`, restart, HTTP views, record logs and kill times for the P1 checker, [`Cluster::wait_until`]) |
 //! | `fault_proxy` | [`FaultProxy`]: forwards TCP; [`cut`](FaultProxy::cut), [`stall`](FaultProxy::stall), [`heal`](FaultProxy::heal) |
 //! | `http` | a minimal std-only HTTP `GET` for the nodes' views |
 //!
@@ -41,7 +41,9 @@
 //! ```
 //!
 //! Each node gets its own config file `<tmp>/<name>.toml` (free ports; the configs differ
-//! only in the peer addresses a proxy replaces) and a `data_dir` under a fresh temp dir. The
+//! only in the peer addresses a proxy replaces), a `data_dir` under a fresh temp dir, and a
+//! record log `<tmp>/<name>.records.jsonl` (`roster serve --records`: every slot and lease
+//! record, for a P1 check over [`Cluster::record_logs`] and [`Cluster::kills`]). The
 //! nodes' stdout and stderr are kept; every failure ([`Cluster::wait_until`] past its deadline,
 //! a node exiting while awaited, an HTTP view that does not answer) panics with the last lines
 //! of every node's output and its state (running, stopped, exited). Dropping the [`Cluster`]
@@ -67,6 +69,6 @@ mod cluster;
 mod fault_proxy;
 mod http;
 
-pub use cluster::{node_name, Cluster, ClusterSpec, Layout, Timings, API_KEY, COOKIE, SECRET};
+pub use cluster::{node_name, unix_ms, Cluster, ClusterSpec, Layout, Timings, API_KEY, COOKIE, SECRET};
 pub use fault_proxy::{FaultProxy, LinkMode};
 pub use http::{http_get, percent_encode};

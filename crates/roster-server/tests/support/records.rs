@@ -37,7 +37,8 @@ pub fn history(config: &Config, logs: &[&Path], killed: &[(String, Millis)], end
     for path in logs {
         let Ok(text) = std::fs::read_to_string(path) else { continue };
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let l: Line = serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: bad record {line}: {e}", path.display()));
+            let l: Line =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: bad record {line}: {e}", path.display()));
             records.push(NodeRecord { node: l.node, record: l.record });
         }
     }
