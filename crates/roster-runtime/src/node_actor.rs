@@ -234,6 +234,7 @@ pub struct NodeActorState {
     ready: tokio::sync::watch::Sender<bool>,
     records: Option<RecordLog>,
     inbox: Arc<PeerInbox>,
+    shutting_down: bool,
     /// Validations forwarded to a peer home, by request id.
     validations: HashMap<u64, RpcReplyPort<Option<bool>>>,
     next_validation: u64,
@@ -284,6 +285,9 @@ impl NodeActorState {
     }
 
     fn deliver(&mut self, socket: SocketId, topic: Topic, event: ClientEvent) {
+        if self.shutting_down && event == ClientEvent::Closed {
+            return;
+        }
         let Some(conn) = self.conns.get(&socket).cloned() else { return };
         let mut state = None;
         match &event {
@@ -397,6 +401,7 @@ impl Actor for NodeActor {
             ready: args.ready,
             records: args.records,
             inbox: args.inbox,
+            shutting_down: false,
             validations: HashMap::new(),
             next_validation: 1,
         };
@@ -507,6 +512,10 @@ impl Actor for NodeActor {
                 });
             }
             NodeMsg::Shutdown(reply) => {
+                // The channels end with the socket (1012, "come back"), not one by one: a
+                // `phx_close` would tell the phoenix client the channel is over for good, and
+                // it would reconnect to another node and rejoin nothing.
+                st.shutting_down = true;
                 st.run(Input::Shutdown)?;
                 st.ready.send_replace(false);
                 for conn in st.conns.values() {

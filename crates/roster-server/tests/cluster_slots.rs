@@ -200,7 +200,7 @@ fn takeover_across_nodes(c: &Cluster, js: &JsDriver, user: &str, settle_first: b
     assert_granted(c, js, "tab 1 on a", &first);
     if settle_first {
         // Let tab 1's socket fall idle (its own presence frames sent and acknowledged): see
-        // the ignored ordering test for why this matters.
+        // the ordering test right after it for why this mattered before TCP_NODELAY.
         js.wait_event(SETTLE, "tab 1 lists itself", |e| {
             e["event"] == "presence_join" && e["conn"] == "t1" && e["key"] == user
         })
@@ -273,9 +273,9 @@ fn a_second_tab_on_another_node_takes_over_after_the_first_is_revoked_and_reject
 /// servers are right (a's record log ends tab 1 at the instant b accepts tab 2); the frame
 /// waits in a's kernel: the HTTP listener does not set `TCP_NODELAY`, so a small frame written
 /// while an earlier one (tab 1's own presence diff) is unacknowledged waits for the client's
-/// delayed ACK (~40 ms on Linux). Every client frame pays it, presence diffs included.
+/// delayed ACK (~40 ms on Linux). Every client frame paid it, presence diffs included. Fixed:
+/// the server sets `TCP_NODELAY` on every client socket (`app::serve`).
 #[test]
-#[ignore = "server bug: client sockets lack TCP_NODELAY, so slot_revoked arrives ~35 ms after the new tab's grant"]
 fn the_old_tab_hears_its_revoke_before_the_new_tab_hears_its_grant_even_right_after_joining() {
     let _serial = serial();
     let c = ClusterSpec::new(3).start(ROSTER);
@@ -625,9 +625,9 @@ fn a_rolling_restart_with_clients_rejoining_elsewhere_brings_every_client_back_a
 /// (`gw_shutdown` in roster-core's gateway emits `ClientEvent::Closed` per topic); phoenix
 /// treats `phx_close` as the end of the channel and removes it, so when the socket reconnects
 /// (it does, to the restarted node) nothing is rejoined: the node's two users stay gone for
-/// good (20 s watched; every node lists the other four).
+/// good (20 s watched; every node lists the other four). Fixed: on shutdown the node actor
+/// ends the channels with the socket (1012) and sends no `phx_close`.
 #[test]
-#[ignore = "server bug: a graceful shutdown sends phx_close, so the phoenix client never rejoins after reconnecting"]
 fn a_rolling_restart_brings_every_phoenix_client_back_by_itself_and_doubles_no_slot() {
     let _serial = serial();
     let mut c = ClusterSpec::new(3).start(ROSTER);

@@ -175,8 +175,16 @@ impl NodeState {
     /// death does not make the others unready while its partitions move (joins for them wait
     /// up to `join_wait_ms`); a node cut off into a minority is unready, as it answers
     /// `no_quorum`.
-    pub fn is_ready(&self, _now: Millis) -> bool {
-        !self.stopped && self.started && self.live_names().len() * 2 > self.peers.len()
+    ///
+    /// It also waits until this node answers recovery scans (`isolation_ms` after start, rule
+    /// 10): until then a new home cannot re-attach the slots this node holds, so a rolling
+    /// restart that moved on to the next node at once could make a just-resumed slot on this
+    /// node outlive its horizon and be revoked (`node_isolated`) although nobody failed.
+    pub fn is_ready(&self, now: Millis) -> bool {
+        let scans_answered = self.alone
+            || !self.safeguards.scan_quiet_after_start
+            || now >= self.started_at + self.config.cluster.isolation_ms;
+        !self.stopped && self.started && scans_answered && self.live_names().len() * 2 > self.peers.len()
     }
 
     /// Whether every partition has a home this node hears now.
