@@ -17,7 +17,7 @@ mod support {
     pub mod records;
 }
 
-use roster_core::{partition_of, Config, UserId};
+use roster_core::{partition_of, preferred_home, Config, NodeName, PartitionId, UserId};
 use roster_server::{mint, Claims};
 use roster_testkit::{unix_ms, Cluster, ClusterSpec, Timings, SECRET};
 use serde_json::{json, Value};
@@ -107,13 +107,28 @@ fn homes(c: &Cluster, nodes: &[usize], partitions: u32) -> BTreeMap<u32, usize> 
 fn users_homed_on(c: &Cluster, home: usize, prefix: &str, count: usize) -> Vec<String> {
     let partitions = config(c).cluster.partitions;
     let nodes: Vec<usize> = (0..c.len()).collect();
-    let homes = homes(c, &nodes, partitions);
-    let users: Vec<String> = (0..10_000)
-        .map(|k| format!("{prefix}{k}"))
-        .filter(|u| homes[&partition_of(&UserId::from(u.as_str()), partitions).0] == home)
-        .take(count)
-        .collect();
-    assert_eq!(users.len(), count, "{count} users homed on {}", c.name(home));
+    let mut users = Vec::new();
+    // Right after start one node may hold partitions of others until their preferred nodes
+    // take them over by handover: wait until every partition is at its preferred node, so
+    // the users chosen keep their home for the rest of the test.
+    let names: Vec<NodeName> = nodes.iter().map(|&n| NodeName::from(c.name(n))).collect();
+    c.wait_until(
+        SETTLE,
+        &format!("every partition at its preferred node, {count} users homed on {}", c.name(home)),
+        |c| {
+            let homes = homes(c, &nodes, partitions);
+            let settled = homes.iter().all(|(&p, &n)| preferred_home(PartitionId(p), &names) == Some(names[n].clone()));
+            if !settled {
+                return false;
+            }
+            users = (0..10_000)
+                .map(|k| format!("{prefix}{k}"))
+                .filter(|u| homes[&partition_of(&UserId::from(u.as_str()), partitions).0] == home)
+                .take(count)
+                .collect();
+            users.len() == count
+        },
+    );
     users
 }
 
