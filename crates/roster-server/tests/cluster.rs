@@ -259,9 +259,16 @@ fn a_burst_of_ten_thousand_joins_revokes_no_slot() {
     });
     for t in [0, 999] {
         let topic = format!("burst:{t}");
-        c.wait_until(SETTLE, &format!("{topic} lists the 10 users on b and c"), |c| {
+        let what = format!("{topic} lists the 10 users on b and c");
+        let mut last = Vec::new();
+        let agreed = c.try_wait_until(SETTLE, |c| {
+            last = (0..3).map(|n| c.try_presence(n, &topic)).collect();
             nodes_agree(c, &[1, 2], &topic, &expect)
         });
+        if !agreed {
+            let shown: Vec<String> = last.iter().map(|l| format!("{l:?}")).collect();
+            c.fail(&format!("{what}; the lists on a, b, c:\n{}", shown.join("\n")));
+        }
     }
     let revoked = js.events(|e| e["event"] == "slot_revoked");
     assert!(revoked.is_empty(), "{} slots revoked, e.g. {:?}", revoked.len(), revoked.first());

@@ -103,6 +103,13 @@ fn homes(c: &Cluster, nodes: &[usize], partitions: u32) -> BTreeMap<u32, usize> 
     homes
 }
 
+/// Whether every partition of `homes` (partition → node) is held by its preferred node
+/// among all the cluster's nodes (where a handover brings it back).
+fn at_preferred_nodes(c: &Cluster, homes: &BTreeMap<u32, usize>) -> bool {
+    let names: Vec<NodeName> = (0..c.len()).map(|n| NodeName::from(c.name(n))).collect();
+    homes.iter().all(|(&p, &n)| preferred_home(PartitionId(p), &names).as_ref() == Some(&names[n]))
+}
+
 /// Users named `<prefix>N` whose home is node `home`, `count` of them.
 fn users_homed_on(c: &Cluster, home: usize, prefix: &str, count: usize) -> Vec<String> {
     let partitions = config(c).cluster.partitions;
@@ -111,14 +118,12 @@ fn users_homed_on(c: &Cluster, home: usize, prefix: &str, count: usize) -> Vec<S
     // Right after start one node may hold partitions of others until their preferred nodes
     // take them over by handover: wait until every partition is at its preferred node, so
     // the users chosen keep their home for the rest of the test.
-    let names: Vec<NodeName> = nodes.iter().map(|&n| NodeName::from(c.name(n))).collect();
     c.wait_until(
         SETTLE,
         &format!("every partition at its preferred node, {count} users homed on {}", c.name(home)),
         |c| {
             let homes = homes(c, &nodes, partitions);
-            let settled = homes.iter().all(|(&p, &n)| preferred_home(PartitionId(p), &names) == Some(names[n].clone()));
-            if !settled {
+            if !at_preferred_nodes(c, &homes) {
                 return false;
             }
             users = (0..10_000)
@@ -487,6 +492,17 @@ fn a_node_cut_off_from_both_peers_revokes_its_slots_refuses_joins_and_the_rest_s
             .as_object()
             .is_some_and(|m| m.keys().cloned().collect::<BTreeSet<_>>() == healed.keys().cloned().collect())
     });
+    // c's partitions return to it by handover (they moved to a and b while it was cut off).
+    let partitions = config(&c).cluster.partitions;
+    let back = c.wait_until(SETTLE, "every partition back at its preferred node", |c| {
+        at_preferred_nodes(c, &homes(c, &[0, 1, 2], partitions))
+    });
+    println!("healed: c's partitions back by handover {back:?} after the lists converged");
+    // And c serves again: a new user homed on c joins there.
+    let w = users_homed_on(&c, 2, "pw", 1).remove(0);
+    js.connect("w1", &c.socket_url(2), &token(&w, "user"));
+    let reply = try_join(&c, &js, "w1", topic, "w1-tab");
+    assert_granted(&c, &js, "w1 on c after the heal", &reply);
     assert_p1(&c);
 }
 

@@ -563,14 +563,24 @@ impl Cluster {
     /// Poll `condition` every 10 ms until it holds and return how long that took; panic after
     /// `timeout` with `what` and every node's stderr tail. The condition gets the cluster, to
     /// read its HTTP views.
-    pub fn wait_until(&self, timeout: Duration, what: &str, mut condition: impl FnMut(&Cluster) -> bool) -> Duration {
+    pub fn wait_until(&self, timeout: Duration, what: &str, condition: impl FnMut(&Cluster) -> bool) -> Duration {
+        let start = Instant::now();
+        if !self.try_wait_until(timeout, condition) {
+            self.fail(&format!("waited {timeout:?} for: {what}"));
+        }
+        start.elapsed()
+    }
+
+    /// Like [`wait_until`](Self::wait_until), but says whether the condition held in time
+    /// instead of failing, so a test can add what it saw to its own failure message.
+    pub fn try_wait_until(&self, timeout: Duration, mut condition: impl FnMut(&Cluster) -> bool) -> bool {
         let start = Instant::now();
         loop {
             if condition(self) {
-                return start.elapsed();
+                return true;
             }
             if start.elapsed() >= timeout {
-                self.fail(&format!("waited {timeout:?} for: {what}"));
+                return false;
             }
             thread::sleep(POLL);
         }

@@ -102,10 +102,10 @@ impl NodeState {
                 home.gateway_heard(&from);
             }
             if name != self.me.node {
-                self.ask_snapshot(&name, fx);
+                self.ask_snapshot(&name, now, true, fx);
             }
         } else if name != self.me.node {
-            self.presence_seq_check(&from, presence_seq, fx);
+            self.presence_seq_check(&from, presence_seq, now, fx);
         }
         for a in &leases {
             self.leases.learn_epoch(a.partition, a.epoch);

@@ -80,6 +80,8 @@ pub struct NodeState {
     presence: PresenceTable,
     outbox: DeltaBuffer,
     phx_refs: u64,
+    /// When this node last asked each peer for its presence snapshot.
+    snapshot_asked: BTreeMap<NodeName, Millis>,
     /// Wall clock minus this node's clock at boot: `online_at` is shown in Unix milliseconds.
     wall_offset: Millis,
 }
@@ -97,6 +99,7 @@ impl NodeState {
             presence: PresenceTable::new(boot.me.clone()),
             outbox: DeltaBuffer::new(boot.config.presence.broadcast_ms),
             phx_refs: 0,
+            snapshot_asked: BTreeMap::new(),
             wall_offset: boot.wall_clock_ms.saturating_sub(now),
             me: boot.me,
             config: boot.config,

@@ -95,7 +95,7 @@ impl NodeState {
         self.peers.get(&origin.node).is_some_and(|p| p.alive && p.incarnation.as_ref() == Some(origin))
     }
 
-    pub(super) fn presence_msg(&mut self, msg: PresenceMsg, _now: Millis, fx: &mut Vec<Effect>) {
+    pub(super) fn presence_msg(&mut self, msg: PresenceMsg, now: Millis, fx: &mut Vec<Effect>) {
         match msg {
             PresenceMsg::Delta(d) => {
                 if !self.current(&d.origin) || d.origin == self.me {
@@ -103,7 +103,7 @@ impl NodeState {
                 }
                 match self.presence.apply_delta(&d) {
                     Ok(changes) => emit(changes, fx),
-                    Err(_) => self.ask_snapshot(&d.origin.node, fx),
+                    Err(_) => self.ask_snapshot(&d.origin.node, now, false, fx),
                 }
             }
             PresenceMsg::SnapshotRequest { from } => {
@@ -130,7 +130,16 @@ impl NodeState {
         }
     }
 
-    pub(super) fn ask_snapshot(&self, node: &NodeName, fx: &mut Vec<Effect>) {
+    /// Ask `node` for its snapshot. Not again within `heartbeat_timeout_ms` of the last ask
+    /// (unless `force`): every delta that arrives during a gap fails the same way, and asking
+    /// for each one made a burst of 10,000 joins send hundreds of full snapshots. An ask lost
+    /// on the way is repeated by the heartbeat's sequence check once the window has passed.
+    pub(super) fn ask_snapshot(&mut self, node: &NodeName, now: Millis, force: bool, fx: &mut Vec<Effect>) {
+        let window = self.config.cluster.heartbeat_timeout_ms;
+        if !force && self.snapshot_asked.get(node).is_some_and(|t| now < t + window) {
+            return;
+        }
+        self.snapshot_asked.insert(node.clone(), now);
         let msg = PeerMsg::Presence(PresenceMsg::SnapshotRequest { from: self.me.clone() });
         fx.push(Effect::Send { to: node.clone(), msg });
     }
@@ -143,12 +152,12 @@ impl NodeState {
 
     /// A heartbeat announced `seq` as the peer's latest delta sent. If what it announced one
     /// heartbeat earlier has still not been applied here, a delta was lost: ask for a snapshot.
-    pub(super) fn presence_seq_check(&mut self, origin: &Incarnation, seq: u64, fx: &mut Vec<Effect>) {
+    pub(super) fn presence_seq_check(&mut self, origin: &Incarnation, seq: u64, now: Millis, fx: &mut Vec<Effect>) {
         let applied = self.presence.applied_seq(origin).unwrap_or(0);
         let Some(peer) = self.peers.get_mut(&origin.node) else { return };
         let announced_before = std::mem::replace(&mut peer.presence_seq, seq);
         if applied < announced_before.min(seq) {
-            self.ask_snapshot(&origin.node, fx);
+            self.ask_snapshot(&origin.node, now, false, fx);
         }
     }
 }

@@ -215,3 +215,47 @@ fn presence_converges_on_every_node_and_a_dead_peers_entries_leave() {
     let list = c.nodes[&NodeName::from("n0")].presence().list(&topic, crate::AnonymousView::Count);
     assert_eq!(list.keys().collect::<Vec<_>>(), vec!["alice", "bob"]);
 }
+
+/// A lost delta makes every later delta fail the same way: the receiver asks for one
+/// snapshot per `heartbeat_timeout_ms`, not one per delta (a burst of joins once made a node
+/// send hundreds of full snapshots), and still converges.
+#[test]
+fn a_gap_asks_for_one_snapshot_per_window_not_one_per_delta() {
+    let mut c = Cluster::new(3, "takeover");
+    c.run_until(6_000);
+    let (n0, n1) = (NodeName::from("n0"), NodeName::from("n1"));
+    c.join("n0", 1, "u1", "t1");
+    c.run_until(c.now + 20);
+    c.join("n0", 2, "u2", "t2");
+    // Lose n0's next delta to n1.
+    let mut lost = false;
+    while !lost {
+        c.run_until(c.now + 1);
+        let before = c.wire.len();
+        c.wire.retain(|w| !(w.3 == n0 && w.2 == n1 && matches!(w.4, PeerMsg::Presence(PresenceMsg::Delta(_)))));
+        lost = c.wire.len() < before;
+    }
+    let mut asks = 0;
+    let started = c.now;
+    for i in 0..40u64 {
+        c.join("n0", 10 + i, &format!("v{i}"), &format!("tv{i}"));
+        for _ in 0..6 {
+            c.run_until(c.now + 1);
+            asks += c
+                .wire
+                .iter()
+                .filter(|w| w.3 == n1 && w.2 == n0)
+                .filter(|w| matches!(w.4, PeerMsg::Presence(PresenceMsg::SnapshotRequest { .. })))
+                .count();
+        }
+    }
+    let window = c.nodes[&n1].config().cluster.heartbeat_timeout_ms;
+    let allowed = (c.now - started) / window + 1;
+    assert!(asks as u64 <= allowed, "{asks} snapshot requests in {} ms (at most {allowed})", c.now - started);
+    c.run_until(c.now + 2 * window);
+    let topic = Topic::from("room:1");
+    let on_n0 = c.nodes[&n0].presence().list(&topic, crate::AnonymousView::Count);
+    let on_n1 = c.nodes[&n1].presence().list(&topic, crate::AnonymousView::Count);
+    assert_eq!(on_n1.len(), 42);
+    assert!(on_n0 == on_n1, "n1 converged to n0's list");
+}
