@@ -279,7 +279,11 @@ impl Links {
     /// hop through `ractor_cluster`'s session actor, so heartbeats never sit behind a backlog.
     fn send(&self, to: &NodeName, body: Wire) {
         let mut out = lock(&self.outbox);
-        let queue = out.entry(to.clone()).or_default();
+        // The name is cloned once per batch, not per message.
+        if !out.contains_key(to) {
+            out.insert(to.clone(), Vec::new());
+        }
+        let queue = out.get_mut(to).expect("inserted above");
         queue.push(body);
         if queue.len() == 1 {
             self.wake.notify_one();

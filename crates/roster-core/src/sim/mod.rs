@@ -370,6 +370,14 @@ struct SimNode<M> {
     cut_since: Option<Millis>,
 }
 
+/// A pause of `node` ends at `now` (it woke, or it died): record it as a trouble.
+fn end_pause<M>(node: &mut SimNode<M>, troubles: &mut Vec<Trouble>, now: Millis) {
+    node.paused_until = None;
+    if let Some(since) = node.paused_since.take() {
+        troubles.push(Trouble { node: node.name.clone(), from: since, until: now, what: "paused" });
+    }
+}
+
 /// A running simulation. See the module documentation.
 pub struct Simulation<M: NodeMachine = NodeState> {
     params: SimParams,
@@ -1194,23 +1202,7 @@ impl<M: NodeMachine> Simulation<M> {
     fn to_global(&self, i: usize, record: Record, local: Millis) -> Record {
         let clock = self.nodes[i].clock;
         let now = self.now;
-        let g = |v: Millis| if v == local { now } else { clock.first_global_reaching(v) };
-        match record {
-            Record::Accepted { at, user, scope, conn, tab, token, partition, horizon } => {
-                Record::Accepted { at: g(at), user, scope, conn, tab, token, partition, horizon: g(horizon) }
-            }
-            Record::Horizon { at, gateway, partition, epoch, horizon } => {
-                Record::Horizon { at: g(at), gateway, partition, epoch, horizon: g(horizon) }
-            }
-            Record::Reattached { at, gateway, partition, epoch } => {
-                Record::Reattached { at: g(at), gateway, partition, epoch }
-            }
-            Record::Ended { at, conn, scope, why } => Record::Ended { at: g(at), conn, scope, why },
-            Record::LeaseHeld { at, partition, epoch, until } => {
-                Record::LeaseHeld { at: g(at), partition, epoch, until: g(until) }
-            }
-            Record::LeaseDropped { at, partition, epoch } => Record::LeaseDropped { at: g(at), partition, epoch },
-        }
+        record.map_times(|v| if v == local { now } else { clock.first_global_reaching(v) })
     }
 
     fn send(&mut self, i: usize, to: &NodeName, msg: PeerMsg) {
@@ -1314,15 +1306,7 @@ impl<M: NodeMachine> Simulation<M> {
         node.machine = None;
         node.backlog.clear();
         node.wake_at = None;
-        if let Some(since) = node.paused_since.take() {
-            self.history.troubles.push(Trouble {
-                node: node.name.clone(),
-                from: since,
-                until: self.now,
-                what: "paused",
-            });
-        }
-        node.paused_until = None;
+        end_pause(node, &mut self.history.troubles, self.now);
         node.down_since = Some(self.now);
         if let Some(l) = node.life.take() {
             self.history.lives[l].ended = Some((self.now, how));
@@ -1341,15 +1325,7 @@ impl<M: NodeMachine> Simulation<M> {
 
     fn unpause(&mut self, i: usize) {
         let node = &mut self.nodes[i];
-        node.paused_until = None;
-        if let Some(since) = node.paused_since.take() {
-            self.history.troubles.push(Trouble {
-                node: node.name.clone(),
-                from: since,
-                until: self.now,
-                what: "paused",
-            });
-        }
+        end_pause(node, &mut self.history.troubles, self.now);
         if node.machine.is_none() {
             return;
         }
