@@ -35,8 +35,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(s) => s,
         None => {
             let s = generate_secret();
-            eprintln!("No secret configured: generated one for this run. Mint a token with:");
-            eprintln!("  ROSTER_SECRET={s} roster token --user 42");
+            print_token_hint(&s);
             s
         }
     };
@@ -62,6 +61,40 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     roster_server::serve(listener, state, shutdown).await?;
     Ok(())
+}
+
+/// Tell a newcomer how to mint a token for the secret generated for this run. On stdout, never
+/// through the tracing log (which may be shipped elsewhere), and as a command that runs as
+/// printed in the shell that started this node.
+fn print_token_hint(secret: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "No secret configured: generated one for this run. Mint a token with:");
+    let _ = writeln!(out, "  {} token --secret={secret} --user 42", self_invocation());
+    let _ = out.flush();
+}
+
+/// How the shell that started this process runs this binary again: `cargo run --bin roster --`
+/// when `cargo run` started it, `roster` when that is what the `PATH` finds, else its full path.
+fn self_invocation() -> String {
+    let started_by_cargo = std::env::var_os("CARGO_MANIFEST_DIR").is_some()
+        && std::env::var("CARGO_PKG_NAME").is_ok_and(|p| p == env!("CARGO_PKG_NAME"));
+    if started_by_cargo {
+        return "cargo run --bin roster --".into();
+    }
+    let Ok(me) = std::env::current_exe().and_then(|p| p.canonicalize()) else { return "roster".into() };
+    let on_path = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("roster"))
+            .find(|candidate| candidate.is_file())
+            .and_then(|found| found.canonicalize().ok())
+            .is_some_and(|found| found == me)
+    });
+    if on_path {
+        "roster".into()
+    } else {
+        me.display().to_string()
+    }
 }
 
 async fn stop_signal() {
