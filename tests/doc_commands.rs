@@ -328,7 +328,7 @@ fn check(ws: &Workspace, cmd: &DocCommand) -> Result<Option<Vec<String>>, String
                         if ws.find(package, "bin", bin).is_empty() {
                             return fail(format!("no binary `{bin}` in {:?}", ws.selected(package)));
                         }
-                        if bin == "roster" {
+                        if bin == "roster" && !placeholder {
                             return Ok(Some(c.after_dashes));
                         }
                         return Ok(None);
