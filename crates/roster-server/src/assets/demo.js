@@ -103,6 +103,7 @@ function render(presence, away) {
     const nodes = [...new Set(metas.map((m) => m.node))].join(", ");
     rows.push({ key, name: metas[0]?.name ?? "", tabs: metas.length, nodes });
   }
+  rows.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   const body = $("members");
   body.replaceChildren(
     ...rows.map((r) => {
@@ -179,6 +180,8 @@ async function main() {
       return;
     }
     setWritable(false, "");
+    $("slot-token").textContent = `(refused: ${response.reason})`;
+    render({ state: {} }, "This tab is not in the room.");
     if (response.reason === "already_joined") {
       notice("This room is already open in another tab: close it there, then try again here.", {
         label: "Try again",

@@ -34,8 +34,12 @@ export async function launch() {
     timeout: 30_000,
   });
   context.setDefaultTimeout(15_000);
+  // Every URL any page asked for: the pages must load nothing from another origin.
+  const requests = [];
+  context.on("request", (r) => requests.push(r.url()));
   return {
     context,
+    requests,
     async page(url) {
       const page = await context.newPage();
       page.on("console", (m) => m.type() === "error" && log(`console error on ${page.url()}: ${m.text()}`));
@@ -50,6 +54,67 @@ export async function launch() {
   };
 }
 
+/** Fail unless every request went to `origins` (one or a list: the pages are built in, no CDN). */
+export function assertOnlyOrigin(requests, origins) {
+  const own = [origins].flat().map((o) => o + "/");
+  const foreign = requests.filter((u) => !own.some((o) => u.startsWith(o)) && !u.startsWith("data:"));
+  if (foreign.length > 0) throw new Error(`requests to other origins: ${foreign.join(", ")}`);
+  if (requests.length === 0) throw new Error("no request recorded");
+}
+
+/** Wait until `page`'s element `selector` has text containing `text`; returns that text. */
+export async function waitText(page, selector, text) {
+  try {
+    await page.waitForFunction(
+      ([s, t]) => document.querySelector(s)?.textContent.includes(t),
+      [selector, text],
+    );
+  } catch (e) {
+    const now = await page.evaluate((s) => document.querySelector(s)?.textContent, selector).catch(() => "?");
+    throw new Error(`${page.url()}: ${selector} never contained ${JSON.stringify(text)} (it has ${JSON.stringify(now)})`);
+  }
+  return page.evaluate((s) => document.querySelector(s).textContent, selector);
+}
+
+/** The demo page's member rows: [{user, name, tabs, node}]. */
+export function members(page) {
+  return page.evaluate(() =>
+    [...document.querySelectorAll("#members tr.member")].map((tr) => ({
+      user: tr.querySelector(".user").textContent,
+      name: tr.querySelector(".name").textContent,
+      tabs: Number(tr.querySelector(".tabs").textContent),
+      node: tr.querySelector(".node").textContent,
+    })),
+  );
+}
+
+/** Wait until the demo page shows exactly `rows` member rows (as `members` returns them,
+ * compared by user and tabs) and the line `Anonymous: N`. */
+export async function waitRoom(page, rows, anonymous) {
+  const want = JSON.stringify(rows.map((r) => [r.user, r.tabs]));
+  try {
+    await page.waitForFunction(
+      ([w, a]) => {
+        const got = [...document.querySelectorAll("#members tr.member")].map((tr) => [
+          tr.querySelector(".user").textContent,
+          Number(tr.querySelector(".tabs").textContent),
+        ]);
+        return JSON.stringify(got) === w && document.getElementById("anonymous").textContent === `Anonymous: ${a}`;
+      },
+      [want, anonymous],
+    );
+  } catch {
+    const got = await members(page);
+    const anon = await page.evaluate(() => document.getElementById("anonymous").textContent);
+    throw new Error(`${page.url()}: wanted rows ${want} and "Anonymous: ${anonymous}", the page shows ${JSON.stringify(got)} and "${anon}"`);
+  }
+}
+
+/** Wait until the demo page's join was answered `status` (ok or error). */
+export async function waitJoined(page, status = "ok") {
+  await page.waitForFunction((s) => document.body.dataset.joined === s, status);
+}
+
 /** Save a screenshot of `page` as `<dir>/<name>.png`. */
 export async function screenshot(page, dir, name) {
   await mkdir(dir, { recursive: true });
@@ -62,6 +127,16 @@ export async function screenshot(page, dir, name) {
 /** A step, on stderr (shown by the Rust test with --nocapture, and on failure). */
 export function log(...args) {
   console.error(`[${(performance.now() / 1000).toFixed(2)}s]`, ...args);
+}
+
+/** Ask the Rust test to do something (`@@ <request>` on stdout) and wait for its answer line. */
+export async function ask(request) {
+  console.log(`@@ ${request}`);
+  const { createInterface } = await import("node:readline");
+  ask.lines ??= createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+  const { value, done } = await ask.lines.next();
+  if (done) throw new Error(`no answer to ${request}`);
+  return value;
 }
 
 /** Run `body(input)` with the JSON input of argv[2]; print `ok` on success, exit 1 on failure. */
