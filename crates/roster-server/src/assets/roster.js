@@ -257,28 +257,37 @@ export class Channel {
 }
 
 // ---- Presence --------------------------------------------------------------------------
-// A presence list is {key: {metas: [meta, ...]}}; every meta has a unique phx_ref.
+// A presence list is {key: {metas: [meta, ...]}}; every meta has a unique phx_ref. Lists
+// are objects without a prototype, so a user id such as "constructor" is just a key.
 
 const clone = (value) => JSON.parse(JSON.stringify(value));
+const has = (list, key) => Object.prototype.hasOwnProperty.call(list, key);
 const refsOf = (presence) => new Set(presence.metas.map((m) => m.phx_ref));
+
+/** A copy of `list` as a prototype-less object, keys in the same order. */
+function copyList(list) {
+  const copy = Object.create(null);
+  for (const [key, presence] of Object.entries(clone(list))) copy[key] = presence;
+  return copy;
+}
 
 /**
  * Apply a whole presence_state: the keys and metas it lacks leave, its new ones join (as one
  * diff, so onJoin/onLeave see exactly what changed). Returns the new list.
  */
 export function syncState(current, incoming, onJoin = () => {}, onLeave = () => {}) {
-  const state = clone(current);
+  const state = copyList(current);
   const joins = {};
   const leaves = {};
   for (const key of Object.keys(state)) {
-    if (!(key in incoming)) leaves[key] = state[key];
+    if (!has(incoming, key)) leaves[key] = state[key];
   }
   for (const [key, next] of Object.entries(incoming)) {
-    const now = state[key];
-    if (!now) {
+    if (!has(state, key)) {
       joins[key] = next;
       continue;
     }
+    const now = state[key];
     const nowRefs = refsOf(now);
     const nextRefs = refsOf(next);
     const joined = next.metas.filter((m) => !nowRefs.has(m.phx_ref));
@@ -297,7 +306,7 @@ export function syncState(current, incoming, onJoin = () => {}, onLeave = () => 
 export function syncDiff(state, diff, onJoin = () => {}, onLeave = () => {}) {
   const { joins, leaves } = clone(diff);
   for (const [key, joined] of Object.entries(joins)) {
-    const before = state[key];
+    const before = has(state, key) ? state[key] : undefined;
     const after = clone(joined);
     if (before) {
       const newRefs = refsOf(after);
@@ -307,8 +316,8 @@ export function syncDiff(state, diff, onJoin = () => {}, onLeave = () => {}) {
     onJoin(key, before, joined);
   }
   for (const [key, left] of Object.entries(leaves)) {
+    if (!has(state, key)) continue;
     const present = state[key];
-    if (!present) continue;
     const gone = refsOf(left);
     present.metas = present.metas.filter((m) => !gone.has(m.phx_ref));
     onLeave(key, present, left);
@@ -326,7 +335,7 @@ export function listOf(state, chooser = (key, presence) => presence) {
 export class Presence {
   constructor(channel) {
     this.channel = channel;
-    this.state = {};
+    this.state = Object.create(null);
     this.pending = []; // diffs that arrived before the current join's state
     this.syncedJoinRef = null;
     this.callbacks = { join: () => {}, leave: () => {}, sync: () => {} };
