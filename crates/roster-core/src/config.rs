@@ -440,7 +440,11 @@ impl Config {
         config.server.demo = true;
         let admin = vec![Role::from("admin")];
         config.policy = vec![
-            PolicyConfig { on_conflict: OnConflict::Reject, exempt_roles: admin.clone(), ..PolicyConfig::new("call:*") },
+            PolicyConfig {
+                on_conflict: OnConflict::Reject,
+                exempt_roles: admin.clone(),
+                ..PolicyConfig::new("call:*")
+            },
             PolicyConfig { reserve_ms: 5000, exempt_roles: admin.clone(), ..PolicyConfig::new("room:*") },
             PolicyConfig { exempt_roles: admin, ..PolicyConfig::new("*") },
         ];

@@ -62,11 +62,15 @@ mod tests {
     /// The pages work offline: no file refers to another origin.
     #[test]
     fn no_asset_loads_anything_from_another_origin() {
-        let all = FILES.iter().map(|(n, _, b)| (*n, *b)).chain([("demo.html", DEMO_HTML), ("dashboard.html", DASHBOARD_HTML)]);
+        let all = FILES
+            .iter()
+            .map(|(n, _, b)| (*n, *b))
+            .chain([("demo.html", DEMO_HTML), ("dashboard.html", DASHBOARD_HTML)]);
         for (name, body) in all {
             for needle in ["http://", "https://", "//cdn", "@import url("] {
                 // An SVG namespace is an identifier, not a request.
-                let hits = body.match_indices(needle).filter(|(i, _)| !body[*i..].starts_with("http://www.w3.org/2000/svg"));
+                let hits =
+                    body.match_indices(needle).filter(|(i, _)| !body[*i..].starts_with("http://www.w3.org/2000/svg"));
                 assert_eq!(hits.count(), 0, "{name} mentions {needle}");
             }
         }

@@ -249,6 +249,7 @@ async fn snapshot(st: &AppState) -> Value {
         "revokes": revokes,
         "history": {
             "interval_ms": SAMPLE_EVERY.as_millis() as u64,
+            "capacity": HISTORY_LEN,
             "at_ms": history.iter().map(|s| s.at_ms).collect::<Vec<_>>(),
             "sockets": history.iter().map(|s| s.sockets).collect::<Vec<_>>(),
             "joins_per_s": history.iter().map(|s| (s.joins_per_s * 10.0).round() / 10.0).collect::<Vec<_>>(),

@@ -78,7 +78,8 @@ async fn token(State(st): State<Arc<AppState>>, query: Result<Query<TokenQuery>,
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let claims = Claims { sub: user, role: Role::from(role.as_str()), exp: now + DEMO_TOKEN_TTL_S };
     let token = mint(&st.secret, &claims);
-    ([(header::CACHE_CONTROL, "no-store")], Json(json!({ "token": token, "user": q.user, "role": role }))).into_response()
+    ([(header::CACHE_CONTROL, "no-store")], Json(json!({ "token": token, "user": q.user, "role": role })))
+        .into_response()
 }
 
 #[derive(Deserialize)]

@@ -8,7 +8,9 @@
 use anyhow::{bail, Context};
 use roster_core::{Config, NodeName};
 use roster_runtime::{Node, NodeOptions};
-use roster_server::{effective_secret, generate_secret, load_config, AppState, Dashboard, Metrics, ServeArgs, SECRET_ENV};
+use roster_server::{
+    effective_secret, generate_secret, load_config, AppState, Dashboard, Metrics, ServeArgs, SECRET_ENV,
+};
 use std::sync::Arc;
 
 /// The environment variable that overrides the config's `[auth] api_key`.

@@ -30,7 +30,12 @@ fn demo_server() -> Server {
 
 fn run_on(server: &Server, script: &str) {
     let input = json!({"http": server.http_url(), "apiKey": API_KEY, "screenshots": screenshots_dir()});
-    run_browser_scenario(script, &input, |r| panic!("unexpected request {r}"), || format!("--- the server's stderr:\n{}", server.stderr()));
+    run_browser_scenario(
+        script,
+        &input,
+        |r| panic!("unexpected request {r}"),
+        || format!("--- the server's stderr:\n{}", server.stderr()),
+    );
 }
 
 #[test]

@@ -99,23 +99,29 @@ function renderRing(snap) {
   );
 }
 
-function spark(target, values, color) {
+/** A line over the last `window` samples, newest at the right edge. */
+function spark(target, values, window, color) {
   const max = Math.max(1, ...values);
   const w = 300;
   const h = 60;
-  const step = values.length > 1 ? w / (values.length - 1) : w;
-  const points = values.map((v, i) => `${(i * step).toFixed(1)},${(h - 2 - (v / max) * (h - 6)).toFixed(1)}`);
+  const step = w / Math.max(1, window - 1);
+  const x0 = w - (values.length - 1) * step;
+  const points = values.map((v, i) => `${(x0 + i * step).toFixed(1)},${(h - 2 - (v / max) * (h - 6)).toFixed(1)}`);
   const line = svg("polyline", { points: points.join(" "), fill: "none", stroke: color, "stroke-width": "1.5", "vector-effect": "non-scaling-stroke" });
-  const area = svg("polygon", { points: `0,${h} ${points.join(" ")} ${((values.length - 1) * step).toFixed(1)},${h}`, fill: color, opacity: "0.12" });
+  const area = svg("polygon", { points: `${x0.toFixed(1)},${h} ${points.join(" ")} ${w},${h}`, fill: color, opacity: "0.12" });
   const top = svg("text", { x: 2, y: 9, class: "chart-max" });
   top.textContent = `max ${max}`;
   target.replaceChildren(area, line, top);
 }
 
 function renderChart(snap) {
-  const { sockets, joins_per_s: joins } = snap.history;
-  spark($("chart-sockets"), sockets, "#4f7cff");
-  spark($("chart-joins"), joins, "#2fb47c");
+  const { sockets, joins_per_s: joins, capacity, interval_ms: interval } = snap.history;
+  // The last minute at least, up to all the history kept (five minutes).
+  const window = Math.min(capacity, Math.max(60, sockets.length));
+  const seconds = (window * interval) / 1000;
+  $("chart-window").textContent = seconds >= 120 ? `last ${Math.round(seconds / 60)} minutes` : `last ${Math.round(seconds)} s`;
+  spark($("chart-sockets"), sockets, window, "#4f7cff");
+  spark($("chart-joins"), joins, window, "#2fb47c");
   $("sockets-now").textContent = String(sockets.at(-1) ?? 0);
   $("joins-now").textContent = String(joins.at(-1) ?? 0);
 }

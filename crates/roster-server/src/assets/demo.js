@@ -122,6 +122,7 @@ function render(presence, away) {
   $("nobody").hidden = rows.length > 0;
   $("nobody").textContent = away ?? "Nobody is signed in here yet.";
   $("anonymous").textContent = `Anonymous: ${anonymous}`;
+  $("anonymous").hidden = Boolean(away);
 }
 
 async function fetchJson(path) {
