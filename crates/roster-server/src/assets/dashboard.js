@@ -48,7 +48,7 @@ function renderNodes(snap) {
       const here = el("td", { class: "here" });
       if (n.self) here.append(el("span", { class: "muted small" }, "this node"));
       else {
-        const a = el("a", { href: `http://${n.http_addr}/dashboard`, target: "_blank", rel: "noopener" }, "its dashboard");
+        const a = el("a", { href: `${location.protocol}//${n.http_addr}/dashboard`, target: "_blank", rel: "noopener" }, "its dashboard");
         here.append(a);
       }
       tr.append(
