@@ -37,6 +37,10 @@ pub(crate) const SNAPSHOT_EVENT: &str = "dashboard";
 /// How often the chart is sampled and a watched snapshot rebuilt.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
+/// The shortest time between two snapshots, however many pages join: joins in a burst get
+/// the latest one at once and the next with the others.
+const REBUILD_AT_MOST_EVERY: Duration = Duration::from_millis(250);
+
 /// Samples kept for the chart: five minutes at one a second.
 const HISTORY_LEN: usize = 300;
 
@@ -118,7 +122,11 @@ pub(crate) fn join(st: &AppState, payload: &Value, join_ref: Option<String>) -> 
             return Err("unauthorized");
         }
     }
-    let rx = st.dashboard.snapshots.subscribe();
+    let mut rx = st.dashboard.snapshots.subscribe();
+    // The latest snapshot at once (at most a second old), a fresh one right after.
+    if !rx.borrow().is_null() {
+        rx.mark_changed();
+    }
     st.dashboard.wake.notify_one();
     Ok(AdminFeed { join_ref, rx })
 }
@@ -150,6 +158,7 @@ pub(crate) async fn run(st: Arc<AppState>) {
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = (Instant::now(), st.metrics.joins.get());
+    let mut built: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -167,9 +176,14 @@ pub(crate) async fn run(st: Arc<AppState>) {
                 }
                 history.push_back(sample);
             }
-            () = st.dashboard.wake.notified() => {}
+            () = st.dashboard.wake.notified() => {
+                if built.is_some_and(|b| b.elapsed() < REBUILD_AT_MOST_EVERY) {
+                    continue;
+                }
+            }
         }
         if st.dashboard.snapshots.receiver_count() > 0 {
+            built = Some(Instant::now());
             let snapshot = snapshot(&st).await;
             st.dashboard.snapshots.send_replace(Arc::new(snapshot));
         }
