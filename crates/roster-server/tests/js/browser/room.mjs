@@ -34,6 +34,13 @@ scenario(async ({ http, screenshots }) => {
     await waitText(viewer, "#messages", "hello from alice");
     log("alice's message reached bob and the viewer");
 
+    // The count, not the number of metas: a second viewer makes it 2, its leaving 1 again.
+    const second = await browser.page(room);
+    for (const page of [alice, viewer]) await waitRoom(page, rows, 2);
+    await second.close();
+    for (const page of [alice, viewer]) await waitRoom(page, rows, 1);
+    log("a second viewer counts 2, and 1 again once it left");
+
     await screenshot(alice, screenshots, "room-alice");
     await screenshot(viewer, screenshots, "room-anonymous");
     assertOnlyOrigin(browser.requests, http);
