@@ -102,6 +102,12 @@ pub struct ServerConfig {
     /// Longest a join may wait (policy `wait`, an in-doubt slot, a partition without a home)
     /// before it fails with `wait_timed_out` or `no_quorum`. Default: 10000.
     pub join_wait_ms: u64,
+    /// Demo mode: serve the demo room page at `/`, a dev-only token endpoint
+    /// (`/demo/token`, which signs a token for any user who asks) and the dashboard without
+    /// the `api_key`. For trying Roster on one machine, never for production: refused unless
+    /// every node's `http_addr` is a loopback address. Default: `false` (`true` for
+    /// `roster serve` without a config, see [`Config::demo`]).
+    pub demo: bool,
 }
 
 impl Default for ServerConfig {
@@ -114,6 +120,7 @@ impl Default for ServerConfig {
             outbound_queue: 1024,
             ping_ms: 5000,
             join_wait_ms: 10_000,
+            demo: false,
         }
     }
 }
@@ -424,6 +431,26 @@ impl Config {
         }
     }
 
+    /// The configuration of `roster serve` without a config file: [`Config::single_node`] in
+    /// demo mode (`[server] demo = true`), with policies that let every behaviour of the demo
+    /// page be tried: `call:*` rejects a second tab, `room:*` takes over with a
+    /// `reserve_ms = 5000` grace for a refreshed tab, and admins are exempt everywhere.
+    pub fn demo() -> Config {
+        let mut config = Config::single_node();
+        config.server.demo = true;
+        let admin = vec![Role::from("admin")];
+        config.policy = vec![
+            PolicyConfig {
+                on_conflict: OnConflict::Reject,
+                exempt_roles: admin.clone(),
+                ..PolicyConfig::new("call:*")
+            },
+            PolicyConfig { reserve_ms: 5000, exempt_roles: admin.clone(), ..PolicyConfig::new("room:*") },
+            PolicyConfig { exempt_roles: admin, ..PolicyConfig::new("*") },
+        ];
+        config
+    }
+
     /// The `[[cluster.nodes]]` entry named `name`, if any.
     pub fn node(&self, name: &NodeName) -> Option<&NodeConfig> {
         self.cluster.nodes.iter().find(|n| &n.name == name)
@@ -476,6 +503,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         self.server.check(&mut problems);
+        self.check_demo(&mut problems);
         self.presence.check(&mut problems);
         self.cluster.check(&mut problems);
         check_policies(&self.policy, &self.server, &mut problems);
@@ -483,6 +511,25 @@ impl Config {
             0 => Ok(()),
             1 => Err(ConfigError::Invalid(problems.remove(0))),
             n => Err(ConfigError::Invalid(format!("{n} problems:\n- {}", problems.join("\n- ")))),
+        }
+    }
+}
+
+impl Config {
+    /// Demo mode hands a token to whoever asks: only where nobody else can ask.
+    fn check_demo(&self, problems: &mut Vec<String>) {
+        if !self.server.demo {
+            return;
+        }
+        for (i, node) in self.cluster.nodes.iter().enumerate() {
+            if is_host_port(&node.http_addr) && !is_loopback(&node.http_addr) {
+                problems.push(format!(
+                    "server.demo = true with cluster.nodes[{i}].http_addr = \"{}\": demo mode signs a token for \
+                     anyone who asks, so it is only allowed when every http_addr is a loopback address \
+                     (127.0.0.1, [::1], localhost); set server.demo = false, or bind http_addr to loopback",
+                    node.http_addr
+                ));
+            }
         }
     }
 }
@@ -680,6 +727,15 @@ fn is_host_port(addr: &str) -> bool {
         }
         None => false,
     }
+}
+
+/// Whether a `HOST:PORT` (already checked by [`is_host_port`]) names a loopback host: `localhost`,
+/// an IPv4 address in 127.0.0.0/8, or `[::1]`. Names other than `localhost` are not resolved
+/// (the core does no I/O), so they count as not loopback.
+fn is_loopback(addr: &str) -> bool {
+    let Some((host, _)) = addr.rsplit_once(':') else { return false };
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Whether every topic `later` matches is already matched by `earlier`, so that a policy
@@ -896,6 +952,50 @@ mod tests {
         assert_eq!(c.auth.secret, "");
         assert!(c.policy.is_empty());
         assert_eq!(c.policy_for(&Topic::from("anything")), Policy::built_in());
+    }
+
+    #[test]
+    fn demo_is_off_by_default_and_on_for_the_config_less_server_with_its_policies() {
+        assert!(!Config::single_node().server.demo);
+        assert!(!parse_with("").unwrap().server.demo);
+        let demo = Config::demo();
+        demo.validate().unwrap();
+        assert!(demo.server.demo);
+        let (call, room, other) = (
+            demo.policy_for(&Topic::from("call:standup")),
+            demo.policy_for(&Topic::from("room:lobby")),
+            demo.policy_for(&Topic::from("lobby")),
+        );
+        assert_eq!((call.on_conflict, call.reserve_ms), (OnConflict::Reject, 0));
+        assert_eq!((room.on_conflict, room.reserve_ms), (OnConflict::Takeover, 5000));
+        assert_eq!(other.on_conflict, OnConflict::Takeover);
+        for p in [&call, &room, &other] {
+            assert!(p.is_exempt(&Role::from("admin")) && !p.is_exempt(&Role::from("user")), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn demo_is_accepted_on_loopback_http_addrs_only() {
+        for host in ["127.0.0.1", "127.3.2.1", "localhost", "LocalHost", "[::1]"] {
+            let c = Config::from_toml_str(&format!(
+                "[server]\ndemo = true\n[[cluster.nodes]]\nname = \"a\"\ncluster_addr = \"10.0.0.1:4370\"\n\
+                 http_addr = \"{host}:4000\"\n"
+            ));
+            assert!(c.is_ok_and(|c| c.server.demo), "{host}");
+        }
+        for host in ["0.0.0.0", "10.0.0.1", "[::]", "example.com", "localhost.example.com"] {
+            let mut c = Config::demo();
+            c.cluster.nodes[0].http_addr = format!("{host}:4000");
+            assert_invalid(&c, &["server.demo = true", &format!("cluster.nodes[0].http_addr = \"{host}:4000\"")]);
+            c.server.demo = false;
+            c.validate().unwrap();
+        }
+        // Every node of a cluster counts, not only the first.
+        let mut c = Config::from_toml_str(SAMPLE).unwrap();
+        c.server.demo = true;
+        c.validate().unwrap();
+        c.cluster.nodes[2].http_addr = "192.168.1.5:4002".into();
+        assert_invalid(&c, &["cluster.nodes[2].http_addr"]);
     }
 
     #[test]
@@ -1263,6 +1363,7 @@ mod tests {
                     outbound_queue: queue,
                     ping_ms,
                     join_wait_ms,
+                    demo: false,
                 }
             });
         let presence = (1u32..64, 0u64..100, 0u64..1000).prop_map(|(shards, broadcast_ms, diff_ms)| PresenceConfig {

@@ -1,7 +1,9 @@
 //! The HTTP side of a node: the router (`/socket/websocket`, `/health`, `/ready`, `/cluster`,
-//! `/metrics`, and the backend API `/presence`, `/slot`, `/kick` behind the `api_key`), and
+//! `/metrics`, the backend API `/presence`, `/slot`, `/kick` behind the `api_key`, and the
+//! built-in pages: `/dashboard`, and `/` in demo mode), and
 //! [`serve`], which runs it on a listener the caller bound until a shutdown future resolves.
 
+use crate::dashboard::Dashboard;
 use crate::metrics::Metrics;
 use crate::socket;
 use axum::extract::rejection::JsonRejection;
@@ -27,6 +29,8 @@ pub struct AppState {
     pub api_key: String,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
+    /// What `/dashboard` shows that the node does not keep: recent revokes, the chart.
+    pub dashboard: Dashboard,
 }
 
 /// The router of one node.
@@ -40,6 +44,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/presence", get(presence))
         .route("/slot", get(slot))
         .route("/kick", post(kick))
+        .merge(crate::demo::routes(state.node.config().server.demo))
+        .merge(crate::dashboard::routes())
+        .merge(crate::assets::routes())
         .with_state(state)
 }
 
@@ -61,7 +68,10 @@ pub async fn serve(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    let sampler = tokio::spawn(crate::dashboard::run(state.clone()));
+    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
+    sampler.abort();
+    served
 }
 
 async fn health() -> &'static str {

@@ -13,6 +13,10 @@
 //! - `app`: the router ([`router`]) and [`serve`]: `/socket/websocket`, `/health`, `/ready`,
 //!   `/cluster`, `/metrics`, and the backend API `/presence`, `/slot`, `/kick`.
 //! - `socket`: one Phoenix v2 WebSocket over a runtime connection.
+//! - `demo`: demo mode's room page at `/` and its dev-only token endpoint.
+//! - `dashboard`: the live dashboard at `/dashboard` and the admin topic that feeds it
+//!   ([`Dashboard`]).
+//! - `assets`: the pages' HTML, scripts and styles (`src/assets/`), compiled in.
 //! - `metrics`: the Prometheus counters.
 //! - `cli`: `roster serve | token | status` parsing ([`Cli`]) and the commands that only
 //!   compute something ([`token_command`], [`status_command`]).
@@ -24,7 +28,10 @@
 //! `docs/protocol.md`.
 
 mod app;
+mod assets;
 mod cli;
+mod dashboard;
+mod demo;
 mod frame;
 mod http_get;
 mod meta_json;
@@ -34,6 +41,7 @@ mod token;
 
 pub use app::{router, serve, AppState};
 pub use cli::*;
+pub use dashboard::Dashboard;
 pub use frame::*;
 pub use meta_json::*;
 pub use metrics::Metrics;

@@ -1,13 +1,16 @@
 //! `roster serve`: run one node until it is stopped.
 //!
-//! With no `--config`, one node on 127.0.0.1:4000 with the built-in defaults and a generated
-//! secret, printed so a newcomer can mint tokens. SIGINT and SIGTERM shut down gracefully:
+//! With no `--config`, one node on 127.0.0.1:4000 with the built-in defaults, a generated
+//! secret, printed so a newcomer can mint tokens, and demo mode on (`Config::demo`: the demo
+//! page at `/` and its policies). SIGINT and SIGTERM shut down gracefully:
 //! slots and leases are released at once and every client is closed with 1012 (reconnect).
 
 use anyhow::{bail, Context};
 use roster_core::{Config, NodeName};
 use roster_runtime::{Node, NodeOptions};
-use roster_server::{effective_secret, generate_secret, load_config, AppState, Metrics, ServeArgs, SECRET_ENV};
+use roster_server::{
+    effective_secret, generate_secret, load_config, AppState, Dashboard, Metrics, ServeArgs, SECRET_ENV,
+};
 use std::sync::Arc;
 
 /// The environment variable that overrides the config's `[auth] api_key`.
@@ -22,7 +25,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (config, default_config) = match &args.config {
         Some(path) => (load_config(path)?, false),
-        None => (Config::single_node(), true),
+        None => (Config::demo(), true),
     };
     let node = match (&args.node, config.cluster.nodes.as_slice()) {
         (Some(n), _) => NodeName::from(n.as_str()),
@@ -51,8 +54,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let node_handle = Node::start(opts).await.context("starting the node")?;
     let listener = tokio::net::TcpListener::bind(&http_addr).await.with_context(|| format!("binding {http_addr}"))?;
     eprintln!("roster node {node} serving ws://{http_addr}/socket/websocket (health: http://{http_addr}/health)");
-    let state =
-        Arc::new(AppState { node: node_handle.clone(), secret: secret.into_bytes(), api_key, metrics: Metrics::new() });
+    if node_handle.config().server.demo {
+        eprintln!("Demo: open http://{http_addr}/?topic=room:lobby&user=alice in two tabs (dashboard: http://{http_addr}/dashboard)");
+    }
+    let state = Arc::new(AppState {
+        node: node_handle.clone(),
+        secret: secret.into_bytes(),
+        api_key,
+        metrics: Metrics::new(),
+        dashboard: Dashboard::new(),
+    });
     let shutdown_node = node_handle.clone();
     let shutdown = async move {
         stop_signal().await;

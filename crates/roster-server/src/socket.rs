@@ -14,6 +14,7 @@
 //! 1013 at once, so a stalled client is neither buffered for nor left holding its presence.
 
 use crate::app::AppState;
+use crate::dashboard::{self, AdminFeed};
 use crate::frame::{Frame, ReplyStatus, PHOENIX_TOPIC};
 use crate::meta_json::{meta_from_json, meta_value_from_json, meta_value_to_json};
 use crate::metrics::Metrics;
@@ -152,6 +153,10 @@ struct SocketTask {
     window: (Instant, u32),
     /// Kinds of refusal already logged on this socket (logged once, counted always).
     logged: HashSet<&'static str>,
+    /// The signed-in user (for the dashboard's list of revokes).
+    user: Option<UserId>,
+    /// The dashboard's admin topic, when joined.
+    admin: Option<AdminFeed>,
 }
 
 async fn run(st: Arc<AppState>, ws: WebSocket, auth: Auth) {
@@ -162,7 +167,7 @@ async fn run(st: Arc<AppState>, ws: WebSocket, auth: Auth) {
         Auth::Refused => (None, None, true),
     };
     let anonymous = user.is_none();
-    let Ok(mut conn) = st.node.connect(user, role, server.outbound_queue as usize).await else {
+    let Ok(mut conn) = st.node.connect(user.clone(), role, server.outbound_queue as usize).await else {
         let mut ws = ws;
         let _ = ws.send(close(CLOSE_RESTART, "node not running")).await;
         return;
@@ -181,6 +186,8 @@ async fn run(st: Arc<AppState>, ws: WebSocket, auth: Auth) {
         out: Vec::new(),
         window: (Instant::now(), 0),
         logged: HashSet::new(),
+        user,
+        admin: None,
     };
     let ping_every = Duration::from_millis(server.ping_ms);
     let send_timeout = ping_every * 2;
@@ -230,6 +237,9 @@ async fn run(st: Arc<AppState>, ws: WebSocket, auth: Auth) {
                 }
             },
             Some(done) = joins_rx.recv() => task.on_join_done(done),
+            (join_ref, snapshot) = dashboard::next_snapshot(&mut task.admin) => {
+                task.send(Frame::push(join_ref, dashboard::ADMIN_TOPIC, dashboard::SNAPSHOT_EVENT, (*snapshot).clone()));
+            }
             _ = ping.tick() => {
                 if last_seen.elapsed() > ping_every * 2 {
                     st.metrics.ping_timeouts.inc();
@@ -382,6 +392,7 @@ impl SocketTask {
         };
         match (frame.topic.as_str(), frame.event.as_str()) {
             (PHOENIX_TOPIC, "heartbeat") => self.reply(&frame, ReplyStatus::Ok, json!({})),
+            (dashboard::ADMIN_TOPIC, "phx_join" | "phx_leave") => self.on_admin(frame),
             (_, "phx_join") => self.on_join(frame),
             (_, "phx_leave") => self.on_leave(frame),
             (_, event) => {
@@ -454,6 +465,25 @@ impl SocketTask {
         }
     }
 
+    /// The dashboard's topic: a feed of snapshots, not a presence topic (`dashboard.rs`).
+    fn on_admin(&mut self, f: Frame) {
+        if f.event == "phx_leave" {
+            self.admin = None;
+            self.reply(&f, ReplyStatus::Ok, json!({}));
+            return self.send(Frame::close(f.join_ref.clone(), f.topic.clone()));
+        }
+        match dashboard::join(&self.st, &f.payload, f.join_ref.clone()) {
+            Ok(feed) => {
+                self.admin = Some(feed);
+                self.reply(&f, ReplyStatus::Ok, json!({}));
+            }
+            Err(reason) => {
+                Metrics::inc(&self.st.metrics.join_rejects, reason);
+                self.reply_error(&f, reason);
+            }
+        }
+    }
+
     fn on_leave(&mut self, f: Frame) {
         if self.channels.remove(&f.topic).is_some() {
             self.handle.leave(Topic::from(f.topic.as_str()));
@@ -515,6 +545,7 @@ impl SocketTask {
         match e {
             ConnEvent::Revoked { reason, .. } => {
                 Metrics::inc(&self.st.metrics.revokes, &reason);
+                self.st.dashboard.revoked(self.user.as_ref(), &topic, &reason);
                 self.channels.remove(&topic);
                 self.send(Frame::push(join_ref.clone(), topic.clone(), "slot_revoked", json!({ "reason": reason })));
                 self.send(Frame::close(join_ref, topic));

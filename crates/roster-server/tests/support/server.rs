@@ -175,6 +175,19 @@ http_addr = "{http_addr}"
         format!("http://{}", self.http_addr)
     }
 
+    /// `GET path` on this server: status, response head (lowercased) and body.
+    pub fn get(&self, path: &str) -> (u16, String, String) {
+        let mut stream = TcpStream::connect(&self.http_addr).expect("connect to the test server");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).expect("set a read timeout");
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.http_addr)
+            .expect("send the request");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read the response");
+        let status = response.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        (status, head.to_ascii_lowercase(), body.to_owned())
+    }
+
     /// A token for `user` with role `user`, valid for an hour.
     pub fn token(&self, user: &str) -> String {
         token_with(SECRET, user, "user", now_s() + 3600)
