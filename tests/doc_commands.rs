@@ -130,6 +130,7 @@ fn looks_like_command(span: &str) -> bool {
         ["cargo", sub, ..] => ["run", "test", "bench", "build", "clippy", "fmt"].contains(sub),
         ["roster", sub, ..] => ["serve", "token", "status"].contains(sub),
         ["bash", script, ..] => script.starts_with("scripts/"),
+        ["flock", _, rest @ ..] => looks_like_command(&rest.join(" ")),
         [first, ..] => first.starts_with("scripts/") || first.starts_with("./scripts/"),
         [] => false,
     }
@@ -307,7 +308,13 @@ fn rust_files_under(dir: &Path) -> Vec<PathBuf> {
 
 /// A check of one command's structure; `Ok(Some(args))` when it is a `roster` invocation to run.
 fn check(ws: &Workspace, cmd: &DocCommand) -> Result<Option<Vec<String>>, String> {
-    let p = parse(cmd)?;
+    let mut p = parse(cmd)?;
+    // `flock LOCKFILE command…` (how heavy runs take turns on one machine): check the command.
+    if p.program == "flock" && p.args.len() > 2 {
+        let mut rest = p.args.split_off(1).into_iter();
+        p.program = rest.next().expect("checked length");
+        p.args = rest.collect();
+    }
     let fail = |why: String| Err(format!("{}: `{}`: {why}", cmd.at, cmd.text));
     match p.program.as_str() {
         "roster" => fail(

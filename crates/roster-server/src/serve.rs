@@ -55,7 +55,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&http_addr).await.with_context(|| format!("binding {http_addr}"))?;
     eprintln!("roster node {node} serving ws://{http_addr}/socket/websocket (health: http://{http_addr}/health)");
     if node_handle.config().server.demo {
-        eprintln!("Demo: open http://{http_addr}/?topic=room:lobby&user=alice in two tabs (dashboard: http://{http_addr}/dashboard)");
+        // On stdout beside the token hint: what a newcomer reads, not a log line.
+        println!("Demo: open http://{http_addr}/?topic=room:lobby&user=alice in two tabs (dashboard: http://{http_addr}/dashboard)");
     }
     let state = Arc::new(AppState {
         node: node_handle.clone(),
