@@ -320,6 +320,9 @@ pub enum Violation {
         /// The connection.
         conn: ConnId,
     },
+    /// A user actor rule broke: two activations at once, tokens not growing, an activation
+    /// outside its lease, a state handed over by the wrong activation (`activations.rs`).
+    Activation(super::activations::ActivationViolation),
 }
 
 impl Violation {
@@ -336,6 +339,7 @@ impl Violation {
             Violation::PresenceDiverged { .. } => "P4-presence-diverged",
             Violation::GhostPresence { .. } => "P3-ghost-presence",
             Violation::MissingPresence { .. } => "P5-missing-presence",
+            Violation::Activation(v) => v.kind(),
         }
     }
 
@@ -357,6 +361,7 @@ impl Violation {
             Violation::DuplicateToken { second, .. } => second.start,
             Violation::RevivedAfterHorizon { at, .. } => *at,
             Violation::UnansweredJoin { join, .. } => join.at,
+            Violation::Activation(v) => v.at(),
             Violation::PresenceDiverged { .. }
             | Violation::GhostPresence { .. }
             | Violation::MissingPresence { .. } => Millis::MAX,
@@ -418,6 +423,7 @@ impl fmt::Display for Violation {
             Violation::MissingPresence { node, topic, conn } => {
                 write!(f, "P5: {node} does not show joined {conn} in {topic} after the quiet period")
             }
+            Violation::Activation(v) => write!(f, "{v}"),
         }
     }
 }
@@ -555,6 +561,7 @@ pub fn check(history: &History) -> Verdict {
     violations.extend(check_duplicate_tabs(&intervals, resume_overlap_bound_ms(&history.config)));
     violations.extend(check_leases(&leases));
     violations.extend(check_tokens(&intervals));
+    violations.extend(super::activations::check_activations(history).into_iter().map(Violation::Activation));
     violations.sort_by_key(Violation::at);
     let figures = measure(history, &intervals, &leases);
     Verdict { violations, figures, intervals, leases }
@@ -677,7 +684,10 @@ pub fn holding_intervals(history: &History) -> (Vec<HeldInterval>, Vec<Violation
                     close(key, o, end, why, &mut done);
                 }
             }
-            Record::LeaseHeld { .. } | Record::LeaseDropped { .. } => {}
+            Record::LeaseHeld { .. }
+            | Record::LeaseDropped { .. }
+            | Record::ActivationStarted { .. }
+            | Record::ActivationEnded { .. } => {}
         }
     }
     let dead: BTreeSet<&Incarnation> =

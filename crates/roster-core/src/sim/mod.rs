@@ -21,6 +21,7 @@
 //!
 //! Scripted runs ([`scenario`]) drive the same simulation step by step.
 
+pub mod activations;
 pub mod checker;
 pub mod clock;
 pub mod faults;
@@ -403,6 +404,8 @@ pub struct Simulation<M: NodeMachine = NodeState> {
     incarnations: BTreeMap<(usize, u64), Incarnation>,
     /// When [`Simulation::settle`] healed everything (presence is checked after a quiet time).
     settled_at: Option<Millis>,
+    /// The stand-in runtime of user actors (`activations.rs`).
+    users: activations::SimUsers,
 }
 
 impl<M: NodeMachine> Simulation<M> {
@@ -461,6 +464,7 @@ impl<M: NodeMachine> Simulation<M> {
             stats: SimStats::default(),
             incarnations: BTreeMap::new(),
             settled_at: None,
+            users: Default::default(),
         };
         for i in 0..n {
             sim.boot(i);
@@ -1183,6 +1187,7 @@ impl<M: NodeMachine> Simulation<M> {
                     }
                 }
                 Effect::PresenceChanged(_) => {}
+                Effect::User(u) => self.user_effect(i, u),
                 Effect::Record(record) => {
                     let record = self.to_global(i, record, local);
                     let node = self.nodes[i].machine.as_ref().expect("handling").incarnation().clone();
