@@ -562,6 +562,10 @@ pub enum Record {
         until: Millis,
         /// The activation whose handed-over state it started from, if any.
         handed_from: Option<SlotToken>,
+        /// The runtime fences it at its lease's deadline (the node's lease on `partition` at
+        /// `token.epoch`, renewals included): it runs nothing past it, even if the node dies or
+        /// stalls before it records the end. `false` only in ablations.
+        fenced: bool,
     },
     /// A user's activation ended: from `at` on it runs nothing (for a lost lease, `at` is
     /// the lease's deadline: the runtime fences the activation there even if the node
@@ -598,8 +602,8 @@ impl Record {
                 Record::LeaseHeld { at: f(at), partition, epoch, until: f(until) }
             }
             Record::LeaseDropped { at, partition, epoch } => Record::LeaseDropped { at: f(at), partition, epoch },
-            Record::ActivationStarted { at, user, partition, token, until, handed_from } => {
-                Record::ActivationStarted { at: f(at), user, partition, token, until: f(until), handed_from }
+            Record::ActivationStarted { at, user, partition, token, until, handed_from, fenced } => {
+                Record::ActivationStarted { at: f(at), user, partition, token, until: f(until), handed_from, fenced }
             }
             Record::ActivationEnded { at, user, token, why } => Record::ActivationEnded { at: f(at), user, token, why },
         }

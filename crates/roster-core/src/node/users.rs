@@ -160,6 +160,12 @@ impl NodeState {
         self.users.enabled = on;
     }
 
+    /// Whether the runtime fences activations at their lease's deadline (always, outside
+    /// ablations): what [`Record::ActivationStarted`] states and the runtime does.
+    pub fn activations_fenced(&self) -> bool {
+        self.safeguards.activations_follow_lease && self.safeguards.fence_activations_at_deadline
+    }
+
     /// How many users have an activation on this node now.
     pub fn activations(&self) -> usize {
         self.users.active.len()
@@ -181,7 +187,9 @@ impl NodeState {
     }
 
     /// This node stops serving `p` (the lease lapsed, or was given up): its activations end,
-    /// at the lease's deadline at the latest.
+    /// at the lease's deadline at the latest. (The runtime's fence stays at that deadline: it
+    /// already stops them there, and an activation stopped by a handover may still run its
+    /// `stop` hook and hand its state over until then.)
     pub(super) fn users_partition_lost(&mut self, p: PartitionId, now: Millis, fx: &mut Vec<Effect>) {
         if !self.users.enabled {
             return;
@@ -195,9 +203,6 @@ impl NodeState {
             Some((_, until)) if self.safeguards.fence_activations_at_deadline => now.min(until),
             _ => now,
         };
-        if let Some((epoch, _)) = deadline {
-            fx.push(Effect::User(UserEffect::Fence { partition: p, epoch, until: at }));
-        }
         for user in self.users_of(p) {
             self.end_activation(&user, ActivationEnd::LeaseLost, at, fx);
         }
@@ -269,6 +274,7 @@ impl NodeState {
             token,
             until,
             handed_from,
+            fenced: self.activations_fenced(),
         }));
         fx.push(Effect::User(UserEffect::Start {
             user: user.clone(),

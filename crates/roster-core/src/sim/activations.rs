@@ -43,13 +43,19 @@ pub struct ActivationSpan {
     pub start: Millis,
     /// Until, exclusive (global).
     pub end: Millis,
-    /// How it ended: its `ActivationEnded` reason, or `None` (the node died, or the run ended).
+    /// How it ended: its `ActivationEnded` reason, or `None` (the node died, the run ended,
+    /// or its lease's deadline fenced it before the node recorded an end).
     pub ended_by: Option<ActivationEnd>,
+    /// The runtime fences it at its lease's deadline.
+    pub fenced: bool,
 }
 
 impl fmt::Display for ActivationSpan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ended = self.ended_by.as_ref().map_or("node gone or run over", |e| e.as_str());
+        let ended = self.ended_by.as_ref().map_or(
+            if self.fenced { "node gone, run over, or its lease's deadline" } else { "node gone or run over" },
+            |e| e.as_str(),
+        );
         write!(
             f,
             "{} on {} token {} [{}, {}) ended by {ended}",
@@ -158,7 +164,7 @@ pub fn activation_spans(history: &History) -> Vec<ActivationSpan> {
     let mut done = Vec::new();
     for NodeRecord { node, record } in &history.records {
         match record {
-            Record::ActivationStarted { at, user, partition, token, handed_from, .. } => {
+            Record::ActivationStarted { at, user, partition, token, handed_from, fenced, .. } => {
                 let span = ActivationSpan {
                     user: user.clone(),
                     node: node.clone(),
@@ -168,6 +174,7 @@ pub fn activation_spans(history: &History) -> Vec<ActivationSpan> {
                     start: *at,
                     end: *at,
                     ended_by: None,
+                    fenced: *fenced,
                 };
                 open.insert((node.clone(), user.clone(), *token), span);
             }
@@ -183,8 +190,21 @@ pub fn activation_spans(history: &History) -> Vec<ActivationSpan> {
     }
     let deaths: BTreeMap<&Incarnation, Millis> =
         history.lives.iter().filter_map(|l| l.ended.map(|(at, _)| (&l.incarnation, at))).collect();
+    let leases = if open.is_empty() { Vec::new() } else { lease_spans(history) };
     for ((node, _, _), mut span) in open {
-        span.end = deaths.get(&node).copied().unwrap_or(history.end).max(span.start);
+        let mut end = deaths.get(&node).copied().unwrap_or(history.end);
+        if span.fenced {
+            // Nothing of it runs past its lease: the end of the lease span it started in.
+            let lease = leases.iter().find(|l| {
+                l.node == node
+                    && l.partition == span.partition
+                    && l.epoch == span.token.epoch
+                    && l.start <= span.start + ROUNDING_MS
+                    && span.start < l.end
+            });
+            end = end.min(lease.map_or(span.start, |l| l.end));
+        }
+        span.end = end.max(span.start);
         done.push(span);
     }
     done.sort_by(|a, b| (&a.user, a.start, &a.node).cmp(&(&b.user, b.start, &b.node)));
@@ -356,5 +376,133 @@ pub fn user_effect_summary(effect: &UserEffect) -> String {
         UserEffect::Deliver { user, token, reply, .. } => format!("Deliver {user} token={token} reply={reply:?}"),
         UserEffect::Answer { call, answer } => format!("Answer call={call} {answer:?}"),
         UserEffect::Info { call, view } => format!("Info call={call} {view:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::checker::{Life, LifeEnd};
+    use crate::Config;
+
+    fn inc(node: &str) -> Incarnation {
+        Incarnation::new(node, node.len() as u128 + node.as_bytes()[0] as u128)
+    }
+
+    fn tok(epoch: u64, generation: u64) -> SlotToken {
+        SlotToken { epoch, generation }
+    }
+
+    fn rec(node: &str, record: Record) -> NodeRecord {
+        NodeRecord { node: inc(node), record }
+    }
+
+    fn started(node: &str, at: Millis, token: SlotToken, handed_from: Option<SlotToken>, fenced: bool) -> NodeRecord {
+        let user = UserId::from("u");
+        rec(
+            node,
+            Record::ActivationStarted {
+                at,
+                user,
+                partition: PartitionId(1),
+                token,
+                until: at + 100,
+                handed_from,
+                fenced,
+            },
+        )
+    }
+
+    fn ended(node: &str, at: Millis, token: SlotToken, why: ActivationEnd) -> NodeRecord {
+        rec(node, Record::ActivationEnded { at, user: UserId::from("u"), token, why })
+    }
+
+    fn lease(node: &str, at: Millis, epoch: u64, until: Millis) -> NodeRecord {
+        rec(node, Record::LeaseHeld { at, partition: PartitionId(1), epoch, until })
+    }
+
+    fn history(records: Vec<NodeRecord>, lives: Vec<Life>, end: Millis) -> History {
+        let mut h = History::new(Config::single_node());
+        h.records = records;
+        h.lives = lives;
+        h.end = end;
+        h
+    }
+
+    #[test]
+    fn two_activations_at_once_are_flagged_and_one_after_the_other_are_not() {
+        let apart = vec![
+            lease("a", 0, 1, 100),
+            started("a", 10, tok(1, 1), None, true),
+            ended("a", 100, tok(1, 1), ActivationEnd::LeaseLost),
+            lease("b", 150, 2, 400),
+            started("b", 160, tok(2, 1), None, true),
+        ];
+        assert!(check_activations(&history(apart.clone(), vec![], 300)).is_empty());
+        let mut overlapping = apart;
+        overlapping[2] = ended("a", 200, tok(1, 1), ActivationEnd::Idle);
+        let found = check_activations(&history(overlapping, vec![], 300));
+        assert!(
+            matches!(
+                &found[..],
+                [ActivationViolation::OutsideLease { .. }, ActivationViolation::Overlap { at: 160, .. }]
+            ),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_fenced_activation_of_a_node_that_died_ends_at_its_leases_deadline_an_unfenced_one_at_the_death() {
+        let death = vec![Life { incarnation: inc("a"), started: 0, ended: Some((130, LifeEnd::Crashed)) }];
+        let records = |fenced| {
+            vec![
+                lease("a", 0, 1, 100),
+                started("a", 10, tok(1, 1), None, fenced),
+                lease("b", 110, 2, 400),
+                started("b", 120, tok(2, 1), None, true),
+            ]
+        };
+        let fenced = history(records(true), death.clone(), 300);
+        assert_eq!(activation_spans(&fenced)[0].end, 100);
+        assert!(check_activations(&fenced).is_empty());
+        let unfenced = history(records(false), death, 300);
+        assert_eq!(activation_spans(&unfenced)[0].end, 130);
+        let found = check_activations(&unfenced);
+        assert!(found.iter().any(|v| matches!(v, ActivationViolation::Overlap { at: 120, .. })), "{found:?}");
+    }
+
+    #[test]
+    fn a_state_must_come_from_the_predecessor_that_handed_over_to_this_node() {
+        let good = vec![
+            lease("a", 0, 1, 100),
+            started("a", 10, tok(1, 1), None, true),
+            ended("a", 50, tok(1, 1), ActivationEnd::HandedOver { to: "b".into() }),
+            lease("b", 60, 2, 400),
+            started("b", 70, tok(2, 1), Some(tok(1, 1)), true),
+        ];
+        assert!(check_activations(&history(good.clone(), vec![], 300)).is_empty());
+        let mut stale = good.clone();
+        stale[4] = started("b", 70, tok(2, 1), Some(tok(0, 9)), true);
+        let found = check_activations(&history(stale, vec![], 300));
+        assert!(matches!(&found[..], [ActivationViolation::StaleHandover { .. }]), "{found:?}");
+        let mut lost = good;
+        lost[2] = ended("a", 50, tok(1, 1), ActivationEnd::LeaseLost);
+        let found = check_activations(&history(lost, vec![], 300));
+        assert!(
+            matches!(&found[..], [ActivationViolation::StaleHandover { .. }]),
+            "a failover passes no state: {found:?}"
+        );
+    }
+
+    #[test]
+    fn tokens_must_grow_from_activation_to_activation() {
+        let records = vec![
+            lease("a", 0, 5, 100),
+            started("a", 10, tok(5, 2), None, true),
+            ended("a", 20, tok(5, 2), ActivationEnd::Idle),
+            started("a", 30, tok(5, 1), None, true),
+        ];
+        let found = check_activations(&history(records, vec![], 90));
+        assert!(matches!(&found[..], [ActivationViolation::TokenNotIncreasing { .. }]), "{found:?}");
     }
 }
