@@ -326,7 +326,7 @@ impl Node {
             opts.node.clone(),
             clock,
             opts.config.cluster.partitions,
-            opts.safeguards.fence_activations_at_deadline,
+            opts.safeguards.fence_activations_at_deadline && opts.safeguards.activations_follow_lease,
             links.clone(),
             opts.user_actors.clone(),
         );

@@ -85,6 +85,7 @@ impl<B: UserBehaviour> Spawner for Behaviour<B> {
                 state: None,
                 queue: VecDeque::new(),
                 running: false,
+                stopping: false,
                 done: false,
             }),
         })
@@ -105,6 +106,8 @@ struct Inner<B: UserBehaviour> {
     queue: VecDeque<Mail>,
     /// A task is draining the queue.
     running: bool,
+    /// Told to stop: no further call or session hook runs, whatever was queued before.
+    stopping: bool,
     /// Stopped or failed: mail is refused.
     done: bool,
 }
@@ -124,6 +127,8 @@ impl<B: UserBehaviour> Mailbox for Activation<B> {
             }
             return;
         }
+        // A stop overtakes what is queued: the activation ends at the instant it is told to.
+        inner.stopping |= matches!(mail, Mail::Stop(_));
         inner.queue.push_back(mail);
         if !inner.running {
             inner.running = true;
@@ -143,18 +148,18 @@ enum Outcome {
 impl<B: UserBehaviour> Activation<B> {
     async fn drain(self: Arc<Self>) {
         loop {
-            let (mail, ctx, state) = {
+            let (mail, ctx, state, stopping) = {
                 let mut inner = lock(&self.inner);
                 let Some(mail) = inner.queue.pop_front() else {
                     inner.running = false;
                     inner.queue.shrink_to_fit();
                     return;
                 };
-                (mail, inner.ctx.take(), inner.state.take())
+                (mail, inner.ctx.take(), inner.state.take(), inner.stopping)
             };
             let Some(mut ctx) = ctx else { return };
             let mut state = state;
-            let outcome = self.handle(mail, &mut ctx, &mut state).await;
+            let outcome = self.handle(mail, &mut ctx, &mut state, stopping).await;
             let shared = ctx.shared.clone();
             let (user, token) = (ctx.user.clone(), ctx.token);
             let mut inner = lock(&self.inner);
@@ -181,9 +186,13 @@ impl<B: UserBehaviour> Activation<B> {
         }
     }
 
-    async fn handle(&self, mail: Mail, ctx: &mut UserCtx, state: &mut Option<B::State>) -> Outcome {
+    async fn handle(&self, mail: Mail, ctx: &mut UserCtx, state: &mut Option<B::State>, stopping: bool) -> Outcome {
         let b = &*self.behaviour;
+        // Past the lease's deadline nothing runs. Once told to stop, a call queued before the
+        // stop is answered `Moving` (its caller finds the next home); the session events that
+        // led to the stop, and the stop itself, still run.
         let current = ctx.shared.fenced_ok(ctx.partition, ctx.token.epoch);
+        let current = current && !(stopping && matches!(mail, Mail::Call { .. }));
         match mail {
             Mail::Start(handed) => {
                 if !current {
