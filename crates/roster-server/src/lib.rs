@@ -13,6 +13,7 @@
 //! - `app`: the router ([`router`]) and [`serve`]: `/socket/websocket`, `/health`, `/ready`,
 //!   `/cluster`, `/metrics`, and the backend API `/presence`, `/slot`, `/kick`.
 //! - `socket`: one Phoenix v2 WebSocket over a runtime connection.
+//! - `user_api`: `GET /user?id=U`, a user as its home sees it ([`user_json`]).
 //! - `demo`: demo mode's room page at `/` and its dev-only token endpoint.
 //! - `dashboard`: the live dashboard at `/dashboard` and the admin topic that feeds it
 //!   ([`Dashboard`]).
@@ -38,6 +39,7 @@ mod meta_json;
 mod metrics;
 mod socket;
 mod token;
+mod user_api;
 
 pub use app::{router, serve, AppState};
 pub use cli::*;
@@ -46,3 +48,4 @@ pub use frame::*;
 pub use meta_json::*;
 pub use metrics::Metrics;
 pub use token::*;
+pub use user_api::user_json;
