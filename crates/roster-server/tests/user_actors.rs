@@ -146,7 +146,9 @@ mod node {
 
     /// `UserRef::call` from this node.
     async fn add(State(x): State<Arc<Extra>>, Query(w): Query<Who>) -> Json<Value> {
-        match x.node.user(w.user.as_str()).call::<Counter>(CounterMsg::Add(w.n)).await {
+        // Well inside the harness's 5 s HTTP timeout.
+        let user = x.node.user(w.user.as_str()).timeout(std::time::Duration::from_secs(2));
+        match user.call::<Counter>(CounterMsg::Add(w.n)).await {
             Ok(r) => Json(json!({"value": r.value, "token": r.token, "node": r.node})),
             Err(e) => Json(json!({"error": e.reason(), "detail": e.to_string()})),
         }
@@ -283,6 +285,9 @@ fn a_users_one_activation_survives_sigkill_and_cut_off_of_its_home_and_follows_i
     let user = users_homed_on(&c, home, "ua", 1).remove(0);
     let user = user.as_str();
     join(&c, a, user, "t1");
+    // And a user homed on a whose one session is on c: behind the cut, it is in doubt.
+    let other = users_homed_on(&c, a, "uw", 1).remove(0);
+    let other = other.as_str();
 
     // Every node reaches the activation on c; every node tells the same story.
     let first = await_activation(&c, &[a, b, home], user, &["c"], None);
@@ -311,11 +316,26 @@ fn a_users_one_activation_survives_sigkill_and_cut_off_of_its_home_and_follows_i
     assert_eq!(third["handed_over_from"], second["activation"], "{third}");
     assert_eq!(add(&c, a, user, 1)["value"], 2, "a handover keeps the state");
 
+    join(&c, home, other, "tw");
+    let held = await_activation(&c, &[a, b, home], other, &["a"], None);
+    assert_eq!(
+        (held["sessions"][0]["node"].as_str(), held["sessions"][0]["in_doubt"].as_bool()),
+        (Some("c"), Some(false))
+    );
+
     // Cut c off from both peers: its lease lapses, its activation is fenced at the deadline,
     // and a and b take the user over (a failover again).
     let cut = Instant::now();
     c.proxy(a, home).cut();
     c.proxy(b, home).cut();
+    // a cannot hear c: the session there is in doubt, then lost (the user goes idle).
+    c.wait_until(SETTLE, "a marks the session on c in doubt", |c| {
+        user_view(c, a, other).is_some_and(|v| v["sessions"][0]["in_doubt"] == true)
+    });
+    c.wait_until(SETTLE, "a lets the session on c go, and the user's activation with it", |c| {
+        user_view(c, a, other).is_some_and(|v| v["sessions"] == json!([]) && v["activation"].is_null())
+    });
+    println!("cut off: the session behind the cut was in doubt, then lost after {:?}", cut.elapsed());
     let fourth = await_activation(&c, &[a, b], user, &["a", "b"], Some(&third["activation"]));
     println!("home cut off: a new activation on {} after {:?}", fourth["home"], cut.elapsed());
     assert_eq!(add(&c, a, user, 1)["value"], 1, "a failover starts fresh");

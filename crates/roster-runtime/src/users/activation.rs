@@ -249,25 +249,25 @@ impl<B: UserBehaviour> Activation<B> {
                 }
             }
             Mail::Stop(why) => {
-                let Some(s) = state.as_mut().filter(|_| current) else { return Outcome::Stopped };
-                if catch_unwind(AssertUnwindSafe(|| b.stop(ctx, s, &why))).is_err() {
-                    return Outcome::Failed;
+                // The stop hook runs while the lease allows; then, for a handover, the state
+                // goes to the new home (or, if there is none to give, the core is told anyway
+                // and the new home starts fresh after its wait).
+                let mut handed = None;
+                if let Some(s) = state.as_mut().filter(|_| current) {
+                    if catch_unwind(AssertUnwindSafe(|| b.stop(ctx, s, &why))).is_err() {
+                        return Outcome::Failed;
+                    }
+                    if matches!(why, ActivationEnd::HandedOver { .. }) {
+                        handed = codec::encode(&*s)
+                            .inspect_err(|e| {
+                                tracing::warn!(user = %ctx.user, error = %e, "a state does not encode: the next home starts fresh")
+                            })
+                            .ok();
+                    }
                 }
                 if matches!(why, ActivationEnd::HandedOver { .. }) {
-                    let bytes = match codec::encode(&*s) {
-                        Ok(b) => Some(b),
-                        Err(e) => {
-                            tracing::warn!(user = %ctx.user, error = %e, "a state does not encode: the next home starts fresh");
-                            None
-                        }
-                    };
-                    let input = Input::ActivationStopped {
-                        user: ctx.user.clone(),
-                        token: ctx.token,
-                        state: bytes,
-                        failed: false,
-                    };
-                    ctx.shared.input(input);
+                    let (user, token) = (ctx.user.clone(), ctx.token);
+                    ctx.shared.input(Input::ActivationStopped { user, token, state: handed, failed: false });
                 }
                 return Outcome::Stopped;
             }
