@@ -670,7 +670,8 @@ impl ClusterConfig {
         }
         if self.max_pending_sessions == 0 {
             problems.push(
-                "cluster.max_pending_sessions = 0 would refuse every peer: set it to at least 1 (default 16)".to_owned(),
+                "cluster.max_pending_sessions = 0 would refuse every peer: set it to at least 1 (default 16)"
+                    .to_owned(),
             );
         }
         if self.partitions == 0 {
@@ -1041,7 +1042,10 @@ mod tests {
         c.validate().unwrap();
         assert!(c.cluster.tls.enabled());
         let (cert, key, ca) = c.cluster.tls.paths_for(&NodeName::from("b"));
-        assert_eq!((cert.as_str(), key.as_str(), ca.as_str()), ("/etc/roster/b.crt", "/etc/roster/b.key", "/etc/roster/ca.crt"));
+        assert_eq!(
+            (cert.as_str(), key.as_str(), ca.as_str()),
+            ("/etc/roster/b.crt", "/etc/roster/b.key", "/etc/roster/ca.crt")
+        );
         let parsed = parse_with("[cluster.tls]\ncert = \"c\"\nkey = \"k\"\nca = \"a\"").unwrap();
         assert_eq!(parsed.cluster.tls.paths_for(&NodeName::from("a")), ("c".into(), "k".into(), "a".into()));
         assert!(matches!(parse_with("[cluster.tls]\ncertificate = \"c\""), Err(ConfigError::Parse(_))));

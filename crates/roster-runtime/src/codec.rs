@@ -8,8 +8,10 @@ use serde::Serialize;
 /// The version byte of the current encoding (bincode 2.0.1, standard configuration).
 pub const CODEC_VERSION: u8 = 1;
 
-/// The largest payload decoded, well under ractor_cluster's 16 MiB frame cap.
-pub const MAX_PAYLOAD_BYTES: usize = 8 * 1024 * 1024;
+/// The largest payload encoded or decoded: 4 MiB. The cluster link's inbound frame limit is
+/// this and a little room (`cluster::MAX_FRAME_BYTES`), well under `ractor_cluster`'s default
+/// of 16 MiB.
+pub const MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
 
 /// Why bytes could not be decoded.
 #[derive(Debug, thiserror::Error)]
