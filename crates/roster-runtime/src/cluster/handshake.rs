@@ -371,4 +371,23 @@ mod tests {
         let err = accept(&mut y, &ctx("b", "k"), |_| true).await.unwrap_err();
         assert_eq!(err.event(), LinkEvent::HandshakeIo);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, failure_persistence: None, ..Default::default() })]
+
+        /// Whatever a connection sends first, the acceptor answers with an error, never a panic.
+        #[test]
+        fn random_first_messages_are_refused_cleanly(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let result = rt.block_on(async {
+                let (mut x, mut y) = tokio::io::duplex(64 * 1024);
+                let mut framed = (bytes.len() as u32).to_be_bytes().to_vec();
+                framed.extend_from_slice(&bytes);
+                x.write_all(&framed).await.unwrap();
+                drop(x);
+                accept(&mut y, &ctx("b", "k"), |_| true).await
+            });
+            proptest::prop_assert!(result.is_err());
+        }
+    }
 }

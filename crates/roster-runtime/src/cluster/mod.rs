@@ -46,6 +46,7 @@ mod transport;
 mod wire;
 
 pub use counters::{LinkCounters, LinkEvent};
+
 pub use links::{LinkStatus, Links};
 pub use wire::LinkMsg;
 
@@ -171,4 +172,10 @@ impl Cluster {
         self.link.stop(None);
         self.server.stop(Some("node shutdown".into()));
     }
+}
+
+/// Frames of every kind, for the codec's property tests.
+#[cfg(test)]
+pub(crate) mod fuzz_samples {
+    pub(crate) use super::wire::{sample_envelopes, Envelope};
 }

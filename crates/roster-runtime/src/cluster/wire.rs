@@ -96,6 +96,124 @@ pub(crate) fn claimed_sender(wire: &Wire) -> Option<&NodeName> {
     }
 }
 
+/// Frames of every kind of content, with realistic values (the fuzz tests mutate them).
+#[cfg(test)]
+pub(crate) fn sample_envelopes() -> Vec<Envelope> {
+    use roster_core::{
+        Announced, Change, ConnId, Delta, Echo, EntryRecord, HeldSlot, Incarnation, PartitionId, PhxRef, PolicyId,
+        ScopeKey, SnapshotChunk, SocketId,
+    };
+    let a = Incarnation::new("a", 1);
+    let b = Incarnation::new("b", 2);
+    let conn = ConnId { gateway: a.clone(), socket: SocketId(12) };
+    let scope = ScopeKey::Topic("room:1".into());
+    let token = SlotToken { epoch: 7, generation: 3 };
+    let mut meta = roster_core::Meta::new();
+    meta.insert("name".into(), MetaValue::Str("Ada".into()));
+    meta.insert("n".into(), MetaValue::Int(-3));
+    meta.insert("x".into(), MetaValue::Float(1.5));
+    meta.insert("list".into(), MetaValue::List(vec![MetaValue::Bool(true), MetaValue::Null]));
+    let entry = EntryRecord {
+        topic: "room:1".into(),
+        key: "u1".into(),
+        socket: SocketId(12),
+        phx_ref: PhxRef("F3x".into()),
+        tab_id: Some("tab-1".into()),
+        online_at: 1_700_000_000_000,
+        meta: meta.clone(),
+    };
+    let lease = Announced { partition: PartitionId(5), epoch: 9 };
+    let peer = vec![
+        PeerMsg::Heartbeat {
+            from: a.clone(),
+            sent_at: 100,
+            leases: vec![lease],
+            echoes: vec![Echo { of: b.clone(), sent_at: 90 }],
+            presence_seq: 4,
+        },
+        PeerMsg::LeaseRequest { from: a.clone(), round: 5, asks: vec![lease] },
+        PeerMsg::LeaseReply { from: a.clone(), round: 5, granted: vec![lease], refused: vec![] },
+        PeerMsg::LeaseRelease { from: a.clone(), leases: vec![lease] },
+        PeerMsg::SlotJoin {
+            conn: conn.clone(),
+            user: "u1".into(),
+            scope: scope.clone(),
+            topic: "room:1".into(),
+            tab: Some("tab-1".into()),
+            role: Some("admin".into()),
+        },
+        PeerMsg::SlotGrant {
+            from: a.clone(),
+            user: "u1".into(),
+            conn: conn.clone(),
+            scope: scope.clone(),
+            token,
+            echo: 3,
+        },
+        PeerMsg::SlotReject { from: a.clone(), conn: conn.clone(), scope: scope.clone(), reason: "not_home".into() },
+        PeerMsg::SlotRevoke {
+            from: a.clone(),
+            user: "u1".into(),
+            conn: conn.clone(),
+            scope: ScopeKey::Global(PolicyId::Configured(2)),
+            token,
+            reason: "logged_in_elsewhere".into(),
+        },
+        PeerMsg::SlotClose { from: a.clone(), user: "u1".into(), conn: conn.clone(), scope: scope.clone(), token },
+        PeerMsg::SlotReleased { conn: conn.clone(), user: "u1".into(), scope: scope.clone(), token, clean: false },
+        PeerMsg::SlotReleaseAck { conn: conn.clone(), token },
+        PeerMsg::ScanRequest { from: a.clone(), partition: PartitionId(5), epoch: 9 },
+        PeerMsg::ScanReply {
+            from: a.clone(),
+            partition: PartitionId(5),
+            epoch: 9,
+            slots: vec![HeldSlot {
+                user: "u1".into(),
+                scope: scope.clone(),
+                conn: conn.clone(),
+                tab: roster_core::TabKey::Tab("tab-1".into()),
+                token,
+            }],
+        },
+        PeerMsg::Kick { user: "u1".into(), scope: None, reason: "spam".into() },
+        PeerMsg::Presence(PresenceMsg::Delta(Delta {
+            origin: a.clone(),
+            seq_from: 3,
+            seq_to: 5,
+            changes: vec![
+                Change::Join(entry.clone()),
+                Change::Update(entry.clone()),
+                Change::Leave { topic: "room:1".into(), socket: SocketId(12) },
+            ],
+        })),
+        PeerMsg::Presence(PresenceMsg::SnapshotRequest { from: a.clone() }),
+        PeerMsg::Presence(PresenceMsg::SnapshotChunk(SnapshotChunk {
+            origin: a,
+            seq: 5,
+            index: 0,
+            count: 1,
+            entries: vec![entry],
+        })),
+    ];
+    let other = vec![
+        Wire::Broadcast {
+            topic: "room:1".into(),
+            from: "u1".into(),
+            event: "shout".into(),
+            body: MetaValue::Map(meta),
+        },
+        Wire::Validate { id: 1, user: "u1".into(), topic: "room:1".into(), token },
+        Wire::ValidateReply { id: 1, answer: Some(true) },
+        Wire::Flush(4),
+        Wire::FlushAck(4),
+    ];
+    let envelope = |body| Envelope { from: "a".into(), to: "b".into(), ticket: [0x5A; 16], body };
+    let mut out: Vec<Envelope> = peer.into_iter().map(|m| envelope(vec![Wire::Peer(m)])).collect();
+    out.extend(other.into_iter().map(|w| envelope(vec![w])));
+    out.push(envelope(Vec::new()));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
