@@ -108,3 +108,61 @@ pub(crate) fn certificate_names(cert: &CertificateDer<'_>, name: &NodeName) -> b
     };
     rustls::client::verify_server_name(&parsed, &server).is_ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+
+    struct Files {
+        dir: std::path::PathBuf,
+    }
+
+    impl Drop for Files {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// A CA and a certificate naming `names`, written as `{node}.crt`-style files for node `a`.
+    fn files(tag: &str, names: &[&str]) -> (Files, ClusterTlsConfig) {
+        let dir = std::env::temp_dir().join(format!("roster-tls-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let cert = CertificateParams::new(names).unwrap().signed_by(&key, &ca).unwrap();
+        std::fs::write(dir.join("ca.crt"), ca.pem()).unwrap();
+        std::fs::write(dir.join("a.crt"), cert.pem()).unwrap();
+        std::fs::write(dir.join("a.key"), key.serialize_pem()).unwrap();
+        let path = |f: &str| dir.join(f).display().to_string();
+        let config = ClusterTlsConfig { cert: path("{node}.crt"), key: path("{node}.key"), ca: path("ca.crt") };
+        (Files { dir }, config)
+    }
+
+    #[test]
+    fn a_certificate_that_names_the_node_loads_and_names_only_it() {
+        let (_files, config) = files("good", &["a"]);
+        assert!(LinkTls::load(&config, &"a".into()).is_ok());
+        let (cert, _, _) = config.paths_for(&"a".into());
+        let der = CertificateDer::from_pem_file(cert).unwrap();
+        assert!(certificate_names(&der, &"a".into()));
+        assert!(!certificate_names(&der, &"b".into()));
+    }
+
+    #[test]
+    fn a_node_refuses_to_start_with_a_certificate_for_another_name_or_missing_files() {
+        let (_files, config) = files("misnamed", &["b"]);
+        let err = LinkTls::load(&config, &"a".into()).err().expect("refused");
+        assert!(err.contains("does not name this node") && err.contains("\"a\""), "{err}");
+        let mut missing = config.clone();
+        missing.ca = "/nonexistent/ca.crt".into();
+        let (_f, good) = files("missing", &["a"]);
+        missing.cert = good.cert.clone();
+        missing.key = good.key.clone();
+        let err = LinkTls::load(&missing, &"a".into()).err().expect("refused");
+        assert!(err.contains("ca = \"/nonexistent/ca.crt\""), "{err}");
+    }
+}
