@@ -143,11 +143,21 @@ impl Default for PresenceConfig {
     }
 }
 
+/// The development cookie, [`ClusterConfig::cookie`]'s default: refused by
+/// [`Config::validate`] as soon as any `cluster_addr` is not a loopback address.
+pub const DEV_COOKIE: &str = "roster-dev";
+
+/// The shortest cookie [`Config::validate`] accepts when any `cluster_addr` is not a loopback
+/// address: 32 bytes, e.g. `openssl rand -hex 16`.
+pub const MIN_COOKIE_BYTES: usize = 32;
+
 /// `[cluster]`: static membership and the timings that keep the single slot safe.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// Shared secret of the nodes (`ractor_cluster` authentication). Default: `"roster-dev"`.
+    /// Shared secret of the nodes: a node proves it in the link handshake before anything
+    /// else is exchanged. Default: `"roster-dev"`, accepted only while every `cluster_addr` is a
+    /// loopback address; otherwise at least [`MIN_COOKIE_BYTES`] bytes and not the default.
     pub cookie: String,
     /// Directory where node `NAME` keeps its highest granted epoch, in `data_dir/NAME`.
     /// Default: `"./roster-data"`.
@@ -168,15 +178,87 @@ pub struct ClusterConfig {
     /// Largest difference of clock rates between nodes, as a fraction (0.01: 1 %).
     /// Default: 0.01. In `[0, 0.5)`.
     pub max_drift: f64,
+    /// Longest a node-to-node connection may take from its TCP accept (or connect) until the
+    /// session is ready: TLS, the cookie handshake and the session set-up. A connection that
+    /// has not finished by then is closed. Default: 2000. At least 100.
+    pub handshake_timeout_ms: u64,
+    /// Connections on the cluster port still in their handshake at once; one more is closed
+    /// as soon as it is accepted. Default: 16. At least 1.
+    pub max_pending_sessions: u32,
+    /// `[cluster.tls]`: mutual TLS on node-to-node links. Default: off.
+    pub tls: ClusterTlsConfig,
     /// `[[cluster.nodes]]`: every node of the cluster, the same list on every node.
     /// Default: none, which does not validate (at least one node is needed).
     pub nodes: Vec<NodeConfig>,
 }
 
+/// `[cluster.tls]`: mutual TLS between nodes. Either all three paths are set (TLS on: every
+/// link is TLS 1.3 or 1.2, both sides present a certificate signed by `ca`) or none (TLS off,
+/// the default). A node's certificate must name the node: a subject alternative name of type
+/// DNS equal to its `[[cluster.nodes]] name`. Each path may contain `{node}`, replaced by the
+/// node's name, so one `cluster.toml` serves every node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterTlsConfig {
+    /// PEM file with this node's certificate chain (its own certificate first), e.g.
+    /// `"/etc/roster/{node}.crt"`. Default: `""` (TLS off).
+    pub cert: String,
+    /// PEM file with this node's private key (PKCS#8, PKCS#1 or SEC1), e.g.
+    /// `"/etc/roster/{node}.key"`. Default: `""` (TLS off).
+    pub key: String,
+    /// PEM file with the certificate(s) of the authority that signs the nodes' certificates:
+    /// a private CA for this cluster only (any certificate it signs that names a node may act
+    /// as that node). Default: `""` (TLS off).
+    pub ca: String,
+}
+
+impl ClusterTlsConfig {
+    /// Whether TLS is on (the three paths are set; [`Config::validate`] refuses a partial set).
+    pub fn enabled(&self) -> bool {
+        !self.cert.is_empty()
+    }
+
+    /// The `(cert, key, ca)` paths for node `node`, with `{node}` replaced by its name.
+    pub fn paths_for(&self, node: &NodeName) -> (String, String, String) {
+        let fill = |p: &str| p.replace("{node}", node.as_str());
+        (fill(&self.cert), fill(&self.key), fill(&self.ca))
+    }
+
+    fn check(&self, nodes: &[NodeConfig], problems: &mut Vec<String>) {
+        let set: Vec<&str> = [("cert", &self.cert), ("key", &self.key), ("ca", &self.ca)]
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, _)| k)
+            .collect();
+        if set.is_empty() {
+            return;
+        }
+        if set.len() < 3 {
+            let missing: Vec<&str> = ["cert", "key", "ca"].into_iter().filter(|k| !set.contains(k)).collect();
+            problems.push(format!(
+                "[cluster.tls] sets {} but not {}: TLS needs all three (this node's certificate, its key and the                  cluster's CA), or none of them for plaintext links",
+                set.join(" and "),
+                missing.join(" and ")
+            ));
+            return;
+        }
+        for (i, node) in nodes.iter().enumerate() {
+            if !node.name.as_str().is_empty() && !is_dns_name(node.name.as_str()) {
+                problems.push(format!(
+                    "cluster.nodes[{i}].name = \"{}\" cannot be a certificate's DNS name, which [cluster.tls] needs: \
+                     use labels of letters, digits, '-' and '_' separated by '.', not starting or ending with '-', \
+                     the last one not all digits",
+                    node.name
+                ));
+            }
+        }
+    }
+}
+
 impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
-            cookie: "roster-dev".to_owned(),
+            cookie: DEV_COOKIE.to_owned(),
             data_dir: "./roster-data".to_owned(),
             partitions: 256,
             heartbeat_ms: 200,
@@ -184,6 +266,9 @@ impl Default for ClusterConfig {
             lease_ms: 2000,
             isolation_ms: 4000,
             max_drift: 0.01,
+            handshake_timeout_ms: 2000,
+            max_pending_sessions: 16,
+            tls: ClusterTlsConfig::default(),
             nodes: Vec::new(),
         }
     }
@@ -621,6 +706,21 @@ impl ClusterConfig {
             );
         }
         self.check_nodes(problems);
+        self.check_cookie(problems);
+        self.tls.check(&self.nodes, problems);
+        if self.handshake_timeout_ms < 100 {
+            problems.push(format!(
+                "cluster.handshake_timeout_ms = {} is too short for a TLS and cookie handshake: set it to at least \
+                 100 (default 2000)",
+                self.handshake_timeout_ms
+            ));
+        }
+        if self.max_pending_sessions == 0 {
+            problems.push(
+                "cluster.max_pending_sessions = 0 would refuse every peer: set it to at least 1 (default 16)"
+                    .to_owned(),
+            );
+        }
         if self.partitions == 0 {
             problems.push("cluster.partitions = 0: set it to at least 1 (default 256)".to_owned());
         }
@@ -663,6 +763,33 @@ impl ClusterConfig {
                 self.isolation_ms,
                 self.required_isolation_ms(),
                 self.min_isolation_ms()
+            ));
+        }
+    }
+
+    /// Whether every `cluster_addr` is a loopback address (a development cluster on one
+    /// machine), where the default cookie is allowed.
+    pub fn is_loopback_only(&self) -> bool {
+        self.nodes.iter().all(|n| is_loopback_host(&n.cluster_addr))
+    }
+
+    fn check_cookie(&self, problems: &mut Vec<String>) {
+        let Some(exposed) = self.nodes.iter().position(|n| !is_loopback_host(&n.cluster_addr)) else {
+            return;
+        };
+        let addr = &self.nodes[exposed].cluster_addr;
+        if self.cookie == DEV_COOKIE {
+            problems.push(format!(
+                "cluster.cookie is the development default \"{DEV_COOKIE}\", but cluster.nodes[{exposed}].cluster_addr = \
+                 \"{addr}\" is not a loopback address: set a secret cookie of at least {MIN_COOKIE_BYTES} bytes (e.g. \
+                 `openssl rand -hex 16`), the same on every node"
+            ));
+        } else if self.cookie.len() < MIN_COOKIE_BYTES {
+            problems.push(format!(
+                "cluster.cookie is {} bytes long, but cluster.nodes[{exposed}].cluster_addr = \"{addr}\" is not a \
+                 loopback address: a cookie reachable from the network needs at least {MIN_COOKIE_BYTES} bytes (e.g. \
+                 `openssl rand -hex 16`)",
+                self.cookie.len()
             ));
         }
     }
@@ -712,6 +839,30 @@ impl ClusterConfig {
 /// A node name that is safe as a file name in `data_dir` on every platform.
 fn is_file_safe(name: &str) -> bool {
     !name.starts_with('.') && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Whether the host of `HOST:PORT` is a loopback address: `localhost`, `127.0.0.0/8` or
+/// `[::1]`. Any other name counts as reachable from the network (names are not resolved here).
+fn is_loopback_host(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A syntactically valid DNS name, as a certificate's subject alternative name and TLS's
+/// server name need: labels of 1 to 63 letters, digits, `-` and `_`, separated by `.`, not
+/// starting or ending with `-`, the last one not all digits (which would read as an address).
+fn is_dns_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let labels: Vec<&str> = name.split('.').collect();
+    name.len() <= 253
+        && labels.iter().all(|l| {
+            (1..=63).contains(&l.len())
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        && labels.last().is_some_and(|l| !l.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// `HOST:PORT` with a non-empty host and a decimal port (`[::1]:4370` for IPv6). Names are
@@ -901,7 +1052,84 @@ mod tests {
         assert_eq!(k.lease_ms, 2000);
         assert_eq!(k.isolation_ms, 4000);
         assert_eq!(k.max_drift, 0.01);
+        assert_eq!(k.handshake_timeout_ms, 2000);
+        assert_eq!(k.max_pending_sessions, 16);
+        assert_eq!(k.tls, ClusterTlsConfig::default());
+        assert!(!k.tls.enabled());
         assert!(c.policy.is_empty());
+    }
+
+    /// A two-node config whose second node listens on `addr`.
+    fn two_nodes_with(addr: &str, cookie: &str) -> Config {
+        let mut c = Config::single_node();
+        c.cluster.nodes = vec![node("a", 1), node("b", 2)];
+        c.cluster.nodes[1].cluster_addr = addr.to_owned();
+        c.cluster.cookie = cookie.to_owned();
+        c
+    }
+
+    #[test]
+    fn validate_refuses_the_default_cookie_when_a_cluster_addr_is_not_loopback() {
+        for exposed in ["10.0.0.2:4370", "0.0.0.0:4370", "roster-b.internal:4370", "[fd00::2]:4370"] {
+            let c = two_nodes_with(exposed, DEV_COOKIE);
+            assert_invalid(&c, &["cluster.cookie", "development default", "cluster.nodes[1].cluster_addr", exposed]);
+        }
+        for loopback in ["127.0.0.1:4370", "127.1.2.3:4370", "localhost:4370", "[::1]:4370"] {
+            two_nodes_with(loopback, DEV_COOKIE).validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn validate_refuses_a_short_cookie_off_loopback_and_accepts_a_long_one() {
+        let short = "x".repeat(MIN_COOKIE_BYTES - 1);
+        assert_invalid(&two_nodes_with("10.0.0.2:4370", &short), &["cluster.cookie is 31 bytes", "at least 32"]);
+        two_nodes_with("10.0.0.2:4370", &"x".repeat(MIN_COOKIE_BYTES)).validate().unwrap();
+        two_nodes_with("127.0.0.1:4370", "short").validate().unwrap();
+    }
+
+    #[test]
+    fn tls_needs_all_three_paths_or_none() {
+        let mut c = Config::single_node();
+        c.cluster.tls.cert = "/etc/roster/{node}.crt".into();
+        assert_invalid(&c, &["[cluster.tls] sets cert but not key and ca"]);
+        c.cluster.tls.ca = "/etc/roster/ca.crt".into();
+        assert_invalid(&c, &["[cluster.tls] sets cert and ca but not key"]);
+        c.cluster.tls.key = "/etc/roster/{node}.key".into();
+        c.validate().unwrap();
+        assert!(c.cluster.tls.enabled());
+        let (cert, key, ca) = c.cluster.tls.paths_for(&NodeName::from("b"));
+        assert_eq!(
+            (cert.as_str(), key.as_str(), ca.as_str()),
+            ("/etc/roster/b.crt", "/etc/roster/b.key", "/etc/roster/ca.crt")
+        );
+        let parsed = parse_with("[cluster.tls]\ncert = \"c\"\nkey = \"k\"\nca = \"a\"").unwrap();
+        assert_eq!(parsed.cluster.tls.paths_for(&NodeName::from("a")), ("c".into(), "k".into(), "a".into()));
+        assert!(matches!(parse_with("[cluster.tls]\ncertificate = \"c\""), Err(ConfigError::Parse(_))));
+    }
+
+    #[test]
+    fn tls_needs_node_names_that_are_dns_names() {
+        for bad in ["1", "a.2", "-a", "a-", "a..b", "a_b-"] {
+            let mut c = Config::single_node();
+            c.cluster.tls = ClusterTlsConfig { cert: "c".into(), key: "k".into(), ca: "a".into() };
+            c.cluster.nodes[0].name = NodeName::from(bad);
+            let msg = invalid(&c);
+            assert!(msg.contains("cannot be a certificate's DNS name"), "{bad}: {msg}");
+        }
+        for good in ["a", "node-1", "roster_b", "b.roster.internal", "2b"] {
+            let mut c = Config::single_node();
+            c.cluster.tls = ClusterTlsConfig { cert: "c".into(), key: "k".into(), ca: "a".into() };
+            c.cluster.nodes[0].name = NodeName::from(good);
+            c.validate().unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+    }
+
+    #[test]
+    fn handshake_timeout_and_pending_sessions_have_lower_bounds() {
+        let mut c = Config::single_node();
+        c.cluster.handshake_timeout_ms = 99;
+        c.cluster.max_pending_sessions = 0;
+        assert_invalid(&c, &["cluster.handshake_timeout_ms = 99", "cluster.max_pending_sessions = 0"]);
     }
 
     #[test]
@@ -1393,6 +1621,7 @@ mod tests {
                     isolation_ms: 0,
                     max_drift,
                     nodes: (0..n).map(|i| node(&format!("n{i}"), 4370 + i as u16)).collect(),
+                    ..ClusterConfig::default()
                 };
                 c.isolation_ms = c.min_isolation_ms() + slack;
                 c

@@ -137,21 +137,8 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     }
     st.metrics.cluster_links_up.set(st.node.links().iter().filter(|l| l.up).count() as i64);
     if let Some(c) = st.node.link_counters() {
-        let family = &st.metrics.cluster_link;
-        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-        for (kind, value) in [
-            ("frames_sent", load(&c.frames_sent)),
-            ("messages_sent", load(&c.messages_sent)),
-            ("bytes_sent", load(&c.bytes_sent)),
-            ("frames_received", load(&c.frames_received)),
-            ("dropped_no_session", load(&c.dropped_no_session)),
-            ("dropped_oversize", load(&c.dropped_oversize)),
-            ("refused", load(&c.refused)),
-            ("sessions_up", load(&c.sessions_up)),
-            ("sessions_down", load(&c.sessions_down)),
-            ("dial_failures", load(&c.dial_failures)),
-        ] {
-            Metrics::catch_up(family, kind, value);
+        for (reason, value) in c.all() {
+            Metrics::catch_up(&st.metrics.cluster_link, reason, value);
         }
     }
     ([("content-type", "text/plain; version=0.0.4")], st.metrics.render()).into_response()

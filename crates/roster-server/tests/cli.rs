@@ -33,3 +33,30 @@ fn token_command_without_a_secret_fails_with_a_clear_message() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.starts_with("error: no secret to sign with"), "{stderr}");
 }
+
+#[test]
+fn serve_refuses_the_default_cookie_when_a_cluster_addr_is_not_loopback() {
+    let dir = std::env::temp_dir().join(format!("roster-cli-cookie-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("cluster.toml");
+    // 192.0.2.0/24 is reserved for documentation: nothing is ever dialed or bound there, the
+    // config is refused before the node starts.
+    std::fs::write(
+        &config,
+        "[[cluster.nodes]]\nname = \"a\"\ncluster_addr = \"192.0.2.1:4370\"\nhttp_addr = \"127.0.0.1:0\"\n\n\
+         [[cluster.nodes]]\nname = \"b\"\ncluster_addr = \"192.0.2.2:4370\"\nhttp_addr = \"127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--node", "a"])
+        .env_remove("ROSTER_SECRET")
+        .output()
+        .expect("run roster");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(output.status.code(), Some(1), "stdout: {}", String::from_utf8_lossy(&output.stdout));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("cluster.cookie is the development default"), "{stderr}");
+    assert!(stderr.contains("192.0.2.1:4370"), "{stderr}");
+}

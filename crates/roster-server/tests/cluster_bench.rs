@@ -187,7 +187,18 @@ fn user_homed_on(c: &Cluster, node: usize, prefix: &str) -> String {
 #[test]
 #[ignore = "benchmark"]
 fn bench_cross_node_join_and_takeover_latency() {
-    let c = ClusterSpec::new(3).start(ROSTER);
+    cross_node_join_and_takeover_latency(ClusterSpec::new(3), "");
+}
+
+/// The same over mutual TLS (`[cluster.tls]`).
+#[test]
+#[ignore = "benchmark"]
+fn bench_cross_node_join_and_takeover_latency_over_tls() {
+    cross_node_join_and_takeover_latency(ClusterSpec::new(3).tls(), ", TLS");
+}
+
+fn cross_node_join_and_takeover_latency(spec: ClusterSpec, label: &str) {
+    let c = spec.start(ROSTER);
     let js = JsDriver::start();
     let mut local = Vec::new();
     let mut remote = Vec::new();
@@ -211,7 +222,7 @@ fn bench_cross_node_join_and_takeover_latency() {
         js.disconnect(&old);
         js.disconnect(&new);
     }
-    report("join on a, user homed on a (local grant)", local);
-    report("join on a, user homed on b (grant across the link)", remote);
-    report("takeover: new tab on a, old tab on b, home on c", takeover);
+    report(&format!("join on a, user homed on a (local grant){label}"), local);
+    report(&format!("join on a, user homed on b (grant across the link){label}"), remote);
+    report(&format!("takeover: new tab on a, old tab on b, home on c{label}"), takeover);
 }

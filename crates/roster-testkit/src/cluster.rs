@@ -5,6 +5,7 @@
 
 use crate::fault_proxy::FaultProxy;
 use crate::http::{http_get, percent_encode};
+use crate::tls::TestCa;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::collections::HashSet;
@@ -78,6 +79,7 @@ pub struct ClusterSpec {
     cluster: Vec<(String, String)>,
     policies: Vec<String>,
     proxied: Vec<(usize, usize)>,
+    tls: bool,
 }
 
 impl ClusterSpec {
@@ -93,6 +95,7 @@ impl ClusterSpec {
             cluster: Vec::new(),
             policies: Vec::new(),
             proxied: Vec::new(),
+            tls: false,
         };
         spec = spec.presence_key("diff_ms = 10").presence_key("broadcast_ms = 5");
         spec
@@ -141,6 +144,13 @@ impl ClusterSpec {
         self
     }
 
+    /// Node links over mutual TLS: a fresh CA and a certificate per node (naming it) are made
+    /// in the cluster's temp dir, and every config gets a `[cluster.tls]` section.
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
     /// Write the configs, start every node with `binary` (the `roster` executable: tests pass
     /// `env!("CARGO_BIN_EXE_roster")`) and wait until each answers `/ready` with 200.
     pub fn start(self, binary: impl Into<PathBuf>) -> Cluster {
@@ -182,6 +192,15 @@ impl ClusterSpec {
             drift = t.max_drift,
             cluster = lines(&self.cluster),
         );
+        if let Some(dir) = layout.tls_dir.as_ref().filter(|_| self.tls) {
+            let file = |name: &str| toml_string(&dir.join(name).display().to_string());
+            out.push_str(&format!(
+                "\n[cluster.tls]\ncert = {}\nkey = {}\nca = {}\n",
+                file("{node}.crt"),
+                file("{node}.key"),
+                file("ca.crt")
+            ));
+        }
         for j in 0..self.nodes {
             // Node i dials node j only when i is listed earlier; then a proxy may sit between.
             let cluster_addr = match layout.proxies.get(&(i, j)) {
@@ -214,6 +233,8 @@ pub struct Layout {
     pub proxies: BTreeMap<(usize, usize), SocketAddr>,
     /// The `data_dir` shared by the node configs (each node keeps its file `data_dir/NAME`).
     pub data_dir: PathBuf,
+    /// Where `ca.crt`, `NAME.crt` and `NAME.key` are, for a spec with [`ClusterSpec::tls`].
+    pub tls_dir: Option<PathBuf>,
 }
 
 fn set_line(lines: &mut Vec<(String, String)>, line: &str) {
@@ -270,6 +291,8 @@ pub struct Cluster {
     proxies: BTreeMap<(usize, usize), FaultProxy>,
     /// `(node name, Unix ms)` of every `kill -9`, in order.
     kills: Vec<(String, u64)>,
+    /// The CA of a TLS cluster, and where its files are.
+    tls: Option<(TestCa, PathBuf)>,
 }
 
 impl Cluster {
@@ -291,11 +314,18 @@ impl Cluster {
             let proxy = FaultProxy::start(cluster_addrs[j]).expect("start a fault proxy");
             proxies.insert((i, j), proxy);
         }
+        let tls = spec.tls.then(|| {
+            let ca = TestCa::new("roster-testkit CA");
+            let names: Vec<String> = (0..spec.nodes).map(node_name).collect();
+            let tls_dir = ca.write_cluster(&dir.join("tls"), &names);
+            (ca, tls_dir)
+        });
         let layout = Layout {
             cluster_addrs: cluster_addrs.clone(),
             http_addrs: http_addrs.clone(),
             proxies: proxies.iter().map(|(k, p)| (*k, p.addr())).collect(),
             data_dir: dir.join("data"),
+            tls_dir: tls.as_ref().map(|(_, d)| d.clone()),
         };
         let nodes = (0..spec.nodes)
             .map(|i| {
@@ -318,7 +348,14 @@ impl Cluster {
                 }
             })
             .collect();
-        Cluster { spec, binary, dir, nodes, proxies, kills: Vec::new() }
+        Cluster { spec, binary, dir, nodes, proxies, kills: Vec::new(), tls }
+    }
+
+    /// The CA of a cluster started with [`ClusterSpec::tls`] and the directory of its files
+    /// (`ca.crt`, `NAME.crt`, `NAME.key`): a test may issue other certificates with it, or
+    /// replace a node's files before starting it.
+    pub fn tls(&self) -> Option<(&TestCa, &Path)> {
+        self.tls.as_ref().map(|(ca, dir)| (ca, dir.as_path()))
     }
 
     /// How many nodes the cluster has (running or not).
@@ -690,6 +727,7 @@ mod tests {
             http_addrs: (0..n as u16).map(|i| a(4000 + i)).collect(),
             proxies: proxies.iter().map(|&(k, p)| (k, a(p))).collect(),
             data_dir: PathBuf::from("/tmp/x/data"),
+            tls_dir: Some(PathBuf::from("/tmp/x/tls")),
         }
     }
 
@@ -737,6 +775,17 @@ mod tests {
         assert!(a.contains("data_dir = \"/tmp/x/data\""), "{a}");
         assert!(a.ends_with("[[policy]]\ntopic = \"*\"\nexempt_roles = [\"admin\"]\n"), "{a}");
         assert_eq!(a.matches("[[cluster.nodes]]").count(), 3);
+        assert!(!a.contains("[cluster.tls]"), "{a}");
+    }
+
+    #[test]
+    fn a_tls_spec_writes_a_cluster_tls_section_with_the_node_placeholder() {
+        let spec = ClusterSpec::new(2).tls();
+        let a = spec.render_config(0, &layout(2, &[]));
+        assert!(
+            a.contains("[cluster.tls]\ncert = \"/tmp/x/tls/{node}.crt\"\nkey = \"/tmp/x/tls/{node}.key\"\nca = \"/tmp/x/tls/ca.crt\"\n"),
+            "{a}"
+        );
     }
 
     #[test]

@@ -8,8 +8,9 @@
 //! | `cluster` | [`ClusterSpec`] (nodes, timings, config lines, policies, proxied pairs) and [`Cluster`] (the running processes: ready, `kill -9`, `SIGSTOP`/`SIGCONT`, restart, HTTP views, record logs and kill times for the P1 checker, [`Cluster::wait_until`]) |
 //! | `fault_proxy` | [`FaultProxy`]: forwards TCP; [`cut`](FaultProxy::cut), [`stall`](FaultProxy::stall), [`heal`](FaultProxy::heal) |
 //! | `http` | a minimal std-only HTTP `GET` for the nodes' views |
+//! | `tls` | [`TestCa`]: a CA and node certificates made by the test ([`ClusterSpec::tls`] uses it) |
 //!
-//! The crate depends on std and `serde_json` only, not on `roster-server`: `roster-server`'s
+//! The crate depends on std, `serde_json` and `rcgen` only, not on `roster-server`: `roster-server`'s
 //! tests dev-depend on it and pass the path of the binary they built
 //! (`env!("CARGO_BIN_EXE_roster")`).
 //!
@@ -68,7 +69,9 @@
 mod cluster;
 mod fault_proxy;
 mod http;
+mod tls;
 
 pub use cluster::{node_name, unix_ms, Cluster, ClusterSpec, Layout, Timings, API_KEY, COOKIE, SECRET};
 pub use fault_proxy::{FaultProxy, LinkMode};
 pub use http::{http_get, percent_encode};
+pub use tls::TestCa;
