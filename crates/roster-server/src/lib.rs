@@ -25,8 +25,11 @@
 
 mod app;
 mod cli;
+mod connections;
 mod frame;
+mod guard;
 mod http_get;
+mod limits;
 mod meta_json;
 mod metrics;
 mod socket;

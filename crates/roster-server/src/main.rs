@@ -3,7 +3,7 @@
 mod serve;
 
 use clap::Parser;
-use roster_server::{status_command, token_command, Cli, Command, SECRET_ENV};
+use roster_server::{status_command, token_command, Cli, Command, API_KEY_ENV, SECRET_ENV};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tracing_subscriber::EnvFilter;
@@ -33,7 +33,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status(args) => {
-            print!("{}", status_command(&args)?);
+            let env_api_key = std::env::var(API_KEY_ENV).ok();
+            print!("{}", status_command(&args, env_api_key.as_deref())?);
             Ok(())
         }
     }

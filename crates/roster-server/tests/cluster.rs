@@ -41,7 +41,7 @@ fn serial() -> MutexGuard<'static, ()> {
 /// A token for `user` with `role`, valid for an hour.
 fn token(user: &str, role: &str) -> String {
     let exp = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs() + 3600;
-    mint(SECRET.as_bytes(), &Claims { sub: user.into(), role: role.into(), exp })
+    mint(SECRET.as_bytes(), &Claims::new(user, role, exp))
 }
 
 /// A policy under which `admin` holds no slot: the tests that hang or cut nodes use admins,

@@ -25,7 +25,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 fn token(user: &str) -> String {
     let exp = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs() + 3600;
-    mint(SECRET.as_bytes(), &Claims { sub: user.into(), role: "user".into(), exp })
+    mint(SECRET.as_bytes(), &Claims::new(user, "user", exp))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

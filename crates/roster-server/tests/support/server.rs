@@ -24,7 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The HMAC secret of every test server.
-pub const SECRET: &str = "srvtest-secret";
+pub const SECRET: &str = "srvtest-secret-0123456789abcdef0123";
 /// The backend API key of every test server.
 pub const API_KEY: &str = "srvtest-api-key";
 /// How long a server may take to answer `/health` and `/ready`.
@@ -250,7 +250,7 @@ impl Drop for Server {
 
 /// A token signed with `secret` (any user, role and expiry: the bad-token tests need them).
 pub fn token_with(secret: &str, user: &str, role: &str, exp: u64) -> String {
-    mint(secret.as_bytes(), &Claims { sub: user.into(), role: role.into(), exp })
+    mint(secret.as_bytes(), &Claims::new(user, role, exp))
 }
 
 /// Now, in Unix seconds.
