@@ -21,6 +21,11 @@ use std::time::{Duration, Instant};
 use support::raw;
 use support::server::{http_get_with, now_s, Server, SECRET};
 
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind port 0").port()
+}
+
 fn block_on<F: Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime").block_on(f)
 }
@@ -86,17 +91,35 @@ fn a_secret_under_32_bytes_stops_the_server_with_a_clear_message() {
     let text = |secret: &str| {
         format!(
             "[auth]\nsecret = \"{secret}\"\n\n[cluster]\ndata_dir = \"{}\"\n\n[[cluster.nodes]]\nname = \"a\"\n\
-             cluster_addr = \"127.0.0.1:1\"\nhttp_addr = \"127.0.0.1:2\"\n",
-            dir.join("data").display()
+             cluster_addr = \"127.0.0.1:{}\"\nhttp_addr = \"127.0.0.1:{}\"\n",
+            dir.join("data").display(),
+            free_port(),
+            free_port()
         )
     };
+    // Refused at start: it must exit by itself; one that starts serving is killed and fails
+    // the test.
     let serve = |env_secret: Option<&str>| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_roster"));
         cmd.args(["serve", "--config"]).arg(&config).env_remove("ROSTER_SECRET");
         if let Some(s) = env_secret {
             cmd.env("ROSTER_SECRET", s);
         }
-        cmd.output().expect("run roster serve")
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run roster serve");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().expect("wait for roster serve").is_none() {
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("collect its output");
+                panic!("roster serve with a short secret kept running:\n{}", String::from_utf8_lossy(&out.stderr));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output().expect("collect its output")
     };
     std::fs::write(&config, text("0123456789abcdef0123456789abcde")).unwrap();
     let out = serve(None);
