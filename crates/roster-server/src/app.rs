@@ -44,7 +44,8 @@ impl AppState {
 /// The longest reason `POST /kick` takes, in bytes: it is sent to every revoked channel.
 const MAX_KICK_REASON_BYTES: usize = 256;
 
-/// The router of one node.
+/// The router of one node. [`serve`] runs it behind the connection limits and the HTTP
+/// timeouts of `[server]`; served any other way, those do not apply.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/socket/websocket", get(socket::upgrade))

@@ -98,6 +98,8 @@ fn bench_visibility_of_one_change_on_the_other_nodes() {
 fn bench_visibility_of_a_batch_of_ten_thousand() {
     let c = ClusterSpec::new(3)
         .server_key("max_topics_per_socket = 1000")
+        // A thousand joins at once on one socket: a load test, not a flood.
+        .server_key("max_joins_per_second = 100000")
         .server_key("outbound_queue = 100000")
         .start(ROSTER);
     let js = JsDriver::start();
