@@ -83,9 +83,10 @@ impl SocketGuard {
     /// The checks for a socket whose token said `claims` (`None`: anonymous, or a refused
     /// token), opened at `now`.
     pub(crate) fn new(server: &ServerConfig, claims: Option<Claims>, token_leeway_ms: u64, now: Instant) -> Self {
-        let expires_at = claims.as_ref().map(|c| {
+        // An expiry too far away for the clock to represent is no expiry (the token says "never").
+        let expires_at = claims.as_ref().and_then(|c| {
             let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-            now + Duration::from_millis(c.expires_at_ms(token_leeway_ms).saturating_sub(unix_ms))
+            now.checked_add(Duration::from_millis(c.expires_at_ms(token_leeway_ms).saturating_sub(unix_ms)))
         });
         SocketGuard {
             joins: RateWindow::new(server.max_joins_per_second, now),
@@ -279,6 +280,10 @@ mod tests {
         // exp is whole seconds: between 14 and 15 s from now.
         assert!(left > Duration::from_secs(13) && left <= Duration::from_secs(15), "{left:?}");
         assert_eq!(SocketGuard::new(&ServerConfig::default(), None, 5000, now).expires_at(), None);
+        // The largest exp a token can carry neither panics nor expires early.
+        let never =
+            SocketGuard::new(&ServerConfig::default(), Some(Claims::new("42", "user", u64::MAX)), u64::MAX, now);
+        assert!(never.expires_at().is_none_or(|at| at - now > Duration::from_secs(1_000_000_000)));
     }
 
     #[test]
