@@ -68,32 +68,91 @@ pub struct Config {
     pub policy: Vec<PolicyConfig>,
 }
 
+/// The shortest `[auth] secret` (or `ROSTER_SECRET`) accepted, in bytes: HMAC-SHA256 wants a
+/// key at least as long as its output (RFC 7518, section 3.2), so a token cannot be forged by
+/// guessing a short secret offline from one token.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// The longest `[auth] token_leeway_ms` accepted: five minutes. A leeway is for clocks that
+/// disagree by seconds, not for keeping expired tokens alive.
+pub const MAX_TOKEN_LEEWAY_MS: u64 = 300_000;
+
 /// `[auth]`: how tokens are checked and how backends reach the HTTP API.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// HMAC-SHA256 key for client tokens; `ROSTER_SECRET` overrides it. Default: empty, which
-    /// makes the server generate a secret at start and print it (fine for one node; a cluster
-    /// needs the same secret on every node).
+    /// makes the server generate a secret at start and print it on stdout (fine for one node;
+    /// a cluster needs the same secret on every node). When set, at least
+    /// [`MIN_SECRET_BYTES`] (32) bytes.
     pub secret: String,
-    /// Bearer key for `/presence`, `/slot` and `/kick`; `ROSTER_API_KEY` overrides it.
-    /// Default: empty, which leaves those endpoints disabled.
+    /// Bearer key for `/presence`, `/slot` and `/kick`, and for `/cluster` and `/metrics`
+    /// unless `open_endpoints` lists them; `ROSTER_API_KEY` overrides it. Default: empty,
+    /// which leaves those endpoints disabled.
     pub api_key: String,
+    /// How far past its `exp` a token is still accepted, for clocks of the minting backend and
+    /// of the node that disagree a little. It applies at connect and to an open socket, which
+    /// is closed when its token expires. Default: 30000. At most 300000.
+    pub token_leeway_ms: u64,
+    /// Operational endpoints served without the `api_key` (to anyone who can reach
+    /// `http_addr`): `"cluster"` and/or `"metrics"`. Default: `[]`, both need the key.
+    pub open_endpoints: Vec<OpenEndpoint>,
 }
 
-/// `[server]`: limits and timings of client sockets.
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { secret: String::new(), api_key: String::new(), token_leeway_ms: 30_000, open_endpoints: Vec::new() }
+    }
+}
+
+/// An operational endpoint that `[auth] open_endpoints` may serve without the `api_key`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpenEndpoint {
+    /// `GET /cluster`: the node's view of the cluster (peers, leases, counts).
+    Cluster,
+    /// `GET /metrics`: the Prometheus counters.
+    Metrics,
+}
+
+/// `[server]`: limits and timings of client sockets and of the HTTP side. Every limit has a
+/// default and no "unlimited" value; `docs/security.md` says what each one protects.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Origins allowed to open a socket (the `Origin` header), e.g.
     /// `["https://app.example.com"]`. Default: `[]`, which allows any origin.
     pub allowed_origins: Vec<String>,
-    /// Largest WebSocket frame a client may send, in bytes. Default: 65536. At least 1024.
+    /// Largest message a client may send, in bytes, and largest single WebSocket frame of it
+    /// (a frame whose header announces more is refused before its payload is read).
+    /// Default: 65536. At least 1024.
     pub max_frame_bytes: u32,
     /// Topics one socket may join at once (more: `too_many_topics`). Default: 100. At least 1.
     pub max_topics_per_socket: u32,
     /// Pushes one socket may send per second. Default: 50. At least 1.
     pub max_pushes_per_second: u32,
+    /// Joins and leaves one socket may send per second, together (more: `rate_limited`).
+    /// Default: 100, so a reconnecting client rejoining all of `max_topics_per_socket`'s
+    /// default 100 topics at once is served in one second. At least 1.
+    pub max_joins_per_second: u32,
+    /// Largest meta, in bytes of JSON, a join or a `presence:update` may carry (more:
+    /// `meta_too_large`). Every node and every subscriber of the topic receives it.
+    /// Default: 2048. At least 2 (a meta above `max_frame_bytes` cannot arrive anyway).
+    pub max_meta_bytes: u32,
+    /// Open connections to this node's `http_addr` (each WebSocket is one, so are plain HTTP
+    /// requests while their connection is open); more are answered 503 and closed at once.
+    /// Default: 20000. At least 1.
+    pub max_sockets: u32,
+    /// Open connections from one client address (an IPv6 client: its /64); more are answered
+    /// 429 and closed at once. Behind a reverse proxy every client has the proxy's address: raise
+    /// it to `max_sockets`. Default: 1000. At least 1.
+    pub max_sockets_per_ip: u32,
+    /// Whether loopback clients (127.0.0.0/8, ::1) are exempt from `max_sockets_per_ip`, so a
+    /// proxy or a load test on the same host is only bound by `max_sockets`. Default: true.
+    pub loopback_exempt: bool,
+    /// WebSockets one user (a token's `sub`) may have open on this node; more are refused with
+    /// HTTP 429 before the upgrade. Default: 32. At least 1.
+    pub max_sockets_per_user: u32,
     /// Frames queued towards one socket before the client is deemed too slow and closed
     /// (code 1013). Default: 1024. At least 1.
     pub outbound_queue: u32,
@@ -108,6 +167,14 @@ pub struct ServerConfig {
     /// every node's `http_addr` is a loopback address. Default: `false` (`true` for
     /// `roster serve` without a config, see [`Config::demo`]).
     pub demo: bool,
+    /// A request's head (request line and headers) must arrive within this long of the
+    /// connection opening, or of the previous response on a kept-alive connection; otherwise
+    /// the connection is closed. Ends idle and slowloris connections. Default: 5000. At least 1.
+    pub header_read_timeout_ms: u64,
+    /// Once its head is read, a request must be answered within this long (a WebSocket: its
+    /// upgrade done): a body sent byte by byte, or anything else that stalls it, gets 408 and
+    /// the connection is closed. Default: 10000. At least 1.
+    pub request_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -117,10 +184,18 @@ impl Default for ServerConfig {
             max_frame_bytes: 65_536,
             max_topics_per_socket: 100,
             max_pushes_per_second: 50,
+            max_joins_per_second: 100,
+            max_meta_bytes: 2048,
+            max_sockets: 20_000,
+            max_sockets_per_ip: 1000,
+            loopback_exempt: true,
+            max_sockets_per_user: 32,
             outbound_queue: 1024,
             ping_ms: 5000,
             join_wait_ms: 10_000,
             demo: false,
+            header_read_timeout_ms: 5000,
+            request_timeout_ms: 10_000,
         }
     }
 }
@@ -587,6 +662,7 @@ impl Config {
     /// positions counted from 0 in file order), the value given and the fix.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
+        self.auth.check(&mut problems);
         self.server.check(&mut problems);
         self.check_demo(&mut problems);
         self.presence.check(&mut problems);
@@ -651,6 +727,56 @@ impl ServerConfig {
         }
         if self.ping_ms == 0 {
             problems.push("server.ping_ms = 0: set it to at least 1 (default 5000)".to_owned());
+        }
+        for (key, value, default) in [
+            ("max_joins_per_second", self.max_joins_per_second, 100),
+            ("max_sockets", self.max_sockets, 20_000),
+            ("max_sockets_per_ip", self.max_sockets_per_ip, 1000),
+            ("max_sockets_per_user", self.max_sockets_per_user, 32),
+        ] {
+            if value == 0 {
+                problems.push(format!(
+                    "server.{key} = 0 is not allowed (there is no \"unlimited\" value): set it to at least 1 \
+                     (default {default})"
+                ));
+            }
+        }
+        if self.max_meta_bytes < 2 {
+            problems.push(format!(
+                "server.max_meta_bytes = {} leaves no room for a meta (the empty meta {{}} is 2 bytes): set it to \
+                 at least 2 (default 2048)",
+                self.max_meta_bytes
+            ));
+        }
+        for (key, value, default) in [
+            ("header_read_timeout_ms", self.header_read_timeout_ms, 5000),
+            ("request_timeout_ms", self.request_timeout_ms, 10_000),
+        ] {
+            if value == 0 {
+                problems.push(format!(
+                    "server.{key} = 0 would drop every connection at once: set it to at least 1 (default {default})"
+                ));
+            }
+        }
+    }
+}
+
+impl AuthConfig {
+    fn check(&self, problems: &mut Vec<String>) {
+        if !self.secret.is_empty() && self.secret.len() < MIN_SECRET_BYTES {
+            problems.push(format!(
+                "auth.secret is {} bytes long: a token secret needs at least {MIN_SECRET_BYTES} bytes (HMAC-SHA256 \
+                 with a shorter key can be guessed from one token); `roster serve` without a secret prints a \
+                 fresh one, or use e.g. `openssl rand -base64 32`",
+                self.secret.len()
+            ));
+        }
+        if self.token_leeway_ms > MAX_TOKEN_LEEWAY_MS {
+            problems.push(format!(
+                "auth.token_leeway_ms = {} is more than {MAX_TOKEN_LEEWAY_MS} (5 minutes): a leeway covers clocks \
+                 that disagree by seconds; mint tokens with a later exp instead (default 30000)",
+                self.token_leeway_ms
+            ));
         }
     }
 }
@@ -1040,6 +1166,16 @@ mod tests {
         assert_eq!(s.outbound_queue, 1024);
         assert_eq!(s.ping_ms, 5000);
         assert_eq!(s.join_wait_ms, 10000);
+        assert_eq!(s.max_joins_per_second, 100);
+        assert_eq!(s.max_meta_bytes, 2048);
+        assert_eq!(s.max_sockets, 20_000);
+        assert_eq!(s.max_sockets_per_ip, 1000);
+        assert!(s.loopback_exempt);
+        assert_eq!(s.max_sockets_per_user, 32);
+        assert_eq!(s.header_read_timeout_ms, 5000);
+        assert_eq!(s.request_timeout_ms, 10_000);
+        assert_eq!(c.auth.token_leeway_ms, 30_000);
+        assert!(c.auth.open_endpoints.is_empty());
         assert_eq!(c.presence.shards, 8);
         assert_eq!(c.presence.broadcast_ms, 5);
         assert_eq!(c.presence.diff_ms, 20);
@@ -1432,6 +1568,68 @@ mod tests {
     }
 
     #[test]
+    fn validate_rejects_a_token_secret_shorter_than_32_bytes() {
+        let mut c = Config::single_node();
+        c.auth.secret = "x".repeat(31);
+        assert_invalid(&c, &["auth.secret is 31 bytes long", "at least 32 bytes"]);
+        c.auth.secret = "x".repeat(32);
+        c.validate().unwrap();
+        // Empty: the server generates one.
+        c.auth.secret = String::new();
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn validate_rejects_a_token_leeway_over_five_minutes() {
+        let mut c = Config::single_node();
+        c.auth.token_leeway_ms = 300_001;
+        assert_invalid(&c, &["auth.token_leeway_ms = 300001", "5 minutes"]);
+        c.auth.token_leeway_ms = 300_000;
+        c.validate().unwrap();
+        c.auth.token_leeway_ms = 0;
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn open_endpoints_are_written_in_lowercase() {
+        let c = parse_with("[auth]\nopen_endpoints = [\"metrics\", \"cluster\"]").unwrap();
+        assert_eq!(c.auth.open_endpoints, [OpenEndpoint::Metrics, OpenEndpoint::Cluster]);
+        assert!(matches!(parse_with("[auth]\nopen_endpoints = [\"presence\"]"), Err(ConfigError::Parse(_))));
+    }
+
+    #[test]
+    fn validate_rejects_zero_socket_and_join_limits_and_timeouts() {
+        let mut c = Config::single_node();
+        c.server.max_joins_per_second = 0;
+        c.server.max_sockets = 0;
+        c.server.max_sockets_per_ip = 0;
+        c.server.max_sockets_per_user = 0;
+        c.server.header_read_timeout_ms = 0;
+        c.server.request_timeout_ms = 0;
+        assert_invalid(
+            &c,
+            &[
+                "6 problems",
+                "server.max_joins_per_second = 0",
+                "server.max_sockets = 0",
+                "server.max_sockets_per_ip = 0",
+                "server.max_sockets_per_user = 0",
+                "server.header_read_timeout_ms = 0",
+                "server.request_timeout_ms = 0",
+            ],
+        );
+    }
+
+    #[test]
+    fn validate_rejects_a_meta_limit_below_the_empty_meta() {
+        let mut c = Config::single_node();
+        c.server.max_meta_bytes = 1;
+        assert_invalid(&c, &["server.max_meta_bytes = 1", "at least 2"]);
+        c.server.max_meta_bytes = 2;
+        c.validate().unwrap();
+    }
+
+    #[test]
     fn validate_rejects_zero_outbound_queue() {
         let mut c = Config::single_node();
         c.server.outbound_queue = 0;
@@ -1581,19 +1779,34 @@ mod tests {
             1u32..100_000,
             1u64..60_000,
             1u64..60_000,
-        )
-            .prop_map(|(allowed_origins, max_frame_bytes, topics, pushes, queue, ping_ms, join_wait_ms)| {
-                ServerConfig {
-                    allowed_origins,
-                    max_frame_bytes,
-                    max_topics_per_socket: topics,
-                    max_pushes_per_second: pushes,
-                    outbound_queue: queue,
-                    ping_ms,
-                    join_wait_ms,
-                    demo: false,
-                }
-            });
+        );
+        let limits = (
+            (1u32..1000, 2u32..1024, 1u32..100_000, 1u32..100_000, any::<bool>(), 1u32..1000),
+            (1u64..60_000, 1u64..60_000),
+        );
+        let server = (server, limits).prop_map(
+            |(
+                (allowed_origins, max_frame_bytes, topics, pushes, queue, ping_ms, join_wait_ms),
+                ((joins, meta, sockets, per_ip, loopback_exempt, per_user), (header_ms, request_ms)),
+            )| ServerConfig {
+                allowed_origins,
+                max_frame_bytes,
+                max_topics_per_socket: topics,
+                max_pushes_per_second: pushes,
+                max_joins_per_second: joins,
+                max_meta_bytes: meta,
+                max_sockets: sockets,
+                max_sockets_per_ip: per_ip,
+                loopback_exempt,
+                max_sockets_per_user: per_user,
+                outbound_queue: queue,
+                ping_ms,
+                join_wait_ms,
+                header_read_timeout_ms: header_ms,
+                request_timeout_ms: request_ms,
+                demo: false,
+            },
+        );
         let presence = (1u32..64, 0u64..100, 0u64..1000).prop_map(|(shards, broadcast_ms, diff_ms)| PresenceConfig {
             shards,
             broadcast_ms,
@@ -1657,7 +1870,15 @@ mod tests {
             }
             ps
         });
-        let auth = ("[ -~]{0,20}", "[a-zA-Z0-9]{0,20}").prop_map(|(secret, api_key)| AuthConfig { secret, api_key });
+        let open =
+            proptest::collection::vec(prop_oneof![Just(OpenEndpoint::Cluster), Just(OpenEndpoint::Metrics)], 0..3);
+        let auth = (prop_oneof![Just(String::new()), "[ -~]{32,64}"], "[a-zA-Z0-9]{0,20}", 0u64..=300_000, open)
+            .prop_map(|(secret, api_key, token_leeway_ms, open_endpoints)| AuthConfig {
+                secret,
+                api_key,
+                token_leeway_ms,
+                open_endpoints,
+            });
         (auth, server, presence, cluster, policies).prop_map(|(auth, server, presence, cluster, mut policy)| {
             for p in &mut policy {
                 p.wait_ms = p.wait_ms.min(server.join_wait_ms);

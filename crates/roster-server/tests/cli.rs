@@ -4,10 +4,13 @@ use roster_server::verify;
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// A secret of the 32 bytes a server accepts.
+const SECRET: &str = "cli-test-secret-0123456789abcdef";
+
 #[test]
 fn token_command_prints_a_token_that_verifies_for_user_42() {
     let output = Command::new(env!("CARGO_BIN_EXE_roster"))
-        .args(["token", "--secret", "s", "--user", "42"])
+        .args(["token", "--secret", SECRET, "--user", "42"])
         .env_remove("ROSTER_SECRET")
         .output()
         .expect("run roster");
@@ -15,7 +18,7 @@ fn token_command_prints_a_token_that_verifies_for_user_42() {
     let stdout = String::from_utf8(output.stdout).unwrap();
     let token = stdout.strip_suffix('\n').expect("one line");
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    let claims = verify(b"s", token, now).unwrap();
+    let claims = verify(SECRET.as_bytes(), token, now).unwrap();
     assert_eq!((claims.sub.as_str(), claims.role.as_str()), ("42", "user"));
     // The default lifetime is 24 h (allow for the seconds this test took).
     assert!((now + 86_400 - 5..=now + 86_400 + 1).contains(&claims.exp), "exp {} now {now}", claims.exp);

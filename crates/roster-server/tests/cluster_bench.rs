@@ -25,7 +25,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 fn token(user: &str) -> String {
     let exp = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs() + 3600;
-    mint(SECRET.as_bytes(), &Claims { sub: user.into(), role: "user".into(), exp })
+    mint(SECRET.as_bytes(), &Claims::new(user, "user", exp))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -98,6 +98,8 @@ fn bench_visibility_of_one_change_on_the_other_nodes() {
 fn bench_visibility_of_a_batch_of_ten_thousand() {
     let c = ClusterSpec::new(3)
         .server_key("max_topics_per_socket = 1000")
+        // A thousand joins at once on one socket: a load test, not a flood.
+        .server_key("max_joins_per_second = 100000")
         .server_key("outbound_queue = 100000")
         .start(ROSTER);
     let js = JsDriver::start();

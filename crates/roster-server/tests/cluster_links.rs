@@ -45,7 +45,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn token(user: &str) -> String {
     let exp = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs() + 3600;
-    mint(SECRET.as_bytes(), &Claims { sub: user.into(), role: "admin".into(), exp })
+    mint(SECRET.as_bytes(), &Claims::new(user, "admin", exp))
 }
 
 /// Node `i`'s `roster_cluster_link_total{reason="<reason>"}` (0 when not listed yet).

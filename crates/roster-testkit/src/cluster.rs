@@ -19,7 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The HMAC secret in every node's config (tests mint client tokens with it).
-pub const SECRET: &str = "testkit-secret";
+pub const SECRET: &str = "testkit-secret-0123456789abcdef0123";
 /// The backend API key in every node's config (`/presence`, `/slot`, `/kick`).
 pub const API_KEY: &str = "testkit-api-key";
 /// The `[cluster] cookie` of every test cluster.
