@@ -100,6 +100,10 @@ struct Args {
     /// Joins carry a tab_id (t<socket>).
     #[arg(long)]
     tab_ids: bool,
+    /// Compare views with the node's list only, not the list with the joined users (for
+    /// topics that publish something else, e.g. `presence = "count"`).
+    #[arg(long)]
+    no_key_check: bool,
     /// Phoenix heartbeat interval.
     #[arg(long, default_value_t = 30_000)]
     heartbeat_ms: u64,
@@ -210,6 +214,7 @@ fn scenario(a: &Args) -> Result<Scenario, String> {
         role: a.role.clone(),
         meta: a.meta.clone(),
         tab_ids: a.tab_ids,
+        check_keys: !a.no_key_check,
         heartbeat: Duration::from_millis(a.heartbeat_ms.max(1)),
         join_timeout: Duration::from_millis(a.join_timeout_ms),
         settle_timeout: Duration::from_millis(a.settle_timeout_ms),

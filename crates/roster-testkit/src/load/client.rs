@@ -434,3 +434,146 @@ impl Client {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A client of one topic against a fake server `serve`, driven to the members' join
+    /// stage; returns the board once the client's socket has ended.
+    async fn against<F, Fut>(serve: F, stage: Stage) -> Arc<Board>
+    where
+        F: FnOnce(Ws) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            serve(tokio_tungstenite::accept_async(tcp).await.unwrap()).await;
+        });
+        let board = Arc::new(Board::new(1, 1));
+        let env = Arc::new(ClientEnv {
+            board: board.clone(),
+            addr,
+            heartbeat: Duration::from_secs(30),
+            close_mode: CloseMode::Frame,
+            connect_gate: Semaphore::new(1),
+        });
+        let spec = ClientSpec {
+            socket: 0,
+            token: "t".into(),
+            join_payload: "{}".into(),
+            source: None,
+            topics: vec![(0, "room:1".into())],
+            watcher: false,
+            closes: false,
+            join_offset: Duration::ZERO,
+        };
+        let (stages, rx) = watch::channel(stage);
+        let client = tokio::spawn(run(spec, env, rx));
+        tokio::time::timeout(Duration::from_secs(10), client).await.expect("the client ended").unwrap();
+        drop(stages);
+        server.await.unwrap();
+        board
+    }
+
+    type Ws = WebSocketStream<TcpStream>;
+
+    fn close(code: u16) -> Message {
+        Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: "bye".into() }))
+    }
+
+    #[tokio::test]
+    async fn a_close_frame_from_the_server_is_counted_by_its_code_and_ends_the_membership() {
+        let board = against(
+            |mut ws: Ws| async move {
+                let _join = ws.next().await;
+                ws.send(close(1013)).await.unwrap();
+                while ws.next().await.is_some() {}
+            },
+            Stage::JoinMembers { at: Instant::now() },
+        )
+        .await;
+        assert_eq!(board.sockets[0].server_close.load(Relaxed), 1013);
+        assert_eq!(board.sockets[0].state(), SocketState::Closed);
+        assert_eq!(board.memberships[0].state(), Membership::Ended);
+    }
+
+    #[tokio::test]
+    async fn a_close_frame_without_a_code_is_1005_and_no_close_frame_is_1006() {
+        let board = against(
+            |mut ws: Ws| async move {
+                ws.send(Message::Close(None)).await.unwrap();
+                while ws.next().await.is_some() {}
+            },
+            Stage::Connect,
+        )
+        .await;
+        assert_eq!(board.sockets[0].server_close.load(Relaxed), NO_STATUS);
+        let board = against(|ws: Ws| async move { drop(ws) }, Stage::Connect).await;
+        assert_eq!(board.sockets[0].server_close.load(Relaxed), NO_CLOSE_FRAME);
+    }
+
+    #[tokio::test]
+    async fn pings_are_answered_while_the_client_waits_for_its_stage() {
+        let board = against(
+            |mut ws: Ws| async move {
+                ws.send(Message::Ping(b"p1".to_vec().into())).await.unwrap();
+                loop {
+                    match ws.next().await {
+                        Some(Ok(Message::Pong(p))) => {
+                            assert_eq!(&p[..], b"p1");
+                            break;
+                        }
+                        Some(Ok(_)) => {}
+                        other => panic!("no pong: {other:?}"),
+                    }
+                }
+                ws.send(close(1000)).await.unwrap();
+                while ws.next().await.is_some() {}
+            },
+            Stage::Connect,
+        )
+        .await;
+        assert_eq!(board.sockets[0].pings.load(Relaxed), 1);
+        assert_eq!(board.sockets[0].server_close.load(Relaxed), 1000);
+    }
+
+    #[tokio::test]
+    async fn a_join_is_acked_and_its_view_follows_state_and_diffs_but_not_an_earlier_joins_push() {
+        let board = against(
+            |mut ws: Ws| async move {
+                let Some(Ok(Message::Text(join))) = ws.next().await else { panic!("no join") };
+                let join: serde_json::Value = serde_json::from_str(join.as_str()).unwrap();
+                assert_eq!((&join[2], &join[3], &join[0]), (&"room:1".into(), &"phx_join".into(), &join[1]));
+                let jr = join[0].as_str().unwrap().to_owned();
+                let frames = [
+                    format!(r#"["{jr}","{jr}","room:1","phx_reply",{{"status":"ok","response":{{}}}}]"#),
+                    format!(r#"["{jr}",null,"room:1","presence_state",{{"u0":{{"metas":[{{"phx_ref":"a"}}]}}}}]"#),
+                    r#"[null,null,"room:1","presence_diff",{"joins":{"u1":{"metas":[{"phx_ref":"b"}]}},"leaves":{}}]"#.into(),
+                    r#"["999",null,"room:1","presence_diff",{"joins":{"u9":{"metas":[{"phx_ref":"z"}]}},"leaves":{}}]"#.into(),
+                    format!(r#"["{jr}",null,"room:1","presence_diff",{{"joins":{{}},"leaves":{{"u0":{{"metas":[{{"phx_ref":"a"}}]}}}}}}]"#),
+                ];
+                for f in frames {
+                    ws.send(Message::text(f)).await.unwrap();
+                }
+                ws.send(close(1012)).await.unwrap();
+                while ws.next().await.is_some() {}
+            },
+            Stage::JoinMembers { at: Instant::now() },
+        )
+        .await;
+        let cell = &board.memberships[0];
+        assert_eq!(cell.digest.load(Relaxed), meta_id("u1", "b"));
+        assert_eq!(cell.size.load(Relaxed), 1);
+        assert!(cell.replied_us.load(Relaxed) >= cell.sent_us.load(Relaxed));
+        assert!(cell.changed_us.load(Relaxed) > 0);
+        assert_eq!(board.tallies().get("pushes for an earlier join (dropped)"), Some(&1));
+        assert_eq!(board.sockets[0].frames_in.load(Relaxed), 5);
+        assert_eq!(board.sockets[0].server_close.load(Relaxed), 1012);
+        // Joined, then the server closed the socket.
+        assert_eq!(cell.state(), Membership::Ended);
+    }
+}

@@ -179,6 +179,10 @@ pub struct Scenario {
     pub meta: Option<String>,
     /// Whether joins carry a `tab_id` (`t<socket>`).
     pub tab_ids: bool,
+    /// Whether a settled topic must list exactly the users whose joins are live, one meta
+    /// each. Off for topics whose list is not their users (`presence = "count"`): then views
+    /// need only equal the node's list.
+    pub check_keys: bool,
     /// The phoenix `heartbeat` interval (phoenix.js: 30 s).
     pub heartbeat: Duration,
     /// How long a join stage waits for every reply.
@@ -217,6 +221,7 @@ impl Default for Scenario {
             role: "user".to_owned(),
             meta: None,
             tab_ids: false,
+            check_keys: true,
             heartbeat: Duration::from_secs(30),
             join_timeout: Duration::from_secs(60),
             settle_timeout: Duration::from_secs(60),

@@ -177,6 +177,8 @@ pub struct ServerReport {
     pub per_socket_joined: Option<f64>,
     /// (joined − connected) / acked joins: a presence on an open socket.
     pub per_join: Option<f64>,
+    /// CPU seconds the node used from the members' join stage until the views settled.
+    pub cpu_join_seconds: Option<f64>,
 }
 
 /// Everything a run measured. `--json` prints it as is.
@@ -216,10 +218,17 @@ pub struct Report {
     pub pings_answered: u64,
     /// This process's peak RSS (`VmHWM`), bytes.
     pub client_peak_rss: Option<u64>,
+    /// CPU seconds this process used over the same span as [`ServerReport::cpu_join_seconds`].
+    pub client_cpu_join_seconds: Option<f64>,
+    /// The machine's 1-minute load average when the run started and when it ended (the
+    /// machine is shared: wall-clock figures mean little when it was above the core count).
+    pub load_average: (Option<f64>, Option<f64>),
     /// The descriptor limit this process ran with.
     pub client_nofile_limit: u64,
     /// Why the run is not clean; empty when it is.
     pub problems: Vec<String>,
+    /// The last lines a node this run started wrote, when the run found problems.
+    pub node_log_tail: Vec<String>,
 }
 
 impl Report {
@@ -325,6 +334,11 @@ impl Report {
         } else {
             self.closes_by_server.iter().map(|(code, n)| format!("{code} × {n}")).collect::<Vec<_>>().join(", ")
         };
+        let secs = |s: Option<f64>| s.map(|s| format!("{s:.2} s")).unwrap_or_else(|| "?".into());
+        row(
+            "CPU, joins to settled",
+            format!("node {}, clients {}", secs(sv.cpu_join_seconds), secs(self.client_cpu_join_seconds)),
+        );
         row("closed by the server", closes);
         for (what, n) in &self.events {
             row("event", format!("{what}: {n}"));
@@ -347,7 +361,12 @@ impl Report {
                 self.client_nofile_limit
             ),
         );
+        let load = |l: Option<f64>| l.map(|l| format!("{l:.2}")).unwrap_or_else(|| "?".into());
+        row("load average", format!("{} at start, {} at end", load(self.load_average.0), load(self.load_average.1)));
         row("verdict", if self.problems.is_empty() { "clean".to_owned() } else { self.problems.join("; ") });
+        for line in &self.node_log_tail {
+            row("node log", line.clone());
+        }
         let width = rows.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
         let mut out = String::new();
         for (k, v) in rows {

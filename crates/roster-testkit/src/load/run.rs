@@ -27,6 +27,8 @@ use tokio::sync::{watch, Semaphore};
 const POLL: Duration = Duration::from_millis(20);
 /// How many unsettled topics a report describes.
 const UNSETTLED_SHOWN: usize = 5;
+/// How many of a started node's last log lines a report that found problems shows.
+const NODE_LOG_LINES: usize = 20;
 /// How long the sockets get to close at the end.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -41,6 +43,7 @@ pub fn run(scenario: &Scenario, progress: &dyn Progress) -> Result<Report, LoadE
     if needed as u64 + 64 > soft {
         return Err(LoadError::TooManySockets { needed, soft, hard });
     }
+    let load_at_start = system::load_average();
     let node = NodeHandle::start(scenario)?;
     let sources = system::source_addrs(needed, system::ephemeral_ports(), scenario.source_addrs);
     if !sources.is_empty() && !node.addr.ip().is_loopback() {
@@ -110,12 +113,15 @@ pub fn run(scenario: &Scenario, progress: &dyn Progress) -> Result<Report, LoadE
     let members: Vec<usize> = run.memberships_where(|s| !s.watcher);
     let member_sockets: Vec<usize> = (0..run.plan.sockets.len()).filter(|&i| !run.plan.sockets[i].watcher).collect();
     let before = run.traffic_snapshot();
+    let cpu_before = (run.node.cpu(), system::cpu_seconds(std::process::id()));
     let (since, join) = run.join_stage(false, &members);
     let all_topics: Vec<usize> = (0..run.plan.topics.len()).collect();
     run.progress.stage("views", members.len() as u64);
     let (views, lists) = run.settle(&all_topics, since, scenario.settle_timeout)?;
     let traffic = run.traffic_since(&before, &member_sockets, &members, Some(&lists));
     let server_joined = run.node.rss();
+    let cpu_after = (run.node.cpu(), system::cpu_seconds(std::process::id()));
+    let spent = |a: Option<f64>, b: Option<f64>| Some(a? - b?);
 
     let mut server_after_close = None;
     let close = if scenario.close_fraction > 0.0 {
@@ -151,6 +157,7 @@ pub fn run(scenario: &Scenario, progress: &dyn Progress) -> Result<Report, LoadE
         let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, futures_util::future::join_all(handles)).await;
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
+    let node_log = run.node.log_tail(NODE_LOG_LINES);
     let node_exited = run.node.stop();
     run.progress.finish();
 
@@ -168,6 +175,7 @@ pub fn run(scenario: &Scenario, progress: &dyn Progress) -> Result<Report, LoadE
         per_socket_connected: per(server_connected, server_base, open),
         per_socket_joined: per(server_joined, server_base, open),
         per_join: per(server_joined, server_connected, acked),
+        cpu_join_seconds: spent(cpu_after.0, cpu_before.0),
     };
     let board = &run.board;
     let sum = |f: &dyn Fn(usize) -> u64, n: usize| (0..n).map(f).sum::<u64>();
@@ -203,12 +211,18 @@ pub fn run(scenario: &Scenario, progress: &dyn Progress) -> Result<Report, LoadE
         unknown_leaves: sum(&|m| board.memberships[m].unknown_leaves.load(Relaxed) as u64, board.memberships.len()),
         pings_answered: sum(&|s| board.sockets[s].pings.load(Relaxed), board.sockets.len()),
         client_peak_rss: system::status_bytes(std::process::id(), "VmHWM"),
+        client_cpu_join_seconds: spent(cpu_after.1, cpu_before.1),
+        load_average: (load_at_start, system::load_average()),
         client_nofile_limit: soft,
         problems: Vec::new(),
+        node_log_tail: Vec::new(),
     };
     report.problems = report.find_problems();
     if let Some(status) = node_exited {
         report.problems.push(format!("the node exited during the run ({status})"));
+    }
+    if !report.problems.is_empty() {
+        report.node_log_tail = node_log;
     }
     Ok(report)
 }
@@ -294,6 +308,18 @@ impl NodeHandle {
 
     fn rss(&self) -> Option<u64> {
         self.pid.and_then(|pid| system::status_bytes(pid, "VmRSS"))
+    }
+
+    /// The last `n` lines of a started node's output.
+    fn log_tail(&self, n: usize) -> Vec<String> {
+        let Some(cluster) = &self.cluster else { return Vec::new() };
+        let log = cluster.log(0);
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].iter().map(|l| l.to_string()).collect()
+    }
+
+    fn cpu(&self) -> Option<f64> {
+        self.pid.and_then(system::cpu_seconds)
     }
 
     /// Stop a node this run started (SIGTERM, then SIGKILL on drop). Returns how it ended if
@@ -475,21 +501,25 @@ impl Coordinator<'_> {
         }
     }
 
-    /// Whether topic `t` has settled: the node lists exactly the live users, one meta each,
-    /// and every live view equals that list.
+    /// Whether topic `t` has settled: the node lists exactly the live users, one meta each
+    /// (unless `check_keys` is off), and every live view equals that list.
     fn topic_settled(&self, live: &[usize], list: &NodeList) -> bool {
         let expected_keys =
             live.iter().fold(0u64, |d, &m| d.wrapping_add(self.key_ids[self.plan.memberships[m].socket]));
-        list.keys == live.len()
-            && list.metas == live.len()
-            && list.key_digest == expected_keys
+        let lists_the_live_users =
+            list.keys == live.len() && list.metas == live.len() && list.key_digest == expected_keys;
+        (lists_the_live_users || !self.scenario.check_keys)
             && live.iter().all(|&m| self.board.memberships[m].digest.load(Relaxed) == list.digest)
     }
 
+    /// Whether every live view of a topic holds one meta per live join and all hold the same
+    /// list: what a settled topic looks like from the client side alone.
     fn views_agree(&self, live: &[usize]) -> bool {
-        let mut digests = live.iter().map(|&m| self.board.memberships[m].digest.load(Relaxed));
+        let cells = live.iter().map(|&m| &self.board.memberships[m]);
+        let sized = !self.scenario.check_keys || cells.clone().all(|c| c.size.load(Relaxed) as usize == live.len());
+        let mut digests = cells.map(|c| c.digest.load(Relaxed));
         let first = digests.next();
-        digests.all(|d| Some(d) == first)
+        sized && digests.all(|d| Some(d) == first)
     }
 
     /// Wait until every topic of `topics` has settled (see [`Self::topic_settled`]), then
@@ -536,12 +566,12 @@ impl Coordinator<'_> {
                 if confirming && self.board.generation.load(Relaxed) == generation {
                     break true;
                 }
+                if confirming && timed_out {
+                    break false;
+                }
                 // Everything looked settled: read every list once more, expecting no change.
                 confirming = true;
                 pending = topics.to_vec();
-                if timed_out {
-                    break false;
-                }
                 continue;
             }
             if timed_out {

@@ -18,6 +18,26 @@ fn parse_status_kb(status: &str, field: &str) -> Option<u64> {
     })
 }
 
+/// CPU time a process has used (user + system, `/proc/<pid>/stat`), seconds.
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
+    parse_stat_cpu(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// `utime` and `stime` are fields 14 and 15, counted after the `(comm)` field (which may hold
+/// spaces), in clock ticks of `USER_HZ`, which Linux fixes at 100 for `/proc`.
+fn parse_stat_cpu(stat: &str) -> Option<f64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
+/// The 1-minute load average (`/proc/loadavg`): how busy the shared machine was.
+pub(crate) fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
+}
+
 /// The soft and hard `RLIMIT_NOFILE` after raising the soft limit to the hard one.
 pub(crate) fn raise_nofile_limit() -> std::io::Result<(u64, u64)> {
     rlimit::increase_nofile_limit(u64::MAX)?;
@@ -62,6 +82,15 @@ mod tests {
         let own = status_bytes(std::process::id(), "VmRSS").unwrap();
         assert!(own > 1 << 20, "{own}");
         assert_eq!(status_bytes(u32::MAX, "VmRSS"), None);
+    }
+
+    #[test]
+    fn cpu_time_is_utime_plus_stime_in_hundredths() {
+        let stat = "1234 (a (weird) name) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 4 0 100";
+        assert_eq!(parse_stat_cpu(stat), Some(3.0));
+        assert_eq!(parse_stat_cpu("garbage"), None);
+        assert!(cpu_seconds(std::process::id()).is_some());
+        assert!(load_average().is_some());
     }
 
     #[test]
