@@ -713,6 +713,16 @@ mod tests {
     }
 
     #[test]
+    fn default_timings_meet_the_timing_rule() {
+        let t = Timings::DEFAULT;
+        let bound = (t.lease_ms as f64 * (1.0 + t.max_drift)).max(t.heartbeat_timeout_ms as f64)
+            + t.lease_ms as f64 / 4.0
+            + 3.0 * t.heartbeat_ms as f64
+            + 100.0;
+        assert!(t.isolation_ms as f64 * (1.0 - t.max_drift) > bound);
+    }
+
+    #[test]
     fn fast_timings_meet_the_timing_rule_at_its_minimum() {
         let t = Timings::FAST;
         let need = |iso: u64| {
