@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The roster-load figures of BENCHMARKS.md ("WebSocket load"): each scenario RUNS times, each
-# run under the machine-wide lock, against a release node roster-load starts itself. Saves
-# every report as JSON in OUT_DIR and prints one summary line per run (needs jq for that).
+# The roster-load figures of BENCHMARKS.md ("WebSocket load"): each scenario RUNS times, all
+# under one hold of the machine-wide lock (the runs are short; queueing behind other heavy jobs
+# between them took longer than the runs), against a release node roster-load starts itself.
+# Saves every report as JSON in OUT_DIR and prints one summary line per run (needs jq).
 #
-#   bash scripts/load-baseline.sh [RUNS] [OUT_DIR]        # RUNS defaults to 3
+#   bash scripts/load-baseline.sh [RUNS] [OUT_DIR] [SCENARIO...]   # RUNS defaults to 3
 #
 # Exit status 3 from roster-load (the run found problems: closes, unanswered joins, views
 # that did not settle) is a measurement, not a failure of this script.
@@ -12,9 +13,13 @@ cd "$(dirname "$0")/.."
 runs=${1:-3}
 target=${CARGO_TARGET_DIR:-target}
 out=${2:-$target/load-baseline/$(date -u +%Y%m%dT%H%M%SZ)}
-cargo build --release -p roster-server -p roster-testkit
+only=("${@:3}")
+if [[ -z ${ROSTER_LOAD_LOCKED:-} ]]; then
+  cargo build --release -p roster-server -p roster-testkit
+  mkdir -p "$out"
+  exec env ROSTER_LOAD_LOCKED=1 flock /tmp/roster-heavy.lock bash "$0" "$runs" "$out" "${only[@]}"
+fi
 load=$target/release/roster-load
-mkdir -p "$out"
 
 scenarios=(
   "rooms-of-10-at-fd-limit|--sockets 19900 --room-size 10 --close-fraction 0.5"
@@ -34,12 +39,15 @@ summary='[.scenario.sockets, .load_average[0], (.connect.per_second|floor),
 
 for entry in "${scenarios[@]}"; do
   name=${entry%%|*}
+  if [[ ${#only[@]} -gt 0 && ! " ${only[*]} " == *" $name "* ]]; then
+    continue
+  fi
   read -r -a args <<<"${entry#*|}"
   for run in $(seq 1 "$runs"); do
     file=$out/$name.$run.json
     echo "== $name run $run: roster-load ${args[*]} --json > $file" >&2
     status=0
-    flock /tmp/roster-heavy.lock "$load" "${args[@]}" --json >"$file" || status=$?
+    "$load" "${args[@]}" --json >"$file" || status=$?
     if [[ $status -ne 0 && $status -ne 3 ]]; then
       echo "roster-load failed (exit $status)" >&2
       exit "$status"

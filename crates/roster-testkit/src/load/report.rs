@@ -171,11 +171,12 @@ pub struct ServerReport {
     pub rss_joined: Option<u64>,
     /// After the closing stage.
     pub rss_after_close: Option<u64>,
-    /// (connected − base) / open sockets.
+    /// (connected − base) / sockets open then.
     pub per_socket_connected: Option<f64>,
-    /// (joined − base) / open sockets.
+    /// (joined − base) / sockets open then (the server may have closed some).
     pub per_socket_joined: Option<f64>,
-    /// (joined − connected) / acked joins: a presence on an open socket.
+    /// (joined − connected) / joins live then: a presence on an open socket (meaningless
+    /// when the server closed sockets in between).
     pub per_join: Option<f64>,
     /// CPU seconds the node used from the members' join stage until the views settled.
     pub cpu_join_seconds: Option<f64>,

@@ -98,6 +98,7 @@ pub fn run(scenario: &Scenario, progress: &dyn Progress) -> Result<Report, LoadE
 
     let connect = run.connect_stage();
     let server_connected = run.node.rss();
+    let open_connected = run.open_sockets();
 
     let watchers: Vec<usize> = run.memberships_where(|s| s.watcher);
     let watchers_join = if watchers.is_empty() {
@@ -120,6 +121,7 @@ pub fn run(scenario: &Scenario, progress: &dyn Progress) -> Result<Report, LoadE
     let (views, lists) = run.settle(&all_topics, since, scenario.settle_timeout)?;
     let traffic = run.traffic_since(&before, &member_sockets, &members, Some(&lists));
     let server_joined = run.node.rss();
+    let (open_joined, live_joined) = (run.open_sockets(), run.live_joins());
     let cpu_after = (run.node.cpu(), system::cpu_seconds(std::process::id()));
     let spent = |a: Option<f64>, b: Option<f64>| Some(a? - b?);
 
@@ -161,8 +163,6 @@ pub fn run(scenario: &Scenario, progress: &dyn Progress) -> Result<Report, LoadE
     let node_exited = run.node.stop();
     run.progress.finish();
 
-    let acked = join.acked as f64;
-    let open = connect.open as f64;
     let per = |a: Option<u64>, b: Option<u64>, n: f64| match (a, b) {
         (Some(a), Some(b)) if n > 0.0 => Some((a as f64 - b as f64) / n),
         _ => None,
@@ -172,9 +172,9 @@ pub fn run(scenario: &Scenario, progress: &dyn Progress) -> Result<Report, LoadE
         rss_connected: server_connected,
         rss_joined: server_joined,
         rss_after_close: server_after_close,
-        per_socket_connected: per(server_connected, server_base, open),
-        per_socket_joined: per(server_joined, server_base, open),
-        per_join: per(server_joined, server_connected, acked),
+        per_socket_connected: per(server_connected, server_base, open_connected as f64),
+        per_socket_joined: per(server_joined, server_base, open_joined as f64),
+        per_join: per(server_joined, server_connected, live_joined as f64),
         cpu_join_seconds: spent(cpu_after.0, cpu_before.0),
     };
     let board = &run.board;
@@ -365,6 +365,16 @@ struct TrafficSnapshot {
 impl Coordinator<'_> {
     fn topic_name(&self, m: usize) -> Arc<str> {
         self.plan.topics[self.plan.memberships[m].topic].as_str().into()
+    }
+
+    /// Sockets open now (the server may have closed some).
+    fn open_sockets(&self) -> usize {
+        self.board.sockets.iter().filter(|s| s.state() == SocketState::Open).count()
+    }
+
+    /// Joins live now.
+    fn live_joins(&self) -> usize {
+        self.board.memberships.iter().filter(|m| m.state() == Membership::Joined).count()
     }
 
     fn memberships_where(&self, keep: impl Fn(&crate::load::plan::SocketPlan) -> bool) -> Vec<usize> {
