@@ -50,6 +50,7 @@ pub(crate) enum Stage {
 }
 
 impl Stage {
+    /// Where the stage sits in the order above.
     fn rank(&self) -> u8 {
         match self {
             Stage::Connect => 0,
@@ -58,6 +59,11 @@ impl Stage {
             Stage::Close => 3,
             Stage::Shutdown => 4,
         }
+    }
+
+    /// Whether this stage is `other`'s kind or a later one.
+    fn reached(&self, other: Stage) -> bool {
+        self.rank() >= other.rank()
     }
 }
 
@@ -196,27 +202,30 @@ impl Client {
         let end = loop {
             if !stage_seen {
                 stage_seen = true;
-                if !joined {
-                    let mine = match (self.spec.watcher, stage) {
-                        (true, Stage::JoinWatchers { at }) | (false, Stage::JoinMembers { at }) => Some(at),
-                        _ => None,
+                let now = Instant::now();
+                let my_join =
+                    if self.spec.watcher { Stage::JoinWatchers { at: now } } else { Stage::JoinMembers { at: now } };
+                if !joined && stage.reached(my_join) {
+                    joined = true;
+                    // The stage's own start when it is this client's join stage; at once when
+                    // the client only got there after it (it never happens in a run: the
+                    // coordinator waits for every socket first).
+                    let start = match stage {
+                        Stage::JoinWatchers { at } | Stage::JoinMembers { at } if stage.rank() == my_join.rank() => at,
+                        _ => now,
                     };
-                    let due = if self.spec.watcher { 1 } else { 2 };
-                    if stage.rank() >= due {
-                        joined = true;
-                        join_at = Some(mine.unwrap_or_else(Instant::now) + self.spec.join_offset);
-                    }
+                    join_at = Some(start + self.spec.join_offset);
                 }
-                if !closing && ((self.spec.closes && stage.rank() >= 3) || stage.rank() >= 4) {
-                    let drop_now = stage.rank() == 3 && self.env.close_mode == CloseMode::Drop;
-                    let leave = stage.rank() == 3 && self.env.close_mode == CloseMode::Leave;
-                    if leave {
+                let my_close = if self.spec.closes { Stage::Close } else { Stage::Shutdown };
+                if !closing && stage.reached(my_close) {
+                    let mode = if stage == Stage::Close { self.env.close_mode } else { CloseMode::Frame };
+                    if mode == CloseMode::Leave {
                         self.leave_all().await;
                         // Leaving keeps the socket; it still closes at shutdown.
                         self.spec.closes = false;
                     } else {
                         self.forget_all();
-                        if drop_now {
+                        if mode == CloseMode::Drop {
                             break End::ByClient;
                         }
                         closing = true;
