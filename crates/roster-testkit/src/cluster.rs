@@ -50,6 +50,11 @@ impl Timings {
     /// (`isolation_ms × 0.99 > max(1010, 500) + 250 + 300 + 100`, so above 1676.8: 1677).
     pub const FAST: Timings =
         Timings { heartbeat_ms: 100, heartbeat_timeout_ms: 500, lease_ms: 1000, isolation_ms: 1677, max_drift: 0.01 };
+
+    /// The product's defaults (`cluster.toml`): heartbeats every 200 ms, a peer down after
+    /// 1 s, 2 s leases, `isolation_ms = 4000`. A node is ready about 4 s after it starts.
+    pub const DEFAULT: Timings =
+        Timings { heartbeat_ms: 200, heartbeat_timeout_ms: 1000, lease_ms: 2000, isolation_ms: 4000, max_drift: 0.01 };
 }
 
 impl Default for Timings {
@@ -80,6 +85,7 @@ pub struct ClusterSpec {
     policies: Vec<String>,
     proxied: Vec<(usize, usize)>,
     tls: bool,
+    records: bool,
 }
 
 impl ClusterSpec {
@@ -96,6 +102,7 @@ impl ClusterSpec {
             policies: Vec::new(),
             proxied: Vec::new(),
             tls: false,
+            records: true,
         };
         spec = spec.presence_key("diff_ms = 10").presence_key("broadcast_ms = 5");
         spec
@@ -130,6 +137,13 @@ impl ClusterSpec {
     /// The body of one `[[policy]]` table (TOML lines), in order.
     pub fn policy(mut self, body: &str) -> Self {
         self.policies.push(body.to_owned());
+        self
+    }
+
+    /// Whether the nodes write their record logs (`--records`, on by default): a load run
+    /// turns them off, since a file write per grant is not what production pays.
+    pub fn records(mut self, on: bool) -> Self {
+        self.records = on;
         self
     }
 
@@ -433,13 +447,12 @@ impl Cluster {
         node.starts += 1;
         node.stopped = false;
         push_log(&node.log, &format!("=== roster-testkit: start #{} of node {} ===\n", node.starts, node.name));
-        let mut child = Command::new(&binary)
-            .arg("serve")
-            .arg("--config")
-            .arg(&node.config_path)
-            .args(["--node", &node.name])
-            .arg("--records")
-            .arg(&node.records_path)
+        let mut command = Command::new(&binary);
+        command.arg("serve").arg("--config").arg(&node.config_path).args(["--node", &node.name]);
+        if self.spec.records {
+            command.arg("--records").arg(&node.records_path);
+        }
+        let mut child = command
             .env_remove("ROSTER_SECRET")
             .env_remove("ROSTER_API_KEY")
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()))
@@ -735,6 +748,16 @@ mod tests {
     fn names_are_letters() {
         assert_eq!((0..4).map(node_name).collect::<Vec<_>>(), ["a", "b", "c", "d"]);
         assert_eq!(node_name(26), "n26");
+    }
+
+    #[test]
+    fn default_timings_meet_the_timing_rule() {
+        let t = Timings::DEFAULT;
+        let bound = (t.lease_ms as f64 * (1.0 + t.max_drift)).max(t.heartbeat_timeout_ms as f64)
+            + t.lease_ms as f64 / 4.0
+            + 3.0 * t.heartbeat_ms as f64
+            + 100.0;
+        assert!(t.isolation_ms as f64 * (1.0 - t.max_drift) > bound);
     }
 
     #[test]
