@@ -306,8 +306,16 @@ fn rust_files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// A check of one command's structure; `Ok(Some(args))` when it is a `roster` invocation to run.
-fn check(ws: &Workspace, cmd: &DocCommand) -> Result<Option<Vec<String>>, String> {
+/// A command the checker runs, not only checks.
+enum Runnable {
+    /// The `roster` binary with these arguments.
+    Roster(Vec<String>),
+    /// A tool the docs use as is (`openssl`): the line runs in `bash`.
+    Shell,
+}
+
+/// A check of one command's structure; `Ok(Some(..))` when it is to be run as well.
+fn check(ws: &Workspace, cmd: &DocCommand) -> Result<Option<Runnable>, String> {
     let mut p = parse(cmd)?;
     // `flock LOCKFILE command…` (how heavy runs take turns on one machine): check the command.
     if p.program == "flock" && p.args.len() > 2 {
@@ -336,7 +344,7 @@ fn check(ws: &Workspace, cmd: &DocCommand) -> Result<Option<Vec<String>>, String
                             return fail(format!("no binary `{bin}` in {:?}", ws.selected(package)));
                         }
                         if bin == "roster" && !placeholder {
-                            return Ok(Some(c.after_dashes));
+                            return Ok(Some(Runnable::Roster(c.after_dashes)));
                         }
                         return Ok(None);
                     }
@@ -394,6 +402,8 @@ fn check(ws: &Workspace, cmd: &DocCommand) -> Result<Option<Vec<String>>, String
             check_script(&repo().join(s)).map_err(|why| format!("{}: `{}`: {why}", cmd.at, cmd.text))?;
             Ok(None)
         }
+        // Certificates for `[cluster.tls]`, made the way docs/security.md shows.
+        "openssl" => Ok(Some(Runnable::Shell)),
         other => fail(format!("`{other}` is not a command this checker knows: teach tests/doc_commands.rs")),
     }
 }
@@ -638,40 +648,51 @@ fn every_command_in_the_readme_and_docs_runs_as_written() {
     }
     assert!(all.len() > 5, "the docs show commands: found {}", all.len());
     let mut problems = Vec::new();
-    let mut to_run: Vec<(DocCommand, Parsed)> = Vec::new();
+    let mut to_run: Vec<(DocCommand, Parsed, Runnable)> = Vec::new();
     for c in &all {
         match check(&ws, c) {
-            Ok(Some(args)) if c.text != start && c.text != test => {
-                let env = parse(c).map(|p| p.env).unwrap_or_default();
-                to_run.push((c.clone(), Parsed { env, program: "roster".into(), args }));
+            Ok(Some(run)) if c.text != start && c.text != test => {
+                let parsed = parse(c).expect("checked");
+                to_run.push((c.clone(), parsed, run));
             }
             Ok(_) => {}
             Err(e) => problems.push(e),
         }
     }
-    // Run each block's `roster` commands in order, its servers kept until the block ends, each
-    // in a scratch directory holding copies of the files the command names (so nothing is
-    // written into the clone).
+    // Run each block's commands in order, in one scratch directory per block that holds copies
+    // of the files the commands name (nothing is written into the clone); a block's servers
+    // are kept until the block ends, so a `status` after a `serve` reaches it.
     let bin = roster_binary();
     let mut block = usize::MAX;
     let mut servers: Vec<Server> = Vec::new();
     let scratch = std::env::temp_dir().join(format!("roster-doc-commands-{}", std::process::id()));
-    for (c, Parsed { env, args, .. }) in to_run {
+    for (c, Parsed { env, args, .. }, run) in to_run {
         if c.block != block {
             servers.clear();
             block = c.block;
+            let _ = std::fs::remove_dir_all(&scratch);
+            std::fs::create_dir_all(&scratch).expect("scratch dir");
         }
-        let _ = std::fs::remove_dir_all(&scratch);
-        std::fs::create_dir_all(&scratch).expect("scratch dir");
         for a in &args {
             let src = repo().join(a);
             if src.is_file() && !a.contains('/') {
                 std::fs::copy(&src, scratch.join(a)).expect("copy a named file");
             }
         }
+        let what = format!("{} ({})", c.text, c.at);
+        let args = match run {
+            Runnable::Shell => {
+                let mut cmd = Command::new("bash");
+                cmd.arg("-c").arg(&c.text).current_dir(&scratch);
+                if let Err(e) = run_to_end(cmd, &what) {
+                    problems.push(e);
+                }
+                continue;
+            }
+            Runnable::Roster(args) => args,
+        };
         let mut cmd = Command::new(&bin);
         cmd.args(&args).current_dir(&scratch).envs(env);
-        let what = format!("{} ({})", c.text, c.at);
         if args.first().map(String::as_str) == Some("serve") {
             let addr = serve_addr(&args, &scratch);
             servers.push(Server::start(cmd, &addr, &what));

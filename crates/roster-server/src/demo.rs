@@ -76,7 +76,7 @@ async fn token(State(st): State<Arc<AppState>>, query: Result<Query<TokenQuery>,
         return bad_request("the user is neither empty nor \"anonymous\"");
     }
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let claims = Claims { sub: user, role: Role::from(role.as_str()), exp: now + DEMO_TOKEN_TTL_S };
+    let claims = Claims::new(user, Role::from(role.as_str()), now + DEMO_TOKEN_TTL_S);
     let token = mint(&st.secret, &claims);
     ([(header::CACHE_CONTROL, "no-store")], Json(json!({ "token": token, "user": q.user, "role": role })))
         .into_response()

@@ -12,6 +12,11 @@
 //! - `meta_json`: a client's JSON meta to the core's [`roster_core::Meta`] and back.
 //! - `app`: the router ([`router`]) and [`serve`]: `/socket/websocket`, `/health`, `/ready`,
 //!   `/cluster`, `/metrics`, and the backend API `/presence`, `/slot`, `/kick`.
+//! - `connections`: the accept loop behind [`serve`]: connection limits, hyper's HTTP/1.1 with
+//!   the header-read timeout and a deadline per request.
+//! - `limits`: connections in total and per address, sockets per user, rate windows.
+//! - `guard`: what one socket may send (reserved events, joins per second, meta size, the
+//!   token's topics and expiry).
 //! - `socket`: one Phoenix v2 WebSocket over a runtime connection.
 //! - `user_api`: `GET /user?id=U`, a user as its home sees it ([`user_json`]).
 //! - `demo`: demo mode's room page at `/` and its dev-only token endpoint.
@@ -31,10 +36,13 @@
 mod app;
 mod assets;
 mod cli;
+mod connections;
 mod dashboard;
 mod demo;
 mod frame;
+mod guard;
 mod http_get;
+mod limits;
 mod meta_json;
 mod metrics;
 mod socket;

@@ -1,20 +1,19 @@
 //! `roster serve`: run one node until it is stopped.
 //!
-//! With no `--config`, one node on 127.0.0.1:4000 with the built-in defaults, a generated
-//! secret, printed so a newcomer can mint tokens, and demo mode on (`Config::demo`: the demo
-//! page at `/` and its policies). SIGINT and SIGTERM shut down gracefully:
-//! slots and leases are released at once and every client is closed with 1012 (reconnect).
+//! With no `--config`, one node on 127.0.0.1:4000 with demo mode on (`Config::demo`: the demo
+//! page at `/`, its policies, an open dashboard), `/cluster` and `/metrics` open (it listens on
+//! loopback only), and a generated secret. A generated secret is printed once, on stdout, with
+//! a command that mints a token with it; never through the log, which often ends up in a log
+//! store. SIGINT and SIGTERM shut down gracefully: slots and leases are released at once and
+//! every client is closed with 1012 (reconnect).
 
 use anyhow::{bail, Context};
-use roster_core::{Config, NodeName};
+use roster_core::{Config, NodeName, OpenEndpoint};
 use roster_runtime::{Node, NodeOptions};
 use roster_server::{
-    effective_secret, generate_secret, load_config, AppState, Dashboard, Metrics, ServeArgs, SECRET_ENV,
+    check_secret, effective_secret, generate_secret, load_config, AppState, ServeArgs, API_KEY_ENV, SECRET_ENV,
 };
 use std::sync::Arc;
-
-/// The environment variable that overrides the config's `[auth] api_key`.
-const API_KEY_ENV: &str = "ROSTER_API_KEY";
 
 /// Run the node `args` describe until it is stopped (SIGINT/SIGTERM).
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -25,7 +24,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (config, default_config) = match &args.config {
         Some(path) => (load_config(path)?, false),
-        None => (Config::demo(), true),
+        None => {
+            let mut config = Config::demo();
+            config.auth.open_endpoints = vec![OpenEndpoint::Cluster, OpenEndpoint::Metrics];
+            (config, true)
+        }
     };
     let node = match (&args.node, config.cluster.nodes.as_slice()) {
         (Some(n), _) => NodeName::from(n.as_str()),
@@ -35,7 +38,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let http_addr = config.require_node(&node)?.http_addr.clone();
     let env_secret = std::env::var(SECRET_ENV).ok();
     let secret = match effective_secret(&config, env_secret.as_deref()) {
-        Some(s) => s,
+        Some(s) => {
+            check_secret(&s).with_context(|| format!("{SECRET_ENV} (or [auth] secret)"))?;
+            s
+        }
+        None if config.cluster.nodes.len() > 1 => bail!(
+            "no token secret: a cluster needs the same [auth] secret (or {SECRET_ENV}) on every node, so none \
+             can be generated here"
+        ),
         None => {
             let s = generate_secret();
             print_token_hint(&s);
@@ -58,13 +68,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // On stdout beside the token hint: what a newcomer reads, not a log line.
         println!("Demo: open http://{http_addr}/?topic=room:lobby&user=alice in two tabs (dashboard: http://{http_addr}/dashboard)");
     }
-    let state = Arc::new(AppState {
-        node: node_handle.clone(),
-        secret: secret.into_bytes(),
-        api_key,
-        metrics: Metrics::new(),
-        dashboard: Dashboard::new(),
-    });
+    let state = Arc::new(AppState::new(node_handle.clone(), secret.into_bytes(), api_key));
     let shutdown_node = node_handle.clone();
     let shutdown = async move {
         stop_signal().await;

@@ -81,7 +81,7 @@ mod node {
     use axum::extract::{Query, State};
     use axum::routing::get;
     use axum::{Json, Router};
-    use roster_server::{load_config, AppState, Dashboard, Metrics};
+    use roster_server::{load_config, AppState};
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
 
@@ -112,13 +112,7 @@ mod node {
             let secret = config.auth.secret.clone();
             let opts = NodeOptions::for_node(config, name).records(records).users(Counter);
             let node = Node::start(opts).await.expect("the node starts");
-            let state = Arc::new(AppState {
-                node: node.clone(),
-                secret: secret.into_bytes(),
-                api_key,
-                metrics: Metrics::new(),
-                dashboard: Dashboard::new(),
-            });
+            let state = Arc::new(AppState::new(node.clone(), secret.into_bytes(), api_key));
             let extra = Arc::new(Extra { node: node.clone(), sessions: Mutex::new(HashMap::new()) });
             let app = roster_server::router(state).merge(
                 Router::new()
