@@ -36,6 +36,7 @@ enum PlayerMsg {
     Sessions,
     Panic,
     KickFirst(String),
+    KickAll(String),
     Slow(u64),
 }
 
@@ -44,6 +45,7 @@ enum PlayerReply {
     Counter(u64),
     Sessions(Vec<SessionView>),
     Token(SlotToken),
+    Kicked(bool),
 }
 
 impl Player {
@@ -90,6 +92,7 @@ impl UserBehaviour for Player {
                 }
                 PlayerReply::Token(ctx.token())
             }
+            PlayerMsg::KickAll(reason) => PlayerReply::Kicked(ctx.kick_all(reason)),
             PlayerMsg::Slow(ms) => {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 PlayerReply::Token(ctx.token())
@@ -192,6 +195,40 @@ async fn the_actor_hears_of_every_session_start_and_end_and_keeps_the_list() {
     journal_has(&journal, "ended bob Revoked { reason: \"cheating\" }").await;
     let info = bob.info().await.unwrap();
     assert_eq!(info.sessions.len(), 1, "one kicked, one left: {:?}", info.sessions);
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_backend_kicks_one_session_and_the_actor_kicks_all_of_them_in_every_scope() {
+    let (node, journal) = start_player(TAKEOVER).await;
+    let jo = node.user("jo");
+    // One slot per topic: three sessions in three scopes.
+    let mut one = node.join(JoinRequest::user("jo", "room:1").tab("t")).await.unwrap();
+    let mut two = node.join(JoinRequest::user("jo", "room:2").tab("t")).await.unwrap();
+    let mut three = node.join(JoinRequest::user("jo", "room:3").tab("t")).await.unwrap();
+    let info = jo.info().await.unwrap();
+    assert_eq!(info.sessions.len(), 3, "{:?}", info.sessions);
+
+    // From the backend: the session in room:2 only.
+    let target = info.sessions.iter().find(|s| s.topic.as_ref().map(|t| t.as_str()) == Some("room:2")).expect("room:2").clone();
+    jo.kick(&target, "muted");
+    assert_eq!(next_non_diff(&mut two).await, ConnEvent::Revoked { topic: "room:2".into(), reason: "muted".into() });
+    journal_has(&journal, "ended jo Revoked { reason: \"muted\" }").await;
+    let mut left: Vec<Option<String>> =
+        jo.info().await.unwrap().sessions.iter().map(|s| s.topic.as_ref().map(|t| t.as_str().to_owned())).collect();
+    left.sort();
+    assert_eq!(left, [Some("room:1".to_owned()), Some("room:3".to_owned())]);
+
+    // From the actor itself: every session left, then it stops, idle.
+    assert_eq!(jo.call::<Player>(PlayerMsg::KickAll("banned".into())).await.unwrap(), PlayerReply::Kicked(true));
+    for (s, topic) in [(&mut one, "room:1"), (&mut three, "room:3")] {
+        assert_eq!(next_non_diff(s).await, ConnEvent::Revoked { topic: topic.into(), reason: "banned".into() });
+    }
+    journal_has(&journal, "stop jo idle").await;
+    let ended = journal.lock().unwrap().iter().filter(|l| *l == "ended jo Revoked { reason: \"banned\" }").count();
+    assert_eq!(ended, 2);
+    let info = jo.info().await.unwrap();
+    assert_eq!((info.activation, info.sessions.len()), (None, 0));
     node.shutdown().await;
 }
 

@@ -4,7 +4,7 @@
 
 use super::host::Shared;
 use roster_core::{
-    ActivationEnd, ConnId, Input, PartitionId, ScopeKey, SessionEnd, SessionStart, SessionView, SlotToken, UserId,
+    ActivationEnd, Input, PartitionId, SessionEnd, SessionStart, SessionView, SlotToken, UserId,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -120,17 +120,28 @@ impl UserCtx {
     }
 
     /// Revoke one of the user's sessions: its client gets `slot_revoked` with `reason`.
-    pub fn kick(&self, session: &SessionView, reason: impl Into<String>) {
-        self.kick_conn(session.conn.clone(), session.scope.clone(), reason.into());
+    /// Fenced like every act of the activation: `false`, and nothing is sent, once the
+    /// activation is past its lease ([`UserCtx::is_current`]), so a stale activation whose
+    /// handler still runs cannot kick a session the next home's activation now watches.
+    pub fn kick(&self, session: &SessionView, reason: impl Into<String>) -> bool {
+        self.kick_input(Input::KickSession {
+            user: self.user.clone(),
+            conn: session.conn.clone(),
+            scope: session.scope.clone(),
+            reason: reason.into(),
+        })
     }
 
-    /// Revoke every session of the user.
-    pub fn kick_all(&self, reason: impl Into<String>) {
-        let input = Input::Kick { user: self.user.clone(), topic: None, reason: reason.into() };
-        self.shared.input(input);
+    /// Revoke every session of the user, in every scope; fenced as [`UserCtx::kick`].
+    pub fn kick_all(&self, reason: impl Into<String>) -> bool {
+        self.kick_input(Input::Kick { user: self.user.clone(), topic: None, reason: reason.into() })
     }
 
-    fn kick_conn(&self, conn: ConnId, scope: ScopeKey, reason: String) {
-        self.shared.input(Input::KickSession { user: self.user.clone(), conn, scope, reason });
+    fn kick_input(&self, input: Input) -> bool {
+        let current = self.is_current();
+        if current {
+            self.shared.input(input);
+        }
+        current
     }
 }

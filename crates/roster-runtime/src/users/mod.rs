@@ -23,3 +23,6 @@ mod user_ref;
 pub(crate) use activation::Behaviour;
 pub use behaviour::{KeepSessions, UserBehaviour, UserCtx};
 pub use user_ref::{UserRef, DEFAULT_CALL_TIMEOUT};
+
+#[cfg(test)]
+mod tests;
