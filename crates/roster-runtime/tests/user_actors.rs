@@ -210,7 +210,8 @@ async fn a_backend_kicks_one_session_and_the_actor_kicks_all_of_them_in_every_sc
     assert_eq!(info.sessions.len(), 3, "{:?}", info.sessions);
 
     // From the backend: the session in room:2 only.
-    let target = info.sessions.iter().find(|s| s.topic.as_ref().map(|t| t.as_str()) == Some("room:2")).expect("room:2").clone();
+    let target =
+        info.sessions.iter().find(|s| s.topic.as_ref().map(|t| t.as_str()) == Some("room:2")).expect("room:2").clone();
     jo.kick(&target, "muted");
     assert_eq!(next_non_diff(&mut two).await, ConnEvent::Revoked { topic: "room:2".into(), reason: "muted".into() });
     journal_has(&journal, "ended jo Revoked { reason: \"muted\" }").await;

@@ -3,9 +3,7 @@
 //! [`UserCtx`].
 
 use super::host::Shared;
-use roster_core::{
-    ActivationEnd, Input, PartitionId, SessionEnd, SessionStart, SessionView, SlotToken, UserId,
-};
+use roster_core::{ActivationEnd, Input, PartitionId, SessionEnd, SessionStart, SessionView, SlotToken, UserId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::future::Future;
