@@ -586,6 +586,188 @@ fn scenario_rule_9_a_scan_closes_duplicate_tabs() {
     assert!(duplicate_tab_of(&weak, "alice"), "without the dedup one tab lives on two connections\n{}", weak.text());
 }
 
+// ---- rule 14: a gateway never takes back a token it gave up ------------------------------
+
+/// Whether the run shows two tabs of `alias` holding one slot at once.
+fn two_tabs_of(r: &ScenarioReport, alias: &str) -> bool {
+    let user = r.users.get(alias).expect("the script names the user");
+    r.report.violations.iter().any(|v| matches!(v, Violation::SingleSlot { user: u, .. } if u == user))
+}
+
+/// Seed 2436 (3 nodes), as a script: a grant that nobody waits for is given back, and a
+/// second copy of it, late on the wire, reaches the same socket while it joins again.
+///
+/// Tab A's join on n1 is sent twice (the retry after `heartbeat_ms`) and both grants of `.1`
+/// are held on the wire; A leaves before either arrives. The first copy finds nobody waiting:
+/// n1 gives `.1` back and n0 forgets it. A joins room:1 again on the same socket (n0 grants
+/// `.2`, held too), and the second copy of `.1` arrives while that join waits. Without the
+/// rule n1 accepts `.1`, a token n0 no longer knows; B's takeover on n2 revokes `.2` (which
+/// n1 never held) and is granted: A and B hold together until the run ends. With the rule
+/// n1 refuses `.1`; the revoke of `.2` ends A's join and B alone holds.
+#[test]
+fn scenario_rule_14_a_grant_given_back_is_never_accepted_later() {
+    let steps = [
+        FORM,
+        PickUser { alias: "alice", home: "n0", next: None, preferred: None },
+        HoldAll { from: "n0", to: "n1", kind: "SlotGrant" },
+        Join { client: "A", node: "n1", user: "alice", tab: "a", topic: "room:1" },
+        // The join is sent, then sent again one heartbeat later: two grants of .1 are held.
+        Advance(300),
+        Leave("A"),
+        // The first copy finds nobody waiting and is given back; n0 forgets .1.
+        ReleaseFirstHeld,
+        Advance(50),
+        Rejoin("A"),
+        Advance(20),
+        // The second copy arrives while the new join waits (its own grant, .2, is held).
+        ReleaseFirstHeld,
+        Advance(20),
+        ExpectNotJoined("A"),
+        Join { client: "B", node: "n2", user: "alice", tab: "b", topic: "room:1" },
+        AwaitJoined { client: "B", max_ms: 1000 },
+        ExpectEnded("A"),
+        ReleaseHeld,
+        Advance(6000),
+    ];
+    let weak = scenario_pair("rule 14 (grant given back)", 3, &steps, |s| s.fence_released_tokens = false);
+    assert!(two_tabs_of(&weak, "alice"), "without the rule n1 takes .1 back and two tabs hold\n{}", weak.text());
+}
+
+/// A leave's release is late on the wire and the same socket joins again: the join overtakes
+/// the release, and n0, which still counts `.1` for that socket, grants `.1` again. Without
+/// the rule n1 accepts it; then the release arrives, n0 forgets `.1`, and B is granted on n2
+/// while A still holds `.1`. With the rule n1 refuses `.1` (it released it), asks again once
+/// n0 has the release, and is granted `.2`, which B's takeover then revokes.
+#[test]
+fn scenario_rule_14_a_left_slot_is_not_taken_back_before_its_release_lands() {
+    let steps = [
+        FORM,
+        PickUser { alias: "alice", home: "n0", next: None, preferred: None },
+        Join { client: "A", node: "n1", user: "alice", tab: "a", topic: "room:1" },
+        AwaitJoined { client: "A", max_ms: 1000 },
+        HoldAll { from: "n1", to: "n0", kind: "SlotReleased" },
+        Leave("A"),
+        Advance(20),
+        Rejoin("A"),
+        Advance(100),
+        ExpectNotJoined("A"),
+        ReleaseHeld,
+        AwaitJoined { client: "A", max_ms: 4000 },
+        Join { client: "B", node: "n2", user: "alice", tab: "b", topic: "room:1" },
+        AwaitJoined { client: "B", max_ms: 1000 },
+        ExpectEnded("A"),
+        Advance(6000),
+    ];
+    let weak = scenario_pair("rule 14 (left slot)", 3, &steps, |s| s.fence_released_tokens = false);
+    assert!(two_tabs_of(&weak, "alice"), "without the rule n1 takes .1 back and two tabs hold\n{}", weak.text());
+}
+
+/// A slot whose horizon passed is released, and the same socket joins again before the home
+/// has that release: n1 stops hearing n0 (a one-way cut), so A's horizon passes
+/// (`node_isolated`) while n0, which still hears n1, keeps `.1` held. A joins again; once the
+/// cut heals the join reaches n0 before the release (held on the wire), and n0 grants `.1`
+/// again with a fresh echo. Without the rule n1 accepts it; the release then lands, n0 forgets
+/// `.1`, and B is granted while A holds. With the rule n1 refuses `.1` and is granted `.2` once
+/// n0 has the release.
+#[test]
+fn scenario_rule_14_an_expired_slot_is_not_taken_back_before_its_release_lands() {
+    let steps = [
+        FORM,
+        PickUser { alias: "alice", home: "n0", next: None, preferred: None },
+        Join { client: "A", node: "n1", user: "alice", tab: "a", topic: "room:1" },
+        AwaitJoined { client: "A", max_ms: 1000 },
+        CutOneWay("n0", "n1"),
+        Advance(4500),
+        ExpectEnded("A"),
+        HoldAll { from: "n1", to: "n0", kind: "SlotReleased" },
+        Rejoin("A"),
+        Advance(100),
+        HealAll,
+        Advance(600),
+        ExpectNotJoined("A"),
+        ReleaseHeld,
+        AwaitJoined { client: "A", max_ms: 4000 },
+        Join { client: "B", node: "n2", user: "alice", tab: "b", topic: "room:1" },
+        AwaitJoined { client: "B", max_ms: 1000 },
+        ExpectEnded("A"),
+        Advance(6000),
+    ];
+    let weak = scenario_pair("rule 14 (expired slot)", 3, &steps, |s| s.fence_released_tokens = false);
+    assert!(two_tabs_of(&weak, "alice"), "without the rule n1 takes .1 back and two tabs hold\n{}", weak.text());
+}
+
+// ---- rules 7 and 8, found by seed 1522 of the fence_stale_epochs search -------------------
+
+/// Rule 7 holds for every grant of a tab, not only for a resume: a tab that is being revoked
+/// (a takeover waits for it) is not resumed, yet a join of that tab is granted at once, since
+/// the tab already counts. Tab a holds on n1; B's takeover revokes it, and the revoke is slow;
+/// a reconnects on n2 (A2) and again on n0 (A3). Without the rule both A2 and A3 hold, one tab
+/// on two live connections with nothing to close either (at seed 1, until the run ends). With
+/// it, A3's grant closes A2 as a resume does.
+#[test]
+fn scenario_rule_7_every_grant_of_a_tab_closes_its_other_connections() {
+    let steps = [
+        FORM,
+        PickUser { alias: "alice", home: "n0", next: None, preferred: None },
+        Join { client: "A", node: "n1", user: "alice", tab: "a", topic: "room:1" },
+        AwaitJoined { client: "A", max_ms: 1000 },
+        HoldAll { from: "n0", to: "n1", kind: "SlotRevoke" },
+        Join { client: "B", node: "n2", user: "alice", tab: "b", topic: "room:1" },
+        Advance(50),
+        ExpectNotJoined("B"),
+        Resume { client: "A", node: "n2", new: "A2" },
+        AwaitJoined { client: "A2", max_ms: 1000 },
+        Resume { client: "A2", node: "n0", new: "A3" },
+        AwaitJoined { client: "A3", max_ms: 1000 },
+        Advance(100),
+        ExpectEnded("A2"),
+        ReleaseHeld,
+        Advance(9000),
+    ];
+    let weak = scenario_pair("rule 7 (every grant)", 3, &steps, |s| s.close_tab_elsewhere_on_grant = false);
+    assert!(duplicate_tab_of(&weak, "alice"), "without the rule tab a lives on A2 and A3\n{}", weak.text());
+}
+
+/// Rule 8: a home that stops hearing a gateway drops that gateway's waiting joins. B's
+/// takeover waits at n0 for A's revoke (held on the wire) when B's gateway n1 is killed and
+/// restarted. Without the rule n0 admits B's join once A's revoke is confirmed, granting tab b
+/// to a dead incarnation: nobody confirms that record and, made after n1 went unheard, it is
+/// never in doubt; C's takeover then waits for it and times out (`wait_timed_out`), and so
+/// would every other tab of alice's at this home. With the rule C is granted at once.
+#[test]
+fn scenario_rule_8_a_home_drops_the_waiting_joins_of_a_gateway_it_stops_hearing() {
+    let steps = [
+        FORM,
+        PickUser { alias: "alice", home: "n0", next: None, preferred: None },
+        Join { client: "A", node: "n2", user: "alice", tab: "a", topic: "room:1" },
+        AwaitJoined { client: "A", max_ms: 1000 },
+        HoldAll { from: "n0", to: "n2", kind: "SlotRevoke" },
+        Join { client: "B", node: "n1", user: "alice", tab: "b", topic: "room:1" },
+        Advance(50),
+        ExpectNotJoined("B"),
+        Crash("n1"),
+        Advance(50),
+        Restart("n1"),
+        Advance(1500),
+        ReleaseHeld,
+        Advance(500),
+        ExpectEnded("A"),
+        Join { client: "C", node: "n2", user: "alice", tab: "c", topic: "room:1" },
+        AwaitJoined { client: "C", max_ms: 3000 },
+        Advance(6000),
+    ];
+    let params = SimParams::scripted(1, 3);
+    let safe = run_scenario::<NodeState>(params.clone(), &steps);
+    println!("== rule 8 (waiting joins), every safeguard on\n  {}", safe.script.join("\n  "));
+    assert!(safe.report.passed() && safe.failed_expectations.is_empty(), "{}", safe.text());
+    let mut weak_params = params;
+    weak_params.safeguards.drop_joins_of_unheard_gateways = false;
+    let weak = run_scenario::<NodeState>(weak_params, &steps);
+    println!("== rule 8 (waiting joins), safeguard off\n  {}", weak.script.join("\n  "));
+    let c_waits = weak.failed_expectations.iter().any(|e| e.contains("C not joined"));
+    assert!(c_waits, "without the rule C waits for a record of a dead gateway\n{}", weak.text());
+}
+
 // ---- rule 11 ------------------------------------------------------------------------------
 
 /// Live connections on healthy gateways whose users' home is killed: count their slots lost

@@ -122,6 +122,8 @@ impl NodeState {
         UnsafeSwitches {
             grant_before_revoke: !self.safeguards.revoke_before_grant,
             forget_replaced: !self.safeguards.keep_replaced,
+            grant_keeps_tab_elsewhere: !self.safeguards.close_tab_elsewhere_on_grant,
+            keep_joins_of_unheard_gateways: !self.safeguards.drop_joins_of_unheard_gateways,
         }
     }
 

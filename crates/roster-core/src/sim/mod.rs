@@ -826,6 +826,17 @@ impl<M: NodeMachine> Simulation<M> {
         }
     }
 
+    /// Deliver the earliest held message now; the others stay held and the filters stay.
+    pub fn release_first_held(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let (from, to, from_gen, msg) = self.held.remove(0);
+        self.trace.log(self.now, || format!("SCRIPT release held {}", trace::msg_summary(&msg)));
+        let to_gen = self.nodes[to].gen;
+        self.schedule(self.now, Event::Deliver { to, to_gen, from, from_gen, msg });
+    }
+
     /// Carry out one fault.
     pub fn inject(&mut self, fault: Fault) {
         match fault {

@@ -60,6 +60,10 @@ pub enum Step {
         /// The new client's name.
         new: &'static str,
     },
+    /// The client leaves its first topic cleanly; its socket stays open.
+    Leave(&'static str),
+    /// The client joins its first topic again on the same socket (after a leave or a revoke).
+    Rejoin(&'static str),
     /// The client's socket drops uncleanly.
     Drop(&'static str),
     /// The client's socket closes cleanly.
@@ -102,6 +106,8 @@ pub enum Step {
     },
     /// Stop holding messages back and deliver every held one now.
     ReleaseHeld,
+    /// Deliver the earliest held message now; the others stay held, and the filters stay.
+    ReleaseFirstHeld,
     /// Lose every message of a kind from one node to another from now on.
     DropAll {
         /// Sender.
@@ -288,6 +294,22 @@ impl<M: NodeMachine> Player<M> {
                     None => self.fail(format!("{client} cannot resume on {node}")),
                 }
             }
+            Step::Leave(client) => {
+                let id = self.client(client);
+                let Some(topic) = self.sim.workload().get(id).channels.keys().next().cloned() else {
+                    return self.fail(format!("{client} has no topic to leave"));
+                };
+                self.say(format!("{client} leaves {topic}"));
+                self.sim.client_leave(id, topic);
+            }
+            Step::Rejoin(client) => {
+                let id = self.client(client);
+                let Some(topic) = self.sim.workload().get(id).channels.keys().next().cloned() else {
+                    return self.fail(format!("{client} has no topic to join again"));
+                };
+                self.say(format!("{client} joins {topic} again on the same socket"));
+                self.sim.client_join_topic(id, topic);
+            }
             Step::Drop(client) => {
                 self.say(format!("drop {client}"));
                 let id = self.client(client);
@@ -354,6 +376,10 @@ impl<M: NodeMachine> Player<M> {
             Step::ReleaseHeld => {
                 self.say("release held messages".into());
                 self.sim.release_held();
+            }
+            Step::ReleaseFirstHeld => {
+                self.say("release the earliest held message".into());
+                self.sim.release_first_held();
             }
             Step::DropAll { from, to, kind } => {
                 self.say(format!("lose every {kind} {from} -> {to}"));
