@@ -436,11 +436,6 @@ fn ablation_scan_dedup_tabs() {
 }
 
 #[test]
-fn ablation_fence_stale_epochs() {
-    ablation("fence_stale_epochs");
-}
-
-#[test]
 fn ablation_scan_quiet_after_start() {
     ablation("scan_quiet_after_start");
 }
@@ -557,6 +552,12 @@ fn scenario_rule_10_a_stale_grant_is_ignored_after_a_scan() {
     let weak = scenario_pair("rule 10 (stale grant)", 3, &steps, |s| s.fence_stale_epochs = false);
     let two_tabs = weak.report.violations.iter().any(|v| matches!(v, Violation::SingleSlot { .. }));
     assert!(two_tabs, "without the fence the stale grant is accepted and two tabs hold\n{}", weak.text());
+    // The random search no longer finds this in 2,000 biased seeds: a waiting join is sent
+    // to a new home at once, whose grant usually arrives before the stale one (the script
+    // above loses those joins). `ABLATION_SEARCH=1` runs it anyway.
+    if env_u64("ABLATION_SEARCH") == Some(1) {
+        ablation("fence_stale_epochs");
+    }
 }
 
 /// A grantor killed and restarted at once has forgotten its grants.

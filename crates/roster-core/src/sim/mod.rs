@@ -1292,8 +1292,12 @@ impl<M: NodeMachine> Simulation<M> {
             self.stats.lost += 1;
         }
         let (from_gen, to_gen) = (self.nodes[i].gen, self.nodes[j].gen);
-        for at in arrivals {
-            self.schedule(at, Event::Deliver { to: j, to_gen, from: i, from_gen, msg: msg.clone() });
+        // Copies for duplicates; the message itself goes with the last arrival.
+        if let Some((&last, copies)) = arrivals.split_last() {
+            for &at in copies {
+                self.schedule(at, Event::Deliver { to: j, to_gen, from: i, from_gen, msg: msg.clone() });
+            }
+            self.schedule(last, Event::Deliver { to: j, to_gen, from: i, from_gen, msg });
         }
     }
 
