@@ -487,6 +487,10 @@ pub struct Safeguards {
     /// again if it lives). Off, a dead gateway's join could be granted later, making a record
     /// nobody confirms and nothing puts in doubt.
     pub drop_joins_of_unheard_gateways: bool,
+    /// Presence: a snapshot ask is repeated as soon as the peer has echoed a heartbeat sent
+    /// after it while the gap persists (its answer was lost). Off, only once per
+    /// `heartbeat_timeout_ms`.
+    pub ask_again_after_echo: bool,
 }
 
 impl Default for Safeguards {
@@ -502,6 +506,7 @@ impl Default for Safeguards {
             fence_released_tokens: true,
             close_tab_elsewhere_on_grant: true,
             drop_joins_of_unheard_gateways: true,
+            ask_again_after_echo: true,
         }
     }
 }

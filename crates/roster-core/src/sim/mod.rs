@@ -697,6 +697,11 @@ impl<M: NodeMachine> Simulation<M> {
         self.nodes[i].machine.as_ref()
     }
 
+    /// The incarnation of node `i`'s boot `gen`, if it booted.
+    pub fn incarnation_of(&self, i: usize, gen: u64) -> Option<crate::ids::Incarnation> {
+        self.incarnations.get(&(i, gen)).cloned()
+    }
+
     /// Node `i`'s clock.
     pub fn clock(&self, i: usize) -> SimClock {
         self.nodes[i].clock
@@ -1269,7 +1274,9 @@ impl<M: NodeMachine> Simulation<M> {
         }
         if !self.intercepts.is_empty() {
             let kind = trace::msg_kind(&msg);
-            if let Some(k) = self.intercepts.iter().position(|h| h.from == i && h.to == j && h.kind == kind) {
+            let inner = trace::presence_kind(&msg);
+            let matches = |h: &Intercept| h.kind == kind || Some(h.kind.as_str()) == inner;
+            if let Some(k) = self.intercepts.iter().position(|h| h.from == i && h.to == j && matches(h)) {
                 if self.intercepts[k].mode != InterceptMode::DropAll {
                     if self.intercepts[k].mode == InterceptMode::HoldNext {
                         self.intercepts.remove(k);

@@ -141,6 +141,15 @@ pub enum Step {
     ExpectNotJoined(&'static str),
     /// Expect the client to be joined now.
     ExpectJoined(&'static str),
+    /// Expect `node`'s presence replica to show the client's connection (`shown`) or not.
+    ExpectPresence {
+        /// The node whose replica is read.
+        node: &'static str,
+        /// The client.
+        client: &'static str,
+        /// Whether it must show the client.
+        shown: bool,
+    },
 }
 
 /// What a script did and found.
@@ -432,6 +441,23 @@ impl<M: NodeMachine> Player<M> {
                 } else {
                     let state = self.sim.workload().get(id).channels.clone();
                     self.fail(format!("{client} is not joined: {state:?}"));
+                }
+            }
+            Step::ExpectPresence { node, client, shown } => {
+                let id = self.client(client);
+                let c = self.sim.workload().get(id);
+                let (gateway_node, gen, socket) = (c.node, c.gen, c.socket);
+                let i = self.sim.node_index(node);
+                let topics = match (self.sim.incarnation_of(gateway_node, gen), self.sim.machine(i)) {
+                    (Some(gateway), Some(m)) => m.presence_of(&crate::ids::ConnId { gateway, socket }),
+                    _ => Vec::new(),
+                };
+                if topics.is_empty() == *shown {
+                    let what = if *shown { "does not show" } else { "still shows" };
+                    self.fail(format!("{node} {what} {client} ({topics:?})"));
+                } else {
+                    let what = if *shown { "shows" } else { "no longer shows" };
+                    self.say(format!("{node} {what} {client}, as expected"));
                 }
             }
             Step::ExpectNotJoined(client) => {
