@@ -73,6 +73,11 @@ pub trait NodeMachine {
         let _ = conn;
         Vec::new()
     }
+    /// How many client sockets the node keeps state for (for leak checks); `None` skips the
+    /// check.
+    fn sockets_kept(&self) -> Option<usize> {
+        None
+    }
 }
 
 impl NodeMachine for NodeState {
@@ -119,6 +124,10 @@ impl NodeMachine for NodeState {
 
     fn presence_of(&self, conn: &ConnId) -> Vec<Topic> {
         self.presence().entries_of(conn).into_iter().map(|e| e.topic).collect()
+    }
+
+    fn sockets_kept(&self) -> Option<usize> {
+        Some(self.counts().sockets)
     }
 }
 
@@ -621,6 +630,14 @@ impl<M: NodeMachine> Simulation<M> {
             live.iter().filter_map(|(_, m)| Some((m.incarnation().clone(), m.presence_digest()?))).collect();
         let names: Vec<NodeName> = live.iter().map(|(i, _)| self.nodes[*i].name.clone()).collect();
         let mut found = checker::check_presence(&digests, &names);
+        // No leaks: a live gateway keeps exactly the sockets its clients have open.
+        for (i, m) in &live {
+            let gen = self.nodes[*i].gen;
+            let open = self.workload.clients.iter().filter(|c| c.node == *i && c.gen == gen && c.open).count();
+            if let Some(kept) = m.sockets_kept().filter(|&k| k != open) {
+                found.push(Violation::SocketsLeaked { node: m.incarnation().clone(), kept, open });
+            }
+        }
         for c in &self.workload.clients {
             let Some(gateway) = self.incarnations.get(&(c.node, c.gen)) else { continue };
             let conn = ConnId { gateway: gateway.clone(), socket: c.socket };
