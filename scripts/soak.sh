@@ -26,9 +26,13 @@ flock 9
 echo "soak: lock held; load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
 status=0
 started=$(date +%s)
+# CPU time as well as wall time: the machine is shared, and CPU seconds say what the soak
+# costs whatever else runs.
+timed=()
+if [ -x /usr/bin/time ]; then timed=(/usr/bin/time -f "soak: %e s wall, %U s user CPU, %S s system CPU"); fi
 for nodes in $sizes; do
-  "$target/release/examples/sim_soak" --nodes "$nodes" --from "$from" --count "$count" --failures-file "$failures" \
-    || status=1
+  "${timed[@]}" "$target/release/examples/sim_soak" --nodes "$nodes" --from "$from" --count "$count" \
+    --failures-file "$failures" || status=1
 done
 echo "soak: all done in $(( $(date +%s) - started )) s wall; load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
 [ $status -eq 0 ] || echo "soak: failing seeds are listed in $failures"

@@ -491,6 +491,9 @@ pub struct Safeguards {
     /// after it while the gap persists (its answer was lost). Off, only once per
     /// `heartbeat_timeout_ms`.
     pub ask_again_after_echo: bool,
+    /// Rule 9: a scan closes a tab's older connections as soon as the answers in show it on
+    /// two connections, not only once the scan is over.
+    pub scan_dedup_at_once: bool,
 }
 
 impl Default for Safeguards {
@@ -507,6 +510,7 @@ impl Default for Safeguards {
             close_tab_elsewhere_on_grant: true,
             drop_joins_of_unheard_gateways: true,
             ask_again_after_echo: true,
+            scan_dedup_at_once: true,
         }
     }
 }
