@@ -14,12 +14,15 @@
 //! 1013 at once, so a stalled client is neither buffered for nor left holding its presence.
 
 use crate::app::AppState;
+use crate::dashboard::{self, AdminFeed};
 use crate::frame::{Frame, ReplyStatus, PHOENIX_TOPIC};
+use crate::guard::{self, Counter, Refusal, SocketGuard};
+use crate::limits::{ConnectionPermit, UserPermit};
 use crate::meta_json::{meta_from_json, meta_value_from_json, meta_value_to_json};
 use crate::metrics::Metrics;
-use crate::token::verify;
+use crate::token::{verify_at, Claims};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -35,6 +38,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 /// Close codes (RFC 6455 and IANA registry).
+const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_INTERNAL: u16 = 1011;
 const CLOSE_RESTART: u16 = 1012;
@@ -54,7 +58,7 @@ pub(crate) struct SocketQuery {
 /// Who the socket's token says it is.
 enum Auth {
     Anonymous,
-    User(UserId, Role),
+    User(Claims),
     /// A token was given and refused: joins answer `unauthorized`.
     Refused,
 }
@@ -64,6 +68,7 @@ pub(crate) async fn upgrade(
     State(st): State<Arc<AppState>>,
     Query(q): Query<SocketQuery>,
     headers: HeaderMap,
+    connection: Option<Extension<Arc<ConnectionPermit>>>,
     ws: WebSocketUpgrade,
 ) -> Response {
     let server = &st.node.config().server;
@@ -82,32 +87,36 @@ pub(crate) async fn upgrade(
     let auth = match token {
         None => Auth::Anonymous,
         Some(t) => {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-            match verify(&st.secret, &t, now) {
-                Ok(c) => Auth::User(c.sub, c.role),
+            let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            match verify_at(&st.secret, &t, now_ms, st.node.config().auth.token_leeway_ms) {
+                Ok(c) => Auth::User(c),
                 Err(e) => {
-                    Metrics::inc(&st.metrics.bad_tokens, token_error_kind(&e));
+                    Metrics::inc(&st.metrics.bad_tokens, e.kind());
                     tracing::info!(error = %e, "token refused: joins on this socket answer unauthorized");
                     Auth::Refused
                 }
             }
         }
     };
+    // Limits: the permits travel with the socket and give their places back when it ends.
+    let user_permit = match &auth {
+        Auth::User(c) => match st.limits.admit_user(&c.sub) {
+            Ok(permit) => Some(permit),
+            Err(refusal) => return crate::connections::refuse_upgrade(&st, refusal, c.sub.as_str()),
+        },
+        _ => None,
+    };
+    let permits = (connection.map(|Extension(p)| p), user_permit);
     let frame_limit = server.max_frame_bytes as usize;
-    // The transport accepts somewhat more than the limit so that an oversized frame is seen,
-    // counted and answered with 1009 here rather than cut off inside the WebSocket library.
+    // The transport accepts up to twice the limit, so that a message just over it is seen,
+    // counted and answered with 1009 here. A WebSocket frame announcing more is refused by the
+    // WebSocket library from its header, before its payload is buffered (its default would
+    // reserve up to 16 MiB for it), and answered with 1009 as well.
+    let transport_limit = frame_limit.saturating_mul(2);
     ws.protocols(["phoenix"])
-        .max_message_size(frame_limit.saturating_mul(4).max(1 << 20))
-        .on_upgrade(move |socket| run(st, socket, auth))
-}
-
-fn token_error_kind(e: &crate::token::TokenError) -> &'static str {
-    match e {
-        crate::token::TokenError::Malformed(_) => "malformed",
-        crate::token::TokenError::BadSignature => "bad_signature",
-        crate::token::TokenError::Expired { .. } => "expired",
-        crate::token::TokenError::ReservedSubject(_) => "reserved_subject",
-    }
+        .max_message_size(transport_limit)
+        .max_frame_size(transport_limit)
+        .on_upgrade(move |socket| run(st, socket, auth, permits))
 }
 
 /// phoenix.js sends `base64url.bearer.phx.` + base64url(token) (unpadded) as a subprotocol.
@@ -152,17 +161,28 @@ struct SocketTask {
     window: (Instant, u32),
     /// Kinds of refusal already logged on this socket (logged once, counted always).
     logged: HashSet<&'static str>,
+    /// The signed-in user (for the dashboard's list of revokes).
+    user: Option<UserId>,
+    /// The dashboard's admin topic, when joined.
+    admin: Option<AdminFeed>,
+    /// Joins and leaves per second, metas, the token's topics and expiry.
+    guard: SocketGuard,
 }
 
-async fn run(st: Arc<AppState>, ws: WebSocket, auth: Auth) {
+/// The socket's places in the connection and user limits, held until it ends.
+type Permits = (Option<Arc<ConnectionPermit>>, Option<UserPermit>);
+
+async fn run(st: Arc<AppState>, ws: WebSocket, auth: Auth, _permits: Permits) {
     let server = st.node.config().server.clone();
-    let (user, role, refused) = match auth {
-        Auth::Anonymous => (None, None, false),
-        Auth::User(u, r) => (Some(u), Some(r), false),
-        Auth::Refused => (None, None, true),
+    let (claims, refused) = match auth {
+        Auth::Anonymous => (None, false),
+        Auth::User(c) => (Some(c), false),
+        Auth::Refused => (None, true),
     };
+    let guard = SocketGuard::new(&server, claims.clone(), st.node.config().auth.token_leeway_ms, Instant::now());
+    let (user, role): (Option<UserId>, Option<Role>) = claims.map(|c| (c.sub, c.role)).unzip();
     let anonymous = user.is_none();
-    let Ok(mut conn) = st.node.connect(user, role, server.outbound_queue as usize).await else {
+    let Ok(mut conn) = st.node.connect(user.clone(), role, server.outbound_queue as usize).await else {
         let mut ws = ws;
         let _ = ws.send(close(CLOSE_RESTART, "node not running")).await;
         return;
@@ -181,7 +201,12 @@ async fn run(st: Arc<AppState>, ws: WebSocket, auth: Auth) {
         out: Vec::new(),
         window: (Instant::now(), 0),
         logged: HashSet::new(),
+        user,
+        admin: None,
+        guard,
     };
+    let token_expiry = guard::expiry(task.guard.expires_at());
+    tokio::pin!(token_expiry);
     let ping_every = Duration::from_millis(server.ping_ms);
     let send_timeout = ping_every * 2;
     let mut ping = tokio::time::interval(ping_every);
@@ -230,6 +255,14 @@ async fn run(st: Arc<AppState>, ws: WebSocket, auth: Auth) {
                 }
             },
             Some(done) = joins_rx.recv() => task.on_join_done(done),
+            (join_ref, snapshot) = dashboard::next_snapshot(&mut task.admin) => {
+                task.send(Frame::push(join_ref, dashboard::ADMIN_TOPIC, dashboard::SNAPSHOT_EVENT, (*snapshot).clone()));
+            }
+            () = &mut token_expiry => {
+                final_close = Some(task.on_token_expired());
+                clean = true;
+                break;
+            }
             _ = ping.tick() => {
                 if last_seen.elapsed() > ping_every * 2 {
                     st.metrics.ping_timeouts.inc();
@@ -380,8 +413,13 @@ impl SocketTask {
                 return;
             }
         };
+        let member = self.channels.contains_key(&frame.topic);
+        if let Err(refusal) = self.guard.check(&frame, member, Instant::now()) {
+            return self.refuse_frame(&frame, refusal);
+        }
         match (frame.topic.as_str(), frame.event.as_str()) {
             (PHOENIX_TOPIC, "heartbeat") => self.reply(&frame, ReplyStatus::Ok, json!({})),
+            (dashboard::ADMIN_TOPIC, "phx_join" | "phx_leave") => self.on_admin(frame),
             (_, "phx_join") => self.on_join(frame),
             (_, "phx_leave") => self.on_leave(frame),
             (_, event) => {
@@ -454,6 +492,25 @@ impl SocketTask {
         }
     }
 
+    /// The dashboard's topic: a feed of snapshots, not a presence topic (`dashboard.rs`).
+    fn on_admin(&mut self, f: Frame) {
+        if f.event == "phx_leave" {
+            self.admin = None;
+            self.reply(&f, ReplyStatus::Ok, json!({}));
+            return self.send(Frame::close(f.join_ref.clone(), f.topic.clone()));
+        }
+        match dashboard::join(&self.st, &f.payload, f.join_ref.clone()) {
+            Ok(feed) => {
+                self.admin = Some(feed);
+                self.reply(&f, ReplyStatus::Ok, json!({}));
+            }
+            Err(reason) => {
+                Metrics::inc(&self.st.metrics.join_rejects, reason);
+                self.reply_error(&f, reason);
+            }
+        }
+    }
+
     fn on_leave(&mut self, f: Frame) {
         if self.channels.remove(&f.topic).is_some() {
             self.handle.leave(Topic::from(f.topic.as_str()));
@@ -514,7 +571,8 @@ impl SocketTask {
         let join_ref = channel.join_ref.clone();
         match e {
             ConnEvent::Revoked { reason, .. } => {
-                Metrics::inc(&self.st.metrics.revokes, &reason);
+                Metrics::inc(&self.st.metrics.revokes, guard::revoke_label(&reason));
+                self.st.dashboard.revoked(self.user.as_ref(), &topic, &reason);
                 self.channels.remove(&topic);
                 self.send(Frame::push(join_ref.clone(), topic.clone(), "slot_revoked", json!({ "reason": reason })));
                 self.send(Frame::close(join_ref, topic));
@@ -527,11 +585,55 @@ impl SocketTask {
                 let payload = serde_json::to_value(&*diff).unwrap_or_else(|_| json!({}));
                 self.send(Frame::push(join_ref, topic, "presence_diff", payload));
             }
+            // A reserved event relayed by a node of an older version is never passed on.
+            ConnEvent::Broadcast { event, .. } if guard::is_reserved_event(&event) => {}
             ConnEvent::Broadcast { from, event, body, .. } => {
                 let payload = json!({ "from": from.as_str(), "body": meta_value_to_json(&body) });
                 self.send(Frame::push(join_ref, topic, event, payload));
             }
         }
+    }
+
+    /// Answer a frame the guard refused, count it, and log it once per socket and kind.
+    fn refuse_frame(&mut self, f: &Frame, refusal: Refusal) {
+        let metrics = &self.st.metrics;
+        let kind = match refusal.counter {
+            Counter::BadFrame(kind) => {
+                Metrics::inc(&metrics.bad_frames, kind);
+                kind
+            }
+            Counter::Limited(key) => {
+                Metrics::inc(&metrics.limited, key);
+                key
+            }
+            Counter::JoinReject(reason) => reason,
+        };
+        if f.event == "phx_join" {
+            Metrics::inc(&metrics.join_rejects, refusal.reply);
+        }
+        if self.logged.insert(kind) {
+            tracing::info!(kind, what = refusal.what, "refused on a socket (further ones counted, not logged)");
+        }
+        self.reply_error(f, refusal.reply);
+    }
+
+    /// The token expired: every channel, joined or joining, is revoked with `token_expired`
+    /// and closed; the socket is closed with 1008 and its presences leave.
+    fn on_token_expired(&mut self) -> Message {
+        tracing::info!("socket closed: its token expired");
+        let mut channels: Vec<(String, Option<String>)> = self.channels.drain().map(|(t, c)| (t, c.join_ref)).collect();
+        channels.sort();
+        for (topic, join_ref) in channels {
+            Metrics::inc(&self.st.metrics.revokes, "token_expired");
+            self.send(Frame::push(
+                join_ref.clone(),
+                topic.clone(),
+                "slot_revoked",
+                json!({ "reason": "token_expired" }),
+            ));
+            self.send(Frame::close(join_ref, topic));
+        }
+        close(CLOSE_POLICY, "token expired")
     }
 
     /// The runtime ended the connection: say why, as a close frame the client understands.
