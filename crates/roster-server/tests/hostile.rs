@@ -71,7 +71,7 @@ fn a_generated_secret_is_printed_once_on_stdout_and_never_in_the_log() {
     let stdout = server.stdout();
     let secret = stdout
         .lines()
-        .find_map(|l| l.trim().strip_prefix("ROSTER_SECRET="))
+        .find_map(|l| l.split_once("--secret=").map(|(_, rest)| rest))
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("no generated secret on stdout: {stdout:?}"))
         .to_owned();
