@@ -97,6 +97,12 @@ pub struct ServerConfig {
     /// Frames queued towards one socket before the client is deemed too slow and closed
     /// (code 1013). Default: 1024. At least 1.
     pub outbound_queue: u32,
+    /// Bytes queued towards one socket before the client is deemed too slow and closed (code
+    /// 1013). A frame shared by many sockets (a diff, a `presence_state`, a broadcast) is held
+    /// once in memory and counts its size once in each queue it waits in. Default: 16777216
+    /// (16 MiB), above the largest `presence_state` of a 10,000-member room (about 1 MB with
+    /// small metas, 10 MB with 1 KB metas). At least `max_frame_bytes`.
+    pub outbound_queue_bytes: u64,
     /// WebSocket ping interval; a socket silent for two pings is closed. Default: 5000.
     pub ping_ms: u64,
     /// Longest a join may wait (policy `wait`, an in-doubt slot, a partition without a home)
@@ -112,6 +118,7 @@ impl Default for ServerConfig {
             max_topics_per_socket: 100,
             max_pushes_per_second: 50,
             outbound_queue: 1024,
+            outbound_queue_bytes: 16 << 20,
             ping_ms: 5000,
             join_wait_ms: 10_000,
         }
@@ -517,6 +524,13 @@ impl ServerConfig {
                     .to_owned(),
             );
         }
+        if self.outbound_queue_bytes < u64::from(self.max_frame_bytes) {
+            problems.push(format!(
+                "server.outbound_queue_bytes = {} is below max_frame_bytes ({}): a socket could not be sent one \
+                 frame of that size (default 16777216)",
+                self.outbound_queue_bytes, self.max_frame_bytes
+            ));
+        }
         if self.ping_ms == 0 {
             problems.push("server.ping_ms = 0: set it to at least 1 (default 5000)".to_owned());
         }
@@ -831,6 +845,7 @@ mod tests {
         assert_eq!(s.max_topics_per_socket, 100);
         assert_eq!(s.max_pushes_per_second, 50);
         assert_eq!(s.outbound_queue, 1024);
+        assert_eq!(s.outbound_queue_bytes, 16 << 20);
         assert_eq!(s.ping_ms, 5000);
         assert_eq!(s.join_wait_ms, 10000);
         assert_eq!(c.presence.shards, 8);
@@ -1111,6 +1126,13 @@ mod tests {
     }
 
     #[test]
+    fn validate_rejects_an_outbound_byte_bound_below_one_frame() {
+        let mut c = Config::single_node();
+        c.server.outbound_queue_bytes = u64::from(c.server.max_frame_bytes) - 1;
+        assert_invalid(&c, &["server.outbound_queue_bytes = 65535"]);
+    }
+
+    #[test]
     fn validate_rejects_zero_socket_limits_and_ping() {
         let mut c = Config::single_node();
         c.server.max_topics_per_socket = 0;
@@ -1261,6 +1283,7 @@ mod tests {
                     max_topics_per_socket: topics,
                     max_pushes_per_second: pushes,
                     outbound_queue: queue,
+                    outbound_queue_bytes: 16 << 20,
                     ping_ms,
                     join_wait_ms,
                 }

@@ -7,7 +7,9 @@
 use anyhow::{bail, Context};
 use roster_core::{Config, NodeName};
 use roster_runtime::{Node, NodeOptions};
-use roster_server::{effective_secret, generate_secret, load_config, AppState, Metrics, ServeArgs, SECRET_ENV};
+use roster_server::{
+    effective_secret, generate_secret, load_config, AppState, Metrics, PhoenixEncoder, ServeArgs, SECRET_ENV,
+};
 use std::sync::Arc;
 
 /// The environment variable that overrides the config's `[auth] api_key`.
@@ -42,7 +44,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let api_key =
         std::env::var(API_KEY_ENV).ok().filter(|k| !k.is_empty()).unwrap_or_else(|| config.auth.api_key.clone());
-    let mut opts = NodeOptions::for_node(config, node.clone());
+    // Every shared push (a topic window's diff, a presence_state, a broadcast) is encoded once.
+    let mut opts = NodeOptions::for_node(config, node.clone()).encoder(Arc::new(PhoenixEncoder));
     if default_config {
         opts = opts.data_dir(std::env::temp_dir().join("roster-data"));
     }

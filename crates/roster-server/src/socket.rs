@@ -5,36 +5,57 @@
 //! echoing `phoenix` when offered. No token: an anonymous viewer. A bad token: the socket
 //! opens, but every join is answered `unauthorized` (the client sees why).
 //!
-//! Each socket is one runtime [`Connection`](roster_runtime::Connection). One task reads frames, writes frames, pings, and
-//! turns the connection's events into `slot_revoked`/`phx_close`/`presence_diff`/broadcasts;
-//! joins run as their own futures (a join may wait for a slot) and come back to it, so a
-//! join's reply, then its `presence_state`, always precede the topic's diffs. While a write to
-//! the client is blocked, the task keeps taking the connection's events: more than
-//! `outbound_queue` frames piling up (or a write blocked for two pings) closes the socket with
-//! 1013 at once, so a stalled client is neither buffered for nor left holding its presence.
+//! Each socket is one runtime connection living in its own task
+//! ([`Node::spawn_connection`](roster_runtime::Node::spawn_connection)): the runtime's Gateway
+//! watches that task, so the socket's end, however it comes, untracks its presence and frees
+//! its slots. The task reads frames, writes frames, pings, and writes what the connection's
+//! queue holds in order: join answers, `slot_revoked`/`phx_close`, and the shared pushes
+//! (`presence_state`, `presence_diff`, broadcasts), each encoded once for all its receivers
+//! ([`PhoenixEncoder`]) with only the channel's `join_ref` written in front. A push for a
+//! channel the socket has since left (a `join_ref` it no longer uses) is dropped.
+//!
+//! The upgrade is done here, not by axum's extractor, to size the WebSocket's buffers (4 KiB to
+//! read, 8 KiB to write, instead of 128 KiB each) and to write a large shared push as
+//! fragments: tungstenite keeps its write buffer as large as the largest frame it ever wrote.
+//!
+//! Every close the server starts carries a code and a reason: 1009 (frame too large), 1001
+//! (no answer to pings), 1011 (the connection failed), 1012 (the node shuts down), 1013 (a
+//! slow client: its queue passed `outbound_queue` frames or `outbound_queue_bytes` bytes, or a
+//! write stayed blocked for two `ping_ms`).
 
 use crate::app::AppState;
-use crate::frame::{Frame, ReplyStatus, PHOENIX_TOPIC};
-use crate::meta_json::{meta_from_json, meta_value_from_json, meta_value_to_json};
+use crate::frame::{join_ref_prefix, Frame, PhoenixEncoder, ReplyStatus, PHOENIX_TOPIC};
+use crate::meta_json::{meta_from_json, meta_value_from_json};
 use crate::metrics::Metrics;
 use crate::token::verify;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use bytes::Bytes;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
 use roster_core::{Meta, Role, TabId, Topic, UserId};
-use roster_runtime::{CloseReason, ConnEvent, Connection, ConnectionHandle, JoinError, Joined, PushError};
+use roster_runtime::{
+    ChannelId, CloseReason, Connection, ConnectionHandle, JoinError, Outbound, Push, PushEncoder, PushError,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::error::CapacityError;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role as WsRole, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
 
 /// Close codes (RFC 6455 and IANA registry).
+const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_INTERNAL: u16 = 1011;
 const CLOSE_RESTART: u16 = 1012;
@@ -44,6 +65,18 @@ const BEARER_PREFIX: &str = "base64url.bearer.phx.";
 
 /// The longest topic or `tab_id` a join may carry (longer: `bad_request`).
 const MAX_ID_BYTES: usize = 256;
+
+/// What a socket reads into: client frames are small (joins, heartbeats, pushes), and a larger
+/// one grows the buffer for its own read. tungstenite's default, 128 KiB zero-filled on the
+/// first read, was most of a socket's memory.
+const READ_BUFFER: usize = 4096;
+/// Frames are written out once this much is buffered, and at every flush.
+const WRITE_BUFFER: usize = 8192;
+/// A shared push longer than this goes out as fragments of this size, so no socket's write
+/// buffer grows to the size of a big room's `presence_state` and stays there.
+const FRAGMENT: usize = 8192;
+/// Items taken from the connection's queue before they are written (one write, one flush).
+const BATCH_ITEMS: usize = 64;
 
 #[derive(Deserialize)]
 pub(crate) struct SocketQuery {
@@ -59,13 +92,14 @@ enum Auth {
     Refused,
 }
 
-/// The HTTP upgrade: Origin, version, token; then [`run`].
+/// The HTTP upgrade: Origin, version, token, the WebSocket handshake; then [`run`] in a
+/// connection task.
 pub(crate) async fn upgrade(
     State(st): State<Arc<AppState>>,
     Query(q): Query<SocketQuery>,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    mut req: Request,
 ) -> Response {
+    let headers = req.headers();
     let server = &st.node.config().server;
     if !server.allowed_origins.is_empty() {
         let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -78,7 +112,12 @@ pub(crate) async fn upgrade(
     if q.vsn.as_deref().is_some_and(|v| !v.starts_with("2.")) {
         return (StatusCode::BAD_REQUEST, "only the Phoenix serializer vsn=2.0.0 is spoken here").into_response();
     }
-    let token = q.token.or_else(|| subprotocol_token(&headers));
+    let accept = match handshake(headers) {
+        Ok(accept) => accept,
+        Err((status, why)) => return (status, why).into_response(),
+    };
+    let phoenix = offered_protocols(headers).any(|p| p == "phoenix");
+    let token = q.token.or_else(|| subprotocol_token(headers));
     let auth = match token {
         None => Auth::Anonymous,
         Some(t) => {
@@ -93,12 +132,80 @@ pub(crate) async fn upgrade(
             }
         }
     };
-    let frame_limit = server.max_frame_bytes as usize;
+    let (user, role, refused) = match auth {
+        Auth::Anonymous => (None, None, false),
+        Auth::User(u, r) => (Some(u), Some(r), false),
+        Auth::Refused => (None, None, true),
+    };
     // The transport accepts somewhat more than the limit so that an oversized frame is seen,
     // counted and answered with 1009 here rather than cut off inside the WebSocket library.
-    ws.protocols(["phoenix"])
-        .max_message_size(frame_limit.saturating_mul(4).max(1 << 20))
-        .on_upgrade(move |socket| run(st, socket, auth))
+    let transport_limit = (server.max_frame_bytes as usize).saturating_mul(4).max(1 << 20);
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_message_size(Some(transport_limit))
+        .max_frame_size(Some(transport_limit));
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let frames = server.outbound_queue as usize;
+    let task_st = st.clone();
+    let spawned = st.node.spawn_connection(user, role, frames, move |conn| async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                tracing::debug!(error = %e, "the WebSocket upgrade failed");
+                conn.close(true);
+                return;
+            }
+        };
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), WsRole::Server, Some(config)).await;
+        run(task_st, ws, conn, refused).await;
+    });
+    if spawned.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "node not running").into_response();
+    }
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    if phoenix {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("phoenix"));
+    }
+    response
+}
+
+/// RFC 6455's checks of an upgrade request; the `Sec-WebSocket-Accept` value, or the refusal.
+fn handshake(headers: &HeaderMap) -> Result<HeaderValue, (StatusCode, &'static str)> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    let refuse = |status: StatusCode, why: &'static str| Err((status, why));
+    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
+        return refuse(StatusCode::BAD_REQUEST, "a WebSocket upgrade is expected here");
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v.as_bytes() != b"13") {
+        return refuse(StatusCode::UPGRADE_REQUIRED, "only WebSocket version 13 is spoken here");
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return refuse(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing");
+    };
+    HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
+        .or_else(|_| refuse(StatusCode::BAD_REQUEST, "bad Sec-WebSocket-Key"))
+}
+
+fn offered_protocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
 }
 
 fn token_error_kind(e: &crate::token::TokenError) -> &'static str {
@@ -112,31 +219,25 @@ fn token_error_kind(e: &crate::token::TokenError) -> &'static str {
 
 /// phoenix.js sends `base64url.bearer.phx.` + base64url(token) (unpadded) as a subprotocol.
 fn subprotocol_token(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
+    offered_protocols(headers)
         .find_map(|p| p.strip_prefix(BEARER_PREFIX))
         .and_then(|b| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(b.trim_end_matches('=')).ok())
         .and_then(|bytes| String::from_utf8(bytes).ok())
 }
 
-/// A channel of this socket.
+type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// A channel of this socket: one join of one topic.
 struct Channel {
     join_ref: Option<String>,
-    joined: bool,
-    /// Events that arrived before the join's reply went out.
-    held: Vec<ConnEvent>,
+    state: ChannelState,
 }
 
-/// What a join future reports back.
-struct JoinDone {
-    topic: String,
-    join_ref: Option<String>,
-    msg_ref: Option<String>,
-    result: Result<Joined, JoinError>,
+enum ChannelState {
+    /// Its `phx_join` (with this `ref`) waits for the node's answer.
+    Joining { msg_ref: Option<String> },
+    /// Joined as this runtime channel.
+    Joined(ChannelId),
 }
 
 /// One socket's state in its task.
@@ -146,7 +247,7 @@ struct SocketTask {
     auth_refused: bool,
     anonymous: bool,
     channels: HashMap<String, Channel>,
-    joins: mpsc::UnboundedSender<JoinDone>,
+    /// Frames to write next.
     out: Vec<Message>,
     /// Push rate limit: pushes counted in the current one-second window.
     window: (Instant, u32),
@@ -154,30 +255,17 @@ struct SocketTask {
     logged: HashSet<&'static str>,
 }
 
-async fn run(st: Arc<AppState>, ws: WebSocket, auth: Auth) {
+async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, auth_refused: bool) {
     let server = st.node.config().server.clone();
-    let (user, role, refused) = match auth {
-        Auth::Anonymous => (None, None, false),
-        Auth::User(u, r) => (Some(u), Some(r), false),
-        Auth::Refused => (None, None, true),
-    };
-    let anonymous = user.is_none();
-    let Ok(mut conn) = st.node.connect(user, role, server.outbound_queue as usize).await else {
-        let mut ws = ws;
-        let _ = ws.send(close(CLOSE_RESTART, "node not running")).await;
-        return;
-    };
     st.metrics.sockets.inc();
     st.metrics.sockets_opened.inc();
     let (mut sink, mut stream) = ws.split();
-    let (joins_tx, mut joins_rx) = mpsc::unbounded_channel();
     let mut task = SocketTask {
+        anonymous: conn.user().is_none(),
         handle: conn.handle(),
         st: st.clone(),
-        auth_refused: refused,
-        anonymous,
+        auth_refused,
         channels: HashMap::new(),
-        joins: joins_tx,
         out: Vec::new(),
         window: (Instant::now(), 0),
         logged: HashSet::new(),
@@ -188,7 +276,6 @@ async fn run(st: Arc<AppState>, ws: WebSocket, auth: Auth) {
     ping.tick().await;
     let mut last_seen = Instant::now();
     let frame_limit = server.max_frame_bytes as usize;
-    let queue_cap = server.outbound_queue as usize;
     let mut clean = false;
     let mut final_close: Option<Message> = None;
     loop {
@@ -201,20 +288,20 @@ async fn run(st: Arc<AppState>, ws: WebSocket, auth: Auth) {
                         final_close = Some(close(CLOSE_TOO_BIG, "frame too large"));
                         break;
                     }
-                    task.on_text(text.as_str()).await;
+                    task.on_text(text.as_str());
                 }
                 Some(Ok(Message::Binary(_))) => {
                     last_seen = Instant::now();
                     task.refuse("binary", "binary frames are not spoken here");
                 }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_seen = Instant::now(),
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => last_seen = Instant::now(),
                 Some(Ok(Message::Close(_))) => {
                     clean = true;
                     break;
                 }
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "socket read error");
-                    if e.to_string().contains("too long") || e.to_string().contains("too big") {
+                    if matches!(e, WsError::Capacity(CapacityError::MessageTooLong { .. })) {
                         task.refuse("too_large", "frame over the transport limit");
                         final_close = Some(close(CLOSE_TOO_BIG, "frame too large"));
                     }
@@ -222,34 +309,41 @@ async fn run(st: Arc<AppState>, ws: WebSocket, auth: Auth) {
                 }
                 None => break,
             },
-            event = conn.recv() => match event {
-                Some(e) => task.on_event(e),
+            item = conn.recv_outbound() => match item {
+                Some(item) => {
+                    task.on_outbound(item);
+                    // More that waits goes into the same write.
+                    for _ in 1..BATCH_ITEMS {
+                        match conn.try_recv_outbound() {
+                            Some(item) => task.on_outbound(item),
+                            None => break,
+                        }
+                    }
+                }
                 None => {
                     final_close = Some(task.on_connection_end(conn.close_reason()));
                     break;
                 }
             },
-            Some(done) = joins_rx.recv() => task.on_join_done(done),
             _ = ping.tick() => {
                 if last_seen.elapsed() > ping_every * 2 {
                     st.metrics.ping_timeouts.inc();
                     tracing::info!("socket closed: no answer to pings");
+                    final_close = Some(close(CLOSE_GOING_AWAY, "no answer to pings"));
                     break;
                 }
-                task.out.push(Message::Ping(Vec::new().into()));
+                task.out.push(Message::Ping(Bytes::new()));
             }
-            // Frames taken from the connection during the last write: write them next.
-            () = std::future::ready(()), if !task.out.is_empty() => {}
         }
         if !task.out.is_empty() {
-            match write_queued(&mut sink, &mut task, &mut conn, send_timeout, queue_cap).await {
+            match write_queued(&mut sink, &mut task, &conn, send_timeout).await {
                 Written::All => {}
                 Written::Failed => break,
                 Written::TooSlow => {
                     // Never buffer for a client that does not read: close it, and say why.
                     st.metrics.slow_clients.inc();
-                    tracing::info!(queue_cap, "slow client closed: its frames piled up while a write was blocked");
-                    final_close = Some(close(CLOSE_TRY_AGAIN, "slow client: outbound queue full"));
+                    tracing::info!("slow client closed: a write stayed blocked for two pings");
+                    final_close = Some(close(CLOSE_TRY_AGAIN, "slow client: a write stayed blocked"));
                     break;
                 }
                 Written::ConnectionEnded => {
@@ -259,20 +353,18 @@ async fn run(st: Arc<AppState>, ws: WebSocket, auth: Auth) {
             }
         }
     }
-    let reason = conn.close_reason();
+    // The node forgets the socket now; its last frames go out after (best effort).
     conn.close(clean);
-    let last =
-        final_close.or_else(|| (reason == CloseReason::Shutdown).then(|| close(CLOSE_RESTART, "node shutting down")));
-    // Frames still queued (phx_error for a failed connection), then the close: best effort.
     let pending = std::mem::take(&mut task.out);
     let _ = tokio::time::timeout(Duration::from_millis(500), async {
-        for m in pending.into_iter().chain(last) {
+        for m in pending.into_iter().chain(final_close) {
             sink.feed(m).await?;
         }
         sink.flush().await?;
         sink.close().await
     })
     .await;
+    drop(stream);
     st.metrics.sockets.dec();
 }
 
@@ -282,23 +374,21 @@ enum Written {
     All,
     /// The socket failed (the client is gone).
     Failed,
-    /// A write stayed blocked for `send_timeout`, or more than `queue_cap` frames piled up
-    /// behind it: the client does not read fast enough.
+    /// A write stayed blocked for `send_timeout`: the client does not read.
     TooSlow,
-    /// The runtime ended the connection (see [`SocketTask::on_connection_end`]).
+    /// The connection ended meanwhile (its queue overflowed while the write was blocked, or the
+    /// node shuts down).
     ConnectionEnded,
 }
 
-/// Write the queued frames. While the write is blocked (the client reads slowly or not at
-/// all), keep taking the connection's events into the queue, so that a stalled socket is
-/// detected here, at once, by the frames piling up (`queue_cap`, the config's
-/// `outbound_queue`), rather than after `send_timeout` with this task stuck in the write.
+/// Write the frames taken so far. While the write is blocked (the client reads slowly or not
+/// at all), the connection's queue keeps filling; past its bounds the connection ends as a
+/// slow client, which ends this wait at once.
 async fn write_queued(
-    sink: &mut SplitSink<WebSocket, Message>,
+    sink: &mut SplitSink<Socket, Message>,
     task: &mut SocketTask,
-    conn: &mut Connection,
+    conn: &Connection,
     send_timeout: Duration,
-    queue_cap: usize,
 ) -> Written {
     let batch = std::mem::take(&mut task.out);
     let write = async {
@@ -307,29 +397,16 @@ async fn write_queued(
         }
         sink.flush().await
     };
-    tokio::pin!(write);
-    let deadline = tokio::time::sleep(send_timeout);
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            biased;
-            written = &mut write => return if written.is_ok() { Written::All } else { Written::Failed },
-            () = &mut deadline => return Written::TooSlow,
-            event = conn.recv() => match event {
-                Some(e) => {
-                    task.on_event(e);
-                    if task.out.len() > queue_cap {
-                        return Written::TooSlow;
-                    }
-                }
-                None => return Written::ConnectionEnded,
-            },
-        }
+    tokio::select! {
+        biased;
+        written = write => if written.is_ok() { Written::All } else { Written::Failed },
+        () = tokio::time::sleep(send_timeout) => Written::TooSlow,
+        () = conn.ended() => Written::ConnectionEnded,
     }
 }
 
 fn close(code: u16, reason: &str) -> Message {
-    Message::Close(Some(CloseFrame { code, reason: reason.to_owned().into() }))
+    Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: reason.to_owned().into() }))
 }
 
 /// The `phx_join` payload: `{"tab_id": "...", "meta": {...}}`, both optional.
@@ -372,7 +449,7 @@ impl SocketTask {
         }
     }
 
-    async fn on_text(&mut self, text: &str) {
+    fn on_text(&mut self, text: &str) {
         let frame = match Frame::parse(text) {
             Ok(f) => f,
             Err(e) => {
@@ -386,7 +463,7 @@ impl SocketTask {
             (_, "phx_leave") => self.on_leave(frame),
             (_, event) => {
                 let event = event.to_owned();
-                self.on_push(frame, event).await
+                self.on_push(frame, event)
             }
         }
     }
@@ -413,43 +490,15 @@ impl SocketTask {
             Metrics::inc(&self.st.metrics.join_rejects, "already_joined");
             return self.reply_error(&f, "already_joined");
         }
-        self.channels
-            .insert(f.topic.clone(), Channel { join_ref: f.join_ref.clone(), joined: false, held: Vec::new() });
-        let handle = self.handle.clone();
-        let tx = self.joins.clone();
-        tokio::spawn(async move {
-            let result = handle.join(Topic::from(f.topic.as_str()), tab, meta).await;
-            let _ = tx.send(JoinDone { topic: f.topic, join_ref: f.join_ref, msg_ref: f.msg_ref, result });
-        });
-    }
-
-    fn on_join_done(&mut self, done: JoinDone) {
-        let current = self.channels.get(&done.topic).is_some_and(|c| c.join_ref == done.join_ref && !c.joined);
-        let frame =
-            Frame::reply(done.join_ref.clone(), done.msg_ref.clone(), done.topic.clone(), ReplyStatus::Ok, json!({}));
-        match done.result {
-            Ok(joined) if current => {
-                self.st.metrics.joins.inc();
-                let slot = joined.token.map_or(Value::Null, |t| json!({ "token": t.to_string() }));
-                self.reply(&frame, ReplyStatus::Ok, json!({ "slot": slot }));
-                let state = serde_json::to_value(&*joined.state).unwrap_or_else(|_| json!({}));
-                self.send(Frame::push(done.join_ref.clone(), done.topic.clone(), "presence_state", state));
-                let held = self.channels.get_mut(&done.topic).map(|c| {
-                    c.joined = true;
-                    std::mem::take(&mut c.held)
-                });
-                for e in held.unwrap_or_default() {
-                    self.on_event(e);
-                }
+        // The answer comes through the connection's queue, ahead of the topic's pushes.
+        match self.handle.send_join(Topic::from(f.topic.as_str()), tab, meta) {
+            Ok(()) => {
+                let state = ChannelState::Joining { msg_ref: f.msg_ref.clone() };
+                self.channels.insert(f.topic.clone(), Channel { join_ref: f.join_ref.clone(), state });
             }
-            // Left while the join waited: the join is undone.
-            Ok(_) => self.handle.leave(Topic::from(done.topic.as_str())),
             Err(e) => {
                 Metrics::inc(&self.st.metrics.join_rejects, e.reason());
-                if current {
-                    self.channels.remove(&done.topic);
-                    self.reply(&frame, ReplyStatus::Error, json!({ "reason": e.reason() }));
-                }
+                self.reply_error(&f, e.reason());
             }
         }
     }
@@ -462,8 +511,8 @@ impl SocketTask {
         self.send(Frame::close(f.join_ref.clone(), f.topic.clone()));
     }
 
-    async fn on_push(&mut self, f: Frame, event: String) {
-        if !self.channels.get(&f.topic).is_some_and(|c| c.joined) {
+    fn on_push(&mut self, f: Frame, event: String) {
+        if !self.channels.get(&f.topic).is_some_and(|c| matches!(c.state, ChannelState::Joined(_))) {
             self.refuse("not_joined", "push to a topic the socket has not joined");
             return self.reply_error(&f, "bad_request");
         }
@@ -486,11 +535,11 @@ impl SocketTask {
         let topic = Topic::from(f.topic.as_str());
         let result = if event == "presence:update" {
             match meta_from_json(&f.payload) {
-                Ok(meta) => self.handle.update_meta(topic, meta).await,
+                Ok(meta) => self.handle.update_meta(topic, meta),
                 Err(_) => return self.reply_error(&f, "bad_request"),
             }
         } else {
-            self.handle.push(topic, event, meta_value_from_json(&f.payload)).await
+            self.handle.push(topic, event, meta_value_from_json(&f.payload))
         };
         match result {
             Ok(()) => self.reply(&f, ReplyStatus::Ok, json!({})),
@@ -499,38 +548,83 @@ impl SocketTask {
         }
     }
 
-    fn on_event(&mut self, e: ConnEvent) {
-        let topic = match &e {
-            ConnEvent::Revoked { topic, .. }
-            | ConnEvent::Closed { topic }
-            | ConnEvent::Diff { topic, .. }
-            | ConnEvent::Broadcast { topic, .. } => topic.as_str().to_owned(),
-        };
-        let Some(channel) = self.channels.get_mut(&topic) else { return };
-        if !channel.joined {
-            channel.held.push(e);
-            return;
-        }
-        let join_ref = channel.join_ref.clone();
-        match e {
-            ConnEvent::Revoked { reason, .. } => {
+    /// The joined channel of `topic` whose runtime channel is `channel`, if it still is.
+    fn joined(&self, topic: &str, channel: ChannelId) -> Option<&Channel> {
+        self.channels.get(topic).filter(|c| matches!(c.state, ChannelState::Joined(id) if id == channel))
+    }
+
+    fn on_outbound(&mut self, item: Outbound) {
+        match item {
+            Outbound::Joined { topic, channel, token } => {
+                let Some(c) = self.channels.get_mut(topic.as_str()) else { return };
+                let ChannelState::Joining { msg_ref } = &c.state else { return };
+                let f = Frame::reply(c.join_ref.clone(), msg_ref.clone(), topic.as_str(), ReplyStatus::Ok, json!({}));
+                c.state = ChannelState::Joined(channel);
+                self.st.metrics.joins.inc();
+                let slot = token.map_or(Value::Null, |t| json!({ "token": t.to_string() }));
+                self.reply(&f, ReplyStatus::Ok, json!({ "slot": slot }));
+            }
+            Outbound::JoinFailed { topic, error } => {
+                let Some(c) = self.channels.get(topic.as_str()) else { return };
+                let ChannelState::Joining { msg_ref } = &c.state else { return };
+                let f = Frame::reply(c.join_ref.clone(), msg_ref.clone(), topic.as_str(), ReplyStatus::Ok, json!({}));
+                self.channels.remove(topic.as_str());
+                self.join_refused(&f, &error);
+            }
+            Outbound::Revoked { topic, channel, reason } => {
+                let Some(join_ref) = self.joined(topic.as_str(), channel).map(|c| c.join_ref.clone()) else { return };
                 Metrics::inc(&self.st.metrics.revokes, &reason);
-                self.channels.remove(&topic);
+                self.channels.remove(topic.as_str());
+                let topic = topic.as_str().to_owned();
                 self.send(Frame::push(join_ref.clone(), topic.clone(), "slot_revoked", json!({ "reason": reason })));
                 self.send(Frame::close(join_ref, topic));
             }
-            ConnEvent::Closed { .. } => {
-                self.channels.remove(&topic);
-                self.send(Frame::close(join_ref, topic));
+            Outbound::Closed { topic, channel } => {
+                let Some(join_ref) = self.joined(topic.as_str(), channel).map(|c| c.join_ref.clone()) else { return };
+                self.channels.remove(topic.as_str());
+                self.send(Frame::close(join_ref, topic.as_str()));
             }
-            ConnEvent::Diff { diff, .. } => {
-                let payload = serde_json::to_value(&*diff).unwrap_or_else(|_| json!({}));
-                self.send(Frame::push(join_ref, topic, "presence_diff", payload));
+            Outbound::Push { channel, push } => {
+                // A push for a channel since left (or for an earlier join of the topic) is dropped.
+                let Some(join_ref) = self.joined(push.topic().as_str(), channel).map(|c| c.join_ref.clone()) else {
+                    return;
+                };
+                self.send_shared(join_ref.as_deref(), &push);
             }
-            ConnEvent::Broadcast { from, event, body, .. } => {
-                let payload = json!({ "from": from.as_str(), "body": meta_value_to_json(&body) });
-                self.send(Frame::push(join_ref, topic, event, payload));
+        }
+    }
+
+    fn join_refused(&mut self, f: &Frame, error: &JoinError) {
+        Metrics::inc(&self.st.metrics.join_rejects, error.reason());
+        self.reply_error(f, error.reason());
+    }
+
+    /// A shared push: its bytes, encoded once for every receiver, with this channel's
+    /// `join_ref` in front. A long one goes out as fragments of [`FRAGMENT`] bytes, the shared
+    /// bytes sliced, not copied.
+    fn send_shared(&mut self, join_ref: Option<&str>, push: &Push) {
+        let shared = match push.encoded() {
+            Some(bytes) => bytes.clone(),
+            None => PhoenixEncoder.encode(push.topic(), push.body()),
+        };
+        let prefix = join_ref_prefix(join_ref);
+        if shared.len() <= FRAGMENT {
+            let mut text = Vec::with_capacity(prefix.len() + shared.len());
+            text.extend_from_slice(prefix.as_bytes());
+            text.extend_from_slice(&shared);
+            match String::from_utf8(text) {
+                Ok(text) => self.out.push(Message::Text(text.into())),
+                Err(_) => tracing::error!("a shared push is not UTF-8: not sent"),
             }
+            return;
+        }
+        self.out.push(Message::Frame(WsFrame::message(Bytes::from(prefix), OpCode::Data(Data::Text), false)));
+        let mut at = 0;
+        while at < shared.len() {
+            let end = (at + FRAGMENT).min(shared.len());
+            let last = end == shared.len();
+            self.out.push(Message::Frame(WsFrame::message(shared.slice(at..end), OpCode::Data(Data::Continue), last)));
+            at = end;
         }
     }
 
@@ -543,7 +637,8 @@ impl SocketTask {
             }
             CloseReason::Shutdown => close(CLOSE_RESTART, "node shutting down"),
             _ => {
-                // The connection's actor died: every channel errors (the client rejoins).
+                // The connection failed inside the node: every channel errors (the client
+                // rejoins).
                 let topics: Vec<(String, Option<String>)> =
                     self.channels.drain().map(|(t, c)| (t, c.join_ref)).collect();
                 for (t, jr) in topics {

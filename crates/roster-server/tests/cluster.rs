@@ -414,6 +414,59 @@ fn kill9_removes_the_nodes_presences_everywhere_within_1s_and_its_restart_resync
     assert!(back.is_empty(), "carol's old presence came back: {back:?}");
 }
 
+/// The kill scenario of issue 13: a user joins on b, a watcher joins the same topic on c right
+/// after, and b is killed with SIGKILL. c drops the user at once; the watcher's phoenix
+/// `Presence` must drop it too (it once kept the user for good). Three rounds, killing at once,
+/// once c lists the user, and once the watcher does; in each the watcher's list ends equal to
+/// c's within P3's bound, and the user never comes back.
+#[test]
+fn a_watcher_joined_right_after_a_user_on_a_killed_node_sees_the_user_leave() {
+    let _serial = serial();
+    let mut c = ClusterSpec::new(3).policy(ADMINS_EXEMPT).start(ROSTER);
+    let js = JsDriver::start();
+    for round in 0..3 {
+        let topic = format!("room:watch{round}");
+        let (user, watcher) = (format!("user{round}"), format!("watcher{round}"));
+        js.connect(&user, &c.socket_url(1), &token(&user, "admin"));
+        js.connect(&watcher, &c.socket_url(2), &token(&watcher, "admin"));
+        // Back to back: the watcher's join races the user's presence on its way to c.
+        let joins: Vec<u64> = [&user, &watcher]
+            .iter()
+            .map(|conn| {
+                let tab = format!("{conn}-tab");
+                js.send(json!({"cmd": "join", "conn": conn, "topic": topic, "tab_id": tab, "meta": {}}))
+            })
+            .collect();
+        for id in joins {
+            let reply = js.reply(id, SETTLE).unwrap_or_else(|e| c.fail(&e));
+            assert_eq!(reply["status"], "ok", "round {round}: {reply}");
+        }
+        let both = one_each(&[&user, &watcher]);
+        match round {
+            0 => Duration::ZERO,
+            1 => c.wait_until(SETTLE, "c lists the user", |c| nodes_agree(c, &[2], &topic, &both)),
+            _ => c.wait_until(SETTLE, "the watcher lists the user", |_| clients_see(&js, &[&watcher], &topic, &both)),
+        };
+        let mark = js.mark();
+        let killed = Instant::now();
+        c.kill9(1);
+        let alone = one_each(&[&watcher]);
+        c.wait_until(SETTLE, "c lists the watcher alone", |c| nodes_agree(c, &[2], &topic, &alone));
+        c.wait_until(SETTLE, "the watcher's Presence lists itself alone", |_| {
+            clients_see(&js, &[&watcher], &topic, &alone)
+        });
+        let gone = killed.elapsed();
+        eprintln!("round {round}: the user gone from the watcher's list {gone:?} after the kill of b");
+        assert!(gone < KILL_BOUND, "round {round}: the watcher listed the user {gone:?} after the kill (P3: < 1 s)");
+        assert_eq!(js.presence(&watcher, &topic), json!({&watcher: c.presence(2, &topic)[&watcher]["metas"]}));
+        c.restart(1);
+        c.wait_ready(1);
+        let back = js.events_after(mark, |e| e["event"] == "presence_join" && e["key"] == user.as_str());
+        assert!(back.is_empty(), "round {round}: the killed user came back: {back:?}");
+        assert!(clients_see(&js, &[&watcher], &topic, &alone), "round {round}: after b's restart");
+    }
+}
+
 #[test]
 fn sigstop_marks_the_node_down_and_drops_its_presences_then_sigcont_brings_them_back() {
     let _serial = serial();

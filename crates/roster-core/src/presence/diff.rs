@@ -1,5 +1,5 @@
-//! Joins and leaves: netted per `phx_ref` ([`PresenceChanges`]), coalesced per topic over a
-//! window ([`DiffCoalescer`]), and shaped for the Phoenix client ([`PresenceDiff`]).
+//! Joins and leaves: netted per `phx_ref` ([`PresenceChanges`]) and shaped for the Phoenix
+//! client ([`PresenceDiff`]); `fanout.rs` coalesces them per topic window.
 //!
 //! Netting is what keeps a client right. phoenix.js `syncDiff` applies a diff's joins first and
 //! its leaves second, matching metas by `phx_ref`, so a diff must never carry one `phx_ref` in
@@ -8,11 +8,10 @@
 //! presence *before* the batch and *after* it; only a difference is reported.
 
 use super::{count_meta, is_anonymous, AnonymousView, PresenceMeta};
-use crate::ids::{Meta, MetaValue, Millis, PhxRef, Topic, UserId};
+use crate::ids::{Meta, MetaValue, PhxRef, Topic, UserId};
 use serde::ser::{Serialize, Serializer};
 use std::collections::btree_map::Entry as BTreeEntry;
-use std::collections::hash_map::Entry as HashEntry;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The joins and leaves one table operation (or several, merged) caused, per topic.
@@ -218,85 +217,6 @@ impl TopicChanges {
     fn count(&mut self, before: usize, after: usize) {
         let first = self.anonymous.map_or(before, |c| c.before);
         self.anonymous = (first != after).then_some(CountChange { before: first, after });
-    }
-}
-
-/// Coalesces [`PresenceChanges`] per topic over `diff_ms`, so a burst of a thousand joins is
-/// one `presence_diff` frame.
-///
-/// A topic's window opens with its first change and closes `diff_ms` later; the caller
-/// schedules a timer at [`due_at`](Self::due_at) and calls [`flush`](Self::flush) then. Inside
-/// a window changes net per `phx_ref` (a join then a leave cancel; an update is the leave of
-/// the old ref plus the join of the new one), and the anonymous count moves at most once.
-#[derive(Clone, Debug)]
-pub struct DiffCoalescer {
-    diff_ms: Millis,
-    pending: HashMap<Topic, TopicChanges>,
-    /// `(due, topic)` in the order windows opened; `now` is monotonic, so also by due time.
-    windows: VecDeque<(Millis, Topic)>,
-}
-
-impl DiffCoalescer {
-    /// A coalescer whose windows last `diff_ms`.
-    pub fn new(diff_ms: Millis) -> Self {
-        Self { diff_ms, pending: HashMap::new(), windows: VecDeque::new() }
-    }
-
-    /// Adds changes that happened at `now`; opens a window for each topic without one.
-    pub fn push(&mut self, changes: PresenceChanges, now: Millis) {
-        for (topic, changes) in changes {
-            match self.pending.entry(topic) {
-                HashEntry::Occupied(o) => o.into_mut().merge(changes),
-                HashEntry::Vacant(v) => {
-                    self.windows.push_back((now.saturating_add(self.diff_ms), v.key().clone()));
-                    v.insert(changes);
-                }
-            }
-        }
-    }
-
-    /// When the earliest open window closes; `None` when nothing is pending.
-    pub fn due_at(&self) -> Option<Millis> {
-        self.windows.front().map(|(due, _)| *due)
-    }
-
-    /// Whether `topic` has an open window.
-    pub fn is_pending(&self, topic: &Topic) -> bool {
-        self.pending.contains_key(topic)
-    }
-
-    /// Closes every window due at `now` and returns one diff per topic, in window order,
-    /// leaving out topics whose changes netted to nothing. `view` says how each topic shows
-    /// its anonymous viewers.
-    pub fn flush(&mut self, now: Millis, view: impl Fn(&Topic) -> AnonymousView) -> Vec<(Topic, PresenceDiff)> {
-        let mut out = Vec::new();
-        while let Some((due, _)) = self.windows.front() {
-            if *due > now {
-                break;
-            }
-            if let Some((_, topic)) = self.windows.pop_front() {
-                self.close(topic, &view, &mut out);
-            }
-        }
-        out
-    }
-
-    /// Closes every window now, due or not (shutdown, tests).
-    pub fn flush_all(&mut self, view: impl Fn(&Topic) -> AnonymousView) -> Vec<(Topic, PresenceDiff)> {
-        let mut out = Vec::new();
-        while let Some((_, topic)) = self.windows.pop_front() {
-            self.close(topic, &view, &mut out);
-        }
-        out
-    }
-
-    fn close(&mut self, topic: Topic, view: &impl Fn(&Topic) -> AnonymousView, out: &mut Vec<(Topic, PresenceDiff)>) {
-        if let Some(changes) = self.pending.remove(&topic) {
-            let diff = changes.to_diff(view(&topic));
-            if !diff.is_empty() {
-                out.push((topic, diff));
-            }
-        }
     }
 }
 

@@ -81,6 +81,11 @@ impl PresenceList {
         Self { entries, view }
     }
 
+    /// How it shows anonymous viewers.
+    pub fn view(&self) -> AnonymousView {
+        self.view
+    }
+
     /// Whether nobody is present.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()

@@ -9,8 +9,9 @@
 //!  peer Delta ─► apply_delta ──┤  (or NeedSnapshot: ask that node for its snapshot)
 //!  peer Snapshot ─► apply_snapshot[_chunk]
 //!  peer down ─► drop_origin ───┤
-//!                              └─► PresenceChanges ─► DiffCoalescer ─► PresenceDiff per topic
-//!                                                      (diff_ms)
+//!                              └─► PresenceChanges ─► Fanout ─► per topic window (diff_ms): one
+//!                                                              PresenceDiff to the synced subscribers,
+//!                                                              one PresenceList to the new ones
 //! ```
 //!
 //! Every operation on the [`PresenceTable`] returns the joins and leaves it caused
@@ -21,18 +22,21 @@
 //!
 //! Files: `table.rs` (the replica table: local writes, delta and snapshot merge, reads),
 //! `delta.rs` (what travels between nodes, and the outgoing [`DeltaBuffer`]), `diff.rs`
-//! (netted joins/leaves, the per-topic [`DiffCoalescer`], the diff frame), `list.rs` (a
-//! topic's persistent entries and the [`PresenceList`] snapshot of them).
+//! (netted joins/leaves, the diff frame), `fanout.rs` (each topic's subscribers and window:
+//! what every subscriber receives, [`Fanout`]), `list.rs` (a topic's persistent entries and the
+//! [`PresenceList`] snapshot of them).
 
 mod delta;
 mod diff;
+mod fanout;
 mod list;
 mod table;
 #[cfg(test)]
 mod tests;
 
 pub use delta::{Change, Delta, DeltaBuffer, EntryRecord, NeedSnapshot, Snapshot, SnapshotChunk, SnapshotReason};
-pub use diff::{CountChange, DiffCoalescer, MetaList, PresenceChanges, PresenceDiff, TopicChanges};
+pub use diff::{CountChange, MetaList, PresenceChanges, PresenceDiff, TopicChanges};
+pub use fanout::{Delivery, Fanout, SubscriberId};
 pub use list::PresenceList;
 pub use table::{LocalWrite, PresenceTable};
 
