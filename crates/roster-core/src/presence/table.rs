@@ -58,15 +58,14 @@ impl TopicIndex {
     }
 
     /// Adds `meta` under `key`; returns the key as the index holds it, to share.
-    fn insert(&mut self, key: &str, meta: Arc<PresenceMeta>) -> Arc<str> {
+    fn insert(&mut self, key: Arc<str>, meta: Arc<PresenceMeta>) -> Arc<str> {
         self.len += 1;
-        if let Some((shared, metas)) = self.by_key.get_key_value_mut(key) {
+        if let Some((shared, metas)) = self.by_key.get_key_value_mut(&*key) {
             metas.insert(ByAge(meta));
             return Arc::clone(shared);
         }
-        let shared: Arc<str> = Arc::from(key);
-        self.by_key.insert(Arc::clone(&shared), KeyEntries::unit(ByAge(meta)));
-        shared
+        self.by_key.insert(Arc::clone(&key), KeyEntries::unit(ByAge(meta)));
+        key
     }
 
     /// Removes this very `meta` from under `key`; whether it was there.
@@ -124,7 +123,7 @@ struct Assembly {
 pub struct LocalWrite {
     /// Send to every peer (through a [`DeltaBuffer`](super::DeltaBuffer)).
     pub delta: Option<Delta>,
-    /// Feed to this node's [`DiffCoalescer`](super::DiffCoalescer).
+    /// Feed to this node's [`Fanout`](super::Fanout), with each topic's list after it.
     pub changes: PresenceChanges,
 }
 
@@ -174,7 +173,7 @@ impl PresenceTable {
     pub fn track(
         &mut self,
         topic: Topic,
-        key: String,
+        key: impl Into<Arc<str>>,
         socket: SocketId,
         tab_id: Option<TabId>,
         meta: Meta,
@@ -182,10 +181,11 @@ impl PresenceTable {
         phx_ref: PhxRef,
     ) -> LocalWrite {
         let conn = conn_of(&self.me, socket);
+        let key: Arc<str> = key.into();
         let meta = PresenceMeta { phx_ref, tab_id, node: self.me.node.clone(), online_at: now, meta };
         let record = EntryRecord::new(&topic, &key, socket, &meta);
         let mut out = PresenceChanges::default();
-        let replaced = self.put(&topic, &conn, &key, Arc::new(meta), &mut out);
+        let replaced = self.put(&topic, &conn, key, Arc::new(meta), &mut out);
         let change = if replaced { Change::Update(record) } else { Change::Join(record) };
         self.local(vec![change], out)
     }
@@ -198,11 +198,11 @@ impl PresenceTable {
         let Some((key, old)) = self.lookup(topic, &conn) else {
             return LocalWrite::default();
         };
-        let key = key.to_owned();
+        let key = Arc::clone(key);
         let new = PresenceMeta { phx_ref, meta, ..PresenceMeta::clone(old) };
         let record = EntryRecord::new(topic, &key, socket, &new);
         let mut out = PresenceChanges::default();
-        self.put(topic, &conn, &key, Arc::new(new), &mut out);
+        self.put(topic, &conn, key, Arc::new(new), &mut out);
         self.local(vec![Change::Update(record)], out)
     }
 
@@ -281,7 +281,7 @@ impl PresenceTable {
             match change {
                 Change::Join(record) | Change::Update(record) => {
                     let (topic, key, socket, meta) = record.clone().into_parts(&origin.node);
-                    self.put(&topic, &conn_of(origin, socket), &key, Arc::new(meta), &mut out);
+                    self.put(&topic, &conn_of(origin, socket), Arc::from(key), Arc::new(meta), &mut out);
                 }
                 Change::Leave { topic, socket } => {
                     self.take(topic, &conn_of(origin, *socket), &mut out);
@@ -441,10 +441,10 @@ impl PresenceTable {
             let conn = conn_of(origin, record.socket);
             let same = self
                 .lookup(&record.topic, &conn)
-                .is_some_and(|(key, meta)| key == record.key && meta.phx_ref == record.phx_ref);
+                .is_some_and(|(key, meta)| **key == *record.key && meta.phx_ref == record.phx_ref);
             if !same {
                 let (topic, key, _, meta) = record.into_parts(&origin.node);
-                self.put(&topic, &conn, &key, Arc::new(meta), out);
+                self.put(&topic, &conn, Arc::from(key), Arc::new(meta), out);
             }
         }
     }
@@ -516,7 +516,7 @@ impl PresenceTable {
 
     // ---- the two indexes ----------------------------------------------------------------
 
-    fn lookup(&self, topic: &Topic, conn: &ConnId) -> Option<(&str, &Arc<PresenceMeta>)> {
+    fn lookup(&self, topic: &Topic, conn: &ConnId) -> Option<(&Arc<str>, &Arc<PresenceMeta>)> {
         let entry = self.conns.get(&conn.gateway)?.get(&conn.socket)?.get(topic)?;
         Some((&entry.key, &entry.meta))
     }
@@ -526,7 +526,7 @@ impl PresenceTable {
         &mut self,
         topic: &Topic,
         conn: &ConnId,
-        key: &str,
+        key: Arc<str>,
         meta: Arc<PresenceMeta>,
         out: &mut PresenceChanges,
     ) -> bool {

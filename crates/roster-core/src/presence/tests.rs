@@ -160,7 +160,7 @@ fn to_flat_reserved_keys_win_over_user_keys() {
 fn list_serializes_to_the_phoenix_shape_with_plain_values() {
     let mut a = PresenceTable::new(inc("a", 1));
     let user = meta(&[("name", name("Ada")), ("tags", MetaValue::List(vec![MetaValue::Int(1)]))]);
-    let w = a.track(topic("room:1"), "42".into(), SocketId(1), Some("t1".into()), user, 1000, phx(1));
+    let w = a.track(topic("room:1"), "42", SocketId(1), Some("t1".into()), user, 1000, phx(1));
     let expected_meta = serde_json::json!({
         "name": "Ada", "tags": [1], "phx_ref": phx(1).0, "tab_id": "t1", "node": "a", "online_at": 1000
     });
@@ -175,9 +175,9 @@ fn list_serializes_to_the_phoenix_shape_with_plain_values() {
 fn list_groups_metas_by_key_oldest_first() {
     let mut a = PresenceTable::new(inc("a", 1));
     let room = topic("room:1");
-    a.track(room.clone(), "u1".into(), SocketId(2), None, Meta::new(), 20, phx(1));
-    a.track(room.clone(), "u1".into(), SocketId(1), None, Meta::new(), 10, phx(2));
-    a.track(room.clone(), "u2".into(), SocketId(3), None, Meta::new(), 5, phx(3));
+    a.track(room.clone(), "u1", SocketId(2), None, Meta::new(), 20, phx(1));
+    a.track(room.clone(), "u1", SocketId(1), None, Meta::new(), 10, phx(2));
+    a.track(room.clone(), "u2", SocketId(3), None, Meta::new(), 5, phx(3));
     let list = a.list(&room, LIST);
     let keys: Vec<&str> = list.keys().collect();
     assert_eq!(keys, ["u1", "u2"]);
@@ -202,9 +202,9 @@ fn list_serializes_each_meta_exactly_as_its_flat_map() {
         ("tabs", MetaValue::Map(meta(&[("x", MetaValue::Null)]))),
         ("zzz", MetaValue::List(vec![name("last")])),
     ]);
-    a.track(room.clone(), "u1".into(), SocketId(1), Some("t1".into()), user.clone(), u64::MAX, phx(1));
-    a.track(room.clone(), "u1".into(), SocketId(2), None, Meta::new(), 7, phx(2));
-    a.track(room.clone(), "anonymous".into(), SocketId(3), None, user, 8, phx(3));
+    a.track(room.clone(), "u1", SocketId(1), Some("t1".into()), user.clone(), u64::MAX, phx(1));
+    a.track(room.clone(), "u1", SocketId(2), None, Meta::new(), 7, phx(2));
+    a.track(room.clone(), "anonymous", SocketId(3), None, user, 8, phx(3));
     for view in [LIST, COUNT] {
         let list = a.list(&room, view);
         let json = serde_json::to_string(&list).unwrap();
@@ -952,7 +952,7 @@ impl Node {
         match *op {
             Op::Track { room: r, user, socket, tab, value: v } => {
                 let key = if user == 0 { "anonymous".to_owned() } else { format!("u{user}") };
-                let tab = tab.then(|| TabId(format!("tab{socket}")));
+                let tab = tab.then(|| TabId::from(format!("tab{socket}")));
                 self.table.track(room(r), key, SocketId(socket.into()), tab, value(v), self.clock, fresh)
             }
             Op::Update { room: r, socket, value: v } => {
@@ -1364,7 +1364,7 @@ impl Sim {
         rooms()
             .flat_map(|r| self.receiver.table.list(&r, LIST).to_map().into_values())
             .flat_map(|l| l.metas)
-            .filter(|m| m.get("node") == Some(&MetaValue::Str(node.0.clone())))
+            .filter(|m| m.get("node") == Some(&MetaValue::Str(node.to_string())))
             .map(|m| ref_of(&m))
             .collect()
     }
