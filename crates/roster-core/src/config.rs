@@ -242,6 +242,19 @@ pub enum AnonymousMode {
     List,
 }
 
+/// A policy's `presence`: how signed-in users appear in presence.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PresenceMode {
+    /// `"list"`: one key per user, one meta per connection (Phoenix's shape).
+    #[default]
+    List,
+    /// `"count"`: one presence key `users` whose single meta's `count` is the cluster-wide
+    /// number of distinct signed-in users; no user is listed, so a join costs the others a
+    /// count, not an entry (stream rooms where nobody renders the list).
+    Count,
+}
+
 /// One `[[policy]]` entry as written. Only `topic` is required.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -272,6 +285,9 @@ pub struct PolicyConfig {
     /// How anonymous viewers appear. Default: `"count"`.
     #[serde(default)]
     pub anonymous: AnonymousMode,
+    /// How signed-in users appear: `"list"` or `"count"`. Default: `"list"`.
+    #[serde(default)]
+    pub presence: PresenceMode,
 }
 
 fn default_max_slots() -> u32 {
@@ -294,6 +310,7 @@ impl PolicyConfig {
             reserve_ms: 0,
             exempt_roles: Vec::new(),
             anonymous: AnonymousMode::default(),
+            presence: PresenceMode::default(),
         }
     }
 }
@@ -357,6 +374,8 @@ pub struct Policy {
     pub exempt_roles: Vec<Role>,
     /// How anonymous viewers appear.
     pub anonymous: AnonymousMode,
+    /// How signed-in users appear.
+    pub presence: PresenceMode,
 }
 
 impl Policy {
@@ -377,6 +396,7 @@ impl Policy {
             reserve_ms: p.reserve_ms,
             exempt_roles: p.exempt_roles.clone(),
             anonymous: p.anonymous,
+            presence: p.presence,
         }
     }
 
@@ -392,6 +412,20 @@ impl Policy {
     /// Whether a user with `role` skips the slot check under this policy.
     pub fn is_exempt(&self, role: &Role) -> bool {
         self.exempt_roles.contains(role)
+    }
+
+    /// How a topic of this policy shows its presences.
+    pub fn presence_view(&self) -> crate::PresenceView {
+        crate::PresenceView {
+            anonymous: match self.anonymous {
+                AnonymousMode::List => crate::AnonymousView::List,
+                _ => crate::AnonymousView::Count,
+            },
+            users: match self.presence {
+                PresenceMode::List => crate::UsersView::List,
+                PresenceMode::Count => crate::UsersView::Count,
+            },
+        }
     }
 }
 
@@ -875,15 +909,19 @@ mod tests {
         assert_eq!(p.reserve_ms, 0);
         assert!(p.exempt_roles.is_empty());
         assert_eq!(p.anonymous, AnonymousMode::Count);
+        assert_eq!(p.presence, PresenceMode::List);
     }
 
     #[test]
     fn policy_enums_are_written_in_lowercase() {
         let c = parse_with(
             "[[policy]]\ntopic = \"a\"\nscope = \"global\"\non_conflict = \"wait\"\nanonymous = \"list\"\n\
-             [[policy]]\ntopic = \"b\"\non_conflict = \"reject\"\nanonymous = \"deny\"",
+             [[policy]]\ntopic = \"b\"\non_conflict = \"reject\"\nanonymous = \"deny\"\npresence = \"count\"",
         )
         .unwrap();
+        assert_eq!((c.policy[0].presence, c.policy[1].presence), (PresenceMode::List, PresenceMode::Count));
+        let view = Policy::from_config(PolicyId::BuiltIn, &c.policy[1]).presence_view();
+        assert_eq!((view.anonymous, view.users), (crate::AnonymousView::Count, crate::UsersView::Count));
         assert_eq!(c.policy[0].scope, ScopeKind::Global);
         assert_eq!(c.policy[0].on_conflict, OnConflict::Wait);
         assert_eq!(c.policy[0].anonymous, AnonymousMode::List);
@@ -1327,16 +1365,20 @@ mod tests {
             0u64..10_000,
             proptest::collection::vec("[a-z]{1,6}", 0..3),
             prop_oneof![Just(AnonymousMode::Deny), Just(AnonymousMode::Count), Just(AnonymousMode::List)],
+            prop_oneof![Just(PresenceMode::List), Just(PresenceMode::Count)],
         )
-            .prop_map(|(scope, max_slots, on_conflict, wait_ms, reserve_ms, roles, anonymous)| PolicyConfig {
-                topic: String::new(),
-                scope,
-                max_slots,
-                on_conflict,
-                wait_ms,
-                reserve_ms,
-                exempt_roles: roles.into_iter().map(Role::from).collect(),
-                anonymous,
+            .prop_map(|(scope, max_slots, on_conflict, wait_ms, reserve_ms, roles, anonymous, presence)| {
+                PolicyConfig {
+                    topic: String::new(),
+                    scope,
+                    max_slots,
+                    on_conflict,
+                    wait_ms,
+                    reserve_ms,
+                    exempt_roles: roles.into_iter().map(Role::from).collect(),
+                    anonymous,
+                    presence,
+                }
             });
         let policies = (proptest::collection::vec(policy, 0..5), any::<bool>()).prop_map(|(mut ps, catch_all)| {
             let last = ps.len().saturating_sub(1);

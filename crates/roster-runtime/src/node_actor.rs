@@ -366,7 +366,7 @@ impl NodeActorState {
 
     /// The topic's list as the replica holds it now.
     fn list(&self, topic: &Topic) -> PresenceList {
-        self.core.presence().list(topic, self.core.anonymous_view(topic))
+        self.core.presence().list(topic, self.core.presence_view(topic))
     }
 
     fn unsubscribe(&self, topic: &Topic, id: SubscriberId) {
@@ -403,7 +403,7 @@ impl NodeActorState {
     fn publish(&mut self) {
         let mut published = self.published.write().unwrap_or_else(|e| e.into_inner());
         for topic in self.dirty.drain() {
-            let view = self.core.anonymous_view(&topic);
+            let view = self.core.presence_view(&topic);
             let list = self.core.presence().list(&topic, view);
             if list.is_empty() {
                 published.remove(&topic);

@@ -112,6 +112,35 @@ async fn anonymous_viewers_are_counted_and_cannot_push() {
 }
 
 #[tokio::test]
+async fn a_counted_room_shows_the_number_of_distinct_users_and_its_diffs_move_the_count() {
+    let node =
+        start(config("[[policy]]\ntopic = \"stream:*\"\npresence = \"count\"\nexempt_roles = [\"admin\"]\n")).await;
+    let _a = node.join(JoinRequest::user("ann", "stream:1").tab("a")).await.unwrap();
+    let _a2 = node.join(JoinRequest::user("ann", "stream:1").tab("b").role("admin")).await.unwrap();
+    let b = node.join(JoinRequest::user("ben", "stream:1").tab("a")).await.unwrap();
+    let _v = node.join(JoinRequest::anonymous("stream:1")).await.unwrap();
+    let mut sub = node.presence("stream:1").subscribe();
+    let roster_runtime::PresenceFeed::State(state) = next_feed(&mut sub).await else { panic!("a state first") };
+    assert_eq!(
+        serde_json::to_value(&*state).unwrap(),
+        serde_json::json!({
+            "anonymous": {"metas": [{"count": 1, "phx_ref": "anonymous:1"}]},
+            "users": {"metas": [{"count": 2, "phx_ref": "users:2"}]},
+        })
+    );
+    b.leave();
+    let diff = serde_json::to_value(&*next_diff(&mut sub).await).unwrap();
+    assert_eq!(
+        diff,
+        serde_json::json!({
+            "joins": {"users": {"metas": [{"count": 1, "phx_ref": "users:1"}]}},
+            "leaves": {"users": {"metas": [{"count": 2, "phx_ref": "users:2"}]}},
+        })
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test]
 async fn anonymous_is_refused_where_the_policy_denies_it() {
     let node = start(config("[[policy]]\ntopic = \"*\"\nanonymous = \"deny\"\n")).await;
     assert_eq!(node.join(JoinRequest::anonymous("room:1")).await.err(), Some(JoinError::Unauthorized));

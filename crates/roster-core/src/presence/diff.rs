@@ -7,7 +7,7 @@
 //! left and came back (a peer declared down, then its snapshot). Each ref is kept as its
 //! presence *before* the batch and *after* it; only a difference is reported.
 
-use super::{count_meta, is_anonymous, AnonymousView, PresenceMeta};
+use super::{counted_meta, AnonymousView, PresenceMeta, PresenceView, UsersView, USERS_KEY};
 use crate::ids::{Meta, MetaValue, PhxRef, Topic, UserId};
 use serde::ser::{Serialize, Serializer};
 use std::collections::btree_map::Entry as BTreeEntry;
@@ -20,11 +20,13 @@ pub struct PresenceChanges {
     topics: BTreeMap<Topic, TopicChanges>,
 }
 
-/// The netted joins and leaves of one topic, plus the change of its anonymous count.
+/// The netted joins and leaves of one topic, plus the changes of its anonymous count and of
+/// its number of signed-in users.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TopicChanges {
     refs: BTreeMap<PhxRef, RefChange>,
     anonymous: Option<CountChange>,
+    users: Option<CountChange>,
 }
 
 /// One `phx_ref` seen in a batch: was it present before, is it present after.
@@ -100,6 +102,11 @@ impl PresenceChanges {
         self.topic_mut(topic).count(before, after);
     }
 
+    pub(super) fn users(&mut self, topic: &Topic, before: usize, after: usize) {
+        let c = self.topic_mut(topic);
+        c.users = net(c.users, before, after);
+    }
+
     /// Drops topics whose changes netted out; table operations call it before returning.
     pub(super) fn prune(mut self) -> Self {
         self.topics.retain(|_, c| !c.is_empty());
@@ -134,7 +141,7 @@ impl IntoIterator for PresenceChanges {
 impl TopicChanges {
     /// Whether nothing visible changed in this topic.
     pub fn is_empty(&self) -> bool {
-        self.refs.is_empty() && self.anonymous.is_none()
+        self.refs.is_empty() && self.anonymous.is_none() && self.users.is_none()
     }
 
     /// The metas that appeared, as `(key, meta)`, anonymous ones included.
@@ -150,6 +157,11 @@ impl TopicChanges {
     /// How the anonymous count moved, if it did.
     pub fn anonymous_count(&self) -> Option<CountChange> {
         self.anonymous
+    }
+
+    /// How the number of signed-in users (distinct keys) moved, if it did.
+    pub fn users_count(&self) -> Option<CountChange> {
+        self.users
     }
 
     /// Appends changes that happened after these, netting per `phx_ref`.
@@ -173,26 +185,37 @@ impl TopicChanges {
         if let Some(c) = later.anonymous {
             self.count(c.before, c.after);
         }
+        if let Some(c) = later.users {
+            self.users = net(self.users, c.before, c.after);
+        }
     }
 
-    /// The client frame for these changes. With [`AnonymousView::Count`], anonymous metas are
-    /// replaced by the count meta: a leave of the old count's meta and a join of the new one.
-    pub fn to_diff(&self, view: AnonymousView) -> PresenceDiff {
+    /// The client frame for these changes. A count shown instead of metas ([`AnonymousView::Count`]
+    /// for anonymous viewers, [`UsersView::Count`] for signed-in users) moves as a leave of the
+    /// old count's meta and a join of the new one.
+    ///
+    /// [`UsersView::Count`]: super::UsersView::Count
+    pub fn to_diff(&self, view: impl Into<PresenceView>) -> PresenceDiff {
+        let view = view.into();
         let mut diff = PresenceDiff::default();
         for c in self.refs.values() {
-            if c.before == c.after || (view == AnonymousView::Count && is_anonymous(&c.key)) {
+            if c.before == c.after || view.counts(&c.key) {
                 continue;
             }
             let side = if c.after { &mut diff.joins } else { &mut diff.leaves };
             side.entry(c.key.clone()).or_default().metas.push(c.meta.to_flat());
         }
-        if let (AnonymousView::Count, Some(c)) = (view, self.anonymous) {
-            let key = UserId::ANONYMOUS.to_owned();
+        let counts = [
+            (view.anonymous == AnonymousView::Count, UserId::ANONYMOUS, self.anonymous),
+            (view.users == UsersView::Count, USERS_KEY, self.users),
+        ];
+        for (shown, key, change) in counts {
+            let (true, Some(c)) = (shown, change) else { continue };
             if c.before > 0 {
-                diff.leaves.insert(key.clone(), MetaList { metas: vec![count_meta(c.before)] });
+                diff.leaves.insert(key.to_owned(), MetaList { metas: vec![counted_meta(key, c.before)] });
             }
             if c.after > 0 {
-                diff.joins.insert(key, MetaList { metas: vec![count_meta(c.after)] });
+                diff.joins.insert(key.to_owned(), MetaList { metas: vec![counted_meta(key, c.after)] });
             }
         }
         diff
@@ -215,9 +238,15 @@ impl TopicChanges {
     }
 
     fn count(&mut self, before: usize, after: usize) {
-        let first = self.anonymous.map_or(before, |c| c.before);
-        self.anonymous = (first != after).then_some(CountChange { before: first, after });
+        self.anonymous = net(self.anonymous, before, after);
     }
+}
+
+/// A count that moved from `before` to `after`, after it had moved as `earlier` says: from
+/// the first `before` to the last `after`, or nothing if that is no move.
+fn net(earlier: Option<CountChange>, before: usize, after: usize) -> Option<CountChange> {
+    let first = earlier.map_or(before, |c| c.before);
+    (first != after).then_some(CountChange { before: first, after })
 }
 
 /// The metas of one presence key, serialized as Phoenix's `{"metas": [...]}` with plain JSON

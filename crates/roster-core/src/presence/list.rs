@@ -8,8 +8,9 @@
 //! costs nothing.
 
 use super::diff::{MetaList, Plain, PlainMeta};
-use super::{count_meta, is_anonymous, AnonymousView, PresenceMeta};
+use super::{counted_meta, PresenceMeta, PresenceView, UsersView, USERS_KEY};
 use crate::ids::Meta;
+use crate::ids::UserId;
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, SerializeStruct, Serializer};
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -59,30 +60,32 @@ impl Eq for ByAge {}
 /// An immutable snapshot of the table at the time [`PresenceTable::list`] was called: cloning
 /// and taking one are O(1), later writes to the table do not show. Reading a key's metas
 /// ([`get`](Self::get), [`iter`](Self::iter)) or serializing flattens them then. With
-/// [`AnonymousView::Count`], the anonymous entries show as the single count meta (and the
-/// `anonymous` key is absent when there are none).
+/// [`AnonymousView::Count`](super::AnonymousView::Count), the anonymous entries show as the single count meta (and the
+/// `anonymous` key is absent when there are none); with [`UsersView::Count`], the signed-in
+/// users show as one count meta under [`USERS_KEY`](super::USERS_KEY) and no user key is listed.
 ///
 /// [`PresenceTable::list`]: super::PresenceTable::list
 #[derive(Clone, Default)]
 pub struct PresenceList {
     entries: TopicEntries,
-    view: AnonymousView,
+    view: PresenceView,
 }
 
-/// What one key shows: its metas, or the anonymous count.
+/// What one key shows: its metas, or a count meta.
 #[derive(Clone, Copy)]
 enum Shown<'a> {
-    Count(usize),
+    /// One meta under this key counting this many.
+    Count(&'a str, usize),
     Metas(&'a KeyEntries),
 }
 
 impl PresenceList {
-    pub(super) fn new(entries: TopicEntries, view: AnonymousView) -> Self {
+    pub(super) fn new(entries: TopicEntries, view: PresenceView) -> Self {
         Self { entries, view }
     }
 
-    /// How it shows anonymous viewers.
-    pub fn view(&self) -> AnonymousView {
+    /// How it shows anonymous viewers and signed-in users.
+    pub fn view(&self) -> PresenceView {
         self.view
     }
 
@@ -91,29 +94,33 @@ impl PresenceList {
         self.entries.is_empty()
     }
 
-    /// The number of presence keys (users, plus `anonymous` if any).
+    /// The number of presence keys shown (users, plus `anonymous` if any; with users counted,
+    /// `users` and `anonymous` at most).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        match self.view.users {
+            UsersView::List => self.entries.len(),
+            UsersView::Count => self.shown().count(),
+        }
     }
 
     /// The presence keys, sorted.
     pub fn keys(&self) -> impl Iterator<Item = &str> + '_ {
-        self.entries.keys().map(|key| &**key)
+        self.shown().map(|(key, _)| key)
     }
 
     /// The flat metas of `key`, oldest first; `None` if the key is absent.
     pub fn get(&self, key: &str) -> Option<Vec<Meta>> {
-        self.entries.get(key).map(|metas| self.shown(key, metas).to_flat())
+        self.shown_of(key).map(Shown::to_flat)
     }
 
-    /// How many metas `key` shows (0 if absent; 1 for the anonymous count).
+    /// How many metas `key` shows (0 if absent; 1 for a count).
     pub fn metas_len(&self, key: &str) -> usize {
-        self.entries.get(key).map_or(0, |metas| self.shown(key, metas).len())
+        self.shown_of(key).map_or(0, Shown::len)
     }
 
     /// Every key, sorted, with its flat metas, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = (&str, Vec<Meta>)> + '_ {
-        self.entries.iter().map(|(key, metas)| (&**key, self.shown(key, metas).to_flat()))
+        self.shown().map(|(key, shown)| (key, shown.to_flat()))
     }
 
     /// The whole list materialized, in the shape it serializes to.
@@ -121,11 +128,41 @@ impl PresenceList {
         self.iter().map(|(key, metas)| (key.to_owned(), MetaList { metas })).collect()
     }
 
-    fn shown<'a>(&self, key: &str, metas: &'a KeyEntries) -> Shown<'a> {
-        if self.view == AnonymousView::Count && is_anonymous(key) {
-            Shown::Count(metas.len())
+    /// Signed-in users (keys other than `anonymous`).
+    fn users(&self) -> usize {
+        self.entries.len() - usize::from(self.entries.contains_key(UserId::ANONYMOUS))
+    }
+
+    /// What one stored key shows (it is shown).
+    fn shown_key<'a>(&self, key: &'a str, metas: &'a KeyEntries) -> Shown<'a> {
+        if self.view.counts(key) {
+            Shown::Count(key, metas.len())
         } else {
             Shown::Metas(metas)
+        }
+    }
+
+    /// Every key shown, sorted, with what it shows.
+    fn shown(&self) -> Box<dyn Iterator<Item = (&str, Shown<'_>)> + '_> {
+        match self.view.users {
+            UsersView::List => Box::new(self.entries.iter().map(|(key, metas)| (&**key, self.shown_key(key, metas)))),
+            UsersView::Count => {
+                // `anonymous` sorts before `users`.
+                let anonymous = self
+                    .entries
+                    .get_key_value(UserId::ANONYMOUS)
+                    .map(|(key, metas)| (&**key, self.shown_key(key, metas)));
+                let users = self.users();
+                let users = (users > 0).then_some((USERS_KEY, Shown::Count(USERS_KEY, users)));
+                Box::new(anonymous.into_iter().chain(users))
+            }
+        }
+    }
+
+    fn shown_of(&self, key: &str) -> Option<Shown<'_>> {
+        match self.view.users {
+            UsersView::List => self.entries.get_key_value(key).map(|(k, metas)| self.shown_key(k, metas)),
+            UsersView::Count => self.shown().find(|(k, _)| *k == key).map(|(_, shown)| shown),
         }
     }
 }
@@ -133,14 +170,14 @@ impl PresenceList {
 impl Shown<'_> {
     fn len(self) -> usize {
         match self {
-            Shown::Count(_) => 1,
+            Shown::Count(..) => 1,
             Shown::Metas(metas) => metas.len(),
         }
     }
 
     fn to_flat(self) -> Vec<Meta> {
         match self {
-            Shown::Count(count) => vec![count_meta(count)],
+            Shown::Count(key, count) => vec![counted_meta(key, count)],
             Shown::Metas(metas) => metas.iter().map(|m| m.0.to_flat()).collect(),
         }
     }
@@ -148,7 +185,7 @@ impl Shown<'_> {
     /// Whether both show the same flat metas, without flattening what is plainly equal.
     fn same(self, other: Shown<'_>) -> bool {
         match (self, other) {
-            (Shown::Count(a), Shown::Count(b)) => a == b,
+            (Shown::Count(a, n), Shown::Count(b, m)) => a == b && n == m,
             (Shown::Metas(a), Shown::Metas(b)) => {
                 a.len() == b.len()
                     && a.iter()
@@ -166,12 +203,7 @@ impl PartialEq for PresenceList {
         if self.view == other.view && self.entries.ptr_eq(&other.entries) {
             return true;
         }
-        self.len() == other.len()
-            && self
-                .entries
-                .iter()
-                .zip(other.entries.iter())
-                .all(|((ka, a), (kb, b))| ka == kb && self.shown(ka, a).same(other.shown(kb, b)))
+        self.len() == other.len() && self.shown().zip(other.shown()).all(|((ka, a), (kb, b))| ka == kb && a.same(b))
     }
 }
 
@@ -185,8 +217,8 @@ impl Serialize for PresenceList {
     /// `{key: {"metas": [flat meta, ...]}}`, flattening each meta as it is written.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(self.len()))?;
-        for (key, metas) in &self.entries {
-            map.serialize_entry(&**key, &ShownList(self.shown(key, metas)))?;
+        for (key, shown) in self.shown() {
+            map.serialize_entry(key, &ShownList(shown))?;
         }
         map.end()
     }
@@ -208,9 +240,9 @@ struct ShownMetas<'a>(Shown<'a>);
 impl Serialize for ShownMetas<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.0 {
-            Shown::Count(count) => {
+            Shown::Count(key, count) => {
                 let mut seq = s.serialize_seq(Some(1))?;
-                seq.serialize_element(&PlainMeta(&count_meta(count)))?;
+                seq.serialize_element(&PlainMeta(&counted_meta(key, count)))?;
                 seq.end()
             }
             Shown::Metas(metas) => s.collect_seq(metas.iter().map(|m| FlatMeta(&m.0))),

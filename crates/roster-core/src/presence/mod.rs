@@ -56,6 +56,46 @@ pub enum AnonymousView {
     List,
 }
 
+/// How a topic shows its signed-in users (from the policy's `presence`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum UsersView {
+    /// One key per user, one meta per connection (Phoenix's shape).
+    #[default]
+    List,
+    /// One meta under the key `users` whose `count` is the number of distinct signed-in users
+    /// in the topic, cluster-wide (its `phx_ref` is `users:<count>`, so a change of the count is
+    /// one leave plus one join); no user key is listed. For rooms where nobody renders the
+    /// list: a join costs the others a count, not an entry.
+    Count,
+}
+
+/// How a topic's list shows its presences: anonymous viewers and signed-in users.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PresenceView {
+    /// Anonymous viewers: counted or listed.
+    pub anonymous: AnonymousView,
+    /// Signed-in users: listed or counted.
+    pub users: UsersView,
+}
+
+impl From<AnonymousView> for PresenceView {
+    /// Users listed, anonymous viewers as given.
+    fn from(anonymous: AnonymousView) -> Self {
+        PresenceView { anonymous, users: UsersView::List }
+    }
+}
+
+impl PresenceView {
+    /// Whether entries under `key` are shown as a count rather than one meta each.
+    fn counts(self, key: &str) -> bool {
+        if is_anonymous(key) {
+            self.anonymous == AnonymousView::Count
+        } else {
+            self.users == UsersView::Count
+        }
+    }
+}
+
 /// One presence as the table stores it: who, which tab, on which node, since when, and the
 /// user's own meta. The client sees it flattened by [`PresenceMeta::to_flat`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -109,13 +149,18 @@ fn is_anonymous(key: &str) -> bool {
     key == UserId::ANONYMOUS
 }
 
-/// The single meta that stands for `count` anonymous viewers in [`AnonymousView::Count`].
-/// Its `phx_ref` depends on the count only (and contains `:`, which generated refs never do),
-/// so every node shows the same meta for the same count and a change is a leave plus a join.
-fn count_meta(count: usize) -> Meta {
+/// The key under which [`UsersView::Count`] shows the number of signed-in users.
+pub const USERS_KEY: &str = "users";
+
+/// The single meta that stands for `count` anonymous viewers ([`AnonymousView::Count`], key
+/// `anonymous`) or signed-in users ([`UsersView::Count`], key [`USERS_KEY`]). Its `phx_ref`,
+/// `<key>:<count>`, depends on the count only (and contains `:`, which generated refs never
+/// do), so every node shows the same meta for the same count and a change is a leave plus a
+/// join.
+fn counted_meta(key: &str, count: usize) -> Meta {
     let mut meta = Meta::new();
     meta.insert("count".into(), MetaValue::Int(i64::try_from(count).unwrap_or(i64::MAX)));
-    meta.insert("phx_ref".into(), MetaValue::Str(format!("{}:{count}", UserId::ANONYMOUS)));
+    meta.insert("phx_ref".into(), MetaValue::Str(format!("{key}:{count}")));
     meta
 }
 

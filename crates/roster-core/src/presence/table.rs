@@ -4,7 +4,7 @@
 use super::delta::{Change, Delta, EntryRecord, NeedSnapshot, Snapshot, SnapshotChunk, SnapshotReason};
 use super::diff::PresenceChanges;
 use super::list::{ByAge, KeyEntries, PresenceList, TopicEntries};
-use super::{conn_of, is_anonymous, AnonymousView, PresenceEntry, PresenceMeta};
+use super::{conn_of, is_anonymous, PresenceEntry, PresenceMeta, PresenceView};
 use crate::ids::{ConnId, Incarnation, Meta, Millis, NodeName, PhxRef, SocketId, TabId, Topic, UserId};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -55,6 +55,11 @@ struct TopicIndex {
 impl TopicIndex {
     fn anonymous(&self) -> usize {
         self.by_key.get(UserId::ANONYMOUS).map_or(0, KeyEntries::len)
+    }
+
+    /// Signed-in users: keys other than `anonymous`.
+    fn users(&self) -> usize {
+        self.by_key.len() - usize::from(self.by_key.contains_key(UserId::ANONYMOUS))
     }
 
     /// Adds `meta` under `key`; returns the key as the index holds it, to share.
@@ -461,13 +466,14 @@ impl PresenceTable {
     // ---- reads --------------------------------------------------------------------------
 
     /// The presences of `topic`, grouped by key, each key's metas oldest first. Anonymous
-    /// entries are shown as `anonymous` says: one meta each, or one meta carrying the count.
+    /// viewers and signed-in users are shown as `view` says: one meta each, or one meta
+    /// carrying their count.
     ///
     /// O(1): a snapshot sharing the table's structure (later writes do not show in it), whose
     /// metas are flattened only when it is read or serialized.
-    pub fn list(&self, topic: &Topic, anonymous: AnonymousView) -> PresenceList {
+    pub fn list(&self, topic: &Topic, view: impl Into<PresenceView>) -> PresenceList {
         let entries = self.topics.get(topic).map(|index| index.by_key.clone()).unwrap_or_default();
-        PresenceList::new(entries, anonymous)
+        PresenceList::new(entries, view.into())
     }
 
     /// How many entries `topic` has, on all nodes, anonymous ones included.
@@ -532,6 +538,7 @@ impl PresenceTable {
     ) -> bool {
         let index = self.topics.entry(topic.clone()).or_default();
         let anonymous_before = index.anonymous();
+        let users_before = index.users();
         let key = index.insert(key, Arc::clone(&meta));
         self.len += 1;
         let entry = ConnEntry { key: Arc::clone(&key), meta: Arc::clone(&meta) };
@@ -551,6 +558,9 @@ impl PresenceTable {
         out.join(topic, &key, &meta);
         if is_anonymous(&key) || old.as_ref().is_some_and(|old| is_anonymous(&old.key)) {
             out.count(topic, anonymous_before, index.anonymous());
+        }
+        if index.users() != users_before {
+            out.users(topic, users_before, index.users());
         }
         old.is_some()
     }
@@ -576,6 +586,7 @@ impl PresenceTable {
             return;
         };
         let anonymous_before = index.anonymous();
+        let users_before = index.users();
         if !index.remove(&entry.key, &entry.meta) {
             return;
         }
@@ -583,6 +594,9 @@ impl PresenceTable {
         out.leave(topic, &entry.key, &entry.meta);
         if is_anonymous(&entry.key) {
             out.count(topic, anonymous_before, index.anonymous());
+        }
+        if index.users() != users_before {
+            out.users(topic, users_before, index.users());
         }
         if index.len == 0 {
             self.topics.remove(topic);

@@ -7,6 +7,14 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 const COUNT: AnonymousView = AnonymousView::Count;
 const LIST: AnonymousView = AnonymousView::List;
+/// Anonymous viewers and signed-in users both counted (`presence = "count"`).
+const USERS: PresenceView = PresenceView { anonymous: AnonymousView::Count, users: UsersView::Count };
+/// Every view a topic may have, for the properties.
+const VIEWS: [PresenceView; 3] = [
+    PresenceView { anonymous: AnonymousView::List, users: UsersView::List },
+    PresenceView { anonymous: AnonymousView::Count, users: UsersView::List },
+    USERS,
+];
 
 fn inc(node: &str, boot: u128) -> Incarnation {
     Incarnation::new(node, boot)
@@ -258,7 +266,7 @@ fn list_reads_keys_metas_and_the_anonymous_count() {
         );
     }
     assert_eq!(counted.metas_len("anonymous"), 1);
-    assert_eq!(counted.get("anonymous").unwrap(), [count_meta(2)]);
+    assert_eq!(counted.get("anonymous").unwrap(), [counted_meta("anonymous", 2)]);
     assert_eq!(listed.metas_len("anonymous"), 2);
     let json = serde_json::to_value(&counted).unwrap();
     assert_eq!(json["anonymous"], serde_json::json!({ "metas": [{ "count": 2, "phx_ref": "anonymous:2" }] }));
@@ -668,6 +676,38 @@ fn anonymous_count_is_the_cluster_wide_total_and_list_mode_lists_each() {
     assert_eq!(changes.topic(&room).unwrap().to_diff(LIST).leaves["anonymous"].metas.len(), 3);
 }
 
+#[test]
+fn a_users_count_view_shows_distinct_signed_in_users_and_a_diff_moves_only_the_count() {
+    let room = topic("room:1");
+    let mut a = PresenceTable::new(inc("a", 1));
+    track(&mut a, "room:1", "u1", 1, 1);
+    track(&mut a, "room:1", "u1", 2, 2); // u1's second tab: still one user
+    track(&mut a, "room:1", "u2", 3, 3);
+    track(&mut a, "room:1", "anonymous", 4, 4);
+    let list = a.list(&room, USERS);
+    assert_eq!(
+        serde_json::to_value(&list).unwrap(),
+        serde_json::json!({
+            "anonymous": {"metas": [{"count": 1, "phx_ref": "anonymous:1"}]},
+            "users": {"metas": [{"count": 2, "phx_ref": "users:2"}]},
+        })
+    );
+    assert_eq!(list.keys().collect::<Vec<_>>(), ["anonymous", "users"]);
+    assert_eq!((list.len(), list.metas_len("users"), list.get("u1")), (2, 1, None));
+    assert_eq!(serde_json::to_value(&list).unwrap(), serde_json::to_value(list.to_map()).unwrap());
+
+    let diff = a.untrack(&room, SocketId(2)).changes.topic(&room).unwrap().to_diff(USERS);
+    assert!(diff.is_empty(), "a second tab leaving changes no count: {diff:?}");
+    let diff = a.untrack(&room, SocketId(3)).changes.topic(&room).unwrap().to_diff(USERS);
+    assert_eq!(diff.leaves.keys().collect::<Vec<_>>(), ["users"]);
+    assert_eq!(diff.leaves["users"].metas, [counted_meta("users", 2)]);
+    assert_eq!(diff.joins["users"].metas, [counted_meta("users", 1)]);
+    assert_eq!(diff.joins.len(), 1, "no user key in a counted room: {diff:?}");
+    let diff = a.untrack(&room, SocketId(1)).changes.topic(&room).unwrap().to_diff(USERS);
+    assert_eq!((diff.leaves["users"].metas.clone(), diff.joins.len()), (vec![counted_meta("users", 1)], 0));
+    assert_eq!(a.list(&room, USERS).keys().collect::<Vec<_>>(), ["anonymous"]);
+}
+
 // ---- coalescing --------------------------------------------------------------------------
 
 #[test]
@@ -1046,8 +1086,8 @@ enum Step {
     Restart(usize),
     /// Time passes: delta buffers and diff windows that are due flush.
     Tick(u8),
-    /// A new subscriber of a room, in the list view (`false`) or the count view (`true`).
-    Subscribe(u8, bool),
+    /// A new subscriber of a room, in one of the [`VIEWS`] (modulo their number).
+    Subscribe(u8, u8),
     /// The `n`th live subscriber (modulo their number) unsubscribes.
     Unsubscribe(u8),
     /// The `n`th live subscriber leaves and joins again at once (a new subscription).
@@ -1063,7 +1103,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0..3usize).prop_map(Step::Down),
         1 => (0..3usize).prop_map(Step::Restart),
         2 => (0..30u8).prop_map(Step::Tick),
-        2 => (0..ROOMS, any::<bool>()).prop_map(|(r, c)| Step::Subscribe(r, c)),
+        2 => (0..ROOMS, any::<u8>()).prop_map(|(r, v)| Step::Subscribe(r, v)),
         1 => any::<u8>().prop_map(Step::Unsubscribe),
         1 => any::<u8>().prop_map(Step::Rejoin),
     ]
@@ -1084,23 +1124,24 @@ struct Origin {
 /// A client of the receiver for each topic and view, fed every change as it happens.
 #[derive(Default)]
 struct Clients {
-    views: BTreeMap<(Topic, bool), ClientView>,
+    views: BTreeMap<(Topic, usize), ClientView>,
 }
 
 impl Clients {
-    fn apply(&mut self, topic: &Topic, view: AnonymousView, diff: &PresenceDiff) {
-        self.views.entry((topic.clone(), view == COUNT)).or_default().sync_diff(diff);
+    fn apply(&mut self, topic: &Topic, view: usize, diff: &PresenceDiff) {
+        self.views.entry((topic.clone(), view)).or_default().sync_diff(diff);
     }
 
-    fn shown(&self, topic: &Topic, view: AnonymousView) -> Shown {
-        self.views.get(&(topic.clone(), view == COUNT)).map(ClientView::shown).unwrap_or_default()
+    fn shown(&self, topic: &Topic, view: usize) -> Shown {
+        self.views.get(&(topic.clone(), view)).map(ClientView::shown).unwrap_or_default()
     }
 }
 
 /// One subscriber of the receiver's fan-out: what phoenix.js holds once `presence_state` came.
 struct Sub {
     topic: Topic,
-    view: AnonymousView,
+    /// Which of the [`VIEWS`].
+    view: usize,
     client: Option<ClientView>,
 }
 
@@ -1113,7 +1154,8 @@ struct Sim {
     boots: u128,
     now: Millis,
     raw: Clients,
-    fanouts: [(AnonymousView, Fanout<SubscriberId>); 2],
+    /// One per view of [`VIEWS`].
+    fanouts: Vec<Fanout<SubscriberId>>,
     subs: BTreeMap<SubscriberId, Sub>,
     next_sub: u64,
 }
@@ -1134,29 +1176,28 @@ impl Sim {
             boots: 200,
             now: 0,
             raw: Clients::default(),
-            fanouts: [(LIST, Fanout::new(20)), (COUNT, Fanout::new(20))],
+            fanouts: VIEWS.iter().map(|_| Fanout::new(20)).collect(),
             subs: BTreeMap::new(),
             next_sub: 0,
         }
     }
 
-    /// A new subscriber of `topic` in `view`, now.
-    fn subscribe(&mut self, topic: Topic, view: AnonymousView) {
+    /// A new subscriber of `topic` in the view `VIEWS[view]`, now.
+    fn subscribe(&mut self, topic: Topic, view: usize) {
         self.next_sub += 1;
         let id = SubscriberId(self.next_sub);
-        let list = self.receiver.table.list(&topic, view);
-        let fanout = &mut self.fanouts[usize::from(view == COUNT)].1;
-        fanout.subscribe(&topic, id, id, list, self.now);
+        let list = self.receiver.table.list(&topic, VIEWS[view]);
+        self.fanouts[view].subscribe(&topic, id, id, list, self.now);
         self.subs.insert(id, Sub { topic, view, client: None });
     }
 
     /// The `pick`th live subscriber unsubscribes; returns its topic and view.
-    fn unsubscribe(&mut self, pick: u8) -> Result<Option<(Topic, AnonymousView)>, TestCaseError> {
+    fn unsubscribe(&mut self, pick: u8) -> Result<Option<(Topic, usize)>, TestCaseError> {
         let Some(id) = self.subs.keys().nth(usize::from(pick) % self.subs.len().max(1)).copied() else {
             return Ok(None);
         };
         let sub = self.subs.remove(&id).expect("picked");
-        let fanout = &mut self.fanouts[usize::from(sub.view == COUNT)].1;
+        let fanout = &mut self.fanouts[sub.view];
         prop_assert!(fanout.unsubscribe(&sub.topic, id), "{:?} was subscribed", id);
         Ok(Some((sub.topic, sub.view)))
     }
@@ -1212,7 +1253,7 @@ impl Sim {
                 }
                 self.flush_fanouts(false)?;
             }
-            Step::Subscribe(r, count) => self.subscribe(room(*r), if *count { COUNT } else { LIST }),
+            Step::Subscribe(r, v) => self.subscribe(room(*r), usize::from(*v) % VIEWS.len()),
             Step::Unsubscribe(pick) => {
                 self.unsubscribe(*pick)?;
             }
@@ -1284,8 +1325,8 @@ impl Sim {
 
     fn observe(&mut self, changes: PresenceChanges) -> Result<(), TestCaseError> {
         for (topic, c) in changes.iter() {
-            for view in [LIST, COUNT] {
-                let diff = c.to_diff(view);
+            for (view, presence_view) in VIEWS.iter().enumerate() {
+                let diff = c.to_diff(*presence_view);
                 let both: Vec<&String> = diff.joins.keys().filter(|k| diff.leaves.contains_key(*k)).collect();
                 for key in both {
                     let joined: BTreeSet<String> = diff.joins[key].metas.iter().map(ref_of).collect();
@@ -1294,14 +1335,14 @@ impl Sim {
                 self.raw.apply(topic, view, &diff);
             }
         }
-        for (view, fanout) in &mut self.fanouts {
+        for (fanout, view) in self.fanouts.iter_mut().zip(VIEWS) {
             for (topic, c) in changes.iter() {
-                fanout.changes(topic, c.clone(), self.receiver.table.list(topic, *view), self.now);
+                fanout.changes(topic, c.clone(), self.receiver.table.list(topic, view), self.now);
             }
         }
         for r in rooms() {
-            for view in [LIST, COUNT] {
-                let snapshot = self.receiver.table.list(&r, view);
+            for (view, presence_view) in VIEWS.iter().enumerate() {
+                let snapshot = self.receiver.table.list(&r, *presence_view);
                 let json = serde_json::to_string(&snapshot).unwrap();
                 prop_assert_eq!(json, serde_json::to_string(&snapshot.to_map()).unwrap());
                 let list = shown(&snapshot);
@@ -1314,7 +1355,7 @@ impl Sim {
     /// Closes the windows that are due (or all), hands every subscriber what the fan-out sends
     /// it, and checks that each subscriber of a topic with no open window sees exactly the list.
     fn flush_fanouts(&mut self, all: bool) -> Result<(), TestCaseError> {
-        for (_, fanout) in &mut self.fanouts {
+        for fanout in &mut self.fanouts {
             let out = if all { fanout.flush_all() } else { fanout.flush(self.now) };
             for delivery in out {
                 match delivery {
@@ -1348,11 +1389,10 @@ impl Sim {
             }
         }
         for (id, sub) in &self.subs {
-            let fanout = &self.fanouts[usize::from(sub.view == COUNT)].1;
-            if fanout.is_pending(&sub.topic) {
+            if self.fanouts[sub.view].is_pending(&sub.topic) {
                 continue;
             }
-            let list = shown(&self.receiver.table.list(&sub.topic, sub.view));
+            let list = shown(&self.receiver.table.list(&sub.topic, VIEWS[sub.view]));
             let client = sub.client.as_ref();
             prop_assert!(client.is_some(), "{:?} has no state and no window is open", id);
             prop_assert_eq!(&client.unwrap().shown(), &list, "{:?} on {} ({:?})", id, sub.topic, sub.view);
@@ -1392,8 +1432,9 @@ proptest! {
     ) {
         let mut sim = Sim::new(chunk);
         for r in 0..ROOMS {
-            sim.subscribe(room(r), LIST);
-            sim.subscribe(room(r), COUNT);
+            for view in 0..VIEWS.len() {
+                sim.subscribe(room(r), view);
+            }
         }
         for step in &steps {
             sim.run(step)?;
