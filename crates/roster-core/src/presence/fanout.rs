@@ -24,12 +24,25 @@
 //! The caller feeds changes and subscriptions in the order they happened on the node, each with
 //! the topic's list right after it (a [`PresenceList`] is an O(1) snapshot): the list a waiting
 //! subscriber gets is the latest one seen, so it always agrees with the changes fed so far.
+//!
+//! **Big rooms get longer windows.** Closing a window costs one write per subscriber, so a
+//! topic's window lasts `diff_ms` up to [`SUBSCRIBERS_PER_WINDOW`] subscribers and one more
+//! `diff_ms` per further such step, at most [`MAX_WINDOW_MS`] (or `diff_ms` if that is longer):
+//! the work of fanning a room out stays about the same per unit of time whatever its size, and
+//! a join costs a member of a room of 10,000 no more than one of a room of 10. Members of a big
+//! room see changes up to a second late (Phoenix.Presence broadcasts every 1.5 s).
 
 use super::diff::{PresenceDiff, TopicChanges};
 use super::list::PresenceList;
 use crate::ids::{Millis, Topic};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
+
+/// Subscribers per `diff_ms` of a topic's window (see the module documentation).
+pub const SUBSCRIBERS_PER_WINDOW: usize = 100;
+
+/// The longest a window grows to with its subscribers (unless `diff_ms` itself is longer).
+pub const MAX_WINDOW_MS: Millis = 1000;
 
 /// One subscription of a topic (a channel of a connection, or an embedding subscription). The
 /// caller draws it, unique on its node: a channel that leaves and joins again is a new one.
@@ -76,7 +89,7 @@ struct Feed<S> {
     /// Hold the list as of the last flush: they get the window's diff.
     synced: HashMap<SubscriberId, S>,
     /// Arrived during the current window: they get the list when it closes.
-    waiting: Vec<(SubscriberId, S)>,
+    waiting: HashMap<SubscriberId, S>,
     /// The changes since the last flush, netted.
     pending: TopicChanges,
     /// The list after the latest change or subscription seen (dropped at each flush, so the
@@ -88,7 +101,7 @@ struct Feed<S> {
 
 impl<S> Feed<S> {
     fn new(latest: PresenceList) -> Self {
-        Feed { synced: HashMap::new(), waiting: Vec::new(), pending: TopicChanges::default(), latest, due: None }
+        Feed { synced: HashMap::new(), waiting: HashMap::new(), pending: TopicChanges::default(), latest, due: None }
     }
 
     fn is_empty(&self) -> bool {
@@ -119,8 +132,7 @@ impl<S: Clone> Fanout<S> {
     pub fn subscribe(&mut self, topic: &Topic, id: SubscriberId, sub: S, list: PresenceList, now: Millis) {
         let feed = self.feeds.entry(topic.clone()).or_insert_with(|| Feed::new(PresenceList::default()));
         feed.synced.remove(&id);
-        feed.waiting.retain(|(w, _)| *w != id);
-        feed.waiting.push((id, sub));
+        feed.waiting.insert(id, sub);
         feed.latest = list;
         Self::open(&mut self.windows, self.diff_ms, topic, feed, now);
     }
@@ -130,11 +142,7 @@ impl<S: Clone> Fanout<S> {
     pub fn unsubscribe(&mut self, topic: &Topic, id: SubscriberId) -> bool {
         let Entry::Occupied(mut feed) = self.feeds.entry(topic.clone()) else { return false };
         let f = feed.get_mut();
-        let was = f.synced.remove(&id).is_some() || {
-            let before = f.waiting.len();
-            f.waiting.retain(|(w, _)| *w != id);
-            f.waiting.len() < before
-        };
+        let was = f.synced.remove(&id).is_some() || f.waiting.remove(&id).is_some();
         if f.is_empty() {
             feed.remove();
         }
@@ -143,18 +151,17 @@ impl<S: Clone> Fanout<S> {
 
     fn open(windows: &mut VecDeque<(Millis, Topic)>, diff_ms: Millis, topic: &Topic, feed: &mut Feed<S>, now: Millis) {
         if feed.due.is_none() {
-            let due = now.saturating_add(diff_ms);
+            let due = now.saturating_add(window_ms(diff_ms, feed.synced.len() + feed.waiting.len()));
             feed.due = Some(due);
-            windows.push_back((due, topic.clone()));
+            // Windows of different lengths: keep the queue ordered by due time.
+            let at = windows.partition_point(|(d, _)| *d <= due);
+            windows.insert(at, (due, topic.clone()));
         }
     }
 
     /// Every subscriber of `topic`, synced or waiting (for a broadcast, which is not windowed).
     pub fn members<'a>(&'a self, topic: &Topic) -> impl Iterator<Item = (SubscriberId, &'a S)> + 'a {
-        self.feeds
-            .get(topic)
-            .into_iter()
-            .flat_map(|f| f.synced.iter().map(|(id, s)| (*id, s)).chain(f.waiting.iter().map(|(id, s)| (*id, s))))
+        self.feeds.get(topic).into_iter().flat_map(|f| f.synced.iter().chain(f.waiting.iter()).map(|(id, s)| (*id, s)))
     }
 
     /// How many subscribers `topic` has.
@@ -224,9 +231,15 @@ impl<S: Clone> Fanout<S> {
         }
         if !feed.waiting.is_empty() {
             let waiting = std::mem::take(&mut feed.waiting);
-            let to = waiting.iter().map(|(_, s)| s.clone()).collect();
+            let to = waiting.values().cloned().collect();
             feed.synced.extend(waiting);
             out.push(Delivery::State { topic, state: latest, to });
         }
     }
+}
+
+/// How long a window of a topic with `subscribers` lasts (see the module documentation).
+pub fn window_ms(diff_ms: Millis, subscribers: usize) -> Millis {
+    let steps = subscribers.div_ceil(SUBSCRIBERS_PER_WINDOW).max(1) as Millis;
+    diff_ms.saturating_mul(steps).min(MAX_WINDOW_MS.max(diff_ms))
 }

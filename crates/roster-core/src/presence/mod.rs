@@ -36,7 +36,7 @@ mod tests;
 
 pub use delta::{Change, Delta, DeltaBuffer, EntryRecord, NeedSnapshot, Snapshot, SnapshotChunk, SnapshotReason};
 pub use diff::{CountChange, MetaList, PresenceChanges, PresenceDiff, TopicChanges};
-pub use fanout::{Delivery, Fanout, SubscriberId};
+pub use fanout::{window_ms, Delivery, Fanout, SubscriberId, MAX_WINDOW_MS, SUBSCRIBERS_PER_WINDOW};
 pub use list::PresenceList;
 pub use table::{LocalWrite, PresenceTable};
 

@@ -921,6 +921,32 @@ fn every_subscriber_arriving_in_one_window_shares_one_state() {
 }
 
 #[test]
+fn a_bigger_room_gets_a_longer_window_up_to_a_second() {
+    assert_eq!([window_ms(20, 0), window_ms(20, 1), window_ms(20, 100)], [20, 20, 20]);
+    assert_eq!([window_ms(20, 101), window_ms(20, 1000), window_ms(20, 2000)], [40, 200, 400]);
+    assert_eq!([window_ms(20, 10_000), window_ms(20, 1_000_000)], [1000, 1000]);
+    assert_eq!(window_ms(5000, 1_000_000), 5000, "a diff_ms above the cap is kept");
+
+    // A window's length is fixed when it opens (by the subscribers then); windows of
+    // different lengths close in order.
+    let mut a = PresenceTable::new(inc("a", 1));
+    let (big, small) = (topic("room:big"), topic("room:small"));
+    let mut f = fanout();
+    for s in 0..150 {
+        f.subscribe(&big, SubscriberId(s), SubscriberId(s), a.list(&big, LIST), 0);
+    }
+    assert_eq!(states_of(&f.flush(20)).len(), 1, "the first subscriber opened a 20 ms window");
+    let w = track(&mut a, "room:big", "u1", 1, 1);
+    feed(&mut f, &a, w, 100, LIST);
+    f.subscribe(&small, SubscriberId(1000), SubscriberId(1000), a.list(&small, LIST), 105);
+    assert_eq!(f.due_at(), Some(125), "the small room's window (20 ms) closes first");
+    assert_eq!(states_of(&f.flush(125)).len(), 1);
+    assert_eq!(f.due_at(), Some(140), "150 subscribers: a 40 ms window");
+    assert!(f.flush(139).is_empty());
+    assert_eq!(diffs_of(&f.flush(140))[0].2.len(), 150);
+}
+
+#[test]
 fn an_unsubscribed_subscriber_gets_nothing_more_and_an_empty_topic_is_forgotten() {
     let room = topic("room:1");
     let mut a = PresenceTable::new(inc("a", 1));
