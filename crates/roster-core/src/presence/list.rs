@@ -21,8 +21,95 @@ use std::sync::Arc;
 /// write meets a shared snapshot) bumps reference counts instead of allocating strings.
 pub(super) type TopicEntries = imbl::OrdMap<Arc<str>, KeyEntries>;
 
-/// One key's metas, oldest first.
-pub(super) type KeyEntries = imbl::OrdSet<ByAge>;
+/// One key's metas, oldest first. A key is a user, and a user has a meta per tab: nearly always
+/// one or two, kept in a small sorted slice copied on write (a persistent set would cost a
+/// B-tree node per key). The `anonymous` key of a room with many viewers holds one meta per
+/// viewer: past [`FEW`] metas they move to a persistent set, so a join costs O(log n), not a copy.
+#[derive(Clone, Debug)]
+pub(super) enum KeyEntries {
+    Few(Arc<[ByAge]>),
+    Many(imbl::OrdSet<ByAge>),
+}
+
+/// The most metas a key keeps in a copied-on-write slice.
+const FEW: usize = 16;
+
+impl KeyEntries {
+    pub(super) fn unit(meta: ByAge) -> Self {
+        KeyEntries::Few(Arc::from([meta]))
+    }
+
+    pub(super) fn len(&self) -> usize {
+        match self {
+            KeyEntries::Few(few) => few.len(),
+            KeyEntries::Many(many) => many.len(),
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The metas, oldest first.
+    pub(super) fn iter(&self) -> KeyIter<'_> {
+        match self {
+            KeyEntries::Few(few) => KeyIter::Few(few.iter()),
+            KeyEntries::Many(many) => KeyIter::Many(many.iter()),
+        }
+    }
+
+    pub(super) fn insert(&mut self, meta: ByAge) {
+        match self {
+            KeyEntries::Few(few) if few.len() < FEW => {
+                let at = few.partition_point(|m| *m < meta);
+                let mut grown = Vec::with_capacity(few.len() + 1);
+                grown.extend_from_slice(&few[..at]);
+                grown.push(meta);
+                grown.extend_from_slice(&few[at..]);
+                *few = grown.into();
+            }
+            KeyEntries::Few(few) => {
+                let mut many: imbl::OrdSet<ByAge> = few.iter().cloned().collect();
+                many.insert(meta);
+                *self = KeyEntries::Many(many);
+            }
+            KeyEntries::Many(many) => {
+                many.insert(meta);
+            }
+        }
+    }
+
+    /// Removes this very meta; whether it was there.
+    pub(super) fn remove(&mut self, meta: &ByAge) -> bool {
+        match self {
+            KeyEntries::Few(few) => {
+                let Ok(at) = few.binary_search(meta) else { return false };
+                let shrunk: Vec<ByAge> =
+                    few.iter().enumerate().filter(|(i, _)| *i != at).map(|(_, m)| m.clone()).collect();
+                *few = shrunk.into();
+                true
+            }
+            KeyEntries::Many(many) => many.remove(meta).is_some(),
+        }
+    }
+}
+
+/// The metas of a [`KeyEntries`], oldest first.
+pub(super) enum KeyIter<'a> {
+    Few(std::slice::Iter<'a, ByAge>),
+    Many(imbl::ordset::Iter<'a, ByAge, imbl::shared_ptr::DefaultSharedPtr>),
+}
+
+impl<'a> Iterator for KeyIter<'a> {
+    type Item = &'a ByAge;
+
+    fn next(&mut self) -> Option<&'a ByAge> {
+        match self {
+            KeyIter::Few(it) => it.next(),
+            KeyIter::Many(it) => it.next(),
+        }
+    }
+}
 
 /// A stored meta, ordered oldest first: by `online_at`, then `phx_ref`, then `node`. The
 /// allocation's address breaks the ties that remain (one node repeating a `phx_ref` within a
@@ -281,14 +368,14 @@ impl Serialize for FlatMeta<'_> {
             ("phx_ref", Reserved::Str(m.phx_ref.as_str())),
             ("tab_id", m.tab_id.as_ref().map_or(Reserved::Null, |t| Reserved::Str(t.as_str()))),
         ];
-        let shadowed = reserved.iter().filter(|(k, _)| m.meta.contains_key(*k)).count();
+        let shadowed = reserved.iter().filter(|(k, _)| m.meta.contains_key(k)).count();
         let mut map = s.serialize_map(Some(m.meta.len() - shadowed + reserved.len()))?;
         let mut reserved = reserved.into_iter().peekable();
-        for (key, value) in &m.meta {
-            while let Some((k, v)) = reserved.next_if(|(k, _)| *k <= key.as_str()) {
+        for (key, value) in m.meta.iter() {
+            while let Some((k, v)) = reserved.next_if(|(k, _)| *k <= key) {
                 map.serialize_entry(k, &v)?;
             }
-            if !PresenceMeta::RESERVED.contains(&key.as_str()) {
+            if !PresenceMeta::RESERVED.contains(&key) {
                 map.serialize_entry(key, &Plain(value))?;
             }
         }

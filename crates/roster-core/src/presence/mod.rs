@@ -109,7 +109,61 @@ pub struct PresenceMeta {
     /// When the connection was tracked, on its gateway's clock.
     pub online_at: Millis,
     /// The user's meta from the join payload (or the latest `presence:update`).
-    pub meta: Meta,
+    pub meta: MetaFields,
+}
+
+/// A user's meta as a presence stores it: its keys sorted, in one allocation. A [`Meta`]
+/// (a `BTreeMap`) costs a whole B-tree node, about 630 bytes, even for one key; a presence
+/// keeps its meta for its whole life, so it keeps this instead.
+///
+/// It serializes as the map it stands for (and is always sorted, however it was read).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "Meta", into = "Meta")]
+pub struct MetaFields(Box<[(Box<str>, MetaValue)]>);
+
+impl MetaFields {
+    /// The fields, sorted by key.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &MetaValue)> {
+        self.0.iter().map(|(k, v)| (&**k, v))
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&MetaValue> {
+        self.0.binary_search_by(|(k, _)| (**k).cmp(key)).ok().map(|i| &self.0[i].1)
+    }
+
+    /// Whether `key` is set.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// How many fields.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// As a [`Meta`] map.
+    pub fn to_meta(&self) -> Meta {
+        self.0.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    }
+}
+
+impl From<Meta> for MetaFields {
+    fn from(meta: Meta) -> Self {
+        // A BTreeMap iterates sorted: the slice is sorted by key.
+        MetaFields(meta.into_iter().map(|(k, v)| (k.into_boxed_str(), v)).collect())
+    }
+}
+
+impl From<MetaFields> for Meta {
+    fn from(fields: MetaFields) -> Self {
+        fields.0.into_vec().into_iter().map(|(k, v)| (k.into_string(), v)).collect()
+    }
 }
 
 impl PresenceMeta {
@@ -120,7 +174,7 @@ impl PresenceMeta {
     /// (`null` when absent), `node` and `online_at` (milliseconds), which overwrite any user key
     /// of the same name so a client cannot forge them.
     pub fn to_flat(&self) -> Meta {
-        let mut flat = self.meta.clone();
+        let mut flat = self.meta.to_meta();
         flat.insert("phx_ref".into(), MetaValue::Str(self.phx_ref.0.clone()));
         let tab = self.tab_id.as_ref().map_or(MetaValue::Null, |t| MetaValue::Str(t.as_str().to_owned()));
         flat.insert("tab_id".into(), tab);

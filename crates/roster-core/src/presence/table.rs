@@ -38,7 +38,7 @@ pub struct PresenceTable {
     seq: u64,
     topics: HashMap<Topic, TopicIndex>,
     /// origin → socket → topic → entry: the by-connection index (and by origin).
-    conns: HashMap<Incarnation, HashMap<SocketId, HashMap<Topic, ConnEntry>>>,
+    conns: HashMap<Incarnation, HashMap<SocketId, SocketTopics>>,
     origins: HashMap<NodeName, OriginState>,
     retired: HashMap<NodeName, VecDeque<uuid::Uuid>>,
     assemblies: HashMap<NodeName, Assembly>,
@@ -78,7 +78,7 @@ impl TopicIndex {
         let Some(metas) = self.by_key.get_mut(key) else {
             return false;
         };
-        if metas.remove(&ByAge(Arc::clone(meta))).is_none() {
+        if !metas.remove(&ByAge(Arc::clone(meta))) {
             return false;
         }
         if metas.is_empty() {
@@ -94,6 +94,53 @@ impl TopicIndex {
 struct ConnEntry {
     key: Arc<str>,
     meta: Arc<PresenceMeta>,
+}
+
+/// A connection's entries by topic. A socket is in a few topics (at most
+/// `max_topics_per_socket`): a list is a fifth of a hash map's size for one, and as fast.
+#[derive(Clone, Debug, Default)]
+struct SocketTopics(Vec<(Topic, ConnEntry)>);
+
+impl SocketTopics {
+    fn get(&self, topic: &Topic) -> Option<&ConnEntry> {
+        self.0.iter().find(|(t, _)| t == topic).map(|(_, e)| e)
+    }
+
+    fn insert(&mut self, topic: Topic, entry: ConnEntry) -> Option<ConnEntry> {
+        match self.0.iter_mut().find(|(t, _)| *t == topic) {
+            Some((_, old)) => Some(std::mem::replace(old, entry)),
+            None => {
+                self.0.push((topic, entry));
+                None
+            }
+        }
+    }
+
+    fn remove(&mut self, topic: &Topic) -> Option<ConnEntry> {
+        let at = self.0.iter().position(|(t, _)| t == topic)?;
+        Some(self.0.swap_remove(at).1)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &Topic> {
+        self.0.iter().map(|(t, _)| t)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Topic, &ConnEntry)> {
+        self.0.iter().map(|(t, e)| (t, e))
+    }
+}
+
+impl IntoIterator for SocketTopics {
+    type Item = (Topic, ConnEntry);
+    type IntoIter = std::vec::IntoIter<(Topic, ConnEntry)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -187,7 +234,7 @@ impl PresenceTable {
     ) -> LocalWrite {
         let conn = conn_of(&self.me, socket);
         let key: Arc<str> = key.into();
-        let meta = PresenceMeta { phx_ref, tab_id, node: self.me.node.clone(), online_at: now, meta };
+        let meta = PresenceMeta { phx_ref, tab_id, node: self.me.node.clone(), online_at: now, meta: meta.into() };
         let record = EntryRecord::new(&topic, &key, socket, &meta);
         let mut out = PresenceChanges::default();
         let replaced = self.put(&topic, &conn, key, Arc::new(meta), &mut out);
@@ -204,7 +251,7 @@ impl PresenceTable {
             return LocalWrite::default();
         };
         let key = Arc::clone(key);
-        let new = PresenceMeta { phx_ref, meta, ..PresenceMeta::clone(old) };
+        let new = PresenceMeta { phx_ref, meta: meta.into(), ..PresenceMeta::clone(old) };
         let record = EntryRecord::new(topic, &key, socket, &new);
         let mut out = PresenceChanges::default();
         self.put(topic, &conn, key, Arc::new(new), &mut out);
@@ -508,7 +555,7 @@ impl PresenceTable {
             .get(&conn.gateway)
             .and_then(|sockets| sockets.get(&conn.socket))
             .into_iter()
-            .flatten()
+            .flat_map(SocketTopics::iter)
             .map(|(topic, entry)| PresenceEntry {
                 topic: topic.clone(),
                 key: entry.key.to_string(),

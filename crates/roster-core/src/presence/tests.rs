@@ -150,7 +150,7 @@ fn to_flat_reserved_keys_win_over_user_keys() {
         tab_id: Some(TabId::from("tab-1")),
         node: NodeName::from("a"),
         online_at: 42,
-        meta: forged.clone(),
+        meta: forged.clone().into(),
     };
     let flat = m.to_flat();
     assert_eq!(flat.len(), 5);
@@ -674,6 +674,37 @@ fn anonymous_count_is_the_cluster_wide_total_and_list_mode_lists_each() {
         vec![meta(&[("count", MetaValue::Int(3)), ("phx_ref", name("anonymous:3"))])]
     );
     assert_eq!(changes.topic(&room).unwrap().to_diff(LIST).leaves["anonymous"].metas.len(), 3);
+}
+
+#[test]
+fn a_key_with_many_metas_keeps_them_oldest_first_through_inserts_and_removals() {
+    let room = topic("room:1");
+    let mut a = PresenceTable::new(inc("a", 1));
+    // Tracked out of age order: online_at is 1000 + socket.
+    for s in (0..40u64).rev() {
+        track(&mut a, "room:1", "anonymous", s, u128::from(s) + 1);
+    }
+    let ages = |t: &PresenceTable| -> Vec<i64> {
+        t.list(&room, LIST)
+            .get("anonymous")
+            .unwrap_or_default()
+            .iter()
+            .map(|m| match m["online_at"] {
+                MetaValue::Int(i) => i,
+                _ => panic!("online_at"),
+            })
+            .collect()
+    };
+    assert_eq!(ages(&a), (1000..1040).collect::<Vec<_>>());
+    for s in (0..40u64).filter(|s| s % 4 != 0) {
+        a.untrack(&room, SocketId(s));
+    }
+    assert_eq!(ages(&a), (1000..1040).step_by(4).collect::<Vec<_>>());
+    assert_eq!(a.list(&room, COUNT).get("anonymous").unwrap()[0]["count"], MetaValue::Int(10));
+    for s in (0..40u64).step_by(4) {
+        a.untrack(&room, SocketId(s));
+    }
+    assert!(a.list(&room, LIST).is_empty() && a.is_empty());
 }
 
 #[test]
