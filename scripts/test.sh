@@ -6,5 +6,6 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 bash scripts/js-deps.sh
+bash scripts/browser-deps.sh
 cargo test --workspace --lib --bins --tests --examples
 cargo test --workspace --doc

@@ -68,32 +68,91 @@ pub struct Config {
     pub policy: Vec<PolicyConfig>,
 }
 
+/// The shortest `[auth] secret` (or `ROSTER_SECRET`) accepted, in bytes: HMAC-SHA256 wants a
+/// key at least as long as its output (RFC 7518, section 3.2), so a token cannot be forged by
+/// guessing a short secret offline from one token.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// The longest `[auth] token_leeway_ms` accepted: five minutes. A leeway is for clocks that
+/// disagree by seconds, not for keeping expired tokens alive.
+pub const MAX_TOKEN_LEEWAY_MS: u64 = 300_000;
+
 /// `[auth]`: how tokens are checked and how backends reach the HTTP API.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// HMAC-SHA256 key for client tokens; `ROSTER_SECRET` overrides it. Default: empty, which
-    /// makes the server generate a secret at start and print it (fine for one node; a cluster
-    /// needs the same secret on every node).
+    /// makes the server generate a secret at start and print it on stdout (fine for one node;
+    /// a cluster needs the same secret on every node). When set, at least
+    /// [`MIN_SECRET_BYTES`] (32) bytes.
     pub secret: String,
-    /// Bearer key for `/presence`, `/slot` and `/kick`; `ROSTER_API_KEY` overrides it.
-    /// Default: empty, which leaves those endpoints disabled.
+    /// Bearer key for `/presence`, `/slot` and `/kick`, and for `/cluster` and `/metrics`
+    /// unless `open_endpoints` lists them; `ROSTER_API_KEY` overrides it. Default: empty,
+    /// which leaves those endpoints disabled.
     pub api_key: String,
+    /// How far past its `exp` a token is still accepted, for clocks of the minting backend and
+    /// of the node that disagree a little. It applies at connect and to an open socket, which
+    /// is closed when its token expires. Default: 30000. At most 300000.
+    pub token_leeway_ms: u64,
+    /// Operational endpoints served without the `api_key` (to anyone who can reach
+    /// `http_addr`): `"cluster"` and/or `"metrics"`. Default: `[]`, both need the key.
+    pub open_endpoints: Vec<OpenEndpoint>,
 }
 
-/// `[server]`: limits and timings of client sockets.
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { secret: String::new(), api_key: String::new(), token_leeway_ms: 30_000, open_endpoints: Vec::new() }
+    }
+}
+
+/// An operational endpoint that `[auth] open_endpoints` may serve without the `api_key`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpenEndpoint {
+    /// `GET /cluster`: the node's view of the cluster (peers, leases, counts).
+    Cluster,
+    /// `GET /metrics`: the Prometheus counters.
+    Metrics,
+}
+
+/// `[server]`: limits and timings of client sockets and of the HTTP side. Every limit has a
+/// default and no "unlimited" value; `docs/security.md` says what each one protects.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Origins allowed to open a socket (the `Origin` header), e.g.
     /// `["https://app.example.com"]`. Default: `[]`, which allows any origin.
     pub allowed_origins: Vec<String>,
-    /// Largest WebSocket frame a client may send, in bytes. Default: 65536. At least 1024.
+    /// Largest message a client may send, in bytes, and largest single WebSocket frame of it
+    /// (a frame whose header announces more is refused before its payload is read).
+    /// Default: 65536. At least 1024.
     pub max_frame_bytes: u32,
     /// Topics one socket may join at once (more: `too_many_topics`). Default: 100. At least 1.
     pub max_topics_per_socket: u32,
     /// Pushes one socket may send per second. Default: 50. At least 1.
     pub max_pushes_per_second: u32,
+    /// Joins and leaves one socket may send per second, together (more: `rate_limited`).
+    /// Default: 100, so a reconnecting client rejoining all of `max_topics_per_socket`'s
+    /// default 100 topics at once is served in one second. At least 1.
+    pub max_joins_per_second: u32,
+    /// Largest meta, in bytes of JSON, a join or a `presence:update` may carry (more:
+    /// `meta_too_large`). Every node and every subscriber of the topic receives it.
+    /// Default: 2048. At least 2 (a meta above `max_frame_bytes` cannot arrive anyway).
+    pub max_meta_bytes: u32,
+    /// Open connections to this node's `http_addr` (each WebSocket is one, so are plain HTTP
+    /// requests while their connection is open); more are answered 503 and closed at once.
+    /// Default: 20000. At least 1.
+    pub max_sockets: u32,
+    /// Open connections from one client address (an IPv6 client: its /64); more are answered
+    /// 429 and closed at once. Behind a reverse proxy every client has the proxy's address: raise
+    /// it to `max_sockets`. Default: 1000. At least 1.
+    pub max_sockets_per_ip: u32,
+    /// Whether loopback clients (127.0.0.0/8, ::1) are exempt from `max_sockets_per_ip`, so a
+    /// proxy or a load test on the same host is only bound by `max_sockets`. Default: true.
+    pub loopback_exempt: bool,
+    /// WebSockets one user (a token's `sub`) may have open on this node; more are refused with
+    /// HTTP 429 before the upgrade. Default: 32. At least 1.
+    pub max_sockets_per_user: u32,
     /// Frames queued towards one socket before the client is deemed too slow and closed
     /// (code 1013). Default: 1024. At least 1.
     pub outbound_queue: u32,
@@ -108,6 +167,20 @@ pub struct ServerConfig {
     /// Longest a join may wait (policy `wait`, an in-doubt slot, a partition without a home)
     /// before it fails with `wait_timed_out` or `no_quorum`. Default: 10000.
     pub join_wait_ms: u64,
+    /// Demo mode: serve the demo room page at `/`, a dev-only token endpoint
+    /// (`/demo/token`, which signs a token for any user who asks) and the dashboard without
+    /// the `api_key`. For trying Roster on one machine, never for production: refused unless
+    /// every node's `http_addr` is a loopback address. Default: `false` (`true` for
+    /// `roster serve` without a config, see [`Config::demo`]).
+    pub demo: bool,
+    /// A request's head (request line and headers) must arrive within this long of the
+    /// connection opening, or of the previous response on a kept-alive connection; otherwise
+    /// the connection is closed. Ends idle and slowloris connections. Default: 5000. At least 1.
+    pub header_read_timeout_ms: u64,
+    /// Once its head is read, a request must be answered within this long (a WebSocket: its
+    /// upgrade done): a body sent byte by byte, or anything else that stalls it, gets 408 and
+    /// the connection is closed. Default: 10000. At least 1.
+    pub request_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -117,10 +190,19 @@ impl Default for ServerConfig {
             max_frame_bytes: 65_536,
             max_topics_per_socket: 100,
             max_pushes_per_second: 50,
+            max_joins_per_second: 100,
+            max_meta_bytes: 2048,
+            max_sockets: 20_000,
+            max_sockets_per_ip: 1000,
+            loopback_exempt: true,
+            max_sockets_per_user: 32,
             outbound_queue: 1024,
             outbound_queue_bytes: 16 << 20,
             ping_ms: 5000,
             join_wait_ms: 10_000,
+            demo: false,
+            header_read_timeout_ms: 5000,
+            request_timeout_ms: 10_000,
         }
     }
 }
@@ -143,11 +225,21 @@ impl Default for PresenceConfig {
     }
 }
 
+/// The development cookie, [`ClusterConfig::cookie`]'s default: refused by
+/// [`Config::validate`] as soon as any `cluster_addr` is not a loopback address.
+pub const DEV_COOKIE: &str = "roster-dev";
+
+/// The shortest cookie [`Config::validate`] accepts when any `cluster_addr` is not a loopback
+/// address: 32 bytes, e.g. `openssl rand -hex 16`.
+pub const MIN_COOKIE_BYTES: usize = 32;
+
 /// `[cluster]`: static membership and the timings that keep the single slot safe.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// Shared secret of the nodes (`ractor_cluster` authentication). Default: `"roster-dev"`.
+    /// Shared secret of the nodes: a node proves it in the link handshake before anything
+    /// else is exchanged. Default: `"roster-dev"`, accepted only while every `cluster_addr` is a
+    /// loopback address; otherwise at least [`MIN_COOKIE_BYTES`] bytes and not the default.
     pub cookie: String,
     /// Directory where node `NAME` keeps its highest granted epoch, in `data_dir/NAME`.
     /// Default: `"./roster-data"`.
@@ -168,15 +260,87 @@ pub struct ClusterConfig {
     /// Largest difference of clock rates between nodes, as a fraction (0.01: 1 %).
     /// Default: 0.01. In `[0, 0.5)`.
     pub max_drift: f64,
+    /// Longest a node-to-node connection may take from its TCP accept (or connect) until the
+    /// session is ready: TLS, the cookie handshake and the session set-up. A connection that
+    /// has not finished by then is closed. Default: 2000. At least 100.
+    pub handshake_timeout_ms: u64,
+    /// Connections on the cluster port still in their handshake at once; one more is closed
+    /// as soon as it is accepted. Default: 16. At least 1.
+    pub max_pending_sessions: u32,
+    /// `[cluster.tls]`: mutual TLS on node-to-node links. Default: off.
+    pub tls: ClusterTlsConfig,
     /// `[[cluster.nodes]]`: every node of the cluster, the same list on every node.
     /// Default: none, which does not validate (at least one node is needed).
     pub nodes: Vec<NodeConfig>,
 }
 
+/// `[cluster.tls]`: mutual TLS between nodes. Either all three paths are set (TLS on: every
+/// link is TLS 1.3 or 1.2, both sides present a certificate signed by `ca`) or none (TLS off,
+/// the default). A node's certificate must name the node: a subject alternative name of type
+/// DNS equal to its `[[cluster.nodes]] name`. Each path may contain `{node}`, replaced by the
+/// node's name, so one `cluster.toml` serves every node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterTlsConfig {
+    /// PEM file with this node's certificate chain (its own certificate first), e.g.
+    /// `"/etc/roster/{node}.crt"`. Default: `""` (TLS off).
+    pub cert: String,
+    /// PEM file with this node's private key (PKCS#8, PKCS#1 or SEC1), e.g.
+    /// `"/etc/roster/{node}.key"`. Default: `""` (TLS off).
+    pub key: String,
+    /// PEM file with the certificate(s) of the authority that signs the nodes' certificates:
+    /// a private CA for this cluster only (any certificate it signs that names a node may act
+    /// as that node). Default: `""` (TLS off).
+    pub ca: String,
+}
+
+impl ClusterTlsConfig {
+    /// Whether TLS is on (the three paths are set; [`Config::validate`] refuses a partial set).
+    pub fn enabled(&self) -> bool {
+        !self.cert.is_empty()
+    }
+
+    /// The `(cert, key, ca)` paths for node `node`, with `{node}` replaced by its name.
+    pub fn paths_for(&self, node: &NodeName) -> (String, String, String) {
+        let fill = |p: &str| p.replace("{node}", node.as_str());
+        (fill(&self.cert), fill(&self.key), fill(&self.ca))
+    }
+
+    fn check(&self, nodes: &[NodeConfig], problems: &mut Vec<String>) {
+        let set: Vec<&str> = [("cert", &self.cert), ("key", &self.key), ("ca", &self.ca)]
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, _)| k)
+            .collect();
+        if set.is_empty() {
+            return;
+        }
+        if set.len() < 3 {
+            let missing: Vec<&str> = ["cert", "key", "ca"].into_iter().filter(|k| !set.contains(k)).collect();
+            problems.push(format!(
+                "[cluster.tls] sets {} but not {}: TLS needs all three (this node's certificate, its key and the                  cluster's CA), or none of them for plaintext links",
+                set.join(" and "),
+                missing.join(" and ")
+            ));
+            return;
+        }
+        for (i, node) in nodes.iter().enumerate() {
+            if !node.name.as_str().is_empty() && !is_dns_name(node.name.as_str()) {
+                problems.push(format!(
+                    "cluster.nodes[{i}].name = \"{}\" cannot be a certificate's DNS name, which [cluster.tls] needs: \
+                     use labels of letters, digits, '-' and '_' separated by '.', not starting or ending with '-', \
+                     the last one not all digits",
+                    node.name
+                ));
+            }
+        }
+    }
+}
+
 impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
-            cookie: "roster-dev".to_owned(),
+            cookie: DEV_COOKIE.to_owned(),
             data_dir: "./roster-data".to_owned(),
             partitions: 256,
             heartbeat_ms: 200,
@@ -184,6 +348,9 @@ impl Default for ClusterConfig {
             lease_ms: 2000,
             isolation_ms: 4000,
             max_drift: 0.01,
+            handshake_timeout_ms: 2000,
+            max_pending_sessions: 16,
+            tls: ClusterTlsConfig::default(),
             nodes: Vec::new(),
         }
     }
@@ -465,6 +632,26 @@ impl Config {
         }
     }
 
+    /// The configuration of `roster serve` without a config file: [`Config::single_node`] in
+    /// demo mode (`[server] demo = true`), with policies that let every behaviour of the demo
+    /// page be tried: `call:*` rejects a second tab, `room:*` takes over with a
+    /// `reserve_ms = 5000` grace for a refreshed tab, and admins are exempt everywhere.
+    pub fn demo() -> Config {
+        let mut config = Config::single_node();
+        config.server.demo = true;
+        let admin = vec![Role::from("admin")];
+        config.policy = vec![
+            PolicyConfig {
+                on_conflict: OnConflict::Reject,
+                exempt_roles: admin.clone(),
+                ..PolicyConfig::new("call:*")
+            },
+            PolicyConfig { reserve_ms: 5000, exempt_roles: admin.clone(), ..PolicyConfig::new("room:*") },
+            PolicyConfig { exempt_roles: admin, ..PolicyConfig::new("*") },
+        ];
+        config
+    }
+
     /// The `[[cluster.nodes]]` entry named `name`, if any.
     pub fn node(&self, name: &NodeName) -> Option<&NodeConfig> {
         self.cluster.nodes.iter().find(|n| &n.name == name)
@@ -516,7 +703,9 @@ impl Config {
     /// positions counted from 0 in file order), the value given and the fix.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
+        self.auth.check(&mut problems);
         self.server.check(&mut problems);
+        self.check_demo(&mut problems);
         self.presence.check(&mut problems);
         self.cluster.check(&mut problems);
         check_policies(&self.policy, &self.server, &mut problems);
@@ -524,6 +713,25 @@ impl Config {
             0 => Ok(()),
             1 => Err(ConfigError::Invalid(problems.remove(0))),
             n => Err(ConfigError::Invalid(format!("{n} problems:\n- {}", problems.join("\n- ")))),
+        }
+    }
+}
+
+impl Config {
+    /// Demo mode hands a token to whoever asks: only where nobody else can ask.
+    fn check_demo(&self, problems: &mut Vec<String>) {
+        if !self.server.demo {
+            return;
+        }
+        for (i, node) in self.cluster.nodes.iter().enumerate() {
+            if is_host_port(&node.http_addr) && !is_loopback(&node.http_addr) {
+                problems.push(format!(
+                    "server.demo = true with cluster.nodes[{i}].http_addr = \"{}\": demo mode signs a token for \
+                     anyone who asks, so it is only allowed when every http_addr is a loopback address \
+                     (127.0.0.1, [::1], localhost); set server.demo = false, or bind http_addr to loopback",
+                    node.http_addr
+                ));
+            }
         }
     }
 }
@@ -567,6 +775,56 @@ impl ServerConfig {
         }
         if self.ping_ms == 0 {
             problems.push("server.ping_ms = 0: set it to at least 1 (default 5000)".to_owned());
+        }
+        for (key, value, default) in [
+            ("max_joins_per_second", self.max_joins_per_second, 100),
+            ("max_sockets", self.max_sockets, 20_000),
+            ("max_sockets_per_ip", self.max_sockets_per_ip, 1000),
+            ("max_sockets_per_user", self.max_sockets_per_user, 32),
+        ] {
+            if value == 0 {
+                problems.push(format!(
+                    "server.{key} = 0 is not allowed (there is no \"unlimited\" value): set it to at least 1 \
+                     (default {default})"
+                ));
+            }
+        }
+        if self.max_meta_bytes < 2 {
+            problems.push(format!(
+                "server.max_meta_bytes = {} leaves no room for a meta (the empty meta {{}} is 2 bytes): set it to \
+                 at least 2 (default 2048)",
+                self.max_meta_bytes
+            ));
+        }
+        for (key, value, default) in [
+            ("header_read_timeout_ms", self.header_read_timeout_ms, 5000),
+            ("request_timeout_ms", self.request_timeout_ms, 10_000),
+        ] {
+            if value == 0 {
+                problems.push(format!(
+                    "server.{key} = 0 would drop every connection at once: set it to at least 1 (default {default})"
+                ));
+            }
+        }
+    }
+}
+
+impl AuthConfig {
+    fn check(&self, problems: &mut Vec<String>) {
+        if !self.secret.is_empty() && self.secret.len() < MIN_SECRET_BYTES {
+            problems.push(format!(
+                "auth.secret is {} bytes long: a token secret needs at least {MIN_SECRET_BYTES} bytes (HMAC-SHA256 \
+                 with a shorter key can be guessed from one token); `roster serve` without a secret prints a \
+                 fresh one, or use e.g. `openssl rand -base64 32`",
+                self.secret.len()
+            ));
+        }
+        if self.token_leeway_ms > MAX_TOKEN_LEEWAY_MS {
+            problems.push(format!(
+                "auth.token_leeway_ms = {} is more than {MAX_TOKEN_LEEWAY_MS} (5 minutes): a leeway covers clocks \
+                 that disagree by seconds; mint tokens with a later exp instead (default 30000)",
+                self.token_leeway_ms
+            ));
         }
     }
 }
@@ -622,6 +880,21 @@ impl ClusterConfig {
             );
         }
         self.check_nodes(problems);
+        self.check_cookie(problems);
+        self.tls.check(&self.nodes, problems);
+        if self.handshake_timeout_ms < 100 {
+            problems.push(format!(
+                "cluster.handshake_timeout_ms = {} is too short for a TLS and cookie handshake: set it to at least \
+                 100 (default 2000)",
+                self.handshake_timeout_ms
+            ));
+        }
+        if self.max_pending_sessions == 0 {
+            problems.push(
+                "cluster.max_pending_sessions = 0 would refuse every peer: set it to at least 1 (default 16)"
+                    .to_owned(),
+            );
+        }
         if self.partitions == 0 {
             problems.push("cluster.partitions = 0: set it to at least 1 (default 256)".to_owned());
         }
@@ -664,6 +937,33 @@ impl ClusterConfig {
                 self.isolation_ms,
                 self.required_isolation_ms(),
                 self.min_isolation_ms()
+            ));
+        }
+    }
+
+    /// Whether every `cluster_addr` is a loopback address (a development cluster on one
+    /// machine), where the default cookie is allowed.
+    pub fn is_loopback_only(&self) -> bool {
+        self.nodes.iter().all(|n| is_loopback_host(&n.cluster_addr))
+    }
+
+    fn check_cookie(&self, problems: &mut Vec<String>) {
+        let Some(exposed) = self.nodes.iter().position(|n| !is_loopback_host(&n.cluster_addr)) else {
+            return;
+        };
+        let addr = &self.nodes[exposed].cluster_addr;
+        if self.cookie == DEV_COOKIE {
+            problems.push(format!(
+                "cluster.cookie is the development default \"{DEV_COOKIE}\", but cluster.nodes[{exposed}].cluster_addr = \
+                 \"{addr}\" is not a loopback address: set a secret cookie of at least {MIN_COOKIE_BYTES} bytes (e.g. \
+                 `openssl rand -hex 16`), the same on every node"
+            ));
+        } else if self.cookie.len() < MIN_COOKIE_BYTES {
+            problems.push(format!(
+                "cluster.cookie is {} bytes long, but cluster.nodes[{exposed}].cluster_addr = \"{addr}\" is not a \
+                 loopback address: a cookie reachable from the network needs at least {MIN_COOKIE_BYTES} bytes (e.g. \
+                 `openssl rand -hex 16`)",
+                self.cookie.len()
             ));
         }
     }
@@ -715,6 +1015,30 @@ fn is_file_safe(name: &str) -> bool {
     !name.starts_with('.') && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// Whether the host of `HOST:PORT` is a loopback address: `localhost`, `127.0.0.0/8` or
+/// `[::1]`. Any other name counts as reachable from the network (names are not resolved here).
+fn is_loopback_host(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A syntactically valid DNS name, as a certificate's subject alternative name and TLS's
+/// server name need: labels of 1 to 63 letters, digits, `-` and `_`, separated by `.`, not
+/// starting or ending with `-`, the last one not all digits (which would read as an address).
+fn is_dns_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let labels: Vec<&str> = name.split('.').collect();
+    name.len() <= 253
+        && labels.iter().all(|l| {
+            (1..=63).contains(&l.len())
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        && labels.last().is_some_and(|l| !l.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// `HOST:PORT` with a non-empty host and a decimal port (`[::1]:4370` for IPv6). Names are
 /// not resolved here: the core does no I/O.
 fn is_host_port(addr: &str) -> bool {
@@ -728,6 +1052,15 @@ fn is_host_port(addr: &str) -> bool {
         }
         None => false,
     }
+}
+
+/// Whether a `HOST:PORT` (already checked by [`is_host_port`]) names a loopback host: `localhost`,
+/// an IPv4 address in 127.0.0.0/8, or `[::1]`. Names other than `localhost` are not resolved
+/// (the core does no I/O), so they count as not loopback.
+fn is_loopback(addr: &str) -> bool {
+    let Some((host, _)) = addr.rsplit_once(':') else { return false };
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Whether every topic `later` matches is already matched by `earlier`, so that a policy
@@ -882,6 +1215,16 @@ mod tests {
         assert_eq!(s.outbound_queue_bytes, 16 << 20);
         assert_eq!(s.ping_ms, 5000);
         assert_eq!(s.join_wait_ms, 10000);
+        assert_eq!(s.max_joins_per_second, 100);
+        assert_eq!(s.max_meta_bytes, 2048);
+        assert_eq!(s.max_sockets, 20_000);
+        assert_eq!(s.max_sockets_per_ip, 1000);
+        assert!(s.loopback_exempt);
+        assert_eq!(s.max_sockets_per_user, 32);
+        assert_eq!(s.header_read_timeout_ms, 5000);
+        assert_eq!(s.request_timeout_ms, 10_000);
+        assert_eq!(c.auth.token_leeway_ms, 30_000);
+        assert!(c.auth.open_endpoints.is_empty());
         assert_eq!(c.presence.shards, 8);
         assert_eq!(c.presence.broadcast_ms, 5);
         assert_eq!(c.presence.diff_ms, 20);
@@ -894,7 +1237,84 @@ mod tests {
         assert_eq!(k.lease_ms, 2000);
         assert_eq!(k.isolation_ms, 4000);
         assert_eq!(k.max_drift, 0.01);
+        assert_eq!(k.handshake_timeout_ms, 2000);
+        assert_eq!(k.max_pending_sessions, 16);
+        assert_eq!(k.tls, ClusterTlsConfig::default());
+        assert!(!k.tls.enabled());
         assert!(c.policy.is_empty());
+    }
+
+    /// A two-node config whose second node listens on `addr`.
+    fn two_nodes_with(addr: &str, cookie: &str) -> Config {
+        let mut c = Config::single_node();
+        c.cluster.nodes = vec![node("a", 1), node("b", 2)];
+        c.cluster.nodes[1].cluster_addr = addr.to_owned();
+        c.cluster.cookie = cookie.to_owned();
+        c
+    }
+
+    #[test]
+    fn validate_refuses_the_default_cookie_when_a_cluster_addr_is_not_loopback() {
+        for exposed in ["10.0.0.2:4370", "0.0.0.0:4370", "roster-b.internal:4370", "[fd00::2]:4370"] {
+            let c = two_nodes_with(exposed, DEV_COOKIE);
+            assert_invalid(&c, &["cluster.cookie", "development default", "cluster.nodes[1].cluster_addr", exposed]);
+        }
+        for loopback in ["127.0.0.1:4370", "127.1.2.3:4370", "localhost:4370", "[::1]:4370"] {
+            two_nodes_with(loopback, DEV_COOKIE).validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn validate_refuses_a_short_cookie_off_loopback_and_accepts_a_long_one() {
+        let short = "x".repeat(MIN_COOKIE_BYTES - 1);
+        assert_invalid(&two_nodes_with("10.0.0.2:4370", &short), &["cluster.cookie is 31 bytes", "at least 32"]);
+        two_nodes_with("10.0.0.2:4370", &"x".repeat(MIN_COOKIE_BYTES)).validate().unwrap();
+        two_nodes_with("127.0.0.1:4370", "short").validate().unwrap();
+    }
+
+    #[test]
+    fn tls_needs_all_three_paths_or_none() {
+        let mut c = Config::single_node();
+        c.cluster.tls.cert = "/etc/roster/{node}.crt".into();
+        assert_invalid(&c, &["[cluster.tls] sets cert but not key and ca"]);
+        c.cluster.tls.ca = "/etc/roster/ca.crt".into();
+        assert_invalid(&c, &["[cluster.tls] sets cert and ca but not key"]);
+        c.cluster.tls.key = "/etc/roster/{node}.key".into();
+        c.validate().unwrap();
+        assert!(c.cluster.tls.enabled());
+        let (cert, key, ca) = c.cluster.tls.paths_for(&NodeName::from("b"));
+        assert_eq!(
+            (cert.as_str(), key.as_str(), ca.as_str()),
+            ("/etc/roster/b.crt", "/etc/roster/b.key", "/etc/roster/ca.crt")
+        );
+        let parsed = parse_with("[cluster.tls]\ncert = \"c\"\nkey = \"k\"\nca = \"a\"").unwrap();
+        assert_eq!(parsed.cluster.tls.paths_for(&NodeName::from("a")), ("c".into(), "k".into(), "a".into()));
+        assert!(matches!(parse_with("[cluster.tls]\ncertificate = \"c\""), Err(ConfigError::Parse(_))));
+    }
+
+    #[test]
+    fn tls_needs_node_names_that_are_dns_names() {
+        for bad in ["1", "a.2", "-a", "a-", "a..b", "a_b-"] {
+            let mut c = Config::single_node();
+            c.cluster.tls = ClusterTlsConfig { cert: "c".into(), key: "k".into(), ca: "a".into() };
+            c.cluster.nodes[0].name = NodeName::from(bad);
+            let msg = invalid(&c);
+            assert!(msg.contains("cannot be a certificate's DNS name"), "{bad}: {msg}");
+        }
+        for good in ["a", "node-1", "roster_b", "b.roster.internal", "2b"] {
+            let mut c = Config::single_node();
+            c.cluster.tls = ClusterTlsConfig { cert: "c".into(), key: "k".into(), ca: "a".into() };
+            c.cluster.nodes[0].name = NodeName::from(good);
+            c.validate().unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+    }
+
+    #[test]
+    fn handshake_timeout_and_pending_sessions_have_lower_bounds() {
+        let mut c = Config::single_node();
+        c.cluster.handshake_timeout_ms = 99;
+        c.cluster.max_pending_sessions = 0;
+        assert_invalid(&c, &["cluster.handshake_timeout_ms = 99", "cluster.max_pending_sessions = 0"]);
     }
 
     #[test]
@@ -949,6 +1369,50 @@ mod tests {
         assert_eq!(c.auth.secret, "");
         assert!(c.policy.is_empty());
         assert_eq!(c.policy_for(&Topic::from("anything")), Policy::built_in());
+    }
+
+    #[test]
+    fn demo_is_off_by_default_and_on_for_the_config_less_server_with_its_policies() {
+        assert!(!Config::single_node().server.demo);
+        assert!(!parse_with("").unwrap().server.demo);
+        let demo = Config::demo();
+        demo.validate().unwrap();
+        assert!(demo.server.demo);
+        let (call, room, other) = (
+            demo.policy_for(&Topic::from("call:standup")),
+            demo.policy_for(&Topic::from("room:lobby")),
+            demo.policy_for(&Topic::from("lobby")),
+        );
+        assert_eq!((call.on_conflict, call.reserve_ms), (OnConflict::Reject, 0));
+        assert_eq!((room.on_conflict, room.reserve_ms), (OnConflict::Takeover, 5000));
+        assert_eq!(other.on_conflict, OnConflict::Takeover);
+        for p in [&call, &room, &other] {
+            assert!(p.is_exempt(&Role::from("admin")) && !p.is_exempt(&Role::from("user")), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn demo_is_accepted_on_loopback_http_addrs_only() {
+        for host in ["127.0.0.1", "127.3.2.1", "localhost", "LocalHost", "[::1]"] {
+            let c = Config::from_toml_str(&format!(
+                "[server]\ndemo = true\n[[cluster.nodes]]\nname = \"a\"\ncluster_addr = \"10.0.0.1:4370\"\n\
+                 http_addr = \"{host}:4000\"\n"
+            ));
+            assert!(c.is_ok_and(|c| c.server.demo), "{host}");
+        }
+        for host in ["0.0.0.0", "10.0.0.1", "[::]", "example.com", "localhost.example.com"] {
+            let mut c = Config::demo();
+            c.cluster.nodes[0].http_addr = format!("{host}:4000");
+            assert_invalid(&c, &["server.demo = true", &format!("cluster.nodes[0].http_addr = \"{host}:4000\"")]);
+            c.server.demo = false;
+            c.validate().unwrap();
+        }
+        // Every node of a cluster counts, not only the first.
+        let mut c = Config::from_toml_str(SAMPLE).unwrap();
+        c.server.demo = true;
+        c.validate().unwrap();
+        c.cluster.nodes[2].http_addr = "192.168.1.5:4002".into();
+        assert_invalid(&c, &["cluster.nodes[2].http_addr"]);
     }
 
     #[test]
@@ -1157,6 +1621,68 @@ mod tests {
     }
 
     #[test]
+    fn validate_rejects_a_token_secret_shorter_than_32_bytes() {
+        let mut c = Config::single_node();
+        c.auth.secret = "x".repeat(31);
+        assert_invalid(&c, &["auth.secret is 31 bytes long", "at least 32 bytes"]);
+        c.auth.secret = "x".repeat(32);
+        c.validate().unwrap();
+        // Empty: the server generates one.
+        c.auth.secret = String::new();
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn validate_rejects_a_token_leeway_over_five_minutes() {
+        let mut c = Config::single_node();
+        c.auth.token_leeway_ms = 300_001;
+        assert_invalid(&c, &["auth.token_leeway_ms = 300001", "5 minutes"]);
+        c.auth.token_leeway_ms = 300_000;
+        c.validate().unwrap();
+        c.auth.token_leeway_ms = 0;
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn open_endpoints_are_written_in_lowercase() {
+        let c = parse_with("[auth]\nopen_endpoints = [\"metrics\", \"cluster\"]").unwrap();
+        assert_eq!(c.auth.open_endpoints, [OpenEndpoint::Metrics, OpenEndpoint::Cluster]);
+        assert!(matches!(parse_with("[auth]\nopen_endpoints = [\"presence\"]"), Err(ConfigError::Parse(_))));
+    }
+
+    #[test]
+    fn validate_rejects_zero_socket_and_join_limits_and_timeouts() {
+        let mut c = Config::single_node();
+        c.server.max_joins_per_second = 0;
+        c.server.max_sockets = 0;
+        c.server.max_sockets_per_ip = 0;
+        c.server.max_sockets_per_user = 0;
+        c.server.header_read_timeout_ms = 0;
+        c.server.request_timeout_ms = 0;
+        assert_invalid(
+            &c,
+            &[
+                "6 problems",
+                "server.max_joins_per_second = 0",
+                "server.max_sockets = 0",
+                "server.max_sockets_per_ip = 0",
+                "server.max_sockets_per_user = 0",
+                "server.header_read_timeout_ms = 0",
+                "server.request_timeout_ms = 0",
+            ],
+        );
+    }
+
+    #[test]
+    fn validate_rejects_a_meta_limit_below_the_empty_meta() {
+        let mut c = Config::single_node();
+        c.server.max_meta_bytes = 1;
+        assert_invalid(&c, &["server.max_meta_bytes = 1", "at least 2"]);
+        c.server.max_meta_bytes = 2;
+        c.validate().unwrap();
+    }
+
+    #[test]
     fn validate_rejects_zero_outbound_queue() {
         let mut c = Config::single_node();
         c.server.outbound_queue = 0;
@@ -1313,19 +1839,35 @@ mod tests {
             1u32..100_000,
             1u64..60_000,
             1u64..60_000,
-        )
-            .prop_map(|(allowed_origins, max_frame_bytes, topics, pushes, queue, ping_ms, join_wait_ms)| {
-                ServerConfig {
-                    allowed_origins,
-                    max_frame_bytes,
-                    max_topics_per_socket: topics,
-                    max_pushes_per_second: pushes,
-                    outbound_queue: queue,
-                    outbound_queue_bytes: 16 << 20,
-                    ping_ms,
-                    join_wait_ms,
-                }
-            });
+        );
+        let limits = (
+            (1u32..1000, 2u32..1024, 1u32..100_000, 1u32..100_000, any::<bool>(), 1u32..1000),
+            (1u64..60_000, 1u64..60_000),
+        );
+        let server = (server, limits).prop_map(
+            |(
+                (allowed_origins, max_frame_bytes, topics, pushes, queue, ping_ms, join_wait_ms),
+                ((joins, meta, sockets, per_ip, loopback_exempt, per_user), (header_ms, request_ms)),
+            )| ServerConfig {
+                allowed_origins,
+                max_frame_bytes,
+                max_topics_per_socket: topics,
+                max_pushes_per_second: pushes,
+                max_joins_per_second: joins,
+                max_meta_bytes: meta,
+                max_sockets: sockets,
+                max_sockets_per_ip: per_ip,
+                loopback_exempt,
+                max_sockets_per_user: per_user,
+                outbound_queue: queue,
+                outbound_queue_bytes: 16 << 20,
+                ping_ms,
+                join_wait_ms,
+                header_read_timeout_ms: header_ms,
+                request_timeout_ms: request_ms,
+                demo: false,
+            },
+        );
         let presence = (1u32..64, 0u64..100, 0u64..1000).prop_map(|(shards, broadcast_ms, diff_ms)| PresenceConfig {
             shards,
             broadcast_ms,
@@ -1353,6 +1895,7 @@ mod tests {
                     isolation_ms: 0,
                     max_drift,
                     nodes: (0..n).map(|i| node(&format!("n{i}"), 4370 + i as u16)).collect(),
+                    ..ClusterConfig::default()
                 };
                 c.isolation_ms = c.min_isolation_ms() + slack;
                 c
@@ -1392,7 +1935,15 @@ mod tests {
             }
             ps
         });
-        let auth = ("[ -~]{0,20}", "[a-zA-Z0-9]{0,20}").prop_map(|(secret, api_key)| AuthConfig { secret, api_key });
+        let open =
+            proptest::collection::vec(prop_oneof![Just(OpenEndpoint::Cluster), Just(OpenEndpoint::Metrics)], 0..3);
+        let auth = (prop_oneof![Just(String::new()), "[ -~]{32,64}"], "[a-zA-Z0-9]{0,20}", 0u64..=300_000, open)
+            .prop_map(|(secret, api_key, token_leeway_ms, open_endpoints)| AuthConfig {
+                secret,
+                api_key,
+                token_leeway_ms,
+                open_endpoints,
+            });
         (auth, server, presence, cluster, policies).prop_map(|(auth, server, presence, cluster, mut policy)| {
             for p in &mut policy {
                 p.wait_ms = p.wait_ms.min(server.join_wait_ms);

@@ -27,6 +27,10 @@ pub enum RuntimeError {
     /// An actor could not be spawned.
     #[error("cannot start actor {0}")]
     Spawn(String),
+    /// The cluster link could not start: its port is taken, or a `[cluster.tls]` file is
+    /// missing or unusable (the message names it).
+    #[error("cluster link: {0}")]
+    ClusterLink(String),
     /// The node has shut down (or its actor died).
     #[error("the node is not running")]
     NotRunning,

@@ -13,7 +13,8 @@
 //!   state and diffs), shared pushes, broadcasts.
 //! - `record_log`: the records as JSON lines in Unix milliseconds (`--records FILE`).
 //! - `epoch_store`: the highest granted epoch in `data_dir/NAME`.
-//! - `cluster`: the cluster link over `ractor_cluster`: `ClusterLink`, dialing, session events.
+//! - `cluster`: the cluster link over `ractor_cluster`: TLS and Roster's handshake, sessions
+//!   bound to authenticated peers, `ClusterLink`, dialing (see its module docs for its files).
 //! - `codec`: the versioned, fallible codec for node-to-node payloads.
 //! - `clock`: monotonic milliseconds for the core.
 //!
@@ -27,7 +28,7 @@
 
 mod clock;
 mod cluster;
-pub mod codec;
+mod codec;
 mod connection;
 mod epoch_store;
 mod error;
@@ -39,7 +40,7 @@ mod presence_shard;
 mod record_log;
 
 pub use clock::Clock;
-pub use cluster::{LinkCounters, LinkStatus};
+pub use cluster::{LinkCounters, LinkEvent, LinkStatus};
 pub use connection::{CloseReason, ConnEvent, Connection, ConnectionHandle, Joined};
 pub use epoch_store::EpochStore;
 pub use error::{JoinError, PushError, RuntimeError};

@@ -503,6 +503,14 @@ impl Node {
             .ok_or(RuntimeError::NotRunning)
     }
 
+    /// Every topic with presence on this node's replica (all nodes' entries), each with its
+    /// list as last published. Like [`TopicPresence::list`], it never waits behind the
+    /// node's writes.
+    pub fn topics(&self) -> Vec<(Topic, Arc<PresenceList>)> {
+        let published = self.inner.published.read().unwrap_or_else(|e| e.into_inner());
+        published.iter().map(|(topic, list)| (topic.clone(), list.clone())).collect()
+    }
+
     /// The cluster link to every peer (empty on a single node).
     pub fn links(&self) -> Vec<LinkStatus> {
         self.inner.cluster.as_ref().map(|c| c.links.status()).unwrap_or_default()

@@ -1,7 +1,10 @@
 //! The HTTP side of a node: the router (`/socket/websocket`, `/health`, `/ready`, `/cluster`,
-//! `/metrics`, and the backend API `/presence`, `/slot`, `/kick` behind the `api_key`), and
+//! `/metrics`, the backend API `/presence`, `/slot`, `/kick` behind the `api_key`, and the
+//! built-in pages: `/dashboard`, and `/` in demo mode), and
 //! [`serve`], which runs it on a listener the caller bound until a shutdown future resolves.
 
+use crate::dashboard::Dashboard;
+use crate::limits::SocketLimits;
 use crate::metrics::Metrics;
 use crate::socket;
 use axum::extract::rejection::JsonRejection;
@@ -10,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use roster_core::{SlotToken, Topic, UserId};
+use roster_core::{OpenEndpoint, SlotToken, Topic, UserId};
 use roster_runtime::Node;
 use serde::Deserialize;
 use serde_json::json;
@@ -27,9 +30,26 @@ pub struct AppState {
     pub api_key: String,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
+    /// What `/dashboard` shows that the node does not keep: recent revokes, the chart.
+    pub dashboard: Dashboard,
+    /// Open connections and sockets, against the `[server]` limits.
+    pub(crate) limits: Arc<SocketLimits>,
 }
 
-/// The router of one node.
+impl AppState {
+    /// The state of a server fronting `node`, checking tokens with `secret` and the backend API
+    /// with `api_key` (empty: the API is off), with fresh counters.
+    pub fn new(node: Node, secret: Vec<u8>, api_key: String) -> AppState {
+        let limits = SocketLimits::new(&node.config().server);
+        AppState { node, secret, api_key, metrics: Metrics::new(), dashboard: Dashboard::new(), limits }
+    }
+}
+
+/// The longest reason `POST /kick` takes, in bytes: it is sent to every revoked channel.
+const MAX_KICK_REASON_BYTES: usize = 256;
+
+/// The router of one node. [`serve`] runs it behind the connection limits and the HTTP
+/// timeouts of `[server]`; served any other way, those do not apply.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/socket/websocket", get(socket::upgrade))
@@ -40,28 +60,25 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/presence", get(presence))
         .route("/slot", get(slot))
         .route("/kick", post(kick))
+        .merge(crate::demo::routes(state.node.config().server.demo))
+        .merge(crate::dashboard::routes())
+        .merge(crate::assets::routes())
         .with_state(state)
 }
 
 /// Serve `router(state)` on `listener` until `shutdown` resolves, then stop accepting; open
-/// WebSockets end when the node closes their connections.
-///
-/// Every connection gets `TCP_NODELAY`: a small frame (a `slot_revoked`, a diff) leaves at
-/// once instead of waiting up to ~40 ms for Nagle's algorithm. Without it a takeover's old
-/// tab heard of its revocation ~35 ms *after* the new tab heard it was granted, though the
-/// node had sent the revocation first.
+/// WebSockets end when the node closes their connections. Every connection is admitted against
+/// the `[server]` socket limits and served with its header-read and request timeouts: see
+/// `connections.rs`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    let sampler = tokio::spawn(crate::dashboard::run(state.clone()));
+    let served = crate::connections::serve(listener, state, shutdown).await;
+    sampler.abort();
+    served
 }
 
 async fn health() -> &'static str {
@@ -80,7 +97,10 @@ async fn ready(State(st): State<Arc<AppState>>) -> Response {
     }
 }
 
-async fn cluster(State(st): State<Arc<AppState>>) -> Response {
+async fn cluster(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(r) = ops_refusal(&st, &headers, OpenEndpoint::Cluster) {
+        return r;
+    }
     let links = st.node.links();
     match st.node.status().await {
         Ok(s) => Json(json!({
@@ -119,7 +139,11 @@ async fn cluster(State(st): State<Arc<AppState>>) -> Response {
     }
 }
 
-async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+async fn metrics(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(r) = ops_refusal(&st, &headers, OpenEndpoint::Metrics) {
+        return r;
+    }
+    st.metrics.connections.set(i64::from(st.limits.open_connections()));
     if let Ok(s) = st.node.status().await {
         st.metrics.presence_entries.set(s.counts.presence_entries as i64);
         st.metrics.slots.set(s.counts.gateway_slots as i64);
@@ -127,31 +151,34 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     }
     st.metrics.cluster_links_up.set(st.node.links().iter().filter(|l| l.up).count() as i64);
     if let Some(c) = st.node.link_counters() {
-        let family = &st.metrics.cluster_link;
-        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-        for (kind, value) in [
-            ("frames_sent", load(&c.frames_sent)),
-            ("messages_sent", load(&c.messages_sent)),
-            ("bytes_sent", load(&c.bytes_sent)),
-            ("frames_received", load(&c.frames_received)),
-            ("dropped_no_session", load(&c.dropped_no_session)),
-            ("dropped_oversize", load(&c.dropped_oversize)),
-            ("refused", load(&c.refused)),
-            ("sessions_up", load(&c.sessions_up)),
-            ("sessions_down", load(&c.sessions_down)),
-            ("dial_failures", load(&c.dial_failures)),
-        ] {
-            Metrics::catch_up(family, kind, value);
+        for (reason, value) in c.all() {
+            Metrics::catch_up(&st.metrics.cluster_link, reason, value);
         }
     }
     ([("content-type", "text/plain; version=0.0.4")], st.metrics.render()).into_response()
+}
+
+/// `/cluster` and `/metrics` need the `api_key` like the backend API, unless `[auth]
+/// open_endpoints` lists them. `Some(response)` refuses the request.
+fn ops_refusal(st: &AppState, headers: &HeaderMap, endpoint: OpenEndpoint) -> Option<Response> {
+    if st.node.config().auth.open_endpoints.contains(&endpoint) {
+        return None;
+    }
+    refusal(st, headers)
 }
 
 /// The backend API needs `Authorization: Bearer <api_key>`; with no key configured it is off.
 /// `Some(response)` refuses the request.
 fn refusal(st: &AppState, headers: &HeaderMap) -> Option<Response> {
     if st.api_key.is_empty() {
-        return Some((StatusCode::FORBIDDEN, "the API is off: set [auth] api_key or ROSTER_API_KEY").into_response());
+        return Some(
+            (
+                StatusCode::FORBIDDEN,
+                "the API is off: set [auth] api_key or ROSTER_API_KEY (or list /cluster and /metrics in [auth] \
+                 open_endpoints)",
+            )
+                .into_response(),
+        );
     }
     let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     // Constant-time comparison of the key.
@@ -223,6 +250,14 @@ async fn kick(
             .into_response();
     };
     let reason = k.reason.unwrap_or_else(|| "kicked".into());
+    if reason.len() > MAX_KICK_REASON_BYTES {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"reason": "bad_request", "detail": format!("reason is over {MAX_KICK_REASON_BYTES} bytes")})),
+        )
+            .into_response();
+    }
+    st.metrics.kicks.inc();
     st.node.kick(UserId::from(k.user), k.topic.map(Topic::from), reason);
     (StatusCode::ACCEPTED, Json(json!({"status": "ok"}))).into_response()
 }

@@ -8,13 +8,16 @@
 use crate::http_get;
 use crate::token::{self, Claims};
 use clap::{Args, Parser, Subcommand};
-use roster_core::{Config, ConfigError, NodeName, Role, UserId};
+use roster_core::{Config, ConfigError, NodeName, UserId, MIN_SECRET_BYTES};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The environment variable whose value, when set and not empty, replaces `[auth] secret`.
 pub const SECRET_ENV: &str = "ROSTER_SECRET";
+
+/// The environment variable whose value, when set and not empty, replaces `[auth] api_key`.
+pub const API_KEY_ENV: &str = "ROSTER_API_KEY";
 
 /// Default lifetime of a token minted by `roster token`: 24 hours.
 pub const DEFAULT_TOKEN_TTL_MS: u64 = 24 * 60 * 60 * 1000;
@@ -54,7 +57,7 @@ pub struct ServeArgs {
     pub records: Option<PathBuf>,
 }
 
-/// `roster token (--config FILE | --secret S) --user U [--role R] [--ttl-ms N]`.
+/// `roster token (--config FILE | --secret S) --user U [--role R] [--ttl-ms N] [--topic P]...`.
 #[derive(Debug, Clone, PartialEq, Eq, Args)]
 pub struct TokenArgs {
     /// Sign with this config's [auth] secret (ROSTER_SECRET overrides it).
@@ -73,6 +76,10 @@ pub struct TokenArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_TOKEN_TTL_MS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub ttl_ms: u64,
+    /// Limit the token to topics matching PATTERN (`room:*`, `lobby`, `*`): its `topics`
+    /// claim. Repeat for several; without it, any topic.
+    #[arg(long = "topic", value_name = "PATTERN")]
+    pub topics: Vec<String>,
 }
 
 /// `roster status [--config FILE] [--node NAME]`.
@@ -124,6 +131,16 @@ pub enum CliError {
     /// `--secret ""`.
     #[error("--secret is empty")]
     EmptySecret,
+    /// The secret to sign with (`--secret` or `ROSTER_SECRET`) is shorter than
+    /// [`MIN_SECRET_BYTES`]: no server would accept it.
+    #[error(
+        "the secret is {0} bytes long: a token secret needs at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand \
+         -base64 32`)"
+    )]
+    ShortSecret(usize),
+    /// A `--topic` is not a topic pattern.
+    #[error("--topic {0:?} is not a topic pattern: a topic, a prefix ending in '*', or \"*\" ('*' only last)")]
+    BadTopic(String),
     /// `--user` names no user a token may carry.
     #[error("--user: {0}")]
     BadUser(token::TokenError),
@@ -161,11 +178,23 @@ pub fn effective_secret(config: &Config, env_secret: Option<&str>) -> Option<Str
     env.or(configured).map(str::to_owned)
 }
 
+/// Refuse a secret shorter than [`MIN_SECRET_BYTES`] (the config's is checked when it loads;
+/// this is for `ROSTER_SECRET` and `--secret`).
+pub fn check_secret(secret: &str) -> Result<(), CliError> {
+    match secret.len() {
+        n if n < MIN_SECRET_BYTES => Err(CliError::ShortSecret(n)),
+        _ => Ok(()),
+    }
+}
+
 /// `roster token`: the token to print. `env_secret` is `ROSTER_SECRET` (if set), `now_unix_s`
 /// the clock. The secret is `--secret`, else `ROSTER_SECRET`, else the config's.
 pub fn token_command(args: &TokenArgs, env_secret: Option<&str>, now_unix_s: u64) -> Result<String, CliError> {
     let user = UserId::from(args.user.as_str());
     token::check_subject(&user).map_err(CliError::BadUser)?;
+    if let Some(bad) = args.topics.iter().find(|p| !token::is_topic_pattern(p)) {
+        return Err(CliError::BadTopic(bad.clone()));
+    }
     let secret = match (&args.secret, &args.config) {
         (Some(s), _) if s.is_empty() => return Err(CliError::EmptySecret),
         (Some(s), _) => s.clone(),
@@ -175,12 +204,19 @@ pub fn token_command(args: &TokenArgs, env_secret: Option<&str>, now_unix_s: u64
         }
         (None, None) => env_secret.filter(|s| !s.is_empty()).ok_or(CliError::NoSecret)?.to_owned(),
     };
+    check_secret(&secret)?;
     let exp = now_unix_s.saturating_add(args.ttl_ms.div_ceil(1000));
-    Ok(token::mint(secret.as_bytes(), &Claims { sub: user, role: Role::from(args.role.as_str()), exp }))
+    let mut claims = Claims::new(user, args.role.as_str(), exp);
+    if !args.topics.is_empty() {
+        claims = claims.with_topics(args.topics.iter().cloned());
+    }
+    Ok(token::mint(secret.as_bytes(), &claims))
 }
 
-/// `roster status`: ask the node for `GET /cluster` and render the answer as text.
-pub fn status_command(args: &StatusArgs) -> Result<String, CliError> {
+/// `roster status`: ask the node for `GET /cluster` and render the answer as text. The request
+/// carries the API key (`env_api_key`, `ROSTER_API_KEY` when set, else the config's `[auth]
+/// api_key`), which `/cluster` needs unless `[auth] open_endpoints` lists it.
+pub fn status_command(args: &StatusArgs, env_api_key: Option<&str>) -> Result<String, CliError> {
     let (config, path) = match &args.config {
         Some(path) => (load_config(path)?, path.clone()),
         None => (Config::single_node(), PathBuf::from("(built-in single node)")),
@@ -195,14 +231,22 @@ pub fn status_command(args: &StatusArgs) -> Result<String, CliError> {
             .first()
             .ok_or_else(|| CliError::Config { path, error: ConfigError::Invalid("no [[cluster.nodes]]".to_owned()) })?,
     };
-    let status = fetch_cluster_status(&node.name, &node.http_addr, Duration::from_secs(5))?;
+    let api_key = env_api_key.filter(|k| !k.is_empty()).unwrap_or(&config.auth.api_key);
+    let status = fetch_cluster_status(&node.name, &node.http_addr, Some(api_key), Duration::from_secs(5))?;
     Ok(render_cluster_status(&status))
 }
 
-/// `GET http://<http_addr>/cluster`, parsed as JSON.
-pub fn fetch_cluster_status(node: &NodeName, http_addr: &str, timeout: Duration) -> Result<Value, CliError> {
+/// `GET http://<http_addr>/cluster` (with `Authorization: Bearer <api_key>` when the key is
+/// given and not empty), parsed as JSON.
+pub fn fetch_cluster_status(
+    node: &NodeName,
+    http_addr: &str,
+    api_key: Option<&str>,
+    timeout: Duration,
+) -> Result<Value, CliError> {
     let url = format!("http://{http_addr}/cluster");
-    let response = http_get::get(http_addr, "/cluster", timeout).map_err(|e| match e.kind() {
+    let bearer = api_key.filter(|k| !k.is_empty());
+    let response = http_get::get(http_addr, "/cluster", bearer, timeout).map_err(|e| match e.kind() {
         std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
             CliError::BadResponse { url: url.clone(), detail: e.to_string() }
         }
@@ -310,6 +354,11 @@ mod tests {
     use std::net::TcpListener;
 
     const NOW: u64 = 1_700_000_000;
+    /// Secrets long enough to be accepted (32 bytes and more).
+    const S: &str = "s-0123456789abcdef0123456789abcdef";
+    const FLAG: &str = "flag-0123456789abcdef0123456789abcdef";
+    const ENV: &str = "env-0123456789abcdef0123456789abcdef";
+    const FROM_CONFIG: &str = "from-config-0123456789abcdef0123456789abcdef";
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("roster").chain(args.iter().copied()))
@@ -341,7 +390,7 @@ mod tests {
 
     fn one_node(secret: &str, http_addr: &str) -> String {
         format!(
-            "[auth]\nsecret = \"{secret}\"\n\n[[cluster.nodes]]\nname = \"a\"\ncluster_addr = \"127.0.0.1:4370\"\n\
+            "[auth]\nsecret = \"{secret}\"\napi_key = \"config-key\"\n\n[[cluster.nodes]]\nname = \"a\"\ncluster_addr = \"127.0.0.1:4370\"\n\
              http_addr = \"{http_addr}\"\n"
         )
     }
@@ -358,16 +407,17 @@ mod tests {
 
     #[test]
     fn token_defaults_to_role_user_and_one_day() {
-        let t = token_args(&["--secret", "s", "--user", "42"]);
+        let t = token_args(&["--secret", S, "--user", "42"]);
         assert_eq!((t.role.as_str(), t.ttl_ms, t.config), ("user", 86_400_000, None));
+        assert!(t.topics.is_empty());
     }
 
     #[test]
     fn token_requires_a_user_and_refuses_both_config_and_secret() {
-        assert!(parse(&["token", "--secret", "s"]).is_err());
-        let err = parse(&["token", "--config", "c.toml", "--secret", "s", "--user", "1"]).unwrap_err();
+        assert!(parse(&["token", "--secret", S]).is_err());
+        let err = parse(&["token", "--config", "c.toml", "--secret", S, "--user", "1"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
-        let err = parse(&["token", "--secret", "s", "--user", "1", "--ttl-ms", "0"]).unwrap_err();
+        let err = parse(&["token", "--secret", S, "--user", "1", "--ttl-ms", "0"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
     }
 
@@ -381,23 +431,43 @@ mod tests {
 
     #[test]
     fn token_from_secret_verifies_with_its_claims() {
-        let args = token_args(&["--secret", "s3cret", "--user", "42", "--role", "admin", "--ttl-ms", "1500"]);
+        let args = token_args(&["--secret", S, "--user", "42", "--role", "admin", "--ttl-ms", "1500"]);
         let token = token_command(&args, None, NOW).unwrap();
-        let claims = token::verify(b"s3cret", &token, NOW).unwrap();
-        assert_eq!(claims, Claims { sub: "42".into(), role: "admin".into(), exp: NOW + 2 });
+        let claims = token::verify(S.as_bytes(), &token, NOW).unwrap();
+        assert_eq!(claims, Claims::new("42", "admin", NOW + 2));
+    }
+
+    #[test]
+    fn token_with_topics_carries_them_as_its_topics_claim() {
+        let args = token_args(&["--secret", S, "--user", "42", "--topic", "room:*", "--topic", "lobby"]);
+        let claims = token::verify(S.as_bytes(), &token_command(&args, None, NOW).unwrap(), NOW).unwrap();
+        assert_eq!(claims.topics, Some(vec!["room:*".to_owned(), "lobby".to_owned()]));
+        let args = token_args(&["--secret", S, "--user", "42", "--topic", "ro*m"]);
+        assert!(matches!(token_command(&args, None, NOW), Err(CliError::BadTopic(p)) if p == "ro*m"));
+    }
+
+    #[test]
+    fn token_with_a_secret_under_32_bytes_is_refused() {
+        let args = token_args(&["--secret", "short", "--user", "42"]);
+        let err = token_command(&args, None, NOW).unwrap_err();
+        assert!(matches!(err, CliError::ShortSecret(5)), "{err}");
+        assert!(err.to_string().contains("at least 32 bytes"), "{err}");
+        let args = token_args(&["--user", "42"]);
+        assert!(matches!(token_command(&args, Some(&"x".repeat(31)), NOW), Err(CliError::ShortSecret(31))));
+        assert!(token_command(&args, Some(&"x".repeat(32)), NOW).is_ok());
     }
 
     #[test]
     fn token_secret_flag_beats_env_and_env_beats_config() {
-        let args = token_args(&["--secret", "flag", "--user", "42"]);
-        assert!(token::verify(b"flag", &token_command(&args, Some("env"), NOW).unwrap(), NOW).is_ok());
+        let args = token_args(&["--secret", FLAG, "--user", "42"]);
+        assert!(token::verify(FLAG.as_bytes(), &token_command(&args, Some(ENV), NOW).unwrap(), NOW).is_ok());
 
-        let config = TempConfig::new("env-beats-config", &one_node("from-config", "127.0.0.1:4000"));
+        let config = TempConfig::new("env-beats-config", &one_node(FROM_CONFIG, "127.0.0.1:4000"));
         let args = token_args(&["--config", config.0.to_str().unwrap(), "--user", "42"]);
-        assert!(token::verify(b"env", &token_command(&args, Some("env"), NOW).unwrap(), NOW).is_ok());
-        assert!(token::verify(b"from-config", &token_command(&args, None, NOW).unwrap(), NOW).is_ok());
+        assert!(token::verify(ENV.as_bytes(), &token_command(&args, Some(ENV), NOW).unwrap(), NOW).is_ok());
+        assert!(token::verify(FROM_CONFIG.as_bytes(), &token_command(&args, None, NOW).unwrap(), NOW).is_ok());
         // An empty ROSTER_SECRET counts as unset.
-        assert!(token::verify(b"from-config", &token_command(&args, Some(""), NOW).unwrap(), NOW).is_ok());
+        assert!(token::verify(FROM_CONFIG.as_bytes(), &token_command(&args, Some(""), NOW).unwrap(), NOW).is_ok());
     }
 
     #[test]
@@ -405,7 +475,7 @@ mod tests {
         let args = token_args(&["--user", "42"]);
         assert!(matches!(token_command(&args, None, NOW), Err(CliError::NoSecret)));
         assert!(matches!(token_command(&args, Some(""), NOW), Err(CliError::NoSecret)));
-        assert!(token::verify(b"env", &token_command(&args, Some("env"), NOW).unwrap(), NOW).is_ok());
+        assert!(token::verify(ENV.as_bytes(), &token_command(&args, Some(ENV), NOW).unwrap(), NOW).is_ok());
         let err = token_command(&token_args(&["--secret", "", "--user", "42"]), None, NOW).unwrap_err();
         assert!(matches!(err, CliError::EmptySecret));
     }
@@ -433,13 +503,14 @@ mod tests {
     #[test]
     fn token_for_a_reserved_user_is_refused() {
         for user in ["anonymous", ""] {
-            let args = token_args(&["--secret", "s", "--user", user]);
+            let args = token_args(&["--secret", S, "--user", user]);
             assert!(matches!(token_command(&args, None, NOW), Err(CliError::BadUser(_))), "{user:?}");
         }
     }
 
-    /// Serve one HTTP request with `status` and `body`; returns the address and the request line.
-    fn one_shot_http(status: &'static str, body: &'static str) -> (String, std::thread::JoinHandle<String>) {
+    /// Serve one HTTP request with `status` and `body`; returns the address and the request line
+    /// followed by its `authorization` header, if any (name in lowercase).
+    fn one_shot_http(status: &'static str, body: &'static str) -> (String, std::thread::JoinHandle<Vec<String>>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let handle = std::thread::spawn(move || {
@@ -447,8 +518,14 @@ mod tests {
             let mut reader = BufReader::new(stream.try_clone().unwrap());
             let mut request_line = String::new();
             reader.read_line(&mut request_line).unwrap();
+            let mut seen = vec![request_line.trim_end().to_owned()];
             let mut line = String::new();
             while reader.read_line(&mut line).unwrap() > 2 {
+                if let Some((name, value)) = line.trim_end().split_once(": ") {
+                    if name.eq_ignore_ascii_case("authorization") {
+                        seen.push(format!("authorization: {value}"));
+                    }
+                }
                 line.clear();
             }
             let response = format!(
@@ -456,7 +533,7 @@ mod tests {
                 body.len()
             );
             stream.write_all(response.as_bytes()).unwrap();
-            request_line.trim_end().to_owned()
+            seen
         });
         (addr, handle)
     }
@@ -465,31 +542,40 @@ mod tests {
     fn status_gets_cluster_from_the_configured_node_and_prints_a_table() {
         let body = r#"{"node":"a","nodes":[{"name":"a","alive":true,"partitions":3},{"name":"b","alive":false}]}"#;
         let (addr, server) = one_shot_http("200 OK", body);
-        let config = TempConfig::new("status", &one_node("s", &addr));
+        let config = TempConfig::new("status", &one_node(S, &addr));
         let args = StatusArgs { config: Some(config.0.clone()), node: Some("a".to_owned()) };
-        let text = status_command(&args).unwrap();
-        assert_eq!(server.join().unwrap(), "GET /cluster HTTP/1.1");
+        let text = status_command(&args, None).unwrap();
+        assert_eq!(server.join().unwrap(), ["GET /cluster HTTP/1.1", "authorization: Bearer config-key"]);
         assert_eq!(text, "node: a\n\nname  alive  partitions\na     true   3\nb     false\n");
     }
 
     #[test]
+    fn status_sends_the_env_api_key_over_the_configs() {
+        let (addr, server) = one_shot_http("200 OK", r#"{"node":"a","peers":[]}"#);
+        let config = TempConfig::new("status-env-key", &one_node(S, &addr));
+        let args = StatusArgs { config: Some(config.0.clone()), node: None };
+        assert!(status_command(&args, Some("env-key")).unwrap().starts_with("node: a\n"));
+        assert_eq!(server.join().unwrap(), ["GET /cluster HTTP/1.1", "authorization: Bearer env-key"]);
+    }
+
+    #[test]
     fn status_of_an_unknown_node_lists_the_configured_ones() {
-        let config = TempConfig::new("status-unknown", &one_node("s", "127.0.0.1:4000"));
+        let config = TempConfig::new("status-unknown", &one_node(S, "127.0.0.1:4000"));
         let args = StatusArgs { config: Some(config.0.clone()), node: Some("zz".to_owned()) };
-        let err = status_command(&args).unwrap_err();
+        let err = status_command(&args, None).unwrap_err();
         assert!(err.to_string().contains("\"a\""), "{err}");
     }
 
     #[test]
     fn status_reports_http_errors_and_unreachable_nodes() {
         let (addr, server) = one_shot_http("503 Service Unavailable", "not ready");
-        let err = fetch_cluster_status(&"a".into(), &addr, Duration::from_secs(5)).unwrap_err();
+        let err = fetch_cluster_status(&"a".into(), &addr, None, Duration::from_secs(5)).unwrap_err();
         server.join().unwrap();
         assert!(matches!(&err, CliError::BadResponse { detail, .. } if detail == "HTTP 503: not ready"), "{err}");
 
         // A port that was just free: nothing listens there.
         let free = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
-        let err = fetch_cluster_status(&"a".into(), &free, Duration::from_secs(5)).unwrap_err();
+        let err = fetch_cluster_status(&"a".into(), &free, None, Duration::from_secs(5)).unwrap_err();
         assert!(matches!(err, CliError::Unreachable { .. }), "{err}");
     }
 

@@ -20,8 +20,9 @@ pub(crate) struct HttpResponse {
 /// The largest body read, so a confused peer cannot exhaust memory.
 const MAX_BODY_BYTES: u64 = 16 << 20;
 
-/// `GET path` from `addr` (`HOST:PORT`); `timeout` bounds the connect and each read and write.
-pub(crate) fn get(addr: &str, path: &str, timeout: Duration) -> io::Result<HttpResponse> {
+/// `GET path` from `addr` (`HOST:PORT`), with `Authorization: Bearer <bearer>` when given;
+/// `timeout` bounds the connect and each read and write.
+pub(crate) fn get(addr: &str, path: &str, bearer: Option<&str>, timeout: Duration) -> io::Result<HttpResponse> {
     let mut last_err = io::Error::new(io::ErrorKind::NotFound, format!("{addr} resolves to no address"));
     let mut stream = None;
     for sock in addr.to_socket_addrs()? {
@@ -36,8 +37,9 @@ pub(crate) fn get(addr: &str, path: &str, timeout: Duration) -> io::Result<HttpR
     let stream = stream.ok_or(last_err)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
+    let auth = bearer.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
     (&stream).write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n")
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\n{auth}Connection: close\r\n\r\n")
             .as_bytes(),
     )?;
     read_response(BufReader::new(stream))

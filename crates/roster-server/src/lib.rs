@@ -12,7 +12,16 @@
 //! - `meta_json`: a client's JSON meta to the core's [`roster_core::Meta`] and back.
 //! - `app`: the router ([`router`]) and [`serve`]: `/socket/websocket`, `/health`, `/ready`,
 //!   `/cluster`, `/metrics`, and the backend API `/presence`, `/slot`, `/kick`.
+//! - `connections`: the accept loop behind [`serve`]: connection limits, hyper's HTTP/1.1 with
+//!   the header-read timeout and a deadline per request.
+//! - `limits`: connections in total and per address, sockets per user, rate windows.
+//! - `guard`: what one socket may send (reserved events, joins per second, meta size, the
+//!   token's topics and expiry).
 //! - `socket`: one Phoenix v2 WebSocket over a runtime connection.
+//! - `demo`: demo mode's room page at `/` and its dev-only token endpoint.
+//! - `dashboard`: the live dashboard at `/dashboard` and the admin topic that feeds it
+//!   ([`Dashboard`]).
+//! - `assets`: the pages' HTML, scripts and styles (`src/assets/`), compiled in.
 //! - `metrics`: the Prometheus counters.
 //! - `cli`: `roster serve | token | status` parsing ([`Cli`]) and the commands that only
 //!   compute something ([`token_command`], [`status_command`]).
@@ -24,9 +33,15 @@
 //! `docs/protocol.md`.
 
 mod app;
+mod assets;
 mod cli;
+mod connections;
+mod dashboard;
+mod demo;
 mod frame;
+mod guard;
 mod http_get;
+mod limits;
 mod meta_json;
 mod metrics;
 mod socket;
@@ -34,6 +49,7 @@ mod token;
 
 pub use app::{router, serve, AppState};
 pub use cli::*;
+pub use dashboard::Dashboard;
 pub use frame::*;
 pub use meta_json::*;
 pub use metrics::Metrics;

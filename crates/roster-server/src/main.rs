@@ -3,7 +3,7 @@
 mod serve;
 
 use clap::Parser;
-use roster_server::{status_command, token_command, Cli, Command, SECRET_ENV};
+use roster_server::{status_command, token_command, Cli, Command, API_KEY_ENV, SECRET_ENV};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tracing_subscriber::EnvFilter;
@@ -11,7 +11,9 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     // Logs go to stderr, so `roster token`'s stdout is exactly the token.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colours only on a terminal: a log collected from a pipe stays plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 
     let cli = Cli::parse();
     match run(cli) {
@@ -33,7 +35,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status(args) => {
-            print!("{}", status_command(&args)?);
+            let env_api_key = std::env::var(API_KEY_ENV).ok();
+            print!("{}", status_command(&args, env_api_key.as_deref())?);
             Ok(())
         }
     }

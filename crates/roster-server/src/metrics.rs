@@ -34,6 +34,14 @@ pub struct Metrics {
     pub slow_clients: Counter,
     /// Pushes refused by the per-socket rate limit.
     pub rate_limited: Counter,
+    /// Refusals by a configured limit, labelled by its `[server]` key: `max_sockets`,
+    /// `max_sockets_per_ip`, `max_sockets_per_user`, `max_joins_per_second`, `max_meta_bytes`,
+    /// `header_read_timeout_ms`, `request_timeout_ms`.
+    pub limited: Family<Reason, Counter>,
+    /// Open connections to `http_addr` (WebSockets and plain HTTP; updated at each scrape).
+    pub connections: Gauge,
+    /// `POST /kick` requests accepted (their free-text reasons are never labels).
+    pub kicks: Counter,
     /// Tokens refused (bad signature, malformed, expired).
     pub bad_tokens: Family<Reason, Counter>,
     /// Sockets refused for an `Origin` not in `allowed_origins`.
@@ -66,6 +74,9 @@ impl Metrics {
         r.register("bad_frames", "Frames refused, by kind", m.bad_frames.clone());
         r.register("slow_clients_closed", "Sockets closed for a full outbound queue", m.slow_clients.clone());
         r.register("rate_limited", "Pushes refused by the rate limit", m.rate_limited.clone());
+        r.register("limited", "Refusals by a configured limit, by its [server] key", m.limited.clone());
+        r.register("connections", "Open connections to http_addr", m.connections.clone());
+        r.register("kicks", "POST /kick requests accepted", m.kicks.clone());
         r.register("bad_tokens", "Tokens refused, by reason", m.bad_tokens.clone());
         r.register("refused_origins", "Sockets refused for their Origin", m.refused_origins.clone());
         r.register("ping_timeouts", "Sockets closed for not answering pings", m.ping_timeouts.clone());

@@ -18,16 +18,23 @@
 //! read, 8 KiB to write, instead of 128 KiB each) and to write a large shared push as
 //! fragments: tungstenite keeps its write buffer as large as the largest frame it ever wrote.
 //!
-//! Every close the server starts carries a code and a reason: 1009 (frame too large), 1001
-//! (no answer to pings), 1011 (the connection failed), 1012 (the node shuts down), 1013 (a
-//! slow client: its queue passed `outbound_queue` frames or `outbound_queue_bytes` bytes, or a
-//! write stayed blocked for two `ping_ms`).
+//! Every frame a client sends passes the socket's guard first (`guard.rs`: reserved events, the
+//! token's topics and expiry, joins and leaves per second, meta size). The dashboard's admin
+//! topic (`roster:admin`) is a feed of snapshots, not a presence topic (`dashboard.rs`).
+//!
+//! Every close the server starts carries a code and a reason: 1001 (no answer to pings), 1008
+//! (the token expired), 1009 (frame too large), 1011 (the connection failed), 1012 (the node
+//! shuts down), 1013 (a slow client: its queue passed `outbound_queue` frames or
+//! `outbound_queue_bytes` bytes, or a write stayed blocked for two `ping_ms`).
 
 use crate::app::AppState;
+use crate::dashboard::{self, AdminFeed};
 use crate::frame::{join_ref_prefix, Frame, PhoenixEncoder, ReplyStatus, PHOENIX_TOPIC};
+use crate::guard::{self, Counter, Refusal, SocketGuard};
+use crate::limits::{ConnectionPermit, UserPermit};
 use crate::meta_json::{meta_from_json, meta_value_from_json};
 use crate::metrics::Metrics;
-use crate::token::verify;
+use crate::token::{verify_at, Claims};
 use axum::body::Body;
 use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -39,7 +46,7 @@ use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use roster_core::{Meta, Role, TabId, Topic, UserId};
 use roster_runtime::{
-    ChannelId, CloseReason, Connection, ConnectionHandle, JoinError, Outbound, Push, PushEncoder, PushError,
+    ChannelId, CloseReason, Connection, ConnectionHandle, JoinError, Outbound, Push, PushBody, PushEncoder, PushError,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -56,6 +63,7 @@ use tokio_tungstenite::WebSocketStream;
 
 /// Close codes (RFC 6455 and IANA registry).
 const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_INTERNAL: u16 = 1011;
 const CLOSE_RESTART: u16 = 1012;
@@ -87,13 +95,13 @@ pub(crate) struct SocketQuery {
 /// Who the socket's token says it is.
 enum Auth {
     Anonymous,
-    User(UserId, Role),
+    User(Claims),
     /// A token was given and refused: joins answer `unauthorized`.
     Refused,
 }
 
-/// The HTTP upgrade: Origin, version, token, the WebSocket handshake; then [`run`] in a
-/// connection task.
+/// The HTTP upgrade: Origin, version, token, the per-user socket limit, the WebSocket
+/// handshake; then [`run`] in a connection task.
 pub(crate) async fn upgrade(
     State(st): State<Arc<AppState>>,
     Query(q): Query<SocketQuery>,
@@ -121,25 +129,38 @@ pub(crate) async fn upgrade(
     let auth = match token {
         None => Auth::Anonymous,
         Some(t) => {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-            match verify(&st.secret, &t, now) {
-                Ok(c) => Auth::User(c.sub, c.role),
+            let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            match verify_at(&st.secret, &t, now_ms, st.node.config().auth.token_leeway_ms) {
+                Ok(c) => Auth::User(c),
                 Err(e) => {
-                    Metrics::inc(&st.metrics.bad_tokens, token_error_kind(&e));
+                    Metrics::inc(&st.metrics.bad_tokens, e.kind());
                     tracing::info!(error = %e, "token refused: joins on this socket answer unauthorized");
                     Auth::Refused
                 }
             }
         }
     };
-    let (user, role, refused) = match auth {
-        Auth::Anonymous => (None, None, false),
-        Auth::User(u, r) => (Some(u), Some(r), false),
-        Auth::Refused => (None, None, true),
+    // Limits: the permits travel with the socket and give their places back when it ends.
+    let user_permit = match &auth {
+        Auth::User(c) => match st.limits.admit_user(&c.sub) {
+            Ok(permit) => Some(permit),
+            Err(refusal) => return crate::connections::refuse_upgrade(&st, refusal, c.sub.as_str()),
+        },
+        _ => None,
     };
-    // The transport accepts somewhat more than the limit so that an oversized frame is seen,
-    // counted and answered with 1009 here rather than cut off inside the WebSocket library.
-    let transport_limit = (server.max_frame_bytes as usize).saturating_mul(4).max(1 << 20);
+    let permits: Permits = (req.extensions().get::<Arc<ConnectionPermit>>().cloned(), user_permit);
+    let (claims, refused) = match auth {
+        Auth::Anonymous => (None, false),
+        Auth::User(c) => (Some(c), false),
+        Auth::Refused => (None, true),
+    };
+    let guard = SocketGuard::new(server, claims.clone(), st.node.config().auth.token_leeway_ms, Instant::now());
+    let (user, role): (Option<UserId>, Option<Role>) = claims.map(|c| (c.sub, c.role)).unzip();
+    // The transport accepts up to twice the limit, so that a message just over it is seen,
+    // counted and answered with 1009 here. A WebSocket frame announcing more is refused by the
+    // WebSocket library from its header, before its payload is buffered (its default would
+    // reserve up to 16 MiB for it), and answered with 1009 as well.
+    let transport_limit = (server.max_frame_bytes as usize).saturating_mul(2);
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
@@ -148,7 +169,7 @@ pub(crate) async fn upgrade(
     let on_upgrade = hyper::upgrade::on(&mut req);
     let frames = server.outbound_queue as usize;
     let task_st = st.clone();
-    let spawned = st.node.spawn_connection(user, role, frames, move |conn| async move {
+    let spawned = st.node.spawn_connection(user.clone(), role, frames, move |conn| async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(e) => {
@@ -158,7 +179,7 @@ pub(crate) async fn upgrade(
             }
         };
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), WsRole::Server, Some(config)).await;
-        run(task_st, ws, conn, refused).await;
+        run(task_st, ws, conn, Identity { refused, user, guard }, permits).await;
     });
     if spawned.is_err() {
         return (StatusCode::SERVICE_UNAVAILABLE, "node not running").into_response();
@@ -208,15 +229,6 @@ fn offered_protocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .map(str::trim)
 }
 
-fn token_error_kind(e: &crate::token::TokenError) -> &'static str {
-    match e {
-        crate::token::TokenError::Malformed(_) => "malformed",
-        crate::token::TokenError::BadSignature => "bad_signature",
-        crate::token::TokenError::Expired { .. } => "expired",
-        crate::token::TokenError::ReservedSubject(_) => "reserved_subject",
-    }
-}
-
 /// phoenix.js sends `base64url.bearer.phx.` + base64url(token) (unpadded) as a subprotocol.
 fn subprotocol_token(headers: &HeaderMap) -> Option<String> {
     offered_protocols(headers)
@@ -253,9 +265,26 @@ struct SocketTask {
     window: (Instant, u32),
     /// Kinds of refusal already logged on this socket (logged once, counted always).
     logged: HashSet<&'static str>,
+    /// The signed-in user (for the dashboard's list of revokes).
+    user: Option<UserId>,
+    /// The dashboard's admin topic, when joined.
+    admin: Option<AdminFeed>,
+    /// Joins and leaves per second, metas, the token's topics and expiry.
+    guard: SocketGuard,
 }
 
-async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, auth_refused: bool) {
+/// The socket's places in the connection and user limits, held until it ends.
+type Permits = (Option<Arc<ConnectionPermit>>, Option<UserPermit>);
+
+/// Who the socket is, as its upgrade found.
+struct Identity {
+    /// A token was given and refused.
+    refused: bool,
+    user: Option<UserId>,
+    guard: SocketGuard,
+}
+
+async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, _permits: Permits) {
     let server = st.node.config().server.clone();
     st.metrics.sockets.inc();
     st.metrics.sockets_opened.inc();
@@ -264,12 +293,17 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, auth_refused: 
         anonymous: conn.user().is_none(),
         handle: conn.handle(),
         st: st.clone(),
-        auth_refused,
+        auth_refused: id.refused,
         channels: HashMap::new(),
         out: Vec::new(),
         window: (Instant::now(), 0),
         logged: HashSet::new(),
+        user: id.user,
+        admin: None,
+        guard: id.guard,
     };
+    let token_expiry = guard::expiry(task.guard.expires_at());
+    tokio::pin!(token_expiry);
     let ping_every = Duration::from_millis(server.ping_ms);
     let send_timeout = ping_every * 2;
     let mut ping = tokio::time::interval(ping_every);
@@ -325,6 +359,14 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, auth_refused: 
                     break;
                 }
             },
+            (join_ref, snapshot) = dashboard::next_snapshot(&mut task.admin) => {
+                task.send(Frame::push(join_ref, dashboard::ADMIN_TOPIC, dashboard::SNAPSHOT_EVENT, (*snapshot).clone()));
+            }
+            () = &mut token_expiry => {
+                final_close = Some(task.on_token_expired());
+                clean = true;
+                break;
+            }
             _ = ping.tick() => {
                 if last_seen.elapsed() > ping_every * 2 {
                     st.metrics.ping_timeouts.inc();
@@ -354,10 +396,13 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, auth_refused: 
         }
     }
     // The node forgets the socket now; its last frames go out after (best effort).
+    let reason = conn.close_reason();
     conn.close(clean);
+    let last =
+        final_close.or_else(|| (reason == CloseReason::Shutdown).then(|| close(CLOSE_RESTART, "node shutting down")));
     let pending = std::mem::take(&mut task.out);
     let _ = tokio::time::timeout(Duration::from_millis(500), async {
-        for m in pending.into_iter().chain(final_close) {
+        for m in pending.into_iter().chain(last) {
             sink.feed(m).await?;
         }
         sink.flush().await?;
@@ -457,8 +502,13 @@ impl SocketTask {
                 return;
             }
         };
+        let member = self.channels.contains_key(&frame.topic);
+        if let Err(refusal) = self.guard.check(&frame, member, Instant::now()) {
+            return self.refuse_frame(&frame, refusal);
+        }
         match (frame.topic.as_str(), frame.event.as_str()) {
             (PHOENIX_TOPIC, "heartbeat") => self.reply(&frame, ReplyStatus::Ok, json!({})),
+            (dashboard::ADMIN_TOPIC, "phx_join" | "phx_leave") => self.on_admin(frame),
             (_, "phx_join") => self.on_join(frame),
             (_, "phx_leave") => self.on_leave(frame),
             (_, event) => {
@@ -499,6 +549,25 @@ impl SocketTask {
             Err(e) => {
                 Metrics::inc(&self.st.metrics.join_rejects, e.reason());
                 self.reply_error(&f, e.reason());
+            }
+        }
+    }
+
+    /// The dashboard's topic: a feed of snapshots, not a presence topic (`dashboard.rs`).
+    fn on_admin(&mut self, f: Frame) {
+        if f.event == "phx_leave" {
+            self.admin = None;
+            self.reply(&f, ReplyStatus::Ok, json!({}));
+            return self.send(Frame::close(f.join_ref.clone(), f.topic.clone()));
+        }
+        match dashboard::join(&self.st, &f.payload, f.join_ref.clone()) {
+            Ok(feed) => {
+                self.admin = Some(feed);
+                self.reply(&f, ReplyStatus::Ok, json!({}));
+            }
+            Err(reason) => {
+                Metrics::inc(&self.st.metrics.join_rejects, reason);
+                self.reply_error(&f, reason);
             }
         }
     }
@@ -573,7 +642,8 @@ impl SocketTask {
             }
             Outbound::Revoked { topic, channel, reason } => {
                 let Some(join_ref) = self.joined(topic.as_str(), channel).map(|c| c.join_ref.clone()) else { return };
-                Metrics::inc(&self.st.metrics.revokes, &reason);
+                Metrics::inc(&self.st.metrics.revokes, guard::revoke_label(&reason));
+                self.st.dashboard.revoked(self.user.as_ref(), topic.as_str(), &reason);
                 self.channels.remove(topic.as_str());
                 let topic = topic.as_str().to_owned();
                 self.send(Frame::push(join_ref.clone(), topic.clone(), "slot_revoked", json!({ "reason": reason })));
@@ -589,6 +659,10 @@ impl SocketTask {
                 let Some(join_ref) = self.joined(push.topic().as_str(), channel).map(|c| c.join_ref.clone()) else {
                     return;
                 };
+                // A reserved event relayed by a node of an older version is never passed on.
+                if matches!(push.body(), PushBody::Broadcast { event, .. } if guard::is_reserved_event(event)) {
+                    return;
+                }
                 self.send_shared(join_ref.as_deref(), &push);
             }
         }
@@ -626,6 +700,48 @@ impl SocketTask {
             self.out.push(Message::Frame(WsFrame::message(shared.slice(at..end), OpCode::Data(Data::Continue), last)));
             at = end;
         }
+    }
+
+    /// Answer a frame the guard refused, count it, and log it once per socket and kind.
+    fn refuse_frame(&mut self, f: &Frame, refusal: Refusal) {
+        let metrics = &self.st.metrics;
+        let kind = match refusal.counter {
+            Counter::BadFrame(kind) => {
+                Metrics::inc(&metrics.bad_frames, kind);
+                kind
+            }
+            Counter::Limited(key) => {
+                Metrics::inc(&metrics.limited, key);
+                key
+            }
+            Counter::JoinReject(reason) => reason,
+        };
+        if f.event == "phx_join" {
+            Metrics::inc(&metrics.join_rejects, refusal.reply);
+        }
+        if self.logged.insert(kind) {
+            tracing::info!(kind, what = refusal.what, "refused on a socket (further ones counted, not logged)");
+        }
+        self.reply_error(f, refusal.reply);
+    }
+
+    /// The token expired: every channel, joined or joining, is revoked with `token_expired`
+    /// and closed; the socket is closed with 1008 and its presences leave.
+    fn on_token_expired(&mut self) -> Message {
+        tracing::info!("socket closed: its token expired");
+        let mut channels: Vec<(String, Option<String>)> = self.channels.drain().map(|(t, c)| (t, c.join_ref)).collect();
+        channels.sort();
+        for (topic, join_ref) in channels {
+            Metrics::inc(&self.st.metrics.revokes, "token_expired");
+            self.send(Frame::push(
+                join_ref.clone(),
+                topic.clone(),
+                "slot_revoked",
+                json!({ "reason": "token_expired" }),
+            ));
+            self.send(Frame::close(join_ref, topic));
+        }
+        close(CLOSE_POLICY, "token expired")
     }
 
     /// The runtime ended the connection: say why, as a close frame the client understands.

@@ -25,7 +25,7 @@ fn bad_tokens_and_denied_anonymous_joins_are_answered_unauthorized() {
         ("alice", server.token("alice")),
         ("probe", server.token("probe")),
         ("otherSecret", token_with("another-secret", "alice", "user", now_s() + 3600)),
-        ("expired", token_with(SECRET, "alice", "user", now_s() - 10)),
+        ("expired", token_with(SECRET, "alice", "user", now_s() - 3600)),
         ("reserved", token_with(SECRET, "anonymous", "user", now_s() + 3600)),
     ];
     server.run_scenario("bad_auth.mjs", &server.input(&tokens));

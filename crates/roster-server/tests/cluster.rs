@@ -41,7 +41,7 @@ fn serial() -> MutexGuard<'static, ()> {
 /// A token for `user` with `role`, valid for an hour.
 fn token(user: &str, role: &str) -> String {
     let exp = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs() + 3600;
-    mint(SECRET.as_bytes(), &Claims { sub: user.into(), role: role.into(), exp })
+    mint(SECRET.as_bytes(), &Claims::new(user, role, exp))
 }
 
 /// A policy under which `admin` holds no slot: the tests that hang or cut nodes use admins,
@@ -202,6 +202,8 @@ fn driver_holds_ten_sockets_of_a_thousand_channels_on_one_node() {
     // heartbeats past the fast isolation_ms and revoke slots (see the slot burst test).
     let c = ClusterSpec::new(1)
         .server_key("max_topics_per_socket = 1000")
+        // A thousand joins at once on one socket: a load test, not a flood.
+        .server_key("max_joins_per_second = 100000")
         .server_key("outbound_queue = 100000")
         .policy(ADMINS_EXEMPT)
         .start(ROSTER);
@@ -238,6 +240,8 @@ fn a_burst_of_ten_thousand_joins_revokes_no_slot() {
     let _serial = serial();
     let c = ClusterSpec::new(3)
         .server_key("max_topics_per_socket = 1000")
+        // A thousand joins at once on one socket: a load test, not a flood.
+        .server_key("max_joins_per_second = 100000")
         .server_key("outbound_queue = 100000")
         .start(ROSTER);
     let js = JsDriver::start();
@@ -329,6 +333,8 @@ fn ten_thousand_presences_on_a_reach_b_and_reach_c_started_later_by_snapshot() {
     const TOPICS: usize = 1000;
     let mut c = ClusterSpec::new(3)
         .server_key(&format!("max_topics_per_socket = {TOPICS}"))
+        // A thousand joins at once on one socket: a load test, not a flood.
+        .server_key("max_joins_per_second = 100000")
         .server_key("outbound_queue = 100000")
         .policy(ADMINS_EXEMPT)
         .create(ROSTER);

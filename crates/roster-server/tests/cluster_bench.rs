@@ -25,7 +25,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 fn token(user: &str) -> String {
     let exp = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs() + 3600;
-    mint(SECRET.as_bytes(), &Claims { sub: user.into(), role: "user".into(), exp })
+    mint(SECRET.as_bytes(), &Claims::new(user, "user", exp))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -98,6 +98,8 @@ fn bench_visibility_of_one_change_on_the_other_nodes() {
 fn bench_visibility_of_a_batch_of_ten_thousand() {
     let c = ClusterSpec::new(3)
         .server_key("max_topics_per_socket = 1000")
+        // A thousand joins at once on one socket: a load test, not a flood.
+        .server_key("max_joins_per_second = 100000")
         .server_key("outbound_queue = 100000")
         .start(ROSTER);
     let js = JsDriver::start();
@@ -187,7 +189,18 @@ fn user_homed_on(c: &Cluster, node: usize, prefix: &str) -> String {
 #[test]
 #[ignore = "benchmark"]
 fn bench_cross_node_join_and_takeover_latency() {
-    let c = ClusterSpec::new(3).start(ROSTER);
+    cross_node_join_and_takeover_latency(ClusterSpec::new(3), "");
+}
+
+/// The same over mutual TLS (`[cluster.tls]`).
+#[test]
+#[ignore = "benchmark"]
+fn bench_cross_node_join_and_takeover_latency_over_tls() {
+    cross_node_join_and_takeover_latency(ClusterSpec::new(3).tls(), ", TLS");
+}
+
+fn cross_node_join_and_takeover_latency(spec: ClusterSpec, label: &str) {
+    let c = spec.start(ROSTER);
     let js = JsDriver::start();
     let mut local = Vec::new();
     let mut remote = Vec::new();
@@ -211,7 +224,7 @@ fn bench_cross_node_join_and_takeover_latency() {
         js.disconnect(&old);
         js.disconnect(&new);
     }
-    report("join on a, user homed on a (local grant)", local);
-    report("join on a, user homed on b (grant across the link)", remote);
-    report("takeover: new tab on a, old tab on b, home on c", takeover);
+    report(&format!("join on a, user homed on a (local grant){label}"), local);
+    report(&format!("join on a, user homed on b (grant across the link){label}"), remote);
+    report(&format!("takeover: new tab on a, old tab on b, home on c{label}"), takeover);
 }

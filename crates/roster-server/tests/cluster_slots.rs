@@ -53,7 +53,7 @@ fn millis(n: u64) -> Duration {
 /// A token for `user` with `role`, valid for an hour.
 fn token(user: &str, role: &str) -> String {
     let exp = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs() + 3600;
-    mint(SECRET.as_bytes(), &Claims { sub: user.into(), role: role.into(), exp })
+    mint(SECRET.as_bytes(), &Claims::new(user, role, exp))
 }
 
 /// Node 0's config (all nodes share everything but peer addresses).

@@ -22,7 +22,7 @@ fn token_minted_with_node_crypto_matches_the_known_answer_and_verifies() {
     let (status, stdout, stderr) = run_node_script(&js_dir().join("mint_token.mjs"), &args, Duration::from_secs(60));
     assert!(status.success(), "node mint_token.mjs failed ({status}):\n{stderr}");
     let token = stdout.trim_end();
-    let claims = Claims { sub: "42".into(), role: "admin".into(), exp: 1_700_000_000 };
+    let claims = Claims::new("42", "admin", 1_700_000_000);
     assert_eq!(token, mint(b"dev-only-secret", &claims));
     assert_eq!(
         token,

@@ -5,6 +5,7 @@
 
 use crate::fault_proxy::FaultProxy;
 use crate::http::{http_get, percent_encode};
+use crate::tls::TestCa;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::collections::HashSet;
@@ -18,7 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The HMAC secret in every node's config (tests mint client tokens with it).
-pub const SECRET: &str = "testkit-secret";
+pub const SECRET: &str = "testkit-secret-0123456789abcdef0123";
 /// The backend API key in every node's config (`/presence`, `/slot`, `/kick`).
 pub const API_KEY: &str = "testkit-api-key";
 /// The `[cluster] cookie` of every test cluster.
@@ -49,6 +50,11 @@ impl Timings {
     /// (`isolation_ms × 0.99 > max(1010, 500) + 250 + 300 + 100`, so above 1676.8: 1677).
     pub const FAST: Timings =
         Timings { heartbeat_ms: 100, heartbeat_timeout_ms: 500, lease_ms: 1000, isolation_ms: 1677, max_drift: 0.01 };
+
+    /// The product's defaults (`cluster.toml`): heartbeats every 200 ms, a peer down after
+    /// 1 s, 2 s leases, `isolation_ms = 4000`. A node is ready about 4 s after it starts.
+    pub const DEFAULT: Timings =
+        Timings { heartbeat_ms: 200, heartbeat_timeout_ms: 1000, lease_ms: 2000, isolation_ms: 4000, max_drift: 0.01 };
 }
 
 impl Default for Timings {
@@ -78,6 +84,8 @@ pub struct ClusterSpec {
     cluster: Vec<(String, String)>,
     policies: Vec<String>,
     proxied: Vec<(usize, usize)>,
+    tls: bool,
+    records: bool,
 }
 
 impl ClusterSpec {
@@ -93,6 +101,8 @@ impl ClusterSpec {
             cluster: Vec::new(),
             policies: Vec::new(),
             proxied: Vec::new(),
+            tls: false,
+            records: true,
         };
         spec = spec.presence_key("diff_ms = 10").presence_key("broadcast_ms = 5");
         spec
@@ -130,6 +140,13 @@ impl ClusterSpec {
         self
     }
 
+    /// Whether the nodes write their record logs (`--records`, on by default): a load run
+    /// turns them off, since a file write per grant is not what production pays.
+    pub fn records(mut self, on: bool) -> Self {
+        self.records = on;
+        self
+    }
+
     /// Put a [`FaultProxy`] between nodes `a` and `b` (indices, either order). Only the node
     /// listed earlier dials the later one, so only its config points at the proxy.
     pub fn proxied(mut self, a: usize, b: usize) -> Self {
@@ -138,6 +155,13 @@ impl ClusterSpec {
         if !self.proxied.contains(&pair) {
             self.proxied.push(pair);
         }
+        self
+    }
+
+    /// Node links over mutual TLS: a fresh CA and a certificate per node (naming it) are made
+    /// in the cluster's temp dir, and every config gets a `[cluster.tls]` section.
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
         self
     }
 
@@ -182,6 +206,15 @@ impl ClusterSpec {
             drift = t.max_drift,
             cluster = lines(&self.cluster),
         );
+        if let Some(dir) = layout.tls_dir.as_ref().filter(|_| self.tls) {
+            let file = |name: &str| toml_string(&dir.join(name).display().to_string());
+            out.push_str(&format!(
+                "\n[cluster.tls]\ncert = {}\nkey = {}\nca = {}\n",
+                file("{node}.crt"),
+                file("{node}.key"),
+                file("ca.crt")
+            ));
+        }
         for j in 0..self.nodes {
             // Node i dials node j only when i is listed earlier; then a proxy may sit between.
             let cluster_addr = match layout.proxies.get(&(i, j)) {
@@ -214,6 +247,8 @@ pub struct Layout {
     pub proxies: BTreeMap<(usize, usize), SocketAddr>,
     /// The `data_dir` shared by the node configs (each node keeps its file `data_dir/NAME`).
     pub data_dir: PathBuf,
+    /// Where `ca.crt`, `NAME.crt` and `NAME.key` are, for a spec with [`ClusterSpec::tls`].
+    pub tls_dir: Option<PathBuf>,
 }
 
 fn set_line(lines: &mut Vec<(String, String)>, line: &str) {
@@ -270,6 +305,8 @@ pub struct Cluster {
     proxies: BTreeMap<(usize, usize), FaultProxy>,
     /// `(node name, Unix ms)` of every `kill -9`, in order.
     kills: Vec<(String, u64)>,
+    /// The CA of a TLS cluster, and where its files are.
+    tls: Option<(TestCa, PathBuf)>,
 }
 
 impl Cluster {
@@ -291,11 +328,18 @@ impl Cluster {
             let proxy = FaultProxy::start(cluster_addrs[j]).expect("start a fault proxy");
             proxies.insert((i, j), proxy);
         }
+        let tls = spec.tls.then(|| {
+            let ca = TestCa::new("roster-testkit CA");
+            let names: Vec<String> = (0..spec.nodes).map(node_name).collect();
+            let tls_dir = ca.write_cluster(&dir.join("tls"), &names);
+            (ca, tls_dir)
+        });
         let layout = Layout {
             cluster_addrs: cluster_addrs.clone(),
             http_addrs: http_addrs.clone(),
             proxies: proxies.iter().map(|(k, p)| (*k, p.addr())).collect(),
             data_dir: dir.join("data"),
+            tls_dir: tls.as_ref().map(|(_, d)| d.clone()),
         };
         let nodes = (0..spec.nodes)
             .map(|i| {
@@ -318,7 +362,14 @@ impl Cluster {
                 }
             })
             .collect();
-        Cluster { spec, binary, dir, nodes, proxies, kills: Vec::new() }
+        Cluster { spec, binary, dir, nodes, proxies, kills: Vec::new(), tls }
+    }
+
+    /// The CA of a cluster started with [`ClusterSpec::tls`] and the directory of its files
+    /// (`ca.crt`, `NAME.crt`, `NAME.key`): a test may issue other certificates with it, or
+    /// replace a node's files before starting it.
+    pub fn tls(&self) -> Option<(&TestCa, &Path)> {
+        self.tls.as_ref().map(|(ca, dir)| (ca, dir.as_path()))
     }
 
     /// How many nodes the cluster has (running or not).
@@ -396,13 +447,12 @@ impl Cluster {
         node.starts += 1;
         node.stopped = false;
         push_log(&node.log, &format!("=== roster-testkit: start #{} of node {} ===\n", node.starts, node.name));
-        let mut child = Command::new(&binary)
-            .arg("serve")
-            .arg("--config")
-            .arg(&node.config_path)
-            .args(["--node", &node.name])
-            .arg("--records")
-            .arg(&node.records_path)
+        let mut command = Command::new(&binary);
+        command.arg("serve").arg("--config").arg(&node.config_path).args(["--node", &node.name]);
+        if self.spec.records {
+            command.arg("--records").arg(&node.records_path);
+        }
+        let mut child = command
             .env_remove("ROSTER_SECRET")
             .env_remove("ROSTER_API_KEY")
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()))
@@ -690,6 +740,7 @@ mod tests {
             http_addrs: (0..n as u16).map(|i| a(4000 + i)).collect(),
             proxies: proxies.iter().map(|&(k, p)| (k, a(p))).collect(),
             data_dir: PathBuf::from("/tmp/x/data"),
+            tls_dir: Some(PathBuf::from("/tmp/x/tls")),
         }
     }
 
@@ -697,6 +748,16 @@ mod tests {
     fn names_are_letters() {
         assert_eq!((0..4).map(node_name).collect::<Vec<_>>(), ["a", "b", "c", "d"]);
         assert_eq!(node_name(26), "n26");
+    }
+
+    #[test]
+    fn default_timings_meet_the_timing_rule() {
+        let t = Timings::DEFAULT;
+        let bound = (t.lease_ms as f64 * (1.0 + t.max_drift)).max(t.heartbeat_timeout_ms as f64)
+            + t.lease_ms as f64 / 4.0
+            + 3.0 * t.heartbeat_ms as f64
+            + 100.0;
+        assert!(t.isolation_ms as f64 * (1.0 - t.max_drift) > bound);
     }
 
     #[test]
@@ -737,6 +798,17 @@ mod tests {
         assert!(a.contains("data_dir = \"/tmp/x/data\""), "{a}");
         assert!(a.ends_with("[[policy]]\ntopic = \"*\"\nexempt_roles = [\"admin\"]\n"), "{a}");
         assert_eq!(a.matches("[[cluster.nodes]]").count(), 3);
+        assert!(!a.contains("[cluster.tls]"), "{a}");
+    }
+
+    #[test]
+    fn a_tls_spec_writes_a_cluster_tls_section_with_the_node_placeholder() {
+        let spec = ClusterSpec::new(2).tls();
+        let a = spec.render_config(0, &layout(2, &[]));
+        assert!(
+            a.contains("[cluster.tls]\ncert = \"/tmp/x/tls/{node}.crt\"\nkey = \"/tmp/x/tls/{node}.key\"\nca = \"/tmp/x/tls/ca.crt\"\n"),
+            "{a}"
+        );
     }
 
     #[test]

@@ -8,10 +8,12 @@
 //! | `cluster` | [`ClusterSpec`] (nodes, timings, config lines, policies, proxied pairs) and [`Cluster`] (the running processes: ready, `kill -9`, `SIGSTOP`/`SIGCONT`, restart, HTTP views, record logs and kill times for the P1 checker, [`Cluster::wait_until`]) |
 //! | `fault_proxy` | [`FaultProxy`]: forwards TCP; [`cut`](FaultProxy::cut), [`stall`](FaultProxy::stall), [`heal`](FaultProxy::heal) |
 //! | `http` | a minimal std-only HTTP `GET` for the nodes' views |
+//! | `tls` | [`TestCa`]: a CA and node certificates made by the test ([`ClusterSpec::tls`] uses it) |
+//! | [`load`] | `roster-load`: N raw Phoenix v2 WebSockets against one node, and what they measure (the binary is `src/bin/roster-load.rs`) |
 //!
-//! The crate depends on std and `serde_json` only, not on `roster-server`: `roster-server`'s
-//! tests dev-depend on it and pass the path of the binary they built
-//! (`env!("CARGO_BIN_EXE_roster")`).
+//! The crate does not depend on `roster-server`: `roster-server`'s tests dev-depend on it and
+//! pass the path of the binary they built (`env!("CARGO_BIN_EXE_roster")`). Its other
+//! dependencies (tokio, tokio-tungstenite, clap, rcgen, …) are ones `roster-server` builds anyway.
 //!
 //! # A cluster in a test
 //!
@@ -68,7 +70,10 @@
 mod cluster;
 mod fault_proxy;
 mod http;
+pub mod load;
+mod tls;
 
 pub use cluster::{node_name, unix_ms, Cluster, ClusterSpec, Layout, Timings, API_KEY, COOKIE, SECRET};
 pub use fault_proxy::{FaultProxy, LinkMode};
 pub use http::{http_get, percent_encode};
+pub use tls::TestCa;

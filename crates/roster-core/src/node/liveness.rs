@@ -3,6 +3,7 @@
 
 use super::{Announced, Echo, Effect, NodeState, PeerMsg};
 use crate::ids::{Incarnation, Millis, NodeName};
+use crate::ring::PartitionId;
 
 /// What this node knows of one configured node (itself included).
 #[derive(Clone, Debug, Default)]
@@ -36,6 +37,9 @@ pub struct PeerView {
     pub last_heartbeat_ago_ms: Option<Millis>,
     /// How long it has been alive without a break.
     pub alive_for_ms: Option<Millis>,
+    /// The partitions whose lease it announced in its latest heartbeat (none once it is
+    /// down): who is home where, as this node hears it.
+    pub partitions: Vec<PartitionId>,
 }
 
 impl NodeState {
@@ -163,6 +167,7 @@ impl NodeState {
                 incarnation: p.incarnation.clone(),
                 last_heartbeat_ago_ms: p.last_heard.map(|h| now.saturating_sub(h)),
                 alive_for_ms: p.alive.then(|| now.saturating_sub(p.alive_since)),
+                partitions: p.announced.iter().map(|a| a.partition).collect(),
             })
             .collect()
     }

@@ -6,8 +6,11 @@ use super::{Effect, NodeState, PeerMsg, PresenceMsg};
 use crate::ids::{Incarnation, Meta, Millis, NodeName, PhxRef, SocketId, TabId, Topic};
 use crate::presence::{Delta, LocalWrite, PresenceChanges};
 
-/// Entries per snapshot chunk: a few hundred KB, far under the transport's 16 MiB frames.
+/// Entries per snapshot chunk at most.
 const SNAPSHOT_CHUNK_ENTRIES: usize = 1000;
+/// Bytes per snapshot chunk at most (as far as single entries allow): far under the link's
+/// frame limit whatever the metas weigh, so a snapshot always arrives.
+const SNAPSHOT_CHUNK_BYTES: usize = 256 * 1024;
 
 impl NodeState {
     /// A fresh `phx_ref`: a hash of this incarnation and a counter, so refs are unique across
@@ -114,7 +117,7 @@ impl NodeState {
                 if let Some(d) = self.outbox.take() {
                     self.broadcast_delta(d, fx);
                 }
-                for chunk in self.presence.snapshot_chunks(SNAPSHOT_CHUNK_ENTRIES) {
+                for chunk in self.presence.snapshot_chunks(SNAPSHOT_CHUNK_ENTRIES, SNAPSHOT_CHUNK_BYTES) {
                     let msg = PeerMsg::Presence(PresenceMsg::SnapshotChunk(chunk));
                     fx.push(Effect::Send { to: from.node.clone(), msg });
                 }

@@ -259,3 +259,39 @@ fn a_gap_asks_for_one_snapshot_per_window_not_one_per_delta() {
     assert_eq!(on_n1.len(), 42);
     assert!(on_n0 == on_n1, "n1 converged to n0's list");
 }
+
+#[test]
+fn a_snapshot_of_large_metas_is_sent_in_chunks_under_the_byte_limit() {
+    let mut c = Cluster::new(3, "takeover");
+    c.run_until(6_000);
+    let blob = crate::MetaValue::Str("x".repeat(20_000));
+    for i in 0..60u64 {
+        let j = ClientJoin {
+            socket: SocketId(100 + i),
+            topic: Topic::from("room:big"),
+            user: Some(UserId::from(format!("big{i}").as_str())),
+            role: None,
+            tab: Some(TabId::from(format!("tab{i}").as_str())),
+            meta: [("blob".to_owned(), blob.clone())].into_iter().collect(),
+        };
+        c.input("n0", Input::Join(j));
+    }
+    c.run_until(c.now + 200);
+    let (n0, n1) = (NodeName::from("n0"), NodeName::from("n1"));
+    let asker = c.nodes[&n1].incarnation().clone();
+    let ask = PeerMsg::Presence(PresenceMsg::SnapshotRequest { from: asker });
+    let fx = c.nodes.get_mut(&n0).expect("n0").handle(Input::Receive { from: n1.clone(), msg: ask }, c.now);
+    let chunks: Vec<&crate::SnapshotChunk> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send { to, msg: PeerMsg::Presence(PresenceMsg::SnapshotChunk(chunk)) } if *to == n1 => Some(chunk),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(chunks.iter().map(|c| c.entries.len()).sum::<usize>(), 60);
+    assert!(chunks.len() > 1, "60 entries of 20 kB each in {} chunk(s)", chunks.len());
+    for chunk in &chunks {
+        let bytes: usize = chunk.entries.iter().map(crate::EntryRecord::wire_bytes).sum();
+        assert!(bytes <= 256 * 1024, "chunk {} carries {bytes} bytes", chunk.index);
+    }
+}

@@ -8,7 +8,7 @@
 //! bincode.
 
 use super::PresenceMeta;
-use crate::ids::{Incarnation, Meta, Millis, NodeName, PhxRef, SocketId, TabId, Topic};
+use crate::ids::{Incarnation, Meta, MetaValue, Millis, NodeName, PhxRef, SocketId, TabId, Topic};
 use serde::{Deserialize, Serialize};
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
@@ -130,24 +130,66 @@ pub struct SnapshotChunk {
 }
 
 impl Snapshot {
-    /// Splits into parts of at most `max_entries` entries (at least one part, at least one
-    /// entry per part).
-    pub fn into_chunks(self, max_entries: usize) -> Vec<SnapshotChunk> {
+    /// Splits into parts of at most `max_entries` entries and, as far as single entries
+    /// allow, at most `max_bytes` bytes on the wire ([`EntryRecord::wire_bytes`]): at least
+    /// one part, at least one entry per part, entries in order. Splitting by bytes too keeps a
+    /// part of large metas under the transport's frame limit.
+    pub fn into_chunks(self, max_entries: usize, max_bytes: usize) -> Vec<SnapshotChunk> {
         let Snapshot { origin, seq, entries } = self;
-        // The part count must fit in u32: widen the parts rather than fail.
-        let size = max_entries.max(1).max(entries.len().div_ceil(u32::MAX as usize));
-        let count = entries.len().div_ceil(size).max(1);
-        let count32 = u32::try_from(count).unwrap_or(u32::MAX);
-        let mut rest = entries.into_iter();
-        (0..count32)
-            .map(|index| SnapshotChunk {
-                origin: origin.clone(),
-                seq,
-                index,
-                count: count32,
-                entries: rest.by_ref().take(size).collect(),
-            })
+        let max_entries = max_entries.max(1);
+        let mut parts: Vec<Vec<EntryRecord>> = vec![Vec::new()];
+        let mut bytes = 0;
+        for entry in entries {
+            let size = entry.wire_bytes();
+            let current = parts.last().map_or(0, Vec::len);
+            if current > 0 && (current >= max_entries || bytes + size > max_bytes) {
+                parts.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += size;
+            if let Some(part) = parts.last_mut() {
+                part.push(entry);
+            }
+        }
+        // At least one entry per part, so the count fits in u32 for any table that fits in memory.
+        let count = u32::try_from(parts.len()).unwrap_or(u32::MAX);
+        parts
+            .into_iter()
+            .zip(0..count)
+            .map(|(entries, index)| SnapshotChunk { origin: origin.clone(), seq, index, count, entries })
             .collect()
+    }
+}
+
+impl EntryRecord {
+    /// About how many bytes this entry takes in a node-to-node frame (bincode with variable-length
+    /// integers): every string's length plus a length prefix, every number at its widest.
+    pub fn wire_bytes(&self) -> usize {
+        const NUMBER: usize = 10;
+        let text = |s: &str| s.len() + NUMBER;
+        text(self.topic.as_str())
+            + text(&self.key)
+            + NUMBER // socket
+            + text(&self.phx_ref.0)
+            + 1
+            + self.tab_id.as_ref().map_or(0, |t| text(t.as_str()))
+            + NUMBER // online_at
+            + meta_wire_bytes(&self.meta)
+    }
+}
+
+/// [`EntryRecord::wire_bytes`] of a meta.
+fn meta_wire_bytes(meta: &Meta) -> usize {
+    10 + meta.iter().map(|(k, v)| k.len() + 10 + value_wire_bytes(v)).sum::<usize>()
+}
+
+fn value_wire_bytes(value: &MetaValue) -> usize {
+    1 + match value {
+        MetaValue::Null | MetaValue::Bool(_) => 1,
+        MetaValue::Int(_) | MetaValue::Float(_) => 10,
+        MetaValue::Str(s) => s.len() + 10,
+        MetaValue::List(items) => 10 + items.iter().map(value_wire_bytes).sum::<usize>(),
+        MetaValue::Map(m) => meta_wire_bytes(m),
     }
 }
 

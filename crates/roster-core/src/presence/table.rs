@@ -358,9 +358,10 @@ impl PresenceTable {
         Snapshot { origin: self.me.clone(), seq: self.seq, entries }
     }
 
-    /// [`snapshot`](Self::snapshot) in parts of at most `max_entries` entries.
-    pub fn snapshot_chunks(&self, max_entries: usize) -> Vec<SnapshotChunk> {
-        self.snapshot().into_chunks(max_entries)
+    /// [`snapshot`](Self::snapshot) in parts of at most `max_entries` entries and about
+    /// `max_bytes` bytes (see [`Snapshot::into_chunks`]).
+    pub fn snapshot_chunks(&self, max_entries: usize, max_bytes: usize) -> Vec<SnapshotChunk> {
+        self.snapshot().into_chunks(max_entries, max_bytes)
     }
 
     /// Applies a peer's snapshot: that origin's entries become exactly these, and the

@@ -531,7 +531,7 @@ fn all_lists(t: &PresenceTable) -> Vec<(PresenceList, PresenceList)> {
 #[test]
 fn a_chunked_snapshot_assembles_equal_to_the_whole() {
     let a = table_with(10, inc("a", 1));
-    let chunks = a.snapshot_chunks(3);
+    let chunks = a.snapshot_chunks(3, usize::MAX);
     assert_eq!(chunks.len(), 4);
     assert!(chunks.iter().all(|c| c.count == 4 && c.seq == 10 && c.entries.len() <= 3));
     assert_eq!(chunks.iter().map(|c| c.entries.len()).sum::<usize>(), 10);
@@ -559,6 +559,38 @@ fn a_chunked_snapshot_assembles_equal_to_the_whole() {
 }
 
 #[test]
+fn a_snapshot_of_large_metas_is_split_by_bytes_and_assembles_equal_to_the_whole() {
+    let mut a = PresenceTable::new(inc("a", 1));
+    let big = "x".repeat(20_000);
+    for i in 0..50u64 {
+        let m = meta(&[("blob", name(&big)), ("n", MetaValue::Int(i as i64))]);
+        a.track(topic("room:big"), format!("u{i}"), SocketId(i), None, m, i, phx(u128::from(i)));
+    }
+    let by_entries = a.snapshot_chunks(1000, usize::MAX);
+    assert_eq!(by_entries.len(), 1, "one chunk of 50 entries, about 1 MB");
+    let chunks = a.snapshot_chunks(1000, 64 * 1024);
+    // 20 kB a meta: three entries fit in 64 kB, a fourth does not.
+    assert_eq!(chunks.len(), 17);
+    for c in &chunks {
+        let bytes: usize = c.entries.iter().map(EntryRecord::wire_bytes).sum();
+        assert!(bytes <= 64 * 1024 && !c.entries.is_empty(), "chunk {} of {bytes} bytes", c.index);
+        assert_eq!(c.count, 17);
+    }
+    // One entry larger than the limit still travels, alone in its chunk.
+    let lone = a.snapshot_chunks(1000, 1000);
+    assert_eq!(lone.len(), 50);
+    assert!(lone.iter().all(|c| c.entries.len() == 1));
+
+    let mut b = PresenceTable::new(inc("b", 2));
+    let mut done = None;
+    for c in chunks {
+        done = b.apply_snapshot_chunk(c);
+    }
+    assert_eq!(joins_of(&done.expect("the last chunk completes the snapshot")).len(), 50);
+    assert_eq!(b.list(&topic("room:big"), LIST), a.list(&topic("room:big"), LIST));
+}
+
+#[test]
 fn an_empty_snapshot_is_one_empty_chunk_and_clears_the_origin() {
     let a_inc = inc("a", 1);
     let mut a = table_with(2, a_inc.clone());
@@ -566,7 +598,7 @@ fn an_empty_snapshot_is_one_empty_chunk_and_clears_the_origin() {
     b.apply_snapshot(a.snapshot()).unwrap();
     a.untrack_conn(SocketId(0));
     a.untrack_conn(SocketId(1));
-    let chunks = a.snapshot_chunks(0);
+    let chunks = a.snapshot_chunks(0, usize::MAX);
     assert_eq!(chunks.len(), 1);
     assert!(chunks[0].entries.is_empty());
     let changes = b.apply_snapshot_chunk(chunks.into_iter().next().unwrap()).unwrap();
@@ -578,9 +610,9 @@ fn an_empty_snapshot_is_one_empty_chunk_and_clears_the_origin() {
 #[test]
 fn chunks_of_an_older_snapshot_are_ignored_and_a_newer_one_restarts_assembly() {
     let mut a = table_with(4, inc("a", 1));
-    let old = a.snapshot_chunks(2);
+    let old = a.snapshot_chunks(2, usize::MAX);
     track(&mut a, "room:1", "u9", 9, 99);
-    let new = a.snapshot_chunks(2);
+    let new = a.snapshot_chunks(2, usize::MAX);
     let mut b = PresenceTable::new(inc("b", 2));
     assert!(b.apply_snapshot_chunk(old[0].clone()).is_none());
     assert!(b.apply_snapshot_chunk(new[0].clone()).is_none());
@@ -1377,7 +1409,7 @@ impl Sim {
     fn send_snapshot(&mut self, o: usize) {
         let origin = &mut self.origins[o];
         origin.link.extend(origin.buffer.take().map(Msg::Delta));
-        origin.link.extend(origin.node.table.snapshot_chunks(self.chunk).into_iter().map(Msg::Chunk));
+        origin.link.extend(origin.node.table.snapshot_chunks(self.chunk, usize::MAX).into_iter().map(Msg::Chunk));
     }
 
     fn observe(&mut self, changes: PresenceChanges) -> Result<(), TestCaseError> {

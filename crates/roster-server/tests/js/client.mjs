@@ -279,11 +279,12 @@ export async function api(input, path, { auth = true, method = "GET", body } = {
 }
 
 /**
- * The value of one sample in `/metrics` (Prometheus text), e.g.
+ * The value of one sample in `/metrics` (Prometheus text, read with the API key), e.g.
  * `metric(input, 'roster_bad_frames_total{reason="invalid_json"}')`; 0 when absent.
  */
 export async function metric(input, sample) {
-  const { text } = await api(input, "/metrics", { auth: false });
+  const { status, text } = await api(input, "/metrics");
+  if (status !== 200) throw new Error(`GET /metrics answered ${status}: ${text}`);
   for (const line of text.split("\n")) {
     if (line.startsWith(`${sample} `)) return Number(line.slice(sample.length + 1));
   }

@@ -24,7 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The HMAC secret of every test server.
-pub const SECRET: &str = "srvtest-secret";
+pub const SECRET: &str = "srvtest-secret-0123456789abcdef0123";
 /// The backend API key of every test server.
 pub const API_KEY: &str = "srvtest-api-key";
 /// How long a server may take to answer `/health` and `/ready`.
@@ -36,10 +36,24 @@ const SCENARIO_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Default)]
 pub struct ServerBuilder {
     server_keys: Vec<String>,
+    auth_keys: Vec<String>,
     policies: Vec<String>,
+    secret: Option<String>,
 }
 
 impl ServerBuilder {
+    /// A `key = value` line for the `[auth]` table.
+    pub fn auth_key(mut self, line: &str) -> Self {
+        self.auth_keys.push(line.to_owned());
+        self
+    }
+
+    /// Another `[auth] secret` than [`SECRET`] (`""`: the server generates one).
+    pub fn secret(mut self, secret: &str) -> Self {
+        self.secret = Some(secret.to_owned());
+        self
+    }
+
     /// A `key = value` line for the `[server]` table.
     pub fn server_key(mut self, line: &str) -> Self {
         self.server_keys.push(line.to_owned());
@@ -64,6 +78,7 @@ pub struct Server {
     /// `127.0.0.1:PORT`, the node's `http_addr`.
     pub http_addr: String,
     dir: PathBuf,
+    stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
     stderr_reader: Option<thread::JoinHandle<()>>,
 }
@@ -87,8 +102,9 @@ impl Server {
         std::fs::create_dir_all(&dir).expect("create the test server's dir");
         let config = format!(
             r#"[auth]
-secret = "{SECRET}"
+secret = "{secret}"
 api_key = "{API_KEY}"
+{auth_keys}
 
 [server]
 {server_keys}
@@ -104,6 +120,8 @@ name = "n1"
 cluster_addr = "127.0.0.1:{cluster_port}"
 http_addr = "{http_addr}"
 {policies}"#,
+            secret = b.secret.as_deref().unwrap_or(SECRET),
+            auth_keys = b.auth_keys.join("\n"),
             server_keys = b.server_keys.join("\n"),
             data_dir = dir.join("data").display(),
             policies = b.policies.iter().map(|p| format!("\n[[policy]]\n{p}\n")).collect::<String>(),
@@ -120,10 +138,19 @@ http_addr = "{http_addr}"
             // Its log ends up in failure messages; RUST_LOG=debug cargo test ... for more.
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start roster serve");
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let mut out_pipe = child.stdout.take().expect("piped stdout");
+        let out_sink = stdout.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = out_pipe.read(&mut buf) {
+                out_sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut pipe = child.stderr.take().expect("piped stderr");
         let sink = stderr.clone();
@@ -133,7 +160,7 @@ http_addr = "{http_addr}"
                 sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
-        let mut server = Server { child, http_addr, dir, stderr, stderr_reader: Some(stderr_reader) };
+        let mut server = Server { child, http_addr, dir, stdout, stderr, stderr_reader: Some(stderr_reader) };
         server.wait_until_serving(&config);
         server
     }
@@ -175,14 +202,48 @@ http_addr = "{http_addr}"
         format!("http://{}", self.http_addr)
     }
 
+    /// `GET path` on this server, without the API key: status, response head (lowercased) and
+    /// body.
+    pub fn get_with_head(&self, path: &str) -> (u16, String, String) {
+        let mut stream = TcpStream::connect(&self.http_addr).expect("connect to the test server");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).expect("set a read timeout");
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.http_addr)
+            .expect("send the request");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read the response");
+        let status = response.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        (status, head.to_ascii_lowercase(), body.to_owned())
+    }
+
     /// A token for `user` with role `user`, valid for an hour.
     pub fn token(&self, user: &str) -> String {
         token_with(SECRET, user, "user", now_s() + 3600)
     }
 
-    /// What the server wrote to stderr so far.
+    /// What the server wrote to stderr (its log) so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// What the server wrote to stdout so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// `GET path` with the API key: status and body.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get_with(&self.http_addr, path, Some(API_KEY)).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// The value of one sample of `/metrics` (e.g. `roster_limited_total{reason="max_sockets"}`),
+    /// 0 when absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let (status, body) = self.get("/metrics");
+        assert_eq!(status, 200, "GET /metrics: {body}");
+        body.lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
+            .map_or(0.0, |v| v.trim().parse().unwrap_or_else(|_| panic!("{sample} = {v:?}")))
     }
 
     /// The JSON a scenario script takes as its argument: the URLs, the API key, and `tokens`.
@@ -250,7 +311,7 @@ impl Drop for Server {
 
 /// A token signed with `secret` (any user, role and expiry: the bad-token tests need them).
 pub fn token_with(secret: &str, user: &str, role: &str, exp: u64) -> String {
-    mint(secret.as_bytes(), &Claims { sub: user.into(), role: role.into(), exp })
+    mint(secret.as_bytes(), &Claims::new(user, role, exp))
 }
 
 /// Now, in Unix seconds.
@@ -278,9 +339,16 @@ fn free_ports() -> [u16; 2] {
 
 /// `GET path` over plain HTTP/1.1: status and body.
 fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    http_get_with(addr, path, None)
+}
+
+/// `GET path` over plain HTTP/1.1, with `Authorization: Bearer <key>` when given: status and
+/// body.
+pub fn http_get_with(addr: &str, path: &str, key: Option<&str>) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n")?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let status = response.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);

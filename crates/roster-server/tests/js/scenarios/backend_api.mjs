@@ -4,7 +4,7 @@
 // the key, or with a wrong one, each answers 401 and does nothing.
 
 import assert from "node:assert/strict";
-import { api, connect, joinWithPresence, presenceMap, scenario, scenarioInput, untilPresence } from "../client.mjs";
+import { api, connect, joinWithPresence, metric, presenceMap, scenario, scenarioInput, untilPresence } from "../client.mjs";
 
 scenario(async (step) => {
   const input = scenarioInput();
@@ -73,6 +73,18 @@ scenario(async (step) => {
   assert.deepEqual(aliceEvents, [["slot_revoked", { reason: "banned" }], ["phx_close", {}]]);
   assert.equal(a.channel.state, "closed");
   await untilPresence(b.presence, (p) => Object.keys(presenceMap(p)).join(",") === "bob", 5000, "bob sees alice gone");
+
+  step("the kick is counted under `kicked`: its free-text reason never becomes a metrics label");
+  const metrics = await api(input, "/metrics");
+  assert.equal(await metric(input, 'roster_revokes_total{reason="kicked"}'), 1);
+  assert.equal(await metric(input, "roster_kicks_total"), 1);
+  assert.ok(!metrics.text.includes("banned"), `a kick's reason in /metrics:\n${metrics.text}`);
+
+  step("POST /kick with a reason over 256 bytes: 400 bad_request, nothing revoked");
+  const long = await api(input, "/kick", { method: "POST", body: { user: "bob", topic, reason: "x".repeat(257) } });
+  assert.equal(long.status, 400, long.text);
+  assert.equal(long.json?.reason, "bad_request");
+  assert.equal(b.channel.state, "joined");
 
   step("after the kick, /slot says false for alice's token, and /presence lists bob alone");
   assert.deepEqual((await slot(token)).json, { valid: false });

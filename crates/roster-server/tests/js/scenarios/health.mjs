@@ -1,13 +1,22 @@
-// The operational endpoints of a lone node: /health 200, /ready 200, /cluster JSON with the
+// The operational endpoints of a lone node: /health 200, /ready 200 for anyone; /cluster and
+// /metrics only with the API key (401 without it, or with another key): /cluster JSON with the
 // node's name, `ready` and its leases (a lone node holds every partition), /metrics as
 // Prometheus text.
 
 import assert from "node:assert/strict";
-import { api, scenario, scenarioInput } from "../client.mjs";
+import { api, metric, scenario, scenarioInput } from "../client.mjs";
 
 scenario(async (step) => {
   const input = scenarioInput();
-  const get = (path) => api(input, path, { auth: false });
+  const get = (path) => api(input, path, { auth: path === "/cluster" || path === "/metrics" });
+
+  step("/cluster and /metrics without the key, or with another: 401, nothing in the body");
+  for (const path of ["/cluster", "/metrics"]) {
+    const anonymous = await api(input, path, { auth: false });
+    assert.deepEqual([anonymous.status, anonymous.json], [401, { reason: "unauthorized" }], `${path}: ${anonymous.text}`);
+    const wrong = await api({ ...input, apiKey: "not-the-key" }, path);
+    assert.deepEqual([wrong.status, wrong.json], [401, { reason: "unauthorized" }], `${path}: ${wrong.text}`);
+  }
 
   step("/health");
   const health = await get("/health");
@@ -39,4 +48,6 @@ scenario(async (step) => {
   for (const name of ["roster_sockets", "roster_joins_total", "roster_slow_clients_closed_total", "roster_presence_entries"]) {
     assert.ok(metrics.text.split("\n").some((l) => l.startsWith(`${name} `)), `${name} in:\n${metrics.text}`);
   }
+  // This scrape's own connection is open while it is answered.
+  assert.ok((await metric(input, "roster_connections")) >= 1, "roster_connections counts open connections");
 });

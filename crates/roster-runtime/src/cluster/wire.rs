@@ -1,0 +1,263 @@
+//! What travels between nodes once a session is up: the one remotable message
+//! ([`LinkMsg::Frame`]), the [`Envelope`] inside it and its content ([`Wire`]), and which node
+//! each message claims to come from ([`claimed_sender`]).
+
+use roster_core::{MetaValue, NodeName, PeerMsg, PresenceMsg, SlotToken, Topic, UserId};
+use serde::{Deserialize, Serialize};
+
+/// A session's ticket: 16 random bytes one node hands its peer during the handshake, to be
+/// stamped on every frame the peer sends it on that session. `ractor_cluster` does not say
+/// which session delivered a message; the ticket does, so a frame is bound to the peer that
+/// authenticated the session, whatever its envelope claims.
+pub(crate) type Ticket = [u8; 16];
+
+/// The one message a `ClusterLink` accepts from the network: an encoded [`Envelope`].
+#[derive(ractor_cluster::RactorClusterMessage)]
+pub enum LinkMsg {
+    /// A version byte and a bincode envelope (see [`crate::codec`]).
+    Frame(Vec<u8>),
+}
+
+/// What travels between nodes, inside the codec.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Envelope {
+    /// The sender's configured name; must be the session's authenticated peer.
+    pub from: NodeName,
+    /// The addressee's configured name (a frame for another node is refused).
+    pub to: NodeName,
+    /// The ticket the addressee issued for this session.
+    pub ticket: Ticket,
+    /// The content: every message queued for this peer since the previous frame, in order.
+    pub body: Vec<Wire>,
+}
+
+/// The content of an [`Envelope`].
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) enum Wire {
+    /// The core's node-to-node traffic: heartbeats, leases, slots, scans, presence.
+    Peer(PeerMsg),
+    /// A signed-in user's push, for the topic's subscribers on the receiving node.
+    Broadcast {
+        /// The topic.
+        topic: Topic,
+        /// The sender.
+        from: UserId,
+        /// The event.
+        event: String,
+        /// The payload.
+        body: MetaValue,
+    },
+    /// Does `token` still hold `user`'s slot in `topic`'s scope? (to the user's home)
+    Validate {
+        /// The asker's request id.
+        id: u64,
+        /// The user.
+        user: UserId,
+        /// A topic of the scope.
+        topic: Topic,
+        /// The token.
+        token: SlotToken,
+    },
+    /// The home's answer; `None`: it is not the user's home (any more).
+    ValidateReply {
+        /// The request id.
+        id: u64,
+        /// The answer.
+        answer: Option<bool>,
+    },
+    /// "Answer once everything I sent before this has reached you" (graceful shutdown).
+    Flush(u64),
+    /// The answer to [`Wire::Flush`].
+    FlushAck(u64),
+}
+
+/// The node a message says it comes from, where it names one: the sender's incarnation, the
+/// gateway of a connection the sender reports on, the origin of presence entries. A peer
+/// may only speak for itself, so every such name must be the session's peer.
+pub(crate) fn claimed_sender(wire: &Wire) -> Option<&NodeName> {
+    let Wire::Peer(msg) = wire else { return None };
+    match msg {
+        PeerMsg::Heartbeat { from, .. }
+        | PeerMsg::LeaseRequest { from, .. }
+        | PeerMsg::LeaseReply { from, .. }
+        | PeerMsg::LeaseRelease { from, .. }
+        | PeerMsg::SlotGrant { from, .. }
+        | PeerMsg::SlotReject { from, .. }
+        | PeerMsg::SlotRevoke { from, .. }
+        | PeerMsg::SlotClose { from, .. }
+        | PeerMsg::ScanRequest { from, .. }
+        | PeerMsg::ScanReply { from, .. } => Some(&from.node),
+        PeerMsg::SlotJoin { conn, .. } | PeerMsg::SlotReleased { conn, .. } => Some(&conn.gateway.node),
+        // The connection of an ack is the receiver's own; a kick names no node.
+        PeerMsg::SlotReleaseAck { .. } | PeerMsg::Kick { .. } => None,
+        PeerMsg::Presence(PresenceMsg::Delta(d)) => Some(&d.origin.node),
+        PeerMsg::Presence(PresenceMsg::SnapshotRequest { from }) => Some(&from.node),
+        PeerMsg::Presence(PresenceMsg::SnapshotChunk(c)) => Some(&c.origin.node),
+    }
+}
+
+/// Frames of every kind of content, with realistic values (the fuzz tests mutate them).
+#[cfg(test)]
+pub(crate) fn sample_envelopes() -> Vec<Envelope> {
+    use roster_core::{
+        Announced, Change, ConnId, Delta, Echo, EntryRecord, HeldSlot, Incarnation, PartitionId, PhxRef, PolicyId,
+        ScopeKey, SnapshotChunk, SocketId,
+    };
+    let a = Incarnation::new("a", 1);
+    let b = Incarnation::new("b", 2);
+    let conn = ConnId { gateway: a.clone(), socket: SocketId(12) };
+    let scope = ScopeKey::Topic("room:1".into());
+    let token = SlotToken { epoch: 7, generation: 3 };
+    let mut meta = roster_core::Meta::new();
+    meta.insert("name".into(), MetaValue::Str("Ada".into()));
+    meta.insert("n".into(), MetaValue::Int(-3));
+    meta.insert("x".into(), MetaValue::Float(1.5));
+    meta.insert("list".into(), MetaValue::List(vec![MetaValue::Bool(true), MetaValue::Null]));
+    let entry = EntryRecord {
+        topic: "room:1".into(),
+        key: "u1".into(),
+        socket: SocketId(12),
+        phx_ref: PhxRef("F3x".into()),
+        tab_id: Some("tab-1".into()),
+        online_at: 1_700_000_000_000,
+        meta: meta.clone(),
+    };
+    let lease = Announced { partition: PartitionId(5), epoch: 9 };
+    let peer = vec![
+        PeerMsg::Heartbeat {
+            from: a.clone(),
+            sent_at: 100,
+            leases: vec![lease],
+            echoes: vec![Echo { of: b.clone(), sent_at: 90 }],
+            presence_seq: 4,
+        },
+        PeerMsg::LeaseRequest { from: a.clone(), round: 5, asks: vec![lease] },
+        PeerMsg::LeaseReply { from: a.clone(), round: 5, granted: vec![lease], refused: vec![] },
+        PeerMsg::LeaseRelease { from: a.clone(), leases: vec![lease] },
+        PeerMsg::SlotJoin {
+            conn: conn.clone(),
+            user: "u1".into(),
+            scope: scope.clone(),
+            topic: "room:1".into(),
+            tab: Some("tab-1".into()),
+            role: Some("admin".into()),
+        },
+        PeerMsg::SlotGrant {
+            from: a.clone(),
+            user: "u1".into(),
+            conn: conn.clone(),
+            scope: scope.clone(),
+            token,
+            echo: 3,
+        },
+        PeerMsg::SlotReject { from: a.clone(), conn: conn.clone(), scope: scope.clone(), reason: "not_home".into() },
+        PeerMsg::SlotRevoke {
+            from: a.clone(),
+            user: "u1".into(),
+            conn: conn.clone(),
+            scope: ScopeKey::Global(PolicyId::Configured(2)),
+            token,
+            reason: "logged_in_elsewhere".into(),
+        },
+        PeerMsg::SlotClose { from: a.clone(), user: "u1".into(), conn: conn.clone(), scope: scope.clone(), token },
+        PeerMsg::SlotReleased { conn: conn.clone(), user: "u1".into(), scope: scope.clone(), token, clean: false },
+        PeerMsg::SlotReleaseAck { conn: conn.clone(), token },
+        PeerMsg::ScanRequest { from: a.clone(), partition: PartitionId(5), epoch: 9 },
+        PeerMsg::ScanReply {
+            from: a.clone(),
+            partition: PartitionId(5),
+            epoch: 9,
+            slots: vec![HeldSlot {
+                user: "u1".into(),
+                scope: scope.clone(),
+                conn: conn.clone(),
+                tab: roster_core::TabKey::Tab("tab-1".into()),
+                token,
+            }],
+        },
+        PeerMsg::Kick { user: "u1".into(), scope: None, reason: "spam".into() },
+        PeerMsg::Presence(PresenceMsg::Delta(Delta {
+            origin: a.clone(),
+            seq_from: 3,
+            seq_to: 5,
+            changes: vec![
+                Change::Join(entry.clone()),
+                Change::Update(entry.clone()),
+                Change::Leave { topic: "room:1".into(), socket: SocketId(12) },
+            ],
+        })),
+        PeerMsg::Presence(PresenceMsg::SnapshotRequest { from: a.clone() }),
+        PeerMsg::Presence(PresenceMsg::SnapshotChunk(SnapshotChunk {
+            origin: a,
+            seq: 5,
+            index: 0,
+            count: 1,
+            entries: vec![entry],
+        })),
+    ];
+    let other = vec![
+        Wire::Broadcast {
+            topic: "room:1".into(),
+            from: "u1".into(),
+            event: "shout".into(),
+            body: MetaValue::Map(meta),
+        },
+        Wire::Validate { id: 1, user: "u1".into(), topic: "room:1".into(), token },
+        Wire::ValidateReply { id: 1, answer: Some(true) },
+        Wire::Flush(4),
+        Wire::FlushAck(4),
+    ];
+    let envelope = |body| Envelope { from: "a".into(), to: "b".into(), ticket: [0x5A; 16], body };
+    let mut out: Vec<Envelope> = peer.into_iter().map(|m| envelope(vec![Wire::Peer(m)])).collect();
+    out.extend(other.into_iter().map(|w| envelope(vec![w])));
+    out.push(envelope(Vec::new()));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec;
+    use roster_core::{ConnId, Incarnation, ScopeKey, SocketId};
+
+    #[test]
+    fn envelopes_round_trip_and_garbage_is_refused_by_decoding() {
+        let env = Envelope {
+            from: "a".into(),
+            to: "b".into(),
+            ticket: [7; 16],
+            body: vec![
+                Wire::Broadcast {
+                    topic: "room:1".into(),
+                    from: "u1".into(),
+                    event: "shout".into(),
+                    body: MetaValue::Str("hi".into()),
+                },
+                Wire::Flush(3),
+            ],
+        };
+        let bytes = codec::encode(&env).unwrap();
+        let back: Envelope = codec::decode(&bytes).unwrap();
+        assert_eq!(back, env);
+        assert!(codec::decode::<Envelope>(&bytes[..bytes.len() - 3]).is_err());
+    }
+
+    #[test]
+    fn a_message_claims_the_node_it_names_as_its_sender() {
+        let c = Incarnation::new("c", 1);
+        let hb = PeerMsg::Heartbeat { from: c.clone(), sent_at: 1, leases: vec![], echoes: vec![], presence_seq: 0 };
+        assert_eq!(claimed_sender(&Wire::Peer(hb)).map(NodeName::as_str), Some("c"));
+        let conn = ConnId { gateway: c.clone(), socket: SocketId(4) };
+        let released = PeerMsg::SlotReleased {
+            conn,
+            user: "u".into(),
+            scope: ScopeKey::Topic("room:1".into()),
+            token: SlotToken { epoch: 1, generation: 1 },
+            clean: true,
+        };
+        assert_eq!(claimed_sender(&Wire::Peer(released)).map(NodeName::as_str), Some("c"));
+        let ask = PeerMsg::Presence(PresenceMsg::SnapshotRequest { from: c });
+        assert_eq!(claimed_sender(&Wire::Peer(ask)).map(NodeName::as_str), Some("c"));
+        assert_eq!(claimed_sender(&Wire::Flush(1)), None);
+    }
+}

@@ -1,0 +1,588 @@
+//! One simulated client: a tokio task that owns one WebSocket, joins its topics when the
+//! coordinator's stage says so, keeps a [`View`] per topic, and publishes what it sees on the
+//! [`Board`].
+//!
+//! The task reads its socket all the time, so the WebSocket pings the server sends are
+//! answered at once (tungstenite queues the pong while reading and flushes it on the next
+//! read); parsing a frame reads its header and, for presence frames, only `(key, phx_ref)`
+//! per meta. A frame whose `join_ref` names an earlier join of its topic is dropped, as
+//! phoenix.js's `Channel.isMember` drops it.
+
+use crate::load::board::{Board, Membership, SocketState, NO_CLOSE_FRAME, NO_STATUS};
+use crate::load::protocol::{self, Incoming, ReplyStatus};
+use crate::load::view::{meta_id, View};
+use crate::load::CloseMode;
+use futures_util::{SinkExt, StreamExt};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// How long a connect (TCP and WebSocket handshake) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a closing socket waits for the server's close frame.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the coordinator tells every client, in this order; a client acts on every stage up
+/// to the current one, so it never misses one.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Stage {
+    Connect,
+    /// Watchers join, spread from `at` as their offsets say.
+    JoinWatchers {
+        at: Instant,
+    },
+    /// Members join, likewise.
+    JoinMembers {
+        at: Instant,
+    },
+    /// The sockets chosen to go close (or leave).
+    Close,
+    /// Everyone closes.
+    Shutdown,
+}
+
+impl Stage {
+    /// Where the stage sits in the order above.
+    fn rank(&self) -> u8 {
+        match self {
+            Stage::Connect => 0,
+            Stage::JoinWatchers { .. } => 1,
+            Stage::JoinMembers { .. } => 2,
+            Stage::Close => 3,
+            Stage::Shutdown => 4,
+        }
+    }
+
+    /// Whether this stage is `other`'s kind or a later one.
+    fn reached(&self, other: Stage) -> bool {
+        self.rank() >= other.rank()
+    }
+}
+
+/// What every client shares.
+pub(crate) struct ClientEnv {
+    pub board: Arc<Board>,
+    pub addr: SocketAddr,
+    pub heartbeat: Duration,
+    pub close_mode: CloseMode,
+    /// Bounds the connects in flight, so a burst does not overflow the listen backlog.
+    pub connect_gate: Semaphore,
+}
+
+/// One client's part in the run.
+pub(crate) struct ClientSpec {
+    /// Its socket on the board.
+    pub socket: usize,
+    pub token: String,
+    /// The `phx_join` payload (JSON).
+    pub join_payload: Arc<str>,
+    pub source: Option<Ipv4Addr>,
+    /// `(membership on the board, topic)` of every topic it joins.
+    pub topics: Vec<(usize, Arc<str>)>,
+    pub watcher: bool,
+    /// Whether it is among the sockets that close (or leave) at [`Stage::Close`].
+    pub closes: bool,
+    /// When it sends its joins, after its join stage starts (`--join-rate`).
+    pub join_offset: Duration,
+}
+
+/// Run one client until its socket ends.
+pub(crate) async fn run(spec: ClientSpec, env: Arc<ClientEnv>, mut stages: watch::Receiver<Stage>) {
+    let board = env.board.clone();
+    let cell = &board.sockets[spec.socket];
+    let connected = {
+        let _permit = env.connect_gate.acquire().await;
+        connect(&env, &spec).await
+    };
+    let ws = match connected {
+        Ok((ws, source)) => {
+            cell.source_ip.store(source.into(), Relaxed);
+            cell.opened_us.store(board.now_us(), Relaxed);
+            cell.set_state(SocketState::Open);
+            ws
+        }
+        Err(e) => {
+            board.tally(format!("connect failed: {e}"));
+            cell.set_state(SocketState::Failed);
+            return;
+        }
+    };
+    let channels = spec.topics.iter().map(|(m, t)| Channel::new(*m, t.clone())).collect();
+    let mut client = Client { spec, env, board: board.clone(), ws, channels, next_ref: 1, replies: Vec::new() };
+    client.serve(&mut stages).await;
+}
+
+async fn connect(env: &ClientEnv, spec: &ClientSpec) -> Result<(WebSocketStream<TcpStream>, Ipv4Addr), String> {
+    let attempt = async {
+        let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
+        if let Some(ip) = spec.source {
+            socket.bind(SocketAddrV4::new(ip, 0).into()).map_err(|e| format!("bind {ip}: {e}"))?;
+        }
+        let stream = socket.connect(env.addr).await.map_err(|e| e.to_string())?;
+        // Small frames (joins, pongs) must not wait for a delayed ACK.
+        let _ = stream.set_nodelay(true);
+        let source = match stream.local_addr() {
+            Ok(SocketAddr::V4(a)) => *a.ip(),
+            _ => Ipv4Addr::UNSPECIFIED,
+        };
+        let url = format!("ws://{}/socket/websocket?vsn=2.0.0&token={}", env.addr, spec.token);
+        // Small eager buffers: 20,000 sockets with tungstenite's 128 KiB defaults would need 5 GB.
+        let config = WebSocketConfig::default().read_buffer_size(8 * 1024).write_buffer_size(0);
+        let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        Ok((ws, source))
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, attempt).await.unwrap_or_else(|_| Err("timed out".to_owned()))
+}
+
+/// One topic the client joins.
+struct Channel {
+    membership: usize,
+    topic: Arc<str>,
+    /// The `join_ref` of its current join.
+    join_ref: Option<String>,
+    view: View,
+    /// This client left it (`phx_leave`): its `phx_close` is expected.
+    leaving: bool,
+}
+
+impl Channel {
+    fn new(membership: usize, topic: Arc<str>) -> Channel {
+        Channel { membership, topic, join_ref: None, view: View::default(), leaving: false }
+    }
+}
+
+/// What a reply answers.
+#[derive(Clone, Copy)]
+enum Awaiting {
+    Join(usize),
+    Leave,
+    Heartbeat,
+}
+
+struct Client {
+    spec: ClientSpec,
+    env: Arc<ClientEnv>,
+    board: Arc<Board>,
+    ws: WebSocketStream<TcpStream>,
+    channels: Vec<Channel>,
+    next_ref: u64,
+    /// `(ref, what it answers)` of requests not answered yet.
+    replies: Vec<(u64, Awaiting)>,
+}
+
+/// Why the socket loop ended.
+enum End {
+    /// The server closed it (with this code; 1005 and 1006 included).
+    ByServer(u16),
+    /// This client closed it, or its close handshake ended.
+    ByClient,
+}
+
+impl Client {
+    async fn serve(&mut self, stages: &mut watch::Receiver<Stage>) {
+        let idx = self.spec.socket;
+        let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+        let mut join_at: Option<Instant> = None;
+        let mut joined = false;
+        let mut closing = false;
+        let mut close_deadline = far;
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + self.env.heartbeat, self.env.heartbeat);
+        let mut stage = *stages.borrow_and_update();
+        let mut stage_seen = false;
+        let end = loop {
+            if !stage_seen {
+                stage_seen = true;
+                let now = Instant::now();
+                let my_join =
+                    if self.spec.watcher { Stage::JoinWatchers { at: now } } else { Stage::JoinMembers { at: now } };
+                if !joined && stage.reached(my_join) {
+                    joined = true;
+                    // The stage's own start when it is this client's join stage; at once when
+                    // the client only got there after it (it never happens in a run: the
+                    // coordinator waits for every socket first).
+                    let start = match stage {
+                        Stage::JoinWatchers { at } | Stage::JoinMembers { at } if stage.rank() == my_join.rank() => at,
+                        _ => now,
+                    };
+                    join_at = Some(start + self.spec.join_offset);
+                }
+                let my_close = if self.spec.closes { Stage::Close } else { Stage::Shutdown };
+                if !closing && stage.reached(my_close) {
+                    let mode = if stage == Stage::Close { self.env.close_mode } else { CloseMode::Frame };
+                    if mode == CloseMode::Leave {
+                        self.leave_all().await;
+                        // Leaving keeps the socket; it still closes at shutdown.
+                        self.spec.closes = false;
+                    } else {
+                        self.forget_all();
+                        if mode == CloseMode::Drop {
+                            break End::ByClient;
+                        }
+                        closing = true;
+                        close_deadline = Instant::now() + CLOSE_TIMEOUT;
+                        let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+                        if self.ws.send(Message::Close(Some(frame))).await.is_err() {
+                            break End::ByClient;
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                msg = self.ws.next() => match msg {
+                    Some(Ok(Message::Text(text))) => self.on_text(text.as_str()),
+                    Some(Ok(Message::Ping(_))) => {
+                        self.board.sockets[idx].pings.fetch_add(1, Relaxed);
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        if !closing {
+                            let code = frame.map(|f| u16::from(f.code)).unwrap_or(NO_STATUS);
+                            break End::ByServer(code);
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => break if closing { End::ByClient } else { End::ByServer(NO_CLOSE_FRAME) },
+                },
+                changed = stages.changed(), if !closing => {
+                    if changed.is_err() {
+                        break End::ByClient;
+                    }
+                    let next = *stages.borrow_and_update();
+                    if next != stage {
+                        stage = next;
+                        stage_seen = false;
+                    }
+                }
+                _ = tokio::time::sleep_until(join_at.unwrap_or(far)), if join_at.is_some() => {
+                    join_at = None;
+                    self.join_all().await;
+                }
+                _ = heartbeat.tick(), if !closing => self.heartbeat().await,
+                _ = tokio::time::sleep_until(close_deadline), if closing => break End::ByClient,
+            }
+        };
+        let cell = &self.board.sockets[idx];
+        if let End::ByServer(code) = end {
+            cell.server_close.store(code, Relaxed);
+            for ch in &self.channels {
+                self.board.move_membership(
+                    ch.membership,
+                    &[Membership::Joining, Membership::Joined],
+                    Membership::Ended,
+                );
+            }
+        }
+        cell.set_state(SocketState::Closed);
+    }
+
+    /// Send a frame; a failed send ends nothing here (the read side sees the socket end).
+    async fn send(&mut self, text: String) {
+        let cell = &self.board.sockets[self.spec.socket];
+        cell.frames_out.fetch_add(1, Relaxed);
+        cell.bytes_out.fetch_add(text.len() as u64, Relaxed);
+        let _ = self.ws.send(Message::text(text)).await;
+    }
+
+    fn take_ref(&mut self, awaiting: Awaiting) -> String {
+        let r = self.next_ref;
+        self.next_ref += 1;
+        self.replies.push((r, awaiting));
+        r.to_string()
+    }
+
+    async fn join_all(&mut self) {
+        for i in 0..self.channels.len() {
+            let msg_ref = self.take_ref(Awaiting::Join(i));
+            let ch = &mut self.channels[i];
+            ch.join_ref = Some(msg_ref.clone());
+            ch.view.rejoin();
+            let text = protocol::encode(Some(&msg_ref), &msg_ref, &ch.topic, "phx_join", &self.spec.join_payload);
+            let m = ch.membership;
+            self.board.memberships[m].sent_us.store(self.board.now_us(), Relaxed);
+            self.board.set_membership(m, Membership::Joining);
+            self.send(text).await;
+        }
+    }
+
+    async fn leave_all(&mut self) {
+        for i in 0..self.channels.len() {
+            let Some(join_ref) = self.channels[i].join_ref.clone() else { continue };
+            let msg_ref = self.take_ref(Awaiting::Leave);
+            let ch = &mut self.channels[i];
+            ch.leaving = true;
+            let text = protocol::encode(Some(&join_ref), &msg_ref, &ch.topic, "phx_leave", "{}");
+            self.board.move_membership(ch.membership, &[Membership::Joining, Membership::Joined], Membership::Left);
+            self.send(text).await;
+        }
+    }
+
+    /// This client closes its socket: its memberships leave the expected lists at once.
+    fn forget_all(&mut self) {
+        for ch in &self.channels {
+            self.board.move_membership(ch.membership, &[Membership::Joining, Membership::Joined], Membership::Left);
+        }
+    }
+
+    async fn heartbeat(&mut self) {
+        let msg_ref = self.take_ref(Awaiting::Heartbeat);
+        self.send(protocol::encode(None, &msg_ref, "phoenix", "heartbeat", "{}")).await;
+    }
+
+    fn on_text(&mut self, text: &str) {
+        let cell = &self.board.sockets[self.spec.socket];
+        cell.frames_in.fetch_add(1, Relaxed);
+        cell.bytes_in.fetch_add(text.len() as u64, Relaxed);
+        let frame = match Incoming::parse(text) {
+            Ok(f) => f,
+            Err(_) => return self.board.tally("frames not understood"),
+        };
+        match frame.event() {
+            "phx_reply" => self.on_reply(&frame),
+            "presence_state" | "presence_diff" => {
+                if let Some(i) = self.channel_for(&frame) {
+                    self.on_presence(i, frame.event() == "presence_state", frame.payload());
+                }
+            }
+            "phx_close" | "phx_error" => {
+                if let Some(i) = self.channel_for(&frame) {
+                    let ch = &self.channels[i];
+                    if !(ch.leaving && frame.event() == "phx_close") {
+                        self.board.tally(format!("channel ended by the server: {}", frame.event()));
+                        self.board.move_membership(
+                            ch.membership,
+                            &[Membership::Joining, Membership::Joined],
+                            Membership::Ended,
+                        );
+                    }
+                }
+            }
+            "slot_revoked" => self.board.tally("channel ended by the server: slot_revoked"),
+            other => self.board.tally(format!("other events: {other}")),
+        }
+    }
+
+    /// The channel a server push is for, or `None` (counted) when its topic is not joined
+    /// here or its `join_ref` names an earlier join (phoenix's `isMember`).
+    fn channel_for(&self, frame: &Incoming) -> Option<usize> {
+        let i = self.channels.iter().position(|c| *c.topic == *frame.topic());
+        let Some(i) = i else {
+            self.board.tally("pushes for a topic not joined");
+            return None;
+        };
+        match (frame.join_ref(), &self.channels[i].join_ref) {
+            (Some(got), Some(current)) if got != current => {
+                self.board.tally("pushes for an earlier join (dropped)");
+                None
+            }
+            _ => Some(i),
+        }
+    }
+
+    fn on_reply(&mut self, frame: &Incoming) {
+        let Some(r) = frame.msg_ref().and_then(|r| r.parse::<u64>().ok()) else {
+            return self.board.tally("replies to no request");
+        };
+        let Some(pos) = self.replies.iter().position(|(x, _)| *x == r) else {
+            return self.board.tally("replies to no request");
+        };
+        let (_, awaiting) = self.replies.swap_remove(pos);
+        let Awaiting::Join(i) = awaiting else { return };
+        let m = self.channels[i].membership;
+        self.board.memberships[m].replied_us.store(self.board.now_us(), Relaxed);
+        match protocol::reply_status(frame.payload()) {
+            Ok(ReplyStatus::Ok) => self.board.move_membership(m, &[Membership::Joining], Membership::Joined),
+            Ok(ReplyStatus::Error(reason)) => {
+                self.board.tally(format!("joins refused: {reason}"));
+                self.board.move_membership(m, &[Membership::Joining], Membership::Refused);
+            }
+            Ok(ReplyStatus::Other(_)) | Err(_) => {
+                self.board.tally("join replies not understood");
+                self.board.move_membership(m, &[Membership::Joining], Membership::Refused);
+            }
+        }
+    }
+
+    fn on_presence(&mut self, i: usize, is_state: bool, payload: &str) {
+        let ch = &mut self.channels[i];
+        let cell = &self.board.memberships[ch.membership];
+        let before = ch.view.digest();
+        let parsed = if is_state {
+            cell.state_bytes.fetch_add(payload.len() as u64, Relaxed);
+            let mut ids = Vec::new();
+            protocol::for_each_meta(payload, |k, r| ids.push(meta_id(k, r))).map(|()| {
+                ch.view.sync_state(ids);
+            })
+        } else {
+            cell.diff_bytes.fetch_add(payload.len() as u64, Relaxed);
+            protocol::diff_parts(payload).and_then(|(joins, leaves)| {
+                let (mut j, mut l) = (Vec::new(), Vec::new());
+                protocol::for_each_meta(joins, |k, r| j.push(meta_id(k, r)))?;
+                protocol::for_each_meta(leaves, |k, r| l.push(meta_id(k, r)))?;
+                let anomalies = ch.view.sync_diff(j, l);
+                cell.duplicate_joins.fetch_add(anomalies.duplicate_joins, Relaxed);
+                cell.unknown_leaves.fetch_add(anomalies.unknown_leaves, Relaxed);
+                Ok(())
+            })
+        };
+        if parsed.is_err() {
+            return self.board.tally("presence frames not understood");
+        }
+        cell.size.store(ch.view.len() as u32, Relaxed);
+        if ch.view.digest() != before {
+            cell.digest.store(ch.view.digest(), Relaxed);
+            cell.changed_us.store(self.board.now_us(), Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A client of one topic against a fake server `serve`, driven to the members' join
+    /// stage; returns the board once the client's socket has ended.
+    async fn against<F, Fut>(serve: F, stage: Stage) -> Arc<Board>
+    where
+        F: FnOnce(Ws) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            serve(tokio_tungstenite::accept_async(tcp).await.unwrap()).await;
+        });
+        let board = Arc::new(Board::new(1, 1));
+        let env = Arc::new(ClientEnv {
+            board: board.clone(),
+            addr,
+            heartbeat: Duration::from_secs(30),
+            close_mode: CloseMode::Frame,
+            connect_gate: Semaphore::new(1),
+        });
+        let spec = ClientSpec {
+            socket: 0,
+            token: "t".into(),
+            join_payload: "{}".into(),
+            source: None,
+            topics: vec![(0, "room:1".into())],
+            watcher: false,
+            closes: false,
+            join_offset: Duration::ZERO,
+        };
+        let (stages, rx) = watch::channel(stage);
+        let client = tokio::spawn(run(spec, env, rx));
+        tokio::time::timeout(Duration::from_secs(10), client).await.expect("the client ended").unwrap();
+        drop(stages);
+        server.await.unwrap();
+        board
+    }
+
+    type Ws = WebSocketStream<TcpStream>;
+
+    fn close(code: u16) -> Message {
+        Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: "bye".into() }))
+    }
+
+    #[tokio::test]
+    async fn a_close_frame_from_the_server_is_counted_by_its_code_and_ends_the_membership() {
+        let board = against(
+            |mut ws: Ws| async move {
+                let _join = ws.next().await;
+                ws.send(close(1013)).await.unwrap();
+                while ws.next().await.is_some() {}
+            },
+            Stage::JoinMembers { at: Instant::now() },
+        )
+        .await;
+        assert_eq!(board.sockets[0].server_close.load(Relaxed), 1013);
+        assert_eq!(board.sockets[0].state(), SocketState::Closed);
+        assert_eq!(board.memberships[0].state(), Membership::Ended);
+    }
+
+    #[tokio::test]
+    async fn a_close_frame_without_a_code_is_1005_and_no_close_frame_is_1006() {
+        let board = against(
+            |mut ws: Ws| async move {
+                ws.send(Message::Close(None)).await.unwrap();
+                while ws.next().await.is_some() {}
+            },
+            Stage::Connect,
+        )
+        .await;
+        assert_eq!(board.sockets[0].server_close.load(Relaxed), NO_STATUS);
+        let board = against(|ws: Ws| async move { drop(ws) }, Stage::Connect).await;
+        assert_eq!(board.sockets[0].server_close.load(Relaxed), NO_CLOSE_FRAME);
+    }
+
+    #[tokio::test]
+    async fn pings_are_answered_while_the_client_waits_for_its_stage() {
+        let board = against(
+            |mut ws: Ws| async move {
+                ws.send(Message::Ping(b"p1".to_vec().into())).await.unwrap();
+                loop {
+                    match ws.next().await {
+                        Some(Ok(Message::Pong(p))) => {
+                            assert_eq!(&p[..], b"p1");
+                            break;
+                        }
+                        Some(Ok(_)) => {}
+                        other => panic!("no pong: {other:?}"),
+                    }
+                }
+                ws.send(close(1000)).await.unwrap();
+                while ws.next().await.is_some() {}
+            },
+            Stage::Connect,
+        )
+        .await;
+        assert_eq!(board.sockets[0].pings.load(Relaxed), 1);
+        assert_eq!(board.sockets[0].server_close.load(Relaxed), 1000);
+    }
+
+    #[tokio::test]
+    async fn a_join_is_acked_and_its_view_follows_state_and_diffs_but_not_an_earlier_joins_push() {
+        let board = against(
+            |mut ws: Ws| async move {
+                let Some(Ok(Message::Text(join))) = ws.next().await else { panic!("no join") };
+                let join: serde_json::Value = serde_json::from_str(join.as_str()).unwrap();
+                assert_eq!((&join[2], &join[3], &join[0]), (&"room:1".into(), &"phx_join".into(), &join[1]));
+                let jr = join[0].as_str().unwrap().to_owned();
+                let frames = [
+                    format!(r#"["{jr}","{jr}","room:1","phx_reply",{{"status":"ok","response":{{}}}}]"#),
+                    format!(r#"["{jr}",null,"room:1","presence_state",{{"u0":{{"metas":[{{"phx_ref":"a"}}]}}}}]"#),
+                    r#"[null,null,"room:1","presence_diff",{"joins":{"u1":{"metas":[{"phx_ref":"b"}]}},"leaves":{}}]"#.into(),
+                    r#"["999",null,"room:1","presence_diff",{"joins":{"u9":{"metas":[{"phx_ref":"z"}]}},"leaves":{}}]"#.into(),
+                    format!(r#"["{jr}",null,"room:1","presence_diff",{{"joins":{{}},"leaves":{{"u0":{{"metas":[{{"phx_ref":"a"}}]}}}}}}]"#),
+                ];
+                for f in frames {
+                    ws.send(Message::text(f)).await.unwrap();
+                }
+                ws.send(close(1012)).await.unwrap();
+                while ws.next().await.is_some() {}
+            },
+            Stage::JoinMembers { at: Instant::now() },
+        )
+        .await;
+        let cell = &board.memberships[0];
+        assert_eq!(cell.digest.load(Relaxed), meta_id("u1", "b"));
+        assert_eq!(cell.size.load(Relaxed), 1);
+        assert!(cell.replied_us.load(Relaxed) >= cell.sent_us.load(Relaxed));
+        assert!(cell.changed_us.load(Relaxed) > 0);
+        assert_eq!(board.tallies().get("pushes for an earlier join (dropped)"), Some(&1));
+        assert_eq!(board.sockets[0].frames_in.load(Relaxed), 5);
+        assert_eq!(board.sockets[0].server_close.load(Relaxed), 1012);
+        // Joined, then the server closed the socket.
+        assert_eq!(cell.state(), Membership::Ended);
+    }
+}
