@@ -22,10 +22,12 @@
 //! token's topics and expiry, joins and leaves per second, meta size). The dashboard's admin
 //! topic (`roster:admin`) is a feed of snapshots, not a presence topic (`dashboard.rs`).
 //!
-//! Every close the server starts carries a code and a reason: 1001 (no answer to pings), 1008
-//! (the token expired), 1009 (frame too large), 1011 (the connection failed), 1012 (the node
-//! shuts down), 1013 (a slow client: its queue passed `outbound_queue` frames or
-//! `outbound_queue_bytes` bytes, or a write stayed blocked for two `ping_ms`).
+//! Every close the server starts carries a code and a reason: 1001 (no answer to pings), 1002
+//! (a WebSocket protocol violation), 1007 (a text frame not UTF-8), 1008 (the token expired),
+//! 1009 (frame too large), 1011 (the connection failed), 1012 (the node shuts down), 1013 (a
+//! slow client: its queue passed `outbound_queue` frames or `outbound_queue_bytes` bytes, or a
+//! write stayed blocked for two `ping_ms`). A socket is called silent only after the frames it
+//! already sent have been read: a node too busy to read its pongs closes nobody for it.
 
 use crate::app::AppState;
 use crate::dashboard::{self, AdminFeed};
@@ -42,7 +44,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
 use futures_util::stream::SplitSink;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use roster_core::{Meta, Role, TabId, Topic, UserId};
 use roster_runtime::{
@@ -63,6 +65,8 @@ use tokio_tungstenite::WebSocketStream;
 
 /// Close codes (RFC 6455 and IANA registry).
 const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_PROTOCOL: u16 = 1002;
+const CLOSE_NOT_UTF8: u16 = 1007;
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_INTERNAL: u16 = 1011;
@@ -307,41 +311,21 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
     let ping_every = Duration::from_millis(server.ping_ms);
     let send_timeout = ping_every * 2;
     let mut ping = tokio::time::interval(ping_every);
+    // After a long write, one ping, not a burst of the ticks it missed.
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
     let mut last_seen = Instant::now();
-    let frame_limit = server.max_frame_bytes as usize;
     let mut clean = false;
     let mut final_close: Option<Message> = None;
     loop {
         tokio::select! {
-            msg = stream.next() => match msg {
-                Some(Ok(Message::Text(text))) => {
-                    last_seen = Instant::now();
-                    if text.len() > frame_limit {
-                        task.refuse("too_large", "frame over max_frame_bytes");
-                        final_close = Some(close(CLOSE_TOO_BIG, "frame too large"));
-                        break;
-                    }
-                    task.on_text(text.as_str());
-                }
-                Some(Ok(Message::Binary(_))) => {
-                    last_seen = Instant::now();
-                    task.refuse("binary", "binary frames are not spoken here");
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => last_seen = Instant::now(),
-                Some(Ok(Message::Close(_))) => {
-                    clean = true;
+            msg = stream.next() => match task.on_message(msg, &mut last_seen) {
+                Flow::Go => {}
+                Flow::End { close, clean: c } => {
+                    final_close = close;
+                    clean = c;
                     break;
                 }
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "socket read error");
-                    if matches!(e, WsError::Capacity(CapacityError::MessageTooLong { .. })) {
-                        task.refuse("too_large", "frame over the transport limit");
-                        final_close = Some(close(CLOSE_TOO_BIG, "frame too large"));
-                    }
-                    break;
-                }
-                None => break,
             },
             item = conn.recv_outbound() => match item {
                 Some(item) => {
@@ -368,6 +352,23 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
                 break;
             }
             _ = ping.tick() => {
+                if last_seen.elapsed() > ping_every * 2 {
+                    // What the client sent while this task was busy writing is an answer too:
+                    // read every frame already here before calling it silent (a busy node must
+                    // not close clients whose pongs wait unread in its own buffers).
+                    let mut end = None;
+                    while let Some(msg) = stream.next().now_or_never() {
+                        if let Flow::End { close, clean } = task.on_message(msg, &mut last_seen) {
+                            end = Some((close, clean));
+                            break;
+                        }
+                    }
+                    if let Some((close, c)) = end {
+                        final_close = close;
+                        clean = c;
+                        break;
+                    }
+                }
                 if last_seen.elapsed() > ping_every * 2 {
                     st.metrics.ping_timeouts.inc();
                     tracing::info!("socket closed: no answer to pings");
@@ -473,7 +474,64 @@ fn parse_join(payload: &Value) -> Option<(Option<TabId>, Meta)> {
     Some((tab, meta))
 }
 
+/// What the socket's loop does after a frame from the client.
+enum Flow {
+    /// Go on.
+    Go,
+    /// End the socket: with this close frame (`None`: the connection is gone, nothing can be
+    /// sent), `clean` when the client closed it.
+    End { close: Option<Message>, clean: bool },
+}
+
 impl SocketTask {
+    /// One read from the client (`None`: its connection ended).
+    fn on_message(&mut self, msg: Option<Result<Message, WsError>>, last_seen: &mut Instant) -> Flow {
+        let frame_limit = self.st.node.config().server.max_frame_bytes as usize;
+        match msg {
+            Some(Ok(Message::Text(text))) => {
+                *last_seen = Instant::now();
+                if text.len() > frame_limit {
+                    self.refuse("too_large", "frame over max_frame_bytes");
+                    return Flow::End { close: Some(close(CLOSE_TOO_BIG, "frame too large")), clean: false };
+                }
+                self.on_text(text.as_str());
+            }
+            Some(Ok(Message::Binary(_))) => {
+                *last_seen = Instant::now();
+                self.refuse("binary", "binary frames are not spoken here");
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => *last_seen = Instant::now(),
+            Some(Ok(Message::Close(_))) => return Flow::End { close: None, clean: true },
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "socket read error");
+                // A close the server starts always says why; a connection already gone
+                // (reset, closed) cannot be told anything.
+                let close = match e {
+                    WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+                        self.refuse("too_large", "frame over the transport limit");
+                        Some(close(CLOSE_TOO_BIG, "frame too large"))
+                    }
+                    WsError::Capacity(_) => {
+                        self.refuse("too_large", "frame over the transport limits");
+                        Some(close(CLOSE_TOO_BIG, "frame too large"))
+                    }
+                    WsError::Protocol(_) => {
+                        self.refuse("ws_protocol", "WebSocket protocol violation");
+                        Some(close(CLOSE_PROTOCOL, "WebSocket protocol error"))
+                    }
+                    WsError::Utf8(_) => {
+                        self.refuse("ws_utf8", "a text frame that is not UTF-8");
+                        Some(close(CLOSE_NOT_UTF8, "text frame is not UTF-8"))
+                    }
+                    _ => None,
+                };
+                return Flow::End { close, clean: false };
+            }
+            None => return Flow::End { close: None, clean: false },
+        }
+        Flow::Go
+    }
+
     fn send(&mut self, frame: Frame) {
         self.out.push(Message::Text(frame.encode().into()));
     }
