@@ -171,13 +171,16 @@ impl PresenceMeta {
     pub const RESERVED: [&'static str; 4] = ["phx_ref", "tab_id", "node", "online_at"];
 
     /// The flat map the client sees: the user's keys at top level, then `phx_ref`, `tab_id`
-    /// (`null` when absent), `node` and `online_at` (milliseconds), which overwrite any user key
-    /// of the same name so a client cannot forge them.
+    /// (left out when the join gave none), `node` and `online_at` (milliseconds), which
+    /// overwrite (or, for an absent `tab_id`, remove) any user key of the same name so a client
+    /// cannot forge them.
     pub fn to_flat(&self) -> Meta {
         let mut flat = self.meta.to_meta();
         flat.insert("phx_ref".into(), MetaValue::Str(self.phx_ref.0.clone()));
-        let tab = self.tab_id.as_ref().map_or(MetaValue::Null, |t| MetaValue::Str(t.as_str().to_owned()));
-        flat.insert("tab_id".into(), tab);
+        match &self.tab_id {
+            Some(t) => flat.insert("tab_id".into(), MetaValue::Str(t.as_str().to_owned())),
+            None => flat.remove("tab_id"),
+        };
         flat.insert("node".into(), MetaValue::Str(self.node.as_str().to_owned()));
         let online_at = i64::try_from(self.online_at).unwrap_or(i64::MAX);
         flat.insert("online_at".into(), MetaValue::Int(online_at));
