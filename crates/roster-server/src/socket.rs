@@ -379,7 +379,7 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
             }
         }
         if !task.out.is_empty() {
-            match write_queued(&mut sink, &mut task, &conn, send_timeout).await {
+            match write_queued(&mut sink, &mut task, &conn, send_timeout, &mut last_seen).await {
                 Written::All => {}
                 Written::Failed => break,
                 Written::TooSlow => {
@@ -427,28 +427,61 @@ enum Written {
     ConnectionEnded,
 }
 
-/// Write the frames taken so far. While the write is blocked (the client reads slowly or not
-/// at all), the connection's queue keeps filling; past its bounds the connection ends as a
-/// slow client, which ends this wait at once.
+/// Write the frames taken so far, frame by frame. A write that has to wait for the client
+/// (its receive window is full) and then goes on shows the client reading: that counts as
+/// hearing from it (`last_seen`), so a client busy taking in a big room's list is never
+/// called silent because its pong waits behind that list. A single write blocked for
+/// `send_timeout` (no progress at all) is a client that does not read. While a write is
+/// blocked, the connection's queue keeps filling; past its bounds the connection ends as a slow
+/// client, which ends this wait at once.
 async fn write_queued(
     sink: &mut SplitSink<Socket, Message>,
     task: &mut SocketTask,
     conn: &Connection,
     send_timeout: Duration,
+    last_seen: &mut Instant,
 ) -> Written {
     let batch = std::mem::take(&mut task.out);
-    let write = async {
-        for m in batch {
-            sink.feed(m).await?;
+    let mut waited = false;
+    let mut outcome = Written::All;
+    for m in batch {
+        if let Err(w) = write_step(sink.feed(m), conn, send_timeout, &mut waited).await {
+            outcome = w;
+            break;
         }
-        sink.flush().await
-    };
-    tokio::select! {
-        biased;
-        written = write => if written.is_ok() { Written::All } else { Written::Failed },
-        () = tokio::time::sleep(send_timeout) => Written::TooSlow,
-        () = conn.ended() => Written::ConnectionEnded,
     }
+    if matches!(outcome, Written::All) {
+        if let Err(w) = write_step(sink.flush(), conn, send_timeout, &mut waited).await {
+            outcome = w;
+        }
+    }
+    if waited && !matches!(outcome, Written::TooSlow | Written::Failed) {
+        *last_seen = Instant::now();
+    }
+    outcome
+}
+
+/// One write: at once if the socket takes it, else within `send_timeout` (`waited` set).
+async fn write_step<F>(write: F, conn: &Connection, send_timeout: Duration, waited: &mut bool) -> Result<(), Written>
+where
+    F: std::future::Future<Output = Result<(), WsError>>,
+{
+    let mut write = std::pin::pin!(write);
+    // The usual case, a socket with room in its buffers: no timer.
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
+    let written = match first {
+        std::task::Poll::Ready(written) => written,
+        std::task::Poll::Pending => {
+            *waited = true;
+            tokio::select! {
+                biased;
+                written = write => written,
+                () = tokio::time::sleep(send_timeout) => return Err(Written::TooSlow),
+                () = conn.ended() => return Err(Written::ConnectionEnded),
+            }
+        }
+    };
+    written.map_err(|_| Written::Failed)
 }
 
 fn close(code: u16, reason: &str) -> Message {
