@@ -315,6 +315,10 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
     let mut last_seen = Instant::now();
+    // When the socket was last written something other than a ping: a pong can only come
+    // after the client has read what was sent before the ping, so silence counts from the later
+    // of the two.
+    let mut last_sent = Instant::now();
     let mut clean = false;
     let mut final_close: Option<Message> = None;
     loop {
@@ -352,7 +356,7 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
                 break;
             }
             _ = ping.tick() => {
-                if last_seen.elapsed() > ping_every * 2 {
+                if last_seen.max(last_sent).elapsed() > ping_every * 2 {
                     // What the client sent while this task was busy writing is an answer too:
                     // read every frame already here before calling it silent (a busy node must
                     // not close clients whose pongs wait unread in its own buffers).
@@ -369,7 +373,7 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
                         break;
                     }
                 }
-                if last_seen.elapsed() > ping_every * 2 {
+                if last_seen.max(last_sent).elapsed() > ping_every * 2 {
                     st.metrics.ping_timeouts.inc();
                     tracing::info!("socket closed: no answer to pings");
                     final_close = Some(close(CLOSE_GOING_AWAY, "no answer to pings"));
@@ -379,7 +383,7 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
             }
         }
         if !task.out.is_empty() {
-            match write_queued(&mut sink, &mut task, &conn, send_timeout, &mut last_seen).await {
+            match write_queued(&mut sink, &mut task, &conn, send_timeout, (&mut last_seen, &mut last_sent)).await {
                 Written::All => {}
                 Written::Failed => break,
                 Written::TooSlow => {
@@ -429,8 +433,9 @@ enum Written {
 
 /// Write the frames taken so far, frame by frame. A write that has to wait for the client
 /// (its receive window is full) and then goes on shows the client reading: that counts as
-/// hearing from it (`last_seen`), so a client busy taking in a big room's list is never
-/// called silent because its pong waits behind that list. A single write blocked for
+/// hearing from it (`last_seen`), and what was written (`last_sent`, pings aside) must be read
+/// before a pong can come: a client busy taking in a big room's list is not called silent
+/// because its pong waits behind that list. A single write blocked for
 /// `send_timeout` (no progress at all) is a client that does not read. While a write is
 /// blocked, the connection's queue keeps filling; past its bounds the connection ends as a slow
 /// client, which ends this wait at once.
@@ -439,9 +444,10 @@ async fn write_queued(
     task: &mut SocketTask,
     conn: &Connection,
     send_timeout: Duration,
-    last_seen: &mut Instant,
+    (last_seen, last_sent): (&mut Instant, &mut Instant),
 ) -> Written {
     let batch = std::mem::take(&mut task.out);
+    let data = batch.iter().any(|m| !matches!(m, Message::Ping(_)));
     let mut waited = false;
     let mut outcome = Written::All;
     for m in batch {
@@ -457,6 +463,9 @@ async fn write_queued(
     }
     if waited && !matches!(outcome, Written::TooSlow | Written::Failed) {
         *last_seen = Instant::now();
+    }
+    if data && matches!(outcome, Written::All) {
+        *last_sent = Instant::now();
     }
     outcome
 }
