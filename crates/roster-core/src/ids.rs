@@ -1,10 +1,15 @@
 //! Ids and small values shared by every machine: users, topics, tabs, sockets, roles, metas,
 //! `phx_ref`s, node incarnations and slot tokens.
+//!
+//! The string ids are `Arc<str>`: an id is copied into many indexes (a socket's channels, the
+//! gateway's slots, the home's users, the presence table, the fan-out), and a clone is a
+//! reference count, not a new string.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// Milliseconds on some node's clock. The core never reads a clock: callers pass `now`.
 pub type Millis = u64;
@@ -14,11 +19,17 @@ macro_rules! string_id {
         $(#[$doc])*
         #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
-        pub struct $name(pub String);
+        pub struct $name(pub Arc<str>);
 
         impl $name {
             /// The id as a string slice.
             pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
                 &self.0
             }
         }
@@ -31,13 +42,13 @@ macro_rules! string_id {
 
         impl From<&str> for $name {
             fn from(s: &str) -> Self {
-                Self(s.to_owned())
+                Self(Arc::from(s))
             }
         }
 
         impl From<String> for $name {
             fn from(s: String) -> Self {
-                Self(s)
+                Self(Arc::from(s))
             }
         }
     };
@@ -59,10 +70,57 @@ string_id!(
     /// A user's role, from the token (`user`, `admin`, ...).
     Role
 );
-string_id!(
-    /// A node's configured name (`a`, `b`, ...): its identity across restarts.
-    NodeName
-);
+/// A node's configured name (`a`, `b`, ...): its identity across restarts.
+///
+/// Shared, not owned: every heartbeat, lease message and slot message names nodes
+/// (incarnations, echoes, destinations), so a clone is a reference count, not an allocation.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeName(Arc<str>);
+
+impl NodeName {
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for NodeName {
+    fn default() -> Self {
+        Self::from("")
+    }
+}
+
+impl fmt::Display for NodeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for NodeName {
+    fn from(s: &str) -> Self {
+        Self(Arc::from(s))
+    }
+}
+
+impl From<String> for NodeName {
+    fn from(s: String) -> Self {
+        Self(Arc::from(s))
+    }
+}
+
+impl Serialize for NodeName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // A borrowed `&str` would fail for formats that hand out owned strings only.
+        let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Ok(Self(Arc::from(s.as_ref())))
+    }
+}
 
 impl UserId {
     /// The reserved presence key under which anonymous viewers are listed or counted.
@@ -70,7 +128,7 @@ impl UserId {
 
     /// Whether this id is the reserved `anonymous` key, which no token may carry.
     pub fn is_reserved(&self) -> bool {
-        self.0 == Self::ANONYMOUS
+        &*self.0 == Self::ANONYMOUS
     }
 }
 
@@ -80,7 +138,7 @@ impl Topic {
     pub fn matches(&self, pattern: &str) -> bool {
         match pattern.strip_suffix('*') {
             Some(prefix) => self.0.starts_with(prefix),
-            None => self.0 == pattern,
+            None => &*self.0 == pattern,
         }
     }
 }

@@ -240,8 +240,17 @@ async fn an_unclean_drop_is_told_apart_from_a_clean_close() {
     s.disconnect();
     journal_has(&journal, "ended carl Closed { clean: false }").await;
     let s = node.join(JoinRequest::user("dora", "room:1").tab("t")).await.unwrap();
-    s.connection().kill();
-    journal_has(&journal, "ended dora Closed { clean: false }").await;
+    // A connection task that crashes (here: aborted) is an unclean end as well.
+    drop(s);
+    let task = node
+        .spawn_connection(Some("erin".into()), None, 64, |mut conn| async move {
+            conn.send_join("room:1", Some("t".into()), Default::default()).unwrap();
+            while conn.recv().await.is_some() {}
+        })
+        .unwrap();
+    journal_has(&journal, "start erin sessions=1 handed=false").await;
+    task.abort();
+    journal_has(&journal, "ended erin Closed { clean: false }").await;
     node.shutdown().await;
 }
 

@@ -1,5 +1,5 @@
-//! Joins and leaves: netted per `phx_ref` ([`PresenceChanges`]), coalesced per topic over a
-//! window ([`DiffCoalescer`]), and shaped for the Phoenix client ([`PresenceDiff`]).
+//! Joins and leaves: netted per `phx_ref` ([`PresenceChanges`]) and shaped for the Phoenix
+//! client ([`PresenceDiff`]); `fanout.rs` coalesces them per topic window.
 //!
 //! Netting is what keeps a client right. phoenix.js `syncDiff` applies a diff's joins first and
 //! its leaves second, matching metas by `phx_ref`, so a diff must never carry one `phx_ref` in
@@ -7,12 +7,11 @@
 //! left and came back (a peer declared down, then its snapshot). Each ref is kept as its
 //! presence *before* the batch and *after* it; only a difference is reported.
 
-use super::{count_meta, is_anonymous, AnonymousView, PresenceMeta};
-use crate::ids::{Meta, MetaValue, Millis, PhxRef, Topic, UserId};
+use super::{counted_meta, AnonymousView, PresenceMeta, PresenceView, UsersView, USERS_KEY};
+use crate::ids::{Meta, MetaValue, PhxRef, Topic, UserId};
 use serde::ser::{Serialize, Serializer};
 use std::collections::btree_map::Entry as BTreeEntry;
-use std::collections::hash_map::Entry as HashEntry;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The joins and leaves one table operation (or several, merged) caused, per topic.
@@ -21,11 +20,13 @@ pub struct PresenceChanges {
     topics: BTreeMap<Topic, TopicChanges>,
 }
 
-/// The netted joins and leaves of one topic, plus the change of its anonymous count.
+/// The netted joins and leaves of one topic, plus the changes of its anonymous count and of
+/// its number of signed-in users.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TopicChanges {
     refs: BTreeMap<PhxRef, RefChange>,
     anonymous: Option<CountChange>,
+    users: Option<CountChange>,
 }
 
 /// One `phx_ref` seen in a batch: was it present before, is it present after.
@@ -101,6 +102,11 @@ impl PresenceChanges {
         self.topic_mut(topic).count(before, after);
     }
 
+    pub(super) fn users(&mut self, topic: &Topic, before: usize, after: usize) {
+        let c = self.topic_mut(topic);
+        c.users = net(c.users, before, after);
+    }
+
     /// Drops topics whose changes netted out; table operations call it before returning.
     pub(super) fn prune(mut self) -> Self {
         self.topics.retain(|_, c| !c.is_empty());
@@ -135,7 +141,7 @@ impl IntoIterator for PresenceChanges {
 impl TopicChanges {
     /// Whether nothing visible changed in this topic.
     pub fn is_empty(&self) -> bool {
-        self.refs.is_empty() && self.anonymous.is_none()
+        self.refs.is_empty() && self.anonymous.is_none() && self.users.is_none()
     }
 
     /// The metas that appeared, as `(key, meta)`, anonymous ones included.
@@ -151,6 +157,11 @@ impl TopicChanges {
     /// How the anonymous count moved, if it did.
     pub fn anonymous_count(&self) -> Option<CountChange> {
         self.anonymous
+    }
+
+    /// How the number of signed-in users (distinct keys) moved, if it did.
+    pub fn users_count(&self) -> Option<CountChange> {
+        self.users
     }
 
     /// Appends changes that happened after these, netting per `phx_ref`.
@@ -174,26 +185,37 @@ impl TopicChanges {
         if let Some(c) = later.anonymous {
             self.count(c.before, c.after);
         }
+        if let Some(c) = later.users {
+            self.users = net(self.users, c.before, c.after);
+        }
     }
 
-    /// The client frame for these changes. With [`AnonymousView::Count`], anonymous metas are
-    /// replaced by the count meta: a leave of the old count's meta and a join of the new one.
-    pub fn to_diff(&self, view: AnonymousView) -> PresenceDiff {
+    /// The client frame for these changes. A count shown instead of metas ([`AnonymousView::Count`]
+    /// for anonymous viewers, [`UsersView::Count`] for signed-in users) moves as a leave of the
+    /// old count's meta and a join of the new one.
+    ///
+    /// [`UsersView::Count`]: super::UsersView::Count
+    pub fn to_diff(&self, view: impl Into<PresenceView>) -> PresenceDiff {
+        let view = view.into();
         let mut diff = PresenceDiff::default();
         for c in self.refs.values() {
-            if c.before == c.after || (view == AnonymousView::Count && is_anonymous(&c.key)) {
+            if c.before == c.after || view.counts(&c.key) {
                 continue;
             }
             let side = if c.after { &mut diff.joins } else { &mut diff.leaves };
             side.entry(c.key.clone()).or_default().metas.push(c.meta.to_flat());
         }
-        if let (AnonymousView::Count, Some(c)) = (view, self.anonymous) {
-            let key = UserId::ANONYMOUS.to_owned();
+        let counts = [
+            (view.anonymous == AnonymousView::Count, UserId::ANONYMOUS, self.anonymous),
+            (view.users == UsersView::Count, USERS_KEY, self.users),
+        ];
+        for (shown, key, change) in counts {
+            let (true, Some(c)) = (shown, change) else { continue };
             if c.before > 0 {
-                diff.leaves.insert(key.clone(), MetaList { metas: vec![count_meta(c.before)] });
+                diff.leaves.insert(key.to_owned(), MetaList { metas: vec![counted_meta(key, c.before)] });
             }
             if c.after > 0 {
-                diff.joins.insert(key, MetaList { metas: vec![count_meta(c.after)] });
+                diff.joins.insert(key.to_owned(), MetaList { metas: vec![counted_meta(key, c.after)] });
             }
         }
         diff
@@ -216,88 +238,15 @@ impl TopicChanges {
     }
 
     fn count(&mut self, before: usize, after: usize) {
-        let first = self.anonymous.map_or(before, |c| c.before);
-        self.anonymous = (first != after).then_some(CountChange { before: first, after });
+        self.anonymous = net(self.anonymous, before, after);
     }
 }
 
-/// Coalesces [`PresenceChanges`] per topic over `diff_ms`, so a burst of a thousand joins is
-/// one `presence_diff` frame.
-///
-/// A topic's window opens with its first change and closes `diff_ms` later; the caller
-/// schedules a timer at [`due_at`](Self::due_at) and calls [`flush`](Self::flush) then. Inside
-/// a window changes net per `phx_ref` (a join then a leave cancel; an update is the leave of
-/// the old ref plus the join of the new one), and the anonymous count moves at most once.
-#[derive(Clone, Debug)]
-pub struct DiffCoalescer {
-    diff_ms: Millis,
-    pending: HashMap<Topic, TopicChanges>,
-    /// `(due, topic)` in the order windows opened; `now` is monotonic, so also by due time.
-    windows: VecDeque<(Millis, Topic)>,
-}
-
-impl DiffCoalescer {
-    /// A coalescer whose windows last `diff_ms`.
-    pub fn new(diff_ms: Millis) -> Self {
-        Self { diff_ms, pending: HashMap::new(), windows: VecDeque::new() }
-    }
-
-    /// Adds changes that happened at `now`; opens a window for each topic without one.
-    pub fn push(&mut self, changes: PresenceChanges, now: Millis) {
-        for (topic, changes) in changes {
-            match self.pending.entry(topic) {
-                HashEntry::Occupied(o) => o.into_mut().merge(changes),
-                HashEntry::Vacant(v) => {
-                    self.windows.push_back((now.saturating_add(self.diff_ms), v.key().clone()));
-                    v.insert(changes);
-                }
-            }
-        }
-    }
-
-    /// When the earliest open window closes; `None` when nothing is pending.
-    pub fn due_at(&self) -> Option<Millis> {
-        self.windows.front().map(|(due, _)| *due)
-    }
-
-    /// Whether `topic` has an open window.
-    pub fn is_pending(&self, topic: &Topic) -> bool {
-        self.pending.contains_key(topic)
-    }
-
-    /// Closes every window due at `now` and returns one diff per topic, in window order,
-    /// leaving out topics whose changes netted to nothing. `view` says how each topic shows
-    /// its anonymous viewers.
-    pub fn flush(&mut self, now: Millis, view: impl Fn(&Topic) -> AnonymousView) -> Vec<(Topic, PresenceDiff)> {
-        let mut out = Vec::new();
-        while let Some((due, _)) = self.windows.front() {
-            if *due > now {
-                break;
-            }
-            if let Some((_, topic)) = self.windows.pop_front() {
-                self.close(topic, &view, &mut out);
-            }
-        }
-        out
-    }
-
-    /// Closes every window now, due or not (shutdown, tests).
-    pub fn flush_all(&mut self, view: impl Fn(&Topic) -> AnonymousView) -> Vec<(Topic, PresenceDiff)> {
-        let mut out = Vec::new();
-        while let Some((_, topic)) = self.windows.pop_front() {
-            self.close(topic, &view, &mut out);
-        }
-        out
-    }
-
-    fn close(&mut self, topic: Topic, view: &impl Fn(&Topic) -> AnonymousView, out: &mut Vec<(Topic, PresenceDiff)>) {
-        if let Some(changes) = self.pending.remove(&topic) {
-            let diff = changes.to_diff(view(&topic));
-            if !diff.is_empty() {
-                out.push((topic, diff));
-            }
-        }
-    }
+/// A count that moved from `before` to `after`, after it had moved as `earlier` says: from
+/// the first `before` to the last `after`, or nothing if that is no move.
+fn net(earlier: Option<CountChange>, before: usize, after: usize) -> Option<CountChange> {
+    let first = earlier.map_or(before, |c| c.before);
+    (first != after).then_some(CountChange { before: first, after })
 }
 
 /// The metas of one presence key, serialized as Phoenix's `{"metas": [...]}` with plain JSON
