@@ -16,7 +16,7 @@ count=${1:-50000}
 from=${2:-0}
 sizes=${NODES:-3 5}
 target=${CARGO_TARGET_DIR:-target}
-cargo build --release -q -p roster-core --example sim_soak
+cargo build --release -q -p roster-sim --example sim_soak
 mkdir -p "$target"
 failures="$target/soak-failures.txt"
 lock=${SOAK_LOCK:-/tmp/roster-heavy.lock}

@@ -5,6 +5,7 @@
 //! machine returns what should happen as values (effects) for the runtime to carry out.
 //!
 //! ## Layout
+//! - `codec`: the node codec, a version byte then bincode, for every node-to-node payload.
 //! - `ids`: users, topics, tabs, sockets, roles, metas, `phx_ref`s, incarnations, slot tokens.
 //! - `config`: `cluster.toml` as types with their defaults, validation (the timing rule),
 //!   and slot policy resolution per topic ([`Config::policy_for`], [`ScopeKey`]).
@@ -17,15 +18,16 @@
 //! - `presence`: the presence replica table ([`PresenceTable`]: per-origin deltas and
 //!   snapshots), the joins/leaves every merge returns, and what each subscriber receives
 //!   ([`Fanout`]: one `presence_state`, then the window diffs that compose with it).
-//! - `sim`: a deterministic simulation of a whole cluster of `NodeState`s (network faults,
-//!   crashes, pauses, clock drift, clients) and the checker of P1 and the lease invariants.
+//!
+//! The deterministic simulation of a whole cluster and the checker of P1 are test machinery
+//! and live in their own crate, `roster-sim`; the product does not ship them.
 
+pub mod codec;
 mod config;
 mod ids;
 mod node;
 mod presence;
 mod ring;
-pub mod sim;
 mod slot;
 
 pub use config::*;

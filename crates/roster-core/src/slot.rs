@@ -266,19 +266,28 @@ pub struct ScopeSlots {
     unsafe_switches: UnsafeSwitches,
 }
 
-/// Test-only: which slot safeguards are switched off (all `false` in production).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UnsafeSwitches {
-    /// Rule 6 off: a takeover grants at once, while the revoke is still on its way.
-    pub grant_before_revoke: bool,
-    /// Rule 7 off: a resume forgets the replaced record at once.
-    pub forget_replaced: bool,
-    /// Rule 7 off for grants that are not resumes: a tab granted while it is being revoked
-    /// keeps its other held connections.
-    pub grant_keeps_tab_elsewhere: bool,
-    /// Rule 8 off: a gateway that goes unheard keeps its waiting joins here.
-    pub keep_joins_of_unheard_gateways: bool,
+/// The ablation switches of one scope: public only with the `ablation` feature.
+mod switches {
+    use serde::{Deserialize, Serialize};
+
+    /// Test-only: which slot safeguards are switched off (all `false` in production).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct UnsafeSwitches {
+        /// Rule 6 off: a takeover grants at once, while the revoke is still on its way.
+        pub grant_before_revoke: bool,
+        /// Rule 7 off: a resume forgets the replaced record at once.
+        pub forget_replaced: bool,
+        /// Rule 7 off for grants that are not resumes: a tab granted while it is being revoked
+        /// keeps its other held connections.
+        pub grant_keeps_tab_elsewhere: bool,
+        /// Rule 8 off: a gateway that goes unheard keeps its waiting joins here.
+        pub keep_joins_of_unheard_gateways: bool,
+    }
 }
+#[cfg(feature = "ablation")]
+pub use switches::UnsafeSwitches;
+#[cfg(not(feature = "ablation"))]
+pub(crate) use switches::UnsafeSwitches;
 
 /// What a join needs decided for it now.
 enum Verdict {
@@ -300,7 +309,14 @@ impl ScopeSlots {
     }
 
     /// Switch safeguards off (ablation tests only).
+    #[cfg(feature = "ablation")]
     pub fn set_unsafe_switches(&mut self, switches: UnsafeSwitches) {
+        self.unsafe_switches = switches;
+    }
+
+    /// Switch safeguards off (the node's ablation switches).
+    #[cfg(not(feature = "ablation"))]
+    pub(crate) fn set_unsafe_switches(&mut self, switches: UnsafeSwitches) {
         self.unsafe_switches = switches;
     }
 

@@ -25,8 +25,8 @@ use crate::users::{self, host::Shared, KeepSessions, UserBehaviour, UserRef};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use ractor_cluster::RactorMessage;
 use roster_core::{
-    Config, Incarnation, Meta, MetaValue, NodeBoot, NodeName, PresenceList, Role, Safeguards, SlotToken, SocketId,
-    SubscriberId, TabId, Topic, UserId,
+    Config, Incarnation, Meta, MetaValue, NodeBoot, NodeName, PresenceList, Role, SlotToken, SocketId, SubscriberId,
+    TabId, Topic, UserId,
 };
 use std::future::Future;
 use std::path::PathBuf;
@@ -45,8 +45,6 @@ pub struct NodeOptions {
     pub node: NodeName,
     /// Where the epoch file lives; default: the config's `cluster.data_dir`.
     pub data_dir: Option<PathBuf>,
-    /// Test-only switches; all safeguards on by default.
-    pub safeguards: Safeguards,
     /// Write every record (grants, horizons, ends, lease changes) to this file as JSON lines
     /// in Unix milliseconds (see `RecordLog`); off by default.
     pub records: Option<PathBuf>,
@@ -73,7 +71,6 @@ impl NodeOptions {
             config,
             node,
             data_dir: None,
-            safeguards: Safeguards::default(),
             records: None,
             user_actors: Some(Arc::new(users::Behaviour(Arc::new(KeepSessions)))),
             encoder: None,
@@ -331,13 +328,7 @@ impl Node {
             ),
             None => None,
         };
-        let boot = NodeBoot {
-            me: incarnation.clone(),
-            config: opts.config.clone(),
-            stored_epoch,
-            wall_clock_ms,
-            safeguards: opts.safeguards.clone(),
-        };
+        let boot = NodeBoot { me: incarnation.clone(), config: opts.config.clone(), stored_epoch, wall_clock_ms };
         let links = (opts.config.cluster.nodes.len() > 1).then(|| Links::new(&opts.config, &opts.node));
         let inbox = Arc::new(PeerInbox::default());
         let published = Published::default();
@@ -345,7 +336,7 @@ impl Node {
             opts.node.clone(),
             clock,
             opts.config.cluster.partitions,
-            opts.safeguards.fence_activations_at_deadline && opts.safeguards.activations_follow_lease,
+            true, // activations are fenced at their lease's deadline (always, in the product)
             links.clone(),
             opts.user_actors.clone(),
         );

@@ -267,7 +267,7 @@ fn join(c: &Cluster, i: usize, user: &str, tab: &str) {
 }
 
 /// P1 and the activation rules over every node's record log, kills included.
-fn assert_records(c: &Cluster) -> roster_core::sim::Verdict {
+fn assert_records(c: &Cluster) -> roster_sim::Verdict {
     let logs = c.record_logs();
     let logs: Vec<&std::path::Path> = logs.iter().map(PathBuf::as_path).collect();
     support::records::assert_p1(&config(c), &logs, c.kills(), unix_ms())
@@ -345,7 +345,7 @@ fn a_users_one_activation_survives_sigkill_and_cut_off_of_its_home_and_follows_i
     assert_eq!(add(&c, b, user, 1)["value"], 2);
 
     let verdict = assert_records(&c);
-    let spans: Vec<String> = roster_core::sim::activations::activation_spans(&support::records::history(
+    let spans: Vec<String> = roster_sim::activations::activation_spans(&support::records::history(
         &config(&c),
         &c.record_logs().iter().map(PathBuf::as_path).collect::<Vec<_>>(),
         c.kills(),

@@ -312,6 +312,7 @@ impl NodeState {
         if stale || given_up || echo + valid_ms <= now {
             return; // the join stays waiting and asks the current home again
         }
+        let echo = if self.safeguards.horizon_from_send_time { echo } else { now };
         let w = self.gateway.waiting.remove(&key).expect("checked above");
         let tab = TabKey::of(w.tab.as_ref(), &conn);
         let group = self.gateway.groups.entry((p, token.epoch)).or_default();
@@ -567,6 +568,7 @@ impl NodeState {
     /// A heartbeat from a home echoed `echoed` (this node's send time) while announcing
     /// `leases`: the slots attached to those partitions and epochs live longer.
     pub(super) fn gw_echo(&mut self, leases: &[Announced], echoed: Millis, now: Millis, fx: &mut Vec<Effect>) {
+        let echoed = if self.safeguards.horizon_from_send_time { echoed } else { now };
         let valid_ms = self.isolation_valid_ms();
         for a in leases {
             if let Some(g) = self.gateway.groups.get_mut(&(a.partition, a.epoch)) {

@@ -295,7 +295,10 @@ impl NodeState {
             .peers
             .values()
             .filter(|peer| !peer.alive)
-            .filter_map(|peer| Some((peer.incarnation.clone()?, peer.last_heard? + doubt)))
+            .filter_map(|peer| {
+                let until = if self.safeguards.keep_in_doubt { peer.last_heard? + doubt } else { now };
+                Some((peer.incarnation.clone()?, until))
+            })
             .collect();
         for u in built.values_mut() {
             u.slots.set_unsafe_switches(switches);

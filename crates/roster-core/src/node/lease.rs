@@ -201,7 +201,7 @@ impl NodeState {
         for a in &refused {
             self.leases.learn_epoch(a.partition, a.epoch);
         }
-        let majority = self.config.cluster.nodes.len() / 2 + 1;
+        let majority = if self.safeguards.lease_needs_majority { self.config.cluster.nodes.len() / 2 + 1 } else { 1 };
         let c = &self.config.cluster;
         let until = round + (c.lease_ms as f64 * (1.0 - c.max_drift)).floor() as Millis;
         let Some(r) = self.leases.rounds.get_mut(&round) else { return };

@@ -138,7 +138,7 @@ impl NodeState {
     /// A peer is down (session closed, or silent for `heartbeat_timeout_ms`): its gateway slots
     /// at every home here are in doubt until `isolation_ms × (1 + max_drift)` after its last
     /// heartbeat (rule 8).
-    pub(super) fn peer_down(&mut self, name: &NodeName, _now: Millis, fx: &mut Vec<Effect>) {
+    pub(super) fn peer_down(&mut self, name: &NodeName, now: Millis, fx: &mut Vec<Effect>) {
         if *name == self.me.node {
             return;
         }
@@ -152,8 +152,9 @@ impl NodeState {
         self.presence_peer_down(name, fx);
         let Some(peer) = self.peers.get(name) else { return };
         let (Some(inc), Some(heard)) = (peer.incarnation.clone(), peer.last_heard) else { return };
+        let until = if self.safeguards.keep_in_doubt { heard + doubt } else { now };
         for home in self.homes.values_mut() {
-            home.gateway_unheard(&inc, heard + doubt);
+            home.gateway_unheard(&inc, until);
         }
     }
 

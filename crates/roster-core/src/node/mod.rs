@@ -17,6 +17,11 @@ mod lease;
 mod liveness;
 pub use liveness::PeerView;
 mod presence;
+mod safeguards;
+#[cfg(feature = "ablation")]
+pub use safeguards::Safeguards;
+#[cfg(not(feature = "ablation"))]
+pub(crate) use safeguards::Safeguards;
 mod types;
 mod user_view;
 mod users;
@@ -41,8 +46,6 @@ pub struct NodeBoot {
     pub stored_epoch: u64,
     /// The wall clock in Unix milliseconds at boot: epochs start above it (rule 3).
     pub wall_clock_ms: u64,
-    /// Safeguards; all on outside tests.
-    pub safeguards: Safeguards,
 }
 
 /// What a node holds right now (see [`NodeState::counts`]).
@@ -94,12 +97,26 @@ pub struct NodeState {
 impl NodeState {
     /// A node booting at `now` (its own clock).
     pub fn new(boot: NodeBoot, now: Millis) -> Self {
+        Self::boot(boot, now, Safeguards::default())
+    }
+
+    /// A node booting at `now` with some safeguards switched off (ablation tests only).
+    #[cfg(feature = "ablation")]
+    pub fn with_safeguards(boot: NodeBoot, now: Millis, safeguards: Safeguards) -> Self {
+        Self::boot(boot, now, safeguards)
+    }
+
+    fn boot(boot: NodeBoot, now: Millis, safeguards: Safeguards) -> Self {
         let partitions = boot.config.cluster.partitions;
         let alone = boot.config.cluster.nodes.len() == 1;
         let peers = boot.config.cluster.nodes.iter().map(|n| (n.name.clone(), liveness::Peer::default())).collect();
-        let floor = boot.stored_epoch.max(boot.wall_clock_ms);
+        let (floor, stored) = if safeguards.epochs_start_above_floor {
+            (boot.stored_epoch.max(boot.wall_clock_ms), boot.stored_epoch)
+        } else {
+            (0, 0)
+        };
         Self {
-            leases: lease::Leases::new(partitions, floor, boot.stored_epoch),
+            leases: lease::Leases::new(partitions, floor, stored),
             gateway: gateway::Gateway::new(partitions),
             presence: PresenceTable::new(boot.me.clone()),
             outbox: DeltaBuffer::new(boot.config.presence.broadcast_ms),
@@ -108,7 +125,7 @@ impl NodeState {
             wall_offset: boot.wall_clock_ms.saturating_sub(now),
             me: boot.me,
             config: boot.config,
-            safeguards: boot.safeguards,
+            safeguards,
             started_at: now,
             alone,
             stopped: false,

@@ -42,13 +42,7 @@ impl Cluster {
         let nodes = (0..n)
             .map(|i| {
                 let me = Incarnation::new(format!("n{i}").as_str(), i as u128 + 1);
-                let boot = NodeBoot {
-                    me,
-                    config: cfg.clone(),
-                    stored_epoch: 0,
-                    wall_clock_ms: 1_000,
-                    safeguards: Safeguards::default(),
-                };
+                let boot = NodeBoot { me, config: cfg.clone(), stored_epoch: 0, wall_clock_ms: 1_000 };
                 (NodeName::from(format!("n{i}")), NodeState::new(boot, 0))
             })
             .collect();

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::ids::{SocketId, TabId, Topic};
-use crate::node::{ClientEvent, ClientJoin, NodeBoot, Safeguards};
+use crate::node::{ClientEvent, ClientJoin, NodeBoot};
 use crate::{Config, OnConflict, PolicyConfig, SlotRules};
 
 struct One {
@@ -23,13 +23,7 @@ impl One {
         let mut config = Config::single_node();
         config.policy = vec![policy];
         config.validate().expect("valid");
-        let boot = NodeBoot {
-            me: Incarnation::new("local", 1),
-            config,
-            stored_epoch: 0,
-            wall_clock_ms: 1_000,
-            safeguards: Safeguards::default(),
-        };
+        let boot = NodeBoot { me: Incarnation::new("local", 1), config, stored_epoch: 0, wall_clock_ms: 1_000 };
         let mut one = One { node: NodeState::new(boot, 0), now: 0, effects: Vec::new() };
         // A node alone takes every lease at its first lease round, answering itself.
         for _ in 0..50 {

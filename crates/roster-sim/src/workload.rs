@@ -7,8 +7,8 @@
 
 use super::checker::JoinKind;
 use super::rng::SimRng;
-use crate::ids::{Millis, SlotToken, SocketId, TabId, Topic, UserId};
-use crate::node::ClientEvent;
+use roster_core::ClientEvent;
+use roster_core::{Millis, SlotToken, SocketId, TabId, Topic, UserId};
 use std::collections::BTreeMap;
 
 /// How much of each action a run's clients do.

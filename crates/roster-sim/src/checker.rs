@@ -19,10 +19,10 @@
 //! Intervals are half-open, `[start, end)`: a slot freed at `t` and another granted at `t`
 //! do not overlap.
 
-use crate::ids::{ConnId, Incarnation, Millis, NodeName, PhxRef, SlotToken, SocketId, TabId, Topic, UserId};
-use crate::node::Record;
-use crate::slot::TabKey;
-use crate::{partition_of, Config, PartitionId, PolicyId, ScopeKey};
+use roster_core::Record;
+use roster_core::TabKey;
+use roster_core::{partition_of, Config, PartitionId, PolicyId, ScopeKey};
+use roster_core::{ConnId, Incarnation, Millis, NodeName, PhxRef, SlotToken, SocketId, TabId, Topic, UserId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
@@ -1055,7 +1055,7 @@ pub fn check_presence(digests: &[(Incarnation, PresenceDigest)], live_names: &[N
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ClusterConfig, NodeConfig, OnConflict, PolicyConfig};
+    use roster_core::{ClusterConfig, NodeConfig, OnConflict, PolicyConfig};
 
     fn config(max_slots: u32) -> Config {
         let mut c = Config::single_node();

@@ -6,7 +6,7 @@
 //! The network only decides *when* copies of a message arrive; the simulation carries them.
 
 use super::rng::SimRng;
-use crate::ids::Millis;
+use roster_core::Millis;
 
 /// How a run's network behaves. Drawn per seed by [`NetworkParams::random`].
 #[derive(Clone, Debug, PartialEq)]

@@ -15,8 +15,8 @@
 
 use super::checker::JoinKind;
 use super::{ClientId, NodeMachine, RunReport, SimParams, Simulation};
-use crate::ids::{Millis, NodeName, TabId, Topic, UserId};
-use crate::{partition_of, preferred_home, PartitionId};
+use roster_core::{partition_of, preferred_home, PartitionId};
+use roster_core::{Millis, NodeName, TabId, Topic, UserId};
 use std::collections::BTreeMap;
 
 /// One step of a script. Node names are `n0`, `n1`, ...; `"*"` means every other node.
@@ -449,7 +449,7 @@ impl<M: NodeMachine> Player<M> {
                 let (gateway_node, gen, socket) = (c.node, c.gen, c.socket);
                 let i = self.sim.node_index(node);
                 let topics = match (self.sim.incarnation_of(gateway_node, gen), self.sim.machine(i)) {
-                    (Some(gateway), Some(m)) => m.presence_of(&crate::ids::ConnId { gateway, socket }),
+                    (Some(gateway), Some(m)) => m.presence_of(&roster_core::ConnId { gateway, socket }),
                     _ => Vec::new(),
                 };
                 if topics.is_empty() == *shown {

@@ -2,10 +2,10 @@
 //! crashes, restarts, clock mapping of records, clients.
 
 use super::*;
-use crate::ids::{ConnId, SlotToken};
-use crate::node::ClientEvent;
-use crate::slot::TabKey;
-use crate::ScopeKey;
+use roster_core::ClientEvent;
+use roster_core::ScopeKey;
+use roster_core::TabKey;
+use roster_core::{ConnId, SlotToken};
 
 /// Heartbeats every 100 ms to every peer, persists a growing epoch, grants every join at once
 /// with a 4 s horizon, and remembers every input with its local time.
@@ -21,7 +21,7 @@ struct Toy {
 }
 
 impl NodeMachine for Toy {
-    fn boot(boot: NodeBoot, now: Millis) -> Self {
+    fn boot(boot: NodeBoot, _safeguards: &Safeguards, now: Millis) -> Self {
         let peers = boot.config.cluster.nodes.iter().map(|n| n.name.clone()).filter(|n| *n != boot.me.node).collect();
         Toy {
             me: boot.me,
@@ -74,7 +74,7 @@ impl NodeMachine for Toy {
                         tab: TabKey::of(j.tab.as_ref(), &conn),
                         conn,
                         token,
-                        partition: crate::PartitionId(0),
+                        partition: roster_core::PartitionId(0),
                         horizon: now + 4000,
                     }));
                 }
@@ -245,7 +245,7 @@ fn held_messages_wait_for_release_and_dropped_kinds_never_arrive() {
 }
 
 #[test]
-fn every_message_survives_the_json_round_trip() {
+fn every_message_survives_the_codec_round_trip() {
     let msg = PeerMsg::Heartbeat {
         from: Incarnation::new("n0", 5),
         sent_at: 7,

@@ -1,7 +1,7 @@
 //! A run's human-readable trace: the last lines before a failure, or all of it for one seed.
 
-use crate::ids::Millis;
-use crate::node::{Input, PeerMsg, PresenceMsg, Record};
+use roster_core::Millis;
+use roster_core::{Input, PeerMsg, PresenceMsg, Record};
 use std::collections::VecDeque;
 
 /// The last `capacity` lines of a run (0: no trace, `usize::MAX`: everything).

@@ -8,7 +8,8 @@
 //! [workload](workload::Workload). Everything random comes from the seed, so a seed replays
 //! the same run exactly.
 //!
-//! Every message between nodes goes through `serde_json` and back, proving it is plain data.
+//! Every message between nodes goes through the node codec ([`roster_core::codec`]: a version
+//! byte, then bincode, the bytes real nodes exchange) and back.
 //! Every [`Record`] the nodes emit is mapped to global time (horizons and lease ends rounded
 //! later, never earlier) into a [`History`], which [`checker::check`] judges: P1, one lease
 //! holder per partition, growing epochs, unique tokens; plus the liveness [`Figures`].
@@ -27,6 +28,7 @@ pub mod checker;
 pub mod clock;
 pub mod faults;
 pub mod network;
+pub mod records;
 pub mod rng;
 pub mod scenario;
 pub mod trace;
@@ -39,14 +41,15 @@ pub use network::{Network, NetworkParams};
 pub use rng::SimRng;
 pub use workload::{ClientAction, ClientId, Workload, WorkloadMix};
 
-use crate::ids::{
-    ConnId, Incarnation, Meta, MetaValue, Millis, NodeName, PhxRef, Role, SocketId, TabId, Topic, UserId,
-};
-use crate::node::{ClientJoin, Effect, Input, NodeBoot, NodeState, PeerMsg, Record, Safeguards};
-use crate::{
+use checker::{JoinKind, JoinLog, JoinOutcome, Life, LifeEnd, NodeRecord, Trouble};
+use roster_core::codec;
+use roster_core::{
     partition_of, AnonymousView, ClusterConfig, Config, NodeConfig, OnConflict, PartitionId, PolicyConfig, ServerConfig,
 };
-use checker::{JoinKind, JoinLog, JoinOutcome, Life, LifeEnd, NodeRecord, Trouble};
+use roster_core::{ClientJoin, Effect, Input, NodeBoot, NodeState, PeerMsg, Record, Safeguards};
+use roster_core::{
+    ConnId, Incarnation, Meta, MetaValue, Millis, NodeName, PhxRef, Role, SocketId, TabId, Topic, UserId,
+};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use trace::Trace;
 use workload::{Channel, Client};
@@ -54,8 +57,8 @@ use workload::{Channel, Client};
 /// The node logic a simulation drives: [`NodeState`] in every real use; tests of the
 /// simulator itself plug in toy machines.
 pub trait NodeMachine {
-    /// Boot at local time `now`.
-    fn boot(boot: NodeBoot, now: Millis) -> Self
+    /// Boot at local time `now`, with `safeguards` (some switched off in ablation runs).
+    fn boot(boot: NodeBoot, safeguards: &Safeguards, now: Millis) -> Self
     where
         Self: Sized;
     /// Handle one input at local time `now`.
@@ -82,8 +85,8 @@ pub trait NodeMachine {
 }
 
 impl NodeMachine for NodeState {
-    fn boot(boot: NodeBoot, now: Millis) -> Self {
-        NodeState::new(boot, now)
+    fn boot(boot: NodeBoot, safeguards: &Safeguards, now: Millis) -> Self {
+        NodeState::with_safeguards(boot, now, safeguards.clone())
     }
 
     fn handle(&mut self, input: Input, now: Millis) -> Vec<Effect> {
@@ -157,7 +160,7 @@ pub struct SimParams {
     pub quiet_ms: Millis,
     /// Clock rates are drawn within this drift of each other (normally the config's).
     pub drift: f64,
-    /// Round-trip every message through `serde_json`.
+    /// Round-trip every message through the node codec ([`codec_round_trip`]).
     pub codec_check: bool,
     /// Trace lines to keep (0: none, `usize::MAX`: all; a failing seed is replayed with a
     /// trace).
@@ -425,13 +428,13 @@ pub struct Simulation<M: NodeMachine = NodeState> {
     incarnations: BTreeMap<(usize, u64), Incarnation>,
     /// When [`Simulation::settle`] healed everything (presence is checked after a quiet time).
     settled_at: Option<Millis>,
-    /// The JSON round trip of every message sent, done once per distinct message.
+    /// The codec round trip of every message sent, done once per distinct message.
     codec: CodecCheck,
     /// The stand-in runtime of user actors (`activations.rs`).
     users: activations::SimUsers,
 }
 
-/// The JSON round trip of [`codec_round_trip`], done once per distinct message of a sender:
+/// The round trip of [`codec_round_trip`], done once per distinct message of a sender:
 /// a node sends the same heartbeat or lease request to every node in turn, and a message
 /// equal to one that survived the round trip survives it too (the round trip is a pure
 /// function of the value), so only the first copy is encoded and decoded.
@@ -439,12 +442,10 @@ pub struct Simulation<M: NodeMachine = NodeState> {
 struct CodecCheck {
     /// Per sender, the last message checked.
     last: Vec<Option<PeerMsg>>,
-    /// The encoding buffer, kept between messages.
-    buf: Vec<u8>,
 }
 
 impl CodecCheck {
-    /// `msg` after a JSON round trip (or `msg` itself if its sender's last message was equal).
+    /// `msg` after a codec round trip (or `msg` itself if its sender's last message was equal).
     fn check(&mut self, from: usize, msg: PeerMsg) -> PeerMsg {
         if self.last.len() <= from {
             self.last.resize(from + 1, None);
@@ -452,7 +453,7 @@ impl CodecCheck {
         if self.last[from].as_ref() == Some(&msg) {
             return msg;
         }
-        let back = round_trip_into(&mut self.buf, &msg);
+        let back = codec_round_trip(&msg);
         self.last[from] = Some(msg);
         back
     }
@@ -719,7 +720,7 @@ impl<M: NodeMachine> Simulation<M> {
     }
 
     /// The incarnation of node `i`'s boot `gen`, if it booted.
-    pub fn incarnation_of(&self, i: usize, gen: u64) -> Option<crate::ids::Incarnation> {
+    pub fn incarnation_of(&self, i: usize, gen: u64) -> Option<roster_core::Incarnation> {
         self.incarnations.get(&(i, gen)).cloned()
     }
 
@@ -1355,9 +1356,8 @@ impl<M: NodeMachine> Simulation<M> {
             config: self.params.config.clone(),
             stored_epoch: node.stored_epoch,
             wall_clock_ms: WALL_CLOCK_BASE_MS + local,
-            safeguards: self.params.safeguards.clone(),
         };
-        node.machine = Some(M::boot(boot, local));
+        node.machine = Some(M::boot(boot, &self.params.safeguards, local));
         self.incarnations.insert((i, node.gen), me.clone());
         node.paused_until = None;
         node.paused_since = None;
@@ -1454,21 +1454,16 @@ impl<M: NodeMachine> Simulation<M> {
     }
 }
 
-/// Encode a message as JSON and decode it again: proof that it is plain data. The copy is
-/// what gets delivered.
+/// Encode a message with the node codec ([`roster_core::codec`], the bytes real nodes send
+/// each other) and decode it again. The copy is what gets delivered.
 ///
 /// # Panics
-/// If the message does not survive the round trip (a bug in the message types).
+/// If the message does not survive the round trip (a bug in the message types, or a message
+/// over the codec's payload limit, which a real link could not carry either).
 pub fn codec_round_trip(msg: &PeerMsg) -> PeerMsg {
-    round_trip_into(&mut Vec::new(), msg)
-}
-
-/// [`codec_round_trip`], encoding into `buf` (cleared first).
-fn round_trip_into(buf: &mut Vec<u8>, msg: &PeerMsg) -> PeerMsg {
-    buf.clear();
-    serde_json::to_writer(&mut *buf, msg).unwrap_or_else(|e| panic!("PeerMsg does not encode: {e}: {msg:?}"));
-    let back: PeerMsg = serde_json::from_slice(buf).unwrap_or_else(|e| panic!("PeerMsg does not decode: {e}: {msg:?}"));
-    assert_eq!(&back, msg, "PeerMsg changed in a JSON round trip");
+    let bytes = codec::encode(msg).unwrap_or_else(|e| panic!("PeerMsg does not encode: {e}: {msg:?}"));
+    let back: PeerMsg = codec::decode(&bytes).unwrap_or_else(|e| panic!("PeerMsg does not decode: {e}: {msg:?}"));
+    assert_eq!(&back, msg, "PeerMsg changed in a codec round trip");
     back
 }
 

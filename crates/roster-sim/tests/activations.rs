@@ -12,11 +12,11 @@
 //!
 //! `SEEDS=N` runs N random seeds instead of the default.
 
-use roster_core::sim::activations::{activation_spans, ActivationSpan, ActivationViolation};
-use roster_core::sim::checker::JoinKind;
-use roster_core::sim::scenario::{run_scenario, ScenarioReport, Step, Step::*};
-use roster_core::sim::{FaultMix, RunReport, SimParams, Simulation, Violation};
 use roster_core::{ActivationEnd, NodeState, Safeguards, UserAnswer, UserId};
+use roster_sim::activations::{activation_spans, ActivationSpan, ActivationViolation};
+use roster_sim::checker::JoinKind;
+use roster_sim::scenario::{run_scenario, ScenarioReport, Step, Step::*};
+use roster_sim::{FaultMix, RunReport, SimParams, Simulation, Violation};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 

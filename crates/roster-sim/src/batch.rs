@@ -5,7 +5,7 @@
 //! like any failing seed, instead of taking the whole batch down with an anonymous panic.
 
 use super::{Figures, RunReport, SimParams, Simulation};
-use crate::NodeState;
+use roster_core::NodeState;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;

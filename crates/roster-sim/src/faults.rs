@@ -4,7 +4,7 @@
 //! the faults one safeguard exists for.
 
 use super::rng::SimRng;
-use crate::ids::Millis;
+use roster_core::Millis;
 
 /// How often and how hard a run is disturbed. Weights are relative; a weight of 0 disables
 /// that fault.

@@ -6,8 +6,8 @@
 //! that replays it, and a summary; exits with status 1 if any seed failed.
 
 use clap::Parser;
-use roster_core::sim::batch::{run_batch, BatchOptions, SeedFailure};
-use roster_core::sim::SimParams;
+use roster_sim::batch::{run_batch, BatchOptions, SeedFailure};
+use roster_sim::SimParams;
 use std::io::Write;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -40,7 +40,7 @@ struct Args {
 
 fn replay_command(seed: u64, nodes: usize) -> String {
     let env = if nodes == 3 { format!("SEED={seed}") } else { format!("SEED={seed} NODES={nodes}") };
-    format!("{env} cargo test -p roster-core --test simulation seeds_{nodes}_nodes -- --nocapture")
+    format!("{env} cargo test -p roster-sim --test simulation seeds_{nodes}_nodes -- --nocapture")
 }
 
 fn main() {

@@ -17,9 +17,9 @@
 
 use super::checker::{lease_spans, History, LeaseSpan, NodeRecord};
 use super::{Event, NodeMachine, Simulation};
-use crate::ids::{Incarnation, Millis, SlotToken, UserId};
-use crate::node::{ActivationEnd, Input, PeerMsg, Record, ReplyTo, UserAnswer, UserEffect, UserView};
-use crate::ring::PartitionId;
+use roster_core::PartitionId;
+use roster_core::{ActivationEnd, Input, PeerMsg, Record, ReplyTo, UserAnswer, UserEffect, UserView};
+use roster_core::{Incarnation, Millis, SlotToken, UserId};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -382,8 +382,8 @@ pub fn user_effect_summary(effect: &UserEffect) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::checker::{Life, LifeEnd};
-    use crate::Config;
+    use crate::checker::{Life, LifeEnd};
+    use roster_core::Config;
 
     fn inc(node: &str) -> Incarnation {
         Incarnation::new(node, node.len() as u128 + node.as_bytes()[0] as u128)

@@ -2,7 +2,7 @@
 //! and a rate within `max_drift` of every other node's. The simulation keeps global time; a
 //! node only ever sees its own reading.
 
-use crate::ids::Millis;
+use roster_core::Millis;
 
 /// One node's clock (it survives the node's restarts: same machine, same clock).
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -1,0 +1,89 @@
+//! The ablation switches of [`NodeState`](crate::NodeState): public only with the `ablation`
+//! feature.
+
+use serde::{Deserialize, Serialize};
+
+/// Switches that turn one safeguard of DESIGN.md off, so the simulation can show the failure
+/// it prevents. Every field is `true` in production ([`Safeguards::default`]), and only the
+/// `ablation` feature (enabled by `roster-sim` alone) makes them reachable from outside.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Safeguards {
+    /// User actors: an activation lives only while its node holds the lease on the user's
+    /// partition (it stops when the lease is lost, handed over or released).
+    pub activations_follow_lease: bool,
+    /// User actors: an activation whose lease ran out is fenced at the lease's deadline, not
+    /// when the node next notices (a paused or starved node notices late).
+    pub fence_activations_at_deadline: bool,
+    /// Rule 1: a lease starts only once a majority of the nodes granted it. Off, one grant
+    /// (its own, say) is enough.
+    pub lease_needs_majority: bool,
+    /// Rule 8: the records of a gateway the home stops hearing stay in doubt until
+    /// `isolation_ms × (1 + max_drift)` after its last heartbeat. Off, they are freed at once.
+    pub keep_in_doubt: bool,
+    /// Rule 3: at boot, epochs start above both the persisted epoch and the wall clock. Off,
+    /// a node boots knowing no epoch at all.
+    pub epochs_start_above_floor: bool,
+    /// Rules 4 and 5: a gateway slot's horizon counts from the send time of the gateway's own
+    /// heartbeat that the home echoed. Off, it counts from when the gateway heard the echo
+    /// (or the grant), later by a heartbeat interval and the network's delays.
+    pub horizon_from_send_time: bool,
+    /// Rule 2: no lease grants for `lease_ms × (1 + max_drift)` after a start.
+    pub quiet_after_restart: bool,
+    /// Rule 6: a takeover grants only once the old gateway confirms.
+    pub revoke_before_grant: bool,
+    /// Rule 7: a resume keeps the replaced record until its close is confirmed.
+    pub keep_replaced: bool,
+    /// Rule 9: after a scan, no new tab until non-answering gateways' slots surely expired,
+    /// counted from the later of lease start and their last heartbeat.
+    pub scan_wait_from_last_heartbeat: bool,
+    /// Rule 9: a scan that finds one `tab_id` twice closes all but the highest token.
+    pub scan_dedup_tabs: bool,
+    /// Rule 10: ignore grants and scans below an epoch whose scan this gateway answered.
+    pub fence_stale_epochs: bool,
+    /// Rule 10: answer no scan until `isolation_ms` after start.
+    pub scan_quiet_after_start: bool,
+    /// Rule 14: a gateway refuses a grant at or below the highest token its socket gave up
+    /// in that scope (left, given back, revoke or close confirmed, horizon passed). Off, only
+    /// confirmed revokes and closes fence, as before seed 2436.
+    pub fence_released_tokens: bool,
+    /// Rule 7, for every grant: granting a tab closes its other held connections (kept as
+    /// replaced), even when the tab is also being revoked and so was not resumed. Off, such
+    /// a grant left them held.
+    pub close_tab_elsewhere_on_grant: bool,
+    /// Rule 8: a home drops the waiting joins of a gateway it stops hearing (the gateway asks
+    /// again if it lives). Off, a dead gateway's join could be granted later, making a record
+    /// nobody confirms and nothing puts in doubt.
+    pub drop_joins_of_unheard_gateways: bool,
+    /// Presence: a snapshot ask is repeated as soon as the peer has echoed a heartbeat sent
+    /// after it while the gap persists (its answer was lost). Off, only once per
+    /// `heartbeat_timeout_ms`.
+    pub ask_again_after_echo: bool,
+    /// Rule 9: a scan closes a tab's older connections as soon as the answers in show it on
+    /// two connections, not only once the scan is over.
+    pub scan_dedup_at_once: bool,
+}
+
+impl Default for Safeguards {
+    fn default() -> Self {
+        Self {
+            activations_follow_lease: true,
+            fence_activations_at_deadline: true,
+            lease_needs_majority: true,
+            keep_in_doubt: true,
+            epochs_start_above_floor: true,
+            horizon_from_send_time: true,
+            quiet_after_restart: true,
+            revoke_before_grant: true,
+            keep_replaced: true,
+            scan_wait_from_last_heartbeat: true,
+            scan_dedup_tabs: true,
+            fence_stale_epochs: true,
+            scan_quiet_after_start: true,
+            fence_released_tokens: true,
+            close_tab_elsewhere_on_grant: true,
+            drop_joins_of_unheard_gateways: true,
+            ask_again_after_echo: true,
+            scan_dedup_at_once: true,
+        }
+    }
+}
