@@ -86,9 +86,13 @@ async fn main() {
 
     let (rss_before, region) = (rss(), Region::new(GLOBAL));
     let mut sessions = Vec::with_capacity(n);
+    let began = std::time::Instant::now();
     for i in 0..n {
         let mut s = node.join(JoinRequest::user(format!("user{i}"), format!("room:{i}")).tab("t")).await.expect("join");
         sessions.push(tokio::spawn(async move { while s.next_event().await.is_some() {} }));
+        if (i + 1) % 10_000 == 0 {
+            eprintln!("{} joined in {:.1} s", i + 1, began.elapsed().as_secs_f64());
+        }
     }
     if mode == "player" {
         for i in 0..n {

@@ -45,9 +45,10 @@ pub(super) struct Home {
     collected: Vec<HeldSlot>,
     /// Older connections of a tab already told to close while the scan runs.
     closed_early: BTreeSet<(ConnId, SlotToken)>,
-    /// Users whose slots changed in this turn (their activation is brought up to date at the
-    /// end of the turn: `users.rs`).
-    touched: BTreeSet<UserId>,
+    /// The scopes whose slots changed in this turn, by user (the user's activation is brought
+    /// up to date at the end of the turn, in those scopes only: `users.rs`). A user with no
+    /// scope listed was touched for its activation alone (a handover wait, a restart).
+    touched: BTreeMap<UserId, BTreeSet<ScopeKey>>,
 }
 
 impl Home {
@@ -85,7 +86,7 @@ impl Home {
 
     /// Bring the indexes up to date after `key`'s slots changed; forget an idle user.
     fn reindex(&mut self, key: &UserKey) {
-        self.touched.insert(key.0.clone());
+        self.touched.entry(key.0.clone()).or_default().insert(key.1.clone());
         if let Some(d) = self.deadline_of.remove(key) {
             self.deadlines.remove(&(d, key.clone()));
         }
@@ -165,7 +166,7 @@ impl NodeState {
             scan_over: false,
             collected: Vec::new(),
             closed_early: BTreeSet::new(),
-            touched: BTreeSet::new(),
+            touched: BTreeMap::new(),
         };
         for name in self.peers.keys() {
             home.unanswered.insert(name.clone(), now);
@@ -458,16 +459,19 @@ impl NodeState {
         self.users_note_kick(p, &user, scope.as_ref(), &reason);
         let home = self.homes.get_mut(&p).expect("serving");
         let mut effects = Vec::new();
+        let mut kicked = Vec::new();
         for ((u, s), us) in home.users.iter_mut() {
             if *u == user && scope.as_ref().is_none_or(|sc| sc == s) {
                 effects.extend(us.slots.kick(&reason).into_iter().map(|e| (s.clone(), e)));
+                kicked.push(s.clone());
             }
+        }
+        // Every scope kicked changed, with an effect or not (reservations go silently).
+        for s in kicked {
+            home.reindex(&(user.clone(), s));
         }
         for (s, e) in effects {
             self.slot_effect(&user, &s, e, now, fx);
-            if let Some(home) = self.homes.get_mut(&p) {
-                home.reindex(&(user.clone(), s));
-            }
         }
     }
 
@@ -604,10 +608,23 @@ impl Home {
         &'a self,
         user: &'a UserId,
     ) -> impl Iterator<Item = (&'a ScopeKey, &'a crate::slot::SlotRecord)> + 'a {
+        self.scopes_of(user).flat_map(|(scope, records)| records.iter().map(move |r| (scope, r)))
+    }
+
+    /// The scopes of `user`, in order, each with its slot records.
+    pub(super) fn scopes_of<'a>(
+        &'a self,
+        user: &'a UserId,
+    ) -> impl Iterator<Item = (&'a ScopeKey, &'a [crate::slot::SlotRecord])> + 'a {
         self.users
             .range((user.clone(), ScopeKey::Topic(Topic::default()))..)
             .take_while(move |((u, _), _)| u == user)
-            .flat_map(|((_, scope), us)| us.slots.records().iter().map(move |r| (scope, r)))
+            .map(|((_, scope), us)| (scope, us.slots.records()))
+    }
+
+    /// The slot records of `user` in `scope` (none once the scope is idle).
+    pub(super) fn records_in(&self, user: &UserId, scope: &ScopeKey) -> &[crate::slot::SlotRecord] {
+        self.users.get(&(user.clone(), scope.clone())).map_or(&[], |us| us.slots.records())
     }
 
     /// Whether `user` holds a slot, reservation or waiting join here.
@@ -623,14 +640,15 @@ impl Home {
         self.mint.next_token()
     }
 
-    /// The users touched since the last call.
-    pub(super) fn take_touched(&mut self) -> BTreeSet<UserId> {
+    /// The users touched since the last call, each with the scopes that changed.
+    pub(super) fn take_touched(&mut self) -> BTreeMap<UserId, BTreeSet<ScopeKey>> {
         std::mem::take(&mut self.touched)
     }
 
-    /// Mark `user` for an update of its activation at the end of the turn.
+    /// Mark `user` for a decision on its activation at the end of the turn (its sessions
+    /// did not change).
     pub(super) fn touch(&mut self, user: &UserId) {
-        self.touched.insert(user.clone());
+        self.touched.entry(user.clone()).or_default();
     }
 
     /// Whether any user was touched this turn.

@@ -10,9 +10,12 @@
 //! - **Start**: the user became live (its first join) or the partition became served (the
 //!   scan installed its users). The fencing token is the next token of the partition's mint,
 //!   `<epoch>.<generation>`, so it grows across activations, homes and restarts.
-//! - **Session events**: the user's sessions as the home knows them are compared with what
-//!   the activation was last told; every difference is one event (granted, resumed,
-//!   recovered; revoking, replaced, reserved, in doubt, heard again; ended with how).
+//! - **Session events**: in each scope whose slots the turn changed, the user's sessions as
+//!   the home knows them are compared with what the activation was last told of that scope;
+//!   every difference is one event (granted, resumed, recovered; revoking, replaced,
+//!   reserved, in doubt, heard again; ended with how). Only the scopes touched are looked at,
+//!   so a turn costs the same for a user with one session as for one with thousands (a socket
+//!   in a thousand topics).
 //! - **Stop**: idle (no slot, reservation or waiting join); the lease lost (recorded at the
 //!   lease's deadline: the runtime fences the activation there, whenever the node notices);
 //!   handed over (the partition moves while both nodes run: the state follows); shutdown.
@@ -33,7 +36,7 @@ use super::{
 use crate::config::ScopeKey;
 use crate::ids::{ConnId, Incarnation, Millis, NodeName, SlotToken, Topic, UserId};
 use crate::ring::{partition_of, PartitionId};
-use crate::slot::{SlotEffect, SlotState};
+use crate::slot::{SlotEffect, SlotRecord, SlotState};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// How long after a failure (a panic in the application's code) a fresh activation starts:
@@ -46,7 +49,10 @@ struct Activation {
     partition: PartitionId,
     token: SlotToken,
     handed_from: Option<SlotToken>,
-    /// The sessions as the activation was last told.
+    /// The sessions as the activation was last told, grouped by scope in scope order (as
+    /// [`Home::scopes_of`](super::home::Home::scopes_of) lists them): a scope's sessions are
+    /// found by binary search and replaced in place. (A sorted vector rather than a map per
+    /// scope: most users have one or two sessions, and a map's node costs more than they do.)
     view: Vec<SessionView>,
 }
 
@@ -83,8 +89,8 @@ pub(super) struct Users {
     deadlines: BTreeMap<PartitionId, (u64, Millis)>,
     /// This turn's notes, by `(conn, token)`.
     notes: BTreeMap<(ConnId, SlotToken), Note>,
-    /// The topic of each join into a global scope, until the user goes idle.
-    topics: BTreeMap<(UserId, ConnId, ScopeKey), Topic>,
+    /// The topic of each join into a global scope, by user, until the user goes idle.
+    topics: BTreeMap<UserId, BTreeMap<(ConnId, ScopeKey), Topic>>,
     /// Activations stopped to move, waiting for the runtime's state: → their new home.
     handing: BTreeMap<(UserId, SlotToken), NodeName>,
     expected: BTreeMap<PartitionId, Expected>,
@@ -138,18 +144,12 @@ impl Users {
     /// its own topic).
     pub(super) fn note_topic(&mut self, user: &UserId, conn: &ConnId, scope: &ScopeKey, topic: &Topic) {
         if self.enabled && matches!(scope, ScopeKey::Global(_)) {
-            self.topics.insert((user.clone(), conn.clone(), scope.clone()), topic.clone());
+            self.topics.entry(user.clone()).or_default().insert((conn.clone(), scope.clone()), topic.clone());
         }
     }
 
     fn forget_topics(&mut self, user: &UserId) {
-        if self.topics.is_empty() {
-            return;
-        }
-        let keys: Vec<_> = self.topics.keys().filter(|(u, _, _)| u == user).cloned().collect();
-        for k in keys {
-            self.topics.remove(&k);
-        }
+        self.topics.remove(user);
     }
 }
 
@@ -288,53 +288,60 @@ impl NodeState {
         self.users.active.insert(user.clone(), Activation { partition: p, token, handed_from, view });
     }
 
-    /// The sessions of `user` on `p` as this home knows them now; `before` (the activation's
-    /// last view) keeps the reasons of revokes decided in earlier turns.
+    /// The sessions of `user` on `p` as this home knows them now, grouped by scope in scope
+    /// order; `before` (the activation's last view) keeps the reasons of revokes decided in
+    /// earlier turns and the topics of global scopes.
     fn sessions_of(&self, p: PartitionId, user: &UserId, before: Option<&[SessionView]>) -> Vec<SessionView> {
         let Some(home) = self.homes.get(&p) else { return Vec::new() };
-        home.records_of(user)
-            .map(|(scope, r)| {
-                let state = match r.state {
-                    SlotState::Held => SessionState::Held,
-                    SlotState::Replaced => SessionState::Replaced,
-                    SlotState::Reserved { .. } => SessionState::Reserved,
-                    SlotState::Revoking => {
-                        let noted = match self.users.notes.get(&(r.conn.clone(), r.token)) {
-                            Some(Note::Revoked(reason)) => Some(reason.clone()),
-                            _ => None,
-                        };
-                        let earlier = before.and_then(|v| {
-                            v.iter().find(|s| s.conn == r.conn && s.token == r.token).and_then(|s| match &s.state {
-                                SessionState::Revoking { reason } => Some(reason.clone()),
-                                _ => None,
-                            })
-                        });
-                        // A revoke sent again by the retry loop is a takeover's.
-                        let reason = noted.or(earlier).unwrap_or_else(|| "logged_in_elsewhere".to_owned());
-                        SessionState::Revoking { reason }
-                    }
+        let mut out = Vec::new();
+        for (scope, records) in home.scopes_of(user) {
+            let earlier = before.map_or(&[][..], |v| &v[scope_range(v, scope)]);
+            out.extend(records.iter().map(|r| self.session_of(user, scope, r, earlier)));
+        }
+        out
+    }
+
+    /// One session of `user` in `scope`; `earlier`: what the activation was last told of
+    /// that scope.
+    fn session_of(&self, user: &UserId, scope: &ScopeKey, r: &SlotRecord, earlier: &[SessionView]) -> SessionView {
+        let state = match r.state {
+            SlotState::Held => SessionState::Held,
+            SlotState::Replaced => SessionState::Replaced,
+            SlotState::Reserved { .. } => SessionState::Reserved,
+            SlotState::Revoking => {
+                let noted = match self.users.notes.get(&(r.conn.clone(), r.token)) {
+                    Some(Note::Revoked(reason)) => Some(reason.clone()),
+                    _ => None,
                 };
-                let topic = match scope {
-                    ScopeKey::Topic(t) => Some(t.clone()),
-                    ScopeKey::Global(_) => {
-                        self.users.topics.get(&(user.clone(), r.conn.clone(), scope.clone())).cloned().or_else(|| {
-                            before
-                                .and_then(|v| v.iter().find(|s| s.conn == r.conn && &s.scope == scope))
-                                .and_then(|s| s.topic.clone())
-                        })
-                    }
-                };
-                SessionView {
-                    conn: r.conn.clone(),
-                    scope: scope.clone(),
-                    topic,
-                    tab: r.tab.clone(),
-                    token: r.token,
-                    state,
-                    in_doubt: r.in_doubt_until.is_some(),
-                }
-            })
-            .collect()
+                let told =
+                    earlier.iter().find(|s| s.conn == r.conn && s.token == r.token).and_then(|s| match &s.state {
+                        SessionState::Revoking { reason } => Some(reason.clone()),
+                        _ => None,
+                    });
+                // A revoke sent again by the retry loop is a takeover's.
+                let reason = noted.or(told).unwrap_or_else(|| "logged_in_elsewhere".to_owned());
+                SessionState::Revoking { reason }
+            }
+        };
+        let topic = match scope {
+            ScopeKey::Topic(t) => Some(t.clone()),
+            ScopeKey::Global(_) => self
+                .users
+                .topics
+                .get(user)
+                .and_then(|topics| topics.get(&(r.conn.clone(), scope.clone())))
+                .cloned()
+                .or_else(|| earlier.iter().find(|s| s.conn == r.conn).and_then(|s| s.topic.clone())),
+        };
+        SessionView {
+            conn: r.conn.clone(),
+            scope: scope.clone(),
+            topic,
+            tab: r.tab.clone(),
+            token: r.token,
+            state,
+            in_doubt: r.in_doubt_until.is_some(),
+        }
     }
 
     /// End of every turn: bring every touched user's activation up to date (start, session
@@ -349,8 +356,8 @@ impl NodeState {
         for p in parts {
             let touched = self.homes.get_mut(&p).map(|h| h.take_touched()).unwrap_or_default();
             let serving = self.serving(p, now);
-            for user in touched {
-                self.sync_user(p, &user, serving, now, fx);
+            for (user, scopes) in touched {
+                self.sync_user(p, &user, &scopes, serving, now, fx);
             }
         }
         self.users.notes.clear();
@@ -388,15 +395,38 @@ impl NodeState {
         waits.chain(self.users.restart_at.values().copied()).min()
     }
 
-    fn sync_user(&mut self, p: PartitionId, user: &UserId, serving: bool, now: Millis, fx: &mut Vec<Effect>) {
+    /// Bring `user`'s activation up to date with its `scopes` that changed this turn, or
+    /// start or stop it.
+    fn sync_user(
+        &mut self,
+        p: PartitionId,
+        user: &UserId,
+        scopes: &BTreeSet<ScopeKey>,
+        serving: bool,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) {
         let live = self.homes.get(&p).is_some_and(|h| h.has_user(user));
         if let Some(a) = self.users.active.get(user) {
             if a.partition != p {
                 return; // an orphan of an ablation run: its partition is not here
             }
-            let view = self.sessions_of(p, user, Some(&a.view));
             let token = a.token;
-            for event in session_events(&a.view, &view, &self.users.notes) {
+            let mut view = std::mem::take(&mut self.users.active.get_mut(user).expect("active").view);
+            let mut events = Events::default();
+            for scope in scopes {
+                let range = scope_range(&view, scope);
+                let after: Vec<SessionView> = match self.homes.get(&p) {
+                    Some(home) => {
+                        let earlier = &view[range.clone()];
+                        home.records_in(user, scope).iter().map(|r| self.session_of(user, scope, r, earlier)).collect()
+                    }
+                    None => Vec::new(),
+                };
+                session_events(&view[range.clone()], &after, &self.users.notes, &mut events);
+                view.splice(range, after);
+            }
+            for event in events.in_order() {
                 fx.push(Effect::User(UserEffect::Session { user: user.clone(), token, event }));
             }
             if let Some(a) = self.users.active.get_mut(user) {
@@ -602,20 +632,40 @@ impl NodeState {
     }
 }
 
-/// The events that take an activation from `before` to `after` (one user's sessions):
-/// ends first, then changes, then starts, each in token order.
+/// Where `scope`'s sessions are (or would go) in a view grouped by scope in scope order.
+fn scope_range(view: &[SessionView], scope: &ScopeKey) -> std::ops::Range<usize> {
+    let start = view.partition_point(|s| s.scope < *scope);
+    let len = view[start..].partition_point(|s| s.scope == *scope);
+    start..start + len
+}
+
+/// A turn's session events of one user, gathered scope by scope.
+#[derive(Default)]
+struct Events {
+    ends: Vec<SessionEvent>,
+    changes: Vec<SessionEvent>,
+    starts: Vec<SessionEvent>,
+}
+
+impl Events {
+    /// Ends first, then changes, then starts, each in the order of the scopes.
+    fn in_order(self) -> impl Iterator<Item = SessionEvent> {
+        self.ends.into_iter().chain(self.changes).chain(self.starts)
+    }
+}
+
+/// The events that take an activation from `before` to `after` (the sessions of one user in
+/// one scope), added to `out`.
 fn session_events(
     before: &[SessionView],
     after: &[SessionView],
     notes: &BTreeMap<(ConnId, SlotToken), Note>,
-) -> Vec<SessionEvent> {
+    out: &mut Events,
+) {
     let same = |a: &SessionView, b: &SessionView| a.conn == b.conn && a.scope == b.scope && a.token == b.token;
-    let mut ends = Vec::new();
-    let mut changes = Vec::new();
-    let mut starts = Vec::new();
     for old in before {
         match after.iter().find(|new| same(old, new)) {
-            Some(new) if new != old => changes.push(SessionEvent::Changed { session: new.clone() }),
+            Some(new) if new != old => out.changes.push(SessionEvent::Changed { session: new.clone() }),
             Some(_) => {}
             None => {
                 let note = notes.get(&(old.conn.clone(), old.token));
@@ -635,7 +685,7 @@ fn session_events(
                     (_, Some(Note::Revoked(reason))) => SessionEnd::Revoked { reason: reason.clone() },
                     (_, _) => SessionEnd::Closed { clean: true },
                 };
-                ends.push(SessionEvent::Ended { session: old.clone(), end });
+                out.ends.push(SessionEvent::Ended { session: old.clone(), end });
             }
         }
     }
@@ -646,10 +696,9 @@ fn session_events(
                 Some(Note::Granted { resumed: false }) => SessionStart::Granted,
                 _ => SessionStart::Recovered,
             };
-            starts.push(SessionEvent::Started { session: new.clone(), how });
+            out.starts.push(SessionEvent::Started { session: new.clone(), how });
         }
     }
-    ends.into_iter().chain(changes).chain(starts).collect()
 }
 
 #[cfg(test)]

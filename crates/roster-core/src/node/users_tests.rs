@@ -323,3 +323,139 @@ fn without_user_actors_nothing_is_decided() {
     assert_eq!(one.node.activations(), 0);
     let _ = SlotRules::default();
 }
+
+/// The activation's view as the runtime keeps it: the sessions it started with, with every
+/// event applied in order (as `roster-runtime`'s activation does).
+struct Model {
+    sessions: Vec<SessionView>,
+}
+
+impl Model {
+    fn apply(&mut self, fx: &[Effect]) {
+        for u in user_effects(fx) {
+            match u {
+                UserEffect::Start { sessions, .. } => self.sessions = sessions.clone(),
+                UserEffect::Stop { .. } => self.sessions.clear(),
+                UserEffect::Session { event, .. } => {
+                    let same =
+                        |a: &SessionView, b: &SessionView| a.conn == b.conn && a.scope == b.scope && a.token == b.token;
+                    match event {
+                        SessionEvent::Started { session, .. } => {
+                            assert!(!self.sessions.iter().any(|s| same(s, session)), "started twice: {session:?}");
+                            self.sessions.push(session.clone());
+                        }
+                        SessionEvent::Changed { session } => {
+                            let s = self.sessions.iter_mut().find(|s| same(s, session));
+                            *s.unwrap_or_else(|| panic!("a change of an unknown session: {session:?}")) =
+                                session.clone();
+                        }
+                        SessionEvent::Ended { session, .. } => {
+                            let before = self.sessions.len();
+                            self.sessions.retain(|s| !same(s, session));
+                            assert_eq!(self.sessions.len(), before - 1, "an end of an unknown session: {session:?}");
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The model is exactly the home's view (`GET /user`), order aside.
+    fn check(&self, one: &One, user: &UserId) {
+        let key = |s: &SessionView| (s.scope.clone(), s.token);
+        let mut home = one.node.user_view(user, one.now).map(|v| v.sessions).unwrap_or_default();
+        let mut mine = self.sessions.clone();
+        home.sort_by_key(key);
+        mine.sort_by_key(key);
+        assert_eq!(mine, home, "the activation's view is the home's");
+    }
+}
+
+#[test]
+fn a_user_with_a_thousand_sessions_is_told_each_change_exactly() {
+    const TOPICS: u64 = 1_000;
+    let mut one = One::new(policy(OnConflict::Takeover, 500, 1));
+    let user = UserId::from("hub");
+    let topic = |i: u64| format!("burst:{i}");
+    let scope = |i: u64| crate::ScopeKey::Topic(topic(i).as_str().into());
+    let mut model = Model { sessions: Vec::new() };
+
+    // A thousand topics on one socket: one start, then one granted session per join.
+    for i in 0..TOPICS {
+        let fx = one.join_topic(1, "hub", "t", &topic(i));
+        model.apply(&fx);
+        if i == 0 {
+            assert_eq!(started(&fx).len(), 1, "{fx:?}");
+            continue;
+        }
+        let ev = events(&fx);
+        assert!(
+            matches!(&ev[..], [SessionEvent::Started { how: SessionStart::Granted, session }]
+                if session.scope == scope(i) && session.conn == one.conn(1) && session.state == SessionState::Held),
+            "join {i}: {ev:?}"
+        );
+        if i % 100 == 99 {
+            model.check(&one, &user);
+        }
+    }
+    assert_eq!(model.sessions.len(), TOPICS as usize);
+    model.check(&one, &user);
+
+    // Another tab takes ten of them over: each is revoking, revoked, then the new one granted,
+    // and nothing is said of the other 990.
+    for i in (0..TOPICS).step_by(100) {
+        let fx = one.join_topic(2, "hub", "u", &topic(i));
+        model.apply(&fx);
+        let ev = events(&fx);
+        assert!(
+            matches!(&ev[..], [
+                SessionEvent::Changed { session: revoking },
+                SessionEvent::Ended { session: old, end: SessionEnd::Revoked { reason } },
+                SessionEvent::Started { how: SessionStart::Granted, session: new },
+            ] if revoking.scope == scope(i) && old.conn == one.conn(1) && reason == "logged_in_elsewhere"
+                && new.scope == scope(i) && new.conn == one.conn(2)),
+            "takeover of {i}: {ev:?}"
+        );
+    }
+    model.check(&one, &user);
+
+    // Leaving one topic ends that session alone.
+    let fx = one.step(Input::Leave { socket: SocketId(1), topic: Topic::from(topic(1).as_str()) });
+    model.apply(&fx);
+    assert!(
+        matches!(&events(&fx)[..], [SessionEvent::Ended { session, end: SessionEnd::Closed { clean: true } }]
+            if session.scope == scope(1)),
+        "{fx:?}"
+    );
+    model.check(&one, &user);
+
+    // The first socket drops uncleanly: its 989 sessions are reserved (one change each), then
+    // lapse together; the user stays live through the second socket's ten.
+    let fx = one.close(1, false);
+    model.apply(&fx);
+    let ev = events(&fx);
+    assert_eq!(ev.len(), 989, "one change per session of the socket");
+    assert!(ev.iter().all(|e| matches!(e, SessionEvent::Changed { session }
+        if session.conn == one.conn(1) && session.state == SessionState::Reserved)));
+    model.check(&one, &user);
+    let seen = one.effects.len();
+    one.advance(600);
+    model.apply(&one.effects[seen..].to_vec());
+    let lapsed = events(&one.effects[seen..])
+        .into_iter()
+        .filter(|e| matches!(e, SessionEvent::Ended { end: SessionEnd::ReservationLapsed, .. }))
+        .count();
+    assert_eq!(lapsed, 989);
+    assert_eq!(model.sessions.len(), 10);
+    model.check(&one, &user);
+    assert!(one.node.activation_of(&user).is_some());
+
+    // The last socket closes cleanly: ten ends, then the activation stops as idle.
+    let fx = one.close(2, true);
+    model.apply(&fx);
+    let ends = events(&fx).into_iter().filter(|e| matches!(e, SessionEvent::Ended { .. })).count();
+    assert_eq!(ends, 10);
+    assert!(matches!(&stopped(&fx)[..], [(_, ActivationEnd::Idle)]), "{fx:?}");
+    assert_eq!(one.node.activations(), 0);
+}
