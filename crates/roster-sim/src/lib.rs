@@ -15,7 +15,7 @@
 //! holder per partition, growing epochs, unique tokens; plus the liveness [`Figures`].
 //!
 //! ```no_run
-//! use roster_core::sim::{SimParams, Simulation};
+//! use roster_sim::{SimParams, Simulation};
 //! let report = Simulation::<roster_core::NodeState>::run(SimParams::random(42, 3));
 //! assert!(report.passed(), "{}", report.failure_text());
 //! ```
