@@ -447,7 +447,7 @@ fn a_user_with_a_thousand_sessions_is_told_each_change_exactly() {
     model.check(&one, &user);
     let seen = one.effects.len();
     one.advance(600);
-    model.apply(&one.effects[seen..].to_vec());
+    model.apply(&one.effects[seen..]);
     let lapsed = events(&one.effects[seen..])
         .into_iter()
         .filter(|e| matches!(e, SessionEvent::Ended { end: SessionEnd::ReservationLapsed, .. }))
