@@ -305,7 +305,13 @@ fn accept_loop(listener: TcpListener, target: SocketAddr, shared: Arc<Shared>) {
 
 /// Read bytes `from` one side and queue them with their read time until the side closes or
 /// the link is cut; hold them while `direction` is stalled.
-fn read_side(id: u64, direction: Direction, mut from: TcpStream, to: mpsc::SyncSender<(Instant, Vec<u8>)>, shared: Arc<Shared>) {
+fn read_side(
+    id: u64,
+    direction: Direction,
+    mut from: TcpStream,
+    to: mpsc::SyncSender<(Instant, Vec<u8>)>,
+    shared: Arc<Shared>,
+) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buf) {

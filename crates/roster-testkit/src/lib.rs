@@ -69,9 +69,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod chaos;
 mod cluster;
 mod fault_proxy;
-pub mod chaos;
 mod http;
 pub mod load;
 pub mod records;

@@ -49,7 +49,8 @@ pub fn read_history(config: &Config, logs: &[&Path], ended: &[ProcessEnd], end: 
     for path in logs {
         let Ok(text) = std::fs::read_to_string(path) else { continue };
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let l: Line = serde_json::from_str(line).map_err(|e| format!("{}: bad record {line}: {e}", path.display()))?;
+            let l: Line =
+                serde_json::from_str(line).map_err(|e| format!("{}: bad record {line}: {e}", path.display()))?;
             records.push(NodeRecord { node: l.node, record: l.record });
         }
     }
@@ -94,4 +95,78 @@ pub fn assert_p1(config: &Config, logs: &[&Path], killed: &[(String, Millis)], e
         panic!("{} violation(s) in the nodes' records:\n{}", list.len(), list.join("\n"));
     }
     verdict
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roster_core::{ConnId, PartitionId, ScopeKey, SlotToken, SocketId, TabKey};
+    use serde::Serialize;
+
+    #[derive(Serialize)]
+    struct Out<'a> {
+        node: &'a Incarnation,
+        record: &'a Record,
+    }
+
+    fn accepted(at: Millis, gateway: &Incarnation, socket: u64, tab: &str, generation: u64) -> Record {
+        Record::Accepted {
+            at,
+            user: "u1".into(),
+            scope: ScopeKey::Topic("room:1".into()),
+            conn: ConnId { gateway: gateway.clone(), socket: SocketId(socket) },
+            tab: TabKey::Tab(tab.into()),
+            token: SlotToken { epoch: 7, generation },
+            partition: PartitionId(3),
+            horizon: at + 5_000,
+        }
+    }
+
+    /// A record log of two gateways: `a`'s tab `t1` holds from 1000; `b`'s tab `t2` is
+    /// granted at `second_at`; `a`'s slot ends at 2000.
+    fn logs(dir: &Path, second_at: Millis) -> Vec<std::path::PathBuf> {
+        let a = Incarnation::new("a", 1);
+        let b = Incarnation::new("b", 2);
+        let ended = Record::Ended {
+            at: 2000,
+            conn: ConnId { gateway: a.clone(), socket: SocketId(1) },
+            scope: ScopeKey::Topic("room:1".into()),
+            why: "logged_in_elsewhere".into(),
+        };
+        let mut paths = Vec::new();
+        for (name, node, records) in [
+            ("a", &a, vec![accepted(1000, &a, 1, "t1", 1), ended]),
+            ("b", &b, vec![accepted(second_at, &b, 1, "t2", 2)]),
+        ] {
+            let text: String =
+                records.iter().map(|record| serde_json::to_string(&Out { node, record }).unwrap() + "\n").collect();
+            let path = dir.join(format!("{name}.records.jsonl"));
+            std::fs::write(&path, text).unwrap();
+            paths.push(path);
+        }
+        paths
+    }
+
+    #[test]
+    fn two_tabs_holding_one_slot_at_once_in_the_record_logs_break_p1() {
+        let dir = std::env::temp_dir().join(format!("roster-testkit-records-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = Config::single_node();
+        for (second_at, broken) in [(2000, false), (1500, true)] {
+            let paths = logs(&dir, second_at);
+            let paths: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
+            let h = read_history(&config, &paths, &[], 10_000).unwrap();
+            assert_eq!(h.records.len(), 3);
+            let verdict = check(&h);
+            let p1: Vec<_> = verdict.violations.iter().filter(|v| v.is_p1()).collect();
+            assert_eq!(p1.len(), usize::from(broken), "second grant at {second_at}: {:?}", verdict.violations);
+            if broken {
+                assert_eq!(p1[0].at(), 1500);
+            }
+        }
+        std::fs::write(dir.join("bad.records.jsonl"), "{not a record}\n").unwrap();
+        let err = read_history(&config, &[&dir.join("bad.records.jsonl")], &[], 0).unwrap_err();
+        assert!(err.contains("bad.records.jsonl: bad record"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

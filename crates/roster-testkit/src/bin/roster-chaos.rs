@@ -60,7 +60,7 @@ fn main() -> ExitCode {
         eprintln!("roster-chaos: --nodes must be 3 or 5");
         return ExitCode::from(2);
     }
-    if !(a.minutes > 0.0) || a.users == 0 || a.tabs == 0 {
+    if !a.minutes.is_finite() || a.minutes <= 0.0 || a.users == 0 || a.tabs == 0 {
         eprintln!("roster-chaos: --minutes, --users and --tabs must be above 0");
         return ExitCode::from(2);
     }

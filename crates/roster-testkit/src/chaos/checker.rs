@@ -99,6 +99,9 @@ struct Span {
     b: String,
 }
 
+/// One change of an observer's view: `(at, metas that appeared, metas that disappeared)`.
+type ViewChange = (Ms, Vec<u32>, Vec<u32>);
+
 /// The history read into what the checks ask.
 pub(crate) struct Model {
     sockets: BTreeMap<u32, SocketInfo>,
@@ -110,7 +113,7 @@ pub(crate) struct Model {
     /// Every instant a node or link changed.
     changes: Vec<Ms>,
     /// Per observing join: its view changes `(at, add, del)`.
-    views: BTreeMap<u32, Vec<(Ms, Vec<u32>, Vec<u32>)>>,
+    views: BTreeMap<u32, Vec<ViewChange>>,
     end: Ms,
 }
 
@@ -367,7 +370,9 @@ fn check_p2(m: &Model, p: &Params, out: &mut Vec<ChaosViolation>) {
         let granted = matches!(j.reply, Some((at, true, _)) if at <= deadline);
         if !granted {
             let answer = match &j.reply {
-                Some((at, ok, d)) => format!("answered {} after {} ms ({:?})", if *ok { "ok" } else { "error" }, at - j.sent, d),
+                Some((at, ok, d)) => {
+                    format!("answered {} after {} ms ({:?})", if *ok { "ok" } else { "error" }, at - j.sent, d)
+                }
                 None => "never answered".to_owned(),
             };
             out.push(ChaosViolation {
@@ -615,7 +620,8 @@ fn check_unanswered(m: &Model, p: &Params, out: &mut Vec<ChaosViolation>) {
         let base = j.sent + p.join_wait_ms + p.margin_ms;
         let mut deadline = base;
         // Each stop of its gateway while it waited stretches the wait by its length.
-        let mut stops: Vec<&Span> = m.spans.iter().filter(|x| x.a == s.node && x.b == s.node && x.to >= j.sent).collect();
+        let mut stops: Vec<&Span> =
+            m.spans.iter().filter(|x| x.a == s.node && x.b == s.node && x.to >= j.sent).collect();
         stops.sort_by_key(|x| x.from);
         for span in stops {
             if span.from <= deadline {
@@ -653,8 +659,10 @@ pub struct Waits {
 pub fn waits(events: &[Event], p: &Params) -> Waits {
     let m = Model::new(events);
     let mut w = Waits::default();
-    let kills: Vec<(String, Ms)> =
-        events.iter().filter_map(|e| if let Event::NodeKilled { at, node } = e { Some((node.clone(), *at)) } else { None }).collect();
+    let kills: Vec<(String, Ms)> = events
+        .iter()
+        .filter_map(|e| if let Event::NodeKilled { at, node } = e { Some((node.clone(), *at)) } else { None })
+        .collect();
     for j in m.joins.values() {
         let Some((at, true, _)) = j.reply else { continue };
         match j.kind {

@@ -178,7 +178,14 @@ fn resume(reply_after: u64) -> Vec<Event> {
         role: "user".into(),
         tab: Some("t1".into()),
     });
-    h.push(Event::Join { at: 20_020, socket: 3, join: 30, topic: "room:1".into(), tab: Some("t1".into()), kind: JoinKind::Resume });
+    h.push(Event::Join {
+        at: 20_020,
+        socket: 3,
+        join: 30,
+        topic: "room:1".into(),
+        tab: Some("t1".into()),
+        kind: JoinKind::Resume,
+    });
     h.push(Event::Reply { at: 20_020 + reply_after, join: 30, ok: true, detail: Some("1.2".into()) });
     h
 }
@@ -253,7 +260,14 @@ fn an_acknowledged_join_missing_after_quiet_with_no_end_seen_breaks_p5() {
 #[test]
 fn a_join_never_answered_on_an_open_socket_breaks_p5() {
     let mut h = base();
-    h.push(Event::Join { at: 2000, socket: 2, join: 21, topic: "queue:1".into(), tab: Some("t2".into()), kind: JoinKind::SameSocket });
+    h.push(Event::Join {
+        at: 2000,
+        socket: 2,
+        join: 21,
+        topic: "queue:1".into(),
+        tab: Some("t2".into()),
+        kind: JoinKind::SameSocket,
+    });
     h.push(Event::Sample { at: 7100, node: "a".into(), topic: "room:1".into(), cs: vec![10, 20] });
     assert_eq!(run(h.clone()), vec![], "the run ended before join_wait_ms + margin");
     h.push(Event::Sample { at: 7300, node: "a".into(), topic: "room:1".into(), cs: vec![10, 20] });

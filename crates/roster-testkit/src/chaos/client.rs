@@ -173,7 +173,8 @@ pub(crate) async fn run(
         role: spec.role.clone(),
         tab: spec.tab.clone(),
     });
-    let mut client = Client { socket, recorder: recorder.clone(), ws, channels: Vec::new(), next_ref: 1, replies: BTreeMap::new() };
+    let mut client =
+        Client { socket, recorder: recorder.clone(), ws, channels: Vec::new(), next_ref: 1, replies: BTreeMap::new() };
     let by = client.serve(&mut cmds).await;
     recorder.record(Event::SocketEnd { at: unix_ms(), socket, by });
     alive.store(false, Ordering::SeqCst);
@@ -267,7 +268,13 @@ impl Client {
                 let jr = join.to_string();
                 let text = protocol::encode(Some(&jr), &r, &topic, "phx_join", &payload.to_string());
                 self.channels.retain(|c| !(c.topic == topic && c.ended));
-                self.channels.push(Channel { join, topic: topic.clone(), acked: false, ended: false, view: PresenceView::default() });
+                self.channels.push(Channel {
+                    join,
+                    topic: topic.clone(),
+                    acked: false,
+                    ended: false,
+                    view: PresenceView::default(),
+                });
                 self.recorder.record(Event::Join { at: unix_ms(), socket: self.socket, join, topic, tab, kind });
                 let _ = self.ws.send(Message::text(text)).await;
             }
@@ -280,19 +287,26 @@ impl Client {
                 self.recorder.record(Event::Leave { at: unix_ms(), join });
                 let _ = self.ws.send(Message::text(protocol::encode(Some(&jr), &r, &topic, "phx_leave", "{}"))).await;
             }
-            Cmd::Push { join } | Cmd::Update { join } if !self.channels.iter().any(|c| c.join == join && c.acked && !c.ended) => {}
+            Cmd::Push { join } | Cmd::Update { join }
+                if !self.channels.iter().any(|c| c.join == join && c.acked && !c.ended) => {}
             Cmd::Push { join } => {
                 let topic = self.topic_of(join);
                 let r = self.take_ref(Awaiting::Other);
                 let jr = join.to_string();
-                let _ = self.ws.send(Message::text(protocol::encode(Some(&jr), &r, &topic, "shout", r#"{"text":"hi"}"#))).await;
+                let _ = self
+                    .ws
+                    .send(Message::text(protocol::encode(Some(&jr), &r, &topic, "shout", r#"{"text":"hi"}"#)))
+                    .await;
             }
             Cmd::Update { join } => {
                 let topic = self.topic_of(join);
                 let r = self.take_ref(Awaiting::Other);
                 let jr = join.to_string();
                 let payload = serde_json::json!({"c": join, "status": r}).to_string();
-                let _ = self.ws.send(Message::text(protocol::encode(Some(&jr), &r, &topic, "presence:update", &payload))).await;
+                let _ = self
+                    .ws
+                    .send(Message::text(protocol::encode(Some(&jr), &r, &topic, "presence:update", &payload)))
+                    .await;
             }
             Cmd::Snapshot(tx) => {
                 let views = self

@@ -83,7 +83,14 @@ impl ChaosSpec {
             duration,
             timings: Timings::FAST,
             join_wait_ms: 5000,
-            workload: WorkloadSpec { users: 12, tabs: 2, anonymous: 3, admin_every: 4, ops_per_second: 8.0, ping_ms: 1000 },
+            workload: WorkloadSpec {
+                users: 12,
+                tabs: 2,
+                anonymous: 3,
+                admin_every: 4,
+                ops_per_second: 8.0,
+                ping_ms: 1000,
+            },
             margin_ms: 500,
         }
     }

@@ -83,7 +83,14 @@ impl Summary {
                 m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
             }
         };
-        let _ = writeln!(t, "{:<28} {}", "run", format!("{:.1} s, {} events, {} node records", self.elapsed.as_secs_f64(), self.events, self.records));
+        let _ = writeln!(
+            t,
+            "{:<28} {:.1} s, {} events, {} node records",
+            "run",
+            self.elapsed.as_secs_f64(),
+            self.events,
+            self.records
+        );
         let _ = writeln!(t, "{:<28} {} ({})", "operations", self.ops.values().sum::<u64>(), list(&self.ops));
         let _ = writeln!(t, "{:<28} {} ({})", "faults", self.faults.values().sum::<u64>(), list(&self.faults));
         let _ = writeln!(t, "{:<28} {}", "quiet checks", self.quiet_checks);

@@ -51,11 +51,12 @@ mod tests {
 
     #[test]
     fn one_seed_one_sequence() {
-        let a: Vec<u64> = (0..5).map({
-            let mut r = Rng::new(7);
-            move |_| r.next_u64()
-        })
-        .collect();
+        let a: Vec<u64> = (0..5)
+            .map({
+                let mut r = Rng::new(7);
+                move |_| r.next_u64()
+            })
+            .collect();
         let mut r = Rng::new(7);
         assert_eq!(a, (0..5).map(|_| r.next_u64()).collect::<Vec<_>>());
         assert_ne!(Rng::new(8).next_u64(), a[0]);

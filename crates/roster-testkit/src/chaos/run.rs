@@ -32,7 +32,13 @@ pub fn run(spec: &ChaosSpec, out: &mut dyn FnMut(&str)) -> Result<Outcome, Chaos
     let steps = schedule::plan(spec.seed, spec.nodes, spec.duration.as_millis() as u64, &t);
     out(&format!(
         "roster-chaos: seed {} nodes {} for {:?}; workload {} users x {} tabs + {} anonymous; margin {} ms",
-        spec.seed, spec.nodes, spec.duration, spec.workload.users, spec.workload.tabs, spec.workload.anonymous, spec.margin_ms
+        spec.seed,
+        spec.nodes,
+        spec.duration,
+        spec.workload.users,
+        spec.workload.tabs,
+        spec.workload.anonymous,
+        spec.margin_ms
     ));
     let mut cs = ClusterSpec::new(spec.nodes)
         .timings(t)
@@ -54,11 +60,7 @@ pub fn run(spec: &ChaosSpec, out: &mut dyn FnMut(&str)) -> Result<Outcome, Chaos
     let recorder = Arc::new(Recorder::default());
     let nodes: Arc<Vec<NodeSlot>> = Arc::new(
         (0..spec.nodes)
-            .map(|i| NodeSlot {
-                name: node_name(i),
-                addr: cluster.http_addr(i),
-                available: AtomicBool::new(true),
-            })
+            .map(|i| NodeSlot { name: node_name(i), addr: cluster.http_addr(i), available: AtomicBool::new(true) })
             .collect(),
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -80,7 +82,12 @@ pub fn run(spec: &ChaosSpec, out: &mut dyn FnMut(&str)) -> Result<Outcome, Chaos
                     for topic in TOPICS {
                         if let Some(list) = read_list(n, topic) {
                             let cs = list.iter().filter_map(|m| m.c).collect();
-                            recorder.record(Event::Sample { at: unix_ms(), node: n.name.clone(), topic: topic.into(), cs });
+                            recorder.record(Event::Sample {
+                                at: unix_ms(),
+                                node: n.name.clone(),
+                                topic: topic.into(),
+                                cs,
+                            });
                         }
                     }
                 }
@@ -140,7 +147,11 @@ pub fn run(spec: &ChaosSpec, out: &mut dyn FnMut(&str)) -> Result<Outcome, Chaos
     let history = records::read_history(&config, &logs, &ends, end).map_err(ChaosError::Records)?;
     let verdict = roster_core::sim::check(&history);
     for v in &verdict.violations {
-        violations.push(ChaosViolation { promise: if v.is_p1() { "P1" } else { "P1-records" }, at: v.at(), what: v.to_string() });
+        violations.push(ChaosViolation {
+            promise: if v.is_p1() { "P1" } else { "P1-records" },
+            at: v.at(),
+            what: v.to_string(),
+        });
     }
     violations.sort_by_key(|v| v.at);
     let waits = checker::waits(&events, &params);
@@ -159,7 +170,8 @@ pub fn run(spec: &ChaosSpec, out: &mut dyn FnMut(&str)) -> Result<Outcome, Chaos
 
 /// Node `n`'s list of `topic`, if it answers.
 fn read_list(n: &NodeSlot, topic: &str) -> Option<Vec<crate::chaos::history::MetaObs>> {
-    let (200, body) = http_get(n.addr, &format!("/presence?topic={}", percent_encode(topic)), Some(API_KEY)).ok()? else {
+    let (200, body) = http_get(n.addr, &format!("/presence?topic={}", percent_encode(topic)), Some(API_KEY)).ok()?
+    else {
         return None;
     };
     let v: serde_json::Value = serde_json::from_str(&body).ok()?;
@@ -285,14 +297,19 @@ impl Runner<'_> {
         for i in 0..self.nodes.len() {
             for topic in TOPICS {
                 match read_list(&self.nodes[i], topic) {
-                    Some(metas) => lists.push(ListSnap { node: self.nodes[i].name.clone(), topic: topic.into(), metas }),
-                    None => self.say(&format!("  quiet check: node {} did not answer GET /presence", self.nodes[i].name)),
+                    Some(metas) => {
+                        lists.push(ListSnap { node: self.nodes[i].name.clone(), topic: topic.into(), metas })
+                    }
+                    None => {
+                        self.say(&format!("  quiet check: node {} did not answer GET /presence", self.nodes[i].name))
+                    }
                 }
             }
         }
         let (tx, rx) = oneshot::channel();
         let _ = control.send(Control::Snapshot(tx));
-        let views = rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), rx).await }).ok().and_then(Result::ok);
+        let views =
+            rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), rx).await }).ok().and_then(Result::ok);
         let views = views.unwrap_or_default();
         let n_views = views.len();
         self.recorder.record(Event::Quiet { at, lists, views });

@@ -146,7 +146,7 @@ impl Workload {
         let watchers = (0..spec.anonymous).map(|_| None).collect();
         Workload {
             spec,
-            rng: Rng::new(seed ^ 0xC11E_27),
+            rng: Rng::new(seed ^ 0x00C1_1E27),
             nodes,
             recorder,
             tabs,
@@ -194,7 +194,8 @@ impl Workload {
     }
 
     fn pick_node(&mut self) -> Option<usize> {
-        let up: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].available.load(Ordering::SeqCst)).collect();
+        let up: Vec<usize> =
+            (0..self.nodes.len()).filter(|&i| self.nodes[i].available.load(Ordering::SeqCst)).collect();
         (!up.is_empty()).then(|| up[self.rng.below(up.len())])
     }
 
@@ -267,7 +268,9 @@ impl Workload {
             35..=44 => {
                 let open: Vec<(u32, String)> =
                     self.tabs[t].sockets[s].joins.iter().filter(|j| !j.2).map(|j| (j.0, j.1.clone())).collect();
-                if let Some((join, _)) = open.get(self.rng.below(open.len().max(1))).cloned().filter(|_| !open.is_empty()) {
+                if let Some((join, _)) =
+                    open.get(self.rng.below(open.len().max(1))).cloned().filter(|_| !open.is_empty())
+                {
                     self.count("leave");
                     let id = self.tabs[t].sockets[s].id;
                     self.recorder.record(Event::Op { at: unix_ms(), what: "leave".into(), socket: id });
@@ -310,7 +313,11 @@ impl Workload {
             81..=94 => {
                 let tab = &mut self.tabs[t];
                 tab.generation += 1;
-                tab.tab_id = format!("{}-g{}", tab.tab_id.rsplit_once("-g").map_or(tab.tab_id.as_str(), |(a, _)| a), tab.generation);
+                tab.tab_id = format!(
+                    "{}-g{}",
+                    tab.tab_id.rsplit_once("-g").map_or(tab.tab_id.as_str(), |(a, _)| a),
+                    tab.generation
+                );
                 self.count("new_tab");
                 self.open_tab(t, false);
             }
@@ -343,7 +350,11 @@ impl Workload {
         let (user, role, tab_id) = (self.tabs[t].user.clone(), self.tabs[t].role, self.tabs[t].tab_id.clone());
         let Some(mut socket) = self.open_socket(Some((&user, role)), Some(tab_id.clone())) else { return };
         self.count(if resume { "resume" } else { "open" });
-        self.recorder.record(Event::Op { at: unix_ms(), what: if resume { "resume" } else { "open" }.into(), socket: socket.id });
+        self.recorder.record(Event::Op {
+            at: unix_ms(),
+            what: if resume { "resume" } else { "open" }.into(),
+            socket: socket.id,
+        });
         let topics: Vec<String> = if resume && !self.tabs[t].last_topics.is_empty() {
             self.tabs[t].last_topics.clone()
         } else {
