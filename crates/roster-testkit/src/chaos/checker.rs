@@ -70,6 +70,7 @@ impl fmt::Display for ChaosViolation {
 #[derive(Clone, Debug, Default)]
 struct SocketInfo {
     node: String,
+    user: Option<String>,
     tab: Option<String>,
     opened: Ms,
     end: Option<(Ms, String)>,
@@ -160,9 +161,10 @@ impl Model {
                         m.spans.push(Span { from, to: *at, what, a: a.clone(), b: b.clone() });
                     }
                 }
-                Event::Connected { at, socket, node, tab, .. } => {
+                Event::Connected { at, socket, node, user, tab, .. } => {
                     let s = m.sockets.entry(*socket).or_default();
                     s.node = node.clone();
+                    s.user = user.clone();
                     s.tab = tab.clone();
                     s.opened = *at;
                 }
@@ -361,6 +363,20 @@ fn check_p2(m: &Model, p: &Params, out: &mut Vec<ChaosViolation>) {
             continue;
         }
         let deadline = j.sent + p.resume_bound_ms + p.margin_ms;
+        // Another tab of the user joining the scope meanwhile may take a slot the node freed
+        // on seeing the drop first: then this join is no longer a resume of a held slot.
+        let scope = |topic: &str| if topic.starts_with("game:") { "game:*".to_owned() } else { topic.to_owned() };
+        let rival = m.joins.values().any(|other| {
+            let Some(os) = m.sockets.get(&other.socket) else { return false };
+            os.user == sock.user
+                && os.tab != sock.tab
+                && scope(&other.topic) == scope(&j.topic)
+                && other.sent + 1000 >= *dropped
+                && other.sent <= deadline
+        });
+        if rival {
+            continue;
+        }
         let from = dropped.saturating_sub(p.stable_ms);
         let calm = !m.changes.iter().any(|&t| t >= from && t <= deadline)
             && !m.spans.iter().any(|s| s.from <= deadline && s.to >= from);

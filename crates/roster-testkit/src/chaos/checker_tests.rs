@@ -289,3 +289,26 @@ fn waits_measure_resumes() {
     h.sort_by_key(Event::at);
     assert_eq!(waits(&h, &params()).resume, vec![120]);
 }
+
+#[test]
+fn a_resume_raced_by_another_tab_of_the_user_is_not_judged_by_p2() {
+    let mut h = resume(900);
+    h.push(Event::Connected {
+        at: 19_990,
+        socket: 4,
+        node: "a".into(),
+        user: Some("u1".into()),
+        role: "user".into(),
+        tab: Some("t9".into()),
+    });
+    h.push(Event::Join {
+        at: 20_005,
+        socket: 4,
+        join: 40,
+        topic: "room:1".into(),
+        tab: Some("t9".into()),
+        kind: JoinKind::Open,
+    });
+    h.push(Event::Reply { at: 20_010, join: 40, ok: true, detail: None });
+    assert!(run(h).iter().all(|v| v.promise != "P2"));
+}

@@ -119,7 +119,7 @@ pub fn plan(seed: u64, nodes: usize, duration_ms: u64, t: &Timings) -> Vec<Step>
     let mut steps = Vec::new();
     let mut planned = 0u64;
     let mut next_kind = 0usize;
-    let calm = stable_ms(t) + 1500;
+    let calm = stable_ms(t) + 3000;
     while planned < duration_ms {
         let burst = rng.range(2, 3);
         for _ in 0..burst {
