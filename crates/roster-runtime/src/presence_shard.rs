@@ -155,6 +155,9 @@ impl Actor for PresenceShard {
                 }
             }
             ShardMsg::Subscribe { topic, sub } => {
+                // Its presence_state was taken after every change this shard has had: the open
+                // window's diff must fit it too.
+                st.coalescer.subscribed(&topic);
                 let subs = st.subscribers.entry(topic).or_default();
                 match sub {
                     Subscriber::Conn { socket, conn } => {

@@ -6,6 +6,14 @@
 //! both: a ref that joined and left inside one batch or window is dropped, and so is one that
 //! left and came back (a peer declared down, then its snapshot). Each ref is kept as its
 //! presence *before* the batch and *after* it; only a difference is reported.
+//!
+//! One exception keeps a subscriber that joins while a window is open right: its
+//! `presence_state` was taken after some of the window's changes, so the window's diff must
+//! also bring *it* to the list the window closes on. [`DiffCoalescer::subscribed`] marks what
+//! such a subscriber saw; a ref it saw present that ends absent is left (even if it was absent
+//! before the window), one it saw absent that ends present is joined, and every anonymous count
+//! it saw is left. Older subscribers then get a leave of a ref they never had or a join of one
+//! they have, both of which phoenix.js `syncDiff` absorbs.
 
 use super::{count_meta, is_anonymous, AnonymousView, PresenceMeta};
 use crate::ids::{Meta, MetaValue, Millis, PhxRef, Topic, UserId};
@@ -26,6 +34,10 @@ pub struct PresenceChanges {
 pub struct TopicChanges {
     refs: BTreeMap<PhxRef, RefChange>,
     anonymous: Option<CountChange>,
+    /// The anonymous count after the latest change recorded, if any was.
+    count_now: Option<usize>,
+    /// Anonymous counts a subscriber that joined during the window saw in its state.
+    late_counts: std::collections::BTreeSet<usize>,
 }
 
 /// One `phx_ref` seen in a batch: was it present before, is it present after.
@@ -35,6 +47,16 @@ struct RefChange {
     before: bool,
     after: bool,
     meta: Arc<PresenceMeta>,
+    /// A subscriber that joined during the window saw it present / absent.
+    late_present: bool,
+    late_absent: bool,
+}
+
+impl RefChange {
+    /// Whether a diff must carry it: it changed, or a late subscriber saw it otherwise.
+    fn visible(&self) -> bool {
+        self.before != self.after || (self.after && self.late_absent) || (!self.after && self.late_present)
+    }
 }
 
 /// How the number of anonymous entries of a topic moved (cluster-wide, as this table sees it).
@@ -135,7 +157,7 @@ impl IntoIterator for PresenceChanges {
 impl TopicChanges {
     /// Whether nothing visible changed in this topic.
     pub fn is_empty(&self) -> bool {
-        self.refs.is_empty() && self.anonymous.is_none()
+        self.refs.is_empty() && self.anonymous.is_none() && self.late_counts.iter().all(|c| Some(*c) == self.count_now)
     }
 
     /// The metas that appeared, as `(key, meta)`, anonymous ones included.
@@ -165,7 +187,7 @@ impl TopicChanges {
                     c.after = change.after;
                     c.meta = change.meta;
                     c.key = change.key;
-                    if c.before == c.after {
+                    if !c.visible() {
                         o.remove();
                     }
                 }
@@ -174,6 +196,25 @@ impl TopicChanges {
         if let Some(c) = later.anonymous {
             self.count(c.before, c.after);
         }
+        if later.count_now.is_some() {
+            self.count_now = later.count_now;
+        }
+        self.late_counts.extend(later.late_counts);
+    }
+
+    /// A subscriber joined now, with a `presence_state` taken after every change so far:
+    /// remember what it saw (see the module docs).
+    fn mark_late(&mut self) {
+        for c in self.refs.values_mut() {
+            if c.after {
+                c.late_present = true;
+            } else {
+                c.late_absent = true;
+            }
+        }
+        if let Some(now) = self.count_now {
+            self.late_counts.insert(now);
+        }
     }
 
     /// The client frame for these changes. With [`AnonymousView::Count`], anonymous metas are
@@ -181,19 +222,29 @@ impl TopicChanges {
     pub fn to_diff(&self, view: AnonymousView) -> PresenceDiff {
         let mut diff = PresenceDiff::default();
         for c in self.refs.values() {
-            if c.before == c.after || (view == AnonymousView::Count && is_anonymous(&c.key)) {
+            if !c.visible() || (view == AnonymousView::Count && is_anonymous(&c.key)) {
                 continue;
             }
             let side = if c.after { &mut diff.joins } else { &mut diff.leaves };
             side.entry(c.key.clone()).or_default().metas.push(c.meta.to_flat());
         }
-        if let (AnonymousView::Count, Some(c)) = (view, self.anonymous) {
-            let key = UserId::ANONYMOUS.to_owned();
-            if c.before > 0 {
-                diff.leaves.insert(key.clone(), MetaList { metas: vec![count_meta(c.before)] });
-            }
-            if c.after > 0 {
-                diff.joins.insert(key, MetaList { metas: vec![count_meta(c.after)] });
+        if view == AnonymousView::Count {
+            if let Some(after) = self.count_now {
+                // Every count a subscriber may show leaves: the window's first one, and those
+                // late subscribers saw; the count it closes on joins.
+                let mut left: Vec<usize> = self.anonymous.map(|c| c.before).into_iter().collect();
+                left.extend(self.late_counts.iter().copied());
+                left.sort_unstable();
+                left.dedup();
+                left.retain(|&c| c > 0 && c != after);
+                let key = UserId::ANONYMOUS.to_owned();
+                if !left.is_empty() {
+                    diff.leaves.insert(key.clone(), MetaList { metas: left.into_iter().map(count_meta).collect() });
+                }
+                let moved = self.anonymous.is_some() || self.late_counts.iter().any(|&c| c != after);
+                if after > 0 && moved {
+                    diff.joins.insert(key, MetaList { metas: vec![count_meta(after)] });
+                }
             }
         }
         diff
@@ -202,13 +253,20 @@ impl TopicChanges {
     fn record(&mut self, key: &str, meta: &Arc<PresenceMeta>, present: bool) {
         match self.refs.entry(meta.phx_ref.clone()) {
             BTreeEntry::Vacant(v) => {
-                v.insert(RefChange { key: key.to_owned(), before: !present, after: present, meta: Arc::clone(meta) });
+                v.insert(RefChange {
+                    key: key.to_owned(),
+                    before: !present,
+                    after: present,
+                    meta: Arc::clone(meta),
+                    late_present: false,
+                    late_absent: false,
+                });
             }
             BTreeEntry::Occupied(mut o) => {
                 let c = o.get_mut();
                 c.after = present;
                 c.meta = Arc::clone(meta);
-                if c.before == c.after {
+                if !c.visible() {
                     o.remove();
                 }
             }
@@ -218,6 +276,7 @@ impl TopicChanges {
     fn count(&mut self, before: usize, after: usize) {
         let first = self.anonymous.map_or(before, |c| c.before);
         self.anonymous = (first != after).then_some(CountChange { before: first, after });
+        self.count_now = Some(after);
     }
 }
 
@@ -252,6 +311,15 @@ impl DiffCoalescer {
                     v.insert(changes);
                 }
             }
+        }
+    }
+
+    /// A subscriber of `topic` starts now, with a `presence_state` taken after every change
+    /// pushed so far: the open window's diff must bring it, too, to the list the window closes
+    /// on (see the module docs). Without an open window there is nothing to do.
+    pub fn subscribed(&mut self, topic: &Topic) {
+        if let Some(p) = self.pending.get_mut(topic) {
+            p.mark_late();
         }
     }
 

@@ -790,6 +790,103 @@ fn diff_coalescer_moves_the_anonymous_count_at_most_once_per_window() {
     assert!(coalescer.flush(700, |_| COUNT).is_empty());
 }
 
+/// A phoenix.js view as `(key, phx_ref)` pairs: a list's, then a diff applied (joins, then
+/// leaves).
+fn view_of_list(list: &PresenceList) -> BTreeSet<(String, String)> {
+    pairs(&serde_json::to_value(list).unwrap())
+}
+
+fn pairs(map: &serde_json::Value) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for (key, entry) in map.as_object().unwrap() {
+        for m in entry["metas"].as_array().unwrap() {
+            out.insert((key.clone(), m["phx_ref"].as_str().unwrap().to_owned()));
+        }
+    }
+    out
+}
+
+fn sync_diff(view: &mut BTreeSet<(String, String)>, diff: &PresenceDiff) {
+    let d = serde_json::to_value(diff).unwrap();
+    view.extend(pairs(&d["joins"]));
+    for left in pairs(&d["leaves"]) {
+        view.remove(&left);
+    }
+}
+
+#[test]
+fn a_subscriber_that_joins_between_a_join_and_a_leave_in_one_window_gets_the_leave() {
+    let room = topic("room:1");
+    let mut a = PresenceTable::new(inc("a", 1));
+    track(&mut a, "room:1", "u0", 1, 1);
+    let mut coalescer = DiffCoalescer::new(20);
+    let mut old = view_of_list(&a.list(&room, LIST));
+    coalescer.push(track(&mut a, "room:1", "u1", 2, 2).changes, 100);
+    // A subscriber joins now: its presence_state shows u1.
+    let mut late = view_of_list(&a.list(&room, LIST));
+    coalescer.subscribed(&room);
+    coalescer.push(a.untrack(&room, SocketId(2)).changes, 105);
+    let flushed = coalescer.flush(120, |_| LIST);
+    for (_, diff) in &flushed {
+        sync_diff(&mut late, diff);
+        sync_diff(&mut old, diff);
+    }
+    let list = view_of_list(&a.list(&room, LIST));
+    assert_eq!(late, list, "the late subscriber does not keep u1 after it left");
+    assert_eq!(old, list);
+}
+
+#[test]
+fn a_subscriber_that_joins_between_a_leave_and_a_rejoin_in_one_window_gets_the_join() {
+    let room = topic("room:1");
+    let mut a = PresenceTable::new(inc("a", 1));
+    track(&mut a, "room:1", "u1", 1, 1);
+    let mut coalescer = DiffCoalescer::new(20);
+    let mut old = view_of_list(&a.list(&room, LIST));
+    let gone = a.untrack(&room, SocketId(1)).changes;
+    coalescer.push(gone, 100);
+    let mut late = view_of_list(&a.list(&room, LIST));
+    coalescer.subscribed(&room);
+    // The same ref comes back (a peer's snapshot after it was declared down).
+    coalescer.push(track(&mut a, "room:1", "u1", 1, 1).changes, 105);
+    for (_, diff) in coalescer.flush(120, |_| LIST) {
+        sync_diff(&mut late, &diff);
+        sync_diff(&mut old, &diff);
+    }
+    let list = view_of_list(&a.list(&room, LIST));
+    assert_eq!(late, list);
+    assert_eq!(old, list);
+}
+
+#[test]
+fn a_subscriber_that_joins_while_the_anonymous_count_moves_ends_on_the_final_count() {
+    let room = topic("room:1");
+    let mut a = PresenceTable::new(inc("a", 1));
+    track(&mut a, "room:1", "anonymous", 1, 1);
+    track(&mut a, "room:1", "anonymous", 2, 2);
+    let mut coalescer = DiffCoalescer::new(20);
+    let mut old = view_of_list(&a.list(&room, COUNT));
+    coalescer.push(track(&mut a, "room:1", "anonymous", 3, 3).changes, 100);
+    // Sees anonymous:3.
+    let mut late = view_of_list(&a.list(&room, COUNT));
+    coalescer.subscribed(&room);
+    coalescer.push(track(&mut a, "room:1", "anonymous", 4, 4).changes, 101);
+    // And one more that sees anonymous:4, then the count goes back to 3.
+    let mut later = view_of_list(&a.list(&room, COUNT));
+    coalescer.subscribed(&room);
+    coalescer.push(a.untrack(&room, SocketId(4)).changes, 102);
+    for (_, diff) in coalescer.flush(120, |_| COUNT) {
+        for v in [&mut late, &mut later, &mut old] {
+            sync_diff(v, &diff);
+        }
+    }
+    let list = view_of_list(&a.list(&room, COUNT));
+    assert_eq!(list, BTreeSet::from([("anonymous".to_owned(), "anonymous:3".to_owned())]));
+    assert_eq!(old, list, "a subscriber from before the window");
+    assert_eq!(late, list, "a subscriber that saw anonymous:3");
+    assert_eq!(later, list, "a subscriber that saw anonymous:4");
+}
+
 // ---- properties --------------------------------------------------------------------------
 
 #[derive(Clone, Debug)]

@@ -52,6 +52,10 @@ struct Args {
     /// The `roster` executable (default: the one beside this executable).
     #[arg(long)]
     server_bin: Option<PathBuf>,
+    /// Judge a history file written by an earlier run again (P2–P5, with this run's timing
+    /// flags) and list every violation, one line each; starts no node.
+    #[arg(long, value_name = "HISTORY")]
+    check: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -63,6 +67,9 @@ fn main() -> ExitCode {
     if !a.minutes.is_finite() || a.minutes <= 0.0 || a.users == 0 || a.tabs == 0 {
         eprintln!("roster-chaos: --minutes, --users and --tabs must be above 0");
         return ExitCode::from(2);
+    }
+    if let Some(path) = &a.check {
+        return recheck(path, &a);
     }
     let binary = match a.server_bin.clone() {
         Some(b) => b,
@@ -112,6 +119,47 @@ fn main() -> ExitCode {
             a.nodes,
             a.minutes
         );
+        ExitCode::from(1)
+    }
+}
+
+/// `--check HISTORY`: read the JSON lines back and judge them again.
+fn recheck(path: &std::path::Path, a: &Args) -> ExitCode {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("roster-chaos: cannot read {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let mut events = Vec::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        match serde_json::from_str::<chaos::Event>(line) {
+            Ok(e) => events.push(e),
+            Err(e) => {
+                eprintln!("roster-chaos: {}:{}: not an event: {e}", path.display(), n + 1);
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let t = if a.default_timings { Timings::DEFAULT } else { Timings::FAST };
+    let params = chaos::Params {
+        heartbeat_timeout_ms: t.heartbeat_timeout_ms,
+        ping_ms: 1000,
+        join_wait_ms: 5000,
+        resume_bound_ms: 500,
+        purge_bound_ms: 1000,
+        stable_ms: chaos::stable_ms(&t),
+        margin_ms: a.margin_ms,
+    };
+    let violations = chaos::check(&events, &params);
+    for v in &violations {
+        println!("{v}");
+    }
+    println!("{} events, {} violation(s) of P2–P5", events.len(), violations.len());
+    if violations.is_empty() {
+        ExitCode::SUCCESS
+    } else {
         ExitCode::from(1)
     }
 }

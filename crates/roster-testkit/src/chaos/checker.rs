@@ -594,7 +594,8 @@ fn check_quiet(m: &Model, events: &[Event], p: &Params, out: &mut Vec<ChaosViola
         }
         // P5: every acknowledged join the client has not seen end is listed and in its own view.
         for (&id, j) in &m.joins {
-            let acked = matches!(j.reply, Some((t, true, _)) if t + 2000 <= *at);
+            // An anonymous viewer has no meta of its own (the count stands for it).
+            let acked = j.kind != JoinKind::Anonymous && matches!(j.reply, Some((t, true, _)) if t + 2000 <= *at);
             let live = m.join_end(id, p).is_none_or(|(t, _, _)| t > *at);
             if !acked || !live {
                 continue;
