@@ -1,6 +1,6 @@
 //! A bounded `roster-chaos` run in the test suite: three real `roster` processes with a fault
 //! proxy on every link, the seeded workload and fault schedule of `roster_testkit::chaos`
-//! (every kind of fault at least once: SIGKILL and restart, SIGSTOP past `lease_ms`, a cut, a
+//! (three bursts, every kind of fault at least once: SIGKILL and restart, SIGSTOP past `lease_ms`, a cut, a
 //! hung link, a one-way cut, a delay, a rolling restart), judged on P1 (the nodes' record logs)
 //! and P2–P5 (the clients' history). About 75 s; multi-process, so it is this binary's only
 //! test and runs alone. A longer run by hand: `docs/testing.md`, "Chaos: roster-chaos".
@@ -14,7 +14,7 @@ const SEED: u64 = 15;
 
 #[test]
 fn a_bounded_chaos_run_keeps_every_promise() {
-    let spec = ChaosSpec::new(ROSTER, 3, SEED, Duration::from_secs(50));
+    let spec = ChaosSpec::new(ROSTER, 3, SEED, Duration::from_secs(30));
     let outcome = chaos::run(&spec, &mut |line| println!("{line}")).expect("the run could be made");
     println!("{}", outcome.summary.table());
     let kinds: Vec<&String> = outcome.summary.faults.keys().collect();

@@ -111,7 +111,8 @@ pub fn stable_ms(t: &Timings) -> u64 {
     (2.0 * t.isolation_ms as f64 * d + 2.0 * t.lease_ms as f64 * d) as u64 + 500
 }
 
-/// A plan of about `duration_ms` for `nodes` nodes with timings `t`, from `seed`.
+/// A plan of about `duration_ms` for `nodes` nodes with timings `t`, from `seed`; longer if
+/// that is what it takes to run every kind of fault once.
 pub fn plan(seed: u64, nodes: usize, duration_ms: u64, t: &Timings) -> Vec<Step> {
     let mut rng = Rng::new(seed ^ 0x5CED_F00D);
     let mut kinds: Vec<&str> = Fault::KINDS.to_vec();
@@ -120,8 +121,9 @@ pub fn plan(seed: u64, nodes: usize, duration_ms: u64, t: &Timings) -> Vec<Step>
     let mut planned = 0u64;
     let mut next_kind = 0usize;
     let calm = stable_ms(t) + 3000;
-    while planned < duration_ms {
+    while planned < duration_ms || next_kind < kinds.len() {
         let burst = rng.range(2, 3);
+        let burst = if next_kind < kinds.len() { burst.max(3) } else { burst };
         for _ in 0..burst {
             let kind = if next_kind < kinds.len() {
                 next_kind += 1;
@@ -196,6 +198,11 @@ mod tests {
             .collect();
         let first: std::collections::BTreeSet<&str> = faults.iter().take(7).map(|f| f.kind()).collect();
         assert_eq!(first.len(), 7, "{faults:?}");
+        // Even a short run covers every kind.
+        let short = plan(42, 3, 1_000, &t);
+        let kinds: std::collections::BTreeSet<&str> =
+            short.iter().filter_map(|s| if let Step::Fault(f) = s { Some(f.kind()) } else { None }).collect();
+        assert_eq!(kinds.len(), 7, "{short:?}");
         assert!(a.iter().filter(|s| **s == Step::Quiet).count() >= 2);
         for f in faults {
             if let Some((x, y, _)) = f.link() {
