@@ -20,7 +20,8 @@
 //! - **P4** At a quiet check (no operation, no fault, no unanswered join for 2 s), all nodes'
 //!   lists of each topic are equal, and every live client's view equals them.
 //! - **P5** Every join is answered (ok, error, or its channel ended) within `join_wait_ms`
-//!   (plus the time its gateway was stopped) while its socket stays open; and at every quiet
+//!   (plus the time its gateway was stopped) while its socket stays open and the client has
+//!   not left it; and at every quiet
 //!   check, every acknowledged join whose channel the client has not seen end is in every
 //!   node's list and in its own view.
 //!
@@ -630,7 +631,10 @@ fn check_quiet(m: &Model, events: &[Event], p: &Params, out: &mut Vec<ChaosViola
 
 fn check_unanswered(m: &Model, p: &Params, out: &mut Vec<ChaosViolation>) {
     for (&id, j) in &m.joins {
-        if j.reply.is_some() || j.ended.is_some() {
+        // A join the client left before its answer no longer waits for one (phoenix.js
+        // closes the channel on the leave's reply).
+        if j.reply.is_some() || j.ended.is_some() || j.left.is_some_and(|t| t <= j.sent + p.join_wait_ms + p.margin_ms)
+        {
             continue;
         }
         let Some(s) = m.sockets.get(&j.socket) else { continue };

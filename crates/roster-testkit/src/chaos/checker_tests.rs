@@ -312,3 +312,19 @@ fn a_resume_raced_by_another_tab_of_the_user_is_not_judged_by_p2() {
     h.push(Event::Reply { at: 20_010, join: 40, ok: true, detail: None });
     assert!(run(h).iter().all(|v| v.promise != "P2"));
 }
+
+#[test]
+fn a_join_left_before_its_answer_needs_none() {
+    let mut h = base();
+    h.push(Event::Join {
+        at: 2000,
+        socket: 2,
+        join: 21,
+        topic: "call:1".into(),
+        tab: Some("t2".into()),
+        kind: JoinKind::SameSocket,
+    });
+    h.push(Event::Leave { at: 3000, join: 21 });
+    h.push(Event::Sample { at: 9000, node: "a".into(), topic: "room:1".into(), cs: vec![10, 20] });
+    assert_eq!(run(h), vec![]);
+}

@@ -187,7 +187,7 @@ pub struct Recorder {
 #[derive(Default)]
 struct Inner {
     events: Vec<Event>,
-    /// Joins sent and neither answered nor ended, by socket.
+    /// Joins sent and neither answered, ended nor left, by socket.
     pending: BTreeMap<u32, BTreeSet<u32>>,
     stalled: BTreeSet<u32>,
 }
@@ -200,7 +200,7 @@ impl Recorder {
             Event::Join { socket, join, .. } => {
                 inner.pending.entry(*socket).or_default().insert(*join);
             }
-            Event::Reply { join, .. } | Event::ChannelEnd { join, .. } => {
+            Event::Reply { join, .. } | Event::ChannelEnd { join, .. } | Event::Leave { join, .. } => {
                 for set in inner.pending.values_mut() {
                     set.remove(join);
                 }
@@ -217,7 +217,7 @@ impl Recorder {
         inner.events.push(event);
     }
 
-    /// Joins sent that are neither answered nor ended, on sockets still open.
+    /// Joins sent that are neither answered, ended nor left, on sockets still open.
     pub fn pending_joins(&self) -> usize {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).pending.values().map(BTreeSet::len).sum()
     }

@@ -120,7 +120,7 @@ pub fn plan(seed: u64, nodes: usize, duration_ms: u64, t: &Timings) -> Vec<Step>
     let mut steps = Vec::new();
     let mut planned = 0u64;
     let mut next_kind = 0usize;
-    let calm = stable_ms(t) + 3000;
+    let calm = stable_ms(t) + 1500;
     while planned < duration_ms || next_kind < kinds.len() {
         let burst = rng.range(2, 3);
         let burst = if next_kind < kinds.len() { burst.max(3) } else { burst };
