@@ -364,15 +364,17 @@ fn check_p2(m: &Model, p: &Params, out: &mut Vec<ChaosViolation>) {
             continue;
         }
         let deadline = j.sent + p.resume_bound_ms + p.margin_ms;
-        // Another tab of the user joining the scope meanwhile may take a slot the node freed
-        // on seeing the drop first: then this join is no longer a resume of a held slot.
+        // Another tab of the user joining the scope meanwhile (or still waiting for it) may
+        // take a slot the node freed on seeing the drop first (`reserve_ms` keeps it only where
+        // set): then this join is no longer a resume of a held slot.
         let scope = |topic: &str| if topic.starts_with("game:") { "game:*".to_owned() } else { topic.to_owned() };
         let rival = m.joins.values().any(|other| {
             let Some(os) = m.sockets.get(&other.socket) else { return false };
+            let pending_at_drop = other.reply.as_ref().is_none_or(|r| r.0 + 1000 >= *dropped);
             os.user == sock.user
                 && os.tab != sock.tab
                 && scope(&other.topic) == scope(&j.topic)
-                && other.sent + 1000 >= *dropped
+                && (other.sent + 1000 >= *dropped || pending_at_drop)
                 && other.sent <= deadline
         });
         if rival {

@@ -328,3 +328,27 @@ fn a_join_left_before_its_answer_needs_none() {
     h.push(Event::Sample { at: 9000, node: "a".into(), topic: "room:1".into(), cs: vec![10, 20] });
     assert_eq!(run(h), vec![]);
 }
+
+#[test]
+fn a_resume_that_finds_the_slot_given_to_a_waiting_tab_is_not_judged_by_p2() {
+    let mut h = resume(900);
+    // Another tab of u1 waits for room:1 from 18,000 and gets it as the drop frees it.
+    h.push(Event::Connected {
+        at: 17_990,
+        socket: 4,
+        node: "a".into(),
+        user: Some("u1".into()),
+        role: "user".into(),
+        tab: Some("t9".into()),
+    });
+    h.push(Event::Join {
+        at: 18_000,
+        socket: 4,
+        join: 40,
+        topic: "room:1".into(),
+        tab: Some("t9".into()),
+        kind: JoinKind::Open,
+    });
+    h.push(Event::Reply { at: 20_005, join: 40, ok: true, detail: None });
+    assert!(run(h).iter().all(|v| v.promise != "P2"));
+}
