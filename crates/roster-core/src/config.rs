@@ -1342,7 +1342,7 @@ mod tests {
     fn demo_is_accepted_on_loopback_http_addrs_only() {
         for host in ["127.0.0.1", "127.3.2.1", "localhost", "LocalHost", "[::1]"] {
             let c = Config::from_toml_str(&format!(
-                "[server]\ndemo = true\n[[cluster.nodes]]\nname = \"a\"\ncluster_addr = \"10.0.0.1:4370\"\n\
+                "[server]\ndemo = true\n[[cluster.nodes]]\nname = \"a\"\ncluster_addr = \"127.0.0.1:4370\"\n\
                  http_addr = \"{host}:4000\"\n"
             ));
             assert!(c.is_ok_and(|c| c.server.demo), "{host}");

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// Milliseconds on some node's clock. The core never reads a clock: callers pass `now`.
 pub type Millis = u64;
@@ -59,10 +60,57 @@ string_id!(
     /// A user's role, from the token (`user`, `admin`, ...).
     Role
 );
-string_id!(
-    /// A node's configured name (`a`, `b`, ...): its identity across restarts.
-    NodeName
-);
+/// A node's configured name (`a`, `b`, ...): its identity across restarts.
+///
+/// Shared, not owned: every heartbeat, lease message and slot message names nodes
+/// (incarnations, echoes, destinations), so a clone is a reference count, not an allocation.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeName(Arc<str>);
+
+impl NodeName {
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for NodeName {
+    fn default() -> Self {
+        Self::from("")
+    }
+}
+
+impl fmt::Display for NodeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for NodeName {
+    fn from(s: &str) -> Self {
+        Self(Arc::from(s))
+    }
+}
+
+impl From<String> for NodeName {
+    fn from(s: String) -> Self {
+        Self(Arc::from(s))
+    }
+}
+
+impl Serialize for NodeName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // A borrowed `&str` would fail for formats that hand out owned strings only.
+        let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Ok(Self(Arc::from(s.as_ref())))
+    }
+}
 
 impl UserId {
     /// The reserved presence key under which anonymous viewers are listed or counted.

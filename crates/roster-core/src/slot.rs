@@ -273,6 +273,11 @@ pub struct UnsafeSwitches {
     pub grant_before_revoke: bool,
     /// Rule 7 off: a resume forgets the replaced record at once.
     pub forget_replaced: bool,
+    /// Rule 7 off for grants that are not resumes: a tab granted while it is being revoked
+    /// keeps its other held connections.
+    pub grant_keeps_tab_elsewhere: bool,
+    /// Rule 8 off: a gateway that goes unheard keeps its waiting joins here.
+    pub keep_joins_of_unheard_gateways: bool,
 }
 
 /// What a join needs decided for it now.
@@ -444,12 +449,18 @@ impl ScopeSlots {
         fx
     }
 
-    /// The home can no longer hear `gateway`: its records are in doubt until `until`.
+    /// The home can no longer hear `gateway`: its records are in doubt until `until`, and its
+    /// waiting joins are dropped (rule 8). A grant to a join of a gateway that is dead would
+    /// make a record that nobody confirms and, made after this call, nothing puts in doubt;
+    /// a gateway that lives asks again.
     pub fn gateway_unheard(&mut self, gateway: &Incarnation, until: Millis) {
         for r in self.records.iter_mut().filter(|r| &r.conn.gateway == gateway) {
             if !matches!(r.state, SlotState::Reserved { .. }) {
                 r.in_doubt_until = Some(r.in_doubt_until.map_or(until, |u| u.max(until)));
             }
+        }
+        if !self.unsafe_switches.keep_joins_of_unheard_gateways {
+            self.pending.retain(|p| &p.conn.gateway != gateway);
         }
     }
 
@@ -513,15 +524,25 @@ impl ScopeSlots {
 
     /// Rule 7: grant at once, tell the old connections to close, keep them as replaced.
     fn resume(&mut self, conn: ConnId, tab: TabKey, mint: &mut TokenMint, fx: &mut Vec<SlotEffect>) {
-        self.records.retain(|r| !(r.tab == tab && matches!(r.state, SlotState::Reserved { .. })));
-        for r in self.records.iter_mut().filter(|r| r.tab == tab && r.state == SlotState::Held) {
+        self.replace_tab_elsewhere(&tab, fx);
+        self.grant_as(conn, tab, true, mint, fx);
+    }
+
+    /// Rule 7: `tab` is granted on another connection now. Its reservation goes, and its
+    /// held connections are told to close and stay as replaced until they confirm; records
+    /// being revoked stay as they are. Returns whether any connection was replaced.
+    fn replace_tab_elsewhere(&mut self, tab: &TabKey, fx: &mut Vec<SlotEffect>) -> bool {
+        self.records.retain(|r| !(&r.tab == tab && matches!(r.state, SlotState::Reserved { .. })));
+        let mut replaced = false;
+        for r in self.records.iter_mut().filter(|r| &r.tab == tab && r.state == SlotState::Held) {
             r.state = SlotState::Replaced;
             fx.push(SlotEffect::Close { conn: r.conn.clone(), token: r.token });
+            replaced = true;
         }
         if self.unsafe_switches.forget_replaced {
-            self.records.retain(|r| !(r.tab == tab && r.state == SlotState::Replaced));
+            self.records.retain(|r| !(&r.tab == tab && r.state == SlotState::Replaced));
         }
-        self.grant_as(conn, tab, true, mint, fx);
+        replaced
     }
 
     fn verdict(&self, tab: &TabKey, rules: &SlotRules) -> Verdict {
@@ -596,8 +617,13 @@ impl ScopeSlots {
         }
     }
 
+    /// Grant a join that is not a resume. The tab may still count (it is being revoked, so it
+    /// was not resumed, yet it holds its place): its other held connections are replaced as
+    /// in a resume (rule 7), or one tab would live on two connections with nothing to close
+    /// either (seed 1522 of the `fence_stale_epochs` search).
     fn grant(&mut self, conn: ConnId, tab: TabKey, mint: &mut TokenMint, fx: &mut Vec<SlotEffect>) {
-        self.grant_as(conn, tab, false, mint, fx);
+        let resumed = !self.unsafe_switches.grant_keeps_tab_elsewhere && self.replace_tab_elsewhere(&tab, fx);
+        self.grant_as(conn, tab, resumed, mint, fx);
     }
 
     /// Record a new holder with the next token and tell it (a fresh grant, or a resume).

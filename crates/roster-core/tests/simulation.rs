@@ -12,52 +12,42 @@
 //! A failure prints the seed, the violation and the last trace lines. Figures print with
 //! `--nocapture`; a summary line always goes to stderr.
 
+use roster_core::sim::batch::{run_batch, BatchOptions, SeedFailure};
 use roster_core::sim::scenario::{run_scenario, ScenarioReport, Step, Step::*};
 use roster_core::sim::{FaultMix, Figures, NetworkParams, RunReport, SimParams, Simulation, Violation};
 use roster_core::{NodeState, OnConflict, Record, Safeguards};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::io::Write;
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
+/// A line that reaches the terminal or the CI log even while the test harness captures
+/// output (`eprintln!` is captured; a write to the stderr handle is not).
+fn announce(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 /// Run `make(seed)` for `seeds`, spread over the available cores, until `stop` says a report is
 /// what was searched for or `max_failures` runs failed. Returns the failing
-/// reports, earliest seed first, and the merged figures.
+/// reports, earliest seed first, and the merged figures. A seed whose run panics fails the
+/// test at once, naming the seed.
 fn run_seeds(
     seeds: impl Iterator<Item = u64> + Send,
     make: impl Fn(u64) -> SimParams + Sync,
     stop: impl Fn(&RunReport) -> bool + Sync,
     max_failures: usize,
 ) -> (Vec<RunReport>, Figures) {
-    let seeds = Mutex::new(seeds);
-    let failures = Mutex::new(Vec::new());
-    let figures = Mutex::new(Figures::default());
-    let halt = AtomicU64::new(0);
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| loop {
-                if halt.load(Ordering::Relaxed) > 0 {
-                    return;
-                }
-                let Some(seed) = seeds.lock().unwrap().next() else { return };
-                let report = Simulation::<NodeState>::run(make(seed));
-                figures.lock().unwrap().merge(&report.figures);
-                if !report.passed() {
-                    let mut f = failures.lock().unwrap();
-                    if stop(&report) || f.len() + 1 >= max_failures {
-                        halt.store(1, Ordering::Relaxed);
-                    }
-                    f.push(report);
-                }
-            });
+    let options = BatchOptions { max_failures, stop: &stop, ..BatchOptions::default() };
+    let batch = run_batch(seeds, make, &options);
+    let mut reports = Vec::new();
+    for f in batch.failures {
+        match f {
+            SeedFailure::Violations(r) => reports.push(*r),
+            SeedFailure::Panicked { seed, message } => panic!("seed {seed} panicked: {message}"),
         }
-    });
-    let mut failures = failures.into_inner().unwrap();
-    failures.sort_by_key(|r| r.seed);
-    (failures, figures.into_inner().unwrap())
+    }
+    (reports, batch.figures)
 }
 
 /// Replay a run with its whole trace (routine traffic too with `routine`).
@@ -77,8 +67,64 @@ fn print_figures(name: &str, figures: &Figures) {
     );
 }
 
-/// The seeds test: `default` seeds of `nodes` nodes, or what `SEEDS` / `SEED` ask for.
-fn seeds_test(nodes: usize, default: u64) {
+/// Seeds that once broke a rule, kept in every run: 3 nodes.
+const REGRESSIONS_3: &[u64] = &[
+    2436,  // a grant given back, then a late copy of it accepted (rule 14)
+    44057, // a scan that saw one tab twice closed the older only at its end (rule 9, soak)
+    // Presence: an unanswered snapshot ask waited a whole window (soak).
+    5823, 6632, 10063, 11893, 12482, 15144, 16970, 30317, 32562, 35083, 47493,
+];
+/// Seeds that once broke a rule, kept in every run: 5 nodes.
+const REGRESSIONS_5: &[u64] = &[
+    12442, // a scan that saw one tab twice closed the older only at its end (rule 9, soak)
+    // Presence: an unanswered snapshot ask waited a whole window (soak).
+    8571, 9673, 10839, 14164, 14742, 16552, 19063, 19654, 19951, 22237, 22964, 23376, 26184, 26480, 40647, 40714, 41775,
+    42121, 43186, 44965,
+];
+
+/// Seeds of the moving window each run adds to the fixed set. Both seeds tests, fixed sets and
+/// windows, measured at `b773b53` in the test profile: 50.8 s wall and 99 s of CPU on the
+/// 2-core machine (load about 3), within the 60 s allowed (docs/simulation.md).
+const WINDOW_3: u64 = 3000;
+const WINDOW_5: u64 = 1000;
+
+/// Where this run's window of new seeds starts, and why: `SIM_SEED_WINDOW` if set (to replay
+/// another run's window), else derived from the commit checked out (`git rev-parse HEAD`),
+/// else from the date. Windows start at `10⁹ + k × 10⁴` (k < 10⁶), above the fixed set and
+/// any soak range, and never overlap.
+fn seed_window() -> (u64, String) {
+    if let Some(base) = env_u64("SIM_SEED_WINDOW") {
+        return (base, "SIM_SEED_WINDOW".into());
+    }
+    let base = |k: u64| 1_000_000_000 + (k % 1_000_000) * 10_000;
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| h.len() >= 15);
+    if let Some(head) = head {
+        if let Ok(k) = u64::from_str_radix(&head[..15], 16) {
+            return (base(k), format!("commit {}", &head[..12]));
+        }
+    }
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let day = secs / 86_400;
+    (base(day.wrapping_mul(2_654_435_761)), format!("day {day} since 1970"))
+}
+
+/// The command that replays one seed of a seeds test with its whole trace.
+fn replay_command(seed: u64, nodes: usize) -> String {
+    let env = if nodes == 3 { format!("SEED={seed}") } else { format!("SEED={seed} NODES={nodes}") };
+    format!("{env} cargo test -p roster-core --test simulation seeds_{nodes}_nodes -- --nocapture")
+}
+
+/// The seeds test: a fixed set (`0..fixed` and the regression seeds) plus a window of new
+/// seeds that moves with every commit; or what `SEEDS` (with `SEEDS_FROM`) / `SEED` ask for.
+fn seeds_test(nodes: usize, fixed: u64, regressions: &[u64], window: u64) {
     if let Some(seed) = env_u64("SEED") {
         if env_u64("NODES").unwrap_or(3) as usize != nodes {
             return;
@@ -99,26 +145,46 @@ fn seeds_test(nodes: usize, default: u64) {
         );
         return;
     }
-    let count = env_u64("SEEDS").unwrap_or(default);
+    let seeds: Vec<u64> = match env_u64("SEEDS") {
+        Some(count) => {
+            let from = env_u64("SEEDS_FROM").unwrap_or(0);
+            announce(&format!("seeds_{nodes}_nodes: seeds {from}..{} (SEEDS, SEEDS_FROM)", from + count));
+            (from..from + count).collect()
+        }
+        None => {
+            let (base, why) = seed_window();
+            announce(&format!(
+                "seeds_{nodes}_nodes: fixed seeds 0..{fixed} and {regressions:?}; new seeds {base}..{} \
+                 (from {why}; SIM_SEED_WINDOW={base} plays this window again)",
+                base + window
+            ));
+            (0..fixed).chain(regressions.iter().copied()).chain(base..base + window).collect()
+        }
+    };
+    let count = seeds.len();
     let max_failures = env_u64("MAX_FAILURES").unwrap_or(20) as usize;
-    let (failures, figures) = run_seeds(0..count, |seed| SimParams::random(seed, nodes), |_| false, max_failures);
+    let (failures, figures) =
+        run_seeds(seeds.into_iter(), |seed| SimParams::random(seed, nodes), |_| false, max_failures);
     print_figures(&format!("{count} seeds, {nodes} nodes"), &figures);
     if let Some(first) = failures.first() {
         let listed: Vec<String> = failures
             .iter()
             .map(|r| {
                 let mut kinds: Vec<&str> = r.violations.iter().map(|v| v.kind()).collect();
+                kinds.sort();
                 kinds.dedup();
-                format!("seed {}: {}", r.seed, kinds.join("+"))
+                format!("seed {} ({}): replay with {}", r.seed, kinds.join("+"), replay_command(r.seed, nodes))
             })
             .collect();
+        for line in &listed {
+            announce(&format!("FAILED {line}"));
+        }
         let replayed = replay(SimParams::random(first.seed, nodes), false);
         panic!(
-            "{} failing seeds (of {count}; at most MAX_FAILURES={max} collected): {}\n\nfirst failure, replayed:\n{}",
+            "{} failing seeds (of {count}; at most MAX_FAILURES={max_failures} collected):\n{}\n\nfirst failure, replayed:\n{}",
             failures.len(),
-            listed.join(", "),
+            listed.join("\n"),
             replayed.failure_text(),
-            max = env_u64("MAX_FAILURES").unwrap_or(20),
         );
     }
 }
@@ -139,12 +205,12 @@ fn a_seed_replays_exactly() {
 
 #[test]
 fn seeds_3_nodes() {
-    seeds_test(3, 1000);
+    seeds_test(3, 1000, REGRESSIONS_3, WINDOW_3);
 }
 
 #[test]
 fn seeds_5_nodes() {
-    seeds_test(5, 200);
+    seeds_test(5, 200, REGRESSIONS_5, WINDOW_5);
 }
 
 /// One node's restart leaves the other nodes' leases alone. A restarted grantor refuses
@@ -379,11 +445,6 @@ fn ablation_scan_dedup_tabs() {
 }
 
 #[test]
-fn ablation_fence_stale_epochs() {
-    ablation("fence_stale_epochs");
-}
-
-#[test]
 fn ablation_scan_quiet_after_start() {
     ablation("scan_quiet_after_start");
 }
@@ -500,6 +561,12 @@ fn scenario_rule_10_a_stale_grant_is_ignored_after_a_scan() {
     let weak = scenario_pair("rule 10 (stale grant)", 3, &steps, |s| s.fence_stale_epochs = false);
     let two_tabs = weak.report.violations.iter().any(|v| matches!(v, Violation::SingleSlot { .. }));
     assert!(two_tabs, "without the fence the stale grant is accepted and two tabs hold\n{}", weak.text());
+    // The random search no longer finds this in 2,000 biased seeds: a waiting join is sent
+    // to a new home at once, whose grant usually arrives before the stale one (the script
+    // above loses those joins). `ABLATION_SEARCH=1` runs it anyway.
+    if env_u64("ABLATION_SEARCH") == Some(1) {
+        ablation("fence_stale_epochs");
+    }
 }
 
 /// A grantor killed and restarted at once has forgotten its grants.
@@ -584,6 +651,268 @@ fn scenario_rule_9_a_scan_closes_duplicate_tabs() {
     ];
     let weak = scenario_pair("rule 9 (duplicate tabs)", 3, &steps, |s| s.scan_dedup_tabs = false);
     assert!(duplicate_tab_of(&weak, "alice"), "without the dedup one tab lives on two connections\n{}", weak.text());
+}
+
+// ---- rule 14: a gateway never takes back a token it gave up ------------------------------
+
+/// Whether the run shows two tabs of `alias` holding one slot at once.
+fn two_tabs_of(r: &ScenarioReport, alias: &str) -> bool {
+    let user = r.users.get(alias).expect("the script names the user");
+    r.report.violations.iter().any(|v| matches!(v, Violation::SingleSlot { user: u, .. } if u == user))
+}
+
+/// Seed 2436 (3 nodes), as a script: a grant that nobody waits for is given back, and a
+/// second copy of it, late on the wire, reaches the same socket while it joins again.
+///
+/// Tab A's join on n1 is sent twice (the retry after `heartbeat_ms`) and both grants of `.1`
+/// are held on the wire; A leaves before either arrives. The first copy finds nobody waiting:
+/// n1 gives `.1` back and n0 forgets it. A joins room:1 again on the same socket (n0 grants
+/// `.2`, held too), and the second copy of `.1` arrives while that join waits. Without the
+/// rule n1 accepts `.1`, a token n0 no longer knows; B's takeover on n2 revokes `.2` (which
+/// n1 never held) and is granted: A and B hold together until the run ends. With the rule
+/// n1 refuses `.1`; the revoke of `.2` ends A's join and B alone holds.
+#[test]
+fn scenario_rule_14_a_grant_given_back_is_never_accepted_later() {
+    let steps = [
+        FORM,
+        PickUser { alias: "alice", home: "n0", next: None, preferred: None },
+        HoldAll { from: "n0", to: "n1", kind: "SlotGrant" },
+        Join { client: "A", node: "n1", user: "alice", tab: "a", topic: "room:1" },
+        // The join is sent, then sent again one heartbeat later: two grants of .1 are held.
+        Advance(300),
+        Leave("A"),
+        // The first copy finds nobody waiting and is given back; n0 forgets .1.
+        ReleaseFirstHeld,
+        Advance(50),
+        Rejoin("A"),
+        Advance(20),
+        // The second copy arrives while the new join waits (its own grant, .2, is held).
+        ReleaseFirstHeld,
+        Advance(20),
+        ExpectNotJoined("A"),
+        Join { client: "B", node: "n2", user: "alice", tab: "b", topic: "room:1" },
+        AwaitJoined { client: "B", max_ms: 1000 },
+        ExpectEnded("A"),
+        ReleaseHeld,
+        Advance(6000),
+    ];
+    let weak = scenario_pair("rule 14 (grant given back)", 3, &steps, |s| s.fence_released_tokens = false);
+    assert!(two_tabs_of(&weak, "alice"), "without the rule n1 takes .1 back and two tabs hold\n{}", weak.text());
+}
+
+/// A leave's release is late on the wire and the same socket joins again: the join overtakes
+/// the release, and n0, which still counts `.1` for that socket, grants `.1` again. Without
+/// the rule n1 accepts it; then the release arrives, n0 forgets `.1`, and B is granted on n2
+/// while A still holds `.1`. With the rule n1 refuses `.1` (it released it), asks again once
+/// n0 has the release, and is granted `.2`, which B's takeover then revokes.
+#[test]
+fn scenario_rule_14_a_left_slot_is_not_taken_back_before_its_release_lands() {
+    let steps = [
+        FORM,
+        PickUser { alias: "alice", home: "n0", next: None, preferred: None },
+        Join { client: "A", node: "n1", user: "alice", tab: "a", topic: "room:1" },
+        AwaitJoined { client: "A", max_ms: 1000 },
+        HoldAll { from: "n1", to: "n0", kind: "SlotReleased" },
+        Leave("A"),
+        Advance(20),
+        Rejoin("A"),
+        Advance(100),
+        ExpectNotJoined("A"),
+        ReleaseHeld,
+        AwaitJoined { client: "A", max_ms: 4000 },
+        Join { client: "B", node: "n2", user: "alice", tab: "b", topic: "room:1" },
+        AwaitJoined { client: "B", max_ms: 1000 },
+        ExpectEnded("A"),
+        Advance(6000),
+    ];
+    let weak = scenario_pair("rule 14 (left slot)", 3, &steps, |s| s.fence_released_tokens = false);
+    assert!(two_tabs_of(&weak, "alice"), "without the rule n1 takes .1 back and two tabs hold\n{}", weak.text());
+}
+
+/// A slot whose horizon passed is released, and the same socket joins again before the home
+/// has that release: n1 stops hearing n0 (a one-way cut), so A's horizon passes
+/// (`node_isolated`) while n0, which still hears n1, keeps `.1` held. A joins again; once the
+/// cut heals the join reaches n0 before the release (held on the wire), and n0 grants `.1`
+/// again with a fresh echo. Without the rule n1 accepts it; the release then lands, n0 forgets
+/// `.1`, and B is granted while A holds. With the rule n1 refuses `.1` and is granted `.2` once
+/// n0 has the release.
+#[test]
+fn scenario_rule_14_an_expired_slot_is_not_taken_back_before_its_release_lands() {
+    let steps = [
+        FORM,
+        PickUser { alias: "alice", home: "n0", next: None, preferred: None },
+        Join { client: "A", node: "n1", user: "alice", tab: "a", topic: "room:1" },
+        AwaitJoined { client: "A", max_ms: 1000 },
+        CutOneWay("n0", "n1"),
+        Advance(4500),
+        ExpectEnded("A"),
+        HoldAll { from: "n1", to: "n0", kind: "SlotReleased" },
+        Rejoin("A"),
+        Advance(100),
+        HealAll,
+        Advance(600),
+        ExpectNotJoined("A"),
+        ReleaseHeld,
+        AwaitJoined { client: "A", max_ms: 4000 },
+        Join { client: "B", node: "n2", user: "alice", tab: "b", topic: "room:1" },
+        AwaitJoined { client: "B", max_ms: 1000 },
+        ExpectEnded("A"),
+        Advance(6000),
+    ];
+    let weak = scenario_pair("rule 14 (expired slot)", 3, &steps, |s| s.fence_released_tokens = false);
+    assert!(two_tabs_of(&weak, "alice"), "without the rule n1 takes .1 back and two tabs hold\n{}", weak.text());
+}
+
+// ---- rules 7 and 8, found by seed 1522 of the fence_stale_epochs search -------------------
+
+/// Rule 7 holds for every grant of a tab, not only for a resume: a tab that is being revoked
+/// (a takeover waits for it) is not resumed, yet a join of that tab is granted at once, since
+/// the tab already counts. Tab a holds on n1; B's takeover revokes it, and the revoke is slow;
+/// a reconnects on n2 (A2) and again on n0 (A3). Without the rule both A2 and A3 hold, one tab
+/// on two live connections with nothing to close either (at seed 1, until the run ends). With
+/// it, A3's grant closes A2 as a resume does.
+#[test]
+fn scenario_rule_7_every_grant_of_a_tab_closes_its_other_connections() {
+    let steps = [
+        FORM,
+        PickUser { alias: "alice", home: "n0", next: None, preferred: None },
+        Join { client: "A", node: "n1", user: "alice", tab: "a", topic: "room:1" },
+        AwaitJoined { client: "A", max_ms: 1000 },
+        HoldAll { from: "n0", to: "n1", kind: "SlotRevoke" },
+        Join { client: "B", node: "n2", user: "alice", tab: "b", topic: "room:1" },
+        Advance(50),
+        ExpectNotJoined("B"),
+        Resume { client: "A", node: "n2", new: "A2" },
+        AwaitJoined { client: "A2", max_ms: 1000 },
+        Resume { client: "A2", node: "n0", new: "A3" },
+        AwaitJoined { client: "A3", max_ms: 1000 },
+        Advance(100),
+        ExpectEnded("A2"),
+        ReleaseHeld,
+        Advance(9000),
+    ];
+    let weak = scenario_pair("rule 7 (every grant)", 3, &steps, |s| s.close_tab_elsewhere_on_grant = false);
+    assert!(duplicate_tab_of(&weak, "alice"), "without the rule tab a lives on A2 and A3\n{}", weak.text());
+}
+
+/// Rule 8: a home that stops hearing a gateway drops that gateway's waiting joins. B's
+/// takeover waits at n0 for A's revoke (held on the wire) when B's gateway n1 is killed and
+/// restarted. Without the rule n0 admits B's join once A's revoke is confirmed, granting tab b
+/// to a dead incarnation: nobody confirms that record and, made after n1 went unheard, it is
+/// never in doubt; C's takeover then waits for it and times out (`wait_timed_out`), and so
+/// would every other tab of alice's at this home. With the rule C is granted at once.
+#[test]
+fn scenario_rule_8_a_home_drops_the_waiting_joins_of_a_gateway_it_stops_hearing() {
+    let steps = [
+        FORM,
+        PickUser { alias: "alice", home: "n0", next: None, preferred: None },
+        Join { client: "A", node: "n2", user: "alice", tab: "a", topic: "room:1" },
+        AwaitJoined { client: "A", max_ms: 1000 },
+        HoldAll { from: "n0", to: "n2", kind: "SlotRevoke" },
+        Join { client: "B", node: "n1", user: "alice", tab: "b", topic: "room:1" },
+        Advance(50),
+        ExpectNotJoined("B"),
+        Crash("n1"),
+        Advance(50),
+        Restart("n1"),
+        Advance(1500),
+        ReleaseHeld,
+        Advance(500),
+        ExpectEnded("A"),
+        Join { client: "C", node: "n2", user: "alice", tab: "c", topic: "room:1" },
+        AwaitJoined { client: "C", max_ms: 3000 },
+        Advance(6000),
+    ];
+    let params = SimParams::scripted(1, 3);
+    let safe = run_scenario::<NodeState>(params.clone(), &steps);
+    println!("== rule 8 (waiting joins), every safeguard on\n  {}", safe.script.join("\n  "));
+    assert!(safe.report.passed() && safe.failed_expectations.is_empty(), "{}", safe.text());
+    let mut weak_params = params;
+    weak_params.safeguards.drop_joins_of_unheard_gateways = false;
+    let weak = run_scenario::<NodeState>(weak_params, &steps);
+    println!("== rule 8 (waiting joins), safeguard off\n  {}", weak.script.join("\n  "));
+    let c_waits = weak.failed_expectations.iter().any(|e| e.contains("C not joined"));
+    assert!(c_waits, "without the rule C waits for a record of a dead gateway\n{}", weak.text());
+}
+
+/// A scan closes a tab's older connection as soon as its answers show the tab twice, not only
+/// when the scan is over (3-node soak seed 44057, 7,968 ms; 5-node seed 12442, 7,742 ms).
+///
+/// n2 is cut off, so n0 takes alice's partition, which prefers n2; once the cut heals n0 hands
+/// it over to n2 two leases later. Meanwhile tab a holds on n2 and resumes on n1; n0's close
+/// to the old socket on n2 is lost. n2 becomes home and scans: n2 reports a (`.1`), n1 reports
+/// a (`.2`), n0's answer never arrives, so the scan runs `isolation_ms`. n2 re-attached its own
+/// old socket and its echoes keep it valid; n2 dies before its scan ends, and the old socket
+/// holds until its horizon. Without the rule both connections hold for 8,740 ms (a resume may
+/// take 7,560 ms); with it n2 closes the old one as soon as both answers are in.
+#[test]
+fn scenario_rule_9_a_scan_closes_a_duplicate_tab_as_soon_as_it_sees_it() {
+    let steps = [
+        FORM,
+        Cut("n2", "*"),
+        Advance(3000),
+        PickUser { alias: "alice", home: "n0", next: None, preferred: Some("n2") },
+        HealAll,
+        Join { client: "A", node: "n2", user: "alice", tab: "a", topic: "room:1" },
+        AwaitJoined { client: "A", max_ms: 1000 },
+        DropAll { from: "n0", to: "n2", kind: "SlotClose" },
+        DropAll { from: "n0", to: "n2", kind: "ScanReply" },
+        Resume { client: "A", node: "n1", new: "A2" },
+        AwaitJoined { client: "A2", max_ms: 1000 },
+        AwaitHome { user: "alice", node: "n2", max_ms: 6000 },
+        Advance(200),
+        ExpectEnded("A"),
+        ExpectJoined("A2"),
+        Advance(800),
+        Crash("n2"),
+        Advance(10_000),
+    ];
+    let weak = scenario_pair("rule 9 (dedup at once)", 3, &steps, |s| s.scan_dedup_at_once = false);
+    assert!(duplicate_tab_of(&weak, "alice"), "without the rule one tab lives on two connections\n{}", weak.text());
+}
+
+// ---- presence, found by the soak ------------------------------------------------------------
+
+/// A node whose snapshot ask goes unanswered asks again once the peer has echoed a heartbeat
+/// sent after the ask, not only after `heartbeat_timeout_ms` (3-node soak seeds 5823, 6632,
+/// 10063, 11893, 12482, 15144, 16970, 30317, 32562, 35083 and 47493: under 20 % loss a lost
+/// delta late in the quiet period left a ghost or a missing entry past the check).
+///
+/// A's socket on n1 closes while n1's deltas to n0 are lost, so n0 still shows A; n0 finds
+/// the gap from n1's heartbeats and asks for n1's snapshot, whose answer is lost too. With
+/// the rule n0 asks again one echo later (at seed 1: asks 265 ms after the close, again 200 ms
+/// later, and no longer shows A 470 ms after the close);
+/// without it the next ask waits for the window, and at 1.1 s n0 still shows the ghost.
+#[test]
+fn scenario_presence_an_unanswered_snapshot_ask_is_repeated_after_one_echo() {
+    let steps = [
+        FORM,
+        Join { client: "A", node: "n1", user: "alice", tab: "a", topic: "room:1" },
+        AwaitJoined { client: "A", max_ms: 1000 },
+        Advance(300),
+        ExpectPresence { node: "n0", client: "A", shown: true },
+        DropAll { from: "n1", to: "n0", kind: "Delta" },
+        HoldNext { from: "n1", to: "n0", kind: "SnapshotChunk" },
+        Close("A"),
+        Advance(50),
+        StopDropping,
+        Advance(1100),
+        ExpectPresence { node: "n0", client: "A", shown: false },
+        Advance(3000),
+        ExpectPresence { node: "n0", client: "A", shown: false },
+        ExpectPresence { node: "n2", client: "A", shown: false },
+    ];
+    let params = SimParams::scripted(1, 3);
+    let safe = run_scenario::<NodeState>(params.clone(), &steps);
+    println!("== presence (ask again), every safeguard on\n  {}", safe.script.join("\n  "));
+    assert!(safe.report.passed() && safe.failed_expectations.is_empty(), "{}", safe.text());
+    let mut weak_params = params;
+    weak_params.safeguards.ask_again_after_echo = false;
+    let weak = run_scenario::<NodeState>(weak_params, &steps);
+    println!("== presence (ask again), safeguard off\n  {}", weak.script.join("\n  "));
+    let ghost = weak.failed_expectations.iter().any(|e| e.contains("n0 still shows A"));
+    assert!(ghost, "without the rule n0 still shows A at 1.1 s\n{}", weak.text());
+    assert_eq!(weak.failed_expectations.len(), 1, "and converges later\n{}", weak.text());
 }
 
 // ---- rule 11 ------------------------------------------------------------------------------

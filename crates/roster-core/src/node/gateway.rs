@@ -59,9 +59,11 @@ struct Waiting {
 struct Socket {
     /// Topics joined (with or without a slot).
     joined: BTreeSet<Topic>,
-    /// Per scope: the highest token this socket confirmed as revoked or released; a grant at or
-    /// below it arrived late and is refused.
-    dead_below: BTreeMap<ScopeKey, SlotToken>,
+    /// Rule 14, per scope: the highest token this socket has given up (left, given back
+    /// unwanted, revoke or close confirmed, horizon passed). Tokens only grow per
+    /// `(user, scope)` and a socket is one user's, so a grant at or below it is a late copy
+    /// of a grant the home may already have forgotten, and is refused.
+    given_up: BTreeMap<ScopeKey, SlotToken>,
 }
 
 /// A release not yet acknowledged by the partition's home.
@@ -148,6 +150,11 @@ impl Gateway {
 }
 
 impl NodeState {
+    /// Rule 14: the highest token `socket` gave up in `scope`, if any.
+    fn given_up(&self, socket: SocketId, scope: &ScopeKey) -> Option<SlotToken> {
+        self.gateway.sockets.get(&socket).and_then(|s| s.given_up.get(scope)).copied()
+    }
+
     fn conn(&self, socket: SocketId) -> ConnId {
         ConnId { gateway: self.me.clone(), socket }
     }
@@ -301,9 +308,8 @@ impl NodeState {
         };
         let p = partition_of(&w.user, self.config.cluster.partitions);
         let stale = fenced && self.gateway.fences.get(&p).is_some_and(|f| token.epoch < *f);
-        let dead =
-            self.gateway.sockets.get(&conn.socket).and_then(|s| s.dead_below.get(&scope)).is_some_and(|d| token <= *d);
-        if stale || dead || echo + valid_ms <= now {
+        let given_up = self.given_up(conn.socket, &scope).is_some_and(|g| token <= g);
+        if stale || given_up || echo + valid_ms <= now {
             return; // the join stays waiting and asks the current home again
         }
         let w = self.gateway.waiting.remove(&key).expect("checked above");
@@ -392,10 +398,13 @@ impl NodeState {
         }
         let key = (conn.socket, scope.clone());
         let why = reason.clone().unwrap_or_else(|| "replaced".into());
+        // A token this socket already gave up cannot be the grant of the join waiting now.
+        let about_the_waiting_join =
+            !self.safeguards.fence_released_tokens || self.given_up(conn.socket, &scope).is_none_or(|g| token > g);
         if self.gateway.slots.get(&key).is_some_and(|s| s.token == token) {
             let s = self.gateway.remove_slot(&key).expect("checked above");
             self.end_slot(conn.socket, &scope, &s, &why, reason.is_some(), now, fx);
-        } else if let Some(w) = self.gateway.waiting.remove(&key) {
+        } else if let Some(w) = if about_the_waiting_join { self.gateway.waiting.remove(&key) } else { None } {
             // Its grant is still on the wire: the join ends here, or it would ask again and
             // fight the tab that took its place.
             for t in w.topics.into_keys() {
@@ -406,9 +415,11 @@ impl NodeState {
                 fx.push(Effect::Client { socket: conn.socket, topic: t, event });
             }
         }
-        let socket = self.gateway.sockets.entry(conn.socket).or_default();
-        let dead = socket.dead_below.entry(scope.clone()).or_insert(token);
-        *dead = (*dead).max(token);
+        if !self.safeguards.fence_released_tokens {
+            // As before rule 14: only a confirmation fenced (and re-created a closed socket).
+            let g = self.gateway.sockets.entry(conn.socket).or_default().given_up.entry(scope.clone()).or_insert(token);
+            *g = (*g).max(token);
+        }
         // The confirmation is a release, kept until a home acknowledges it.
         self.queue_release(conn, user, scope, token, true, now, fx);
     }
@@ -450,6 +461,14 @@ impl NodeState {
         now: Millis,
         fx: &mut Vec<Effect>,
     ) {
+        if self.safeguards.fence_released_tokens {
+            // Rule 14: a socket never takes back a token it gave up. A closed socket has no
+            // entry and gets none: a grant for it finds nobody waiting and goes back.
+            if let Some(socket) = self.gateway.sockets.get_mut(&conn.socket) {
+                let g = socket.given_up.entry(scope.clone()).or_insert(token);
+                *g = (*g).max(token);
+            }
+        }
         let p = partition_of(&user, self.config.cluster.partitions);
         let r = Release { user: user.clone(), scope: scope.clone(), clean };
         self.gateway.releases.insert((conn.clone(), token), r);

@@ -43,6 +43,8 @@ pub(super) struct Home {
     scan_over: bool,
     /// Slots collected while the scan runs.
     collected: Vec<HeldSlot>,
+    /// Older connections of a tab already told to close while the scan runs.
+    closed_early: BTreeSet<(ConnId, SlotToken)>,
 }
 
 impl Home {
@@ -122,6 +124,8 @@ impl NodeState {
         UnsafeSwitches {
             grant_before_revoke: !self.safeguards.revoke_before_grant,
             forget_replaced: !self.safeguards.keep_replaced,
+            grant_keeps_tab_elsewhere: !self.safeguards.close_tab_elsewhere_on_grant,
+            keep_joins_of_unheard_gateways: !self.safeguards.drop_joins_of_unheard_gateways,
         }
     }
 
@@ -156,6 +160,7 @@ impl NodeState {
             answered: BTreeSet::new(),
             scan_over: false,
             collected: Vec::new(),
+            closed_early: BTreeSet::new(),
         };
         for name in self.peers.keys() {
             home.unanswered.insert(name.clone(), now);
@@ -221,7 +226,39 @@ impl NodeState {
             self.dedup_and_send(p, now, fx);
         } else {
             home.collected.extend(slots);
+            self.close_duplicates_early(p, now, fx);
             self.maybe_finish_scan(p, now, fx);
+        }
+    }
+
+    /// Rule 9, at once: while the scan runs, the answers in may already show one tab on two
+    /// connections (a resume whose close was lost, then the home changed). Close all but the
+    /// newest now rather than when the scan is over (up to `isolation_ms` later): the scan
+    /// re-attached the old connection to this home, whose echoes keep it valid, and if this
+    /// home dies before its scan ends the old connection holds until its horizon, beyond what
+    /// a resume may take (3-node soak seed 44057, 5-node seed 12442). The scan's own dedup
+    /// marks them replaced later and closes them again; a gateway confirms a close twice.
+    fn close_duplicates_early(&mut self, p: PartitionId, now: Millis, fx: &mut Vec<Effect>) {
+        if !self.safeguards.scan_dedup_tabs || !self.safeguards.scan_dedup_at_once {
+            return;
+        }
+        let Some(home) = self.homes.get_mut(&p) else { return };
+        let mut newest: BTreeMap<(&UserId, &ScopeKey, &crate::slot::TabKey), SlotToken> = BTreeMap::new();
+        for s in &home.collected {
+            let t = newest.entry((&s.user, &s.scope, &s.tab)).or_insert(s.token);
+            *t = (*t).max(s.token);
+        }
+        let older: Vec<HeldSlot> = home
+            .collected
+            .iter()
+            .filter(|s| newest.get(&(&s.user, &s.scope, &s.tab)).is_some_and(|t| *t > s.token))
+            .filter(|s| !home.closed_early.contains(&(s.conn.clone(), s.token)))
+            .cloned()
+            .collect();
+        home.closed_early.extend(older.iter().map(|s| (s.conn.clone(), s.token)));
+        for s in older {
+            let e = SlotEffect::Close { conn: s.conn, token: s.token };
+            self.slot_effect(&s.user, &s.scope, e, now, fx);
         }
     }
 

@@ -109,7 +109,8 @@ impl NodeState {
                 self.ask_snapshot(&name, now, true, fx);
             }
         } else if name != self.me.node {
-            self.presence_seq_check(&from, presence_seq, now, fx);
+            let echoed = echoes.iter().find(|e| e.of == self.me).map(|e| e.sent_at);
+            self.presence_seq_check(&from, presence_seq, echoed, now, fx);
         }
         for a in &leases {
             self.leases.learn_epoch(a.partition, a.epoch);

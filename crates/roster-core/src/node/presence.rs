@@ -155,12 +155,29 @@ impl NodeState {
 
     /// A heartbeat announced `seq` as the peer's latest delta sent. If what it announced one
     /// heartbeat earlier has still not been applied here, a delta was lost: ask for a snapshot.
-    pub(super) fn presence_seq_check(&mut self, origin: &Incarnation, seq: u64, now: Millis, fx: &mut Vec<Effect>) {
+    ///
+    /// Ask again at once, past the window of [`NodeState::ask_snapshot`], when the heartbeat
+    /// echoes (`echoed`) one this node sent after its last ask: the peer had the ask before
+    /// that heartbeat (links are FIFO), so its answer came before this echo, and the gap that
+    /// is still here says the ask or the answer was lost. Waiting out the window instead left
+    /// a node showing a ghost, or missing an entry, for seconds per lost message under loss
+    /// (the soak's presence failures, e.g. 3-node seed 5823).
+    pub(super) fn presence_seq_check(
+        &mut self,
+        origin: &Incarnation,
+        seq: u64,
+        echoed: Option<Millis>,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) {
         let applied = self.presence.applied_seq(origin).unwrap_or(0);
         let Some(peer) = self.peers.get_mut(&origin.node) else { return };
         let announced_before = std::mem::replace(&mut peer.presence_seq, seq);
         if applied < announced_before.min(seq) {
-            self.ask_snapshot(&origin.node, now, false, fx);
+            let asked = self.snapshot_asked.get(&origin.node).copied();
+            let unanswered =
+                self.safeguards.ask_again_after_echo && asked.is_some_and(|t| echoed.is_some_and(|e| e > t));
+            self.ask_snapshot(&origin.node, now, unanswered, fx);
         }
     }
 }

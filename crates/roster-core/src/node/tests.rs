@@ -260,6 +260,44 @@ fn a_gap_asks_for_one_snapshot_per_window_not_one_per_delta() {
     assert!(on_n0 == on_n1, "n1 converged to n0's list");
 }
 
+/// A revoke that crosses a socket's close on the wire is confirmed, and leaves nothing of
+/// the closed socket behind (the confirmation used to re-create its entry, and so its fence,
+/// for good).
+#[test]
+fn a_revoke_for_a_closed_socket_leaves_no_socket_behind() {
+    let mut c = Cluster::new(3, "takeover");
+    c.run_until(6_000);
+    let home = c.home_of("alice");
+    let gw = NodeName::from(other(&home, &home));
+    c.join(gw.as_str(), 1, "alice", "a");
+    c.run_until(6_100);
+    let token = match c.events_of(gw.as_str(), 1)[..] {
+        [ClientEvent::Joined { token: Some(t) }] => t,
+        ref e => panic!("alice joins: {e:?}"),
+    };
+    assert_eq!(c.nodes[&gw].counts().sockets, 1);
+    c.input(gw.as_str(), Input::SocketClosed { socket: SocketId(1), clean: true });
+    assert_eq!(c.nodes[&gw].counts().sockets, 0);
+    let revoke = PeerMsg::SlotRevoke {
+        from: c.nodes[&home].incarnation().clone(),
+        user: UserId::from("alice"),
+        conn: crate::ids::ConnId { gateway: c.nodes[&gw].incarnation().clone(), socket: SocketId(1) },
+        scope: crate::ScopeKey::Topic(Topic::from("room:1")),
+        token,
+        reason: "logged_in_elsewhere".into(),
+    };
+    c.input(gw.as_str(), Input::Receive { from: home.clone(), msg: revoke });
+    let confirmed = c.wire.iter().any(|w| {
+        w.2 == home
+            && matches!(&w.4, PeerMsg::SlotReleased { token: t, conn, .. } if *t == token && conn.socket == SocketId(1))
+    });
+    assert!(confirmed, "the revoke is confirmed");
+    assert_eq!(c.nodes[&gw].counts(), NodeCounts { sockets: 0, ..c.nodes[&gw].counts() });
+    c.run_until(6_600);
+    let counts = c.nodes[&gw].counts();
+    assert_eq!((counts.sockets, counts.gateway_slots, counts.waiting_joins), (0, 0, 0), "{counts:?}");
+}
+
 #[test]
 fn a_snapshot_of_large_metas_is_sent_in_chunks_under_the_byte_limit() {
     let mut c = Cluster::new(3, "takeover");

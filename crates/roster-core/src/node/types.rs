@@ -475,6 +475,25 @@ pub struct Safeguards {
     pub fence_stale_epochs: bool,
     /// Rule 10: answer no scan until `isolation_ms` after start.
     pub scan_quiet_after_start: bool,
+    /// Rule 14: a gateway refuses a grant at or below the highest token its socket gave up
+    /// in that scope (left, given back, revoke or close confirmed, horizon passed). Off, only
+    /// confirmed revokes and closes fence, as before seed 2436.
+    pub fence_released_tokens: bool,
+    /// Rule 7, for every grant: granting a tab closes its other held connections (kept as
+    /// replaced), even when the tab is also being revoked and so was not resumed. Off, such
+    /// a grant left them held.
+    pub close_tab_elsewhere_on_grant: bool,
+    /// Rule 8: a home drops the waiting joins of a gateway it stops hearing (the gateway asks
+    /// again if it lives). Off, a dead gateway's join could be granted later, making a record
+    /// nobody confirms and nothing puts in doubt.
+    pub drop_joins_of_unheard_gateways: bool,
+    /// Presence: a snapshot ask is repeated as soon as the peer has echoed a heartbeat sent
+    /// after it while the gap persists (its answer was lost). Off, only once per
+    /// `heartbeat_timeout_ms`.
+    pub ask_again_after_echo: bool,
+    /// Rule 9: a scan closes a tab's older connections as soon as the answers in show it on
+    /// two connections, not only once the scan is over.
+    pub scan_dedup_at_once: bool,
 }
 
 impl Default for Safeguards {
@@ -487,6 +506,11 @@ impl Default for Safeguards {
             scan_dedup_tabs: true,
             fence_stale_epochs: true,
             scan_quiet_after_start: true,
+            fence_released_tokens: true,
+            close_tab_elsewhere_on_grant: true,
+            drop_joins_of_unheard_gateways: true,
+            ask_again_after_echo: true,
+            scan_dedup_at_once: true,
         }
     }
 }

@@ -80,7 +80,7 @@ impl PresenceMeta {
         flat.insert("phx_ref".into(), MetaValue::Str(self.phx_ref.0.clone()));
         let tab = self.tab_id.as_ref().map_or(MetaValue::Null, |t| MetaValue::Str(t.0.clone()));
         flat.insert("tab_id".into(), tab);
-        flat.insert("node".into(), MetaValue::Str(self.node.0.clone()));
+        flat.insert("node".into(), MetaValue::Str(self.node.as_str().to_owned()));
         let online_at = i64::try_from(self.online_at).unwrap_or(i64::MAX);
         flat.insert("online_at".into(), MetaValue::Int(online_at));
         flat

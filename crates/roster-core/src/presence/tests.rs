@@ -1148,7 +1148,7 @@ impl Sim {
             }
             Step::Restart(o) => {
                 self.boots += 1;
-                let name = self.origins[*o].node.table.origin().node.0.clone();
+                let name = self.origins[*o].node.table.origin().node.as_str().to_owned();
                 self.origins[*o] =
                     Origin { node: Node::new(&name, self.boots), buffer: DeltaBuffer::new(5), link: VecDeque::new() };
                 self.send_snapshot(*o);
@@ -1266,7 +1266,7 @@ impl Sim {
         rooms()
             .flat_map(|r| self.receiver.table.list(&r, LIST).to_map().into_values())
             .flat_map(|l| l.metas)
-            .filter(|m| m.get("node") == Some(&MetaValue::Str(node.0.clone())))
+            .filter(|m| m.get("node") == Some(&MetaValue::Str(node.as_str().to_owned())))
             .map(|m| ref_of(&m))
             .collect()
     }

@@ -320,6 +320,16 @@ pub enum Violation {
         /// The connection.
         conn: ConnId,
     },
+    /// After the quiet period a live gateway keeps more (or fewer) sockets than its clients
+    /// have open: state of closed sockets leaked.
+    SocketsLeaked {
+        /// The gateway.
+        node: Incarnation,
+        /// Sockets it keeps.
+        kept: usize,
+        /// Sockets its clients have open.
+        open: usize,
+    },
 }
 
 impl Violation {
@@ -336,6 +346,7 @@ impl Violation {
             Violation::PresenceDiverged { .. } => "P4-presence-diverged",
             Violation::GhostPresence { .. } => "P3-ghost-presence",
             Violation::MissingPresence { .. } => "P5-missing-presence",
+            Violation::SocketsLeaked { .. } => "leak-sockets",
         }
     }
 
@@ -359,7 +370,8 @@ impl Violation {
             Violation::UnansweredJoin { join, .. } => join.at,
             Violation::PresenceDiverged { .. }
             | Violation::GhostPresence { .. }
-            | Violation::MissingPresence { .. } => Millis::MAX,
+            | Violation::MissingPresence { .. }
+            | Violation::SocketsLeaked { .. } => Millis::MAX,
         }
     }
 }
@@ -417,6 +429,9 @@ impl fmt::Display for Violation {
             }
             Violation::MissingPresence { node, topic, conn } => {
                 write!(f, "P5: {node} does not show joined {conn} in {topic} after the quiet period")
+            }
+            Violation::SocketsLeaked { node, kept, open } => {
+                write!(f, "leak: {node} keeps {kept} sockets after the quiet period, its clients have {open} open")
             }
         }
     }

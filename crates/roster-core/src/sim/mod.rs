@@ -21,6 +21,7 @@
 //!
 //! Scripted runs ([`scenario`]) drive the same simulation step by step.
 
+pub mod batch;
 pub mod checker;
 pub mod clock;
 pub mod faults;
@@ -45,7 +46,6 @@ use crate::{
     partition_of, AnonymousView, ClusterConfig, Config, NodeConfig, OnConflict, PartitionId, PolicyConfig, ServerConfig,
 };
 use checker::{JoinKind, JoinLog, JoinOutcome, Life, LifeEnd, NodeRecord, Trouble};
-use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use trace::Trace;
 use workload::{Channel, Client};
@@ -72,6 +72,11 @@ pub trait NodeMachine {
     fn presence_of(&self, conn: &ConnId) -> Vec<Topic> {
         let _ = conn;
         Vec::new()
+    }
+    /// How many client sockets the node keeps state for (for leak checks); `None` skips the
+    /// check.
+    fn sockets_kept(&self) -> Option<usize> {
+        None
     }
 }
 
@@ -119,6 +124,10 @@ impl NodeMachine for NodeState {
 
     fn presence_of(&self, conn: &ConnId) -> Vec<Topic> {
         self.presence().entries_of(conn).into_iter().map(|e| e.topic).collect()
+    }
+
+    fn sockets_kept(&self) -> Option<usize> {
+        Some(self.counts().sockets)
     }
 }
 
@@ -328,28 +337,40 @@ enum Event {
     FaultStep,
 }
 
-#[derive(Debug)]
-struct Queued {
-    at: Millis,
-    seq: u64,
-    event: Event,
+/// The event queue: `(global ms, sequence number)` order. The heap holds small keys and the
+/// events wait in a slab, so sifting moves 24 bytes instead of whole messages.
+#[derive(Default)]
+struct EventQueue {
+    heap: BinaryHeap<std::cmp::Reverse<(Millis, u64, usize)>>,
+    slab: Vec<Option<Event>>,
+    free: Vec<usize>,
 }
 
-impl PartialEq for Queued {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
+impl EventQueue {
+    fn push(&mut self, at: Millis, seq: u64, event: Event) {
+        let slot = match self.free.pop() {
+            Some(i) => {
+                self.slab[i] = Some(event);
+                i
+            }
+            None => {
+                self.slab.push(Some(event));
+                self.slab.len() - 1
+            }
+        };
+        self.heap.push(std::cmp::Reverse((at, seq, slot)));
     }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
+
+    /// The instant of the earliest event.
+    fn next_at(&self) -> Option<Millis> {
+        self.heap.peek().map(|r| r.0 .0)
     }
-}
-impl Ord for Queued {
-    // BinaryHeap is a max-heap: the earliest (time, sequence) must compare greatest.
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
+
+    fn pop(&mut self) -> Option<(Millis, Event)> {
+        let std::cmp::Reverse((at, _, slot)) = self.heap.pop()?;
+        let event = self.slab[slot].take().expect("a queued event is in the slab");
+        self.free.push(slot);
+        Some((at, event))
     }
 }
 
@@ -382,7 +403,7 @@ fn end_pause<M>(node: &mut SimNode<M>, troubles: &mut Vec<Trouble>, now: Millis)
 pub struct Simulation<M: NodeMachine = NodeState> {
     params: SimParams,
     now: Millis,
-    queue: BinaryHeap<Queued>,
+    queue: EventQueue,
     seq: u64,
     nodes: Vec<SimNode<M>>,
     network: Network,
@@ -403,6 +424,35 @@ pub struct Simulation<M: NodeMachine = NodeState> {
     incarnations: BTreeMap<(usize, u64), Incarnation>,
     /// When [`Simulation::settle`] healed everything (presence is checked after a quiet time).
     settled_at: Option<Millis>,
+    /// The JSON round trip of every message sent, done once per distinct message.
+    codec: CodecCheck,
+}
+
+/// The JSON round trip of [`codec_round_trip`], done once per distinct message of a sender:
+/// a node sends the same heartbeat or lease request to every node in turn, and a message
+/// equal to one that survived the round trip survives it too (the round trip is a pure
+/// function of the value), so only the first copy is encoded and decoded.
+#[derive(Default)]
+struct CodecCheck {
+    /// Per sender, the last message checked.
+    last: Vec<Option<PeerMsg>>,
+    /// The encoding buffer, kept between messages.
+    buf: Vec<u8>,
+}
+
+impl CodecCheck {
+    /// `msg` after a JSON round trip (or `msg` itself if its sender's last message was equal).
+    fn check(&mut self, from: usize, msg: PeerMsg) -> PeerMsg {
+        if self.last.len() <= from {
+            self.last.resize(from + 1, None);
+        }
+        if self.last[from].as_ref() == Some(&msg) {
+            return msg;
+        }
+        let back = round_trip_into(&mut self.buf, &msg);
+        self.last[from] = Some(msg);
+        back
+    }
 }
 
 impl<M: NodeMachine> Simulation<M> {
@@ -451,7 +501,7 @@ impl<M: NodeMachine> Simulation<M> {
             rng_ids: SimRng::new(params.seed, 5),
             params,
             now: 0,
-            queue: BinaryHeap::new(),
+            queue: EventQueue::default(),
             seq: 0,
             nodes,
             purged: BTreeSet::new(),
@@ -461,6 +511,7 @@ impl<M: NodeMachine> Simulation<M> {
             stats: SimStats::default(),
             incarnations: BTreeMap::new(),
             settled_at: None,
+            codec: CodecCheck::default(),
         };
         for i in 0..n {
             sim.boot(i);
@@ -579,6 +630,14 @@ impl<M: NodeMachine> Simulation<M> {
             live.iter().filter_map(|(_, m)| Some((m.incarnation().clone(), m.presence_digest()?))).collect();
         let names: Vec<NodeName> = live.iter().map(|(i, _)| self.nodes[*i].name.clone()).collect();
         let mut found = checker::check_presence(&digests, &names);
+        // No leaks: a live gateway keeps exactly the sockets its clients have open.
+        for (i, m) in &live {
+            let gen = self.nodes[*i].gen;
+            let open = self.workload.clients.iter().filter(|c| c.node == *i && c.gen == gen && c.open).count();
+            if let Some(kept) = m.sockets_kept().filter(|&k| k != open) {
+                found.push(Violation::SocketsLeaked { node: m.incarnation().clone(), kept, open });
+            }
+        }
         for c in &self.workload.clients {
             let Some(gateway) = self.incarnations.get(&(c.node, c.gen)) else { continue };
             let conn = ConnId { gateway: gateway.clone(), socket: c.socket };
@@ -655,6 +714,11 @@ impl<M: NodeMachine> Simulation<M> {
         self.nodes[i].machine.as_ref()
     }
 
+    /// The incarnation of node `i`'s boot `gen`, if it booted.
+    pub fn incarnation_of(&self, i: usize, gen: u64) -> Option<crate::ids::Incarnation> {
+        self.incarnations.get(&(i, gen)).cloned()
+    }
+
     /// Node `i`'s clock.
     pub fn clock(&self, i: usize) -> SimClock {
         self.nodes[i].clock
@@ -673,13 +737,10 @@ impl<M: NodeMachine> Simulation<M> {
 
     /// Process every event up to and including global instant `t`, then stand at `t`.
     pub fn run_until(&mut self, t: Millis) {
-        while let Some(top) = self.queue.peek() {
-            if top.at > t {
-                break;
-            }
-            let q = self.queue.pop().expect("peeked");
-            self.now = q.at;
-            self.dispatch(q.event);
+        while self.queue.next_at().is_some_and(|at| at <= t) {
+            let (at, event) = self.queue.pop().expect("peeked");
+            self.now = at;
+            self.dispatch(event);
         }
         self.now = self.now.max(t);
     }
@@ -824,6 +885,17 @@ impl<M: NodeMachine> Simulation<M> {
             let to_gen = self.nodes[to].gen;
             self.schedule(self.now, Event::Deliver { to, to_gen, from, from_gen, msg });
         }
+    }
+
+    /// Deliver the earliest held message now; the others stay held and the filters stay.
+    pub fn release_first_held(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let (from, to, from_gen, msg) = self.held.remove(0);
+        self.trace.log(self.now, || format!("SCRIPT release held {}", trace::msg_summary(&msg)));
+        let to_gen = self.nodes[to].gen;
+        self.schedule(self.now, Event::Deliver { to, to_gen, from, from_gen, msg });
     }
 
     /// Carry out one fault.
@@ -1046,7 +1118,7 @@ impl<M: NodeMachine> Simulation<M> {
 
     fn schedule(&mut self, at: Millis, event: Event) {
         self.seq += 1;
-        self.queue.push(Queued { at, seq: self.seq, event });
+        self.queue.push(at, self.seq, event);
     }
 
     fn dispatch(&mut self, event: Event) {
@@ -1211,7 +1283,7 @@ impl<M: NodeMachine> Simulation<M> {
             self.trace.log(self.now, || format!("BUG: {} sends to unknown node {to}", self.nodes[i].name));
             return;
         };
-        let msg = if self.params.codec_check { codec_round_trip(&msg) } else { msg };
+        let msg = if self.params.codec_check { self.codec.check(i, msg) } else { msg };
         if self.trace.on() && !self.routine(&msg) {
             let line = trace::msg_summary(&msg);
             let (a, b) = (self.nodes[i].name.clone(), to.clone());
@@ -1219,7 +1291,9 @@ impl<M: NodeMachine> Simulation<M> {
         }
         if !self.intercepts.is_empty() {
             let kind = trace::msg_kind(&msg);
-            if let Some(k) = self.intercepts.iter().position(|h| h.from == i && h.to == j && h.kind == kind) {
+            let inner = trace::presence_kind(&msg);
+            let matches = |h: &Intercept| h.kind == kind || Some(h.kind.as_str()) == inner;
+            if let Some(k) = self.intercepts.iter().position(|h| h.from == i && h.to == j && matches(h)) {
                 if self.intercepts[k].mode != InterceptMode::DropAll {
                     if self.intercepts[k].mode == InterceptMode::HoldNext {
                         self.intercepts.remove(k);
@@ -1242,8 +1316,12 @@ impl<M: NodeMachine> Simulation<M> {
             self.stats.lost += 1;
         }
         let (from_gen, to_gen) = (self.nodes[i].gen, self.nodes[j].gen);
-        for at in arrivals {
-            self.schedule(at, Event::Deliver { to: j, to_gen, from: i, from_gen, msg: msg.clone() });
+        // Copies for duplicates; the message itself goes with the last arrival.
+        if let Some((&last, copies)) = arrivals.split_last() {
+            for &at in copies {
+                self.schedule(at, Event::Deliver { to: j, to_gen, from: i, from_gen, msg: msg.clone() });
+            }
+            self.schedule(last, Event::Deliver { to: j, to_gen, from: i, from_gen, msg });
         }
     }
 
@@ -1377,9 +1455,14 @@ impl<M: NodeMachine> Simulation<M> {
 /// # Panics
 /// If the message does not survive the round trip (a bug in the message types).
 pub fn codec_round_trip(msg: &PeerMsg) -> PeerMsg {
-    let bytes = serde_json::to_vec(msg).unwrap_or_else(|e| panic!("PeerMsg does not encode: {e}: {msg:?}"));
-    let back: PeerMsg =
-        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("PeerMsg does not decode: {e}: {msg:?}"));
+    round_trip_into(&mut Vec::new(), msg)
+}
+
+/// [`codec_round_trip`], encoding into `buf` (cleared first).
+fn round_trip_into(buf: &mut Vec<u8>, msg: &PeerMsg) -> PeerMsg {
+    buf.clear();
+    serde_json::to_writer(&mut *buf, msg).unwrap_or_else(|e| panic!("PeerMsg does not encode: {e}: {msg:?}"));
+    let back: PeerMsg = serde_json::from_slice(buf).unwrap_or_else(|e| panic!("PeerMsg does not decode: {e}: {msg:?}"));
     assert_eq!(&back, msg, "PeerMsg changed in a JSON round trip");
     back
 }

@@ -60,6 +60,10 @@ pub enum Step {
         /// The new client's name.
         new: &'static str,
     },
+    /// The client leaves its first topic cleanly; its socket stays open.
+    Leave(&'static str),
+    /// The client joins its first topic again on the same socket (after a leave or a revoke).
+    Rejoin(&'static str),
     /// The client's socket drops uncleanly.
     Drop(&'static str),
     /// The client's socket closes cleanly.
@@ -102,6 +106,8 @@ pub enum Step {
     },
     /// Stop holding messages back and deliver every held one now.
     ReleaseHeld,
+    /// Deliver the earliest held message now; the others stay held, and the filters stay.
+    ReleaseFirstHeld,
     /// Lose every message of a kind from one node to another from now on.
     DropAll {
         /// Sender.
@@ -135,6 +141,15 @@ pub enum Step {
     ExpectNotJoined(&'static str),
     /// Expect the client to be joined now.
     ExpectJoined(&'static str),
+    /// Expect `node`'s presence replica to show the client's connection (`shown`) or not.
+    ExpectPresence {
+        /// The node whose replica is read.
+        node: &'static str,
+        /// The client.
+        client: &'static str,
+        /// Whether it must show the client.
+        shown: bool,
+    },
 }
 
 /// What a script did and found.
@@ -288,6 +303,22 @@ impl<M: NodeMachine> Player<M> {
                     None => self.fail(format!("{client} cannot resume on {node}")),
                 }
             }
+            Step::Leave(client) => {
+                let id = self.client(client);
+                let Some(topic) = self.sim.workload().get(id).channels.keys().next().cloned() else {
+                    return self.fail(format!("{client} has no topic to leave"));
+                };
+                self.say(format!("{client} leaves {topic}"));
+                self.sim.client_leave(id, topic);
+            }
+            Step::Rejoin(client) => {
+                let id = self.client(client);
+                let Some(topic) = self.sim.workload().get(id).channels.keys().next().cloned() else {
+                    return self.fail(format!("{client} has no topic to join again"));
+                };
+                self.say(format!("{client} joins {topic} again on the same socket"));
+                self.sim.client_join_topic(id, topic);
+            }
             Step::Drop(client) => {
                 self.say(format!("drop {client}"));
                 let id = self.client(client);
@@ -355,6 +386,10 @@ impl<M: NodeMachine> Player<M> {
                 self.say("release held messages".into());
                 self.sim.release_held();
             }
+            Step::ReleaseFirstHeld => {
+                self.say("release the earliest held message".into());
+                self.sim.release_first_held();
+            }
             Step::DropAll { from, to, kind } => {
                 self.say(format!("lose every {kind} {from} -> {to}"));
                 let (f, t) = (self.sim.node_index(from), self.sim.node_index(to));
@@ -406,6 +441,23 @@ impl<M: NodeMachine> Player<M> {
                 } else {
                     let state = self.sim.workload().get(id).channels.clone();
                     self.fail(format!("{client} is not joined: {state:?}"));
+                }
+            }
+            Step::ExpectPresence { node, client, shown } => {
+                let id = self.client(client);
+                let c = self.sim.workload().get(id);
+                let (gateway_node, gen, socket) = (c.node, c.gen, c.socket);
+                let i = self.sim.node_index(node);
+                let topics = match (self.sim.incarnation_of(gateway_node, gen), self.sim.machine(i)) {
+                    (Some(gateway), Some(m)) => m.presence_of(&crate::ids::ConnId { gateway, socket }),
+                    _ => Vec::new(),
+                };
+                if topics.is_empty() == *shown {
+                    let what = if *shown { "does not show" } else { "still shows" };
+                    self.fail(format!("{node} {what} {client} ({topics:?})"));
+                } else {
+                    let what = if *shown { "shows" } else { "no longer shows" };
+                    self.say(format!("{node} {what} {client}, as expected"));
                 }
             }
             Step::ExpectNotJoined(client) => {

@@ -1,7 +1,7 @@
 //! A run's human-readable trace: the last lines before a failure, or all of it for one seed.
 
 use crate::ids::Millis;
-use crate::node::{Input, PeerMsg, Record};
+use crate::node::{Input, PeerMsg, PresenceMsg, Record};
 use std::collections::VecDeque;
 
 /// The last `capacity` lines of a run (0: no trace, `usize::MAX`: everything).
@@ -57,6 +57,17 @@ pub fn msg_kind(msg: &PeerMsg) -> String {
     let json = serde_json::to_string(msg).unwrap_or_default();
     let tag = json.trim_start_matches(['{', '"']);
     tag.split('"').next().unwrap_or("?").to_owned()
+}
+
+/// The kind of a presence message (`Delta`, `SnapshotRequest`, `SnapshotChunk`), which
+/// scripts may name instead of the outer `Presence`.
+pub fn presence_kind(msg: &PeerMsg) -> Option<&'static str> {
+    match msg {
+        PeerMsg::Presence(PresenceMsg::Delta(_)) => Some("Delta"),
+        PeerMsg::Presence(PresenceMsg::SnapshotRequest { .. }) => Some("SnapshotRequest"),
+        PeerMsg::Presence(PresenceMsg::SnapshotChunk(_)) => Some("SnapshotChunk"),
+        _ => None,
+    }
 }
 
 /// One line about a peer message.
