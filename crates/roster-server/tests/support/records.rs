@@ -25,7 +25,9 @@ fn at(r: &Record) -> Millis {
         | Record::Reattached { at, .. }
         | Record::Ended { at, .. }
         | Record::LeaseHeld { at, .. }
-        | Record::LeaseDropped { at, .. } => *at,
+        | Record::LeaseDropped { at, .. }
+        | Record::ActivationStarted { at, .. }
+        | Record::ActivationEnded { at, .. } => *at,
     }
 }
 
