@@ -16,11 +16,16 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Per-user logic (a game's player, a chat user's unread counter) is a [`UserBehaviour`]: one
+//! activation per user with a live session, on the user's home, reached from any node with
+//! [`Node::user`] (`examples/game_lobby.rs`, `examples/embedded_chat.rs`).
+//!
 //! The pure logic is in [`core`] (`roster-core`); the actors and the embedding API come from
 //! `roster-runtime` and are re-exported here.
 
 pub use roster_core as core;
 pub use roster_runtime::{
-    CloseReason, ConnEvent, Connection, ConnectionHandle, JoinError, JoinRequest, Joined, Node, NodeOptions,
-    PresenceSubscription, PushError, RuntimeError, Session, Stats, TopicPresence,
+    CloseReason, ConnEvent, Connection, ConnectionHandle, JoinError, JoinRequest, Joined, KeepSessions, Node,
+    NodeOptions, PresenceSubscription, PushError, RuntimeError, Session, Stats, TopicPresence, UserBehaviour, UserCtx,
+    UserError, UserRef, DEFAULT_CALL_TIMEOUT,
 };

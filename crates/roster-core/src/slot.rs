@@ -678,6 +678,26 @@ impl ScopeSlots {
     }
 }
 
+/// One session at a time (what a user actor's `kick` does).
+impl ScopeSlots {
+    /// Revoke the slot of one connection (a kick of one session): a held record is revoked
+    /// (it counts until its gateway confirms, then whoever waits is admitted), a reservation
+    /// goes at once. Other connections keep theirs.
+    pub fn kick_conn(&mut self, conn: &ConnId, reason: &str) -> Vec<SlotEffect> {
+        let mut fx = Vec::new();
+        self.records.retain(|r| !(&r.conn == conn && matches!(r.state, SlotState::Reserved { .. })));
+        for r in self.records.iter_mut().filter(|r| &r.conn == conn && r.state == SlotState::Held) {
+            r.state = SlotState::Revoking;
+            fx.push(SlotEffect::Revoke {
+                conn: r.conn.clone(),
+                token: r.token,
+                reason: RevokeReason::Kicked(reason.into()),
+            });
+        }
+        fx
+    }
+}
+
 #[cfg(test)]
 #[path = "slot_tests.rs"]
 mod tests;

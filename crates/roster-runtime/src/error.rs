@@ -1,6 +1,7 @@
 //! The runtime's errors: why a node could not start, why a join failed, why a push was refused.
 
 use roster_core::ConfigError;
+use std::time::Duration;
 
 /// Why a node could not start or an operation could not reach it.
 #[derive(Debug, thiserror::Error)]
@@ -111,4 +112,43 @@ pub enum PushError {
     /// The connection is closed.
     #[error("closed")]
     Closed,
+}
+
+/// Why a call, cast or info request to a user did not get an answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    /// The user's home serves it and the user has no live session, slot, reservation or
+    /// waiting join: messages never start an activation.
+    #[error("not_active: the user has no live session")]
+    NotActive,
+    /// No node served the user's partition within the timeout (no quorum, or it is moving).
+    #[error("no_home: no node serves the user's partition")]
+    NoHome,
+    /// Sent, but no answer came within the timeout (the home may have handled it).
+    #[error("timeout: no answer within {0:?}")]
+    Timeout(Duration),
+    /// The activation failed on it: the message did not decode there, or the application
+    /// panicked (a fresh activation follows).
+    #[error("failed: {0}")]
+    Failed(String),
+    /// The message or the reply could not be encoded or decoded here.
+    #[error("codec: {0}")]
+    Codec(String),
+    /// The node has shut down.
+    #[error("the node is not running")]
+    NotRunning,
+}
+
+impl UserError {
+    /// A short reason, as the HTTP API spells it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            UserError::NotActive => "not_active",
+            UserError::NoHome => "no_quorum",
+            UserError::Timeout(_) => "timeout",
+            UserError::Failed(_) => "failed",
+            UserError::Codec(_) => "bad_request",
+            UserError::NotRunning => "not_running",
+        }
+    }
 }

@@ -20,6 +20,7 @@ use crate::gateway::{Gateway, GatewayArgs, GatewayMsg};
 use crate::node_actor::{NodeActor, NodeArgs, NodeMsg, NodeStatus, PeerInbox, Published};
 use crate::presence_shard::{PresenceShard, ShardArgs, ShardMsg, Subscriber};
 use crate::record_log::RecordLog;
+use crate::users::{self, host::Shared, KeepSessions, UserBehaviour, UserRef};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use ractor_cluster::RactorMessage;
 use roster_core::{
@@ -46,6 +47,9 @@ pub struct NodeOptions {
     /// Write every record (grants, horizons, ends, lease changes) to this file as JSON lines
     /// in Unix milliseconds (see `RecordLog`); off by default.
     pub records: Option<PathBuf>,
+    /// The user actors' behaviour (see [`NodeOptions::users`]): [`KeepSessions`] unless set;
+    /// `None` runs no user actors ([`NodeOptions::without_user_actors`]).
+    pub(crate) user_actors: Option<Arc<dyn users::host::Spawner>>,
 }
 
 impl NodeOptions {
@@ -56,7 +60,29 @@ impl NodeOptions {
 
     /// Node `node` of `config`.
     pub fn for_node(config: Config, node: NodeName) -> Self {
-        Self { config, node, data_dir: None, safeguards: Safeguards::default(), records: None }
+        Self {
+            config,
+            node,
+            data_dir: None,
+            safeguards: Safeguards::default(),
+            records: None,
+            user_actors: Some(Arc::new(users::Behaviour(Arc::new(KeepSessions)))),
+        }
+    }
+
+    /// Run `behaviour` for every user with a live session, on the user's home (see
+    /// [`UserBehaviour`]; reach a user with [`Node::user`]).
+    pub fn users<B: UserBehaviour>(mut self, behaviour: B) -> Self {
+        self.user_actors = Some(Arc::new(users::Behaviour(Arc::new(behaviour))));
+        self
+    }
+
+    /// Run no user actors at all: no activation is decided, spawned or recorded
+    /// ([`Node::user`] answers [`UserError::NotActive`](crate::UserError::NotActive) for
+    /// everyone). What a user actor costs is measured against this (`BENCHMARKS.md`).
+    pub fn without_user_actors(mut self) -> Self {
+        self.user_actors = None;
+        self
     }
 
     /// Write the record log to `path`.
@@ -130,6 +156,9 @@ pub struct Stats {
     pub presence_entries: usize,
     /// Actors alive: the supervisor, node actor, gateway, shards, and one per connection.
     pub actors: usize,
+    /// User activations on this node (users homed here with a live session; they are not
+    /// actors: see [`UserBehaviour`]).
+    pub user_activations: usize,
 }
 
 #[derive(RactorMessage)]
@@ -146,6 +175,7 @@ struct SupArgs {
     ready: watch::Sender<bool>,
     records: Option<RecordLog>,
     inbox: Arc<PeerInbox>,
+    users: Arc<Shared>,
 }
 
 struct SupState {
@@ -182,6 +212,7 @@ impl Actor for NodeSupervisor {
             ready: args.ready,
             records: args.records,
             inbox: args.inbox,
+            users: args.users,
         };
         let (node, _) = Actor::spawn_linked(None, NodeActor, node_args, myself.get_cell()).await?;
         let gw_args = GatewayArgs { node: node.clone(), max_topics };
@@ -247,6 +278,7 @@ struct NodeInner {
     cluster: Option<Cluster>,
     next_socket: AtomicU64,
     next_subscription: AtomicU64,
+    users: Arc<Shared>,
 }
 
 /// A running Roster node, embedded in this process. Cheap to clone.
@@ -290,6 +322,14 @@ impl Node {
         let links = (opts.config.cluster.nodes.len() > 1).then(|| Links::new(&opts.config, &opts.node));
         let inbox = Arc::new(PeerInbox::default());
         let published = Published::default();
+        let users = Shared::new(
+            opts.node.clone(),
+            clock,
+            opts.config.cluster.partitions,
+            opts.safeguards.fence_activations_at_deadline && opts.safeguards.activations_follow_lease,
+            links.clone(),
+            opts.user_actors.clone(),
+        );
         let (ready_tx, ready) = watch::channel(false);
         let args = SupArgs {
             boot,
@@ -300,6 +340,7 @@ impl Node {
             ready: ready_tx,
             records,
             inbox: inbox.clone(),
+            users: users.clone(),
         };
         let (supervisor, _) = Actor::spawn(None, NodeSupervisor, args)
             .await
@@ -335,6 +376,7 @@ impl Node {
                 cluster,
                 next_socket: AtomicU64::new(1),
                 next_subscription: AtomicU64::new(1),
+                users,
             }),
         })
     }
@@ -431,6 +473,12 @@ impl Node {
             .flatten()
     }
 
+    /// A user, as any node reaches it: calls and casts to its one live activation wherever
+    /// its home is, its sessions as the home knows them, kicks (see [`UserRef`]).
+    pub fn user(&self, id: impl Into<UserId>) -> UserRef {
+        UserRef::new(id.into(), self.inner.users.clone())
+    }
+
     /// Revoke `user`'s slots (in one topic's scope, or all): their clients get `slot_revoked`
     /// with `reason`.
     pub fn kick(&self, user: UserId, topic: Option<Topic>, reason: impl Into<String>) {
@@ -483,6 +531,7 @@ impl Node {
             slots: status.counts.gateway_slots,
             presence_entries: status.counts.presence_entries,
             actors: 3 + self.inner.shard_count + sessions,
+            user_activations: self.inner.users.count(),
         })
     }
 

@@ -211,6 +211,8 @@ pub struct NodeArgs {
     pub records: Option<RecordLog>,
     /// Messages from peers (filled by the cluster link).
     pub inbox: Arc<PeerInbox>,
+    /// The user actors' table and answers.
+    pub(crate) users: Arc<crate::users::host::Shared>,
 }
 
 /// The node actor. See the module documentation.
@@ -238,6 +240,8 @@ pub struct NodeActorState {
     /// Validations forwarded to a peer home, by request id.
     validations: HashMap<u64, RpcReplyPort<Option<bool>>>,
     next_validation: u64,
+    /// User actors: the core decides, this carries it out.
+    users: Arc<crate::users::host::Shared>,
 }
 
 /// How long a validation forwarded to the user's home may take.
@@ -272,6 +276,7 @@ impl NodeActorState {
                     }
                     Effect::Client { socket, topic, event } => self.deliver(socket, topic, event),
                     Effect::PresenceChanged(changes) => self.presence_changed(changes),
+                    Effect::User(u) => self.users.execute(u),
                     Effect::Record(r) => {
                         if let Some(log) = &mut self.records {
                             log.write(&r);
@@ -384,7 +389,9 @@ impl Actor for NodeActor {
 
     async fn pre_start(&self, myself: ActorRef<NodeMsg>, args: NodeArgs) -> Result<NodeActorState, ActorProcessingErr> {
         let me = args.boot.me.node.clone();
-        let core = NodeState::new(args.boot, args.clock.now());
+        let mut core = NodeState::new(args.boot, args.clock.now());
+        core.set_user_actors(args.users.enabled());
+        args.users.set_actor(myself.clone());
         let mut st = NodeActorState {
             core,
             me,
@@ -404,6 +411,7 @@ impl Actor for NodeActor {
             shutting_down: false,
             validations: HashMap::new(),
             next_validation: 1,
+            users: args.users,
         };
         st.run(Input::Tick)?;
         st.schedule(&myself);

@@ -1,5 +1,5 @@
 //! The HTTP side of a node: the router (`/socket/websocket`, `/health`, `/ready`, `/cluster`,
-//! `/metrics`, the backend API `/presence`, `/slot`, `/kick` behind the `api_key`, and the
+//! `/metrics`, the backend API `/presence`, `/slot`, `/kick`, `/user` behind the `api_key`, and the
 //! built-in pages: `/dashboard`, and `/` in demo mode), and
 //! [`serve`], which runs it on a listener the caller bound until a shutdown future resolves.
 
@@ -60,6 +60,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/presence", get(presence))
         .route("/slot", get(slot))
         .route("/kick", post(kick))
+        .route("/user", get(crate::user_api::user))
         .merge(crate::demo::routes(state.node.config().server.demo))
         .merge(crate::dashboard::routes())
         .merge(crate::assets::routes())
@@ -169,7 +170,7 @@ fn ops_refusal(st: &AppState, headers: &HeaderMap, endpoint: OpenEndpoint) -> Op
 
 /// The backend API needs `Authorization: Bearer <api_key>`; with no key configured it is off.
 /// `Some(response)` refuses the request.
-fn refusal(st: &AppState, headers: &HeaderMap) -> Option<Response> {
+pub(crate) fn refusal(st: &AppState, headers: &HeaderMap) -> Option<Response> {
     if st.api_key.is_empty() {
         return Some(
             (

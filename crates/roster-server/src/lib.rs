@@ -18,6 +18,7 @@
 //! - `guard`: what one socket may send (reserved events, joins per second, meta size, the
 //!   token's topics and expiry).
 //! - `socket`: one Phoenix v2 WebSocket over a runtime connection.
+//! - `user_api`: `GET /user?id=U`, a user as its home sees it ([`user_json`]).
 //! - `demo`: demo mode's room page at `/` and its dev-only token endpoint.
 //! - `dashboard`: the live dashboard at `/dashboard` and the admin topic that feeds it
 //!   ([`Dashboard`]).
@@ -46,6 +47,7 @@ mod meta_json;
 mod metrics;
 mod socket;
 mod token;
+mod user_api;
 
 pub use app::{router, serve, AppState};
 pub use cli::*;
@@ -54,3 +56,4 @@ pub use frame::*;
 pub use meta_json::*;
 pub use metrics::Metrics;
 pub use token::*;
+pub use user_api::user_json;

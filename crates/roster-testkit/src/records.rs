@@ -26,7 +26,9 @@ pub fn record_at(r: &Record) -> Millis {
         | Record::Reattached { at, .. }
         | Record::Ended { at, .. }
         | Record::LeaseHeld { at, .. }
-        | Record::LeaseDropped { at, .. } => *at,
+        | Record::LeaseDropped { at, .. }
+        | Record::ActivationStarted { at, .. }
+        | Record::ActivationEnded { at, .. } => *at,
     }
 }
 

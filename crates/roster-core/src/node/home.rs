@@ -45,6 +45,9 @@ pub(super) struct Home {
     collected: Vec<HeldSlot>,
     /// Older connections of a tab already told to close while the scan runs.
     closed_early: BTreeSet<(ConnId, SlotToken)>,
+    /// Users whose slots changed in this turn (their activation is brought up to date at the
+    /// end of the turn: `users.rs`).
+    touched: BTreeSet<UserId>,
 }
 
 impl Home {
@@ -82,6 +85,7 @@ impl Home {
 
     /// Bring the indexes up to date after `key`'s slots changed; forget an idle user.
     fn reindex(&mut self, key: &UserKey) {
+        self.touched.insert(key.0.clone());
         if let Some(d) = self.deadline_of.remove(key) {
             self.deadlines.remove(&(d, key.clone()));
         }
@@ -161,6 +165,7 @@ impl NodeState {
             scan_over: false,
             collected: Vec::new(),
             closed_early: BTreeSet::new(),
+            touched: BTreeSet::new(),
         };
         for name in self.peers.keys() {
             home.unanswered.insert(name.clone(), now);
@@ -169,7 +174,8 @@ impl NodeState {
         self.send_scans(p, now, fx);
     }
 
-    pub(super) fn stop_home(&mut self, p: PartitionId, _now: Millis, fx: &mut Vec<Effect>) {
+    pub(super) fn stop_home(&mut self, p: PartitionId, now: Millis, fx: &mut Vec<Effect>) {
+        self.users_partition_lost(p, now, fx);
         let Some(home) = self.homes.remove(&p) else { return };
         // Joins waiting here are told to ask again; the next home will answer them.
         for ((_, scope), u) in home.users {
@@ -356,7 +362,7 @@ impl NodeState {
     }
 
     /// Whether this node may act as home of `p` at `now`: a valid lease and a finished scan.
-    fn serving(&self, p: PartitionId, now: Millis) -> bool {
+    pub(super) fn serving(&self, p: PartitionId, now: Millis) -> bool {
         self.leases.valid(p, now).is_some() && self.homes.get(&p).is_some_and(|h| h.scan_over)
     }
 
@@ -395,6 +401,7 @@ impl NodeState {
             .or_insert_with(|| UserScope { slots: ScopeSlots::new(), rules });
         u.slots.set_unsafe_switches(switches);
         u.slots.set_new_tabs_blocked(blocked);
+        self.users.note_topic(&user, &conn, &scope, &topic);
         let effects = u.slots.join(conn, tab, role.as_ref(), &u.rules, &mut home.mint, now);
         for e in effects {
             self.slot_effect(&user, &scope, e, now, fx);
@@ -425,6 +432,7 @@ impl NodeState {
             u.slots.set_new_tabs_blocked(blocked);
             effects = u.slots.released(&conn, token, clean, &u.rules, &mut home.mint, now);
         }
+        self.users.note_release(&conn, token, clean);
         for e in effects {
             self.slot_effect(&user, &scope, e, now, fx);
         }
@@ -444,6 +452,7 @@ impl NodeState {
         if !self.serving(p, now) {
             return;
         }
+        self.users_note_kick(p, &user, scope.as_ref(), &reason);
         let home = self.homes.get_mut(&p).expect("serving");
         let mut effects = Vec::new();
         for ((u, s), us) in home.users.iter_mut() {
@@ -543,6 +552,7 @@ impl NodeState {
 
     /// Carry out one effect of a user's slot machine.
     fn slot_effect(&mut self, user: &UserId, scope: &ScopeKey, e: SlotEffect, _now: Millis, fx: &mut Vec<Effect>) {
+        self.users.note_slot_effect(&e);
         let me = self.me.clone();
         match e {
             SlotEffect::Grant { conn, token, .. } => {
@@ -580,6 +590,75 @@ impl NodeState {
                 );
             }
             SlotEffect::Freed { .. } => {}
+        }
+    }
+}
+
+/// What the user actors' side (`users.rs`) reads of a home.
+impl Home {
+    /// Every slot record of `user`, in every scope.
+    pub(super) fn records_of<'a>(
+        &'a self,
+        user: &'a UserId,
+    ) -> impl Iterator<Item = (&'a ScopeKey, &'a crate::slot::SlotRecord)> + 'a {
+        self.users
+            .range((user.clone(), ScopeKey::Topic(Topic::default()))..)
+            .take_while(move |((u, _), _)| u == user)
+            .flat_map(|((_, scope), us)| us.slots.records().iter().map(move |r| (scope, r)))
+    }
+
+    /// Whether `user` holds a slot, reservation or waiting join here.
+    pub(super) fn has_user(&self, user: &UserId) -> bool {
+        self.users
+            .range((user.clone(), ScopeKey::Topic(Topic::default()))..)
+            .next()
+            .is_some_and(|((u, _), _)| u == user)
+    }
+
+    /// The next token of this home's mint (an activation's fencing token).
+    pub(super) fn next_token(&mut self) -> SlotToken {
+        self.mint.next_token()
+    }
+
+    /// The users touched since the last call.
+    pub(super) fn take_touched(&mut self) -> BTreeSet<UserId> {
+        std::mem::take(&mut self.touched)
+    }
+
+    /// Mark `user` for an update of its activation at the end of the turn.
+    pub(super) fn touch(&mut self, user: &UserId) {
+        self.touched.insert(user.clone());
+    }
+
+    /// Whether any user was touched this turn.
+    pub(super) fn any_touched(&self) -> bool {
+        !self.touched.is_empty()
+    }
+}
+
+impl NodeState {
+    /// Revoke one session (`conn` in `scope`) of `user`, homed here: the client gets
+    /// `slot_revoked` with `reason`; whoever waits is admitted once its gateway confirms.
+    pub(super) fn home_kick_session(
+        &mut self,
+        user: UserId,
+        conn: ConnId,
+        scope: ScopeKey,
+        reason: String,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) {
+        let p = partition_of(&user, self.config.cluster.partitions);
+        if !self.serving(p, now) {
+            return;
+        }
+        let home = self.homes.get_mut(&p).expect("serving");
+        let key = (user.clone(), scope.clone());
+        let Some(us) = home.users.get_mut(&key) else { return };
+        let effects = us.slots.kick_conn(&conn, &reason);
+        home.reindex(&key);
+        for e in effects {
+            self.slot_effect(&user, &scope, e, now, fx);
         }
     }
 }

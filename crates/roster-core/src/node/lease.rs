@@ -225,6 +225,7 @@ impl NodeState {
                     if until > h.valid_until {
                         h.valid_until = until;
                         fx.push(Effect::Record(Record::LeaseHeld { at: now, partition: p, epoch: a.epoch, until }));
+                        self.users_lease_held(p, a.epoch, until, fx);
                     }
                 }
                 Some(h) if h.valid_until > now => {}
@@ -233,6 +234,7 @@ impl NodeState {
                     self.leases.held.insert(p, super::lease::Held { epoch: a.epoch, valid_until: until });
                     self.leases.served.insert(p, a.epoch);
                     fx.push(Effect::Record(Record::LeaseHeld { at: now, partition: p, epoch: a.epoch, until }));
+                    self.users_lease_held(p, a.epoch, until, fx);
                     self.start_home(p, a.epoch, now, fx);
                 }
             }
@@ -278,12 +280,16 @@ impl NodeState {
             let Some(pref) = preferred_home(*p, &live) else { continue };
             let settled = self.peers.get(&pref).is_some_and(|peer| peer.alive && now >= peer.alive_since + settle);
             if pref != self.me.node && settled {
-                give.push(Announced { partition: *p, epoch: h.epoch });
+                give.push((Announced { partition: *p, epoch: h.epoch }, pref));
             }
         }
         if give.is_empty() {
             return;
         }
+        for (a, pref) in &give {
+            self.users_hand_over(a.partition, pref, now, fx);
+        }
+        let give: Vec<Announced> = give.into_iter().map(|(a, _)| a).collect();
         for a in &give {
             self.leases.held.remove(&a.partition);
             self.stop_home(a.partition, now, fx);

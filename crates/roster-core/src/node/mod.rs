@@ -18,8 +18,11 @@ mod liveness;
 pub use liveness::PeerView;
 mod presence;
 mod types;
+mod user_view;
+mod users;
 
 pub use types::*;
+pub use user_view::*;
 
 use crate::ids::{Incarnation, Millis, NodeName};
 use crate::presence::{DeltaBuffer, PresenceTable};
@@ -84,6 +87,8 @@ pub struct NodeState {
     snapshot_asked: BTreeMap<NodeName, Millis>,
     /// Wall clock minus this node's clock at boot: `online_at` is shown in Unix milliseconds.
     wall_offset: Millis,
+    /// User actors: which users have an activation here, and what they were told.
+    users: users::Users,
 }
 
 impl NodeState {
@@ -112,6 +117,7 @@ impl NodeState {
             next_lease_round: now,
             peers,
             homes: BTreeMap::new(),
+            users: users::Users::default(),
         }
     }
 
@@ -149,7 +155,12 @@ impl NodeState {
             Input::UpdateMeta { socket, topic, meta } => self.update_meta(socket, &topic, meta, now, &mut fx),
             Input::Kick { user, topic, reason } => self.kick(user, topic, reason, now, &mut fx),
             Input::Shutdown => self.shutdown(now, &mut fx),
+            input @ (Input::UserCall { .. }
+            | Input::UserInfo { .. }
+            | Input::KickSession { .. }
+            | Input::ActivationStopped { .. }) => self.user_input(input, now, &mut fx),
         }
+        self.sync_users(now, &mut fx);
         if !self.started && self.all_homed(now) {
             self.started = true;
         }
@@ -169,6 +180,9 @@ impl NodeState {
             if let Some(d) = home.next_deadline() {
                 wake = wake.min(d);
             }
+        }
+        if let Some(w) = self.users_next_wake() {
+            wake = wake.min(w);
         }
         wake
     }
@@ -281,6 +295,13 @@ impl NodeState {
             PeerMsg::SlotReleaseAck { conn, token } => self.gateway.release_acked(&conn, token),
             PeerMsg::ScanRequest { from: inc, partition, epoch } => self.gw_scan(inc, partition, epoch, now, fx),
             PeerMsg::Presence(msg) => self.presence_msg(msg, now, fx),
+            msg @ (PeerMsg::UserCall { .. }
+            | PeerMsg::UserReply { .. }
+            | PeerMsg::UserInfo { .. }
+            | PeerMsg::UserInfoReply { .. }
+            | PeerMsg::KickSession { .. }
+            | PeerMsg::HandoverPlan { .. }
+            | PeerMsg::UserHandover { .. }) => self.user_receive(msg, now, fx),
         }
     }
 
@@ -308,6 +329,7 @@ impl NodeState {
         self.gw_shutdown(now, fx);
         self.flush_presence(now, true, fx);
         self.leases_release_all(now, fx);
+        self.users_shutdown(now, fx);
         self.homes.clear();
         self.stopped = true;
     }

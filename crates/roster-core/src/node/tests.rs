@@ -64,7 +64,7 @@ impl Cluster {
                 }
                 Effect::Client { socket, topic, event } => self.client.push((at.clone(), socket, topic, event)),
                 Effect::Record(r) => self.records.push((at.clone(), r)),
-                Effect::PersistEpoch(_) | Effect::PresenceChanged(_) => {}
+                Effect::PersistEpoch(_) | Effect::PresenceChanged(_) | Effect::User(_) => {}
             }
         }
     }

@@ -60,6 +60,49 @@ pub enum Input {
     },
     /// Graceful shutdown: release every slot and lease at once.
     Shutdown,
+    /// The backend calls (`reply`) or casts to a user's activation; `call` is the runtime's
+    /// id for the answer ([`UserEffect::Answer`](super::UserEffect::Answer)).
+    UserCall {
+        /// The runtime's call id.
+        call: u64,
+        /// The user.
+        user: UserId,
+        /// The application's message, encoded.
+        body: Vec<u8>,
+        /// Whether an answer is wanted (a call) or not (a cast).
+        reply: bool,
+    },
+    /// The backend asks for a user's sessions as its home knows them
+    /// ([`UserEffect::Info`](super::UserEffect::Info)).
+    UserInfo {
+        /// The runtime's call id.
+        call: u64,
+        /// The user.
+        user: UserId,
+    },
+    /// Revoke one session of a user (from any node; the home decides).
+    KickSession {
+        /// The user.
+        user: UserId,
+        /// The session's connection.
+        conn: ConnId,
+        /// Its scope.
+        scope: ScopeKey,
+        /// The reason the client sees in `slot_revoked`.
+        reason: String,
+    },
+    /// The runtime stopped an activation: after a handover with its `state`, or because the
+    /// application's code panicked (`failed`).
+    ActivationStopped {
+        /// The user.
+        user: UserId,
+        /// The activation.
+        token: SlotToken,
+        /// The application's state, encoded (handover only).
+        state: Option<Vec<u8>>,
+        /// The application's code panicked.
+        failed: bool,
+    },
 }
 
 /// A client's join as the gateway sees it.
@@ -105,6 +148,8 @@ pub enum Effect {
     PresenceChanged(crate::PresenceChanges),
     /// Something a checker needs to rebuild holding intervals; the runtime logs it.
     Record(Record),
+    /// Start, feed, fence or stop a user's activation, or answer a caller.
+    User(super::UserEffect),
 }
 
 /// What a client is told.
@@ -328,6 +373,79 @@ pub enum PeerMsg {
     },
     /// Presence replication: the sender's own entries.
     Presence(PresenceMsg),
+    /// A call or cast to a user's activation, sent to the user's home.
+    UserCall {
+        /// The calling incarnation (the answer goes back to it).
+        from: Incarnation,
+        /// Its call id.
+        call: u64,
+        /// The user.
+        user: UserId,
+        /// The application's message, encoded.
+        body: Vec<u8>,
+        /// Whether an answer is wanted.
+        reply: bool,
+    },
+    /// The home's (or its activation's) answer to a [`PeerMsg::UserCall`].
+    UserReply {
+        /// The calling incarnation.
+        to: Incarnation,
+        /// Its call id.
+        call: u64,
+        /// The answer.
+        answer: super::UserAnswer,
+    },
+    /// Ask the user's home for its view of the user.
+    UserInfo {
+        /// The asking incarnation.
+        from: Incarnation,
+        /// Its call id.
+        call: u64,
+        /// The user.
+        user: UserId,
+    },
+    /// The answer to a [`PeerMsg::UserInfo`]; `None`: the node is not serving the user's
+    /// partition.
+    UserInfoReply {
+        /// The asking incarnation.
+        to: Incarnation,
+        /// Its call id.
+        call: u64,
+        /// The home's view.
+        view: Option<super::UserView>,
+    },
+    /// A kick of one session, forwarded to the user's home.
+    KickSession {
+        /// The user.
+        user: UserId,
+        /// The session's connection.
+        conn: ConnId,
+        /// Its scope.
+        scope: ScopeKey,
+        /// The reason.
+        reason: String,
+    },
+    /// Handover: the old home tells the new one which users' states follow, so it waits for
+    /// them (up to `lease_ms`) instead of starting those users fresh.
+    HandoverPlan {
+        /// The old home.
+        from: Incarnation,
+        /// The partition.
+        partition: PartitionId,
+        /// The users whose activations stopped to move.
+        users: Vec<UserId>,
+    },
+    /// Handover: one user's state, from its stopped activation `token` on the old home.
+    UserHandover {
+        /// The old home.
+        from: Incarnation,
+        /// The user.
+        user: UserId,
+        /// The stopped activation.
+        token: SlotToken,
+        /// The application's state, encoded.
+        state: Vec<u8>,
+    },
 }
 
 /// Presence replication between nodes. Each node sends only its own entries.
@@ -430,6 +548,38 @@ pub enum Record {
         /// Its epoch.
         epoch: u64,
     },
+    /// A user's activation started on this node (its home).
+    ActivationStarted {
+        /// Node clock.
+        at: Millis,
+        /// The user.
+        user: UserId,
+        /// The user's partition.
+        partition: PartitionId,
+        /// The activation's fencing token (`token.epoch` is the lease's epoch).
+        token: SlotToken,
+        /// The lease's deadline at `at` (node clock).
+        until: Millis,
+        /// The activation whose handed-over state it started from, if any.
+        handed_from: Option<SlotToken>,
+        /// The runtime fences it at its lease's deadline (the node's lease on `partition` at
+        /// `token.epoch`, renewals included): it runs nothing past it, even if the node dies or
+        /// stalls before it records the end. `false` only in ablations.
+        fenced: bool,
+    },
+    /// A user's activation ended: from `at` on it runs nothing (for a lost lease, `at` is
+    /// the lease's deadline: the runtime fences the activation there even if the node
+    /// noticed later).
+    ActivationEnded {
+        /// Node clock.
+        at: Millis,
+        /// The user.
+        user: UserId,
+        /// The activation.
+        token: SlotToken,
+        /// Why.
+        why: super::ActivationEnd,
+    },
 }
 
 impl Record {
@@ -452,6 +602,10 @@ impl Record {
                 Record::LeaseHeld { at: f(at), partition, epoch, until: f(until) }
             }
             Record::LeaseDropped { at, partition, epoch } => Record::LeaseDropped { at: f(at), partition, epoch },
+            Record::ActivationStarted { at, user, partition, token, until, handed_from, fenced } => {
+                Record::ActivationStarted { at: f(at), user, partition, token, until: f(until), handed_from, fenced }
+            }
+            Record::ActivationEnded { at, user, token, why } => Record::ActivationEnded { at: f(at), user, token, why },
         }
     }
 }
@@ -460,6 +614,12 @@ impl Record {
 /// failure it prevents. Every field is `true` in production ([`Safeguards::default`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Safeguards {
+    /// User actors: an activation lives only while its node holds the lease on the user's
+    /// partition (it stops when the lease is lost, handed over or released).
+    pub activations_follow_lease: bool,
+    /// User actors: an activation whose lease ran out is fenced at the lease's deadline, not
+    /// when the node next notices (a paused or starved node notices late).
+    pub fence_activations_at_deadline: bool,
     /// Rule 2: no lease grants for `lease_ms × (1 + max_drift)` after a start.
     pub quiet_after_restart: bool,
     /// Rule 6: a takeover grants only once the old gateway confirms.
@@ -499,6 +659,8 @@ pub struct Safeguards {
 impl Default for Safeguards {
     fn default() -> Self {
         Self {
+            activations_follow_lease: true,
+            fence_activations_at_deadline: true,
             quiet_after_restart: true,
             revoke_before_grant: true,
             keep_replaced: true,

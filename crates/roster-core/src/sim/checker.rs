@@ -330,6 +330,9 @@ pub enum Violation {
         /// Sockets its clients have open.
         open: usize,
     },
+    /// A user actor rule broke: two activations at once, tokens not growing, an activation
+    /// outside its lease, a state handed over by the wrong activation (`activations.rs`).
+    Activation(super::activations::ActivationViolation),
 }
 
 impl Violation {
@@ -347,6 +350,7 @@ impl Violation {
             Violation::GhostPresence { .. } => "P3-ghost-presence",
             Violation::MissingPresence { .. } => "P5-missing-presence",
             Violation::SocketsLeaked { .. } => "leak-sockets",
+            Violation::Activation(v) => v.kind(),
         }
     }
 
@@ -368,6 +372,7 @@ impl Violation {
             Violation::DuplicateToken { second, .. } => second.start,
             Violation::RevivedAfterHorizon { at, .. } => *at,
             Violation::UnansweredJoin { join, .. } => join.at,
+            Violation::Activation(v) => v.at(),
             Violation::PresenceDiverged { .. }
             | Violation::GhostPresence { .. }
             | Violation::MissingPresence { .. }
@@ -433,6 +438,7 @@ impl fmt::Display for Violation {
             Violation::SocketsLeaked { node, kept, open } => {
                 write!(f, "leak: {node} keeps {kept} sockets after the quiet period, its clients have {open} open")
             }
+            Violation::Activation(v) => write!(f, "{v}"),
         }
     }
 }
@@ -570,6 +576,7 @@ pub fn check(history: &History) -> Verdict {
     violations.extend(check_duplicate_tabs(&intervals, resume_overlap_bound_ms(&history.config)));
     violations.extend(check_leases(&leases));
     violations.extend(check_tokens(&intervals));
+    violations.extend(super::activations::check_activations(history).into_iter().map(Violation::Activation));
     violations.sort_by_key(Violation::at);
     let figures = measure(history, &intervals, &leases);
     Verdict { violations, figures, intervals, leases }
@@ -692,7 +699,10 @@ pub fn holding_intervals(history: &History) -> (Vec<HeldInterval>, Vec<Violation
                     close(key, o, end, why, &mut done);
                 }
             }
-            Record::LeaseHeld { .. } | Record::LeaseDropped { .. } => {}
+            Record::LeaseHeld { .. }
+            | Record::LeaseDropped { .. }
+            | Record::ActivationStarted { .. }
+            | Record::ActivationEnded { .. } => {}
         }
     }
     let dead: BTreeSet<&Incarnation> =

@@ -21,6 +21,7 @@
 //!
 //! Scripted runs ([`scenario`]) drive the same simulation step by step.
 
+pub mod activations;
 pub mod batch;
 pub mod checker;
 pub mod clock;
@@ -426,6 +427,8 @@ pub struct Simulation<M: NodeMachine = NodeState> {
     settled_at: Option<Millis>,
     /// The JSON round trip of every message sent, done once per distinct message.
     codec: CodecCheck,
+    /// The stand-in runtime of user actors (`activations.rs`).
+    users: activations::SimUsers,
 }
 
 /// The JSON round trip of [`codec_round_trip`], done once per distinct message of a sender:
@@ -512,6 +515,7 @@ impl<M: NodeMachine> Simulation<M> {
             incarnations: BTreeMap::new(),
             settled_at: None,
             codec: CodecCheck::default(),
+            users: Default::default(),
         };
         for i in 0..n {
             sim.boot(i);
@@ -1255,6 +1259,7 @@ impl<M: NodeMachine> Simulation<M> {
                     }
                 }
                 Effect::PresenceChanged(_) => {}
+                Effect::User(u) => self.user_effect(i, u),
                 Effect::Record(record) => {
                     let record = self.to_global(i, record, local);
                     let node = self.nodes[i].machine.as_ref().expect("handling").incarnation().clone();

@@ -143,5 +143,13 @@ pub fn record_summary(r: &Record) -> String {
             format!("RECORD LeaseHeld {partition}@{epoch} until={until}")
         }
         Record::LeaseDropped { partition, epoch, .. } => format!("RECORD LeaseDropped {partition}@{epoch}"),
+        Record::ActivationStarted { user, token, until, handed_from, fenced, .. } => {
+            format!(
+                "RECORD ActivationStarted {user} token={token} until={until} handed_from={handed_from:?} fenced={fenced}"
+            )
+        }
+        Record::ActivationEnded { user, token, why, .. } => {
+            format!("RECORD ActivationEnded {user} token={token} {}", why.as_str())
+        }
     }
 }

@@ -86,10 +86,19 @@ pub(crate) fn claimed_sender(wire: &Wire) -> Option<&NodeName> {
         | PeerMsg::SlotRevoke { from, .. }
         | PeerMsg::SlotClose { from, .. }
         | PeerMsg::ScanRequest { from, .. }
-        | PeerMsg::ScanReply { from, .. } => Some(&from.node),
+        | PeerMsg::ScanReply { from, .. }
+        | PeerMsg::UserCall { from, .. }
+        | PeerMsg::UserInfo { from, .. }
+        | PeerMsg::HandoverPlan { from, .. }
+        | PeerMsg::UserHandover { from, .. } => Some(&from.node),
         PeerMsg::SlotJoin { conn, .. } | PeerMsg::SlotReleased { conn, .. } => Some(&conn.gateway.node),
-        // The connection of an ack is the receiver's own; a kick names no node.
-        PeerMsg::SlotReleaseAck { .. } | PeerMsg::Kick { .. } => None,
+        // The connection of an ack and the addressee of a user answer are the receiver's own;
+        // a kick names no sender (a session kick names the session's gateway, not the sender).
+        PeerMsg::SlotReleaseAck { .. }
+        | PeerMsg::Kick { .. }
+        | PeerMsg::KickSession { .. }
+        | PeerMsg::UserReply { .. }
+        | PeerMsg::UserInfoReply { .. } => None,
         PeerMsg::Presence(PresenceMsg::Delta(d)) => Some(&d.origin.node),
         PeerMsg::Presence(PresenceMsg::SnapshotRequest { from }) => Some(&from.node),
         PeerMsg::Presence(PresenceMsg::SnapshotChunk(c)) => Some(&c.origin.node),
@@ -176,6 +185,32 @@ pub(crate) fn sample_envelopes() -> Vec<Envelope> {
             }],
         },
         PeerMsg::Kick { user: "u1".into(), scope: None, reason: "spam".into() },
+        PeerMsg::UserCall { from: a.clone(), call: 8, user: "u1".into(), body: vec![1, 2, 3], reply: true },
+        PeerMsg::UserReply { to: a.clone(), call: 8, answer: roster_core::UserAnswer::Reply(vec![4, 5]) },
+        PeerMsg::UserReply { to: a.clone(), call: 9, answer: roster_core::UserAnswer::Failed("boom".into()) },
+        PeerMsg::UserInfo { from: a.clone(), call: 10, user: "u1".into() },
+        PeerMsg::UserInfoReply {
+            to: a.clone(),
+            call: 10,
+            view: Some(roster_core::UserView {
+                user: "u1".into(),
+                home: "b".into(),
+                activation: Some(token),
+                handed_over_from: None,
+                sessions: vec![roster_core::SessionView {
+                    conn: conn.clone(),
+                    scope: scope.clone(),
+                    topic: Some("room:1".into()),
+                    tab: roster_core::TabKey::Tab("tab-1".into()),
+                    token,
+                    state: roster_core::SessionState::Revoking { reason: "kicked".into() },
+                    in_doubt: true,
+                }],
+            }),
+        },
+        PeerMsg::KickSession { user: "u1".into(), conn: conn.clone(), scope: scope.clone(), reason: "spam".into() },
+        PeerMsg::HandoverPlan { from: a.clone(), partition: PartitionId(5), users: vec!["u1".into(), "u2".into()] },
+        PeerMsg::UserHandover { from: a.clone(), user: "u1".into(), token, state: vec![9; 12] },
         PeerMsg::Presence(PresenceMsg::Delta(Delta {
             origin: a.clone(),
             seq_from: 3,

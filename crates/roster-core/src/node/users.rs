@@ -1,0 +1,657 @@
+//! The home side of user actors: when a user's one activation starts and ends, what it is
+//! told, and where calls to it go. The runtime runs the activations; this decides.
+//!
+//! A user has an *activation* on its home while it holds a slot, a reservation or a waiting
+//! join there (any scope), and while this node serves the user's partition (a valid lease
+//! and a finished recovery scan). Everything is decided at the end of each turn
+//! ([`NodeState::handle`](super::NodeState::handle)), from the slot states of the users the
+//! turn touched, in the same turn that reads the lease:
+//!
+//! - **Start**: the user became live (its first join) or the partition became served (the
+//!   scan installed its users). The fencing token is the next token of the partition's mint,
+//!   `<epoch>.<generation>`, so it grows across activations, homes and restarts.
+//! - **Session events**: the user's sessions as the home knows them are compared with what
+//!   the activation was last told; every difference is one event (granted, resumed,
+//!   recovered; revoking, replaced, reserved, in doubt, heard again; ended with how).
+//! - **Stop**: idle (no slot, reservation or waiting join); the lease lost (recorded at the
+//!   lease's deadline: the runtime fences the activation there, whenever the node notices);
+//!   handed over (the partition moves while both nodes run: the state follows); shutdown.
+//!
+//! A message to a user with no activation answers [`UserAnswer::NotActive`]: messages never
+//! activate a user (see `docs/architecture.md`, "User actors").
+//!
+//! Handover: the old home sends the new one a [`PeerMsg::HandoverPlan`] naming the users
+//! that stopped to move, then each user's state once its activation has stopped
+//! ([`Input::ActivationStopped`]). The new home starts those users only with their state, or
+//! fresh once `lease_ms` has passed since the plan; a state that arrives after its user
+//! started fresh is dropped (two lines of history must never merge).
+
+use super::{
+    ActivationEnd, Effect, Input, NodeState, PeerMsg, Record, ReplyTo, SessionEnd, SessionEvent, SessionStart,
+    SessionState, SessionView, UserAnswer, UserEffect, UserView,
+};
+use crate::config::ScopeKey;
+use crate::ids::{ConnId, Incarnation, Millis, NodeName, SlotToken, Topic, UserId};
+use crate::ring::{partition_of, PartitionId};
+use crate::slot::{SlotEffect, SlotState};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// How long after a failure (a panic in the application's code) a fresh activation starts:
+/// a crash loop costs at most ten starts a second.
+const RESTART_AFTER_FAILURE_MS: Millis = 100;
+
+/// One live activation.
+#[derive(Debug)]
+struct Activation {
+    partition: PartitionId,
+    token: SlotToken,
+    handed_from: Option<SlotToken>,
+    /// The sessions as the activation was last told.
+    view: Vec<SessionView>,
+}
+
+/// Why a record changed in this turn (from the slot operations that changed it).
+#[derive(Clone, Debug)]
+enum Note {
+    Granted { resumed: bool },
+    Revoked(String),
+    Released { clean: bool },
+    Freed,
+}
+
+/// A handover plan received: the users whose state will come.
+#[derive(Debug)]
+struct Expected {
+    users: BTreeSet<UserId>,
+    until: Millis,
+}
+
+/// A handed-over state waiting for its user's activation here.
+#[derive(Debug)]
+struct Parcel {
+    token: SlotToken,
+    state: Vec<u8>,
+    at: Millis,
+}
+
+/// The user actors' side of a node. See the module documentation.
+#[derive(Debug)]
+pub(super) struct Users {
+    enabled: bool,
+    active: BTreeMap<UserId, Activation>,
+    /// Per partition held: the lease's epoch and deadline, as last fenced.
+    deadlines: BTreeMap<PartitionId, (u64, Millis)>,
+    /// This turn's notes, by `(conn, token)`.
+    notes: BTreeMap<(ConnId, SlotToken), Note>,
+    /// The topic of each join into a global scope, until the user goes idle.
+    topics: BTreeMap<(UserId, ConnId, ScopeKey), Topic>,
+    /// Activations stopped to move, waiting for the runtime's state: → their new home.
+    handing: BTreeMap<(UserId, SlotToken), NodeName>,
+    expected: BTreeMap<PartitionId, Expected>,
+    parcels: BTreeMap<UserId, Parcel>,
+    /// Users whose activation waits for a handed-over state.
+    deferred: BTreeSet<UserId>,
+    /// Users whose activation failed: a fresh one starts then.
+    restart_at: BTreeMap<UserId, Millis>,
+}
+
+impl Default for Users {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            active: BTreeMap::new(),
+            deadlines: BTreeMap::new(),
+            notes: BTreeMap::new(),
+            topics: BTreeMap::new(),
+            handing: BTreeMap::new(),
+            expected: BTreeMap::new(),
+            parcels: BTreeMap::new(),
+            deferred: BTreeSet::new(),
+            restart_at: BTreeMap::new(),
+        }
+    }
+}
+
+impl Users {
+    /// A slot operation's effect says why a record changed.
+    pub(super) fn note_slot_effect(&mut self, e: &SlotEffect) {
+        if !self.enabled {
+            return;
+        }
+        let (key, note) = match e {
+            SlotEffect::Grant { conn, token, resumed, .. } => ((conn, token), Note::Granted { resumed: *resumed }),
+            SlotEffect::Revoke { conn, token, reason } => ((conn, token), Note::Revoked(reason.as_str().to_owned())),
+            SlotEffect::Freed { conn, token } => ((conn, token), Note::Freed),
+            SlotEffect::Reject { .. } | SlotEffect::Close { .. } => return,
+        };
+        self.notes.insert((key.0.clone(), *key.1), note);
+    }
+
+    /// A gateway released `conn`'s slot `token`.
+    pub(super) fn note_release(&mut self, conn: &ConnId, token: SlotToken, clean: bool) {
+        if self.enabled {
+            self.notes.entry((conn.clone(), token)).or_insert(Note::Released { clean });
+        }
+    }
+
+    /// A join into `scope` asked with `topic` (kept for global scopes only: a topic scope is
+    /// its own topic).
+    pub(super) fn note_topic(&mut self, user: &UserId, conn: &ConnId, scope: &ScopeKey, topic: &Topic) {
+        if self.enabled && matches!(scope, ScopeKey::Global(_)) {
+            self.topics.insert((user.clone(), conn.clone(), scope.clone()), topic.clone());
+        }
+    }
+
+    fn forget_topics(&mut self, user: &UserId) {
+        if self.topics.is_empty() {
+            return;
+        }
+        let keys: Vec<_> = self.topics.keys().filter(|(u, _, _)| u == user).cloned().collect();
+        for k in keys {
+            self.topics.remove(&k);
+        }
+    }
+}
+
+impl NodeState {
+    /// Run no user actors at all (the runtime was started without them): no activations are
+    /// decided, recorded or told.
+    pub fn set_user_actors(&mut self, on: bool) {
+        self.users.enabled = on;
+    }
+
+    /// Whether the runtime fences activations at their lease's deadline (always, outside
+    /// ablations): what [`Record::ActivationStarted`] states and the runtime does.
+    pub fn activations_fenced(&self) -> bool {
+        self.safeguards.activations_follow_lease && self.safeguards.fence_activations_at_deadline
+    }
+
+    /// How many users have an activation on this node now.
+    pub fn activations(&self) -> usize {
+        self.users.active.len()
+    }
+
+    /// The live activation of `user` on this node, if any.
+    pub fn activation_of(&self, user: &UserId) -> Option<SlotToken> {
+        self.users.active.get(user).map(|a| a.token)
+    }
+
+    /// The lease on `p` became valid until `until` (or was renewed): fence its activations
+    /// there.
+    pub(super) fn users_lease_held(&mut self, p: PartitionId, epoch: u64, until: Millis, fx: &mut Vec<Effect>) {
+        if !self.users.enabled {
+            return;
+        }
+        self.users.deadlines.insert(p, (epoch, until));
+        fx.push(Effect::User(UserEffect::Fence { partition: p, epoch, until }));
+    }
+
+    /// This node stops serving `p` (the lease lapsed, or was given up): its activations end,
+    /// at the lease's deadline at the latest. (The runtime's fence stays at that deadline: it
+    /// already stops them there, and an activation stopped by a handover may still run its
+    /// `stop` hook and hand its state over until then.)
+    pub(super) fn users_partition_lost(&mut self, p: PartitionId, now: Millis, fx: &mut Vec<Effect>) {
+        if !self.users.enabled {
+            return;
+        }
+        let deadline = self.users.deadlines.remove(&p);
+        self.users.expected.remove(&p);
+        if !self.safeguards.activations_follow_lease {
+            return; // ablation: the activations outlive the lease
+        }
+        let at = match deadline {
+            Some((_, until)) if self.safeguards.fence_activations_at_deadline => now.min(until),
+            _ => now,
+        };
+        for user in self.users_of(p) {
+            self.end_activation(&user, ActivationEnd::LeaseLost, at, fx);
+        }
+        let partitions = self.config.cluster.partitions;
+        self.users.deferred.retain(|u| partition_of(u, partitions) != p);
+        self.users.parcels.retain(|u, _| partition_of(u, partitions) != p);
+    }
+
+    /// Handover of `p` to `to`: tell it whose state follows, and stop those activations (the
+    /// runtime answers each with its state: [`NodeState::users_activation_stopped`]).
+    pub(super) fn users_hand_over(&mut self, p: PartitionId, to: &NodeName, now: Millis, fx: &mut Vec<Effect>) {
+        if !self.users.enabled || !self.safeguards.activations_follow_lease {
+            return;
+        }
+        let users = self.users_of(p);
+        if users.is_empty() {
+            return;
+        }
+        let plan = PeerMsg::HandoverPlan { from: self.me.clone(), partition: p, users: users.clone() };
+        self.send(to, plan, fx);
+        for user in users {
+            if let Some(token) = self.end_activation(&user, ActivationEnd::HandedOver { to: to.clone() }, now, fx) {
+                self.users.handing.insert((user, token), to.clone());
+            }
+        }
+    }
+
+    /// Graceful shutdown: every activation ends.
+    pub(super) fn users_shutdown(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        let users: Vec<UserId> = self.users.active.keys().cloned().collect();
+        for user in users {
+            self.end_activation(&user, ActivationEnd::Shutdown, now, fx);
+        }
+    }
+
+    /// The users of `p` with an activation here.
+    fn users_of(&self, p: PartitionId) -> Vec<UserId> {
+        self.users.active.iter().filter(|(_, a)| a.partition == p).map(|(u, _)| u.clone()).collect()
+    }
+
+    /// End `user`'s activation at `at` (record and stop); returns its token.
+    fn end_activation(
+        &mut self,
+        user: &UserId,
+        why: ActivationEnd,
+        at: Millis,
+        fx: &mut Vec<Effect>,
+    ) -> Option<SlotToken> {
+        let a = self.users.active.remove(user)?;
+        let token = a.token;
+        fx.push(Effect::Record(Record::ActivationEnded { at, user: user.clone(), token, why: why.clone() }));
+        fx.push(Effect::User(UserEffect::Stop { user: user.clone(), token, why }));
+        Some(token)
+    }
+
+    /// Start `user`'s activation on `p` (served here), with a handed-over state if one came.
+    fn start_activation(&mut self, p: PartitionId, user: &UserId, now: Millis, fx: &mut Vec<Effect>) {
+        let Some(&(epoch, until)) = self.users.deadlines.get(&p) else { return };
+        let Some(home) = self.homes.get_mut(&p) else { return };
+        let token = home.next_token();
+        debug_assert_eq!(token.epoch, epoch, "a home mints at its lease's epoch");
+        let parcel = self.users.parcels.remove(user).filter(|parcel| parcel.token < token);
+        let handed_from = parcel.as_ref().map(|parcel| parcel.token);
+        let view = self.sessions_of(p, user, None);
+        fx.push(Effect::Record(Record::ActivationStarted {
+            at: now,
+            user: user.clone(),
+            partition: p,
+            token,
+            until,
+            handed_from,
+            fenced: self.activations_fenced(),
+        }));
+        fx.push(Effect::User(UserEffect::Start {
+            user: user.clone(),
+            partition: p,
+            token,
+            until,
+            sessions: view.clone(),
+            state: parcel.map(|parcel| parcel.state),
+        }));
+        self.users.deferred.remove(user);
+        self.users.active.insert(user.clone(), Activation { partition: p, token, handed_from, view });
+    }
+
+    /// The sessions of `user` on `p` as this home knows them now; `before` (the activation's
+    /// last view) keeps the reasons of revokes decided in earlier turns.
+    fn sessions_of(&self, p: PartitionId, user: &UserId, before: Option<&[SessionView]>) -> Vec<SessionView> {
+        let Some(home) = self.homes.get(&p) else { return Vec::new() };
+        home.records_of(user)
+            .map(|(scope, r)| {
+                let state = match r.state {
+                    SlotState::Held => SessionState::Held,
+                    SlotState::Replaced => SessionState::Replaced,
+                    SlotState::Reserved { .. } => SessionState::Reserved,
+                    SlotState::Revoking => {
+                        let noted = match self.users.notes.get(&(r.conn.clone(), r.token)) {
+                            Some(Note::Revoked(reason)) => Some(reason.clone()),
+                            _ => None,
+                        };
+                        let earlier = before.and_then(|v| {
+                            v.iter().find(|s| s.conn == r.conn && s.token == r.token).and_then(|s| match &s.state {
+                                SessionState::Revoking { reason } => Some(reason.clone()),
+                                _ => None,
+                            })
+                        });
+                        // A revoke sent again by the retry loop is a takeover's.
+                        let reason = noted.or(earlier).unwrap_or_else(|| "logged_in_elsewhere".to_owned());
+                        SessionState::Revoking { reason }
+                    }
+                };
+                let topic = match scope {
+                    ScopeKey::Topic(t) => Some(t.clone()),
+                    ScopeKey::Global(_) => {
+                        self.users.topics.get(&(user.clone(), r.conn.clone(), scope.clone())).cloned().or_else(|| {
+                            before
+                                .and_then(|v| v.iter().find(|s| s.conn == r.conn && &s.scope == scope))
+                                .and_then(|s| s.topic.clone())
+                        })
+                    }
+                };
+                SessionView {
+                    conn: r.conn.clone(),
+                    scope: scope.clone(),
+                    topic,
+                    tab: r.tab.clone(),
+                    token: r.token,
+                    state,
+                    in_doubt: r.in_doubt_until.is_some(),
+                }
+            })
+            .collect()
+    }
+
+    /// End of every turn: bring every touched user's activation up to date (start, session
+    /// events, stop), and run what is due (handover waits, restarts after a failure).
+    pub(super) fn sync_users(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        if !self.users.enabled || self.stopped {
+            self.users.notes.clear();
+            return;
+        }
+        self.users_timers(now);
+        let parts: Vec<PartitionId> = self.homes.iter().filter(|(_, h)| h.any_touched()).map(|(p, _)| *p).collect();
+        for p in parts {
+            let touched = self.homes.get_mut(&p).map(|h| h.take_touched()).unwrap_or_default();
+            let serving = self.serving(p, now);
+            for user in touched {
+                self.sync_user(p, &user, serving, now, fx);
+            }
+        }
+        self.users.notes.clear();
+    }
+
+    /// Handover waits that ran out, parcels nobody took, restarts that are due: touch their
+    /// users so this turn decides them.
+    fn users_timers(&mut self, now: Millis) {
+        let mut due: Vec<UserId> = Vec::new();
+        if self.users.expected.values().any(|e| e.until <= now) {
+            let (late, kept): (BTreeMap<_, _>, BTreeMap<_, _>) =
+                std::mem::take(&mut self.users.expected).into_iter().partition(|(_, e)| e.until <= now);
+            self.users.expected = kept;
+            due.extend(late.into_values().flat_map(|e| e.users));
+        }
+        if self.users.restart_at.values().any(|t| *t <= now) {
+            let (ready, kept): (BTreeMap<_, _>, BTreeMap<_, _>) =
+                std::mem::take(&mut self.users.restart_at).into_iter().partition(|(_, t)| *t <= now);
+            self.users.restart_at = kept;
+            due.extend(ready.into_keys());
+        }
+        let keep_ms = 2 * self.config.cluster.lease_ms;
+        self.users.parcels.retain(|_, parcel| parcel.at + keep_ms > now);
+        let partitions = self.config.cluster.partitions;
+        for user in due {
+            if let Some(home) = self.homes.get_mut(&partition_of(&user, partitions)) {
+                home.touch(&user);
+            }
+        }
+    }
+
+    /// The earliest instant a handover wait or a restart is due, if any.
+    pub(super) fn users_next_wake(&self) -> Option<Millis> {
+        let waits = self.users.expected.values().map(|e| e.until);
+        waits.chain(self.users.restart_at.values().copied()).min()
+    }
+
+    fn sync_user(&mut self, p: PartitionId, user: &UserId, serving: bool, now: Millis, fx: &mut Vec<Effect>) {
+        let live = self.homes.get(&p).is_some_and(|h| h.has_user(user));
+        if let Some(a) = self.users.active.get(user) {
+            if a.partition != p {
+                return; // an orphan of an ablation run: its partition is not here
+            }
+            let view = self.sessions_of(p, user, Some(&a.view));
+            let token = a.token;
+            for event in session_events(&a.view, &view, &self.users.notes) {
+                fx.push(Effect::User(UserEffect::Session { user: user.clone(), token, event }));
+            }
+            if let Some(a) = self.users.active.get_mut(user) {
+                a.view = view;
+            }
+            if !live {
+                self.end_activation(user, ActivationEnd::Idle, now, fx);
+                self.users.forget_topics(user);
+            }
+            return;
+        }
+        if !live {
+            self.users.deferred.remove(user);
+            self.users.forget_topics(user);
+            return;
+        }
+        if !serving || self.users.restart_at.contains_key(user) {
+            return;
+        }
+        let awaited = self.users.expected.get(&p).is_some_and(|e| e.users.contains(user) && e.until > now);
+        if awaited && !self.users.parcels.contains_key(user) {
+            self.users.deferred.insert(user.clone());
+            return;
+        }
+        self.start_activation(p, user, now, fx);
+    }
+
+    /// A kick of `user` (one scope, or all): note the reason for the records it removes
+    /// without an effect (reservations).
+    pub(super) fn users_note_kick(&mut self, p: PartitionId, user: &UserId, scope: Option<&ScopeKey>, reason: &str) {
+        if !self.users.enabled {
+            return;
+        }
+        let Some(home) = self.homes.get(&p) else { return };
+        let keys: Vec<(ConnId, SlotToken)> = home
+            .records_of(user)
+            .filter(|(s, _)| scope.is_none_or(|sc| sc == *s))
+            .map(|(_, r)| (r.conn.clone(), r.token))
+            .collect();
+        for k in keys {
+            self.users.notes.insert(k, Note::Revoked(reason.to_owned()));
+        }
+    }
+
+    /// The user inputs of [`Input`]: calls, info, kicks of one session, stopped activations.
+    pub(super) fn user_input(&mut self, input: Input, now: Millis, fx: &mut Vec<Effect>) {
+        match input {
+            Input::UserCall { call, user, body, reply } => {
+                let p = partition_of(&user, self.config.cluster.partitions);
+                let to = reply.then_some(ReplyTo::Local(call));
+                match self.home_of(p, now) {
+                    Some(home) if home == self.me.node => self.user_call_here(to, user, body, now, fx),
+                    Some(home) => {
+                        let msg = PeerMsg::UserCall { from: self.me.clone(), call, user, body, reply };
+                        self.send(&home, msg, fx);
+                    }
+                    None => self.answer(to, UserAnswer::NotHome, fx),
+                }
+            }
+            Input::UserInfo { call, user } => {
+                let p = partition_of(&user, self.config.cluster.partitions);
+                match self.home_of(p, now) {
+                    Some(home) if home == self.me.node => {
+                        let view = self.user_view(&user, now);
+                        fx.push(Effect::User(UserEffect::Info { call, view }));
+                    }
+                    Some(home) => self.send(&home, PeerMsg::UserInfo { from: self.me.clone(), call, user }, fx),
+                    None => fx.push(Effect::User(UserEffect::Info { call, view: None })),
+                }
+            }
+            Input::KickSession { user, conn, scope, reason } => {
+                let p = partition_of(&user, self.config.cluster.partitions);
+                if let Some(home) = self.home_of(p, now) {
+                    self.send(&home, PeerMsg::KickSession { user, conn, scope, reason }, fx);
+                }
+            }
+            Input::ActivationStopped { user, token, state, failed } => {
+                self.users_activation_stopped(user, token, state, failed, now, fx)
+            }
+            _ => {}
+        }
+    }
+
+    /// The user messages of [`PeerMsg`].
+    pub(super) fn user_receive(&mut self, msg: PeerMsg, now: Millis, fx: &mut Vec<Effect>) {
+        match msg {
+            PeerMsg::UserCall { from, call, user, body, reply } => {
+                let to = reply.then_some(ReplyTo::Peer { node: from, call });
+                self.user_call_here(to, user, body, now, fx);
+            }
+            PeerMsg::UserReply { to, call, answer } if to == self.me => {
+                fx.push(Effect::User(UserEffect::Answer { call, answer }));
+            }
+            PeerMsg::UserInfo { from, call, user } => {
+                let view = self.user_view(&user, now);
+                let to = from.node.clone();
+                self.send(&to, PeerMsg::UserInfoReply { to: from, call, view }, fx);
+            }
+            PeerMsg::UserInfoReply { to, call, view } if to == self.me => {
+                fx.push(Effect::User(UserEffect::Info { call, view }));
+            }
+            PeerMsg::KickSession { user, conn, scope, reason } => {
+                self.home_kick_session(user, conn, scope, reason, now, fx)
+            }
+            PeerMsg::HandoverPlan { from, partition, users } => self.handover_plan(from, partition, users, now),
+            PeerMsg::UserHandover { from, user, token, state } => self.user_handover(from, user, token, state, now),
+            _ => {}
+        }
+    }
+
+    /// A call or cast reached the user's home (this node): hand it to the activation, or say
+    /// why not.
+    fn user_call_here(&mut self, to: Option<ReplyTo>, user: UserId, body: Vec<u8>, now: Millis, fx: &mut Vec<Effect>) {
+        let p = partition_of(&user, self.config.cluster.partitions);
+        if !self.serving(p, now) {
+            return self.answer(to, UserAnswer::NotHome, fx);
+        }
+        if let Some(a) = self.users.active.get(&user) {
+            let token = a.token;
+            fx.push(Effect::User(UserEffect::Deliver { user, token, body, reply: to }));
+        } else if self.users.deferred.contains(&user) || self.users.restart_at.contains_key(&user) {
+            self.answer(to, UserAnswer::Moving, fx);
+        } else {
+            self.answer(to, UserAnswer::NotActive, fx);
+        }
+    }
+
+    fn answer(&self, to: Option<ReplyTo>, answer: UserAnswer, fx: &mut Vec<Effect>) {
+        match to {
+            None => {}
+            Some(ReplyTo::Local(call)) => fx.push(Effect::User(UserEffect::Answer { call, answer })),
+            Some(ReplyTo::Peer { node, call }) => {
+                let dest = node.node.clone();
+                self.send(&dest, PeerMsg::UserReply { to: node, call, answer }, fx);
+            }
+        }
+    }
+
+    /// This home's view of `user`; `None` when it does not serve the user's partition now.
+    pub fn user_view(&self, user: &UserId, now: Millis) -> Option<UserView> {
+        let p = partition_of(user, self.config.cluster.partitions);
+        if !self.serving(p, now) {
+            return None;
+        }
+        let a = self.users.active.get(user);
+        Some(UserView {
+            user: user.clone(),
+            home: self.me.node.clone(),
+            activation: a.map(|a| a.token),
+            handed_over_from: a.and_then(|a| a.handed_from),
+            sessions: self.sessions_of(p, user, a.map(|a| a.view.as_slice())),
+        })
+    }
+
+    /// The runtime stopped an activation: pass a handed-over state on, or start afresh after
+    /// a failure.
+    fn users_activation_stopped(
+        &mut self,
+        user: UserId,
+        token: SlotToken,
+        state: Option<Vec<u8>>,
+        failed: bool,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) {
+        if let Some(to) = self.users.handing.remove(&(user.clone(), token)) {
+            if let Some(state) = state {
+                let msg = PeerMsg::UserHandover { from: self.me.clone(), user, token, state };
+                self.send(&to, msg, fx);
+            }
+            return;
+        }
+        if failed && self.users.active.get(&user).is_some_and(|a| a.token == token) {
+            self.end_activation(&user, ActivationEnd::Failed, now, fx);
+            self.users.restart_at.insert(user, now + RESTART_AFTER_FAILURE_MS);
+        }
+    }
+
+    fn handover_plan(&mut self, from: Incarnation, p: PartitionId, users: Vec<UserId>, now: Millis) {
+        let current = self.peers.get(&from.node).and_then(|peer| peer.incarnation.as_ref());
+        if !self.users.enabled || current != Some(&from) {
+            return;
+        }
+        let until = now + self.config.cluster.lease_ms;
+        let e = self.users.expected.entry(p).or_insert(Expected { users: BTreeSet::new(), until });
+        e.users.extend(users);
+        e.until = e.until.max(until);
+    }
+
+    fn user_handover(&mut self, from: Incarnation, user: UserId, token: SlotToken, state: Vec<u8>, now: Millis) {
+        let current = self.peers.get(&from.node).and_then(|peer| peer.incarnation.as_ref());
+        if !self.users.enabled || current != Some(&from) || self.users.active.contains_key(&user) {
+            return; // a stranger's, or too late: the user started afresh here
+        }
+        let newer = self.users.parcels.get(&user).is_none_or(|old| old.token < token);
+        if newer {
+            self.users.parcels.insert(user.clone(), Parcel { token, state, at: now });
+        }
+        let p = partition_of(&user, self.config.cluster.partitions);
+        if let Some(home) = self.homes.get_mut(&p) {
+            home.touch(&user);
+        }
+    }
+}
+
+/// The events that take an activation from `before` to `after` (one user's sessions):
+/// ends first, then changes, then starts, each in token order.
+fn session_events(
+    before: &[SessionView],
+    after: &[SessionView],
+    notes: &BTreeMap<(ConnId, SlotToken), Note>,
+) -> Vec<SessionEvent> {
+    let same = |a: &SessionView, b: &SessionView| a.conn == b.conn && a.scope == b.scope && a.token == b.token;
+    let mut ends = Vec::new();
+    let mut changes = Vec::new();
+    let mut starts = Vec::new();
+    for old in before {
+        match after.iter().find(|new| same(old, new)) {
+            Some(new) if new != old => changes.push(SessionEvent::Changed { session: new.clone() }),
+            Some(_) => {}
+            None => {
+                let note = notes.get(&(old.conn.clone(), old.token));
+                let tab_lives_on = after.iter().any(|new| new.tab == old.tab && new.scope == old.scope);
+                let end = match (&old.state, note) {
+                    (SessionState::Reserved, Some(Note::Freed)) => SessionEnd::ReservationLapsed,
+                    // In doubt until it cleared: whatever was asked of it, its gateway is lost.
+                    (_, Some(Note::Freed)) => SessionEnd::GatewayLost,
+                    (SessionState::Revoking { reason }, _) => SessionEnd::Revoked { reason: reason.clone() },
+                    (SessionState::Replaced, _) => SessionEnd::Replaced,
+                    (SessionState::Reserved, Some(Note::Revoked(reason))) => {
+                        SessionEnd::Revoked { reason: reason.clone() }
+                    }
+                    (SessionState::Reserved, _) if tab_lives_on => SessionEnd::Replaced,
+                    (SessionState::Reserved, _) => SessionEnd::ReservationLapsed,
+                    (_, Some(Note::Released { clean })) => SessionEnd::Closed { clean: *clean },
+                    (_, Some(Note::Revoked(reason))) => SessionEnd::Revoked { reason: reason.clone() },
+                    (_, _) => SessionEnd::Closed { clean: true },
+                };
+                ends.push(SessionEvent::Ended { session: old.clone(), end });
+            }
+        }
+    }
+    for new in after {
+        if !before.iter().any(|old| same(old, new)) {
+            let how = match notes.get(&(new.conn.clone(), new.token)) {
+                Some(Note::Granted { resumed: true }) => SessionStart::Resumed,
+                Some(Note::Granted { resumed: false }) => SessionStart::Granted,
+                _ => SessionStart::Recovered,
+            };
+            starts.push(SessionEvent::Started { session: new.clone(), how });
+        }
+    }
+    ends.into_iter().chain(changes).chain(starts).collect()
+}
+
+#[cfg(test)]
+#[path = "users_tests.rs"]
+mod tests;

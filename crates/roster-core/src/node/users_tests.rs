@@ -1,0 +1,331 @@
+//! User actors on one node (a node alone serves every partition at once): when activations
+//! start and stop, what they are told, and where calls go. Several nodes, handovers and
+//! faults are the simulation's (`tests/activations.rs`).
+
+use super::*;
+use crate::ids::{SocketId, TabId, Topic};
+use crate::node::{ClientEvent, ClientJoin, NodeBoot, Safeguards};
+use crate::{Config, OnConflict, PolicyConfig, SlotRules};
+
+struct One {
+    node: NodeState,
+    now: Millis,
+    /// Every effect so far, in order.
+    effects: Vec<Effect>,
+}
+
+fn policy(on_conflict: OnConflict, reserve_ms: Millis, max_slots: u32) -> PolicyConfig {
+    PolicyConfig { on_conflict, reserve_ms, max_slots, ..PolicyConfig::new("*") }
+}
+
+impl One {
+    fn new(policy: PolicyConfig) -> Self {
+        let mut config = Config::single_node();
+        config.policy = vec![policy];
+        config.validate().expect("valid");
+        let boot = NodeBoot {
+            me: Incarnation::new("local", 1),
+            config,
+            stored_epoch: 0,
+            wall_clock_ms: 1_000,
+            safeguards: Safeguards::default(),
+        };
+        let mut one = One { node: NodeState::new(boot, 0), now: 0, effects: Vec::new() };
+        // A node alone takes every lease at its first lease round, answering itself.
+        for _ in 0..50 {
+            one.step(Input::Tick);
+            if one.node.all_homed(one.now) {
+                return one;
+            }
+            one.now += 10;
+        }
+        panic!("a node alone serves every partition at once");
+    }
+
+    /// Handle one input, delivering what the node sends itself in the same turn (as the
+    /// runtime does).
+    fn step(&mut self, input: Input) -> Vec<Effect> {
+        let mut queue = vec![input];
+        let mut out = Vec::new();
+        while !queue.is_empty() {
+            let input = queue.remove(0);
+            for e in self.node.handle(input, self.now) {
+                match e {
+                    Effect::Send { to, msg } => queue.push(Input::Receive { from: to, msg }),
+                    other => out.push(other),
+                }
+            }
+        }
+        self.effects.extend(out.iter().cloned());
+        out
+    }
+
+    fn join(&mut self, socket: u64, user: &str, tab: &str) -> Vec<Effect> {
+        self.join_topic(socket, user, tab, "room:1")
+    }
+
+    fn join_topic(&mut self, socket: u64, user: &str, tab: &str, topic: &str) -> Vec<Effect> {
+        self.step(Input::Join(ClientJoin {
+            socket: SocketId(socket),
+            topic: Topic::from(topic),
+            user: Some(UserId::from(user)),
+            role: None,
+            tab: Some(TabId::from(tab)),
+            meta: Default::default(),
+        }))
+    }
+
+    fn close(&mut self, socket: u64, clean: bool) -> Vec<Effect> {
+        self.step(Input::SocketClosed { socket: SocketId(socket), clean })
+    }
+
+    fn advance(&mut self, ms: Millis) {
+        let until = self.now + ms;
+        while self.now < until {
+            self.now = (self.now + 10).min(until).max(self.node.next_wake().min(until));
+            self.step(Input::Tick);
+        }
+    }
+
+    fn conn(&self, socket: u64) -> ConnId {
+        ConnId { gateway: self.node.incarnation().clone(), socket: SocketId(socket) }
+    }
+}
+
+fn user_effects(fx: &[Effect]) -> Vec<&UserEffect> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::User(u) if !matches!(u, UserEffect::Fence { .. }) => Some(u),
+            _ => None,
+        })
+        .collect()
+}
+
+fn events(fx: &[Effect]) -> Vec<SessionEvent> {
+    user_effects(fx)
+        .into_iter()
+        .filter_map(|u| match u {
+            UserEffect::Session { event, .. } => Some(event.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn started(fx: &[Effect]) -> Vec<(SlotToken, Vec<SessionView>)> {
+    user_effects(fx)
+        .into_iter()
+        .filter_map(|u| match u {
+            UserEffect::Start { token, sessions, .. } => Some((*token, sessions.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn stopped(fx: &[Effect]) -> Vec<(SlotToken, ActivationEnd)> {
+    user_effects(fx)
+        .into_iter()
+        .filter_map(|u| match u {
+            UserEffect::Stop { token, why, .. } => Some((*token, why.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn answer(fx: &[Effect]) -> Option<UserAnswer> {
+    user_effects(fx).into_iter().find_map(|u| match u {
+        UserEffect::Answer { answer, .. } => Some(answer.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn the_first_join_starts_one_activation_and_the_last_leave_stops_it() {
+    let mut one = One::new(policy(OnConflict::Takeover, 0, 1));
+    let fx = one.join(1, "alice", "t1");
+    let starts = started(&fx);
+    assert_eq!(starts.len(), 1, "{fx:?}");
+    let (token, sessions) = &starts[0];
+    assert_eq!(sessions.len(), 1);
+    assert_eq!((sessions[0].conn.clone(), sessions[0].state.clone()), (one.conn(1), SessionState::Held));
+    assert_eq!(sessions[0].topic, Some(Topic::from("room:1")));
+    assert_eq!(one.node.activation_of(&UserId::from("alice")), Some(*token));
+    let slot = match fx.iter().find_map(|e| match e {
+        Effect::Client { event: ClientEvent::Joined { token }, .. } => *token,
+        _ => None,
+    }) {
+        Some(t) => t,
+        None => panic!("alice joined: {fx:?}"),
+    };
+    assert_eq!(token.epoch, slot.epoch, "the activation's token comes from the partition's mint");
+    assert!(*token > slot, "minted at the end of the turn that granted the slot");
+
+    // A second topic of the same user: the same activation, told of the new session.
+    let fx = one.join_topic(1, "alice", "t1", "room:2");
+    assert!(started(&fx).is_empty(), "one activation per user, whatever the scopes");
+    assert!(matches!(&events(&fx)[..], [SessionEvent::Started { how: SessionStart::Granted, session }]
+        if session.scope == crate::ScopeKey::Topic("room:2".into())));
+
+    let fx = one.close(1, true);
+    let ends: Vec<SessionEnd> = events(&fx)
+        .into_iter()
+        .filter_map(|e| match e {
+            SessionEvent::Ended { end, .. } => Some(end),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ends, vec![SessionEnd::Closed { clean: true }, SessionEnd::Closed { clean: true }]);
+    assert_eq!(stopped(&fx), vec![(*token, ActivationEnd::Idle)]);
+    assert_eq!(one.node.activations(), 0);
+    let records: Vec<&Record> = one
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Record(r @ (Record::ActivationStarted { .. } | Record::ActivationEnded { .. })) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert!(matches!(&records[..], [
+        Record::ActivationStarted { token: t1, handed_from: None, .. },
+        Record::ActivationEnded { token: t2, why: ActivationEnd::Idle, .. },
+    ] if t1 == token && t2 == token));
+
+    // Back again: a new activation with a larger token.
+    let fx = one.join(2, "alice", "t1");
+    assert!(started(&fx)[0].0 > *token);
+}
+
+#[test]
+fn a_takeover_is_told_as_revoking_then_revoked_then_granted() {
+    let mut one = One::new(policy(OnConflict::Takeover, 0, 1));
+    one.join(1, "bob", "old");
+    let fx = one.join(2, "bob", "new");
+    // On one node the revoke is confirmed by the next turn, so the three come at once.
+    let ev = events(&fx);
+    assert!(
+        matches!(&ev[..], [
+            SessionEvent::Changed { session: revoking },
+            SessionEvent::Ended { session, end: SessionEnd::Revoked { reason } },
+            SessionEvent::Started { how: SessionStart::Granted, session: new },
+        ] if revoking.state == SessionState::Revoking { reason: "logged_in_elsewhere".into() }
+            && session.conn == one.conn(1) && reason == "logged_in_elsewhere" && new.conn == one.conn(2)),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn a_resume_replaces_the_old_session_and_an_unclean_drop_keeps_a_reservation_until_it_lapses() {
+    let mut one = One::new(policy(OnConflict::Reject, 500, 1));
+    one.join(1, "carol", "tab");
+    let fx = one.join(2, "carol", "tab");
+    let ev = events(&fx);
+    assert!(
+        ev.iter().any(|e| matches!(e, SessionEvent::Started { how: SessionStart::Resumed, session } if session.conn == one.conn(2))),
+        "{ev:?}"
+    );
+    assert!(ev.iter().any(|e| matches!(e, SessionEvent::Ended { session, end: SessionEnd::Replaced } if session.conn == one.conn(1))
+        || matches!(e, SessionEvent::Changed { session } if session.conn == one.conn(1) && session.state == SessionState::Replaced)),
+        "{ev:?}");
+
+    let fx = one.close(2, false);
+    let ev = events(&fx);
+    assert!(
+        matches!(&ev[..], [SessionEvent::Changed { session }] if session.state == SessionState::Reserved),
+        "an unclean drop with reserve_ms keeps the slot: {ev:?}"
+    );
+    assert!(stopped(&fx).is_empty(), "a reservation keeps the user live");
+    one.advance(600);
+    let ends: Vec<SessionEnd> = events(&one.effects)
+        .into_iter()
+        .filter_map(|e| match e {
+            SessionEvent::Ended { session, end } if session.conn == one.conn(2) => Some(end),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ends, vec![SessionEnd::ReservationLapsed]);
+    assert_eq!(one.node.activations(), 0, "idle once the reservation lapsed");
+}
+
+#[test]
+fn kicking_one_session_revokes_it_alone() {
+    let mut one = One::new(policy(OnConflict::Reject, 0, 2));
+    one.join(1, "dan", "a");
+    one.join(2, "dan", "b");
+    let scope = crate::ScopeKey::Topic("room:1".into());
+    let fx =
+        one.step(Input::KickSession { user: UserId::from("dan"), conn: one.conn(1), scope, reason: "spam".into() });
+    let revoked: Vec<(SocketId, String)> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Client { socket, event: ClientEvent::Revoked { reason }, .. } => Some((*socket, reason.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(revoked, vec![(SocketId(1), "spam".to_owned())]);
+    let ev = events(&fx);
+    assert!(
+        matches!(&ev[..], [
+            SessionEvent::Changed { session: revoking },
+            SessionEvent::Ended { session, end: SessionEnd::Revoked { reason } },
+        ] if revoking.state == SessionState::Revoking { reason: "spam".into() }
+            && session.conn == one.conn(1) && reason == "spam"),
+        "{ev:?}"
+    );
+    assert_eq!(one.node.user_view(&UserId::from("dan"), one.now).map(|v| v.sessions.len()), Some(1));
+}
+
+#[test]
+fn a_call_reaches_the_live_activation_and_an_offline_user_is_not_active() {
+    let mut one = One::new(policy(OnConflict::Takeover, 0, 1));
+    let fx = one.step(Input::UserCall { call: 7, user: UserId::from("erin"), body: vec![1], reply: true });
+    assert_eq!(answer(&fx), Some(UserAnswer::NotActive), "a message never activates a user");
+    assert!(started(&fx).is_empty());
+
+    one.join(1, "erin", "t");
+    let token = one.node.activation_of(&UserId::from("erin")).expect("active");
+    let fx = one.step(Input::UserCall { call: 8, user: UserId::from("erin"), body: vec![2], reply: true });
+    assert_eq!(
+        user_effects(&fx),
+        vec![&UserEffect::Deliver { user: UserId::from("erin"), token, body: vec![2], reply: Some(ReplyTo::Local(8)) }]
+    );
+    let fx = one.step(Input::UserCall { call: 9, user: UserId::from("erin"), body: vec![3], reply: false });
+    assert!(matches!(user_effects(&fx)[..], [UserEffect::Deliver { reply: None, .. }]), "a cast wants no answer");
+
+    let fx = one.step(Input::UserInfo { call: 10, user: UserId::from("erin") });
+    let view = user_effects(&fx).into_iter().find_map(|u| match u {
+        UserEffect::Info { call: 10, view } => view.clone(),
+        _ => None,
+    });
+    let view = view.expect("the home answers");
+    assert_eq!((view.activation, view.sessions.len(), view.home.as_str()), (Some(token), 1, "local"));
+}
+
+#[test]
+fn an_activation_that_failed_restarts_fresh_after_a_pause_with_a_larger_token() {
+    let mut one = One::new(policy(OnConflict::Takeover, 0, 1));
+    one.join(1, "fay", "t");
+    let user = UserId::from("fay");
+    let first = one.node.activation_of(&user).expect("active");
+    let fx = one.step(Input::ActivationStopped { user: user.clone(), token: first, state: None, failed: true });
+    assert_eq!(stopped(&fx), vec![(first, ActivationEnd::Failed)]);
+    let fx = one.step(Input::UserCall { call: 1, user: user.clone(), body: vec![], reply: true });
+    assert_eq!(answer(&fx), Some(UserAnswer::Moving), "callers are told to ask again, not that fay is offline");
+    one.advance(RESTART_AFTER_FAILURE_MS + 20);
+    let second = one.node.activation_of(&user).expect("restarted");
+    assert!(second > first);
+    let again: Vec<_> = started(&one.effects).into_iter().filter(|(t, _)| *t == second).collect();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].1.len(), 1, "the new activation is told the user's sessions");
+    // A stale report about the old activation changes nothing.
+    let fx = one.step(Input::ActivationStopped { user: user.clone(), token: first, state: None, failed: true });
+    assert!(stopped(&fx).is_empty());
+}
+
+#[test]
+fn without_user_actors_nothing_is_decided() {
+    let mut one = One::new(policy(OnConflict::Takeover, 0, 1));
+    one.node.set_user_actors(false);
+    let fx = one.join(1, "gus", "t");
+    assert!(user_effects(&fx).is_empty());
+    assert_eq!(one.node.activations(), 0);
+    let _ = SlotRules::default();
+}

@@ -1,0 +1,211 @@
+//! The home's table of user activations and what the node actor does with the core's
+//! [`UserEffect`]s: start and stop activations, hand them session events and calls, move the
+//! partitions' fences, answer callers.
+//!
+//! The table is shared: a caller on the user's home reads it and posts to the activation
+//! directly (no node actor turn); everything else goes through the node actor and the core.
+
+use super::activation::{Mail, Mailbox, Reply};
+use crate::clock::Clock;
+use crate::cluster::Links;
+use crate::node_actor::NodeMsg;
+use ractor::ActorRef;
+use roster_core::{
+    Input, Millis, NodeName, PartitionId, PeerMsg, ReplyTo, SessionView, SlotToken, UserAnswer, UserEffect, UserId,
+    UserView,
+};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use tokio::sync::oneshot;
+
+/// The answer a waiting caller gets.
+pub(crate) enum Answer {
+    /// To a call.
+    Call(UserAnswer),
+    /// To an info request.
+    Info(Option<UserView>),
+}
+
+/// Makes activations of the node's behaviour (the type-erased [`UserBehaviour`](super::UserBehaviour)).
+pub(crate) trait Spawner: Send + Sync {
+    /// A new activation, not yet started (its first mail is `Mail::Start`).
+    fn activation(
+        &self,
+        shared: Arc<Shared>,
+        user: UserId,
+        partition: PartitionId,
+        token: SlotToken,
+        sessions: Vec<SessionView>,
+    ) -> Arc<dyn Mailbox>;
+}
+
+/// What every activation and caller of one node shares.
+pub(crate) struct Shared {
+    /// This node's name.
+    pub(crate) node: NodeName,
+    clock: Clock,
+    /// Per partition: the lease's epoch and deadline (node clock) as the core last fenced.
+    fences: Vec<Mutex<(u64, Millis)>>,
+    /// Test switch: `false` runs activations past their deadline (the ablation of fencing).
+    fence_at_deadline: bool,
+    actor: OnceLock<ActorRef<NodeMsg>>,
+    links: Option<Arc<Links>>,
+    table: RwLock<HashMap<UserId, Arc<dyn Mailbox>>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    next_call: AtomicU64,
+    spawner: Option<Arc<dyn Spawner>>,
+}
+
+impl Shared {
+    /// The user actors of node `node`; `spawner: None` runs none.
+    pub(crate) fn new(
+        node: NodeName,
+        clock: Clock,
+        partitions: u32,
+        fence_at_deadline: bool,
+        links: Option<Arc<Links>>,
+        spawner: Option<Arc<dyn Spawner>>,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            node,
+            clock,
+            fences: (0..partitions).map(|_| Mutex::new((0, 0))).collect(),
+            fence_at_deadline,
+            actor: OnceLock::new(),
+            links,
+            table: RwLock::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            next_call: AtomicU64::new(1),
+            spawner,
+        })
+    }
+
+    /// Whether user actors run at all on this node.
+    pub(crate) fn enabled(&self) -> bool {
+        self.spawner.is_some()
+    }
+
+    /// The node actor, once it runs (activations send it their inputs).
+    pub(crate) fn set_actor(&self, actor: ActorRef<NodeMsg>) {
+        let _ = self.actor.set(actor);
+    }
+
+    /// Hand an input to the node actor (a kick, a stopped activation).
+    pub(crate) fn input(&self, input: Input) {
+        if let Some(actor) = self.actor.get() {
+            let _ = actor.cast(NodeMsg::Input(input));
+        }
+    }
+
+    /// Whether an activation of `partition` at `epoch` may run now: the node holds that lease
+    /// and its deadline has not passed.
+    pub(crate) fn fenced_ok(&self, partition: PartitionId, epoch: u64) -> bool {
+        if !self.fence_at_deadline {
+            return true;
+        }
+        let Some(fence) = self.fences.get(partition.0 as usize) else { return false };
+        let (e, until) = *lock(fence);
+        e == epoch && self.clock.now() < until
+    }
+
+    /// The activation of `user` on this node, if any.
+    pub(crate) fn local(&self, user: &UserId) -> Option<Arc<dyn Mailbox>> {
+        self.table.read().unwrap_or_else(|e| e.into_inner()).get(user).cloned()
+    }
+
+    /// How many activations run here.
+    pub(crate) fn count(&self) -> usize {
+        self.table.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// A call id and the receiver of its answer.
+    pub(crate) fn expect_answer(&self) -> (u64, oneshot::Receiver<Answer>) {
+        let call = self.next_call.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(call, tx);
+        (call, rx)
+    }
+
+    /// Give up waiting for `call` (timed out).
+    pub(crate) fn forget(&self, call: u64) {
+        lock(&self.pending).remove(&call);
+    }
+
+    pub(crate) fn answer(&self, call: u64, answer: Answer) {
+        if let Some(tx) = lock(&self.pending).remove(&call) {
+            let _ = tx.send(answer);
+        }
+    }
+
+    /// Send an activation's answer where it is awaited.
+    pub(crate) fn reply(&self, to: Reply, answer: UserAnswer) {
+        match to {
+            Reply::None => {}
+            Reply::Direct(tx) => {
+                let _ = tx.send(answer);
+            }
+            Reply::Local(call) => self.answer(call, Answer::Call(answer)),
+            Reply::Peer { node, call } => match &self.links {
+                Some(links) => links.send_peer(&node.node.clone(), PeerMsg::UserReply { to: node, call, answer }),
+                None => tracing::debug!(peer = %node, "no cluster link: a user's answer to a peer dropped"),
+            },
+        }
+    }
+
+    /// Carry out one of the core's user effects (from the node actor, in order).
+    pub(crate) fn execute(self: &Arc<Self>, effect: UserEffect) {
+        match effect {
+            UserEffect::Start { user, partition, token, sessions, state, .. } => {
+                let Some(spawner) = &self.spawner else { return };
+                let act = spawner.activation(self.clone(), user.clone(), partition, token, sessions);
+                act.clone().post(Mail::Start(state));
+                let old = self.table.write().unwrap_or_else(|e| e.into_inner()).insert(user, act);
+                if let Some(old) = old {
+                    // The core stops an activation before it starts the next; a leftover is
+                    // stopped rather than left to answer.
+                    old.post(Mail::Stop(roster_core::ActivationEnd::Idle));
+                }
+            }
+            UserEffect::Session { user, token, event } => {
+                if let Some(act) = self.local(&user).filter(|a| a.token() == token) {
+                    act.post(Mail::Session(event));
+                }
+            }
+            UserEffect::Stop { user, token, why } => {
+                let act = {
+                    let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
+                    match table.get(&user) {
+                        Some(a) if a.token() == token => table.remove(&user),
+                        _ => None,
+                    }
+                };
+                if let Some(act) = act {
+                    act.post(Mail::Stop(why));
+                }
+            }
+            UserEffect::Fence { partition, epoch, until } => {
+                if let Some(fence) = self.fences.get(partition.0 as usize) {
+                    *lock(fence) = (epoch, until);
+                }
+            }
+            UserEffect::Deliver { user, token, body, reply } => {
+                let reply = match reply {
+                    None => Reply::None,
+                    Some(ReplyTo::Local(call)) => Reply::Local(call),
+                    Some(ReplyTo::Peer { node, call }) => Reply::Peer { node, call },
+                };
+                match self.local(&user).filter(|a| a.token() == token) {
+                    Some(act) => act.post(Mail::Call { body, reply }),
+                    None => self.reply(reply, UserAnswer::Moving),
+                }
+            }
+            UserEffect::Answer { call, answer } => self.answer(call, Answer::Call(answer)),
+            UserEffect::Info { call, view } => self.answer(call, Answer::Info(view)),
+        }
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
