@@ -73,13 +73,13 @@ fn named(name: &str) -> MetaValue {
     MetaValue::Str(name.to_owned())
 }
 
-/// The next event that is not a presence diff (diffs keep a UI's list current; here we only
+/// The next event that is not presence (the list and its diffs keep a UI current; here we only
 /// print the list when we want it).
 async fn next_message(s: &mut Session) -> ConnEvent {
     loop {
         let event = tokio::time::timeout(Duration::from_secs(5), s.next_event()).await;
         match event.expect("an event within 5 s").expect("the session is open") {
-            ConnEvent::Diff { .. } => continue,
+            ConnEvent::State { .. } | ConnEvent::Diff { .. } => continue,
             other => return other,
         }
     }

@@ -18,7 +18,7 @@ fn big_room() -> PresenceTable {
     let mut table = PresenceTable::new(Incarnation::new("a", 1));
     for i in 0..ROOM {
         let meta = Meta::from([("name".to_owned(), MetaValue::Str(format!("User {i}")))]);
-        let tab = Some(TabId(format!("tab-{i}")));
+        let tab = Some(TabId::from(format!("tab-{i}")));
         table.track(room(), format!("user-{i}"), SocketId(i), tab, meta, 1_000 + i, PhxRef::from_random(u128::from(i)));
     }
     table

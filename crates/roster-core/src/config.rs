@@ -156,6 +156,12 @@ pub struct ServerConfig {
     /// Frames queued towards one socket before the client is deemed too slow and closed
     /// (code 1013). Default: 1024. At least 1.
     pub outbound_queue: u32,
+    /// Bytes queued towards one socket before the client is deemed too slow and closed (code
+    /// 1013). A frame shared by many sockets (a diff, a `presence_state`, a broadcast) is held
+    /// once in memory and counts its size once in each queue it waits in. Default: 16777216
+    /// (16 MiB), above the largest `presence_state` of a 10,000-member room (about 1 MB with
+    /// small metas, 10 MB with 1 KB metas). At least `max_frame_bytes`.
+    pub outbound_queue_bytes: u64,
     /// WebSocket ping interval; a socket silent for two pings is closed. Default: 5000.
     pub ping_ms: u64,
     /// Longest a join may wait (policy `wait`, an in-doubt slot, a partition without a home)
@@ -191,6 +197,7 @@ impl Default for ServerConfig {
             loopback_exempt: true,
             max_sockets_per_user: 32,
             outbound_queue: 1024,
+            outbound_queue_bytes: 16 << 20,
             ping_ms: 5000,
             join_wait_ms: 10_000,
             demo: false,
@@ -402,6 +409,19 @@ pub enum AnonymousMode {
     List,
 }
 
+/// A policy's `presence`: how signed-in users appear in presence.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PresenceMode {
+    /// `"list"`: one key per user, one meta per connection (Phoenix's shape).
+    #[default]
+    List,
+    /// `"count"`: one presence key `users` whose single meta's `count` is the cluster-wide
+    /// number of distinct signed-in users; no user is listed, so a join costs the others a
+    /// count, not an entry (stream rooms where nobody renders the list).
+    Count,
+}
+
 /// One `[[policy]]` entry as written. Only `topic` is required.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -432,6 +452,9 @@ pub struct PolicyConfig {
     /// How anonymous viewers appear. Default: `"count"`.
     #[serde(default)]
     pub anonymous: AnonymousMode,
+    /// How signed-in users appear: `"list"` or `"count"`. Default: `"list"`.
+    #[serde(default)]
+    pub presence: PresenceMode,
 }
 
 fn default_max_slots() -> u32 {
@@ -454,6 +477,7 @@ impl PolicyConfig {
             reserve_ms: 0,
             exempt_roles: Vec::new(),
             anonymous: AnonymousMode::default(),
+            presence: PresenceMode::default(),
         }
     }
 }
@@ -517,6 +541,8 @@ pub struct Policy {
     pub exempt_roles: Vec<Role>,
     /// How anonymous viewers appear.
     pub anonymous: AnonymousMode,
+    /// How signed-in users appear.
+    pub presence: PresenceMode,
 }
 
 impl Policy {
@@ -537,6 +563,7 @@ impl Policy {
             reserve_ms: p.reserve_ms,
             exempt_roles: p.exempt_roles.clone(),
             anonymous: p.anonymous,
+            presence: p.presence,
         }
     }
 
@@ -552,6 +579,20 @@ impl Policy {
     /// Whether a user with `role` skips the slot check under this policy.
     pub fn is_exempt(&self, role: &Role) -> bool {
         self.exempt_roles.contains(role)
+    }
+
+    /// How a topic of this policy shows its presences.
+    pub fn presence_view(&self) -> crate::PresenceView {
+        crate::PresenceView {
+            anonymous: match self.anonymous {
+                AnonymousMode::List => crate::AnonymousView::List,
+                _ => crate::AnonymousView::Count,
+            },
+            users: match self.presence {
+                PresenceMode::List => crate::UsersView::List,
+                PresenceMode::Count => crate::UsersView::Count,
+            },
+        }
     }
 }
 
@@ -724,6 +765,13 @@ impl ServerConfig {
                  least 1 (default 1024)"
                     .to_owned(),
             );
+        }
+        if self.outbound_queue_bytes < u64::from(self.max_frame_bytes) {
+            problems.push(format!(
+                "server.outbound_queue_bytes = {} is below max_frame_bytes ({}): a socket could not be sent one \
+                 frame of that size (default 16777216)",
+                self.outbound_queue_bytes, self.max_frame_bytes
+            ));
         }
         if self.ping_ms == 0 {
             problems.push("server.ping_ms = 0: set it to at least 1 (default 5000)".to_owned());
@@ -1164,6 +1212,7 @@ mod tests {
         assert_eq!(s.max_topics_per_socket, 100);
         assert_eq!(s.max_pushes_per_second, 50);
         assert_eq!(s.outbound_queue, 1024);
+        assert_eq!(s.outbound_queue_bytes, 16 << 20);
         assert_eq!(s.ping_ms, 5000);
         assert_eq!(s.join_wait_ms, 10000);
         assert_eq!(s.max_joins_per_second, 100);
@@ -1280,15 +1329,19 @@ mod tests {
         assert_eq!(p.reserve_ms, 0);
         assert!(p.exempt_roles.is_empty());
         assert_eq!(p.anonymous, AnonymousMode::Count);
+        assert_eq!(p.presence, PresenceMode::List);
     }
 
     #[test]
     fn policy_enums_are_written_in_lowercase() {
         let c = parse_with(
             "[[policy]]\ntopic = \"a\"\nscope = \"global\"\non_conflict = \"wait\"\nanonymous = \"list\"\n\
-             [[policy]]\ntopic = \"b\"\non_conflict = \"reject\"\nanonymous = \"deny\"",
+             [[policy]]\ntopic = \"b\"\non_conflict = \"reject\"\nanonymous = \"deny\"\npresence = \"count\"",
         )
         .unwrap();
+        assert_eq!((c.policy[0].presence, c.policy[1].presence), (PresenceMode::List, PresenceMode::Count));
+        let view = Policy::from_config(PolicyId::BuiltIn, &c.policy[1]).presence_view();
+        assert_eq!((view.anonymous, view.users), (crate::AnonymousView::Count, crate::UsersView::Count));
         assert_eq!(c.policy[0].scope, ScopeKind::Global);
         assert_eq!(c.policy[0].on_conflict, OnConflict::Wait);
         assert_eq!(c.policy[0].anonymous, AnonymousMode::List);
@@ -1637,6 +1690,13 @@ mod tests {
     }
 
     #[test]
+    fn validate_rejects_an_outbound_byte_bound_below_one_frame() {
+        let mut c = Config::single_node();
+        c.server.outbound_queue_bytes = u64::from(c.server.max_frame_bytes) - 1;
+        assert_invalid(&c, &["server.outbound_queue_bytes = 65535"]);
+    }
+
+    #[test]
     fn validate_rejects_zero_socket_limits_and_ping() {
         let mut c = Config::single_node();
         c.server.max_topics_per_socket = 0;
@@ -1800,6 +1860,7 @@ mod tests {
                 loopback_exempt,
                 max_sockets_per_user: per_user,
                 outbound_queue: queue,
+                outbound_queue_bytes: 16 << 20,
                 ping_ms,
                 join_wait_ms,
                 header_read_timeout_ms: header_ms,
@@ -1847,16 +1908,20 @@ mod tests {
             0u64..10_000,
             proptest::collection::vec("[a-z]{1,6}", 0..3),
             prop_oneof![Just(AnonymousMode::Deny), Just(AnonymousMode::Count), Just(AnonymousMode::List)],
+            prop_oneof![Just(PresenceMode::List), Just(PresenceMode::Count)],
         )
-            .prop_map(|(scope, max_slots, on_conflict, wait_ms, reserve_ms, roles, anonymous)| PolicyConfig {
-                topic: String::new(),
-                scope,
-                max_slots,
-                on_conflict,
-                wait_ms,
-                reserve_ms,
-                exempt_roles: roles.into_iter().map(Role::from).collect(),
-                anonymous,
+            .prop_map(|(scope, max_slots, on_conflict, wait_ms, reserve_ms, roles, anonymous, presence)| {
+                PolicyConfig {
+                    topic: String::new(),
+                    scope,
+                    max_slots,
+                    on_conflict,
+                    wait_ms,
+                    reserve_ms,
+                    exempt_roles: roles.into_iter().map(Role::from).collect(),
+                    anonymous,
+                    presence,
+                }
             });
         let policies = (proptest::collection::vec(policy, 0..5), any::<bool>()).prop_map(|(mut ps, catch_all)| {
             let last = ps.len().saturating_sub(1);

@@ -1,5 +1,9 @@
 //! Ids and small values shared by every machine: users, topics, tabs, sockets, roles, metas,
 //! `phx_ref`s, node incarnations and slot tokens.
+//!
+//! The string ids are `Arc<str>`: an id is copied into many indexes (a socket's channels, the
+//! gateway's slots, the home's users, the presence table, the fan-out), and a clone is a
+//! reference count, not a new string.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -15,11 +19,17 @@ macro_rules! string_id {
         $(#[$doc])*
         #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
-        pub struct $name(pub String);
+        pub struct $name(pub Arc<str>);
 
         impl $name {
             /// The id as a string slice.
             pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
                 &self.0
             }
         }
@@ -32,13 +42,13 @@ macro_rules! string_id {
 
         impl From<&str> for $name {
             fn from(s: &str) -> Self {
-                Self(s.to_owned())
+                Self(Arc::from(s))
             }
         }
 
         impl From<String> for $name {
             fn from(s: String) -> Self {
-                Self(s)
+                Self(Arc::from(s))
             }
         }
     };
@@ -118,7 +128,7 @@ impl UserId {
 
     /// Whether this id is the reserved `anonymous` key, which no token may carry.
     pub fn is_reserved(&self) -> bool {
-        self.0 == Self::ANONYMOUS
+        &*self.0 == Self::ANONYMOUS
     }
 }
 
@@ -128,7 +138,7 @@ impl Topic {
     pub fn matches(&self, pattern: &str) -> bool {
         match pattern.strip_suffix('*') {
             Some(prefix) => self.0.starts_with(prefix),
-            None => self.0 == pattern,
+            None => &*self.0 == pattern,
         }
     }
 }

@@ -15,8 +15,8 @@
 //! - `node`: one node's whole cluster logic as one machine ([`NodeState`]): leases,
 //!   heartbeats and echoes, home and gateway sides of every slot, recovery scans.
 //! - `presence`: the presence replica table ([`PresenceTable`]: per-origin deltas and
-//!   snapshots), the joins/leaves every merge returns, and their coalescing into
-//!   `presence_diff` frames ([`DiffCoalescer`]).
+//!   snapshots), the joins/leaves every merge returns, and what each subscriber receives
+//!   ([`Fanout`]: one `presence_state`, then the window diffs that compose with it).
 //! - `sim`: a deterministic simulation of a whole cluster of `NodeState`s (network faults,
 //!   crashes, pauses, clock drift, clients) and the checker of P1 and the lease invariants.
 

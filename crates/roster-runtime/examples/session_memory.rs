@@ -1,6 +1,7 @@
-//! Memory per live session: RSS before and after opening N sessions (each a connection actor,
-//! a slot at its home, a presence entry, and a task draining its events as a socket task would), divided by N; then the same for N presences on open
-//! connections (no new actor), which is what Phoenix.Tracker's per-presence figure measures.
+//! Memory per live session: RSS before and after opening N sessions (each a connection, a slot
+//! at its home, a presence entry, and a task draining its events as a socket task would),
+//! divided by N; then the same for N presences on open connections, which is what
+//! Phoenix.Tracker's per-presence figure measures.
 //!
 //! `cargo run --release -p roster-runtime --example session_memory -- 100000`
 
@@ -45,7 +46,7 @@ async fn main() {
     settle(&node, n).await;
     let after = rss();
     println!(
-        "{n} sessions (connection actor + slot + presence): RSS +{:.1} MiB, {} B per session",
+        "{n} sessions (connection + slot + presence): RSS +{:.1} MiB, {} B per session",
         (after - before) as f64 / 1048576.0,
         (after - before) / n as u64
     );
@@ -66,7 +67,7 @@ async fn main() {
     settle(&node, n + conns * per_conn).await;
     let after = rss();
     println!(
-        "{} presences on {conns} open connections (slot + presence, no new actor): RSS +{:.1} MiB, {} B per presence",
+        "{} presences on {conns} open connections (slot + presence): RSS +{:.1} MiB, {} B per presence",
         conns * per_conn,
         (after - before) as f64 / 1048576.0,
         (after - before) / (conns * per_conn) as u64

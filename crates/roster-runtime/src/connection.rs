@@ -1,43 +1,44 @@
-//! `ConnectionActor`: one per socket (an embedded session or a WebSocket), local only. It
-//! forwards the client's joins, leaves, meta updates and pushes to the node actor, and the
-//! node's answers, revocations, presence diffs and broadcasts to the client's bounded outbound
-//! queue. A client too slow to drain that queue is closed, never allowed to grow memory.
+//! A connection (a socket, or an embedded session): a plain value, not an actor. It sends the
+//! client's joins, leaves, meta updates and pushes to the node actor, and reads what the node
+//! sends it from its bounded [`OutboundQueue`](crate::outbound).
 //!
 //! ```text
 //! NodeSupervisor
-//! ├── NodeActor
-//! ├── PresenceShard(0..k)
-//! └── Gateway
-//!     └── ConnectionActor   ◀── here (linked: however it ends, the Gateway sees it end)
+//! ├── NodeActor ◀── joins, leaves, pushes ── Connection ◀── OutboundQueue ◀── NodeActor, shards
+//! ├── PresenceShard(0..k)                        │ (in a task the Gateway watches, or owned by
+//! └── Gateway (a task) ◀── the task's end ───────┘  embedding code)
 //! ```
 //!
-//! Its end, whatever the cause (close, drop, panic, kill), reaches the Gateway as a supervision
-//! event, which tells the node actor: the presence is untracked and the slot released with no
-//! cleanup code in this actor that could fail to run.
+//! Its end reaches the node actor exactly once, as `SocketClosed`, however it happens: a
+//! connection living in a task ([`Node::spawn_connection`](crate::Node::spawn_connection), as
+//! every WebSocket does) is watched by the Gateway, which reports the task's end whether it
+//! returned, panicked or was aborted; one owned by embedding code reports when it is closed or
+//! dropped; a queue that overflows reports at once (a slow client). A clean close reports at
+//! once as well, so its slots are free before the socket's last frames are written.
 
 use crate::error::{JoinError, PushError};
 use crate::node_actor::NodeMsg;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use ractor_cluster::RactorMessage;
+use crate::outbound::{ChannelId, Outbound, OutboundQueue, PushBody};
+use ractor::ActorRef;
 use roster_core::{
-    ClientEvent, ClientJoin, Input, Meta, MetaValue, PresenceDiff, PresenceList, Role, SlotToken, SocketId, TabId,
-    Topic, UserId,
+    ClientJoin, Input, Meta, MetaValue, PresenceDiff, PresenceList, Role, SlotToken, SocketId, TabId, Topic, UserId,
 };
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
-use tokio::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// A successful join.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Joined {
     /// The slot's fencing token; `None` for joins that hold no slot (anonymous, exempt roles).
     pub token: Option<SlotToken>,
-    /// The topic's presence list right after the join (`presence_state`).
-    pub state: Arc<PresenceList>,
+    /// The join's channel: its `presence_state`, diffs and broadcasts are sent for it.
+    pub channel: ChannelId,
 }
 
-/// What a connection's client is told, in order.
+/// What a connection's client is told, in order (the first event of a join is its
+/// [`ConnEvent::State`]).
 #[derive(Clone, Debug, PartialEq)]
 pub enum ConnEvent {
     /// The slot was taken away: `slot_revoked` with the reason, then the topic's close.
@@ -51,6 +52,14 @@ pub enum ConnEvent {
     Closed {
         /// The topic.
         topic: Topic,
+    },
+    /// The topic's list (`presence_state`), once per join, at the close of the diff window the
+    /// join fell in; the diffs that follow compose with it.
+    State {
+        /// The topic.
+        topic: Topic,
+        /// The list.
+        state: Arc<PresenceList>,
     },
     /// Presence changed in a joined topic (coalesced over `diff_ms`).
     Diff {
@@ -84,24 +93,24 @@ pub enum CloseReason {
     Dropped = 2,
     /// Did not drain its outbound queue in time.
     SlowClient = 3,
-    /// Its actor crashed.
+    /// Its task panicked or was aborted.
     Crashed = 4,
     /// The node is shutting down (clients should reconnect elsewhere).
     Shutdown = 5,
 }
 
-/// The close reason shared between the actor and the handle.
+/// The close reason shared by everyone who holds the connection.
 #[derive(Debug, Default)]
-pub struct CloseState(AtomicU8);
+pub(crate) struct CloseState(AtomicU8);
 
 impl CloseState {
     /// Record why the connection ends (the first reason wins).
-    pub fn set(&self, reason: CloseReason) {
+    pub(crate) fn set(&self, reason: CloseReason) {
         let _ = self.0.compare_exchange(CloseReason::Open as u8, reason as u8, Ordering::AcqRel, Ordering::Acquire);
     }
 
     /// Why it ended.
-    pub fn get(&self) -> CloseReason {
+    pub(crate) fn get(&self) -> CloseReason {
         match self.0.load(Ordering::Acquire) {
             1 => CloseReason::Clean,
             2 => CloseReason::Dropped,
@@ -113,253 +122,404 @@ impl CloseState {
     }
 }
 
-/// Messages to a connection actor.
-#[derive(RactorMessage)]
-pub enum ConnMsg {
-    /// Join a topic.
-    Join {
-        /// The topic.
-        topic: Topic,
-        /// The browser tab.
-        tab: Option<TabId>,
-        /// The user's meta.
-        meta: Meta,
-        /// The answer.
-        reply: RpcReplyPort<Result<Joined, JoinError>>,
-    },
-    /// Leave a topic cleanly.
-    Leave {
-        /// The topic.
-        topic: Topic,
-    },
-    /// Replace this connection's meta in a topic (`presence:update`).
-    UpdateMeta {
-        /// The topic.
-        topic: Topic,
-        /// The new meta.
-        meta: Meta,
-        /// The answer.
-        reply: RpcReplyPort<Result<(), PushError>>,
-    },
-    /// Broadcast an event to the topic's other subscribers.
-    Push {
-        /// The topic.
-        topic: Topic,
-        /// The event name.
-        event: String,
-        /// The payload.
-        body: MetaValue,
-        /// The answer.
-        reply: RpcReplyPort<Result<(), PushError>>,
-    },
-    /// Close the connection (`clean`: on purpose; otherwise a drop).
-    Close {
-        /// Whether the close was clean.
-        clean: bool,
-    },
-    /// From the node actor: an answer or event for one of this connection's topics.
-    Event {
-        /// The topic.
-        topic: Topic,
-        /// What happened.
-        event: ClientEvent,
-        /// For a join: the topic's list right after it.
-        state: Option<Arc<PresenceList>>,
-    },
-    /// From a presence shard: a topic's coalesced diff.
-    Diff {
-        /// The topic.
-        topic: Topic,
-        /// The diff.
-        diff: Arc<PresenceDiff>,
-    },
-    /// From a presence shard: another user's push.
-    Broadcast {
-        /// The topic.
-        topic: Topic,
-        /// The sender.
-        from: UserId,
-        /// The event.
-        event: String,
-        /// The payload.
-        body: MetaValue,
-    },
-    /// The node is shutting down: end with [`CloseReason::Shutdown`].
-    Shutdown,
-    /// Test support: make the actor panic, as a bug in it would.
-    #[doc(hidden)]
-    Panic,
+/// Where a join's answer goes.
+pub(crate) type JoinReply = Option<oneshot::Sender<Result<Joined, JoinError>>>;
+
+/// One topic of a connection.
+#[derive(Debug)]
+pub(crate) enum ChannelState {
+    /// The join waits for its answer: to the caller, or (`None`) through the queue.
+    Joining(JoinReply),
+    /// Left while its join waited: the node's answer to that join, when it comes, is dropped
+    /// (it must not be taken for a later join of the topic). A new join of the topic is
+    /// refused until the leave has gone through.
+    Leaving,
+    /// Joined: pushes for this channel are its own.
+    Joined(ChannelId),
 }
 
-/// What a connection actor starts with.
-pub struct ConnArgs {
-    /// Its socket id on this node.
-    pub socket: SocketId,
-    /// The signed-in user, or `None` for an anonymous viewer.
-    pub user: Option<UserId>,
-    /// The user's role.
-    pub role: Option<Role>,
-    /// The node actor.
-    pub node: ActorRef<NodeMsg>,
-    /// The client's bounded outbound queue.
-    pub out: mpsc::Sender<ConnEvent>,
-    /// Shared with the handle: why it ended.
-    pub close: Arc<CloseState>,
-    /// Topics one connection may join.
-    pub max_topics: usize,
+/// What the connection, the node actor and the shards share about one connection.
+#[derive(Debug)]
+pub(crate) struct ConnShared {
+    socket: SocketId,
+    user: Option<UserId>,
+    role: Option<Role>,
+    node: ActorRef<NodeMsg>,
+    queue: OutboundQueue,
+    close: CloseState,
+    reported: AtomicBool,
+    /// Open connections of the node (this one counts until its end is reported).
+    open: Arc<AtomicUsize>,
+    max_topics: usize,
+    /// Its topics; a socket rarely has more than a few, so a list.
+    channels: Mutex<Vec<(Topic, ChannelState)>>,
 }
 
-/// One connection. See the module documentation.
-pub struct ConnectionActor;
-
-/// A connection's state.
-pub struct ConnState {
-    args: ConnArgs,
-    pending: HashMap<Topic, RpcReplyPort<Result<Joined, JoinError>>>,
-    joined: HashSet<Topic>,
+/// What a new connection is made of.
+pub(crate) struct ConnParts {
+    pub(crate) socket: SocketId,
+    pub(crate) user: Option<UserId>,
+    pub(crate) role: Option<Role>,
+    pub(crate) node: ActorRef<NodeMsg>,
+    pub(crate) max_frames: usize,
+    pub(crate) max_bytes: usize,
+    pub(crate) max_topics: usize,
+    pub(crate) open: Arc<AtomicUsize>,
 }
 
-impl ConnState {
-    /// Queue an event for the client; a full queue closes the connection as a slow client.
-    fn emit(&self, myself: &ActorRef<ConnMsg>, event: ConnEvent) {
-        match self.args.out.try_send(event) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.args.close.set(CloseReason::SlowClient);
-                tracing::info!(socket = %self.args.socket, "slow client closed: outbound queue full");
-                myself.stop(Some("slow_client".into()));
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.args.close.set(CloseReason::Dropped);
-                myself.stop(Some("dropped".into()));
-            }
+impl ConnShared {
+    pub(crate) fn new(p: ConnParts) -> Self {
+        p.open.fetch_add(1, Ordering::Relaxed);
+        Self {
+            socket: p.socket,
+            user: p.user,
+            role: p.role,
+            node: p.node,
+            queue: OutboundQueue::new(p.max_frames, p.max_bytes),
+            close: CloseState::default(),
+            reported: AtomicBool::new(false),
+            open: p.open,
+            max_topics: p.max_topics,
+            channels: Mutex::new(Vec::new()),
         }
     }
-}
 
-impl Actor for ConnectionActor {
-    type Msg = ConnMsg;
-    type State = ConnState;
-    type Arguments = ConnArgs;
-
-    async fn pre_start(&self, _myself: ActorRef<ConnMsg>, args: ConnArgs) -> Result<ConnState, ActorProcessingErr> {
-        Ok(ConnState { args, pending: HashMap::new(), joined: HashSet::new() })
+    pub(crate) fn socket(&self) -> SocketId {
+        self.socket
     }
 
-    async fn handle(
+    pub(crate) fn queue(&self) -> &OutboundQueue {
+        &self.queue
+    }
+
+    pub(crate) fn close_reason(&self) -> CloseReason {
+        self.close.get()
+    }
+
+    /// The connection ends for `reason` (the first reason wins): its reader gets what is
+    /// queued, then nothing; the node actor hears of it once.
+    pub(crate) fn end(&self, reason: CloseReason, clean: bool) {
+        self.close.set(reason);
+        self.queue.end();
+        if !self.reported.swap(true, Ordering::AcqRel) {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            let _ = self.node.cast(NodeMsg::SocketClosed { socket: self.socket, clean });
+        }
+    }
+
+    /// The node shuts down: the reader ends (1012 on a WebSocket); the node already released
+    /// everything, so nothing is reported.
+    pub(crate) fn shut_down(&self) {
+        self.close.set(CloseReason::Shutdown);
+        self.queue.end();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Topic, ChannelState)>> {
+        self.channels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The node granted the join of `topic`: it becomes `channel`. `None` if the connection
+    /// left the topic meanwhile (nothing to subscribe); otherwise where the answer goes.
+    pub(crate) fn granted(&self, topic: &Topic, channel: ChannelId) -> Option<JoinReply> {
+        let mut channels = self.lock();
+        let i = channels.iter().position(|(t, _)| t == topic)?;
+        match &mut channels[i].1 {
+            ChannelState::Joining(reply) => {
+                let reply = reply.take();
+                channels[i].1 = ChannelState::Joined(channel);
+                Some(reply)
+            }
+            ChannelState::Leaving => {
+                channels.swap_remove(i);
+                None
+            }
+            ChannelState::Joined(_) => None,
+        }
+    }
+
+    /// The leave of a topic whose join was still waiting has gone through.
+    pub(crate) fn left(&self, topic: &Topic) {
+        let mut channels = self.lock();
+        if let Some(i) = channels.iter().position(|(t, s)| t == topic && matches!(s, ChannelState::Leaving)) {
+            channels.swap_remove(i);
+        }
+    }
+
+    /// Forget `topic`; what it was.
+    pub(crate) fn remove(&self, topic: &Topic) -> Option<ChannelState> {
+        let mut channels = self.lock();
+        let i = channels.iter().position(|(t, _)| t == topic)?;
+        Some(channels.swap_remove(i).1)
+    }
+
+    /// Forget every topic (the connection ended); what they were.
+    pub(crate) fn take_channels(&self) -> Vec<(Topic, ChannelState)> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    /// Whether `topic` is joined as `channel` now.
+    fn is_current(&self, topic: &Topic, channel: ChannelId) -> bool {
+        self.lock().iter().any(|(t, s)| t == topic && matches!(s, ChannelState::Joined(c) if *c == channel))
+    }
+
+    fn is_joined(&self, topic: &Topic) -> bool {
+        self.lock().iter().any(|(t, s)| t == topic && matches!(s, ChannelState::Joined(_)))
+    }
+
+    /// Start a join of `topic`; its answer goes to `reply`.
+    fn join(&self, topic: Topic, tab: Option<TabId>, meta: Meta, reply: JoinReply) -> Result<(), JoinError> {
+        {
+            let mut channels = self.lock();
+            if channels.iter().any(|(t, _)| *t == topic) {
+                return Err(JoinError::AlreadyJoined);
+            }
+            if channels.len() >= self.max_topics {
+                return Err(JoinError::TooManyTopics);
+            }
+            channels.push((topic.clone(), ChannelState::Joining(reply)));
+        }
+        let join = ClientJoin {
+            socket: self.socket,
+            topic: topic.clone(),
+            user: self.user.clone(),
+            role: self.role.clone(),
+            tab,
+            meta,
+        };
+        if self.node.cast(NodeMsg::Input(Input::Join(join))).is_err() {
+            self.remove(&topic);
+            return Err(JoinError::Closed);
+        }
+        Ok(())
+    }
+
+    fn leave(&self, topic: Topic) {
+        let channel = {
+            let mut channels = self.lock();
+            let Some(i) = channels.iter().position(|(t, _)| *t == topic) else { return };
+            match channels[i].1 {
+                ChannelState::Joined(c) => {
+                    channels.swap_remove(i);
+                    Some(c)
+                }
+                // A waiting caller hears `Closed` (its reply is dropped).
+                ChannelState::Joining(_) => {
+                    channels[i].1 = ChannelState::Leaving;
+                    None
+                }
+                ChannelState::Leaving => return,
+            }
+        };
+        let _ = self.node.cast(NodeMsg::Leave { socket: self.socket, topic, channel });
+    }
+
+    fn update_meta(&self, topic: Topic, meta: Meta) -> Result<(), PushError> {
+        if self.user.is_none() {
+            return Err(PushError::Unauthorized);
+        }
+        if !self.is_joined(&topic) {
+            return Err(PushError::NotJoined);
+        }
+        let input = Input::UpdateMeta { socket: self.socket, topic, meta };
+        self.node.cast(NodeMsg::Input(input)).map_err(|_| PushError::Closed)
+    }
+
+    fn push(&self, topic: Topic, event: String, body: MetaValue) -> Result<(), PushError> {
+        let Some(user) = &self.user else { return Err(PushError::Unauthorized) };
+        if !self.is_joined(&topic) {
+            return Err(PushError::NotJoined);
+        }
+        let msg = NodeMsg::Broadcast { topic, from: user.clone(), event, body, except: Some(self.socket) };
+        self.node.cast(msg).map_err(|_| PushError::Closed)
+    }
+}
+
+/// One socket on this node: joins several topics, receives their events in order.
+pub struct Connection {
+    shared: Arc<ConnShared>,
+    join_wait: Duration,
+    /// Its end is reported by the Gateway watching its task, not by dropping it.
+    supervised: bool,
+    /// Dropping closes cleanly (a session's leave) or as a drop (a vanished client).
+    pub(crate) drop_clean: bool,
+    closed: bool,
+}
+
+impl Connection {
+    pub(crate) fn new(shared: Arc<ConnShared>, join_wait: Duration, supervised: bool) -> Self {
+        Self { shared, join_wait, supervised, drop_clean: false, closed: false }
+    }
+
+    /// The socket id.
+    pub fn socket(&self) -> SocketId {
+        self.shared.socket
+    }
+
+    /// The signed-in user, if any.
+    pub fn user(&self) -> Option<&UserId> {
+        self.shared.user.as_ref()
+    }
+
+    /// A cloneable handle for joins, leaves and pushes, usable while another task reads the
+    /// events.
+    pub fn handle(&self) -> ConnectionHandle {
+        ConnectionHandle { shared: self.shared.clone(), join_wait: self.join_wait }
+    }
+
+    /// Join `topic` as `tab` with `meta`. Waits as long as the topic's policy makes it wait
+    /// (at most the server's `join_wait_ms`). The topic's list follows as the first event.
+    pub async fn join(&self, topic: impl Into<Topic>, tab: Option<TabId>, meta: Meta) -> Result<Joined, JoinError> {
+        self.handle().join(topic, tab, meta).await
+    }
+
+    /// Start a join whose answer comes through the event queue, in order with everything else
+    /// ([`Outbound::Joined`] or [`Outbound::JoinFailed`], read by
+    /// [`recv_outbound`](Self::recv_outbound)), as a gateway wants it. Refused at once when the
+    /// connection is in the topic already or in `max_topics_per_socket` topics.
+    pub fn send_join(&self, topic: impl Into<Topic>, tab: Option<TabId>, meta: Meta) -> Result<(), JoinError> {
+        self.shared.join(topic.into(), tab, meta, None)
+    }
+
+    /// Leave `topic` cleanly.
+    pub fn leave(&self, topic: impl Into<Topic>) {
+        self.shared.leave(topic.into())
+    }
+
+    /// Replace this connection's meta in `topic` (subscribers see one leave and one join).
+    pub async fn update_meta(&self, topic: impl Into<Topic>, meta: Meta) -> Result<(), PushError> {
+        self.shared.update_meta(topic.into(), meta)
+    }
+
+    /// Broadcast `event` with `body` to every other connection in `topic`.
+    pub async fn push(
         &self,
-        myself: ActorRef<ConnMsg>,
-        msg: ConnMsg,
-        st: &mut ConnState,
-    ) -> Result<(), ActorProcessingErr> {
-        let node = &st.args.node;
-        match msg {
-            ConnMsg::Join { topic, tab, meta, reply } => {
-                if st.joined.len() + st.pending.len() >= st.args.max_topics
-                    && !st.joined.contains(&topic)
-                    && !st.pending.contains_key(&topic)
-                {
-                    let _ = reply.send(Err(JoinError::TooManyTopics));
-                    return Ok(());
-                }
-                if st.pending.contains_key(&topic) || st.joined.contains(&topic) {
-                    let _ = reply.send(Err(JoinError::AlreadyJoined));
-                    return Ok(());
-                }
-                let join = ClientJoin {
-                    socket: st.args.socket,
-                    topic: topic.clone(),
-                    user: st.args.user.clone(),
-                    role: st.args.role.clone(),
-                    tab,
-                    meta,
-                };
-                st.pending.insert(topic, reply);
-                node.cast(NodeMsg::Input(Input::Join(join)))?;
-            }
-            ConnMsg::Leave { topic } => {
-                if st.joined.remove(&topic) || st.pending.remove(&topic).is_some() {
-                    node.cast(NodeMsg::Input(Input::Leave { socket: st.args.socket, topic }))?;
-                }
-            }
-            ConnMsg::UpdateMeta { topic, meta, reply } => {
-                let answer = if st.args.user.is_none() {
-                    Err(PushError::Unauthorized)
-                } else if !st.joined.contains(&topic) {
-                    Err(PushError::NotJoined)
-                } else {
-                    node.cast(NodeMsg::Input(Input::UpdateMeta { socket: st.args.socket, topic, meta }))?;
-                    Ok(())
-                };
-                let _ = reply.send(answer);
-            }
-            ConnMsg::Push { topic, event, body, reply } => {
-                let answer = match &st.args.user {
-                    None => Err(PushError::Unauthorized),
-                    Some(_) if !st.joined.contains(&topic) => Err(PushError::NotJoined),
-                    Some(user) => {
-                        let except = Some(st.args.socket);
-                        node.cast(NodeMsg::Broadcast { topic, from: user.clone(), event, body, except })?;
-                        Ok(())
-                    }
-                };
-                let _ = reply.send(answer);
-            }
-            ConnMsg::Close { clean } => {
-                st.args.close.set(if clean { CloseReason::Clean } else { CloseReason::Dropped });
-                myself.stop(Some(if clean { "clean" } else { "dropped" }.into()));
-            }
-            ConnMsg::Event { topic, event, state } => match event {
-                ClientEvent::Joined { token } => {
-                    if let Some(reply) = st.pending.remove(&topic) {
-                        st.joined.insert(topic);
-                        let state = state.unwrap_or_default();
-                        let _ = reply.send(Ok(Joined { token, state }));
-                    }
-                }
-                ClientEvent::JoinFailed { reason } => {
-                    if let Some(reply) = st.pending.remove(&topic) {
-                        let _ = reply.send(Err(JoinError::from_reason(&reason)));
-                    }
-                }
-                ClientEvent::Revoked { reason } => {
-                    st.joined.remove(&topic);
-                    st.emit(&myself, ConnEvent::Revoked { topic, reason });
-                }
-                ClientEvent::Closed => {
-                    st.joined.remove(&topic);
-                    match st.pending.remove(&topic) {
-                        Some(reply) => {
-                            let _ = reply.send(Err(JoinError::Closed));
-                        }
-                        None => st.emit(&myself, ConnEvent::Closed { topic }),
-                    }
-                }
-            },
-            ConnMsg::Diff { topic, diff } => {
-                if st.joined.contains(&topic) {
-                    st.emit(&myself, ConnEvent::Diff { topic, diff });
-                }
-            }
-            ConnMsg::Broadcast { topic, from, event, body } => {
-                if st.joined.contains(&topic) {
-                    st.emit(&myself, ConnEvent::Broadcast { topic, from, event, body });
-                }
-            }
-            ConnMsg::Shutdown => {
-                st.args.close.set(CloseReason::Shutdown);
-                myself.stop(Some("shutdown".into()));
-            }
-            ConnMsg::Panic => panic!("injected panic in connection {}", st.args.socket),
-        }
-        Ok(())
+        topic: impl Into<Topic>,
+        event: impl Into<String>,
+        body: MetaValue,
+    ) -> Result<(), PushError> {
+        self.shared.push(topic.into(), event.into(), body)
     }
 
-    async fn post_stop(&self, _myself: ActorRef<ConnMsg>, st: &mut ConnState) -> Result<(), ActorProcessingErr> {
-        // Joins still waiting get an answer; the Gateway reports the end to the node actor.
-        for (_, reply) in st.pending.drain() {
-            let _ = reply.send(Err(JoinError::Closed));
+    /// The next event; `None` once the connection has ended (see [`Connection::close_reason`]).
+    /// Pushes for a channel the connection has since left are skipped.
+    pub async fn recv(&mut self) -> Option<ConnEvent> {
+        loop {
+            let item = self.shared.queue.recv().await?;
+            if let Some(event) = self.event(item) {
+                return Some(event);
+            }
         }
-        Ok(())
+    }
+
+    /// An event if one is queued.
+    pub fn try_recv(&mut self) -> Option<ConnEvent> {
+        while let Some(item) = self.shared.queue.try_recv() {
+            if let Some(event) = self.event(item) {
+                return Some(event);
+            }
+        }
+        None
+    }
+
+    /// The next item as queued, for a gateway that writes shared pushes as they are encoded
+    /// and tells channels apart itself; `None` once the connection has ended.
+    pub async fn recv_outbound(&mut self) -> Option<Outbound> {
+        self.shared.queue.recv().await
+    }
+
+    /// [`recv_outbound`](Self::recv_outbound) if an item is queued.
+    pub fn try_recv_outbound(&mut self) -> Option<Outbound> {
+        self.shared.queue.try_recv()
+    }
+
+    /// Resolves once the connection has ended from the node's side: its queue overflowed (a
+    /// slow client) or the node shuts down. A gateway blocked writing to a client waits on it.
+    pub async fn ended(&self) {
+        self.shared.queue.wait_ended().await
+    }
+
+    fn event(&self, item: Outbound) -> Option<ConnEvent> {
+        match item {
+            Outbound::Revoked { topic, reason, .. } => Some(ConnEvent::Revoked { topic, reason }),
+            Outbound::Closed { topic, .. } => Some(ConnEvent::Closed { topic }),
+            Outbound::Push { channel, push } => {
+                if !self.shared.is_current(push.topic(), channel) {
+                    return None;
+                }
+                let topic = push.topic().clone();
+                Some(match push.body() {
+                    PushBody::State(state) => ConnEvent::State { topic, state: state.clone() },
+                    PushBody::Diff(diff) => ConnEvent::Diff { topic, diff: diff.clone() },
+                    PushBody::Broadcast { from, event, body } => {
+                        ConnEvent::Broadcast { topic, from: from.clone(), event: event.clone(), body: body.clone() }
+                    }
+                })
+            }
+            Outbound::Joined { .. } | Outbound::JoinFailed { .. } => None,
+        }
+    }
+
+    /// Why the connection ended ([`CloseReason::Open`] while it has not).
+    pub fn close_reason(&self) -> CloseReason {
+        self.shared.close_reason()
+    }
+
+    /// Close: `clean` for a close on purpose (slots freed at once), otherwise as a dropped
+    /// client (a `reserve_ms` reservation applies).
+    pub fn close(mut self, clean: bool) {
+        self.closed = true;
+        self.shared.end(if clean { CloseReason::Clean } else { CloseReason::Dropped }, clean);
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if !self.closed && !self.supervised {
+            let clean = self.drop_clean;
+            self.shared.end(if clean { CloseReason::Clean } else { CloseReason::Dropped }, clean);
+        }
+    }
+}
+
+/// The sending half of a [`Connection`]: joins, leaves, meta updates and pushes. Cheap to
+/// clone; it does not keep the connection open.
+#[derive(Clone)]
+pub struct ConnectionHandle {
+    shared: Arc<ConnShared>,
+    join_wait: Duration,
+}
+
+/// How long a join may take beyond the configured join wait before the node counts as gone.
+const JOIN_MARGIN: Duration = Duration::from_secs(5);
+
+impl ConnectionHandle {
+    /// See [`Connection::join`].
+    pub async fn join(&self, topic: impl Into<Topic>, tab: Option<TabId>, meta: Meta) -> Result<Joined, JoinError> {
+        let (tx, rx) = oneshot::channel();
+        self.shared.join(topic.into(), tab, meta, Some(tx))?;
+        match tokio::time::timeout(self.join_wait + JOIN_MARGIN, rx).await {
+            Ok(Ok(result)) => result,
+            _ => Err(JoinError::Closed),
+        }
+    }
+
+    /// See [`Connection::send_join`].
+    pub fn send_join(&self, topic: impl Into<Topic>, tab: Option<TabId>, meta: Meta) -> Result<(), JoinError> {
+        self.shared.join(topic.into(), tab, meta, None)
+    }
+
+    /// See [`Connection::leave`].
+    pub fn leave(&self, topic: impl Into<Topic>) {
+        self.shared.leave(topic.into())
+    }
+
+    /// See [`Connection::update_meta`] (it does not wait).
+    pub fn update_meta(&self, topic: impl Into<Topic>, meta: Meta) -> Result<(), PushError> {
+        self.shared.update_meta(topic.into(), meta)
+    }
+
+    /// See [`Connection::push`] (it does not wait).
+    pub fn push(&self, topic: impl Into<Topic>, event: impl Into<String>, body: MetaValue) -> Result<(), PushError> {
+        self.shared.push(topic.into(), event.into(), body)
     }
 }

@@ -1,146 +1,76 @@
-//! `Gateway`: accepts connections and links every `ConnectionActor` under itself, so that a
-//! connection's end, however it happens (a clean close, a drop, a slow client, a panic, a
-//! kill), arrives here as a supervision event and is reported to the node actor, which
-//! untracks its presence and releases its slots.
+//! `Gateway`: the supervisor of every connection task. A connection that lives in a task
+//! ([`Node::spawn_connection`](crate::Node::spawn_connection); every WebSocket does) is watched
+//! here, so its end, however it happens (the task returns, panics or is aborted), reaches the
+//! node actor as `SocketClosed`: its presence is untracked and its slots released, with no
+//! cleanup code inside the connection that could fail to run.
 //!
 //! ```text
 //! NodeSupervisor
 //! ├── NodeActor ◀── SocketClosed{socket, clean} ──┐
 //! ├── PresenceShard(0..k)                          │
-//! └── Gateway   ◀── here ─────────────────────────┘
-//!     └── ConnectionActor (one per socket, linked)
+//! └── Gateway (a task) ◀── here ──────────────────┘
+//!     └── connection task (one per socket; its JoinHandle is watched)
 //! ```
+//!
+//! A connection task costs a few hundred bytes; a ractor actor per socket cost about 10 KB
+//! (ractor with the cluster features) plus its mailbox.
 
-use crate::connection::{CloseReason, CloseState, ConnArgs, ConnEvent, ConnMsg, ConnectionActor};
-use crate::node_actor::NodeMsg;
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use ractor_cluster::RactorMessage;
-use roster_core::{Role, SocketId, UserId};
-use std::collections::HashMap;
+use crate::connection::{CloseReason, ConnShared};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::sync::Arc;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
-/// Messages to the gateway.
-#[derive(RactorMessage)]
-pub enum GatewayMsg {
-    /// Start a connection actor for a new socket.
-    Connect {
-        /// The socket id (unique on this node).
-        socket: SocketId,
-        /// The signed-in user, or `None`.
-        user: Option<UserId>,
-        /// Their role.
-        role: Option<Role>,
-        /// The client's outbound queue.
-        out: mpsc::Sender<ConnEvent>,
-        /// Shared close reason.
-        close: Arc<CloseState>,
-        /// The connection actor, once started.
-        reply: RpcReplyPort<Option<ActorRef<ConnMsg>>>,
-    },
-    /// How many connections are alive.
-    Count(RpcReplyPort<usize>),
-    /// The node is shutting down: every connection ends with `CloseReason::Shutdown`.
-    Shutdown(RpcReplyPort<()>),
+/// The sending side of the Gateway: hands it connection tasks to watch.
+#[derive(Clone, Debug)]
+pub(crate) struct Gateway {
+    tx: mpsc::UnboundedSender<(Arc<ConnShared>, JoinHandle<()>)>,
 }
 
-/// What the gateway starts with.
-pub struct GatewayArgs {
-    /// The node actor to report to.
-    pub node: ActorRef<NodeMsg>,
-    /// Topics per connection.
-    pub max_topics: usize,
-}
-
-/// The gateway. See the module documentation.
-pub struct Gateway;
-
-/// The gateway's state: which actor holds which socket.
-pub struct GatewayState {
-    node: ActorRef<NodeMsg>,
-    max_topics: usize,
-    sockets: HashMap<ActorId, (SocketId, Arc<CloseState>)>,
-}
-
-impl Actor for Gateway {
-    type Msg = GatewayMsg;
-    type State = GatewayState;
-    type Arguments = GatewayArgs;
-
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<GatewayMsg>,
-        args: GatewayArgs,
-    ) -> Result<GatewayState, ActorProcessingErr> {
-        Ok(GatewayState { node: args.node, max_topics: args.max_topics, sockets: HashMap::new() })
+impl Gateway {
+    /// Start the Gateway's task; abort the returned handle to stop it.
+    pub(crate) fn start() -> (Gateway, JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Gateway { tx }, tokio::spawn(run(rx)))
     }
 
-    async fn handle(
-        &self,
-        myself: ActorRef<GatewayMsg>,
-        msg: GatewayMsg,
-        st: &mut GatewayState,
-    ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            GatewayMsg::Connect { socket, user, role, out, close, reply } => {
-                let args = ConnArgs {
-                    socket,
-                    user,
-                    role,
-                    node: st.node.clone(),
-                    out,
-                    close: close.clone(),
-                    max_topics: st.max_topics,
-                };
-                match Actor::spawn_linked(None, ConnectionActor, args, myself.get_cell()).await {
-                    Ok((conn, _)) => {
-                        st.sockets.insert(conn.get_id(), (socket, close));
-                        // Registered before the caller can send a join through it.
-                        st.node.cast(NodeMsg::Register { socket, conn: conn.clone() })?;
-                        let _ = reply.send(Some(conn));
-                    }
-                    Err(e) => {
-                        tracing::warn!(socket = %socket, error = %e, "cannot start a connection actor");
-                        let _ = reply.send(None);
-                    }
-                }
-            }
-            GatewayMsg::Count(reply) => {
-                let _ = reply.send(st.sockets.len());
-            }
-            GatewayMsg::Shutdown(reply) => {
-                for (_, close) in st.sockets.values() {
-                    close.set(CloseReason::Shutdown);
-                }
-                myself.stop_children(Some("shutdown".into()));
-                let _ = reply.send(());
-            }
+    /// Watch `task`, the task `conn` lives in. If the Gateway has stopped (the node is down),
+    /// the task is aborted and the connection ends at once.
+    pub(crate) fn watch(&self, conn: Arc<ConnShared>, task: JoinHandle<()>) {
+        if let Err(mpsc::error::SendError((conn, task))) = self.tx.send((conn, task)) {
+            task.abort();
+            conn.end(CloseReason::Crashed, false);
         }
-        Ok(())
     }
+}
 
-    // Children end all the time; that is normal here, so the default (stop the supervisor)
-    // is replaced.
-    async fn handle_supervisor_evt(
-        &self,
-        _myself: ActorRef<GatewayMsg>,
-        evt: SupervisionEvent,
-        st: &mut GatewayState,
-    ) -> Result<(), ActorProcessingErr> {
-        let (id, clean) = match &evt {
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell.get_id(), reason.as_deref() == Some("clean") || reason.as_deref() == Some("shutdown"))
-            }
-            SupervisionEvent::ActorFailed(cell, err) => {
-                tracing::warn!(actor = %cell.get_id(), error = %err, "connection actor crashed");
-                (cell.get_id(), false)
-            }
-            _ => return Ok(()),
-        };
-        if let Some((socket, close)) = st.sockets.remove(&id) {
-            close.set(if clean { CloseReason::Clean } else { CloseReason::Crashed });
-            st.node.cast(NodeMsg::SocketClosed { socket, clean })?;
+async fn run(mut rx: mpsc::UnboundedReceiver<(Arc<ConnShared>, JoinHandle<()>)>) {
+    let mut tasks = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            watched = rx.recv() => match watched {
+                Some((conn, task)) => tasks.push(async move { (conn, task.await) }),
+                None => break,
+            },
+            Some((conn, ended)) = tasks.next(), if !tasks.is_empty() => report(&conn, ended),
         }
-        Ok(())
+    }
+    // Nobody can hand over new tasks: report the ones still running as they end.
+    while let Some((conn, ended)) = tasks.next().await {
+        report(&conn, ended);
+    }
+}
+
+/// The task `conn` lived in has ended: report it (unless the connection already did, closing
+/// cleanly or overflowing).
+fn report(conn: &ConnShared, ended: Result<(), tokio::task::JoinError>) {
+    match ended {
+        Ok(()) => conn.end(CloseReason::Dropped, false),
+        Err(e) => {
+            if e.is_panic() {
+                tracing::warn!(socket = %conn.socket(), "connection task panicked");
+            }
+            conn.end(CloseReason::Crashed, false);
+        }
     }
 }

@@ -6,9 +6,11 @@
 //! ## Layout
 //! - `node`: the embedding API and the `NodeSupervisor` that owns the tree below.
 //! - `node_actor`: `NodeActor`, which runs `NodeState` and executes its effects.
-//! - `gateway`: `Gateway`, which links every `ConnectionActor` and reports their ends.
-//! - `connection`: `ConnectionActor`, one per socket or session (local only).
-//! - `presence_shard`: `PresenceShard`s: subscriptions, coalesced diffs, broadcasts by topic.
+//! - `gateway`: `Gateway`, the task that watches every connection task and reports its end.
+//! - `connection`: `Connection`, one per socket or session: a value, not an actor.
+//! - `outbound`: what a connection is sent, the shared pushes, its bounded queue.
+//! - `presence_shard`: `PresenceShard`s: the core's `Fanout` per topic (each subscriber's
+//!   state and diffs), shared pushes, broadcasts.
 //! - `users`: user actors: the home's table of activations running the application's
 //!   [`UserBehaviour`], and [`UserRef`], which reaches a user's activation from any node.
 //! - `record_log`: the records as JSON lines in Unix milliseconds (`--records FILE`).
@@ -23,8 +25,8 @@
 //! ├── PresenceShard(0..k)   by hash(topic)
 //! ├── NodeActor             NodeState: leases, homes and user slots, gateway slots, presence
 //! │   └── activation(u)     one per live user homed here (a table entry; a task while busy)
-//! └── Gateway
-//!     └── ConnectionActor   one per socket (local only)
+//! └── Gateway (a task)      watches every connection task
+//!     └── connection        one per socket or session (a value in a task, not an actor)
 //! ```
 
 mod clock;
@@ -36,18 +38,19 @@ mod error;
 mod gateway;
 mod node;
 mod node_actor;
+mod outbound;
 mod presence_shard;
 mod record_log;
 mod users;
 
 pub use clock::Clock;
 pub use cluster::{LinkCounters, LinkEvent, LinkStatus};
-pub use connection::{CloseReason, ConnEvent, Joined};
+pub use connection::{CloseReason, ConnEvent, Connection, ConnectionHandle, Joined};
 pub use epoch_store::EpochStore;
 pub use error::{JoinError, PushError, RuntimeError, UserError};
-pub use node::{
-    Connection, ConnectionHandle, JoinRequest, Node, NodeOptions, PresenceSubscription, Session, Stats, TopicPresence,
-};
-pub use node_actor::{NodeMsg, NodeStatus};
+pub use node::{ConnectionTask, JoinRequest, Node, NodeOptions, PresenceSubscription, Session, Stats, TopicPresence};
+pub use node_actor::NodeStatus;
+pub use outbound::{ChannelId, Outbound, Push, PushBody, PushEncoder};
+pub use presence_shard::PresenceFeed;
 pub use record_log::RecordLog;
 pub use users::{KeepSessions, UserBehaviour, UserCtx, UserRef, DEFAULT_CALL_TIMEOUT};

@@ -7,31 +7,34 @@
 //! NodeSupervisor        ◀── started by Node::start, stopped by Node::shutdown
 //! ├── PresenceShard(0..k)
 //! ├── NodeActor
-//! └── Gateway
-//!     └── ConnectionActor   ◀── one per Connection / Session
+//! └── Gateway (a task)      watches every connection task (Node::spawn_connection)
+//!     └── connection        one per Connection / Session / socket
 //! ```
 
 use crate::clock::Clock;
 use crate::cluster::{Cluster, LinkStatus, Links};
-use crate::connection::{CloseReason, CloseState, ConnEvent, ConnMsg, Joined};
+use crate::connection::{ConnEvent, ConnParts, ConnShared, Connection, Joined};
 use crate::epoch_store::EpochStore;
 use crate::error::{JoinError, PushError, RuntimeError};
-use crate::gateway::{Gateway, GatewayArgs, GatewayMsg};
+use crate::gateway::Gateway;
 use crate::node_actor::{NodeActor, NodeArgs, NodeMsg, NodeStatus, PeerInbox, Published};
-use crate::presence_shard::{PresenceShard, ShardArgs, ShardMsg, Subscriber};
+use crate::outbound::PushEncoder;
+use crate::presence_shard::{PresenceFeed, PresenceShard, ShardArgs, ShardMsg, Subscriber};
 use crate::record_log::RecordLog;
 use crate::users::{self, host::Shared, KeepSessions, UserBehaviour, UserRef};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use ractor_cluster::RactorMessage;
 use roster_core::{
-    Config, Incarnation, Meta, MetaValue, NodeBoot, NodeName, PresenceDiff, PresenceList, Role, Safeguards, SlotToken,
-    SocketId, TabId, Topic, UserId,
+    Config, Incarnation, Meta, MetaValue, NodeBoot, NodeName, PresenceList, Role, Safeguards, SlotToken, SocketId,
+    SubscriberId, TabId, Topic, UserId,
 };
+use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
+use tokio::task::{AbortHandle, JoinHandle};
 
 /// How to start a node.
 #[derive(Clone)]
@@ -50,6 +53,12 @@ pub struct NodeOptions {
     /// The user actors' behaviour (see [`NodeOptions::users`]): [`KeepSessions`] unless set;
     /// `None` runs no user actors ([`NodeOptions::without_user_actors`]).
     pub(crate) user_actors: Option<Arc<dyn users::host::Spawner>>,
+    /// Encodes every shared push (a window's `presence_diff`, a `presence_state`, a
+    /// broadcast) once, for a gateway that writes them to sockets ([`Push::encoded`]); none by
+    /// default (embedded sessions read the values).
+    ///
+    /// [`Push::encoded`]: crate::Push::encoded
+    pub encoder: Option<Arc<dyn PushEncoder>>,
 }
 
 impl NodeOptions {
@@ -66,6 +75,7 @@ impl NodeOptions {
             data_dir: None,
             safeguards: Safeguards::default(),
             records: None,
+            encoder: None,
             user_actors: Some(Arc::new(users::Behaviour(Arc::new(KeepSessions)))),
         }
     }
@@ -88,6 +98,12 @@ impl NodeOptions {
     /// Write the record log to `path`.
     pub fn records(mut self, path: impl Into<PathBuf>) -> Self {
         self.records = Some(path.into());
+        self
+    }
+
+    /// Encode shared pushes with `encoder` (see [`NodeOptions::encoder`]).
+    pub fn encoder(mut self, encoder: Arc<dyn PushEncoder>) -> Self {
+        self.encoder = Some(encoder);
         self
     }
 
@@ -154,7 +170,8 @@ pub struct Stats {
     pub slots: usize,
     /// Presence entries in this node's replica.
     pub presence_entries: usize,
-    /// Actors alive: the supervisor, node actor, gateway, shards, and one per connection.
+    /// Actors alive: the supervisor, the node actor and the shards (connections are not
+    /// actors).
     pub actors: usize,
     /// User activations on this node (users homed here with a live session; they are not
     /// actors: see [`UserBehaviour`]).
@@ -163,7 +180,7 @@ pub struct Stats {
 
 #[derive(RactorMessage)]
 enum SupMsg {
-    Children(RpcReplyPort<(ActorRef<NodeMsg>, ActorRef<GatewayMsg>, usize)>),
+    Children(RpcReplyPort<(ActorRef<NodeMsg>, usize)>),
 }
 
 struct SupArgs {
@@ -175,17 +192,18 @@ struct SupArgs {
     ready: watch::Sender<bool>,
     records: Option<RecordLog>,
     inbox: Arc<PeerInbox>,
+    subscriptions: Arc<AtomicU64>,
+    encoder: Option<Arc<dyn PushEncoder>>,
     users: Arc<Shared>,
 }
 
 struct SupState {
     node: ActorRef<NodeMsg>,
-    gateway: ActorRef<GatewayMsg>,
     shards: Vec<ActorRef<ShardMsg>>,
 }
 
-/// `NodeSupervisor`: starts the shards, the node actor and the gateway, linked. If any of them
-/// dies, the node stops as a whole: a node whose core died must not look alive.
+/// `NodeSupervisor`: starts the shards and the node actor, linked. If any of them dies, the
+/// node stops as a whole: a node whose core died must not look alive.
 struct NodeSupervisor;
 
 impl Actor for NodeSupervisor {
@@ -197,11 +215,11 @@ impl Actor for NodeSupervisor {
         let config = Arc::new(args.boot.config.clone());
         let mut shards = Vec::new();
         for _ in 0..config.presence.shards.max(1) {
-            let shard_args = ShardArgs { config: config.clone(), clock: args.clock };
+            let shard_args =
+                ShardArgs { diff_ms: config.presence.diff_ms, clock: args.clock, encoder: args.encoder.clone() };
             let (shard, _) = Actor::spawn_linked(None, PresenceShard, shard_args, myself.get_cell()).await?;
             shards.push(shard);
         }
-        let max_topics = config.server.max_topics_per_socket as usize;
         let node_args = NodeArgs {
             boot: args.boot,
             store: args.store,
@@ -212,12 +230,11 @@ impl Actor for NodeSupervisor {
             ready: args.ready,
             records: args.records,
             inbox: args.inbox,
+            subscriptions: args.subscriptions,
             users: args.users,
         };
         let (node, _) = Actor::spawn_linked(None, NodeActor, node_args, myself.get_cell()).await?;
-        let gw_args = GatewayArgs { node: node.clone(), max_topics };
-        let (gateway, _) = Actor::spawn_linked(None, Gateway, gw_args, myself.get_cell()).await?;
-        Ok(SupState { node, gateway, shards })
+        Ok(SupState { node, shards })
     }
 
     async fn handle(
@@ -228,7 +245,7 @@ impl Actor for NodeSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupMsg::Children(reply) => {
-                let _ = reply.send((st.node.clone(), st.gateway.clone(), st.shards.len()));
+                let _ = reply.send((st.node.clone(), st.shards.len()));
             }
         }
         Ok(())
@@ -255,8 +272,6 @@ impl Actor for NodeSupervisor {
     }
 
     async fn post_stop(&self, _myself: ActorRef<SupMsg>, st: &mut SupState) -> Result<(), ActorProcessingErr> {
-        st.gateway.stop_children(None);
-        st.gateway.stop(None);
         st.node.stop(None);
         for s in &st.shards {
             s.stop(None);
@@ -271,13 +286,17 @@ struct NodeInner {
     config: Arc<Config>,
     supervisor: ActorRef<SupMsg>,
     node: ActorRef<NodeMsg>,
-    gateway: ActorRef<GatewayMsg>,
+    gateway: Gateway,
+    gateway_task: JoinHandle<()>,
     shard_count: usize,
     published: Published,
     ready: watch::Receiver<bool>,
     cluster: Option<Cluster>,
     next_socket: AtomicU64,
-    next_subscription: AtomicU64,
+    /// Channel and subscription ids (shared with the node actor).
+    subscriptions: Arc<AtomicU64>,
+    /// Connections open now.
+    open: Arc<AtomicUsize>,
     users: Arc<Shared>,
 }
 
@@ -331,6 +350,7 @@ impl Node {
             opts.user_actors.clone(),
         );
         let (ready_tx, ready) = watch::channel(false);
+        let subscriptions = Arc::new(AtomicU64::new(1));
         let args = SupArgs {
             boot,
             store,
@@ -340,12 +360,14 @@ impl Node {
             ready: ready_tx,
             records,
             inbox: inbox.clone(),
+            subscriptions: subscriptions.clone(),
+            encoder: opts.encoder.clone(),
             users: users.clone(),
         };
         let (supervisor, _) = Actor::spawn(None, NodeSupervisor, args)
             .await
             .map_err(|e| RuntimeError::Spawn(format!("node supervisor: {e}")))?;
-        let (node, gateway, shard_count) = supervisor
+        let (node, shard_count) = supervisor
             .call(SupMsg::Children, Some(CALL_MARGIN))
             .await
             .ok()
@@ -362,6 +384,7 @@ impl Node {
             None => None,
         };
         tracing::info!(node = %opts.node, incarnation = %incarnation, "node started");
+        let (gateway, gateway_task) = Gateway::start();
         Ok(Node {
             inner: Arc::new(NodeInner {
                 name: opts.node,
@@ -370,12 +393,14 @@ impl Node {
                 supervisor,
                 node,
                 gateway,
+                gateway_task,
                 shard_count,
                 published,
                 ready,
                 cluster,
                 next_socket: AtomicU64::new(1),
-                next_subscription: AtomicU64::new(1),
+                subscriptions,
+                open: Arc::new(AtomicUsize::new(0)),
                 users,
             }),
         })
@@ -400,11 +425,6 @@ impl Node {
         Duration::from_millis(self.inner.config.server.join_wait_ms)
     }
 
-    /// The node actor (for the cluster layer, which delivers peer messages to it).
-    pub fn node_actor(&self) -> &ActorRef<NodeMsg> {
-        &self.inner.node
-    }
-
     /// Wait until the node admits joins (start-up waits over, every partition has a home), or
     /// `timeout` passes. Returns whether it is ready.
     pub async fn ready(&self, timeout: Duration) -> bool {
@@ -417,31 +437,67 @@ impl Node {
         *self.inner.ready.borrow()
     }
 
-    /// Open a connection (a socket) for `user` with `role` (`None`: anonymous). Its events are
-    /// queued up to `outbound` deep; a client that falls further behind is closed.
+    /// The shared half of a new connection, registered with the node actor.
+    fn open_connection(
+        &self,
+        user: Option<UserId>,
+        role: Option<Role>,
+        outbound: usize,
+    ) -> Result<Arc<ConnShared>, RuntimeError> {
+        let socket = SocketId(self.inner.next_socket.fetch_add(1, Ordering::Relaxed));
+        let server = &self.inner.config.server;
+        let conn = Arc::new(ConnShared::new(ConnParts {
+            socket,
+            user,
+            role,
+            node: self.inner.node.clone(),
+            max_frames: outbound,
+            max_bytes: usize::try_from(server.outbound_queue_bytes).unwrap_or(usize::MAX),
+            max_topics: server.max_topics_per_socket as usize,
+            open: self.inner.open.clone(),
+        }));
+        // Registered before the caller can send a join through it (one mailbox, in order).
+        if self.inner.node.cast(NodeMsg::Register { socket, conn: conn.clone() }).is_err() {
+            conn.end(crate::CloseReason::Shutdown, false);
+            return Err(RuntimeError::NotRunning);
+        }
+        Ok(conn)
+    }
+
+    /// Open a connection (a socket) for `user` with `role` (`None`: anonymous), owned by the
+    /// caller: it ends when closed or dropped. Its events are queued up to `outbound` frames
+    /// (and `outbound_queue_bytes` bytes) deep; a client that falls further behind is closed.
     pub async fn connect(
         &self,
         user: Option<UserId>,
         role: Option<Role>,
         outbound: usize,
     ) -> Result<Connection, RuntimeError> {
-        let socket = SocketId(self.inner.next_socket.fetch_add(1, Ordering::Relaxed));
-        let (out, events) = mpsc::channel(outbound.max(1));
-        let close = Arc::new(CloseState::default());
-        let c = close.clone();
-        let actor = self
-            .inner
-            .gateway
-            .call(
-                |reply| GatewayMsg::Connect { socket, user: user.clone(), role, out, close: c, reply },
-                Some(CALL_MARGIN),
-            )
-            .await
-            .ok()
-            .and_then(success)
-            .flatten()
-            .ok_or(RuntimeError::NotRunning)?;
-        Ok(Connection { node: self.clone(), socket, user, actor, events, close, drop_clean: false, closed: false })
+        let conn = self.open_connection(user, role, outbound)?;
+        Ok(Connection::new(conn, self.join_wait(), false))
+    }
+
+    /// Open a connection that lives in a task of its own, running `run(connection)`: what a
+    /// gateway does for each socket. The Gateway watches the task: however it ends (it
+    /// returns, panics or is aborted), the node untracks the connection's presence and releases
+    /// its slots; closing the connection cleanly releases them at once.
+    pub fn spawn_connection<F, Fut>(
+        &self,
+        user: Option<UserId>,
+        role: Option<Role>,
+        outbound: usize,
+        run: F,
+    ) -> Result<ConnectionTask, RuntimeError>
+    where
+        F: FnOnce(Connection) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let conn = self.open_connection(user, role, outbound)?;
+        let socket = conn.socket();
+        let task = tokio::spawn(run(Connection::new(conn.clone(), self.join_wait(), true)));
+        let abort = task.abort_handle();
+        self.inner.gateway.watch(conn, task);
+        Ok(ConnectionTask { socket, abort })
     }
 
     /// Join `req.user` to `req.topic`: a session that holds the slot (or waits, or is refused,
@@ -517,26 +573,18 @@ impl Node {
     /// Counts of live users, sessions, slots, presence entries and actors.
     pub async fn stats(&self) -> Result<Stats, RuntimeError> {
         let status = self.status().await?;
-        let sessions = self
-            .inner
-            .gateway
-            .call(GatewayMsg::Count, Some(CALL_MARGIN))
-            .await
-            .ok()
-            .and_then(success)
-            .ok_or(RuntimeError::NotRunning)?;
         Ok(Stats {
             live_users: status.counts.home_users,
-            sessions,
+            sessions: self.inner.open.load(Ordering::Relaxed),
             slots: status.counts.gateway_slots,
             presence_entries: status.counts.presence_entries,
-            actors: 3 + self.inner.shard_count + sessions,
+            actors: 2 + self.inner.shard_count,
             user_activations: self.inner.users.count(),
         })
     }
 
     /// Graceful shutdown: every slot and lease released at once, every connection closed
-    /// with [`CloseReason::Shutdown`], then the actors stop.
+    /// with [`CloseReason::Shutdown`](crate::CloseReason::Shutdown), then the actors stop.
     pub async fn shutdown(&self) {
         let _ = self.inner.node.call(NodeMsg::Shutdown, Some(CALL_MARGIN)).await;
         if let Some(cluster) = &self.inner.cluster {
@@ -546,10 +594,28 @@ impl Node {
             }
             cluster.stop();
         }
-        // Connections end as shut down (1012 on a WebSocket), not as crashed.
-        let _ = self.inner.gateway.call(GatewayMsg::Shutdown, Some(CALL_MARGIN)).await;
         let _ = self.inner.supervisor.stop_and_wait(Some("shutdown".into()), Some(CALL_MARGIN)).await;
+        self.inner.gateway_task.abort();
         tracing::info!(node = %self.inner.name, "node stopped");
+    }
+}
+
+/// A connection living in its own task, from [`Node::spawn_connection`].
+#[derive(Clone, Debug)]
+pub struct ConnectionTask {
+    socket: SocketId,
+    abort: AbortHandle,
+}
+
+impl ConnectionTask {
+    /// The connection's socket id.
+    pub fn socket(&self) -> SocketId {
+        self.socket
+    }
+
+    /// Abort the task, as a crash would: the Gateway reports its end.
+    pub fn abort(&self) {
+        self.abort.abort();
     }
 }
 
@@ -557,157 +623,6 @@ fn success<T>(r: ractor::rpc::CallResult<T>) -> Option<T> {
     match r {
         ractor::rpc::CallResult::Success(v) => Some(v),
         _ => None,
-    }
-}
-
-/// One socket on this node: joins several topics, receives their events in order.
-pub struct Connection {
-    node: Node,
-    socket: SocketId,
-    user: Option<UserId>,
-    actor: ActorRef<ConnMsg>,
-    events: mpsc::Receiver<ConnEvent>,
-    close: Arc<CloseState>,
-    /// Dropping closes cleanly (a session's leave) or as a drop (a vanished client).
-    drop_clean: bool,
-    closed: bool,
-}
-
-impl Connection {
-    /// The socket id.
-    pub fn socket(&self) -> SocketId {
-        self.socket
-    }
-
-    /// The signed-in user, if any.
-    pub fn user(&self) -> Option<&UserId> {
-        self.user.as_ref()
-    }
-
-    /// A cloneable handle for joins, leaves and pushes, usable while another task reads the
-    /// events.
-    pub fn handle(&self) -> ConnectionHandle {
-        ConnectionHandle { actor: self.actor.clone(), join_wait: self.node.join_wait() }
-    }
-
-    /// Join `topic` as `tab` with `meta`. Waits as long as the topic's policy makes it wait
-    /// (at most the server's `join_wait_ms`).
-    pub async fn join(&self, topic: impl Into<Topic>, tab: Option<TabId>, meta: Meta) -> Result<Joined, JoinError> {
-        self.handle().join(topic, tab, meta).await
-    }
-
-    /// Leave `topic` cleanly.
-    pub fn leave(&self, topic: impl Into<Topic>) {
-        self.handle().leave(topic)
-    }
-
-    /// Replace this connection's meta in `topic` (subscribers see one leave and one join).
-    pub async fn update_meta(&self, topic: impl Into<Topic>, meta: Meta) -> Result<(), PushError> {
-        self.handle().update_meta(topic, meta).await
-    }
-
-    /// Broadcast `event` with `body` to every other connection in `topic`.
-    pub async fn push(
-        &self,
-        topic: impl Into<Topic>,
-        event: impl Into<String>,
-        body: MetaValue,
-    ) -> Result<(), PushError> {
-        self.handle().push(topic, event, body).await
-    }
-
-    /// The next event; `None` once the connection has ended (see [`Connection::close_reason`]).
-    pub async fn recv(&mut self) -> Option<ConnEvent> {
-        self.events.recv().await
-    }
-
-    /// An event if one is queued.
-    pub fn try_recv(&mut self) -> Option<ConnEvent> {
-        self.events.try_recv().ok()
-    }
-
-    /// Why the connection ended ([`CloseReason::Open`] while it has not).
-    pub fn close_reason(&self) -> CloseReason {
-        self.close.get()
-    }
-
-    /// Close: `clean` for a close on purpose (slots freed at once), otherwise as a dropped
-    /// client (a `reserve_ms` reservation applies).
-    pub fn close(mut self, clean: bool) {
-        self.closed = true;
-        let _ = self.actor.cast(ConnMsg::Close { clean });
-    }
-
-    /// Kill the connection's actor outright, as a crash would.
-    pub fn kill(&self) {
-        self.actor.kill();
-    }
-
-    /// Test support: make the connection's actor panic.
-    #[doc(hidden)]
-    pub fn inject_panic(&self) {
-        let _ = self.actor.cast(ConnMsg::Panic);
-    }
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        if !self.closed {
-            let _ = self.actor.cast(ConnMsg::Close { clean: self.drop_clean });
-        }
-    }
-}
-
-/// The sending half of a [`Connection`]: joins, leaves, meta updates and pushes. Cheap to
-/// clone; it does not keep the connection open.
-#[derive(Clone)]
-pub struct ConnectionHandle {
-    actor: ActorRef<ConnMsg>,
-    join_wait: Duration,
-}
-
-impl ConnectionHandle {
-    /// See [`Connection::join`].
-    pub async fn join(&self, topic: impl Into<Topic>, tab: Option<TabId>, meta: Meta) -> Result<Joined, JoinError> {
-        let topic = topic.into();
-        self.actor
-            .call(|reply| ConnMsg::Join { topic, tab, meta, reply }, Some(self.join_wait + CALL_MARGIN))
-            .await
-            .ok()
-            .and_then(success)
-            .unwrap_or(Err(JoinError::Closed))
-    }
-
-    /// See [`Connection::leave`].
-    pub fn leave(&self, topic: impl Into<Topic>) {
-        let _ = self.actor.cast(ConnMsg::Leave { topic: topic.into() });
-    }
-
-    /// See [`Connection::update_meta`].
-    pub async fn update_meta(&self, topic: impl Into<Topic>, meta: Meta) -> Result<(), PushError> {
-        let topic = topic.into();
-        self.actor
-            .call(|reply| ConnMsg::UpdateMeta { topic, meta, reply }, Some(CALL_MARGIN))
-            .await
-            .ok()
-            .and_then(success)
-            .unwrap_or(Err(PushError::Closed))
-    }
-
-    /// See [`Connection::push`].
-    pub async fn push(
-        &self,
-        topic: impl Into<Topic>,
-        event: impl Into<String>,
-        body: MetaValue,
-    ) -> Result<(), PushError> {
-        let (topic, event) = (topic.into(), event.into());
-        self.actor
-            .call(|reply| ConnMsg::Push { topic, event, body, reply }, Some(CALL_MARGIN))
-            .await
-            .ok()
-            .and_then(success)
-            .unwrap_or(Err(PushError::Closed))
     }
 }
 
@@ -729,12 +644,13 @@ impl Session {
         &self.topic
     }
 
-    /// The topic's presence right after the join.
-    pub fn presence_state(&self) -> &PresenceList {
-        &self.joined.state
+    /// The session's channel in the topic.
+    pub fn channel(&self) -> crate::ChannelId {
+        self.joined.channel
     }
 
-    /// The next event (revoked, closed, a presence diff, a broadcast); `None` once ended.
+    /// The next event (the topic's list first, then revoked, closed, presence diffs,
+    /// broadcasts); `None` once ended.
     pub async fn next_event(&mut self) -> Option<ConnEvent> {
         self.conn.recv().await
     }
@@ -798,30 +714,40 @@ impl TopicPresence {
             .unwrap_or_default()
     }
 
-    /// Subscribe to the topic's coalesced diffs (one per `diff_ms` window at most). A
-    /// subscriber that does not keep up (1024 diffs behind) is dropped: its stream ends.
+    /// Subscribe to the topic: its list first, then its diffs (one per `diff_ms` window at
+    /// most), which compose with it exactly. A subscriber that does not keep up (1024 items
+    /// behind) is dropped: its stream ends.
     pub fn subscribe(&self) -> PresenceSubscription {
         let (tx, rx) = mpsc::channel(1024);
-        let id = self.node.inner.next_subscription.fetch_add(1, Ordering::Relaxed);
-        let sub = Subscriber::Channel { id, tx };
-        let _ = self.node.inner.node.cast(NodeMsg::Subscribe { topic: self.topic.clone(), sub });
-        PresenceSubscription { rx }
+        let id = SubscriberId(self.node.inner.subscriptions.fetch_add(1, Ordering::Relaxed));
+        let sub = Subscriber::Feed { id, tx };
+        let _ = self.node.inner.node.cast(NodeMsg::Subscribe { topic: self.topic.clone(), id, sub });
+        PresenceSubscription { rx, topic: self.topic.clone(), id, node: self.node.inner.node.clone() }
     }
 }
 
-/// A stream of one topic's presence diffs.
+/// A stream of one topic's presence: its list, then its diffs. Dropping it unsubscribes.
 pub struct PresenceSubscription {
-    rx: mpsc::Receiver<Arc<PresenceDiff>>,
+    rx: mpsc::Receiver<PresenceFeed>,
+    topic: Topic,
+    id: SubscriberId,
+    node: ActorRef<NodeMsg>,
 }
 
 impl PresenceSubscription {
-    /// The next diff; `None` if the subscription ended.
-    pub async fn next(&mut self) -> Option<Arc<PresenceDiff>> {
+    /// The next item; `None` if the subscription ended.
+    pub async fn next(&mut self) -> Option<PresenceFeed> {
         self.rx.recv().await
     }
 
-    /// A diff if one is queued.
-    pub fn try_next(&mut self) -> Option<Arc<PresenceDiff>> {
+    /// An item if one is queued.
+    pub fn try_next(&mut self) -> Option<PresenceFeed> {
         self.rx.try_recv().ok()
+    }
+}
+
+impl Drop for PresenceSubscription {
+    fn drop(&mut self) {
+        let _ = self.node.cast(NodeMsg::Unsubscribe { topic: self.topic.clone(), id: self.id });
     }
 }

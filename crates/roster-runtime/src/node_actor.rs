@@ -6,9 +6,9 @@
 //! ```text
 //! NodeSupervisor
 //! ├── NodeActor   ◀── here: NodeState, epoch store, published presence lists
-//! ├── PresenceShard(0..k)  ◀── joins/leaves per topic, subscriptions, broadcasts
+//! ├── PresenceShard(0..k)  ◀── changes (with each topic's list), subscriptions, broadcasts
 //! └── Gateway ──── SocketClosed ──▶ NodeActor
-//!     └── ConnectionActor ──── joins, leaves, pushes ──▶ NodeActor ──── answers ──▶ ConnectionActor
+//!     └── connection ──── joins, leaves, pushes ──▶ NodeActor ──── answers ──▶ its queue
 //! ```
 //!
 //! Messages to this node itself (a join whose home is this node) are handled in the same
@@ -18,17 +18,20 @@
 
 use crate::clock::Clock;
 use crate::cluster::Links;
-use crate::connection::ConnMsg;
+use crate::connection::{ChannelState, ConnShared, JoinReply, Joined};
 use crate::epoch_store::EpochStore;
+use crate::error::JoinError;
+use crate::outbound::{deliver, ChannelId, Outbound};
 use crate::presence_shard::{ShardMsg, Subscriber};
 use crate::record_log::RecordLog;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
 use roster_core::{
     shard_of, ClientEvent, Effect, Input, Millis, NodeBoot, NodeCounts, NodeName, NodeState, PartitionId, PeerMsg,
-    PeerView, PresenceChanges, PresenceList, SlotToken, SocketId, Topic, UserId,
+    PeerView, PresenceChanges, PresenceList, SlotToken, SocketId, SubscriberId, Topic, UserId,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// Presence lists published for readers, per topic: readers never wait behind the node
@@ -79,21 +82,30 @@ pub struct NodeStatus {
 
 /// Messages to the node actor.
 #[derive(RactorMessage)]
-pub enum NodeMsg {
+pub(crate) enum NodeMsg {
     /// A timer: run whatever is due.
     Tick,
     /// Publish the presence lists of changed topics.
     Publish,
-    /// A client input from a connection actor.
+    /// A client input from a connection (a join's answer goes where its connection keeps it).
     Input(Input),
-    /// A new connection (from the Gateway, before the connection can join anything).
+    /// A new connection, before it can join anything.
     Register {
         /// Its socket.
         socket: SocketId,
-        /// Its actor.
-        conn: ActorRef<ConnMsg>,
+        /// What the connection shares with the node.
+        conn: Arc<ConnShared>,
     },
-    /// A connection ended (from the Gateway).
+    /// A connection leaves a topic cleanly.
+    Leave {
+        /// Its socket.
+        socket: SocketId,
+        /// The topic.
+        topic: Topic,
+        /// The channel, if the join had been granted.
+        channel: Option<ChannelId>,
+    },
+    /// A connection ended (reported once: by the Gateway, the connection, or its queue).
     SocketClosed {
         /// Its socket.
         socket: SocketId,
@@ -128,12 +140,21 @@ pub enum NodeMsg {
     PeerWake,
     /// The transport closed its session to a peer.
     LinkDown(NodeName),
-    /// Subscribe an embedding channel to a topic's diffs.
+    /// Subscribe an embedding subscription to a topic (its list, then its diffs).
     Subscribe {
         /// The topic.
         topic: Topic,
+        /// The subscription.
+        id: SubscriberId,
         /// The subscriber.
         sub: Subscriber,
+    },
+    /// End an embedding subscription.
+    Unsubscribe {
+        /// The topic.
+        topic: Topic,
+        /// The subscription.
+        id: SubscriberId,
     },
     /// Does this token still hold the slot? Asked of the user's home (here or a peer); `None`: no home.
     Validate {
@@ -192,7 +213,7 @@ pub enum NodeMsg {
 }
 
 /// What the node actor starts with.
-pub struct NodeArgs {
+pub(crate) struct NodeArgs {
     /// The core's boot values.
     pub boot: NodeBoot,
     /// The epoch store.
@@ -211,15 +232,17 @@ pub struct NodeArgs {
     pub records: Option<RecordLog>,
     /// Messages from peers (filled by the cluster link).
     pub inbox: Arc<PeerInbox>,
+    /// Where subscription ids come from (shared with the embedding API).
+    pub subscriptions: Arc<AtomicU64>,
     /// The user actors' table and answers.
     pub(crate) users: Arc<crate::users::host::Shared>,
 }
 
 /// The node actor. See the module documentation.
-pub struct NodeActor;
+pub(crate) struct NodeActor;
 
 /// The node actor's state.
-pub struct NodeActorState {
+pub(crate) struct NodeActorState {
     core: NodeState,
     me: NodeName,
     store: EpochStore,
@@ -227,9 +250,8 @@ pub struct NodeActorState {
     shards: Vec<ActorRef<ShardMsg>>,
     published: Published,
     links: Option<Arc<Links>>,
-    conns: HashMap<SocketId, ActorRef<ConnMsg>>,
-    /// The topics each socket is subscribed to, so it is unsubscribed exactly there.
-    subscribed: HashMap<SocketId, HashSet<Topic>>,
+    conns: HashMap<SocketId, Arc<ConnShared>>,
+    subscriptions: Arc<AtomicU64>,
     dirty: HashSet<Topic>,
     publish_scheduled: bool,
     tick_at: Option<Millis>,
@@ -242,6 +264,23 @@ pub struct NodeActorState {
     next_validation: u64,
     /// User actors: the core decides, this carries it out.
     users: Arc<crate::users::host::Shared>,
+}
+
+/// Send a join's answer where its connection wants it: to the caller, or into its queue (in
+/// order with everything else it is sent).
+fn answer(conn: &ConnShared, topic: &Topic, reply: JoinReply, result: Result<Joined, JoinError>) {
+    match reply {
+        Some(tx) => {
+            let _ = tx.send(result);
+        }
+        None => {
+            let item = match result {
+                Ok(Joined { token, channel }) => Outbound::Joined { topic: topic.clone(), channel, token },
+                Err(error) => Outbound::JoinFailed { topic: topic.clone(), error },
+            };
+            deliver(conn, item);
+        }
+    }
 }
 
 /// How long a validation forwarded to the user's home may take.
@@ -294,44 +333,74 @@ impl NodeActorState {
             return;
         }
         let Some(conn) = self.conns.get(&socket).cloned() else { return };
-        let mut state = None;
-        match &event {
-            ClientEvent::Joined { .. } => {
-                // presence_state is taken at the same instant the subscription starts: every
-                // later change reaches this connection as a diff.
-                let view = self.core.anonymous_view(&topic);
-                state = Some(Arc::new(self.core.presence().list(&topic, view)));
-                let sub = Subscriber::Conn { socket, conn: conn.clone() };
-                let _ = self.shard(&topic).cast(ShardMsg::Subscribe { topic: topic.clone(), sub });
-                self.subscribed.entry(socket).or_default().insert(topic.clone());
+        match event {
+            ClientEvent::Joined { token } => {
+                let channel = SubscriberId(self.subscriptions.fetch_add(1, Ordering::Relaxed));
+                // `None`: the connection left the topic meanwhile; its leave is on its way.
+                let Some(reply) = conn.granted(&topic, channel) else { return };
+                // The answer goes out before the subscription starts: the topic's list (at the
+                // close of the window this join falls in) follows it in the queue.
+                answer(&conn, &topic, reply, Ok(Joined { token, channel }));
+                let list = self.list(&topic);
+                let sub = Subscriber::Channel { conn, channel };
+                let _ = self.shard(&topic).cast(ShardMsg::Subscribe { topic, id: channel, sub, list });
             }
-            ClientEvent::Revoked { .. } | ClientEvent::Closed => self.unsubscribe(socket, &topic),
-            ClientEvent::JoinFailed { .. } => {}
+            ClientEvent::JoinFailed { reason } => {
+                if let Some(ChannelState::Joining(reply)) = conn.remove(&topic) {
+                    answer(&conn, &topic, reply, Err(JoinError::from_reason(&reason)));
+                }
+            }
+            ClientEvent::Revoked { reason } => match conn.remove(&topic) {
+                Some(ChannelState::Joined(channel)) => {
+                    self.unsubscribe(&topic, channel);
+                    deliver(&conn, Outbound::Revoked { topic, channel, reason });
+                }
+                Some(ChannelState::Joining(reply)) => answer(&conn, &topic, reply, Err(JoinError::Closed)),
+                Some(ChannelState::Leaving) | None => {}
+            },
+            ClientEvent::Closed => match conn.remove(&topic) {
+                Some(ChannelState::Joined(channel)) => {
+                    self.unsubscribe(&topic, channel);
+                    deliver(&conn, Outbound::Closed { topic, channel });
+                }
+                Some(ChannelState::Joining(reply)) => answer(&conn, &topic, reply, Err(JoinError::Closed)),
+                Some(ChannelState::Leaving) | None => {}
+            },
         }
-        let _ = conn.cast(ConnMsg::Event { topic, event, state });
     }
 
-    fn unsubscribe(&mut self, socket: SocketId, topic: &Topic) {
-        let Some(topics) = self.subscribed.get_mut(&socket) else { return };
-        let removed = topics.remove(topic);
-        if topics.is_empty() {
-            self.subscribed.remove(&socket);
+    /// The topic's list as the replica holds it now.
+    fn list(&self, topic: &Topic) -> PresenceList {
+        self.core.presence().list(topic, self.core.presence_view(topic))
+    }
+
+    fn unsubscribe(&self, topic: &Topic, id: SubscriberId) {
+        let _ = self.shard(topic).cast(ShardMsg::Unsubscribe { topic: topic.clone(), id });
+    }
+
+    /// A connection ended: its subscriptions stop, then the core untracks and releases.
+    fn socket_closed(&mut self, socket: SocketId, clean: bool) -> Result<(), ActorProcessingErr> {
+        let Some(conn) = self.conns.remove(&socket) else { return Ok(()) };
+        for (topic, state) in conn.take_channels() {
+            if let ChannelState::Joined(channel) = state {
+                self.unsubscribe(&topic, channel);
+            }
         }
-        if removed {
-            let _ = self.shard(topic).cast(ShardMsg::Unsubscribe { topic: topic.clone(), socket });
-        }
+        self.run(Input::SocketClosed { socket, clean })
     }
 
     fn presence_changed(&mut self, changes: PresenceChanges) {
         let n = self.shards.len();
         let mut per_shard: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
         for (topic, c) in changes {
+            let list = self.list(&topic);
+            let shard = shard_of(&topic, n as u32);
             self.dirty.insert(topic.clone());
-            per_shard[shard_of(&topic, n as u32)].push((topic, c));
+            per_shard[shard].push((topic, c, list));
         }
         for (i, part) in per_shard.into_iter().enumerate() {
             if !part.is_empty() {
-                let _ = self.shards[i].cast(ShardMsg::Changes(part.into_iter().collect()));
+                let _ = self.shards[i].cast(ShardMsg::Changes(part));
             }
         }
     }
@@ -339,7 +408,7 @@ impl NodeActorState {
     fn publish(&mut self) {
         let mut published = self.published.write().unwrap_or_else(|e| e.into_inner());
         for topic in self.dirty.drain() {
-            let view = self.core.anonymous_view(&topic);
+            let view = self.core.presence_view(&topic);
             let list = self.core.presence().list(&topic, view);
             if list.is_empty() {
                 published.remove(&topic);
@@ -401,13 +470,13 @@ impl Actor for NodeActor {
             published: args.published,
             links: args.links,
             conns: HashMap::new(),
-            subscribed: HashMap::new(),
             dirty: HashSet::new(),
             publish_scheduled: false,
             tick_at: None,
             ready: args.ready,
             records: args.records,
             inbox: args.inbox,
+            subscriptions: args.subscriptions,
             shutting_down: false,
             validations: HashMap::new(),
             next_validation: 1,
@@ -433,21 +502,32 @@ impl Actor for NodeActor {
                 st.publish();
             }
             NodeMsg::Input(input) => {
-                if let Input::Leave { socket, topic } = &input {
-                    st.unsubscribe(*socket, topic);
+                // A connection whose end was reported already (its queue overflowed, say)
+                // may still send something: the node has forgotten it.
+                let socket = match &input {
+                    Input::Join(j) => Some(j.socket),
+                    Input::Leave { socket, .. } | Input::UpdateMeta { socket, .. } => Some(*socket),
+                    _ => None,
+                };
+                if socket.is_none_or(|s| st.conns.contains_key(&s)) {
+                    st.run(input)?
                 }
-                st.run(input)?
             }
             NodeMsg::Register { socket, conn } => {
                 st.conns.insert(socket, conn);
             }
-            NodeMsg::SocketClosed { socket, clean } => {
-                st.conns.remove(&socket);
-                for topic in st.subscribed.remove(&socket).unwrap_or_default() {
-                    let _ = st.shard(&topic).cast(ShardMsg::Unsubscribe { topic, socket });
+            NodeMsg::Leave { socket, topic, channel } => {
+                if let Some(conn) = st.conns.get(&socket).cloned() {
+                    match channel {
+                        Some(channel) => st.unsubscribe(&topic, channel),
+                        // Its join was still waiting: once this leave has run, no answer to
+                        // that join will come.
+                        None => conn.left(&topic),
+                    }
+                    st.run(Input::Leave { socket, topic })?;
                 }
-                st.run(Input::SocketClosed { socket, clean })?;
             }
+            NodeMsg::SocketClosed { socket, clean } => st.socket_closed(socket, clean)?,
             NodeMsg::Broadcast { topic, from, event, body, except } => {
                 if let Some(links) = &st.links {
                     links.broadcast(&topic, &from, &event, &body);
@@ -458,9 +538,11 @@ impl Actor for NodeActor {
                 let _ = st.shard(&topic).cast(ShardMsg::Broadcast { topic, from, event, body, except: None });
             }
             NodeMsg::LinkDown(peer) => st.run(Input::LinkDown { peer })?,
-            NodeMsg::Subscribe { topic, sub } => {
-                let _ = st.shard(&topic).cast(ShardMsg::Subscribe { topic, sub });
+            NodeMsg::Subscribe { topic, id, sub } => {
+                let list = st.list(&topic);
+                let _ = st.shard(&topic).cast(ShardMsg::Subscribe { topic, id, sub, list });
             }
+            NodeMsg::Unsubscribe { topic, id } => st.unsubscribe(&topic, id),
             NodeMsg::Validate { user, topic, token, reply } => {
                 let now = st.clock.now();
                 let scope = st.core.config().policy_for(&topic).scope_key(&topic);
@@ -498,8 +580,7 @@ impl Actor for NodeActor {
             }
             NodeMsg::Kick { user, topic, reason } => st.run(Input::Kick { user, topic, reason })?,
             NodeMsg::List { topic, reply } => {
-                let view = st.core.anonymous_view(&topic);
-                let _ = reply.send(Arc::new(st.core.presence().list(&topic, view)));
+                let _ = reply.send(Arc::new(st.list(&topic)));
             }
             NodeMsg::Status(reply) => {
                 let now = st.clock.now();
@@ -527,7 +608,7 @@ impl Actor for NodeActor {
                 st.run(Input::Shutdown)?;
                 st.ready.send_replace(false);
                 for conn in st.conns.values() {
-                    let _ = conn.cast(ConnMsg::Shutdown);
+                    conn.shut_down();
                 }
                 st.publish();
                 let _ = reply.send(());

@@ -1,63 +1,83 @@
-//! `PresenceShard`: the read side of presence for the topics that hash to it. It keeps each
-//! topic's subscribers, coalesces the node actor's joins/leaves over `diff_ms` into one
-//! `presence_diff` per topic, and fans broadcasts out to the topic's connections.
+//! `PresenceShard`: the read side of presence for the topics that hash to it. It runs the
+//! core's [`Fanout`] (each topic's subscribers and diff window: every subscriber gets one
+//! `presence_state` and then the diffs that compose with it, exactly), builds each window's diff
+//! and state and each broadcast once ([`Push`], encoded once when the node has an encoder), and
+//! hands the same `Arc` to every subscriber's queue.
 //!
 //! ```text
 //! NodeSupervisor
-//! ├── NodeActor ──changes, subscriptions, broadcasts──▶ PresenceShard(0..k)  ◀── here
-//! └── Gateway
-//!     └── ConnectionActor ◀── diffs, broadcasts ──┘
+//! ├── NodeActor ──changes+lists, subscriptions, broadcasts──▶ PresenceShard(0..k)  ◀── here
+//! └── Gateway                                                      │ Arc<Push>
+//!     └── connection ◀── OutboundQueue ◀──────────────────────────┘
 //! ```
+//!
+//! The node actor sends a topic's changes and subscriptions in the order they happened, each
+//! with the topic's list right after it, so what a shard hands a new subscriber agrees with the
+//! changes it has seen.
 
 use crate::clock::Clock;
-use crate::connection::ConnMsg;
+use crate::connection::ConnShared;
+use crate::outbound::{deliver, ChannelId, Outbound, Push, PushBody, PushEncoder};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
 use roster_core::{
-    AnonymousMode, AnonymousView, Config, DiffCoalescer, MetaValue, PresenceChanges, PresenceDiff, SocketId, Topic,
-    UserId,
+    Delivery, Fanout, MetaValue, PresenceDiff, PresenceList, SocketId, SubscriberId, Topic, TopicChanges, UserId,
 };
-use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// Who receives a topic's diffs.
+/// What an embedding subscription ([`TopicPresence::subscribe`](crate::TopicPresence::subscribe))
+/// receives: the list once, then the diffs that compose with it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PresenceFeed {
+    /// The topic's list (`presence_state`).
+    State(Arc<PresenceList>),
+    /// A window's joins and leaves (`presence_diff`).
+    Diff(Arc<PresenceDiff>),
+}
+
+/// Who receives a topic's pushes.
 #[derive(Clone, Debug)]
-pub enum Subscriber {
-    /// A connection that joined the topic.
-    Conn {
-        /// Its socket.
-        socket: SocketId,
-        /// Its actor.
-        conn: ActorRef<ConnMsg>,
-    },
-    /// An embedding subscription ([`TopicPresence::subscribe`](crate::TopicPresence::subscribe)).
+pub(crate) enum Subscriber {
+    /// A channel of a connection.
     Channel {
+        /// The connection.
+        conn: Arc<ConnShared>,
+        /// Its channel in the topic.
+        channel: ChannelId,
+    },
+    /// An embedding subscription; a full or closed channel ends it.
+    Feed {
         /// Its id, to unsubscribe.
-        id: u64,
-        /// Where diffs go; a full or closed channel ends the subscription.
-        tx: mpsc::Sender<Arc<PresenceDiff>>,
+        id: SubscriberId,
+        /// Where the list and the diffs go.
+        tx: mpsc::Sender<PresenceFeed>,
     },
 }
 
 /// Messages to a presence shard.
 #[derive(RactorMessage)]
-pub enum ShardMsg {
-    /// Joins and leaves of topics of this shard, from the node actor.
-    Changes(PresenceChanges),
-    /// Start sending a topic's diffs to a subscriber.
+pub(crate) enum ShardMsg {
+    /// Joins and leaves of topics of this shard, each with its list right after, from the node
+    /// actor.
+    Changes(Vec<(Topic, TopicChanges, PresenceList)>),
+    /// Start sending a topic to a subscriber; `list` is the topic's list now.
     Subscribe {
         /// The topic.
         topic: Topic,
+        /// The subscription.
+        id: SubscriberId,
         /// Who.
         sub: Subscriber,
+        /// The topic's list at the instant of the subscription.
+        list: PresenceList,
     },
-    /// Stop sending a topic's diffs to a socket.
+    /// Stop sending a topic to a subscription.
     Unsubscribe {
         /// The topic.
         topic: Topic,
-        /// The socket.
-        socket: SocketId,
+        /// The subscription.
+        id: SubscriberId,
     },
     /// Send an event to every connection in the topic but the sender.
     Broadcast {
@@ -72,49 +92,76 @@ pub enum ShardMsg {
         /// The sending socket (not echoed back), if it is on this node.
         except: Option<SocketId>,
     },
-    /// The coalescing window may have closed.
+    /// A window may have closed.
     Flush,
 }
 
 /// What a shard is started with.
-pub struct ShardArgs {
-    /// The cluster configuration (for each topic's anonymous view).
-    pub config: Arc<Config>,
+pub(crate) struct ShardArgs {
+    /// Coalescing window of diffs.
+    pub(crate) diff_ms: u64,
     /// The node's clock.
-    pub clock: Clock,
-}
-
-/// A topic's subscribers: connections by socket (so one leaves in O(1)), and embedding
-/// channels.
-#[derive(Default)]
-pub struct TopicSubscribers {
-    conns: HashMap<SocketId, ActorRef<ConnMsg>>,
-    channels: Vec<(u64, mpsc::Sender<Arc<PresenceDiff>>)>,
-}
-
-impl TopicSubscribers {
-    fn is_empty(&self) -> bool {
-        self.conns.is_empty() && self.channels.is_empty()
-    }
+    pub(crate) clock: Clock,
+    /// Encodes each push once for the node's gateway, if it has one.
+    pub(crate) encoder: Option<Arc<dyn PushEncoder>>,
 }
 
 /// One presence shard. See the module documentation.
-pub struct PresenceShard;
+pub(crate) struct PresenceShard;
 
 /// A shard's state.
-pub struct ShardState {
-    config: Arc<Config>,
+pub(crate) struct ShardState {
     clock: Clock,
-    subscribers: HashMap<Topic, TopicSubscribers>,
-    coalescer: DiffCoalescer,
-    flush_scheduled: bool,
+    fanout: Fanout<Subscriber>,
+    encoder: Option<Arc<dyn PushEncoder>>,
+    flush_at: Option<u64>,
 }
 
-/// How a topic shows anonymous viewers, from its policy.
-fn view_of(config: &Config, topic: &Topic) -> AnonymousView {
-    match config.policy_for(topic).anonymous {
-        AnonymousMode::List => AnonymousView::List,
-        _ => AnonymousView::Count,
+impl ShardState {
+    /// Hand `push` to one subscriber; an embedding subscription that cannot take it ends.
+    fn send(&mut self, sub: &Subscriber, topic: &Topic, push: &Arc<Push>) {
+        match sub {
+            Subscriber::Channel { conn, channel } => {
+                deliver(conn, Outbound::Push { channel: *channel, push: push.clone() });
+            }
+            Subscriber::Feed { id, tx } => {
+                let feed = match push.body() {
+                    PushBody::State(state) => PresenceFeed::State(state.clone()),
+                    PushBody::Diff(diff) => PresenceFeed::Diff(diff.clone()),
+                    PushBody::Broadcast { .. } => return,
+                };
+                if tx.try_send(feed).is_err() {
+                    self.fanout.unsubscribe(topic, *id);
+                }
+            }
+        }
+    }
+
+    fn push(&self, topic: &Topic, body: PushBody) -> Arc<Push> {
+        Push::new(topic.clone(), body, self.encoder.as_deref())
+    }
+
+    fn flush(&mut self) {
+        for delivery in self.fanout.flush(self.clock.now()) {
+            let (topic, body, to) = match delivery {
+                Delivery::State { topic, state, to } => (topic, PushBody::State(Arc::new(state)), to),
+                Delivery::Diff { topic, diff, to } => (topic, PushBody::Diff(Arc::new(diff)), to),
+            };
+            let push = self.push(&topic, body);
+            for sub in &to {
+                self.send(sub, &topic, &push);
+            }
+        }
+    }
+
+    /// Wake for the earliest window, unless a wake-up at or before it is already set.
+    fn schedule(&mut self, myself: &ActorRef<ShardMsg>) {
+        if let Some(due) = self.fanout.due_at() {
+            if self.flush_at.is_none_or(|at| due < at) {
+                self.flush_at = Some(due);
+                myself.send_after(self.clock.until(due), || ShardMsg::Flush);
+            }
+        }
     }
 }
 
@@ -124,14 +171,7 @@ impl Actor for PresenceShard {
     type Arguments = ShardArgs;
 
     async fn pre_start(&self, _myself: ActorRef<ShardMsg>, args: ShardArgs) -> Result<ShardState, ActorProcessingErr> {
-        let diff_ms = args.config.presence.diff_ms;
-        Ok(ShardState {
-            config: args.config,
-            clock: args.clock,
-            subscribers: HashMap::new(),
-            coalescer: DiffCoalescer::new(diff_ms),
-            flush_scheduled: false,
-        })
+        Ok(ShardState { clock: args.clock, fanout: Fanout::new(args.diff_ms), encoder: args.encoder, flush_at: None })
     }
 
     async fn handle(
@@ -142,79 +182,38 @@ impl Actor for PresenceShard {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ShardMsg::Changes(changes) => {
-                // Topics nobody watches need no diff.
-                let watched: PresenceChanges =
-                    changes.into_iter().filter(|(t, _)| st.subscribers.contains_key(t)).collect();
-                if !watched.is_empty() {
-                    st.coalescer.push(watched, st.clock.now());
-                    if !st.flush_scheduled {
-                        st.flush_scheduled = true;
-                        let due = st.coalescer.due_at().unwrap_or_else(|| st.clock.now());
-                        myself.send_after(st.clock.until(due), || ShardMsg::Flush);
-                    }
+                let now = st.clock.now();
+                for (topic, changes, list) in changes {
+                    st.fanout.changes(&topic, changes, list, now);
                 }
             }
-            ShardMsg::Subscribe { topic, sub } => {
-                // Its presence_state was taken after every change this shard has had: the open
-                // window's diff must fit it too.
-                st.coalescer.subscribed(&topic);
-                let subs = st.subscribers.entry(topic).or_default();
-                match sub {
-                    Subscriber::Conn { socket, conn } => {
-                        subs.conns.insert(socket, conn);
-                    }
-                    Subscriber::Channel { id, tx } => subs.channels.push((id, tx)),
-                }
+            ShardMsg::Subscribe { topic, id, sub, list } => {
+                let now = st.clock.now();
+                st.fanout.subscribe(&topic, id, sub, list, now);
             }
-            ShardMsg::Unsubscribe { topic, socket } => {
-                if let Some(subs) = st.subscribers.get_mut(&topic) {
-                    subs.conns.remove(&socket);
-                    if subs.is_empty() {
-                        st.subscribers.remove(&topic);
-                    }
-                }
+            ShardMsg::Unsubscribe { topic, id } => {
+                st.fanout.unsubscribe(&topic, id);
             }
             ShardMsg::Broadcast { topic, from, event, body, except } => {
-                if let Some(subs) = st.subscribers.get(&topic) {
-                    for (socket, conn) in &subs.conns {
-                        if Some(*socket) != except {
-                            let _ = conn.cast(ConnMsg::Broadcast {
-                                topic: topic.clone(),
-                                from: from.clone(),
-                                event: event.clone(),
-                                body: body.clone(),
-                            });
-                        }
+                let members: Vec<Subscriber> = st
+                    .fanout
+                    .members(&topic)
+                    .filter(|(_, s)| !matches!(s, Subscriber::Channel { conn, .. } if Some(conn.socket()) == except))
+                    .map(|(_, s)| s.clone())
+                    .collect();
+                if !members.is_empty() {
+                    let push = st.push(&topic, PushBody::Broadcast { from, event, body });
+                    for sub in &members {
+                        st.send(sub, &topic, &push);
                     }
                 }
             }
             ShardMsg::Flush => {
-                st.flush_scheduled = false;
-                let now = st.clock.now();
-                // Views only for the topics flushed now (never a pass over every topic).
-                let config = &st.config;
-                let diffs = st.coalescer.flush(now, |t| view_of(config, t));
-                for (topic, diff) in diffs {
-                    if diff.is_empty() {
-                        continue;
-                    }
-                    let diff = Arc::new(diff);
-                    if let Some(subs) = st.subscribers.get_mut(&topic) {
-                        subs.conns.retain(|_, conn| {
-                            conn.cast(ConnMsg::Diff { topic: topic.clone(), diff: diff.clone() }).is_ok()
-                        });
-                        subs.channels.retain(|(_, tx)| tx.try_send(diff.clone()).is_ok());
-                        if subs.is_empty() {
-                            st.subscribers.remove(&topic);
-                        }
-                    }
-                }
-                if let Some(due) = st.coalescer.due_at() {
-                    st.flush_scheduled = true;
-                    myself.send_after(st.clock.until(due), || ShardMsg::Flush);
-                }
+                st.flush_at = None;
+                st.flush();
             }
         }
+        st.schedule(&myself);
         Ok(())
     }
 }

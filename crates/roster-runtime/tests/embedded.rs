@@ -76,9 +76,10 @@ async fn reserve_ms_keeps_the_slot_for_the_same_tab_after_an_unclean_drop() {
     let node = start(config("[[policy]]\ntopic = \"*\"\non_conflict = \"reject\"\nreserve_ms = 60000\n")).await;
     let s = node.join(JoinRequest::user("fay", "room:1").tab("t1")).await.unwrap();
     let mut sub = node.presence("room:1").subscribe();
+    next_feed(&mut sub).await; // its presence_state: a leave after it is a diff
     s.disconnect();
     // The presence leaves at once; the slot stays reserved.
-    let diff = tokio::time::timeout(WAIT, sub.next()).await.unwrap().unwrap();
+    let diff = next_diff(&mut sub).await;
     assert!(serde_json::to_value(&*diff).unwrap()["leaves"]["fay"].is_object());
     let other = node.join(JoinRequest::user("fay", "room:1").tab("t2")).await;
     assert_eq!(other.err(), Some(JoinError::AlreadyJoined), "another tab meets the reservation");
@@ -111,6 +112,35 @@ async fn anonymous_viewers_are_counted_and_cannot_push() {
 }
 
 #[tokio::test]
+async fn a_counted_room_shows_the_number_of_distinct_users_and_its_diffs_move_the_count() {
+    let node =
+        start(config("[[policy]]\ntopic = \"stream:*\"\npresence = \"count\"\nexempt_roles = [\"admin\"]\n")).await;
+    let _a = node.join(JoinRequest::user("ann", "stream:1").tab("a")).await.unwrap();
+    let _a2 = node.join(JoinRequest::user("ann", "stream:1").tab("b").role("admin")).await.unwrap();
+    let b = node.join(JoinRequest::user("ben", "stream:1").tab("a")).await.unwrap();
+    let _v = node.join(JoinRequest::anonymous("stream:1")).await.unwrap();
+    let mut sub = node.presence("stream:1").subscribe();
+    let roster_runtime::PresenceFeed::State(state) = next_feed(&mut sub).await else { panic!("a state first") };
+    assert_eq!(
+        serde_json::to_value(&*state).unwrap(),
+        serde_json::json!({
+            "anonymous": {"metas": [{"count": 1, "phx_ref": "anonymous:1"}]},
+            "users": {"metas": [{"count": 2, "phx_ref": "users:2"}]},
+        })
+    );
+    b.leave();
+    let diff = serde_json::to_value(&*next_diff(&mut sub).await).unwrap();
+    assert_eq!(
+        diff,
+        serde_json::json!({
+            "joins": {"users": {"metas": [{"count": 1, "phx_ref": "users:1"}]}},
+            "leaves": {"users": {"metas": [{"count": 2, "phx_ref": "users:2"}]}},
+        })
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test]
 async fn anonymous_is_refused_where_the_policy_denies_it() {
     let node = start(config("[[policy]]\ntopic = \"*\"\nanonymous = \"deny\"\n")).await;
     assert_eq!(node.join(JoinRequest::anonymous("room:1")).await.err(), Some(JoinError::Unauthorized));
@@ -127,28 +157,47 @@ async fn max_slots_two_admits_exactly_two() {
     node.shutdown().await;
 }
 
-async fn freed_after(end: impl FnOnce(&roster_runtime::Session)) {
+/// A connection task joins `room:1` as ivy, then `end` makes it end without closing: the
+/// Gateway's supervision must untrack the presence and free the slot.
+async fn freed_after(panics: bool) {
     let node = start(config("[[policy]]\ntopic = \"*\"\non_conflict = \"reject\"\n")).await;
-    let s = node.join(JoinRequest::user("ivy", "room:1").tab("a")).await.unwrap();
+    let (joined_tx, joined) = tokio::sync::oneshot::channel();
+    let (go_tx, go) = tokio::sync::oneshot::channel::<()>();
+    let task = node
+        .spawn_connection(Some("ivy".into()), None, 64, move |conn| async move {
+            let joined = conn.join("room:1", Some("a".into()), Default::default()).await;
+            let _ = joined_tx.send(joined.is_ok());
+            let _ = go.await;
+            if panics {
+                panic!("a bug in a connection task");
+            }
+            std::future::pending::<()>().await;
+        })
+        .unwrap();
+    assert!(tokio::time::timeout(WAIT, joined).await.unwrap().unwrap(), "joined");
     let mut sub = node.presence("room:1").subscribe();
-    end(&s);
-    let diff = tokio::time::timeout(WAIT, sub.next()).await.unwrap().unwrap();
+    assert!(matches!(next_feed(&mut sub).await, roster_runtime::PresenceFeed::State(s) if s.len() == 1));
+    if panics {
+        go_tx.send(()).unwrap();
+    } else {
+        task.abort();
+    }
+    let diff = next_diff(&mut sub).await;
     assert!(serde_json::to_value(&*diff).unwrap()["leaves"]["ivy"].is_object(), "untracked");
     let again = node.join(JoinRequest::user("ivy", "room:1").tab("b")).await;
     assert!(again.is_ok(), "the slot is free: {:?}", again.err());
     assert_eq!(node.stats().await.unwrap().presence_entries, 1);
-    drop(s);
     node.shutdown().await;
 }
 
 #[tokio::test]
-async fn a_panicking_connection_actor_untracks_and_frees_the_slot() {
-    freed_after(|s| s.connection().inject_panic()).await;
+async fn a_panicking_connection_task_untracks_and_frees_the_slot() {
+    freed_after(true).await;
 }
 
 #[tokio::test]
-async fn a_killed_connection_actor_untracks_and_frees_the_slot() {
-    freed_after(|s| s.connection().kill()).await;
+async fn an_aborted_connection_task_untracks_and_frees_the_slot() {
+    freed_after(false).await;
 }
 
 #[tokio::test]
@@ -156,8 +205,9 @@ async fn a_dropped_session_untracks_and_frees_the_slot() {
     let node = start(config("[[policy]]\ntopic = \"*\"\non_conflict = \"reject\"\n")).await;
     let s = node.join(JoinRequest::user("jo", "room:1").tab("a")).await.unwrap();
     let mut sub = node.presence("room:1").subscribe();
+    next_feed(&mut sub).await;
     drop(s);
-    tokio::time::timeout(WAIT, sub.next()).await.unwrap().unwrap();
+    next_diff(&mut sub).await;
     assert!(node.join(JoinRequest::user("jo", "room:1").tab("b")).await.is_ok());
     node.shutdown().await;
 }
@@ -171,8 +221,9 @@ async fn tokens_validate_while_held_and_not_after() {
     let stale = SlotToken { epoch: token.epoch, generation: token.generation + 100 };
     assert_eq!(node.validate(&"kim".into(), &"room:1".into(), stale).await, Some(false));
     let mut sub = node.presence("room:1").subscribe();
+    next_feed(&mut sub).await;
     s.leave();
-    tokio::time::timeout(WAIT, sub.next()).await.unwrap().unwrap();
+    next_diff(&mut sub).await;
     assert_eq!(node.validate(&"kim".into(), &"room:1".into(), token).await, Some(false));
     node.shutdown().await;
 }
@@ -210,9 +261,9 @@ async fn subscribers_diffs_applied_in_order_equal_the_list_and_a_burst_is_coales
     let mut view = BTreeMap::new();
     let mut frames = 0;
     while refs_of_view(&view) != want {
-        let diff = tokio::time::timeout(WAIT, sub.next()).await.expect("diffs until the view matches").unwrap();
+        let item = tokio::time::timeout(WAIT, sub.next()).await.expect("diffs until the view matches").unwrap();
         frames += 1;
-        apply(&mut view, &diff);
+        apply_feed(&mut view, &item);
     }
     assert_eq!(want.len(), 900);
     assert!(frames < 200, "1,000 joins and 100 leaves arrived in {frames} frames");

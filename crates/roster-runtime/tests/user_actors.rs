@@ -239,8 +239,18 @@ async fn an_unclean_drop_is_told_apart_from_a_clean_close() {
     let s = node.join(JoinRequest::user("carl", "room:1").tab("t")).await.unwrap();
     s.disconnect();
     journal_has(&journal, "ended carl Closed { clean: false }").await;
-    let s = node.join(JoinRequest::user("dora", "room:1").tab("t")).await.unwrap();
-    s.connection().kill();
+    // A connection task that crashes (is aborted) ends its session uncleanly too.
+    let (joined_tx, joined) = tokio::sync::oneshot::channel();
+    let task = node
+        .spawn_connection(Some("dora".into()), None, 64, move |conn| async move {
+            let ok = conn.join("room:1", Some("t".into()), Default::default()).await.is_ok();
+            let _ = joined_tx.send(ok);
+            std::future::pending::<()>().await;
+        })
+        .unwrap();
+    assert!(joined.await.unwrap(), "dora joined");
+    journal_has(&journal, "start dora sessions=1 handed=false").await;
+    task.abort();
     journal_has(&journal, "ended dora Closed { clean: false }").await;
     node.shutdown().await;
 }

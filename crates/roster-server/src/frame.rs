@@ -8,7 +8,17 @@
 //!
 //! Parsing never panics: a frame from the network is remote input, and every way it can be
 //! wrong is a [`FrameError`].
+//!
+//! A push many sockets receive (a `presence_diff` of a topic window, a `presence_state`, a
+//! broadcast) is encoded once by [`PhoenixEncoder`] into the bytes after its `join_ref`:
+//! `,null,"<topic>","<event>",<payload>]`. Each socket writes `[` and its channel's `join_ref`
+//! in front ([`join_ref_prefix`]); nothing else of a frame differs between its receivers.
 
+use crate::meta_json::MetaValueJson;
+use bytes::Bytes;
+use roster_core::Topic;
+use roster_runtime::{PushBody, PushEncoder};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 /// One Phoenix v2 message, either direction.
@@ -129,6 +139,62 @@ impl Frame {
     /// is null.
     pub fn push(join_ref: Option<String>, topic: impl Into<String>, event: impl Into<String>, payload: Value) -> Frame {
         Frame { join_ref, msg_ref: None, topic: topic.into(), event: event.into(), payload }
+    }
+}
+
+/// The Phoenix v2 encoder of shared pushes: see the module documentation.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PhoenixEncoder;
+
+/// A broadcast's payload, `{"from": user, "body": ...}`, written straight to JSON.
+#[derive(Serialize)]
+struct BroadcastPayload<'a> {
+    from: &'a str,
+    body: MetaValueJson<'a>,
+}
+
+impl PushEncoder for PhoenixEncoder {
+    fn encode(&self, topic: &Topic, body: &PushBody) -> Bytes {
+        let mut out = Vec::with_capacity(64);
+        out.extend_from_slice(b",null,");
+        // Strings and the core's presence types always serialize; nothing here can fail.
+        let _ = serde_json::to_writer(&mut out, topic.as_str());
+        out.push(b',');
+        let _ = match body {
+            PushBody::State(list) => {
+                out.extend_from_slice(b"\"presence_state\",");
+                serde_json::to_writer(&mut out, &**list)
+            }
+            PushBody::Diff(diff) => {
+                out.extend_from_slice(b"\"presence_diff\",");
+                serde_json::to_writer(&mut out, &**diff)
+            }
+            PushBody::Broadcast { from, event, body } => {
+                serde_json::to_writer(&mut out, event.as_str()).and_then(|()| {
+                    out.push(b',');
+                    serde_json::to_writer(
+                        &mut out,
+                        &BroadcastPayload { from: from.as_str(), body: MetaValueJson(body) },
+                    )
+                })
+            }
+        };
+        out.push(b']');
+        Bytes::from(out)
+    }
+}
+
+/// What a socket writes in front of a shared push: `[` and its channel's `join_ref`.
+pub fn join_ref_prefix(join_ref: Option<&str>) -> String {
+    match join_ref {
+        None => "[null".to_owned(),
+        Some(r) => {
+            let mut s = String::with_capacity(r.len() + 3);
+            s.push('[');
+            // A string always serializes.
+            s.push_str(&serde_json::to_string(r).unwrap_or_default());
+            s
+        }
     }
 }
 
@@ -279,6 +345,26 @@ mod tests {
         assert_eq!(diff.encode(), r#"["3",null,"room:42","presence_diff",{"joins":{},"leaves":{}}]"#);
         let relayed = Frame::parse(r#"[null,null,"room:1","shout",{"z":1,"a":2}]"#).unwrap();
         assert_eq!(relayed.encode(), r#"[null,null,"room:1","shout",{"z":1,"a":2}]"#);
+    }
+
+    #[test]
+    fn a_shared_push_with_its_join_ref_in_front_is_the_frame_it_stands_for() {
+        use roster_core::{MetaValue, PresenceDiff, UserId};
+        use std::sync::Arc;
+        let topic = Topic::from("room:\"42\"");
+        let body = PushBody::Broadcast {
+            from: UserId::from("u1"),
+            event: "shout".to_owned(),
+            body: MetaValue::List(vec![MetaValue::Int(1), MetaValue::Str("x".into())]),
+        };
+        let shared = PhoenixEncoder.encode(&topic, &body);
+        let frame = format!("{}{}", join_ref_prefix(Some("7")), std::str::from_utf8(&shared).unwrap());
+        let want = Frame::push(s("7"), topic.as_str(), "shout", json!({"from": "u1", "body": [1, "x"]}));
+        assert_eq!(Frame::parse(&frame), Ok(want));
+        let diff = PushBody::Diff(Arc::new(PresenceDiff::default()));
+        let shared = PhoenixEncoder.encode(&Topic::from("t"), &diff);
+        let frame = format!("{}{}", join_ref_prefix(None), std::str::from_utf8(&shared).unwrap());
+        assert_eq!(frame, r#"[null,null,"t","presence_diff",{"joins":{},"leaves":{}}]"#);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! Keys come back sorted: a [`Meta`] is a sorted map.
 
 use roster_core::{Meta, MetaValue};
+use serde::ser::{Serialize, Serializer};
 use serde_json::{Map, Number, Value};
 
 /// Why a JSON value cannot be a meta. Nothing was converted; the join or update is refused
@@ -61,6 +62,25 @@ pub fn meta_value_to_json(value: &MetaValue) -> Value {
         MetaValue::Str(s) => Value::String(s.clone()),
         MetaValue::List(items) => Value::Array(items.iter().map(meta_value_to_json).collect()),
         MetaValue::Map(meta) => meta_to_json(meta),
+    }
+}
+
+/// A [`MetaValue`] serialized as plain JSON straight to the writer (no [`Value`] built), as
+/// [`meta_value_to_json`] would make it.
+pub struct MetaValueJson<'a>(pub &'a MetaValue);
+
+impl Serialize for MetaValueJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            MetaValue::Null => s.serialize_unit(),
+            MetaValue::Bool(b) => s.serialize_bool(*b),
+            MetaValue::Int(i) => s.serialize_i64(*i),
+            MetaValue::Float(f) if f.is_finite() => s.serialize_f64(*f),
+            MetaValue::Float(_) => s.serialize_unit(),
+            MetaValue::Str(x) => s.serialize_str(x),
+            MetaValue::List(items) => s.collect_seq(items.iter().map(MetaValueJson)),
+            MetaValue::Map(map) => s.collect_map(map.iter().map(|(k, v)| (k, MetaValueJson(v)))),
+        }
     }
 }
 
@@ -153,5 +173,14 @@ mod tests {
     fn non_finite_floats_encode_as_null() {
         let meta = Meta::from([("x".to_owned(), MetaValue::Float(f64::INFINITY))]);
         assert_eq!(meta_to_json(&meta), json!({"x": null}));
+    }
+
+    #[test]
+    fn values_written_straight_to_json_read_as_the_built_ones() {
+        let value = json!({"a": [1, 2.5, "x", null, true, {"b": {}}], "n": -3, "s": "é ✓ \"q\""});
+        let meta = meta_value_from_json(&value);
+        assert_eq!(serde_json::to_string(&MetaValueJson(&meta)).unwrap(), meta_value_to_json(&meta).to_string());
+        let nan = MetaValue::List(vec![MetaValue::Float(f64::NAN)]);
+        assert_eq!(serde_json::to_string(&MetaValueJson(&nan)).unwrap(), "[null]");
     }
 }

@@ -11,7 +11,8 @@ use anyhow::{bail, Context};
 use roster_core::{Config, NodeName, OpenEndpoint};
 use roster_runtime::{Node, NodeOptions};
 use roster_server::{
-    check_secret, effective_secret, generate_secret, load_config, AppState, ServeArgs, API_KEY_ENV, SECRET_ENV,
+    check_secret, effective_secret, generate_secret, load_config, AppState, PhoenixEncoder, ServeArgs, API_KEY_ENV,
+    SECRET_ENV,
 };
 use std::sync::Arc;
 
@@ -54,7 +55,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let api_key =
         std::env::var(API_KEY_ENV).ok().filter(|k| !k.is_empty()).unwrap_or_else(|| config.auth.api_key.clone());
-    let mut opts = NodeOptions::for_node(config, node.clone());
+    // Every shared push (a topic window's diff, a presence_state, a broadcast) is encoded once.
+    let mut opts = NodeOptions::for_node(config, node.clone()).encoder(Arc::new(PhoenixEncoder));
     if default_config {
         opts = opts.data_dir(std::env::temp_dir().join("roster-data"));
     }

@@ -5,39 +5,68 @@
 //! echoing `phoenix` when offered. No token: an anonymous viewer. A bad token: the socket
 //! opens, but every join is answered `unauthorized` (the client sees why).
 //!
-//! Each socket is one runtime [`Connection`](roster_runtime::Connection). One task reads frames, writes frames, pings, and
-//! turns the connection's events into `slot_revoked`/`phx_close`/`presence_diff`/broadcasts;
-//! joins run as their own futures (a join may wait for a slot) and come back to it, so a
-//! join's reply, then its `presence_state`, always precede the topic's diffs. While a write to
-//! the client is blocked, the task keeps taking the connection's events: more than
-//! `outbound_queue` frames piling up (or a write blocked for two pings) closes the socket with
-//! 1013 at once, so a stalled client is neither buffered for nor left holding its presence.
+//! Each socket is one runtime connection living in its own task
+//! ([`Node::spawn_connection`](roster_runtime::Node::spawn_connection)): the runtime's Gateway
+//! watches that task, so the socket's end, however it comes, untracks its presence and frees
+//! its slots. The task reads frames, writes frames, pings, and writes what the connection's
+//! queue holds in order: join answers, `slot_revoked`/`phx_close`, and the shared pushes
+//! (`presence_state`, `presence_diff`, broadcasts), each encoded once for all its receivers
+//! ([`PhoenixEncoder`]) with only the channel's `join_ref` written in front. A push for a
+//! channel the socket has since left (a `join_ref` it no longer uses) is dropped.
+//!
+//! The upgrade is done here, not by axum's extractor, to size the WebSocket's buffers (4 KiB to
+//! read, 8 KiB to write, instead of 128 KiB each) and to write a large shared push as
+//! fragments: tungstenite keeps its write buffer as large as the largest frame it ever wrote.
+//!
+//! Every frame a client sends passes the socket's guard first (`guard.rs`: reserved events, the
+//! token's topics and expiry, joins and leaves per second, meta size). The dashboard's admin
+//! topic (`roster:admin`) is a feed of snapshots, not a presence topic (`dashboard.rs`).
+//!
+//! Every close the server starts carries a code and a reason: 1001 (no answer to pings), 1002
+//! (a WebSocket protocol violation), 1007 (a text frame not UTF-8), 1008 (the token expired),
+//! 1009 (frame too large), 1011 (the connection failed), 1012 (the node shuts down), 1013 (a
+//! slow client: its queue passed `outbound_queue` frames or `outbound_queue_bytes` bytes, or a
+//! write stayed blocked for two `ping_ms`). A socket is called silent only after the frames it
+//! already sent have been read: a node too busy to read its pongs closes nobody for it.
 
 use crate::app::AppState;
 use crate::dashboard::{self, AdminFeed};
-use crate::frame::{Frame, ReplyStatus, PHOENIX_TOPIC};
+use crate::frame::{join_ref_prefix, Frame, PhoenixEncoder, ReplyStatus, PHOENIX_TOPIC};
 use crate::guard::{self, Counter, Refusal, SocketGuard};
 use crate::limits::{ConnectionPermit, UserPermit};
-use crate::meta_json::{meta_from_json, meta_value_from_json, meta_value_to_json};
+use crate::meta_json::{meta_from_json, meta_value_from_json};
 use crate::metrics::Metrics;
 use crate::token::{verify_at, Claims};
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Extension, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use bytes::Bytes;
 use futures_util::stream::SplitSink;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
 use roster_core::{Meta, Role, TabId, Topic, UserId};
-use roster_runtime::{CloseReason, ConnEvent, Connection, ConnectionHandle, JoinError, Joined, PushError};
+use roster_runtime::{
+    ChannelId, CloseReason, Connection, ConnectionHandle, JoinError, Outbound, Push, PushBody, PushEncoder, PushError,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::error::CapacityError;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role as WsRole, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
 
 /// Close codes (RFC 6455 and IANA registry).
+const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_PROTOCOL: u16 = 1002;
+const CLOSE_NOT_UTF8: u16 = 1007;
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_INTERNAL: u16 = 1011;
@@ -48,6 +77,18 @@ const BEARER_PREFIX: &str = "base64url.bearer.phx.";
 
 /// The longest topic or `tab_id` a join may carry (longer: `bad_request`).
 const MAX_ID_BYTES: usize = 256;
+
+/// What a socket reads into: client frames are small (joins, heartbeats, pushes), and a larger
+/// one grows the buffer for its own read. tungstenite's default, 128 KiB zero-filled on the
+/// first read, was most of a socket's memory.
+const READ_BUFFER: usize = 4096;
+/// Frames are written out once this much is buffered, and at every flush.
+const WRITE_BUFFER: usize = 8192;
+/// A shared push longer than this goes out as fragments of this size, so no socket's write
+/// buffer grows to the size of a big room's `presence_state` and stays there.
+const FRAGMENT: usize = 8192;
+/// Items taken from the connection's queue before they are written (one write, one flush).
+const BATCH_ITEMS: usize = 64;
 
 #[derive(Deserialize)]
 pub(crate) struct SocketQuery {
@@ -63,14 +104,14 @@ enum Auth {
     Refused,
 }
 
-/// The HTTP upgrade: Origin, version, token; then [`run`].
+/// The HTTP upgrade: Origin, version, token, the per-user socket limit, the WebSocket
+/// handshake; then [`run`] in a connection task.
 pub(crate) async fn upgrade(
     State(st): State<Arc<AppState>>,
     Query(q): Query<SocketQuery>,
-    headers: HeaderMap,
-    connection: Option<Extension<Arc<ConnectionPermit>>>,
-    ws: WebSocketUpgrade,
+    mut req: Request,
 ) -> Response {
+    let headers = req.headers();
     let server = &st.node.config().server;
     if !server.allowed_origins.is_empty() {
         let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -83,7 +124,12 @@ pub(crate) async fn upgrade(
     if q.vsn.as_deref().is_some_and(|v| !v.starts_with("2.")) {
         return (StatusCode::BAD_REQUEST, "only the Phoenix serializer vsn=2.0.0 is spoken here").into_response();
     }
-    let token = q.token.or_else(|| subprotocol_token(&headers));
+    let accept = match handshake(headers) {
+        Ok(accept) => accept,
+        Err((status, why)) => return (status, why).into_response(),
+    };
+    let phoenix = offered_protocols(headers).any(|p| p == "phoenix");
+    let token = q.token.or_else(|| subprotocol_token(headers));
     let auth = match token {
         None => Auth::Anonymous,
         Some(t) => {
@@ -106,46 +152,108 @@ pub(crate) async fn upgrade(
         },
         _ => None,
     };
-    let permits = (connection.map(|Extension(p)| p), user_permit);
-    let frame_limit = server.max_frame_bytes as usize;
+    let permits: Permits = (req.extensions().get::<Arc<ConnectionPermit>>().cloned(), user_permit);
+    let (claims, refused) = match auth {
+        Auth::Anonymous => (None, false),
+        Auth::User(c) => (Some(c), false),
+        Auth::Refused => (None, true),
+    };
+    let guard = SocketGuard::new(server, claims.clone(), st.node.config().auth.token_leeway_ms, Instant::now());
+    let (user, role): (Option<UserId>, Option<Role>) = claims.map(|c| (c.sub, c.role)).unzip();
     // The transport accepts up to twice the limit, so that a message just over it is seen,
     // counted and answered with 1009 here. A WebSocket frame announcing more is refused by the
     // WebSocket library from its header, before its payload is buffered (its default would
     // reserve up to 16 MiB for it), and answered with 1009 as well.
-    let transport_limit = frame_limit.saturating_mul(2);
-    ws.protocols(["phoenix"])
-        .max_message_size(transport_limit)
-        .max_frame_size(transport_limit)
-        .on_upgrade(move |socket| run(st, socket, auth, permits))
+    let transport_limit = (server.max_frame_bytes as usize).saturating_mul(2);
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_message_size(Some(transport_limit))
+        .max_frame_size(Some(transport_limit));
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let frames = server.outbound_queue as usize;
+    let task_st = st.clone();
+    let spawned = st.node.spawn_connection(user.clone(), role, frames, move |conn| async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                tracing::debug!(error = %e, "the WebSocket upgrade failed");
+                conn.close(true);
+                return;
+            }
+        };
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), WsRole::Server, Some(config)).await;
+        run(task_st, ws, conn, Identity { refused, user, guard }, permits).await;
+    });
+    if spawned.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "node not running").into_response();
+    }
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    if phoenix {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("phoenix"));
+    }
+    response
 }
 
-/// phoenix.js sends `base64url.bearer.phx.` + base64url(token) (unpadded) as a subprotocol.
-fn subprotocol_token(headers: &HeaderMap) -> Option<String> {
+/// RFC 6455's checks of an upgrade request; the `Sec-WebSocket-Accept` value, or the refusal.
+fn handshake(headers: &HeaderMap) -> Result<HeaderValue, (StatusCode, &'static str)> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    let refuse = |status: StatusCode, why: &'static str| Err((status, why));
+    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
+        return refuse(StatusCode::BAD_REQUEST, "a WebSocket upgrade is expected here");
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v.as_bytes() != b"13") {
+        return refuse(StatusCode::UPGRADE_REQUIRED, "only WebSocket version 13 is spoken here");
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return refuse(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing");
+    };
+    HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
+        .or_else(|_| refuse(StatusCode::BAD_REQUEST, "bad Sec-WebSocket-Key"))
+}
+
+fn offered_protocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
+}
+
+/// phoenix.js sends `base64url.bearer.phx.` + base64url(token) (unpadded) as a subprotocol.
+fn subprotocol_token(headers: &HeaderMap) -> Option<String> {
+    offered_protocols(headers)
         .find_map(|p| p.strip_prefix(BEARER_PREFIX))
         .and_then(|b| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(b.trim_end_matches('=')).ok())
         .and_then(|bytes| String::from_utf8(bytes).ok())
 }
 
-/// A channel of this socket.
+type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// A channel of this socket: one join of one topic.
 struct Channel {
     join_ref: Option<String>,
-    joined: bool,
-    /// Events that arrived before the join's reply went out.
-    held: Vec<ConnEvent>,
+    state: ChannelState,
 }
 
-/// What a join future reports back.
-struct JoinDone {
-    topic: String,
-    join_ref: Option<String>,
-    msg_ref: Option<String>,
-    result: Result<Joined, JoinError>,
+enum ChannelState {
+    /// Its `phx_join` (with this `ref`) waits for the node's answer.
+    Joining { msg_ref: Option<String> },
+    /// Joined as this runtime channel.
+    Joined(ChannelId),
 }
 
 /// One socket's state in its task.
@@ -155,7 +263,7 @@ struct SocketTask {
     auth_refused: bool,
     anonymous: bool,
     channels: HashMap<String, Channel>,
-    joins: mpsc::UnboundedSender<JoinDone>,
+    /// Frames to write next.
     out: Vec<Message>,
     /// Push rate limit: pushes counted in the current one-second window.
     window: (Instant, u32),
@@ -172,89 +280,73 @@ struct SocketTask {
 /// The socket's places in the connection and user limits, held until it ends.
 type Permits = (Option<Arc<ConnectionPermit>>, Option<UserPermit>);
 
-async fn run(st: Arc<AppState>, ws: WebSocket, auth: Auth, _permits: Permits) {
+/// Who the socket is, as its upgrade found.
+struct Identity {
+    /// A token was given and refused.
+    refused: bool,
+    user: Option<UserId>,
+    guard: SocketGuard,
+}
+
+async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, _permits: Permits) {
     let server = st.node.config().server.clone();
-    let (claims, refused) = match auth {
-        Auth::Anonymous => (None, false),
-        Auth::User(c) => (Some(c), false),
-        Auth::Refused => (None, true),
-    };
-    let guard = SocketGuard::new(&server, claims.clone(), st.node.config().auth.token_leeway_ms, Instant::now());
-    let (user, role): (Option<UserId>, Option<Role>) = claims.map(|c| (c.sub, c.role)).unzip();
-    let anonymous = user.is_none();
-    let Ok(mut conn) = st.node.connect(user.clone(), role, server.outbound_queue as usize).await else {
-        let mut ws = ws;
-        let _ = ws.send(close(CLOSE_RESTART, "node not running")).await;
-        return;
-    };
     st.metrics.sockets.inc();
     st.metrics.sockets_opened.inc();
     let (mut sink, mut stream) = ws.split();
-    let (joins_tx, mut joins_rx) = mpsc::unbounded_channel();
     let mut task = SocketTask {
+        anonymous: conn.user().is_none(),
         handle: conn.handle(),
         st: st.clone(),
-        auth_refused: refused,
-        anonymous,
+        auth_refused: id.refused,
         channels: HashMap::new(),
-        joins: joins_tx,
         out: Vec::new(),
         window: (Instant::now(), 0),
         logged: HashSet::new(),
-        user,
+        user: id.user,
         admin: None,
-        guard,
+        guard: id.guard,
     };
     let token_expiry = guard::expiry(task.guard.expires_at());
     tokio::pin!(token_expiry);
     let ping_every = Duration::from_millis(server.ping_ms);
     let send_timeout = ping_every * 2;
     let mut ping = tokio::time::interval(ping_every);
+    // After a long write, one ping, not a burst of the ticks it missed.
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
     let mut last_seen = Instant::now();
-    let frame_limit = server.max_frame_bytes as usize;
-    let queue_cap = server.outbound_queue as usize;
+    // When the socket was last written something other than a ping: a pong can only come
+    // after the client has read what was sent before the ping, so silence counts from the later
+    // of the two.
+    let mut last_sent = Instant::now();
     let mut clean = false;
     let mut final_close: Option<Message> = None;
     loop {
         tokio::select! {
-            msg = stream.next() => match msg {
-                Some(Ok(Message::Text(text))) => {
-                    last_seen = Instant::now();
-                    if text.len() > frame_limit {
-                        task.refuse("too_large", "frame over max_frame_bytes");
-                        final_close = Some(close(CLOSE_TOO_BIG, "frame too large"));
-                        break;
-                    }
-                    task.on_text(text.as_str()).await;
-                }
-                Some(Ok(Message::Binary(_))) => {
-                    last_seen = Instant::now();
-                    task.refuse("binary", "binary frames are not spoken here");
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_seen = Instant::now(),
-                Some(Ok(Message::Close(_))) => {
-                    clean = true;
+            msg = stream.next() => match task.on_message(msg, &mut last_seen) {
+                Flow::Go => {}
+                Flow::End { close, clean: c } => {
+                    final_close = close;
+                    clean = c;
                     break;
                 }
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "socket read error");
-                    if e.to_string().contains("too long") || e.to_string().contains("too big") {
-                        task.refuse("too_large", "frame over the transport limit");
-                        final_close = Some(close(CLOSE_TOO_BIG, "frame too large"));
-                    }
-                    break;
-                }
-                None => break,
             },
-            event = conn.recv() => match event {
-                Some(e) => task.on_event(e),
+            item = conn.recv_outbound() => match item {
+                Some(item) => {
+                    task.on_outbound(item);
+                    // More that waits goes into the same write.
+                    for _ in 1..BATCH_ITEMS {
+                        match conn.try_recv_outbound() {
+                            Some(item) => task.on_outbound(item),
+                            None => break,
+                        }
+                    }
+                }
                 None => {
                     final_close = Some(task.on_connection_end(conn.close_reason()));
                     break;
                 }
             },
-            Some(done) = joins_rx.recv() => task.on_join_done(done),
             (join_ref, snapshot) = dashboard::next_snapshot(&mut task.admin) => {
                 task.send(Frame::push(join_ref, dashboard::ADMIN_TOPIC, dashboard::SNAPSHOT_EVENT, (*snapshot).clone()));
             }
@@ -264,25 +356,41 @@ async fn run(st: Arc<AppState>, ws: WebSocket, auth: Auth, _permits: Permits) {
                 break;
             }
             _ = ping.tick() => {
-                if last_seen.elapsed() > ping_every * 2 {
+                if last_seen.max(last_sent).elapsed() > ping_every * 2 {
+                    // What the client sent while this task was busy writing is an answer too:
+                    // read every frame already here before calling it silent (a busy node must
+                    // not close clients whose pongs wait unread in its own buffers).
+                    let mut end = None;
+                    while let Some(msg) = stream.next().now_or_never() {
+                        if let Flow::End { close, clean } = task.on_message(msg, &mut last_seen) {
+                            end = Some((close, clean));
+                            break;
+                        }
+                    }
+                    if let Some((close, c)) = end {
+                        final_close = close;
+                        clean = c;
+                        break;
+                    }
+                }
+                if last_seen.max(last_sent).elapsed() > ping_every * 2 {
                     st.metrics.ping_timeouts.inc();
                     tracing::info!("socket closed: no answer to pings");
+                    final_close = Some(close(CLOSE_GOING_AWAY, "no answer to pings"));
                     break;
                 }
-                task.out.push(Message::Ping(Vec::new().into()));
+                task.out.push(Message::Ping(Bytes::new()));
             }
-            // Frames taken from the connection during the last write: write them next.
-            () = std::future::ready(()), if !task.out.is_empty() => {}
         }
         if !task.out.is_empty() {
-            match write_queued(&mut sink, &mut task, &mut conn, send_timeout, queue_cap).await {
+            match write_queued(&mut sink, &mut task, &conn, send_timeout, (&mut last_seen, &mut last_sent)).await {
                 Written::All => {}
                 Written::Failed => break,
                 Written::TooSlow => {
                     // Never buffer for a client that does not read: close it, and say why.
                     st.metrics.slow_clients.inc();
-                    tracing::info!(queue_cap, "slow client closed: its frames piled up while a write was blocked");
-                    final_close = Some(close(CLOSE_TRY_AGAIN, "slow client: outbound queue full"));
+                    tracing::info!("slow client closed: a write stayed blocked for two pings");
+                    final_close = Some(close(CLOSE_TRY_AGAIN, "slow client: a write stayed blocked"));
                     break;
                 }
                 Written::ConnectionEnded => {
@@ -292,11 +400,11 @@ async fn run(st: Arc<AppState>, ws: WebSocket, auth: Auth, _permits: Permits) {
             }
         }
     }
+    // The node forgets the socket now; its last frames go out after (best effort).
     let reason = conn.close_reason();
     conn.close(clean);
     let last =
         final_close.or_else(|| (reason == CloseReason::Shutdown).then(|| close(CLOSE_RESTART, "node shutting down")));
-    // Frames still queued (phx_error for a failed connection), then the close: best effort.
     let pending = std::mem::take(&mut task.out);
     let _ = tokio::time::timeout(Duration::from_millis(500), async {
         for m in pending.into_iter().chain(last) {
@@ -306,6 +414,7 @@ async fn run(st: Arc<AppState>, ws: WebSocket, auth: Auth, _permits: Permits) {
         sink.close().await
     })
     .await;
+    drop(stream);
     st.metrics.sockets.dec();
 }
 
@@ -315,54 +424,77 @@ enum Written {
     All,
     /// The socket failed (the client is gone).
     Failed,
-    /// A write stayed blocked for `send_timeout`, or more than `queue_cap` frames piled up
-    /// behind it: the client does not read fast enough.
+    /// A write stayed blocked for `send_timeout`: the client does not read.
     TooSlow,
-    /// The runtime ended the connection (see [`SocketTask::on_connection_end`]).
+    /// The connection ended meanwhile (its queue overflowed while the write was blocked, or the
+    /// node shuts down).
     ConnectionEnded,
 }
 
-/// Write the queued frames. While the write is blocked (the client reads slowly or not at
-/// all), keep taking the connection's events into the queue, so that a stalled socket is
-/// detected here, at once, by the frames piling up (`queue_cap`, the config's
-/// `outbound_queue`), rather than after `send_timeout` with this task stuck in the write.
+/// Write the frames taken so far, frame by frame. A write that has to wait for the client
+/// (its receive window is full) and then goes on shows the client reading: that counts as
+/// hearing from it (`last_seen`), and what was written (`last_sent`, pings aside) must be read
+/// before a pong can come: a client busy taking in a big room's list is not called silent
+/// because its pong waits behind that list. A single write blocked for
+/// `send_timeout` (no progress at all) is a client that does not read. While a write is
+/// blocked, the connection's queue keeps filling; past its bounds the connection ends as a slow
+/// client, which ends this wait at once.
 async fn write_queued(
-    sink: &mut SplitSink<WebSocket, Message>,
+    sink: &mut SplitSink<Socket, Message>,
     task: &mut SocketTask,
-    conn: &mut Connection,
+    conn: &Connection,
     send_timeout: Duration,
-    queue_cap: usize,
+    (last_seen, last_sent): (&mut Instant, &mut Instant),
 ) -> Written {
     let batch = std::mem::take(&mut task.out);
-    let write = async {
-        for m in batch {
-            sink.feed(m).await?;
-        }
-        sink.flush().await
-    };
-    tokio::pin!(write);
-    let deadline = tokio::time::sleep(send_timeout);
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            biased;
-            written = &mut write => return if written.is_ok() { Written::All } else { Written::Failed },
-            () = &mut deadline => return Written::TooSlow,
-            event = conn.recv() => match event {
-                Some(e) => {
-                    task.on_event(e);
-                    if task.out.len() > queue_cap {
-                        return Written::TooSlow;
-                    }
-                }
-                None => return Written::ConnectionEnded,
-            },
+    let data = batch.iter().any(|m| !matches!(m, Message::Ping(_)));
+    let mut waited = false;
+    let mut outcome = Written::All;
+    for m in batch {
+        if let Err(w) = write_step(sink.feed(m), conn, send_timeout, &mut waited).await {
+            outcome = w;
+            break;
         }
     }
+    if matches!(outcome, Written::All) {
+        if let Err(w) = write_step(sink.flush(), conn, send_timeout, &mut waited).await {
+            outcome = w;
+        }
+    }
+    if waited && !matches!(outcome, Written::TooSlow | Written::Failed) {
+        *last_seen = Instant::now();
+    }
+    if data && matches!(outcome, Written::All) {
+        *last_sent = Instant::now();
+    }
+    outcome
+}
+
+/// One write: at once if the socket takes it, else within `send_timeout` (`waited` set).
+async fn write_step<F>(write: F, conn: &Connection, send_timeout: Duration, waited: &mut bool) -> Result<(), Written>
+where
+    F: std::future::Future<Output = Result<(), WsError>>,
+{
+    let mut write = std::pin::pin!(write);
+    // The usual case, a socket with room in its buffers: no timer.
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
+    let written = match first {
+        std::task::Poll::Ready(written) => written,
+        std::task::Poll::Pending => {
+            *waited = true;
+            tokio::select! {
+                biased;
+                written = write => written,
+                () = tokio::time::sleep(send_timeout) => return Err(Written::TooSlow),
+                () = conn.ended() => return Err(Written::ConnectionEnded),
+            }
+        }
+    };
+    written.map_err(|_| Written::Failed)
 }
 
 fn close(code: u16, reason: &str) -> Message {
-    Message::Close(Some(CloseFrame { code, reason: reason.to_owned().into() }))
+    Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: reason.to_owned().into() }))
 }
 
 /// The `phx_join` payload: `{"tab_id": "...", "meta": {...}}`, both optional.
@@ -384,7 +516,64 @@ fn parse_join(payload: &Value) -> Option<(Option<TabId>, Meta)> {
     Some((tab, meta))
 }
 
+/// What the socket's loop does after a frame from the client.
+enum Flow {
+    /// Go on.
+    Go,
+    /// End the socket: with this close frame (`None`: the connection is gone, nothing can be
+    /// sent), `clean` when the client closed it.
+    End { close: Option<Message>, clean: bool },
+}
+
 impl SocketTask {
+    /// One read from the client (`None`: its connection ended).
+    fn on_message(&mut self, msg: Option<Result<Message, WsError>>, last_seen: &mut Instant) -> Flow {
+        let frame_limit = self.st.node.config().server.max_frame_bytes as usize;
+        match msg {
+            Some(Ok(Message::Text(text))) => {
+                *last_seen = Instant::now();
+                if text.len() > frame_limit {
+                    self.refuse("too_large", "frame over max_frame_bytes");
+                    return Flow::End { close: Some(close(CLOSE_TOO_BIG, "frame too large")), clean: false };
+                }
+                self.on_text(text.as_str());
+            }
+            Some(Ok(Message::Binary(_))) => {
+                *last_seen = Instant::now();
+                self.refuse("binary", "binary frames are not spoken here");
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => *last_seen = Instant::now(),
+            Some(Ok(Message::Close(_))) => return Flow::End { close: None, clean: true },
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "socket read error");
+                // A close the server starts always says why; a connection already gone
+                // (reset, closed) cannot be told anything.
+                let close = match e {
+                    WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+                        self.refuse("too_large", "frame over the transport limit");
+                        Some(close(CLOSE_TOO_BIG, "frame too large"))
+                    }
+                    WsError::Capacity(_) => {
+                        self.refuse("too_large", "frame over the transport limits");
+                        Some(close(CLOSE_TOO_BIG, "frame too large"))
+                    }
+                    WsError::Protocol(_) => {
+                        self.refuse("ws_protocol", "WebSocket protocol violation");
+                        Some(close(CLOSE_PROTOCOL, "WebSocket protocol error"))
+                    }
+                    WsError::Utf8(_) => {
+                        self.refuse("ws_utf8", "a text frame that is not UTF-8");
+                        Some(close(CLOSE_NOT_UTF8, "text frame is not UTF-8"))
+                    }
+                    _ => None,
+                };
+                return Flow::End { close, clean: false };
+            }
+            None => return Flow::End { close: None, clean: false },
+        }
+        Flow::Go
+    }
+
     fn send(&mut self, frame: Frame) {
         self.out.push(Message::Text(frame.encode().into()));
     }
@@ -405,7 +594,7 @@ impl SocketTask {
         }
     }
 
-    async fn on_text(&mut self, text: &str) {
+    fn on_text(&mut self, text: &str) {
         let frame = match Frame::parse(text) {
             Ok(f) => f,
             Err(e) => {
@@ -424,7 +613,7 @@ impl SocketTask {
             (_, "phx_leave") => self.on_leave(frame),
             (_, event) => {
                 let event = event.to_owned();
-                self.on_push(frame, event).await
+                self.on_push(frame, event)
             }
         }
     }
@@ -451,43 +640,15 @@ impl SocketTask {
             Metrics::inc(&self.st.metrics.join_rejects, "already_joined");
             return self.reply_error(&f, "already_joined");
         }
-        self.channels
-            .insert(f.topic.clone(), Channel { join_ref: f.join_ref.clone(), joined: false, held: Vec::new() });
-        let handle = self.handle.clone();
-        let tx = self.joins.clone();
-        tokio::spawn(async move {
-            let result = handle.join(Topic::from(f.topic.as_str()), tab, meta).await;
-            let _ = tx.send(JoinDone { topic: f.topic, join_ref: f.join_ref, msg_ref: f.msg_ref, result });
-        });
-    }
-
-    fn on_join_done(&mut self, done: JoinDone) {
-        let current = self.channels.get(&done.topic).is_some_and(|c| c.join_ref == done.join_ref && !c.joined);
-        let frame =
-            Frame::reply(done.join_ref.clone(), done.msg_ref.clone(), done.topic.clone(), ReplyStatus::Ok, json!({}));
-        match done.result {
-            Ok(joined) if current => {
-                self.st.metrics.joins.inc();
-                let slot = joined.token.map_or(Value::Null, |t| json!({ "token": t.to_string() }));
-                self.reply(&frame, ReplyStatus::Ok, json!({ "slot": slot }));
-                let state = serde_json::to_value(&*joined.state).unwrap_or_else(|_| json!({}));
-                self.send(Frame::push(done.join_ref.clone(), done.topic.clone(), "presence_state", state));
-                let held = self.channels.get_mut(&done.topic).map(|c| {
-                    c.joined = true;
-                    std::mem::take(&mut c.held)
-                });
-                for e in held.unwrap_or_default() {
-                    self.on_event(e);
-                }
+        // The answer comes through the connection's queue, ahead of the topic's pushes.
+        match self.handle.send_join(Topic::from(f.topic.as_str()), tab, meta) {
+            Ok(()) => {
+                let state = ChannelState::Joining { msg_ref: f.msg_ref.clone() };
+                self.channels.insert(f.topic.clone(), Channel { join_ref: f.join_ref.clone(), state });
             }
-            // Left while the join waited: the join is undone.
-            Ok(_) => self.handle.leave(Topic::from(done.topic.as_str())),
             Err(e) => {
                 Metrics::inc(&self.st.metrics.join_rejects, e.reason());
-                if current {
-                    self.channels.remove(&done.topic);
-                    self.reply(&frame, ReplyStatus::Error, json!({ "reason": e.reason() }));
-                }
+                self.reply_error(&f, e.reason());
             }
         }
     }
@@ -519,8 +680,8 @@ impl SocketTask {
         self.send(Frame::close(f.join_ref.clone(), f.topic.clone()));
     }
 
-    async fn on_push(&mut self, f: Frame, event: String) {
-        if !self.channels.get(&f.topic).is_some_and(|c| c.joined) {
+    fn on_push(&mut self, f: Frame, event: String) {
+        if !self.channels.get(&f.topic).is_some_and(|c| matches!(c.state, ChannelState::Joined(_))) {
             self.refuse("not_joined", "push to a topic the socket has not joined");
             return self.reply_error(&f, "bad_request");
         }
@@ -543,11 +704,11 @@ impl SocketTask {
         let topic = Topic::from(f.topic.as_str());
         let result = if event == "presence:update" {
             match meta_from_json(&f.payload) {
-                Ok(meta) => self.handle.update_meta(topic, meta).await,
+                Ok(meta) => self.handle.update_meta(topic, meta),
                 Err(_) => return self.reply_error(&f, "bad_request"),
             }
         } else {
-            self.handle.push(topic, event, meta_value_from_json(&f.payload)).await
+            self.handle.push(topic, event, meta_value_from_json(&f.payload))
         };
         match result {
             Ok(()) => self.reply(&f, ReplyStatus::Ok, json!({})),
@@ -556,41 +717,88 @@ impl SocketTask {
         }
     }
 
-    fn on_event(&mut self, e: ConnEvent) {
-        let topic = match &e {
-            ConnEvent::Revoked { topic, .. }
-            | ConnEvent::Closed { topic }
-            | ConnEvent::Diff { topic, .. }
-            | ConnEvent::Broadcast { topic, .. } => topic.as_str().to_owned(),
-        };
-        let Some(channel) = self.channels.get_mut(&topic) else { return };
-        if !channel.joined {
-            channel.held.push(e);
-            return;
-        }
-        let join_ref = channel.join_ref.clone();
-        match e {
-            ConnEvent::Revoked { reason, .. } => {
+    /// The joined channel of `topic` whose runtime channel is `channel`, if it still is.
+    fn joined(&self, topic: &str, channel: ChannelId) -> Option<&Channel> {
+        self.channels.get(topic).filter(|c| matches!(c.state, ChannelState::Joined(id) if id == channel))
+    }
+
+    fn on_outbound(&mut self, item: Outbound) {
+        match item {
+            Outbound::Joined { topic, channel, token } => {
+                let Some(c) = self.channels.get_mut(topic.as_str()) else { return };
+                let ChannelState::Joining { msg_ref } = &c.state else { return };
+                let f = Frame::reply(c.join_ref.clone(), msg_ref.clone(), topic.as_str(), ReplyStatus::Ok, json!({}));
+                c.state = ChannelState::Joined(channel);
+                self.st.metrics.joins.inc();
+                let slot = token.map_or(Value::Null, |t| json!({ "token": t.to_string() }));
+                self.reply(&f, ReplyStatus::Ok, json!({ "slot": slot }));
+            }
+            Outbound::JoinFailed { topic, error } => {
+                let Some(c) = self.channels.get(topic.as_str()) else { return };
+                let ChannelState::Joining { msg_ref } = &c.state else { return };
+                let f = Frame::reply(c.join_ref.clone(), msg_ref.clone(), topic.as_str(), ReplyStatus::Ok, json!({}));
+                self.channels.remove(topic.as_str());
+                self.join_refused(&f, &error);
+            }
+            Outbound::Revoked { topic, channel, reason } => {
+                let Some(join_ref) = self.joined(topic.as_str(), channel).map(|c| c.join_ref.clone()) else { return };
                 Metrics::inc(&self.st.metrics.revokes, guard::revoke_label(&reason));
-                self.st.dashboard.revoked(self.user.as_ref(), &topic, &reason);
-                self.channels.remove(&topic);
+                self.st.dashboard.revoked(self.user.as_ref(), topic.as_str(), &reason);
+                self.channels.remove(topic.as_str());
+                let topic = topic.as_str().to_owned();
                 self.send(Frame::push(join_ref.clone(), topic.clone(), "slot_revoked", json!({ "reason": reason })));
                 self.send(Frame::close(join_ref, topic));
             }
-            ConnEvent::Closed { .. } => {
-                self.channels.remove(&topic);
-                self.send(Frame::close(join_ref, topic));
+            Outbound::Closed { topic, channel } => {
+                let Some(join_ref) = self.joined(topic.as_str(), channel).map(|c| c.join_ref.clone()) else { return };
+                self.channels.remove(topic.as_str());
+                self.send(Frame::close(join_ref, topic.as_str()));
             }
-            ConnEvent::Diff { diff, .. } => {
-                let payload = serde_json::to_value(&*diff).unwrap_or_else(|_| json!({}));
-                self.send(Frame::push(join_ref, topic, "presence_diff", payload));
+            Outbound::Push { channel, push } => {
+                // A push for a channel since left (or for an earlier join of the topic) is dropped.
+                let Some(join_ref) = self.joined(push.topic().as_str(), channel).map(|c| c.join_ref.clone()) else {
+                    return;
+                };
+                // A reserved event relayed by a node of an older version is never passed on.
+                if matches!(push.body(), PushBody::Broadcast { event, .. } if guard::is_reserved_event(event)) {
+                    return;
+                }
+                self.send_shared(join_ref.as_deref(), &push);
             }
-            // A reserved event relayed by a node of an older version is never passed on.
-            ConnEvent::Broadcast { event, .. } if guard::is_reserved_event(&event) => {}
-            ConnEvent::Broadcast { from, event, body, .. } => {
-                let payload = json!({ "from": from.as_str(), "body": meta_value_to_json(&body) });
-                self.send(Frame::push(join_ref, topic, event, payload));
+        }
+    }
+
+    fn join_refused(&mut self, f: &Frame, error: &JoinError) {
+        Metrics::inc(&self.st.metrics.join_rejects, error.reason());
+        self.reply_error(f, error.reason());
+    }
+
+    /// A shared push: its bytes, encoded once for every receiver, with this channel's
+    /// `join_ref` in front. A long one goes out as fragments of [`FRAGMENT`] bytes, the shared
+    /// bytes sliced, not copied.
+    fn send_shared(&mut self, join_ref: Option<&str>, push: &Push) {
+        let shared = match push.encoded() {
+            Some(bytes) => bytes.clone(),
+            None => PhoenixEncoder.encode(push.topic(), push.body()),
+        };
+        let prefix = join_ref_prefix(join_ref);
+        if shared.len() <= FRAGMENT {
+            let mut text = Vec::with_capacity(prefix.len() + shared.len());
+            text.extend_from_slice(prefix.as_bytes());
+            text.extend_from_slice(&shared);
+            match String::from_utf8(text) {
+                Ok(text) => self.out.push(Message::Text(text.into())),
+                Err(_) => tracing::error!("a shared push is not UTF-8: not sent"),
             }
+            return;
+        }
+        self.out.push(Message::Frame(WsFrame::message(Bytes::from(prefix), OpCode::Data(Data::Text), false)));
+        let mut at = 0;
+        while at < shared.len() {
+            let end = (at + FRAGMENT).min(shared.len());
+            let last = end == shared.len();
+            self.out.push(Message::Frame(WsFrame::message(shared.slice(at..end), OpCode::Data(Data::Continue), last)));
+            at = end;
         }
     }
 
@@ -645,7 +853,8 @@ impl SocketTask {
             }
             CloseReason::Shutdown => close(CLOSE_RESTART, "node shutting down"),
             _ => {
-                // The connection's actor died: every channel errors (the client rejoins).
+                // The connection failed inside the node: every channel errors (the client
+                // rejoins).
                 let topics: Vec<(String, Option<String>)> =
                     self.channels.drain().map(|(t, c)| (t, c.join_ref)).collect();
                 for (t, jr) in topics {

@@ -420,6 +420,78 @@ fn kill9_removes_the_nodes_presences_everywhere_within_1s_and_its_restart_resync
     assert!(back.is_empty(), "carol's old presence came back: {back:?}");
 }
 
+/// The kill scenario of issue 13: a user joins on b, a watcher joins the same topic on c right
+/// after, and b is killed with SIGKILL. c drops the user at once; the watcher's phoenix
+/// `Presence` must drop it too. It once kept the user for good: with another member already on
+/// c, the user's arrival opened a diff window there; the watcher was given a list holding the
+/// user, and the user's leave, inside the same window, netted the window's join away, so the
+/// watcher never heard of it. A wide window (`diff_ms = 400`) puts the watcher's join and the
+/// kill inside it. Three rounds: the watcher joins once c lists the user and b is killed at once;
+/// both join back to back and b is killed at once; the watcher joins once c lists the user and b
+/// is killed once the watcher lists it. In each the watcher's list ends equal to c's within P3's
+/// bound plus one window, and the user never comes back.
+#[test]
+fn a_watcher_joined_right_after_a_user_on_a_killed_node_sees_the_user_leave() {
+    let _serial = serial();
+    const DIFF_MS: u64 = 400;
+    let mut c = ClusterSpec::new(3).presence_key(&format!("diff_ms = {DIFF_MS}")).policy(ADMINS_EXEMPT).start(ROSTER);
+    let js = JsDriver::start();
+    for round in 0..3 {
+        let topic = format!("room:watch{round}");
+        let (user, watcher) = (format!("user{round}"), format!("watcher{round}"));
+        let resident = format!("resident{round}");
+        for (conn, node) in [(&resident, 2), (&user, 1), (&watcher, 2)] {
+            js.connect(conn, &c.socket_url(node), &token(conn, "admin"));
+        }
+        let join = |conn: &str| {
+            js.send(json!({"cmd": "join", "conn": conn, "topic": topic, "tab_id": format!("{conn}-tab"), "meta": {}}))
+        };
+        let joined = |id: u64| {
+            let reply = js.reply(id, SETTLE).unwrap_or_else(|e| c.fail(&e));
+            assert_eq!(reply["status"], "ok", "round {round}: {reply}");
+        };
+        joined(join(&resident));
+        let with_user = one_each(&[&resident, &user]);
+        if round == 1 {
+            // Back to back: the watcher's join races the user's presence on its way to c.
+            let (u, w) = (join(&user), join(&watcher));
+            joined(u);
+            joined(w);
+        } else {
+            joined(join(&user));
+            c.wait_until(SETTLE, "c lists the user", |c| nodes_agree(c, &[2], &topic, &with_user));
+            joined(join(&watcher));
+        }
+        if round == 2 {
+            let all = one_each(&[&resident, &user, &watcher]);
+            c.wait_until(SETTLE, "the watcher lists the user", |_| clients_see(&js, &[&watcher], &topic, &all));
+        }
+        let mark = js.mark();
+        let killed = Instant::now();
+        c.kill9(1);
+        let rest = one_each(&[&resident, &watcher]);
+        c.wait_until(SETTLE, "c lists the resident and the watcher", |c| nodes_agree(c, &[2], &topic, &rest));
+        c.wait_until(SETTLE, "the watcher's Presence lists the resident and itself", |_| {
+            clients_see(&js, &[&watcher, &resident], &topic, &rest)
+        });
+        let gone = killed.elapsed();
+        eprintln!("round {round}: the user gone from the watcher's list {gone:?} after the kill of b");
+        let bound = KILL_BOUND + Duration::from_millis(DIFF_MS);
+        assert!(
+            gone < bound,
+            "round {round}: the watcher listed the user {gone:?} after the kill (P3 + a window: {bound:?})"
+        );
+        let on_c = c.presence(2, &topic);
+        let as_client: Value = on_c.as_object().unwrap().iter().map(|(k, v)| (k.clone(), v["metas"].clone())).collect();
+        assert_eq!(js.presence(&watcher, &topic), as_client, "round {round}: the watcher's list is c's");
+        c.restart(1);
+        c.wait_ready(1);
+        let back = js.events_after(mark, |e| e["event"] == "presence_join" && e["key"] == user.as_str());
+        assert!(back.is_empty(), "round {round}: the killed user came back: {back:?}");
+        assert!(clients_see(&js, &[&watcher], &topic, &rest), "round {round}: after b's restart");
+    }
+}
+
 #[test]
 fn sigstop_marks_the_node_down_and_drops_its_presences_then_sigcont_brings_them_back() {
     let _serial = serial();

@@ -321,6 +321,9 @@ fn kill9_of_a_home_keeps_live_slots_quietly_and_a_new_tab_is_admitted_once_a_new
     js.connect("u1", &c.socket_url(0), &token(u, "user"));
     let held = try_join(&c, &js, "u1", "room:u", "u-tab");
     let held_token = assert_granted(&c, &js, "u on a", &held);
+    // Its presence_state follows the reply (at the close of the topic's window): let it arrive
+    // before the watch below starts, so that only what the home's death causes is seen.
+    c.wait_until(SETTLE, "u's client lists itself", |_| js.presence("u1", "room:u").get(u.as_str()).is_some());
     js.connect("v1", &c.socket_url(1), &token(v, "user"));
 
     let mark = js.mark();

@@ -71,7 +71,7 @@ fn a_generated_secret_is_printed_once_on_stdout_and_never_in_the_log() {
     let stdout = server.stdout();
     let secret = stdout
         .lines()
-        .find_map(|l| l.trim().strip_prefix("ROSTER_SECRET="))
+        .find_map(|l| l.split_once("--secret=").map(|(_, rest)| rest))
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("no generated secret on stdout: {stdout:?}"))
         .to_owned();
@@ -297,6 +297,36 @@ fn a_websocket_frame_announcing_more_than_the_limit_is_refused_from_its_header()
         assert_eq!(raw::close_code(&got), Some(1009), "{got:?}");
     });
     assert_eq!(server.metric("roster_bad_frames_total{reason=\"too_large\"}"), 1.0);
+    assert_eq!(server.get("/health"), (200, "ok".to_owned()));
+}
+
+/// Every close the server starts carries a code: a frame breaking the WebSocket protocol gets
+/// 1002, a text frame that is not UTF-8 gets 1007 (both once closed without a code, which a
+/// browser reports as 1005), and each is counted.
+#[test]
+fn websocket_protocol_violations_are_closed_with_1002_and_bad_utf8_with_1007() {
+    let server = Server::builder().server_key("ping_ms = 60000").start();
+    let addr = server.http_addr.clone();
+    let token = server.token("mallory");
+    let closed_with = |frame: Vec<u8>| {
+        block_on(async {
+            let mut ws = raw::connect(&addr, None).await;
+            raw::ws_upgrade(&mut ws, &addr, &token).await;
+            raw::send(&mut ws, &frame).await.unwrap();
+            let got = raw::read_until_closed(&mut ws, Duration::from_secs(5))
+                .await
+                .unwrap_or_else(|got| panic!("still open 5 s after the frame; got {got:?}"));
+            raw::close_code(&got)
+        })
+    };
+    // Opcode 3 is reserved (RFC 6455 5.2).
+    assert_eq!(closed_with(raw::client_frame_header(3, 0)), Some(1002));
+    // A text frame of two bytes that are not UTF-8 (the mask is zero: the payload as written).
+    let mut bad_text = raw::client_frame_header(1, 2);
+    bad_text.extend_from_slice(&[0xC3, 0x28]);
+    assert_eq!(closed_with(bad_text), Some(1007));
+    assert_eq!(server.metric("roster_bad_frames_total{reason=\"ws_protocol\"}"), 1.0);
+    assert_eq!(server.metric("roster_bad_frames_total{reason=\"ws_utf8\"}"), 1.0);
     assert_eq!(server.get("/health"), (200, "ok".to_owned()));
 }
 

@@ -11,7 +11,7 @@
 
 use roster_core::{Config, NodeName};
 use roster_runtime::{Node, NodeOptions};
-use roster_server::AppState;
+use roster_server::{AppState, PhoenixEncoder};
 use roster_testkit::load::{self, CloseMode, NoProgress, RemoteNode, Report, Scenario, Target};
 use roster_testkit::{http_get, ClusterSpec, Layout, API_KEY, SECRET};
 use serde_json::Value;
@@ -55,7 +55,9 @@ impl InProcessNode {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         listener.set_nonblocking(true).unwrap();
         runtime.block_on(async {
-            let node = Node::start(NodeOptions::for_node(config, NodeName::from("a"))).await.unwrap();
+            // As `roster serve` does: every shared push encoded once.
+            let opts = NodeOptions::for_node(config, NodeName::from("a")).encoder(Arc::new(PhoenixEncoder));
+            let node = Node::start(opts).await.unwrap();
             let state = Arc::new(AppState::new(node.clone(), SECRET.as_bytes().to_vec(), API_KEY.to_owned()));
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             tokio::spawn(roster_server::serve(listener, state, async move {

@@ -239,12 +239,10 @@ impl NodeState {
         self.home_of(crate::partition_of(user, self.config.cluster.partitions), now)
     }
 
-    /// How the presence list of `topic` shows anonymous viewers (from its policy).
-    pub fn anonymous_view(&self, topic: &crate::Topic) -> crate::AnonymousView {
-        match self.config.policy_for(topic).anonymous {
-            crate::AnonymousMode::List => crate::AnonymousView::List,
-            _ => crate::AnonymousView::Count,
-        }
+    /// How the presence list of `topic` shows anonymous viewers and signed-in users (from its
+    /// policy).
+    pub fn presence_view(&self, topic: &crate::Topic) -> crate::PresenceView {
+        self.config.policy_for(topic).presence_view()
     }
 
     /// Counts for stats and health: what this node holds right now.

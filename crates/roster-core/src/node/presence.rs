@@ -27,7 +27,7 @@ impl NodeState {
         &mut self,
         socket: SocketId,
         topic: Topic,
-        key: String,
+        key: impl Into<std::sync::Arc<str>>,
         tab: Option<TabId>,
         meta: Meta,
         now: Millis,

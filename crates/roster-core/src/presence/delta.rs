@@ -41,7 +41,7 @@ impl EntryRecord {
             phx_ref: meta.phx_ref.clone(),
             tab_id: meta.tab_id.clone(),
             online_at: meta.online_at,
-            meta: meta.meta.clone(),
+            meta: meta.meta.to_meta(),
         }
     }
 
@@ -53,7 +53,7 @@ impl EntryRecord {
             tab_id: self.tab_id,
             node: node.clone(),
             online_at: self.online_at,
-            meta: self.meta,
+            meta: self.meta.into(),
         };
         (self.topic, self.key, self.socket, meta)
     }

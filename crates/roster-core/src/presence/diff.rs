@@ -1,26 +1,17 @@
-//! Joins and leaves: netted per `phx_ref` ([`PresenceChanges`]), coalesced per topic over a
-//! window ([`DiffCoalescer`]), and shaped for the Phoenix client ([`PresenceDiff`]).
+//! Joins and leaves: netted per `phx_ref` ([`PresenceChanges`]) and shaped for the Phoenix
+//! client ([`PresenceDiff`]); `fanout.rs` coalesces them per topic window.
 //!
 //! Netting is what keeps a client right. phoenix.js `syncDiff` applies a diff's joins first and
 //! its leaves second, matching metas by `phx_ref`, so a diff must never carry one `phx_ref` in
 //! both: a ref that joined and left inside one batch or window is dropped, and so is one that
 //! left and came back (a peer declared down, then its snapshot). Each ref is kept as its
 //! presence *before* the batch and *after* it; only a difference is reported.
-//!
-//! One exception keeps a subscriber that joins while a window is open right: its
-//! `presence_state` was taken after some of the window's changes, so the window's diff must
-//! also bring *it* to the list the window closes on. [`DiffCoalescer::subscribed`] marks what
-//! such a subscriber saw; a ref it saw present that ends absent is left (even if it was absent
-//! before the window), one it saw absent that ends present is joined, and every anonymous count
-//! it saw is left. Older subscribers then get a leave of a ref they never had or a join of one
-//! they have, both of which phoenix.js `syncDiff` absorbs.
 
-use super::{count_meta, is_anonymous, AnonymousView, PresenceMeta};
-use crate::ids::{Meta, MetaValue, Millis, PhxRef, Topic, UserId};
+use super::{counted_meta, AnonymousView, PresenceMeta, PresenceView, UsersView, USERS_KEY};
+use crate::ids::{Meta, MetaValue, PhxRef, Topic, UserId};
 use serde::ser::{Serialize, Serializer};
 use std::collections::btree_map::Entry as BTreeEntry;
-use std::collections::hash_map::Entry as HashEntry;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The joins and leaves one table operation (or several, merged) caused, per topic.
@@ -29,15 +20,13 @@ pub struct PresenceChanges {
     topics: BTreeMap<Topic, TopicChanges>,
 }
 
-/// The netted joins and leaves of one topic, plus the change of its anonymous count.
+/// The netted joins and leaves of one topic, plus the changes of its anonymous count and of
+/// its number of signed-in users.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TopicChanges {
     refs: BTreeMap<PhxRef, RefChange>,
     anonymous: Option<CountChange>,
-    /// The anonymous count after the latest change recorded, if any was.
-    count_now: Option<usize>,
-    /// Anonymous counts a subscriber that joined during the window saw in its state.
-    late_counts: std::collections::BTreeSet<usize>,
+    users: Option<CountChange>,
 }
 
 /// One `phx_ref` seen in a batch: was it present before, is it present after.
@@ -47,16 +36,6 @@ struct RefChange {
     before: bool,
     after: bool,
     meta: Arc<PresenceMeta>,
-    /// A subscriber that joined during the window saw it present / absent.
-    late_present: bool,
-    late_absent: bool,
-}
-
-impl RefChange {
-    /// Whether a diff must carry it: it changed, or a late subscriber saw it otherwise.
-    fn visible(&self) -> bool {
-        self.before != self.after || (self.after && self.late_absent) || (!self.after && self.late_present)
-    }
 }
 
 /// How the number of anonymous entries of a topic moved (cluster-wide, as this table sees it).
@@ -123,6 +102,11 @@ impl PresenceChanges {
         self.topic_mut(topic).count(before, after);
     }
 
+    pub(super) fn users(&mut self, topic: &Topic, before: usize, after: usize) {
+        let c = self.topic_mut(topic);
+        c.users = net(c.users, before, after);
+    }
+
     /// Drops topics whose changes netted out; table operations call it before returning.
     pub(super) fn prune(mut self) -> Self {
         self.topics.retain(|_, c| !c.is_empty());
@@ -157,7 +141,7 @@ impl IntoIterator for PresenceChanges {
 impl TopicChanges {
     /// Whether nothing visible changed in this topic.
     pub fn is_empty(&self) -> bool {
-        self.refs.is_empty() && self.anonymous.is_none() && self.late_counts.iter().all(|c| Some(*c) == self.count_now)
+        self.refs.is_empty() && self.anonymous.is_none() && self.users.is_none()
     }
 
     /// The metas that appeared, as `(key, meta)`, anonymous ones included.
@@ -175,6 +159,11 @@ impl TopicChanges {
         self.anonymous
     }
 
+    /// How the number of signed-in users (distinct keys) moved, if it did.
+    pub fn users_count(&self) -> Option<CountChange> {
+        self.users
+    }
+
     /// Appends changes that happened after these, netting per `phx_ref`.
     pub fn merge(&mut self, later: TopicChanges) {
         for (phx_ref, change) in later.refs {
@@ -187,7 +176,7 @@ impl TopicChanges {
                     c.after = change.after;
                     c.meta = change.meta;
                     c.key = change.key;
-                    if !c.visible() {
+                    if c.before == c.after {
                         o.remove();
                     }
                 }
@@ -196,55 +185,37 @@ impl TopicChanges {
         if let Some(c) = later.anonymous {
             self.count(c.before, c.after);
         }
-        if later.count_now.is_some() {
-            self.count_now = later.count_now;
-        }
-        self.late_counts.extend(later.late_counts);
-    }
-
-    /// A subscriber joined now, with a `presence_state` taken after every change so far:
-    /// remember what it saw (see the module docs).
-    fn mark_late(&mut self) {
-        for c in self.refs.values_mut() {
-            if c.after {
-                c.late_present = true;
-            } else {
-                c.late_absent = true;
-            }
-        }
-        if let Some(now) = self.count_now {
-            self.late_counts.insert(now);
+        if let Some(c) = later.users {
+            self.users = net(self.users, c.before, c.after);
         }
     }
 
-    /// The client frame for these changes. With [`AnonymousView::Count`], anonymous metas are
-    /// replaced by the count meta: a leave of the old count's meta and a join of the new one.
-    pub fn to_diff(&self, view: AnonymousView) -> PresenceDiff {
+    /// The client frame for these changes. A count shown instead of metas ([`AnonymousView::Count`]
+    /// for anonymous viewers, [`UsersView::Count`] for signed-in users) moves as a leave of the
+    /// old count's meta and a join of the new one.
+    ///
+    /// [`UsersView::Count`]: super::UsersView::Count
+    pub fn to_diff(&self, view: impl Into<PresenceView>) -> PresenceDiff {
+        let view = view.into();
         let mut diff = PresenceDiff::default();
         for c in self.refs.values() {
-            if !c.visible() || (view == AnonymousView::Count && is_anonymous(&c.key)) {
+            if c.before == c.after || view.counts(&c.key) {
                 continue;
             }
             let side = if c.after { &mut diff.joins } else { &mut diff.leaves };
             side.entry(c.key.clone()).or_default().metas.push(c.meta.to_flat());
         }
-        if view == AnonymousView::Count {
-            if let Some(after) = self.count_now {
-                // Every count a subscriber may show leaves: the window's first one, and those
-                // late subscribers saw; the count it closes on joins.
-                let mut left: Vec<usize> = self.anonymous.map(|c| c.before).into_iter().collect();
-                left.extend(self.late_counts.iter().copied());
-                left.sort_unstable();
-                left.dedup();
-                left.retain(|&c| c > 0 && c != after);
-                let key = UserId::ANONYMOUS.to_owned();
-                if !left.is_empty() {
-                    diff.leaves.insert(key.clone(), MetaList { metas: left.into_iter().map(count_meta).collect() });
-                }
-                let moved = self.anonymous.is_some() || self.late_counts.iter().any(|&c| c != after);
-                if after > 0 && moved {
-                    diff.joins.insert(key, MetaList { metas: vec![count_meta(after)] });
-                }
+        let counts = [
+            (view.anonymous == AnonymousView::Count, UserId::ANONYMOUS, self.anonymous),
+            (view.users == UsersView::Count, USERS_KEY, self.users),
+        ];
+        for (shown, key, change) in counts {
+            let (true, Some(c)) = (shown, change) else { continue };
+            if c.before > 0 {
+                diff.leaves.insert(key.to_owned(), MetaList { metas: vec![counted_meta(key, c.before)] });
+            }
+            if c.after > 0 {
+                diff.joins.insert(key.to_owned(), MetaList { metas: vec![counted_meta(key, c.after)] });
             }
         }
         diff
@@ -253,20 +224,13 @@ impl TopicChanges {
     fn record(&mut self, key: &str, meta: &Arc<PresenceMeta>, present: bool) {
         match self.refs.entry(meta.phx_ref.clone()) {
             BTreeEntry::Vacant(v) => {
-                v.insert(RefChange {
-                    key: key.to_owned(),
-                    before: !present,
-                    after: present,
-                    meta: Arc::clone(meta),
-                    late_present: false,
-                    late_absent: false,
-                });
+                v.insert(RefChange { key: key.to_owned(), before: !present, after: present, meta: Arc::clone(meta) });
             }
             BTreeEntry::Occupied(mut o) => {
                 let c = o.get_mut();
                 c.after = present;
                 c.meta = Arc::clone(meta);
-                if !c.visible() {
+                if c.before == c.after {
                     o.remove();
                 }
             }
@@ -274,98 +238,15 @@ impl TopicChanges {
     }
 
     fn count(&mut self, before: usize, after: usize) {
-        let first = self.anonymous.map_or(before, |c| c.before);
-        self.anonymous = (first != after).then_some(CountChange { before: first, after });
-        self.count_now = Some(after);
+        self.anonymous = net(self.anonymous, before, after);
     }
 }
 
-/// Coalesces [`PresenceChanges`] per topic over `diff_ms`, so a burst of a thousand joins is
-/// one `presence_diff` frame.
-///
-/// A topic's window opens with its first change and closes `diff_ms` later; the caller
-/// schedules a timer at [`due_at`](Self::due_at) and calls [`flush`](Self::flush) then. Inside
-/// a window changes net per `phx_ref` (a join then a leave cancel; an update is the leave of
-/// the old ref plus the join of the new one), and the anonymous count moves at most once.
-#[derive(Clone, Debug)]
-pub struct DiffCoalescer {
-    diff_ms: Millis,
-    pending: HashMap<Topic, TopicChanges>,
-    /// `(due, topic)` in the order windows opened; `now` is monotonic, so also by due time.
-    windows: VecDeque<(Millis, Topic)>,
-}
-
-impl DiffCoalescer {
-    /// A coalescer whose windows last `diff_ms`.
-    pub fn new(diff_ms: Millis) -> Self {
-        Self { diff_ms, pending: HashMap::new(), windows: VecDeque::new() }
-    }
-
-    /// Adds changes that happened at `now`; opens a window for each topic without one.
-    pub fn push(&mut self, changes: PresenceChanges, now: Millis) {
-        for (topic, changes) in changes {
-            match self.pending.entry(topic) {
-                HashEntry::Occupied(o) => o.into_mut().merge(changes),
-                HashEntry::Vacant(v) => {
-                    self.windows.push_back((now.saturating_add(self.diff_ms), v.key().clone()));
-                    v.insert(changes);
-                }
-            }
-        }
-    }
-
-    /// A subscriber of `topic` starts now, with a `presence_state` taken after every change
-    /// pushed so far: the open window's diff must bring it, too, to the list the window closes
-    /// on (see the module docs). Without an open window there is nothing to do.
-    pub fn subscribed(&mut self, topic: &Topic) {
-        if let Some(p) = self.pending.get_mut(topic) {
-            p.mark_late();
-        }
-    }
-
-    /// When the earliest open window closes; `None` when nothing is pending.
-    pub fn due_at(&self) -> Option<Millis> {
-        self.windows.front().map(|(due, _)| *due)
-    }
-
-    /// Whether `topic` has an open window.
-    pub fn is_pending(&self, topic: &Topic) -> bool {
-        self.pending.contains_key(topic)
-    }
-
-    /// Closes every window due at `now` and returns one diff per topic, in window order,
-    /// leaving out topics whose changes netted to nothing. `view` says how each topic shows
-    /// its anonymous viewers.
-    pub fn flush(&mut self, now: Millis, view: impl Fn(&Topic) -> AnonymousView) -> Vec<(Topic, PresenceDiff)> {
-        let mut out = Vec::new();
-        while let Some((due, _)) = self.windows.front() {
-            if *due > now {
-                break;
-            }
-            if let Some((_, topic)) = self.windows.pop_front() {
-                self.close(topic, &view, &mut out);
-            }
-        }
-        out
-    }
-
-    /// Closes every window now, due or not (shutdown, tests).
-    pub fn flush_all(&mut self, view: impl Fn(&Topic) -> AnonymousView) -> Vec<(Topic, PresenceDiff)> {
-        let mut out = Vec::new();
-        while let Some((_, topic)) = self.windows.pop_front() {
-            self.close(topic, &view, &mut out);
-        }
-        out
-    }
-
-    fn close(&mut self, topic: Topic, view: &impl Fn(&Topic) -> AnonymousView, out: &mut Vec<(Topic, PresenceDiff)>) {
-        if let Some(changes) = self.pending.remove(&topic) {
-            let diff = changes.to_diff(view(&topic));
-            if !diff.is_empty() {
-                out.push((topic, diff));
-            }
-        }
-    }
+/// A count that moved from `before` to `after`, after it had moved as `earlier` says: from
+/// the first `before` to the last `after`, or nothing if that is no move.
+fn net(earlier: Option<CountChange>, before: usize, after: usize) -> Option<CountChange> {
+    let first = earlier.map_or(before, |c| c.before);
+    (first != after).then_some(CountChange { before: first, after })
 }
 
 /// The metas of one presence key, serialized as Phoenix's `{"metas": [...]}` with plain JSON

@@ -8,8 +8,9 @@
 //! costs nothing.
 
 use super::diff::{MetaList, Plain, PlainMeta};
-use super::{count_meta, is_anonymous, AnonymousView, PresenceMeta};
+use super::{counted_meta, PresenceMeta, PresenceView, UsersView, USERS_KEY};
 use crate::ids::Meta;
+use crate::ids::UserId;
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, SerializeStruct, Serializer};
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -20,8 +21,95 @@ use std::sync::Arc;
 /// write meets a shared snapshot) bumps reference counts instead of allocating strings.
 pub(super) type TopicEntries = imbl::OrdMap<Arc<str>, KeyEntries>;
 
-/// One key's metas, oldest first.
-pub(super) type KeyEntries = imbl::OrdSet<ByAge>;
+/// One key's metas, oldest first. A key is a user, and a user has a meta per tab: nearly always
+/// one or two, kept in a small sorted slice copied on write (a persistent set would cost a
+/// B-tree node per key). The `anonymous` key of a room with many viewers holds one meta per
+/// viewer: past [`FEW`] metas they move to a persistent set, so a join costs O(log n), not a copy.
+#[derive(Clone, Debug)]
+pub(super) enum KeyEntries {
+    Few(Arc<[ByAge]>),
+    Many(imbl::OrdSet<ByAge>),
+}
+
+/// The most metas a key keeps in a copied-on-write slice.
+const FEW: usize = 16;
+
+impl KeyEntries {
+    pub(super) fn unit(meta: ByAge) -> Self {
+        KeyEntries::Few(Arc::from([meta]))
+    }
+
+    pub(super) fn len(&self) -> usize {
+        match self {
+            KeyEntries::Few(few) => few.len(),
+            KeyEntries::Many(many) => many.len(),
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The metas, oldest first.
+    pub(super) fn iter(&self) -> KeyIter<'_> {
+        match self {
+            KeyEntries::Few(few) => KeyIter::Few(few.iter()),
+            KeyEntries::Many(many) => KeyIter::Many(many.iter()),
+        }
+    }
+
+    pub(super) fn insert(&mut self, meta: ByAge) {
+        match self {
+            KeyEntries::Few(few) if few.len() < FEW => {
+                let at = few.partition_point(|m| *m < meta);
+                let mut grown = Vec::with_capacity(few.len() + 1);
+                grown.extend_from_slice(&few[..at]);
+                grown.push(meta);
+                grown.extend_from_slice(&few[at..]);
+                *few = grown.into();
+            }
+            KeyEntries::Few(few) => {
+                let mut many: imbl::OrdSet<ByAge> = few.iter().cloned().collect();
+                many.insert(meta);
+                *self = KeyEntries::Many(many);
+            }
+            KeyEntries::Many(many) => {
+                many.insert(meta);
+            }
+        }
+    }
+
+    /// Removes this very meta; whether it was there.
+    pub(super) fn remove(&mut self, meta: &ByAge) -> bool {
+        match self {
+            KeyEntries::Few(few) => {
+                let Ok(at) = few.binary_search(meta) else { return false };
+                let shrunk: Vec<ByAge> =
+                    few.iter().enumerate().filter(|(i, _)| *i != at).map(|(_, m)| m.clone()).collect();
+                *few = shrunk.into();
+                true
+            }
+            KeyEntries::Many(many) => many.remove(meta).is_some(),
+        }
+    }
+}
+
+/// The metas of a [`KeyEntries`], oldest first.
+pub(super) enum KeyIter<'a> {
+    Few(std::slice::Iter<'a, ByAge>),
+    Many(imbl::ordset::Iter<'a, ByAge, imbl::shared_ptr::DefaultSharedPtr>),
+}
+
+impl<'a> Iterator for KeyIter<'a> {
+    type Item = &'a ByAge;
+
+    fn next(&mut self) -> Option<&'a ByAge> {
+        match self {
+            KeyIter::Few(it) => it.next(),
+            KeyIter::Many(it) => it.next(),
+        }
+    }
+}
 
 /// A stored meta, ordered oldest first: by `online_at`, then `phx_ref`, then `node`. The
 /// allocation's address breaks the ties that remain (one node repeating a `phx_ref` within a
@@ -59,26 +147,33 @@ impl Eq for ByAge {}
 /// An immutable snapshot of the table at the time [`PresenceTable::list`] was called: cloning
 /// and taking one are O(1), later writes to the table do not show. Reading a key's metas
 /// ([`get`](Self::get), [`iter`](Self::iter)) or serializing flattens them then. With
-/// [`AnonymousView::Count`], the anonymous entries show as the single count meta (and the
-/// `anonymous` key is absent when there are none).
+/// [`AnonymousView::Count`](super::AnonymousView::Count), the anonymous entries show as the single count meta (and the
+/// `anonymous` key is absent when there are none); with [`UsersView::Count`], the signed-in
+/// users show as one count meta under [`USERS_KEY`](super::USERS_KEY) and no user key is listed.
 ///
 /// [`PresenceTable::list`]: super::PresenceTable::list
 #[derive(Clone, Default)]
 pub struct PresenceList {
     entries: TopicEntries,
-    view: AnonymousView,
+    view: PresenceView,
 }
 
-/// What one key shows: its metas, or the anonymous count.
+/// What one key shows: its metas, or a count meta.
 #[derive(Clone, Copy)]
 enum Shown<'a> {
-    Count(usize),
+    /// One meta under this key counting this many.
+    Count(&'a str, usize),
     Metas(&'a KeyEntries),
 }
 
 impl PresenceList {
-    pub(super) fn new(entries: TopicEntries, view: AnonymousView) -> Self {
+    pub(super) fn new(entries: TopicEntries, view: PresenceView) -> Self {
         Self { entries, view }
+    }
+
+    /// How it shows anonymous viewers and signed-in users.
+    pub fn view(&self) -> PresenceView {
+        self.view
     }
 
     /// Whether nobody is present.
@@ -86,29 +181,33 @@ impl PresenceList {
         self.entries.is_empty()
     }
 
-    /// The number of presence keys (users, plus `anonymous` if any).
+    /// The number of presence keys shown (users, plus `anonymous` if any; with users counted,
+    /// `users` and `anonymous` at most).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        match self.view.users {
+            UsersView::List => self.entries.len(),
+            UsersView::Count => self.shown().count(),
+        }
     }
 
     /// The presence keys, sorted.
     pub fn keys(&self) -> impl Iterator<Item = &str> + '_ {
-        self.entries.keys().map(|key| &**key)
+        self.shown().map(|(key, _)| key)
     }
 
     /// The flat metas of `key`, oldest first; `None` if the key is absent.
     pub fn get(&self, key: &str) -> Option<Vec<Meta>> {
-        self.entries.get(key).map(|metas| self.shown(key, metas).to_flat())
+        self.shown_of(key).map(Shown::to_flat)
     }
 
-    /// How many metas `key` shows (0 if absent; 1 for the anonymous count).
+    /// How many metas `key` shows (0 if absent; 1 for a count).
     pub fn metas_len(&self, key: &str) -> usize {
-        self.entries.get(key).map_or(0, |metas| self.shown(key, metas).len())
+        self.shown_of(key).map_or(0, Shown::len)
     }
 
     /// Every key, sorted, with its flat metas, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = (&str, Vec<Meta>)> + '_ {
-        self.entries.iter().map(|(key, metas)| (&**key, self.shown(key, metas).to_flat()))
+        self.shown().map(|(key, shown)| (key, shown.to_flat()))
     }
 
     /// The whole list materialized, in the shape it serializes to.
@@ -116,11 +215,41 @@ impl PresenceList {
         self.iter().map(|(key, metas)| (key.to_owned(), MetaList { metas })).collect()
     }
 
-    fn shown<'a>(&self, key: &str, metas: &'a KeyEntries) -> Shown<'a> {
-        if self.view == AnonymousView::Count && is_anonymous(key) {
-            Shown::Count(metas.len())
+    /// Signed-in users (keys other than `anonymous`).
+    fn users(&self) -> usize {
+        self.entries.len() - usize::from(self.entries.contains_key(UserId::ANONYMOUS))
+    }
+
+    /// What one stored key shows (it is shown).
+    fn shown_key<'a>(&self, key: &'a str, metas: &'a KeyEntries) -> Shown<'a> {
+        if self.view.counts(key) {
+            Shown::Count(key, metas.len())
         } else {
             Shown::Metas(metas)
+        }
+    }
+
+    /// Every key shown, sorted, with what it shows.
+    fn shown(&self) -> Box<dyn Iterator<Item = (&str, Shown<'_>)> + '_> {
+        match self.view.users {
+            UsersView::List => Box::new(self.entries.iter().map(|(key, metas)| (&**key, self.shown_key(key, metas)))),
+            UsersView::Count => {
+                // `anonymous` sorts before `users`.
+                let anonymous = self
+                    .entries
+                    .get_key_value(UserId::ANONYMOUS)
+                    .map(|(key, metas)| (&**key, self.shown_key(key, metas)));
+                let users = self.users();
+                let users = (users > 0).then_some((USERS_KEY, Shown::Count(USERS_KEY, users)));
+                Box::new(anonymous.into_iter().chain(users))
+            }
+        }
+    }
+
+    fn shown_of(&self, key: &str) -> Option<Shown<'_>> {
+        match self.view.users {
+            UsersView::List => self.entries.get_key_value(key).map(|(k, metas)| self.shown_key(k, metas)),
+            UsersView::Count => self.shown().find(|(k, _)| *k == key).map(|(_, shown)| shown),
         }
     }
 }
@@ -128,14 +257,14 @@ impl PresenceList {
 impl Shown<'_> {
     fn len(self) -> usize {
         match self {
-            Shown::Count(_) => 1,
+            Shown::Count(..) => 1,
             Shown::Metas(metas) => metas.len(),
         }
     }
 
     fn to_flat(self) -> Vec<Meta> {
         match self {
-            Shown::Count(count) => vec![count_meta(count)],
+            Shown::Count(key, count) => vec![counted_meta(key, count)],
             Shown::Metas(metas) => metas.iter().map(|m| m.0.to_flat()).collect(),
         }
     }
@@ -143,7 +272,7 @@ impl Shown<'_> {
     /// Whether both show the same flat metas, without flattening what is plainly equal.
     fn same(self, other: Shown<'_>) -> bool {
         match (self, other) {
-            (Shown::Count(a), Shown::Count(b)) => a == b,
+            (Shown::Count(a, n), Shown::Count(b, m)) => a == b && n == m,
             (Shown::Metas(a), Shown::Metas(b)) => {
                 a.len() == b.len()
                     && a.iter()
@@ -161,12 +290,7 @@ impl PartialEq for PresenceList {
         if self.view == other.view && self.entries.ptr_eq(&other.entries) {
             return true;
         }
-        self.len() == other.len()
-            && self
-                .entries
-                .iter()
-                .zip(other.entries.iter())
-                .all(|((ka, a), (kb, b))| ka == kb && self.shown(ka, a).same(other.shown(kb, b)))
+        self.len() == other.len() && self.shown().zip(other.shown()).all(|((ka, a), (kb, b))| ka == kb && a.same(b))
     }
 }
 
@@ -180,8 +304,8 @@ impl Serialize for PresenceList {
     /// `{key: {"metas": [flat meta, ...]}}`, flattening each meta as it is written.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(self.len()))?;
-        for (key, metas) in &self.entries {
-            map.serialize_entry(&**key, &ShownList(self.shown(key, metas)))?;
+        for (key, shown) in self.shown() {
+            map.serialize_entry(key, &ShownList(shown))?;
         }
         map.end()
     }
@@ -203,9 +327,9 @@ struct ShownMetas<'a>(Shown<'a>);
 impl Serialize for ShownMetas<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.0 {
-            Shown::Count(count) => {
+            Shown::Count(key, count) => {
                 let mut seq = s.serialize_seq(Some(1))?;
-                seq.serialize_element(&PlainMeta(&count_meta(count)))?;
+                seq.serialize_element(&PlainMeta(&counted_meta(key, count)))?;
                 seq.end()
             }
             Shown::Metas(metas) => s.collect_seq(metas.iter().map(|m| FlatMeta(&m.0))),
@@ -221,7 +345,6 @@ struct FlatMeta<'a>(&'a PresenceMeta);
 enum Reserved<'a> {
     Str(&'a str),
     Int(i64),
-    Null,
 }
 
 impl Serialize for Reserved<'_> {
@@ -229,7 +352,6 @@ impl Serialize for Reserved<'_> {
         match self {
             Reserved::Str(x) => s.serialize_str(x),
             Reserved::Int(i) => s.serialize_i64(*i),
-            Reserved::Null => s.serialize_unit(),
         }
     }
 }
@@ -238,20 +360,24 @@ impl Serialize for FlatMeta<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let m = self.0;
         // Sorted by key, as the flat `BTreeMap` iterates; merged into the user's sorted keys.
+        // `tab_id` is left out when the join gave none (14 bytes of every such entry, in every
+        // `presence_state` and diff).
+        let tab = m.tab_id.as_ref().map(|t| ("tab_id", Reserved::Str(t.as_str())));
         let reserved = [
-            ("node", Reserved::Str(m.node.as_str())),
-            ("online_at", Reserved::Int(i64::try_from(m.online_at).unwrap_or(i64::MAX))),
-            ("phx_ref", Reserved::Str(m.phx_ref.as_str())),
-            ("tab_id", m.tab_id.as_ref().map_or(Reserved::Null, |t| Reserved::Str(t.as_str()))),
+            Some(("node", Reserved::Str(m.node.as_str()))),
+            Some(("online_at", Reserved::Int(i64::try_from(m.online_at).unwrap_or(i64::MAX)))),
+            Some(("phx_ref", Reserved::Str(m.phx_ref.as_str()))),
+            tab,
         ];
-        let shadowed = reserved.iter().filter(|(k, _)| m.meta.contains_key(*k)).count();
-        let mut map = s.serialize_map(Some(m.meta.len() - shadowed + reserved.len()))?;
-        let mut reserved = reserved.into_iter().peekable();
-        for (key, value) in &m.meta {
-            while let Some((k, v)) = reserved.next_if(|(k, _)| *k <= key.as_str()) {
+        let shadowed = PresenceMeta::RESERVED.iter().filter(|k| m.meta.contains_key(k)).count();
+        let written = reserved.iter().flatten().count();
+        let mut map = s.serialize_map(Some(m.meta.len() - shadowed + written))?;
+        let mut reserved = reserved.into_iter().flatten().peekable();
+        for (key, value) in m.meta.iter() {
+            while let Some((k, v)) = reserved.next_if(|(k, _)| *k <= key) {
                 map.serialize_entry(k, &v)?;
             }
-            if !PresenceMeta::RESERVED.contains(&key.as_str()) {
+            if !PresenceMeta::RESERVED.contains(&key) {
                 map.serialize_entry(key, &Plain(value))?;
             }
         }

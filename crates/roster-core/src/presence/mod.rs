@@ -9,8 +9,9 @@
 //!  peer Delta ─► apply_delta ──┤  (or NeedSnapshot: ask that node for its snapshot)
 //!  peer Snapshot ─► apply_snapshot[_chunk]
 //!  peer down ─► drop_origin ───┤
-//!                              └─► PresenceChanges ─► DiffCoalescer ─► PresenceDiff per topic
-//!                                                      (diff_ms)
+//!                              └─► PresenceChanges ─► Fanout ─► per topic window (diff_ms): one
+//!                                                              PresenceDiff to the synced subscribers,
+//!                                                              one PresenceList to the new ones
 //! ```
 //!
 //! Every operation on the [`PresenceTable`] returns the joins and leaves it caused
@@ -21,18 +22,21 @@
 //!
 //! Files: `table.rs` (the replica table: local writes, delta and snapshot merge, reads),
 //! `delta.rs` (what travels between nodes, and the outgoing [`DeltaBuffer`]), `diff.rs`
-//! (netted joins/leaves, the per-topic [`DiffCoalescer`], the diff frame), `list.rs` (a
-//! topic's persistent entries and the [`PresenceList`] snapshot of them).
+//! (netted joins/leaves, the diff frame), `fanout.rs` (each topic's subscribers and window:
+//! what every subscriber receives, [`Fanout`]), `list.rs` (a topic's persistent entries and the
+//! [`PresenceList`] snapshot of them).
 
 mod delta;
 mod diff;
+mod fanout;
 mod list;
 mod table;
 #[cfg(test)]
 mod tests;
 
 pub use delta::{Change, Delta, DeltaBuffer, EntryRecord, NeedSnapshot, Snapshot, SnapshotChunk, SnapshotReason};
-pub use diff::{CountChange, DiffCoalescer, MetaList, PresenceChanges, PresenceDiff, TopicChanges};
+pub use diff::{CountChange, MetaList, PresenceChanges, PresenceDiff, TopicChanges};
+pub use fanout::{window_ms, Delivery, Fanout, SubscriberId, MAX_WINDOW_MS, SUBSCRIBERS_PER_WINDOW};
 pub use list::PresenceList;
 pub use table::{LocalWrite, PresenceTable};
 
@@ -52,6 +56,46 @@ pub enum AnonymousView {
     List,
 }
 
+/// How a topic shows its signed-in users (from the policy's `presence`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum UsersView {
+    /// One key per user, one meta per connection (Phoenix's shape).
+    #[default]
+    List,
+    /// One meta under the key `users` whose `count` is the number of distinct signed-in users
+    /// in the topic, cluster-wide (its `phx_ref` is `users:<count>`, so a change of the count is
+    /// one leave plus one join); no user key is listed. For rooms where nobody renders the
+    /// list: a join costs the others a count, not an entry.
+    Count,
+}
+
+/// How a topic's list shows its presences: anonymous viewers and signed-in users.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PresenceView {
+    /// Anonymous viewers: counted or listed.
+    pub anonymous: AnonymousView,
+    /// Signed-in users: listed or counted.
+    pub users: UsersView,
+}
+
+impl From<AnonymousView> for PresenceView {
+    /// Users listed, anonymous viewers as given.
+    fn from(anonymous: AnonymousView) -> Self {
+        PresenceView { anonymous, users: UsersView::List }
+    }
+}
+
+impl PresenceView {
+    /// Whether entries under `key` are shown as a count rather than one meta each.
+    fn counts(self, key: &str) -> bool {
+        if is_anonymous(key) {
+            self.anonymous == AnonymousView::Count
+        } else {
+            self.users == UsersView::Count
+        }
+    }
+}
+
 /// One presence as the table stores it: who, which tab, on which node, since when, and the
 /// user's own meta. The client sees it flattened by [`PresenceMeta::to_flat`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -65,7 +109,61 @@ pub struct PresenceMeta {
     /// When the connection was tracked, on its gateway's clock.
     pub online_at: Millis,
     /// The user's meta from the join payload (or the latest `presence:update`).
-    pub meta: Meta,
+    pub meta: MetaFields,
+}
+
+/// A user's meta as a presence stores it: its keys sorted, in one allocation. A [`Meta`]
+/// (a `BTreeMap`) costs a whole B-tree node, about 630 bytes, even for one key; a presence
+/// keeps its meta for its whole life, so it keeps this instead.
+///
+/// It serializes as the map it stands for (and is always sorted, however it was read).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "Meta", into = "Meta")]
+pub struct MetaFields(Box<[(Box<str>, MetaValue)]>);
+
+impl MetaFields {
+    /// The fields, sorted by key.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &MetaValue)> {
+        self.0.iter().map(|(k, v)| (&**k, v))
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&MetaValue> {
+        self.0.binary_search_by(|(k, _)| (**k).cmp(key)).ok().map(|i| &self.0[i].1)
+    }
+
+    /// Whether `key` is set.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// How many fields.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// As a [`Meta`] map.
+    pub fn to_meta(&self) -> Meta {
+        self.0.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    }
+}
+
+impl From<Meta> for MetaFields {
+    fn from(meta: Meta) -> Self {
+        // A BTreeMap iterates sorted: the slice is sorted by key.
+        MetaFields(meta.into_iter().map(|(k, v)| (k.into_boxed_str(), v)).collect())
+    }
+}
+
+impl From<MetaFields> for Meta {
+    fn from(fields: MetaFields) -> Self {
+        fields.0.into_vec().into_iter().map(|(k, v)| (k.into_string(), v)).collect()
+    }
 }
 
 impl PresenceMeta {
@@ -73,13 +171,16 @@ impl PresenceMeta {
     pub const RESERVED: [&'static str; 4] = ["phx_ref", "tab_id", "node", "online_at"];
 
     /// The flat map the client sees: the user's keys at top level, then `phx_ref`, `tab_id`
-    /// (`null` when absent), `node` and `online_at` (milliseconds), which overwrite any user key
-    /// of the same name so a client cannot forge them.
+    /// (left out when the join gave none), `node` and `online_at` (milliseconds), which
+    /// overwrite (or, for an absent `tab_id`, remove) any user key of the same name so a client
+    /// cannot forge them.
     pub fn to_flat(&self) -> Meta {
-        let mut flat = self.meta.clone();
+        let mut flat = self.meta.to_meta();
         flat.insert("phx_ref".into(), MetaValue::Str(self.phx_ref.0.clone()));
-        let tab = self.tab_id.as_ref().map_or(MetaValue::Null, |t| MetaValue::Str(t.0.clone()));
-        flat.insert("tab_id".into(), tab);
+        match &self.tab_id {
+            Some(t) => flat.insert("tab_id".into(), MetaValue::Str(t.as_str().to_owned())),
+            None => flat.remove("tab_id"),
+        };
         flat.insert("node".into(), MetaValue::Str(self.node.as_str().to_owned()));
         let online_at = i64::try_from(self.online_at).unwrap_or(i64::MAX);
         flat.insert("online_at".into(), MetaValue::Int(online_at));
@@ -105,13 +206,18 @@ fn is_anonymous(key: &str) -> bool {
     key == UserId::ANONYMOUS
 }
 
-/// The single meta that stands for `count` anonymous viewers in [`AnonymousView::Count`].
-/// Its `phx_ref` depends on the count only (and contains `:`, which generated refs never do),
-/// so every node shows the same meta for the same count and a change is a leave plus a join.
-fn count_meta(count: usize) -> Meta {
+/// The key under which [`UsersView::Count`] shows the number of signed-in users.
+pub const USERS_KEY: &str = "users";
+
+/// The single meta that stands for `count` anonymous viewers ([`AnonymousView::Count`], key
+/// `anonymous`) or signed-in users ([`UsersView::Count`], key [`USERS_KEY`]). Its `phx_ref`,
+/// `<key>:<count>`, depends on the count only (and contains `:`, which generated refs never
+/// do), so every node shows the same meta for the same count and a change is a leave plus a
+/// join.
+fn counted_meta(key: &str, count: usize) -> Meta {
     let mut meta = Meta::new();
     meta.insert("count".into(), MetaValue::Int(i64::try_from(count).unwrap_or(i64::MAX)));
-    meta.insert("phx_ref".into(), MetaValue::Str(format!("{}:{count}", UserId::ANONYMOUS)));
+    meta.insert("phx_ref".into(), MetaValue::Str(format!("{key}:{count}")));
     meta
 }
 

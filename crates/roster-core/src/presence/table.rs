@@ -4,7 +4,7 @@
 use super::delta::{Change, Delta, EntryRecord, NeedSnapshot, Snapshot, SnapshotChunk, SnapshotReason};
 use super::diff::PresenceChanges;
 use super::list::{ByAge, KeyEntries, PresenceList, TopicEntries};
-use super::{conn_of, is_anonymous, AnonymousView, PresenceEntry, PresenceMeta};
+use super::{conn_of, is_anonymous, PresenceEntry, PresenceMeta, PresenceView};
 use crate::ids::{ConnId, Incarnation, Meta, Millis, NodeName, PhxRef, SocketId, TabId, Topic, UserId};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -38,7 +38,7 @@ pub struct PresenceTable {
     seq: u64,
     topics: HashMap<Topic, TopicIndex>,
     /// origin → socket → topic → entry: the by-connection index (and by origin).
-    conns: HashMap<Incarnation, HashMap<SocketId, HashMap<Topic, ConnEntry>>>,
+    conns: HashMap<Incarnation, HashMap<SocketId, SocketTopics>>,
     origins: HashMap<NodeName, OriginState>,
     retired: HashMap<NodeName, VecDeque<uuid::Uuid>>,
     assemblies: HashMap<NodeName, Assembly>,
@@ -57,16 +57,20 @@ impl TopicIndex {
         self.by_key.get(UserId::ANONYMOUS).map_or(0, KeyEntries::len)
     }
 
+    /// Signed-in users: keys other than `anonymous`.
+    fn users(&self) -> usize {
+        self.by_key.len() - usize::from(self.by_key.contains_key(UserId::ANONYMOUS))
+    }
+
     /// Adds `meta` under `key`; returns the key as the index holds it, to share.
-    fn insert(&mut self, key: &str, meta: Arc<PresenceMeta>) -> Arc<str> {
+    fn insert(&mut self, key: Arc<str>, meta: Arc<PresenceMeta>) -> Arc<str> {
         self.len += 1;
-        if let Some((shared, metas)) = self.by_key.get_key_value_mut(key) {
+        if let Some((shared, metas)) = self.by_key.get_key_value_mut(&*key) {
             metas.insert(ByAge(meta));
             return Arc::clone(shared);
         }
-        let shared: Arc<str> = Arc::from(key);
-        self.by_key.insert(Arc::clone(&shared), KeyEntries::unit(ByAge(meta)));
-        shared
+        self.by_key.insert(Arc::clone(&key), KeyEntries::unit(ByAge(meta)));
+        key
     }
 
     /// Removes this very `meta` from under `key`; whether it was there.
@@ -74,7 +78,7 @@ impl TopicIndex {
         let Some(metas) = self.by_key.get_mut(key) else {
             return false;
         };
-        if metas.remove(&ByAge(Arc::clone(meta))).is_none() {
+        if !metas.remove(&ByAge(Arc::clone(meta))) {
             return false;
         }
         if metas.is_empty() {
@@ -90,6 +94,53 @@ impl TopicIndex {
 struct ConnEntry {
     key: Arc<str>,
     meta: Arc<PresenceMeta>,
+}
+
+/// A connection's entries by topic. A socket is in a few topics (at most
+/// `max_topics_per_socket`): a list is a fifth of a hash map's size for one, and as fast.
+#[derive(Clone, Debug, Default)]
+struct SocketTopics(Vec<(Topic, ConnEntry)>);
+
+impl SocketTopics {
+    fn get(&self, topic: &Topic) -> Option<&ConnEntry> {
+        self.0.iter().find(|(t, _)| t == topic).map(|(_, e)| e)
+    }
+
+    fn insert(&mut self, topic: Topic, entry: ConnEntry) -> Option<ConnEntry> {
+        match self.0.iter_mut().find(|(t, _)| *t == topic) {
+            Some((_, old)) => Some(std::mem::replace(old, entry)),
+            None => {
+                self.0.push((topic, entry));
+                None
+            }
+        }
+    }
+
+    fn remove(&mut self, topic: &Topic) -> Option<ConnEntry> {
+        let at = self.0.iter().position(|(t, _)| t == topic)?;
+        Some(self.0.swap_remove(at).1)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &Topic> {
+        self.0.iter().map(|(t, _)| t)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Topic, &ConnEntry)> {
+        self.0.iter().map(|(t, e)| (t, e))
+    }
+}
+
+impl IntoIterator for SocketTopics {
+    type Item = (Topic, ConnEntry);
+    type IntoIter = std::vec::IntoIter<(Topic, ConnEntry)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -124,7 +175,7 @@ struct Assembly {
 pub struct LocalWrite {
     /// Send to every peer (through a [`DeltaBuffer`](super::DeltaBuffer)).
     pub delta: Option<Delta>,
-    /// Feed to this node's [`DiffCoalescer`](super::DiffCoalescer).
+    /// Feed to this node's [`Fanout`](super::Fanout), with each topic's list after it.
     pub changes: PresenceChanges,
 }
 
@@ -174,7 +225,7 @@ impl PresenceTable {
     pub fn track(
         &mut self,
         topic: Topic,
-        key: String,
+        key: impl Into<Arc<str>>,
         socket: SocketId,
         tab_id: Option<TabId>,
         meta: Meta,
@@ -182,10 +233,11 @@ impl PresenceTable {
         phx_ref: PhxRef,
     ) -> LocalWrite {
         let conn = conn_of(&self.me, socket);
-        let meta = PresenceMeta { phx_ref, tab_id, node: self.me.node.clone(), online_at: now, meta };
+        let key: Arc<str> = key.into();
+        let meta = PresenceMeta { phx_ref, tab_id, node: self.me.node.clone(), online_at: now, meta: meta.into() };
         let record = EntryRecord::new(&topic, &key, socket, &meta);
         let mut out = PresenceChanges::default();
-        let replaced = self.put(&topic, &conn, &key, Arc::new(meta), &mut out);
+        let replaced = self.put(&topic, &conn, key, Arc::new(meta), &mut out);
         let change = if replaced { Change::Update(record) } else { Change::Join(record) };
         self.local(vec![change], out)
     }
@@ -198,11 +250,11 @@ impl PresenceTable {
         let Some((key, old)) = self.lookup(topic, &conn) else {
             return LocalWrite::default();
         };
-        let key = key.to_owned();
-        let new = PresenceMeta { phx_ref, meta, ..PresenceMeta::clone(old) };
+        let key = Arc::clone(key);
+        let new = PresenceMeta { phx_ref, meta: meta.into(), ..PresenceMeta::clone(old) };
         let record = EntryRecord::new(topic, &key, socket, &new);
         let mut out = PresenceChanges::default();
-        self.put(topic, &conn, &key, Arc::new(new), &mut out);
+        self.put(topic, &conn, key, Arc::new(new), &mut out);
         self.local(vec![Change::Update(record)], out)
     }
 
@@ -281,7 +333,7 @@ impl PresenceTable {
             match change {
                 Change::Join(record) | Change::Update(record) => {
                     let (topic, key, socket, meta) = record.clone().into_parts(&origin.node);
-                    self.put(&topic, &conn_of(origin, socket), &key, Arc::new(meta), &mut out);
+                    self.put(&topic, &conn_of(origin, socket), Arc::from(key), Arc::new(meta), &mut out);
                 }
                 Change::Leave { topic, socket } => {
                     self.take(topic, &conn_of(origin, *socket), &mut out);
@@ -442,10 +494,10 @@ impl PresenceTable {
             let conn = conn_of(origin, record.socket);
             let same = self
                 .lookup(&record.topic, &conn)
-                .is_some_and(|(key, meta)| key == record.key && meta.phx_ref == record.phx_ref);
+                .is_some_and(|(key, meta)| **key == *record.key && meta.phx_ref == record.phx_ref);
             if !same {
                 let (topic, key, _, meta) = record.into_parts(&origin.node);
-                self.put(&topic, &conn, &key, Arc::new(meta), out);
+                self.put(&topic, &conn, Arc::from(key), Arc::new(meta), out);
             }
         }
     }
@@ -462,13 +514,14 @@ impl PresenceTable {
     // ---- reads --------------------------------------------------------------------------
 
     /// The presences of `topic`, grouped by key, each key's metas oldest first. Anonymous
-    /// entries are shown as `anonymous` says: one meta each, or one meta carrying the count.
+    /// viewers and signed-in users are shown as `view` says: one meta each, or one meta
+    /// carrying their count.
     ///
     /// O(1): a snapshot sharing the table's structure (later writes do not show in it), whose
     /// metas are flattened only when it is read or serialized.
-    pub fn list(&self, topic: &Topic, anonymous: AnonymousView) -> PresenceList {
+    pub fn list(&self, topic: &Topic, view: impl Into<PresenceView>) -> PresenceList {
         let entries = self.topics.get(topic).map(|index| index.by_key.clone()).unwrap_or_default();
-        PresenceList::new(entries, anonymous)
+        PresenceList::new(entries, view.into())
     }
 
     /// How many entries `topic` has, on all nodes, anonymous ones included.
@@ -503,7 +556,7 @@ impl PresenceTable {
             .get(&conn.gateway)
             .and_then(|sockets| sockets.get(&conn.socket))
             .into_iter()
-            .flatten()
+            .flat_map(SocketTopics::iter)
             .map(|(topic, entry)| PresenceEntry {
                 topic: topic.clone(),
                 key: entry.key.to_string(),
@@ -517,7 +570,7 @@ impl PresenceTable {
 
     // ---- the two indexes ----------------------------------------------------------------
 
-    fn lookup(&self, topic: &Topic, conn: &ConnId) -> Option<(&str, &Arc<PresenceMeta>)> {
+    fn lookup(&self, topic: &Topic, conn: &ConnId) -> Option<(&Arc<str>, &Arc<PresenceMeta>)> {
         let entry = self.conns.get(&conn.gateway)?.get(&conn.socket)?.get(topic)?;
         Some((&entry.key, &entry.meta))
     }
@@ -527,12 +580,13 @@ impl PresenceTable {
         &mut self,
         topic: &Topic,
         conn: &ConnId,
-        key: &str,
+        key: Arc<str>,
         meta: Arc<PresenceMeta>,
         out: &mut PresenceChanges,
     ) -> bool {
         let index = self.topics.entry(topic.clone()).or_default();
         let anonymous_before = index.anonymous();
+        let users_before = index.users();
         let key = index.insert(key, Arc::clone(&meta));
         self.len += 1;
         let entry = ConnEntry { key: Arc::clone(&key), meta: Arc::clone(&meta) };
@@ -552,6 +606,9 @@ impl PresenceTable {
         out.join(topic, &key, &meta);
         if is_anonymous(&key) || old.as_ref().is_some_and(|old| is_anonymous(&old.key)) {
             out.count(topic, anonymous_before, index.anonymous());
+        }
+        if index.users() != users_before {
+            out.users(topic, users_before, index.users());
         }
         old.is_some()
     }
@@ -577,6 +634,7 @@ impl PresenceTable {
             return;
         };
         let anonymous_before = index.anonymous();
+        let users_before = index.users();
         if !index.remove(&entry.key, &entry.meta) {
             return;
         }
@@ -584,6 +642,9 @@ impl PresenceTable {
         out.leave(topic, &entry.key, &entry.meta);
         if is_anonymous(&entry.key) {
             out.count(topic, anonymous_before, index.anonymous());
+        }
+        if index.users() != users_before {
+            out.users(topic, users_before, index.users());
         }
         if index.len == 0 {
             self.topics.remove(topic);

@@ -4,8 +4,9 @@
 #![allow(dead_code)]
 
 use roster_core::{Config, MetaValue, NodeName, PresenceDiff, PresenceList};
-use roster_runtime::{ConnEvent, Node, NodeOptions, Session};
+use roster_runtime::{ConnEvent, Node, NodeOptions, PresenceFeed, PresenceSubscription, Session};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long any awaited event may take before the test fails.
@@ -42,12 +43,26 @@ pub async fn next(session: &mut Session) -> ConnEvent {
     tokio::time::timeout(WAIT, session.next_event()).await.expect("an event in time").expect("session open")
 }
 
-/// The next event that is not a presence diff.
+/// The next event that is not presence (a `presence_state` or a diff).
 pub async fn next_non_diff(session: &mut Session) -> ConnEvent {
     loop {
         match next(session).await {
-            ConnEvent::Diff { .. } => continue,
+            ConnEvent::Diff { .. } | ConnEvent::State { .. } => continue,
             other => return other,
+        }
+    }
+}
+
+/// The next item of a subscription, failing the test after [`WAIT`].
+pub async fn next_feed(sub: &mut PresenceSubscription) -> PresenceFeed {
+    tokio::time::timeout(WAIT, sub.next()).await.expect("an item in time").expect("subscribed")
+}
+
+/// The next diff of a subscription (its `presence_state` skipped).
+pub async fn next_diff(sub: &mut PresenceSubscription) -> Arc<PresenceDiff> {
+    loop {
+        if let PresenceFeed::Diff(diff) = next_feed(sub).await {
+            return diff;
         }
     }
 }
@@ -79,6 +94,22 @@ pub fn apply(view: &mut BTreeMap<String, Vec<BTreeMap<String, MetaValue>>>, diff
                 view.remove(key);
             }
         }
+    }
+}
+
+/// A phoenix.js-style client copy: apply a subscription's item (`syncState` or `syncDiff`).
+pub fn apply_feed(view: &mut BTreeMap<String, Vec<BTreeMap<String, MetaValue>>>, item: &PresenceFeed) {
+    match item {
+        PresenceFeed::State(list) => {
+            *view = refs_of(list)
+                .into_iter()
+                .map(|(k, refs)| {
+                    let metas = refs.into_iter().map(|r| BTreeMap::from([("phx_ref".to_owned(), MetaValue::Str(r))]));
+                    (k, metas.collect())
+                })
+                .collect();
+        }
+        PresenceFeed::Diff(diff) => apply(view, diff),
     }
 }
 
