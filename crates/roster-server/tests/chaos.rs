@@ -21,6 +21,14 @@ fn a_bounded_chaos_run_keeps_every_promise() {
     assert_eq!(kinds, ["cut", "delay", "hang", "kill", "one_way", "pause", "rolling"], "every kind of fault ran");
     assert!(outcome.summary.granted > 50, "the workload was granted joins: {}", outcome.summary.granted);
     assert!(outcome.summary.quiet_checks >= 2);
+    // Every policy held slots on more than one node: `reject`, `wait`, `wait` with
+    // `reserve_ms`, `max_slots = 2`, the global scope (one user's tabs on two nodes, too) and
+    // `reserve_ms`; P1 judges them all from the records.
+    for policy in ["call:*", "game:*", "line:*", "pair:*", "queue:*", "room:*"] {
+        let used = outcome.summary.policies.get(policy).cloned().unwrap_or_default();
+        assert!(used.nodes.len() >= 2, "{policy} granted on {:?}", used.nodes);
+    }
+    assert!(outcome.summary.policies["game:*"].users_across_nodes >= 1, "a global scope across nodes");
     if !outcome.passed() {
         let path = std::env::temp_dir().join(format!("roster-chaos-{SEED}.jsonl"));
         let _ = std::fs::write(&path, outcome.history_lines());

@@ -30,7 +30,7 @@ mod workload;
 
 pub use checker::{check, waits, ChaosViolation, Params, Waits};
 pub use history::{Event, JoinKind, ListSnap, MetaObs, Ms, Recorder, ViewSnap};
-pub use report::Summary;
+pub use report::{policy_of, PolicyUse, Summary};
 pub use run::run;
 pub use schedule::{plan, stable_ms, Fault, Step};
 pub use workload::{policies, WorkloadSpec, TOPICS};

@@ -29,16 +29,18 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// The topics every user may join (see the policies in [`policies`]).
-pub const TOPICS: [&str; 7] = ["room:1", "room:2", "call:1", "queue:1", "pair:1", "game:1", "game:2"];
+pub const TOPICS: [&str; 8] = ["room:1", "room:2", "call:1", "queue:1", "line:1", "pair:1", "game:1", "game:2"];
 /// Topics anonymous viewers watch.
 const WATCHED: [&str; 3] = ["room:1", "room:2", "game:1"];
 
-/// The `[[policy]]` bodies of a chaos cluster: `reject`, `wait`, `max_slots = 2`, a global
-/// scope, a `reserve_ms`, and takeover for the rest; admins are exempt everywhere.
+/// The `[[policy]]` bodies of a chaos cluster: `reject`, `wait`, `wait` with `reserve_ms`,
+/// `max_slots = 2`, a global scope, a `reserve_ms`, and takeover for the rest; admins are
+/// exempt everywhere.
 pub fn policies() -> Vec<String> {
     [
         "topic = \"call:*\"\non_conflict = \"reject\"",
         "topic = \"queue:*\"\non_conflict = \"wait\"\nwait_ms = 1500",
+        "topic = \"line:*\"\non_conflict = \"wait\"\nwait_ms = 1500\nreserve_ms = 1000",
         "topic = \"pair:*\"\nmax_slots = 2",
         "topic = \"game:*\"\nscope = \"global\"",
         "topic = \"room:*\"\nreserve_ms = 1000",
