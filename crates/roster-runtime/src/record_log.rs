@@ -20,7 +20,7 @@ use std::path::Path;
 pub struct RecordLog {
     file: File,
     node: Incarnation,
-    /// Unix milliseconds minus the node clock's reading, taken once at boot.
+    /// Unix milliseconds minus the node clock's reading (see `Clock::unix_offset_ms`).
     wall_offset: i128,
     failed: bool,
 }
@@ -32,11 +32,11 @@ struct Line<'a> {
 }
 
 impl RecordLog {
-    /// Append to `path` (created if missing) for incarnation `node`, whose clock read
-    /// `clock_now` when the wall clock read `wall_now_ms`.
-    pub fn open(path: &Path, node: Incarnation, clock_now: Millis, wall_now_ms: u64) -> std::io::Result<RecordLog> {
+    /// Append to `path` (created if missing) for incarnation `node`, whose clock readings plus
+    /// `wall_offset` are Unix milliseconds ([`Clock::unix_offset_ms`](crate::Clock::unix_offset_ms)).
+    pub fn open(path: &Path, node: Incarnation, wall_offset: i128) -> std::io::Result<RecordLog> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(RecordLog { file, node, wall_offset: i128::from(wall_now_ms) - i128::from(clock_now), failed: false })
+        Ok(RecordLog { file, node, wall_offset, failed: false })
     }
 
     /// Write one record, its times in Unix milliseconds. A failed write is logged once and
@@ -74,7 +74,7 @@ mod tests {
         let path = dir.join("a.jsonl");
         let _ = std::fs::remove_file(&path);
         let node = Incarnation::new("a", 7);
-        let mut log = RecordLog::open(&path, node.clone(), 10, 1_000_000).unwrap();
+        let mut log = RecordLog::open(&path, node.clone(), 1_000_000 - 10).unwrap();
         let conn = ConnId { gateway: node.clone(), socket: SocketId(3) };
         log.write(&Record::Ended { at: 25, conn, scope: ScopeKey::Topic("room:1".into()), why: "left".into() });
         log.write(&Record::LeaseDropped { at: 30, partition: roster_core::PartitionId(4), epoch: 9 });
