@@ -21,6 +21,23 @@ impl Clock {
         self.base.elapsed().as_millis() as Millis + 1
     }
 
+    /// [`now`](Self::now) as of `instant`.
+    pub fn at(&self, instant: Instant) -> Millis {
+        instant.saturating_duration_since(self.base).as_millis() as Millis + 1
+    }
+
+    /// Unix microseconds of `instant`, given [`base_unix_ns`](Self::base_unix_ns).
+    pub fn unix_us(&self, instant: Instant, base_unix_ns: i128) -> u64 {
+        let ns = base_unix_ns + instant.saturating_duration_since(self.base).as_nanos() as i128;
+        (ns.max(0) / 1000) as u64
+    }
+
+    /// The Unix time of the clock's base in nanoseconds, from back-to-back readings (see
+    /// [`unix_offset_ms`](Self::unix_offset_ms)).
+    pub fn base_unix_ns(&self) -> i128 {
+        self.base_with(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128))
+    }
+
     /// What to add to a reading of this clock to get Unix milliseconds: a reading `t` was
     /// taken in `[base + t − 1 ms, base + t ms)`, so `t + offset` is the Unix millisecond in
     /// which that interval starts. The wall clock's reading of the base is taken to the
@@ -32,7 +49,12 @@ impl Clock {
     }
 
     /// [`unix_offset_ms`](Self::unix_offset_ms) with `wall` reading Unix nanoseconds.
-    fn offset_with(&self, mut wall: impl FnMut() -> i128) -> i128 {
+    fn offset_with(&self, wall: impl FnMut() -> i128) -> i128 {
+        self.base_with(wall).div_euclid(1_000_000) - 1
+    }
+
+    /// [`base_unix_ns`](Self::base_unix_ns) with `wall` reading Unix nanoseconds.
+    fn base_with(&self, mut wall: impl FnMut() -> i128) -> i128 {
         let mut best: Option<(Duration, i128)> = None;
         for _ in 0..16 {
             let before = Instant::now();
@@ -49,8 +71,7 @@ impl Clock {
                 break;
             }
         }
-        let base_wall_ns = best.map_or(0, |(_, w)| w);
-        base_wall_ns.div_euclid(1_000_000) - 1
+        best.map_or(0, |(_, w)| w)
     }
 
     /// How long until `at` (zero if it passed).

@@ -326,7 +326,7 @@ impl Node {
         let incarnation = Incarnation::new(opts.node.clone(), uuid::Uuid::new_v4().as_u128());
         let records = match &opts.records {
             Some(path) => Some(
-                RecordLog::open(path, incarnation.clone(), clock.unix_offset_ms())
+                RecordLog::open_at(path, incarnation.clone(), clock.base_unix_ns())
                     .map_err(|error| RuntimeError::RecordLog { path: path.display().to_string(), error })?,
             ),
             None => None,
