@@ -30,7 +30,11 @@ struct Line {
 fn record_of(mut record: serde_json::Value, at_us: Option<u64>) -> Result<Record, serde_json::Error> {
     if let (Some(us), Some(fields)) = (at_us, record.as_object_mut().and_then(|m| m.values_mut().next())) {
         if let Some(at) = fields.get_mut("at") {
-            *at = serde_json::Value::from(us / 1000);
+            // Only where `at` is the step's own instant: some records are dated otherwise (an
+            // activation fenced at its lease's deadline ends at that deadline).
+            if at.as_u64().is_some_and(|ms| ms.abs_diff(us / 1000) <= 2) {
+                *at = serde_json::Value::from(us / 1000);
+            }
         }
     }
     serde_json::from_value(record)
@@ -204,6 +208,18 @@ mod tests {
             let p1 = check(&h).violations.iter().filter(|v| v.is_p1()).count();
             assert_eq!(p1, usize::from(broken), "stamped {stamped}, grant at {granted_us} us");
         }
+        // A record dated otherwise than its step (more than 2 ms apart) keeps its own time.
+        let late = serde_json::to_value(&ended).unwrap();
+        assert_eq!(
+            crate::records::record_at(&record_of(late.clone(), Some(1_000_900)).unwrap()),
+            1000,
+            "its step's instant"
+        );
+        assert_eq!(
+            crate::records::record_at(&record_of(late, Some(1_015_000)).unwrap()),
+            1001,
+            "dated 14 ms before its step"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
