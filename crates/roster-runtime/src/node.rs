@@ -72,8 +72,8 @@ impl NodeOptions {
             node,
             data_dir: None,
             records: None,
-            user_actors: Some(Arc::new(users::Behaviour(Arc::new(KeepSessions)))),
             encoder: None,
+            user_actors: Some(Arc::new(users::Behaviour(Arc::new(KeepSessions)))),
         }
     }
 
@@ -323,7 +323,7 @@ impl Node {
         let incarnation = Incarnation::new(opts.node.clone(), uuid::Uuid::new_v4().as_u128());
         let records = match &opts.records {
             Some(path) => Some(
-                RecordLog::open(path, incarnation.clone(), clock.now(), wall_clock_ms)
+                RecordLog::open_at(path, incarnation.clone(), clock.base_unix_ns())
                     .map_err(|error| RuntimeError::RecordLog { path: path.display().to_string(), error })?,
             ),
             None => None,

@@ -296,7 +296,8 @@ impl NodeActorState {
     fn run(&mut self, input: Input) -> Result<(), ActorProcessingErr> {
         let mut queue = VecDeque::from([input]);
         while let Some(input) = queue.pop_front() {
-            let now = self.clock.now();
+            let instant = std::time::Instant::now();
+            let now = self.clock.at(instant);
             for effect in self.core.handle(input, now) {
                 match effect {
                     Effect::Send { to, msg } if to == self.me => {
@@ -318,7 +319,9 @@ impl NodeActorState {
                     Effect::User(u) => self.users.execute(u),
                     Effect::Record(r) => {
                         if let Some(log) = &mut self.records {
-                            log.write(&r);
+                            let base = log.base_unix_ns();
+                            let at_us = (base > 0).then(|| self.clock.unix_us(instant, base));
+                            log.write(&r, at_us);
                         }
                         tracing::debug!(target: "roster::record", record = ?r);
                     }

@@ -315,10 +315,10 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
     let mut last_seen = Instant::now();
-    // When the socket was last written something other than a ping: a pong can only come
-    // after the client has read what was sent before the ping, so silence counts from the later
-    // of the two.
-    let mut last_sent = Instant::now();
+    // What was written (pings aside) since the client was last heard: a pong can only come
+    // after the client has read it, so silence counts from `last_seen` plus the time a client
+    // needs to read that much (see `Unread`).
+    let mut unread = Unread::new(last_seen);
     let mut clean = false;
     let mut final_close: Option<Message> = None;
     loop {
@@ -356,7 +356,7 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
                 break;
             }
             _ = ping.tick() => {
-                if last_seen.max(last_sent).elapsed() > ping_every * 2 {
+                if unread.silent_since(last_seen).elapsed() > ping_every * 2 {
                     // What the client sent while this task was busy writing is an answer too:
                     // read every frame already here before calling it silent (a busy node must
                     // not close clients whose pongs wait unread in its own buffers).
@@ -373,7 +373,7 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
                         break;
                     }
                 }
-                if last_seen.max(last_sent).elapsed() > ping_every * 2 {
+                if unread.silent_since(last_seen).elapsed() > ping_every * 2 {
                     st.metrics.ping_timeouts.inc();
                     tracing::info!("socket closed: no answer to pings");
                     final_close = Some(close(CLOSE_GOING_AWAY, "no answer to pings"));
@@ -383,7 +383,7 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
             }
         }
         if !task.out.is_empty() {
-            match write_queued(&mut sink, &mut task, &conn, send_timeout, (&mut last_seen, &mut last_sent)).await {
+            match write_queued(&mut sink, &mut task, &conn, send_timeout, (&mut last_seen, &mut unread)).await {
                 Written::All => {}
                 Written::Failed => break,
                 Written::TooSlow => {
@@ -431,11 +431,49 @@ enum Written {
     ConnectionEnded,
 }
 
+/// What a socket was written (pings aside) since its client was last heard from, and so must
+/// read before its next pong can come. Silence counts from `last_seen` plus the time that takes
+/// at [`MIN_READ_BYTES_PER_SEC`]: a client busy taking in a big room's list (a megabyte: 8 s)
+/// is not called silent because its pong waits behind that list, while a client that stopped
+/// reading is closed within two pings and a tick of its last answer plus a few milliseconds for
+/// the small diffs written since (counting from the last *write* instead kept a client that
+/// stopped reading open for as long as diffs kept coming: chaos seed 15, 3.5 s after a stall).
+#[derive(Clone, Copy, Debug)]
+struct Unread {
+    /// The `last_seen` these bytes were written after.
+    since: Instant,
+    bytes: u64,
+}
+
+/// The slowest a client is assumed to read what it is sent.
+const MIN_READ_BYTES_PER_SEC: u64 = 128 * 1024;
+
+impl Unread {
+    fn new(last_seen: Instant) -> Self {
+        Unread { since: last_seen, bytes: 0 }
+    }
+
+    /// `bytes` more written now.
+    fn wrote(&mut self, last_seen: Instant, bytes: u64) {
+        if self.since != last_seen {
+            *self = Unread::new(last_seen);
+        }
+        self.bytes += bytes;
+    }
+
+    /// From when the client counts as silent.
+    fn silent_since(&self, last_seen: Instant) -> Instant {
+        if self.since != last_seen {
+            return last_seen;
+        }
+        last_seen + Duration::from_micros(self.bytes.saturating_mul(1_000_000) / MIN_READ_BYTES_PER_SEC)
+    }
+}
+
 /// Write the frames taken so far, frame by frame. A write that has to wait for the client
 /// (its receive window is full) and then goes on shows the client reading: that counts as
-/// hearing from it (`last_seen`), and what was written (`last_sent`, pings aside) must be read
-/// before a pong can come: a client busy taking in a big room's list is not called silent
-/// because its pong waits behind that list. A single write blocked for
+/// hearing from it (`last_seen`), and what was written (pings aside) must be read before a pong
+/// can come ([`Unread`]). A single write blocked for
 /// `send_timeout` (no progress at all) is a client that does not read. While a write is
 /// blocked, the connection's queue keeps filling; past its bounds the connection ends as a slow
 /// client, which ends this wait at once.
@@ -444,10 +482,10 @@ async fn write_queued(
     task: &mut SocketTask,
     conn: &Connection,
     send_timeout: Duration,
-    (last_seen, last_sent): (&mut Instant, &mut Instant),
+    (last_seen, unread): (&mut Instant, &mut Unread),
 ) -> Written {
     let batch = std::mem::take(&mut task.out);
-    let data = batch.iter().any(|m| !matches!(m, Message::Ping(_)));
+    let data: u64 = batch.iter().filter(|m| !matches!(m, Message::Ping(_))).map(|m| m.len() as u64).sum();
     let mut waited = false;
     let mut outcome = Written::All;
     for m in batch {
@@ -464,8 +502,8 @@ async fn write_queued(
     if waited && !matches!(outcome, Written::TooSlow | Written::Failed) {
         *last_seen = Instant::now();
     }
-    if data && matches!(outcome, Written::All) {
-        *last_sent = Instant::now();
+    if data > 0 && matches!(outcome, Written::All) {
+        unread.wrote(*last_seen, data);
     }
     outcome
 }
@@ -863,5 +901,34 @@ impl SocketTask {
                 close(CLOSE_INTERNAL, "connection failed")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_that_stops_reading_stays_silent_from_its_last_answer_while_small_diffs_keep_coming() {
+        let seen = Instant::now();
+        let mut unread = Unread::new(seen);
+        // Three seconds of diffs after the client stopped reading: 40 of 300 bytes.
+        for _ in 0..40 {
+            unread.wrote(seen, 300);
+        }
+        let since = unread.silent_since(seen);
+        assert!(since - seen < Duration::from_millis(100), "{:?}", since - seen);
+    }
+
+    #[test]
+    fn a_big_list_written_gives_the_client_time_to_read_it_and_an_answer_starts_afresh() {
+        let seen = Instant::now();
+        let mut unread = Unread::new(seen);
+        unread.wrote(seen, 1024 * 1024);
+        assert_eq!(unread.silent_since(seen) - seen, Duration::from_secs(8));
+        let later = seen + Duration::from_secs(1);
+        assert_eq!(unread.silent_since(later), later, "heard from since: nothing owed");
+        unread.wrote(later, 128 * 1024);
+        assert_eq!(unread.silent_since(later) - later, Duration::from_secs(1));
     }
 }

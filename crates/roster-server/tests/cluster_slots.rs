@@ -1,7 +1,7 @@
 //! Single slots across real nodes (DESIGN's P1 and P2 under faults): real `roster serve`
 //! processes (roster-testkit's `Cluster`, every node writing its record log) and the real
 //! `phoenix` client (`tests/js/driver.mjs`). Each test ends by judging the nodes' record logs
-//! with the simulation's checker (`support::records`): at no instant did a user hold more
+//! with the simulation's checker (`roster_testkit::records`): at no instant did a user hold more
 //! slots than allowed, a partition have two lease holders, or a token repeat.
 //!
 //! A user's *home* is the node holding its partition's lease (`GET /cluster`); the tests pick
@@ -14,7 +14,6 @@ mod support {
     pub mod driver;
     #[allow(dead_code)] // run_node_script: the scenario tests use it, this file does not.
     pub mod js;
-    pub mod records;
 }
 
 use roster_core::{partition_of, preferred_home, Config, NodeName, PartitionId, UserId};
@@ -67,7 +66,7 @@ fn config(c: &Cluster) -> Config {
 fn assert_p1(c: &Cluster) {
     let logs: Vec<PathBuf> = c.record_logs();
     let logs: Vec<&std::path::Path> = logs.iter().map(PathBuf::as_path).collect();
-    support::records::assert_p1(&config(c), &logs, c.kills(), unix_ms());
+    roster_testkit::records::assert_p1(&config(c), &logs, c.kills(), unix_ms());
 }
 
 /// The partitions node `i` holds a lease on, if it answers `/cluster`.

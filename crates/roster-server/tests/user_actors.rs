@@ -17,10 +17,6 @@
 //!
 //! `user_call_latency` is a measurement, not a test: it runs only when named with `--ignored`.
 
-mod support {
-    pub mod records;
-}
-
 use roster_core::{partition_of, preferred_home, Config, NodeName, PartitionId, UserId};
 use roster_runtime::{JoinRequest, Node, NodeOptions, Session, UserBehaviour, UserCtx};
 use roster_testkit::{unix_ms, Cluster, ClusterSpec, Timings};
@@ -270,7 +266,7 @@ fn join(c: &Cluster, i: usize, user: &str, tab: &str) {
 fn assert_records(c: &Cluster) -> roster_sim::Verdict {
     let logs = c.record_logs();
     let logs: Vec<&std::path::Path> = logs.iter().map(PathBuf::as_path).collect();
-    support::records::assert_p1(&config(c), &logs, c.kills(), unix_ms())
+    roster_testkit::records::assert_p1(&config(c), &logs, c.kills(), unix_ms())
 }
 
 fn a_users_one_activation_survives_sigkill_and_cut_off_of_its_home_and_follows_it_back() {
@@ -345,12 +341,15 @@ fn a_users_one_activation_survives_sigkill_and_cut_off_of_its_home_and_follows_i
     assert_eq!(add(&c, b, user, 1)["value"], 2);
 
     let verdict = assert_records(&c);
-    let spans: Vec<String> = roster_sim::activations::activation_spans(&support::records::history(
-        &config(&c),
-        &c.record_logs().iter().map(PathBuf::as_path).collect::<Vec<_>>(),
-        c.kills(),
-        unix_ms(),
-    ))
+    let spans: Vec<String> = roster_sim::activations::activation_spans(
+        &roster_testkit::records::read_history(
+            &config(&c),
+            &c.record_logs().iter().map(PathBuf::as_path).collect::<Vec<_>>(),
+            &roster_testkit::records::kills(c.kills()),
+            unix_ms(),
+        )
+        .expect("the record logs read"),
+    )
     .into_iter()
     .filter(|s| s.user.as_str() == user)
     .map(|s| format!("{} {} from {:?}", s.node.node, s.token, s.handed_from.map(|t| t.to_string())))

@@ -28,7 +28,6 @@ pub mod checker;
 pub mod clock;
 pub mod faults;
 pub mod network;
-pub mod records;
 pub mod rng;
 pub mod scenario;
 pub mod trace;

@@ -1,6 +1,8 @@
 //! A TCP proxy between two nodes that a test can break: [`FaultProxy::cut`] (every connection
 //! closed, new ones refused), [`FaultProxy::stall`] (connections stay open but no byte moves:
-//! a hung link) and [`FaultProxy::heal`]. Plain threads and blocking sockets on 127.0.0.1: no
+//! a hung link), [`FaultProxy::stall_one_way`] (bytes move in one direction only: a one-way
+//! cut, which TCP cannot express by closing), [`FaultProxy::delay`] (every byte arrives that
+//! much later) and [`FaultProxy::heal`]. Plain threads and blocking sockets on 127.0.0.1: no
 //! privileges, no `iptables`.
 //!
 //! ```text
@@ -9,20 +11,34 @@
 //! ```
 //!
 //! Each accepted connection is one *link*: the client side, a fresh connection to the target,
-//! and one pump thread per direction. A pump that reads bytes while the proxy is stalled holds
-//! them until `heal` (then writes them) and reads nothing more; the kernel buffers whatever the
-//! sender writes meanwhile, and the sender blocks once those fill, as it would towards a hung
-//! process.
+//! and per direction a reader and a writer thread joined by a small bounded queue of chunks
+//! stamped with their read time (the writer holds each until its time plus the current delay,
+//! so a delay is a delay line, not a throughput limit). A reader that reads bytes while its
+//! direction is stalled holds them until `heal` (then passes them on) and reads nothing more;
+//! the kernel buffers whatever the sender writes meanwhile, and the sender blocks once those
+//! fill, as it would towards a hung process.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long the proxy tries to reach its target for one accepted connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Chunks one direction of a link may hold between its reader and its writer.
+const QUEUE_CHUNKS: usize = 64;
+
+/// One direction of a proxied connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// From the dialing side (the node listed earlier) to the target.
+    ToTarget,
+    /// From the target back to the dialing side.
+    FromTarget,
+}
 
 /// What the proxy does with bytes and connections right now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +49,28 @@ pub enum LinkMode {
     Cut,
     /// Connections stay open (new ones too) but no byte is forwarded.
     Stalled,
+    /// Connections stay open; bytes move in the other direction only.
+    StalledOneWay(Direction),
+    /// Everything is forwarded, each chunk this long after it was read.
+    Delayed(Duration),
+}
+
+impl LinkMode {
+    /// Whether bytes going `direction` are held.
+    fn holds(self, direction: Direction) -> bool {
+        match self {
+            LinkMode::Stalled => true,
+            LinkMode::StalledOneWay(d) => d == direction,
+            LinkMode::Open | LinkMode::Cut | LinkMode::Delayed(_) => false,
+        }
+    }
+
+    fn delay(self) -> Duration {
+        match self {
+            LinkMode::Delayed(d) => d,
+            _ => Duration::ZERO,
+        }
+    }
 }
 
 /// A TCP proxy from a free port on 127.0.0.1 to a target address. See the module docs.
@@ -124,8 +162,29 @@ impl FaultProxy {
     /// loses what it held.
     pub fn stall(&self) {
         let mut state = self.shared.lock();
-        if state.mode == LinkMode::Open {
+        if state.mode != LinkMode::Cut {
             state.mode = LinkMode::Stalled;
+        }
+        self.shared.changed.notify_all();
+    }
+
+    /// Keep connections open but forward no byte going `direction` until
+    /// [`heal`](Self::heal); the other direction flows. A one-way cut: the side that stops
+    /// hearing its peer declares it down, the other keeps hearing it.
+    pub fn stall_one_way(&self, direction: Direction) {
+        let mut state = self.shared.lock();
+        if state.mode != LinkMode::Cut {
+            state.mode = LinkMode::StalledOneWay(direction);
+        }
+        self.shared.changed.notify_all();
+    }
+
+    /// Forward everything, both directions, `delay` after it was read, until
+    /// [`heal`](Self::heal). Each chunk waits for the delay in force when its writer takes it.
+    pub fn delay(&self, delay: Duration) {
+        let mut state = self.shared.lock();
+        if state.mode != LinkMode::Cut {
+            state.mode = LinkMode::Delayed(delay);
         }
         self.shared.changed.notify_all();
     }
@@ -228,17 +287,31 @@ fn accept_loop(listener: TcpListener, target: SocketAddr, shared: Arc<Shared>) {
             id
         };
         shared.forwarded.fetch_add(1, Ordering::SeqCst);
-        for (from, to) in [(client_read, upstream), (upstream_read, client)] {
+        for (direction, from, to) in
+            [(Direction::ToTarget, client_read, upstream), (Direction::FromTarget, upstream_read, client)]
+        {
+            let (tx, rx) = mpsc::sync_channel(QUEUE_CHUNKS);
+            let reader_shared = shared.clone();
+            let _ = thread::Builder::new()
+                .name(format!("fault-proxy-read-{id}"))
+                .spawn(move || read_side(id, direction, from, tx, reader_shared));
             let shared = shared.clone();
-            let _ =
-                thread::Builder::new().name(format!("fault-proxy-link-{id}")).spawn(move || pump(id, from, to, shared));
+            let _ = thread::Builder::new()
+                .name(format!("fault-proxy-write-{id}"))
+                .spawn(move || write_side(id, rx, to, shared));
         }
     }
 }
 
-/// Copy bytes `from` → `to` until either side closes or the link is cut; hold them while
-/// the proxy is stalled.
-fn pump(id: u64, mut from: TcpStream, mut to: TcpStream, shared: Arc<Shared>) {
+/// Read bytes `from` one side and queue them with their read time until the side closes or
+/// the link is cut; hold them while `direction` is stalled.
+fn read_side(
+    id: u64,
+    direction: Direction,
+    mut from: TcpStream,
+    to: mpsc::SyncSender<(Instant, Vec<u8>)>,
+    shared: Arc<Shared>,
+) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buf) {
@@ -247,9 +320,12 @@ fn pump(id: u64, mut from: TcpStream, mut to: TcpStream, shared: Arc<Shared>) {
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
+        let mut read_at = Instant::now();
         {
             let mut state = shared.lock();
-            while state.mode == LinkMode::Stalled && state.links.iter().any(|l| l.id == id) {
+            let mut held = false;
+            while state.mode.holds(direction) && state.links.iter().any(|l| l.id == id) {
+                held = true;
                 state = shared.changed.wait(state).unwrap_or_else(|e| e.into_inner());
             }
             if !state.links.iter().any(|l| l.id == id) {
@@ -257,17 +333,40 @@ fn pump(id: u64, mut from: TcpStream, mut to: TcpStream, shared: Arc<Shared>) {
                 // as on a real broken link.
                 break;
             }
+            if held {
+                // Released by a heal: they leave now, not as if read before the stall.
+                read_at = Instant::now();
+            }
         }
-        if to.write_all(&buf[..n]).is_err() {
+        if to.send((read_at, buf[..n].to_vec())).is_err() {
             break;
         }
     }
-    // One direction ended: end the whole link, as a peer process would see a closed session.
+    let _ = from.shutdown(Shutdown::Read);
+    // Dropping `to` ends the writer once it has written what is queued.
+}
+
+/// Write queued chunks `to` the other side, each at its read time plus the delay in force,
+/// until the reader ends or a write fails; then end the whole link, as a peer process would
+/// see a closed session.
+fn write_side(id: u64, from: mpsc::Receiver<(Instant, Vec<u8>)>, mut to: TcpStream, shared: Arc<Shared>) {
+    while let Ok((read_at, bytes)) = from.recv() {
+        let due = read_at + shared.lock().mode.delay();
+        let now = Instant::now();
+        if due > now {
+            thread::sleep(due - now);
+        }
+        if !shared.lock().links.iter().any(|l| l.id == id) {
+            break;
+        }
+        if to.write_all(&bytes).is_err() {
+            break;
+        }
+    }
     let mut state = shared.lock();
     if let Some(i) = state.links.iter().position(|l| l.id == id) {
         state.links.swap_remove(i).close();
     }
-    let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
     shared.changed.notify_all();
 }
@@ -425,6 +524,66 @@ mod tests {
         proxy.heal();
         let mut b = connect(proxy.addr());
         assert_eq!(round_trip(&mut b, b"y"), b"y");
+    }
+
+    #[test]
+    fn a_one_way_stall_holds_one_direction_and_lets_the_other_flow() {
+        // A sink that answers every chunk with "ack" and records what it got.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = listener.local_addr().unwrap();
+        let (got_tx, got_rx) = mpsc::channel::<Vec<u8>>();
+        thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 64];
+            while let Ok(n @ 1..) = s.read(&mut buf) {
+                got_tx.send(buf[..n].to_vec()).unwrap();
+            }
+        });
+        let proxy = FaultProxy::start(target).unwrap();
+        let mut a = connect(proxy.addr());
+        a.write_all(b"one").unwrap();
+        assert_eq!(got_rx.recv_timeout(WAIT).unwrap(), b"one");
+
+        // Target → client held: the target still hears the client.
+        proxy.stall_one_way(Direction::FromTarget);
+        assert_eq!(proxy.mode(), LinkMode::StalledOneWay(Direction::FromTarget));
+        a.write_all(b"two").unwrap();
+        assert_eq!(got_rx.recv_timeout(WAIT).unwrap(), b"two");
+
+        // Client → target held: nothing reaches the target until heal.
+        proxy.stall_one_way(Direction::ToTarget);
+        a.write_all(b"three").unwrap();
+        assert!(got_rx.recv_timeout(Duration::from_millis(300)).is_err(), "held while stalled that way");
+        proxy.heal();
+        assert_eq!(got_rx.recv_timeout(WAIT).unwrap(), b"three");
+        assert_eq!(proxy.open_links(), 1);
+    }
+
+    #[test]
+    fn a_delay_holds_every_chunk_for_that_long_without_limiting_throughput() {
+        let (target, _) = echo_server();
+        let proxy = FaultProxy::start(target).unwrap();
+        let mut a = connect(proxy.addr());
+        assert_eq!(round_trip(&mut a, b"warm"), b"warm");
+        proxy.delay(Duration::from_millis(150));
+        assert_eq!(proxy.mode(), LinkMode::Delayed(Duration::from_millis(150)));
+        let start = Instant::now();
+        assert_eq!(round_trip(&mut a, b"slow"), b"slow");
+        // Both directions are delayed: at least two delays for a round trip.
+        assert!(start.elapsed() >= Duration::from_millis(300), "{:?}", start.elapsed());
+        // Twenty chunks written apart are twenty chunks in flight, not twenty delays in a row
+        // (which would take at least 20 × 150 ms each way).
+        let start = Instant::now();
+        for i in 0..20u8 {
+            a.write_all(&[i]).unwrap();
+            thread::sleep(Duration::from_millis(5));
+        }
+        let mut got = [0u8; 20];
+        a.read_exact(&mut got).unwrap();
+        assert_eq!(got.to_vec(), (0..20u8).collect::<Vec<_>>());
+        assert!(start.elapsed() < Duration::from_millis(3000), "a delay line, not a throttle: {:?}", start.elapsed());
+        proxy.heal();
+        assert_eq!(round_trip(&mut a, b"fast"), b"fast");
     }
 
     #[test]

@@ -9,9 +9,11 @@
 //! | `fault_proxy` | [`FaultProxy`]: forwards TCP; [`cut`](FaultProxy::cut), [`stall`](FaultProxy::stall), [`heal`](FaultProxy::heal) |
 //! | `http` | a minimal std-only HTTP `GET` for the nodes' views |
 //! | `tls` | [`TestCa`]: a CA and node certificates made by the test ([`ClusterSpec::tls`] uses it) |
+//! | [`records`] | the nodes' record logs read into the simulation checker's history: P1 over a real cluster |
+//! | [`chaos`] | `roster-chaos`: real nodes under a seeded client workload and fault schedule, the history, and the checker of P1–P5 (the binary is `src/bin/roster-chaos.rs`) |
 //! | [`load`] | `roster-load`: N raw Phoenix v2 WebSockets against one node, and what they measure (the binary is `src/bin/roster-load.rs`) |
 //!
-//! The crate does not depend on `roster-server`: `roster-server`'s tests dev-depend on it and
+//! The crate depends on `roster-sim` (for the simulation's checker) but not on `roster-server`: `roster-server`'s tests dev-depend on it and
 //! pass the path of the binary they built (`env!("CARGO_BIN_EXE_roster")`). Its other
 //! dependencies (tokio, tokio-tungstenite, clap, rcgen, …) are ones `roster-server` builds anyway.
 //!
@@ -67,13 +69,15 @@
 
 #![forbid(unsafe_code)]
 
+pub mod chaos;
 mod cluster;
 mod fault_proxy;
 mod http;
 pub mod load;
+pub mod records;
 mod tls;
 
 pub use cluster::{node_name, unix_ms, Cluster, ClusterSpec, Layout, Timings, API_KEY, COOKIE, SECRET};
-pub use fault_proxy::{FaultProxy, LinkMode};
+pub use fault_proxy::{Direction, FaultProxy, LinkMode};
 pub use http::{http_get, percent_encode};
 pub use tls::TestCa;

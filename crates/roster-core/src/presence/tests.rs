@@ -1029,6 +1029,104 @@ fn an_unsubscribed_subscriber_gets_nothing_more_and_an_empty_topic_is_forgotten(
     assert_eq!(f.due_at(), None, "a topic nobody watches opens no window");
 }
 
+/// Applies what a window sent to subscriber `id`'s view, as phoenix.js would: a state replaces
+/// the view, a diff is synced strictly (no duplicate join, no leave of what it does not hold).
+fn deliver_to(view: &mut ClientView, id: SubscriberId, out: &[Delivery<SubscriberId>]) {
+    for d in out {
+        match d {
+            Delivery::State { state, to, .. } if to.contains(&id) => view.state = shown(state),
+            Delivery::Diff { diff, to, .. } if to.contains(&id) => view.strict_diff(diff).unwrap(),
+            _ => {}
+        }
+    }
+}
+
+// A subscriber that arrives while a window is open, with the list as it is then (issue 15's
+// presence bug, first fixed in the old coalescer): when the window closes, it and every older
+// subscriber show exactly the node's list, metas and anonymous counts included.
+
+#[test]
+fn a_subscriber_that_joins_between_a_join_and_a_leave_in_one_window_ends_without_the_leaver() {
+    let room = topic("room:1");
+    let mut a = PresenceTable::new(inc("a", 1));
+    track(&mut a, "room:1", "u0", 1, 1);
+    let mut f = synced(&a, 0, LIST);
+    let mut old = ClientView { state: shown(&a.list(&room, LIST)) };
+    let w = track(&mut a, "room:1", "u1", 2, 2);
+    feed(&mut f, &a, w, 100, LIST);
+    // A subscriber arrives now, when the list shows u1.
+    f.subscribe(&room, SubscriberId(2), SubscriberId(2), a.list(&room, LIST), 101);
+    let w = a.untrack(&room, SocketId(2));
+    feed(&mut f, &a, w, 105, LIST);
+    let out = f.flush(120);
+    let mut late = ClientView::default();
+    deliver_to(&mut late, SubscriberId(2), &out);
+    deliver_to(&mut old, SubscriberId(1), &out);
+    let list = shown(&a.list(&room, LIST));
+    assert_eq!(list.keys().collect::<Vec<_>>(), ["u0"]);
+    assert_eq!(late.shown(), list, "the late subscriber does not keep u1 after it left");
+    assert_eq!(old.shown(), list);
+}
+
+#[test]
+fn a_subscriber_that_joins_between_a_leave_and_a_rejoin_in_one_window_ends_with_the_latest_metas() {
+    let room = topic("room:1");
+    let mut a = PresenceTable::new(inc("a", 1));
+    track(&mut a, "room:1", "u1", 1, 1);
+    let mut f = synced(&a, 0, LIST);
+    let mut old = ClientView { state: shown(&a.list(&room, LIST)) };
+    let w = a.untrack(&room, SocketId(1));
+    feed(&mut f, &a, w, 100, LIST);
+    // Arrives when u1 is gone.
+    f.subscribe(&room, SubscriberId(2), SubscriberId(2), a.list(&room, LIST), 101);
+    // The same ref comes back (a peer's snapshot after it was declared down); then, still in
+    // the window, its user updates its metas (a new ref, as `presence:update` makes).
+    let w = track(&mut a, "room:1", "u1", 1, 1);
+    feed(&mut f, &a, w, 105, LIST);
+    let w = a.update(&room, SocketId(1), meta(&[("status", name("away"))]), phx(2));
+    feed(&mut f, &a, w, 106, LIST);
+    let out = f.flush(120);
+    let mut late = ClientView::default();
+    deliver_to(&mut late, SubscriberId(2), &out);
+    deliver_to(&mut old, SubscriberId(1), &out);
+    let list = shown(&a.list(&room, LIST));
+    assert_eq!(list["u1"].len(), 1);
+    assert_eq!(list["u1"][0].get("status"), Some(&name("away")));
+    assert_eq!(ref_of(&list["u1"][0]), phx(2).0);
+    assert_eq!(late.shown(), list, "the late subscriber shows u1, with its new metas");
+    assert_eq!(old.shown(), list);
+}
+
+#[test]
+fn subscribers_that_join_while_the_anonymous_count_moves_end_on_the_final_count() {
+    let room = topic("room:1");
+    let mut a = PresenceTable::new(inc("a", 1));
+    track(&mut a, "room:1", "anonymous", 1, 1);
+    track(&mut a, "room:1", "anonymous", 2, 2);
+    let mut f = synced(&a, 0, COUNT);
+    let mut old = ClientView { state: shown(&a.list(&room, COUNT)) };
+    let w = track(&mut a, "room:1", "anonymous", 3, 3);
+    feed(&mut f, &a, w, 100, COUNT);
+    // One arrives when the count is 3 ...
+    f.subscribe(&room, SubscriberId(2), SubscriberId(2), a.list(&room, COUNT), 100);
+    let w = track(&mut a, "room:1", "anonymous", 4, 4);
+    feed(&mut f, &a, w, 101, COUNT);
+    // ... one when it is 4; then it goes back to 3.
+    f.subscribe(&room, SubscriberId(3), SubscriberId(3), a.list(&room, COUNT), 101);
+    let w = a.untrack(&room, SocketId(4));
+    feed(&mut f, &a, w, 102, COUNT);
+    let out = f.flush(120);
+    let (mut late, mut later) = (ClientView::default(), ClientView::default());
+    deliver_to(&mut old, SubscriberId(1), &out);
+    deliver_to(&mut late, SubscriberId(2), &out);
+    deliver_to(&mut later, SubscriberId(3), &out);
+    let list = shown(&a.list(&room, COUNT));
+    assert_eq!(list["anonymous"], vec![meta(&[("count", MetaValue::Int(3)), ("phx_ref", name("anonymous:3"))])]);
+    assert_eq!(old.shown(), list, "a subscriber from before the window");
+    assert_eq!(late.shown(), list, "a subscriber that arrived at anonymous:3");
+    assert_eq!(later.shown(), list, "a subscriber that arrived at anonymous:4");
+}
+
 // ---- properties --------------------------------------------------------------------------
 
 #[derive(Clone, Debug)]

@@ -7,8 +7,8 @@
 //! │     └── users::Shared   the table of activations (user → mailbox), fences, answers
 //! │           └── activation(u)   state + queue; a task runs only while it has mail
 //! ├── PresenceShard(0..k)
-//! └── Gateway
-//!     └── ConnectionActor
+//! └── Gateway (a task)
+//!     └── connection (a value in a task)
 //! ```
 //!
 //! The core decides everything about an activation in the same turn that reads the lease

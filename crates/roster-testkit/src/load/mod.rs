@@ -42,7 +42,7 @@
 mod board;
 mod client;
 mod plan;
-mod protocol;
+pub(crate) mod protocol;
 mod report;
 mod run;
 mod system;
