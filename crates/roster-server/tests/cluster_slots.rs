@@ -674,9 +674,15 @@ fn a_rolling_restart_brings_every_phoenix_client_back_by_itself_and_doubles_no_s
     for n in 0..3 {
         let down = Instant::now();
         terminate_and_restart(&mut c, n);
-        c.wait_until(SETTLE, &format!("after restarting {}, every node lists the six users", c.name(n)), |c| {
-            nodes_agree(c, &[0, 1, 2], topic, &all)
-        });
+        if !c.try_wait_until(SETTLE, |c| nodes_agree(c, &[0, 1, 2], topic, &all)) {
+            let lists: Vec<_> = (0..3).map(|m| (c.name(m), c.try_presence(m, topic))).collect();
+            let events = js.events_after(mark, |_| true);
+            c.fail(&format!(
+                "waited {SETTLE:?} for: after restarting {}, every node lists the six users\n\
+                 lists: {lists:?}\nclient events since the first restart: {events:?}",
+                c.name(n)
+            ));
+        }
         println!("rolling restart: {} back and every client rejoined {:?} after SIGTERM", c.name(n), down.elapsed());
     }
     let revoked = js.events_after(mark, |e| e["event"] == "slot_revoked");

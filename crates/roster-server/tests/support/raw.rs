@@ -51,6 +51,37 @@ pub async fn trickle(stream: &mut TcpStream, chunks: &[&[u8]], every: Duration) 
     chunks.len()
 }
 
+/// Send `GET path` on `stream` and read its response (head and `content-length` body), leaving
+/// the connection open (HTTP/1.1 keep-alive). Returns the response; empty if the server closed
+/// the connection first.
+pub async fn get_keep_alive(stream: &mut TcpStream, host: &str, path: &str) -> Vec<u8> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send the request");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..i]).to_ascii_lowercase();
+            let body_len = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .and_then(|n| n.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if got.len() >= i + 4 + body_len {
+                return got;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("a response within 5 s")
+            .unwrap_or(0);
+        if n == 0 {
+            return got;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
 /// The WebSocket upgrade of `/socket/websocket?vsn=2.0.0&token=TOKEN` on `stream`; panics
 /// unless it is answered 101. Returns what came after the response head.
 pub async fn ws_upgrade(stream: &mut TcpStream, host: &str, token: &str) -> Vec<u8> {
