@@ -6,7 +6,9 @@
 //! `cargo run --release -p roster-runtime --example session_memory -- 100000 [ROOM]`: with
 //! `ROOM` (default 1) the open connections share their topics, `ROOM` connections per topic,
 //! as sockets in rooms do (each topic's list and window then serve `ROOM` presences).
-//! `SESSIONS=0` in the environment skips the first figure.
+//! `SESSIONS=0` in the environment skips the first figure; `HOLD=1` exits right after the last
+//! figure with everything still live, so a heap profiler's "leaked" view is what the presences
+//! hold (`SESSIONS=0 HOLD=1 heaptrack target/release/examples/session_memory 20000 50`).
 
 use roster_core::{Config, NodeName};
 use roster_runtime::{JoinRequest, Node, NodeOptions};
