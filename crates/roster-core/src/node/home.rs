@@ -480,7 +480,13 @@ impl NodeState {
         let parts: Vec<PartitionId> = self.homes.keys().copied().collect();
         for p in parts {
             self.maybe_finish_scan(p, now, fx);
-            if !self.serving(p, now) {
+            // Nothing due and nobody waiting: nothing below would run (this loop runs at every
+            // tick for every partition, so the checks that follow were most of a tick's cost).
+            let idle = self
+                .homes
+                .get(&p)
+                .is_none_or(|h| h.waiters.is_empty() && h.deadlines.first().is_none_or(|(d, _)| *d > now));
+            if idle || !self.serving(p, now) {
                 continue;
             }
             let blocked = self.new_tabs_blocked(p, now);
