@@ -202,12 +202,17 @@ impl NodeState {
         }
     }
 
+    /// A gateway's answer to this home's scan. A complete answer counts the gateway as
+    /// answered; a partial one (rule 15: the gateway is in its first `isolation_ms`) only
+    /// adds the slots it lists, and the gateway is asked again until it answers completely.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn scan_reply(
         &mut self,
         from: Incarnation,
         p: PartitionId,
         epoch: u64,
         slots: Vec<HeldSlot>,
+        complete: bool,
         now: Millis,
         fx: &mut Vec<Effect>,
     ) {
@@ -216,10 +221,13 @@ impl NodeState {
             return; // answers vouch for the answering incarnation only
         }
         let Some(home) = self.homes.get_mut(&p) else { return };
-        if home.epoch != epoch || home.unanswered.remove(&from.node).is_none() {
+        if home.epoch != epoch || !home.unanswered.contains_key(&from.node) {
             return;
         }
-        home.answered.insert(from);
+        if complete {
+            home.unanswered.remove(&from.node);
+            home.answered.insert(from);
+        }
         if home.scan_over {
             for s in slots {
                 let rules = self.rules_for(&s.scope);
@@ -232,7 +240,12 @@ impl NodeState {
             }
             self.dedup_and_send(p, now, fx);
         } else {
-            home.collected.extend(slots);
+            // A gateway that answered partly lists its slots again in every later answer.
+            for s in slots {
+                if !home.collected.iter().any(|c| c.conn == s.conn && c.token == s.token) {
+                    home.collected.push(s);
+                }
+            }
             self.close_duplicates_early(p, now, fx);
             self.maybe_finish_scan(p, now, fx);
         }
