@@ -229,16 +229,28 @@ impl NodeState {
             home.answered.insert(from);
         }
         if home.scan_over {
+            // A gateway that answers partly answers every heartbeat: only news costs a dedup.
+            let mut news = false;
             for s in slots {
                 let rules = self.rules_for(&s.scope);
                 let home = self.homes.get_mut(&p).expect("checked above");
                 let key = (s.user, s.scope);
+                let known = home
+                    .users
+                    .get(&key)
+                    .is_some_and(|u| u.slots.records().iter().any(|r| r.conn == s.conn && r.token == s.token));
+                if known {
+                    continue;
+                }
                 let entry =
                     home.users.entry(key.clone()).or_insert_with(|| UserScope { slots: ScopeSlots::new(), rules });
                 entry.slots.adopt(s.conn, s.tab, s.token);
                 home.reindex(&key);
+                news = true;
             }
-            self.dedup_and_send(p, now, fx);
+            if news {
+                self.dedup_and_send(p, now, fx);
+            }
         } else {
             // A gateway that answered partly lists its slots again in every later answer.
             for s in slots {
