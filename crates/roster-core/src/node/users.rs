@@ -27,7 +27,11 @@
 //! that stopped to move, then each user's state once its activation has stopped
 //! ([`Input::ActivationStopped`]). The new home starts those users only with their state, or
 //! fresh once `lease_ms` has passed since the plan; a state that arrives after its user
-//! started fresh is dropped (two lines of history must never merge).
+//! started fresh is dropped (two lines of history must never merge). A state is used only
+//! by the activation that directly follows the one that handed it over: if another lease on
+//! the partition came in between (as the new lease's grantors report, see
+//! [`NodeState::users_lease_started`]), another activation may have run, and the user starts
+//! fresh, as after a failover.
 
 use super::{
     ActivationEnd, Effect, Input, NodeState, PeerMsg, Record, ReplyTo, SessionEnd, SessionEvent, SessionStart,
