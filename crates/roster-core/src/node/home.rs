@@ -49,7 +49,15 @@ pub(super) struct Home {
     /// up to date at the end of the turn, in those scopes only: `users.rs`). A user with no
     /// scope listed was touched for its activation alone (a handover wait, a restart).
     touched: BTreeMap<UserId, BTreeSet<ScopeKey>>,
+    /// This home's partition, written to `touches` when its first user of a turn is touched.
+    partition: PartitionId,
+    /// Shared with the node: the partitions touched this turn, so the end of a turn visits
+    /// only those homes instead of every partition's.
+    touches: Touches,
 }
+
+/// The partitions whose homes touched a user this turn (in any order, possibly repeated).
+pub(super) type Touches = std::sync::Arc<std::sync::Mutex<Vec<PartitionId>>>;
 
 impl Home {
     pub(super) fn scan_done(&self) -> bool {
@@ -86,7 +94,7 @@ impl Home {
 
     /// Bring the indexes up to date after `key`'s slots changed; forget an idle user.
     fn reindex(&mut self, key: &UserKey) {
-        self.touched.entry(key.0.clone()).or_default().insert(key.1.clone());
+        self.mark(&key.0).insert(key.1.clone());
         if let Some(d) = self.deadline_of.remove(key) {
             self.deadlines.remove(&(d, key.clone()));
         }
@@ -167,6 +175,8 @@ impl NodeState {
             collected: Vec::new(),
             closed_early: BTreeSet::new(),
             touched: BTreeMap::new(),
+            partition: p,
+            touches: self.touches.clone(),
         };
         for name in self.peers.keys() {
             home.unanswered.insert(name.clone(), now);
@@ -679,12 +689,15 @@ impl Home {
     /// Mark `user` for a decision on its activation at the end of the turn (its sessions
     /// did not change).
     pub(super) fn touch(&mut self, user: &UserId) {
-        self.touched.entry(user.clone()).or_default();
+        self.mark(user);
     }
 
-    /// Whether any user was touched this turn.
-    pub(super) fn any_touched(&self) -> bool {
-        !self.touched.is_empty()
+    /// `user`'s entry in `touched` (the home's partition is noted at its first).
+    fn mark(&mut self, user: &UserId) -> &mut BTreeSet<ScopeKey> {
+        if self.touched.is_empty() {
+            self.touches.lock().unwrap_or_else(|e| e.into_inner()).push(self.partition);
+        }
+        self.touched.entry(user.clone()).or_default()
     }
 }
 

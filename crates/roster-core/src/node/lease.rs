@@ -38,6 +38,9 @@ pub(super) struct Leases {
     floor: u64,
     persisted: u64,
     held: BTreeMap<PartitionId, Held>,
+    /// At or before the earliest `valid_until` in `held` (`Millis::MAX` when none): until then
+    /// no lease can lapse, so the check that runs before every input skips its scan.
+    next_lapse: Millis,
     rounds: BTreeMap<Millis, Round>,
     /// The highest epoch at which this node started a home, per partition. A lease is never
     /// started again at such an epoch: a late majority for a round sent before the lease lapsed
@@ -53,6 +56,7 @@ impl Leases {
             floor,
             persisted,
             held: BTreeMap::new(),
+            next_lapse: Millis::MAX,
             rounds: BTreeMap::new(),
             served: BTreeMap::new(),
         }
@@ -232,6 +236,7 @@ impl NodeState {
                 _ if self.leases.served.get(&p).is_some_and(|s| *s >= a.epoch) => {}
                 _ => {
                     self.leases.held.insert(p, super::lease::Held { epoch: a.epoch, valid_until: until });
+                    self.leases.next_lapse = self.leases.next_lapse.min(until);
                     self.leases.served.insert(p, a.epoch);
                     fx.push(Effect::Record(Record::LeaseHeld { at: now, partition: p, epoch: a.epoch, until }));
                     self.users_lease_held(p, a.epoch, until, fx);
@@ -243,6 +248,12 @@ impl NodeState {
 
     /// A lease that ran out is dropped with the home state built on it.
     pub(super) fn drop_lapsed_leases(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        // Renewals only move deadlines later and removals only drop them, so the bound holds.
+        if now < self.leases.next_lapse {
+            return;
+        }
+        self.leases.next_lapse =
+            self.leases.held.values().map(|h| h.valid_until).filter(|u| *u > now).min().unwrap_or(Millis::MAX);
         let lapsed: Vec<(PartitionId, u64)> =
             self.leases.held.iter().filter(|(_, h)| h.valid_until <= now).map(|(p, h)| (*p, h.epoch)).collect();
         for (p, epoch) in lapsed {

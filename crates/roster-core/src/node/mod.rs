@@ -82,6 +82,8 @@ pub struct NodeState {
     peers: BTreeMap<NodeName, liveness::Peer>,
     leases: lease::Leases,
     homes: BTreeMap<PartitionId, home::Home>,
+    /// The partitions whose homes touched a user this turn (see `home::Touches`).
+    touches: home::Touches,
     gateway: gateway::Gateway,
     presence: PresenceTable,
     outbox: DeltaBuffer,
@@ -134,6 +136,7 @@ impl NodeState {
             next_lease_round: now,
             peers,
             homes: BTreeMap::new(),
+            touches: home::Touches::default(),
             users: users::Users::default(),
         }
     }
