@@ -276,6 +276,8 @@ impl ConnShared {
             if channels.len() >= self.max_topics {
                 return Err(JoinError::TooManyTopics);
             }
+            // Sized to what it holds: doubling would leave a socket in ten topics room for sixteen.
+            channels.reserve_exact(1);
             channels.push((topic.clone(), ChannelState::Joining(reply)));
         }
         let join = ClientJoin {

@@ -15,7 +15,7 @@
 //! channel the socket has since left (a `join_ref` it no longer uses) is dropped.
 //!
 //! The upgrade is done here, not by axum's extractor, to size the WebSocket's buffers (4 KiB to
-//! read, 8 KiB to write, instead of 128 KiB each) and to write a large shared push as
+//! read, 1 KiB to write, instead of 128 KiB each) and to write a large shared push as
 //! fragments: tungstenite keeps its write buffer as large as the largest frame it ever wrote.
 //!
 //! Every frame a client sends passes the socket's guard first (`guard.rs`: reserved events, the
@@ -52,7 +52,7 @@ use roster_runtime::{
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_tungstenite::tungstenite::error::CapacityError;
@@ -82,11 +82,15 @@ const MAX_ID_BYTES: usize = 256;
 /// one grows the buffer for its own read. tungstenite's default, 128 KiB zero-filled on the
 /// first read, was most of a socket's memory.
 const READ_BUFFER: usize = 4096;
-/// Frames are written out once this much is buffered, and at every flush.
-const WRITE_BUFFER: usize = 8192;
+/// Frames are written out once this much is buffered, and at every flush. tungstenite never
+/// gives its write buffer's room back: it keeps the most it ever held, about this plus one
+/// frame (it doubles as it grows). Small, so a socket that once took ten rooms' lists at once
+/// does not keep 16-32 KiB for good (measured with heaptrack: 1 KB per extra presence with
+/// 8 KiB and 8 KiB fragments); small diffs still share a write.
+const WRITE_BUFFER: usize = 1024;
 /// A shared push longer than this goes out as fragments of this size, so no socket's write
 /// buffer grows to the size of a big room's `presence_state` and stays there.
-const FRAGMENT: usize = 8192;
+const FRAGMENT: usize = 4096;
 /// Items taken from the connection's queue before they are written (one write, one flush).
 const BATCH_ITEMS: usize = 64;
 
@@ -243,17 +247,110 @@ fn subprotocol_token(headers: &HeaderMap) -> Option<String> {
 
 type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
-/// A channel of this socket: one join of one topic.
+/// A channel of this socket: one join of one topic. 64 bytes and no allocation of its own in
+/// the usual case: the topic is the one the runtime keeps for the join (a shared `Arc<str>`),
+/// and a short `join_ref` (phoenix.js numbers its joins) is kept inline.
 struct Channel {
-    join_ref: Option<String>,
+    topic: Topic,
+    join_ref: JoinRef,
     state: ChannelState,
 }
 
 enum ChannelState {
     /// Its `phx_join` (with this `ref`) waits for the node's answer.
-    Joining { msg_ref: Option<String> },
+    Joining { msg_ref: Option<Box<str>> },
     /// Joined as this runtime channel.
     Joined(ChannelId),
+}
+
+/// The longest `join_ref` kept inline.
+const INLINE_REF: usize = 22;
+
+/// A channel's `join_ref` as the client sent it (or `null`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum JoinRef {
+    Null,
+    /// Up to [`INLINE_REF`] bytes of UTF-8, held in place.
+    Inline(u8, [u8; INLINE_REF]),
+    Long(Box<str>),
+}
+
+impl JoinRef {
+    fn new(r: Option<&str>) -> Self {
+        match r {
+            None => JoinRef::Null,
+            Some(r) if r.len() <= INLINE_REF => {
+                let mut bytes = [0; INLINE_REF];
+                bytes[..r.len()].copy_from_slice(r.as_bytes());
+                JoinRef::Inline(r.len() as u8, bytes)
+            }
+            Some(r) => JoinRef::Long(r.into()),
+        }
+    }
+
+    fn as_deref(&self) -> Option<&str> {
+        match self {
+            JoinRef::Null => None,
+            // Copied from a `&str` whole: always UTF-8.
+            JoinRef::Inline(len, bytes) => std::str::from_utf8(&bytes[..*len as usize]).ok(),
+            JoinRef::Long(r) => Some(r),
+        }
+    }
+
+    fn to_option(&self) -> Option<String> {
+        self.as_deref().map(str::to_owned)
+    }
+}
+
+/// A socket's channels: a list, as a socket has a few (at most `max_topics_per_socket`), sized
+/// to what it holds.
+#[derive(Default)]
+struct Channels(Vec<Channel>);
+
+impl Channels {
+    fn position(&self, topic: &str) -> Option<usize> {
+        self.0.iter().position(|c| c.topic.as_str() == topic)
+    }
+
+    fn contains(&self, topic: &str) -> bool {
+        self.position(topic).is_some()
+    }
+
+    fn get(&self, topic: &str) -> Option<&Channel> {
+        self.position(topic).map(|i| &self.0[i])
+    }
+
+    fn get_mut(&mut self, topic: &str) -> Option<&mut Channel> {
+        self.position(topic).map(|i| &mut self.0[i])
+    }
+
+    fn insert(&mut self, channel: Channel) {
+        if let Some(i) = self.position(channel.topic.as_str()) {
+            self.0[i] = channel;
+            return;
+        }
+        self.0.reserve_exact(1);
+        self.0.push(channel);
+    }
+
+    fn remove(&mut self, topic: &str) -> Option<Channel> {
+        let i = self.position(topic)?;
+        let c = self.0.swap_remove(i);
+        if self.0.capacity() > 2 * self.0.len() + 4 {
+            self.0.shrink_to_fit();
+        }
+        Some(c)
+    }
+
+    /// Every channel, as `(topic, join_ref)`, sorted by topic; the list is left empty.
+    fn drain(&mut self) -> Vec<(String, Option<String>)> {
+        let mut all: Vec<(String, Option<String>)> = std::mem::take(&mut self.0)
+            .into_iter()
+            .map(|c| (c.topic.as_str().to_owned(), c.join_ref.to_option()))
+            .collect();
+        all.sort();
+        all
+    }
 }
 
 /// One socket's state in its task.
@@ -262,7 +359,7 @@ struct SocketTask {
     handle: ConnectionHandle,
     auth_refused: bool,
     anonymous: bool,
-    channels: HashMap<String, Channel>,
+    channels: Channels,
     /// Frames to write next.
     out: Vec<Message>,
     /// Push rate limit: pushes counted in the current one-second window.
@@ -298,7 +395,7 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
         handle: conn.handle(),
         st: st.clone(),
         auth_refused: id.refused,
-        channels: HashMap::new(),
+        channels: Channels::default(),
         out: Vec::new(),
         window: (Instant::now(), 0),
         logged: HashSet::new(),
@@ -640,7 +737,7 @@ impl SocketTask {
                 return;
             }
         };
-        let member = self.channels.contains_key(&frame.topic);
+        let member = self.channels.contains(&frame.topic);
         if let Err(refusal) = self.guard.check(&frame, member, Instant::now()) {
             return self.refuse_frame(&frame, refusal);
         }
@@ -674,15 +771,16 @@ impl SocketTask {
             self.refuse("bad_join_payload", "phx_join payload is not {tab_id?: string, meta?: object}");
             return self.reply_error(&f, "bad_request");
         };
-        if self.channels.contains_key(&f.topic) {
+        if self.channels.contains(&f.topic) {
             Metrics::inc(&self.st.metrics.join_rejects, "already_joined");
             return self.reply_error(&f, "already_joined");
         }
         // The answer comes through the connection's queue, ahead of the topic's pushes.
-        match self.handle.send_join(Topic::from(f.topic.as_str()), tab, meta) {
+        let topic = Topic::from(f.topic.as_str());
+        match self.handle.send_join(topic.clone(), tab, meta) {
             Ok(()) => {
-                let state = ChannelState::Joining { msg_ref: f.msg_ref.clone() };
-                self.channels.insert(f.topic.clone(), Channel { join_ref: f.join_ref.clone(), state });
+                let state = ChannelState::Joining { msg_ref: f.msg_ref.as_deref().map(Box::from) };
+                self.channels.insert(Channel { topic, join_ref: JoinRef::new(f.join_ref.as_deref()), state });
             }
             Err(e) => {
                 Metrics::inc(&self.st.metrics.join_rejects, e.reason());
@@ -765,7 +863,8 @@ impl SocketTask {
             Outbound::Joined { topic, channel, token } => {
                 let Some(c) = self.channels.get_mut(topic.as_str()) else { return };
                 let ChannelState::Joining { msg_ref } = &c.state else { return };
-                let f = Frame::reply(c.join_ref.clone(), msg_ref.clone(), topic.as_str(), ReplyStatus::Ok, json!({}));
+                let msg_ref = msg_ref.as_deref().map(str::to_owned);
+                let f = Frame::reply(c.join_ref.to_option(), msg_ref, topic.as_str(), ReplyStatus::Ok, json!({}));
                 c.state = ChannelState::Joined(channel);
                 self.st.metrics.joins.inc();
                 let slot = token.map_or(Value::Null, |t| json!({ "token": t.to_string() }));
@@ -774,12 +873,15 @@ impl SocketTask {
             Outbound::JoinFailed { topic, error } => {
                 let Some(c) = self.channels.get(topic.as_str()) else { return };
                 let ChannelState::Joining { msg_ref } = &c.state else { return };
-                let f = Frame::reply(c.join_ref.clone(), msg_ref.clone(), topic.as_str(), ReplyStatus::Ok, json!({}));
+                let msg_ref = msg_ref.as_deref().map(str::to_owned);
+                let f = Frame::reply(c.join_ref.to_option(), msg_ref, topic.as_str(), ReplyStatus::Ok, json!({}));
                 self.channels.remove(topic.as_str());
                 self.join_refused(&f, &error);
             }
             Outbound::Revoked { topic, channel, reason } => {
-                let Some(join_ref) = self.joined(topic.as_str(), channel).map(|c| c.join_ref.clone()) else { return };
+                let Some(join_ref) = self.joined(topic.as_str(), channel).map(|c| c.join_ref.to_option()) else {
+                    return;
+                };
                 Metrics::inc(&self.st.metrics.revokes, guard::revoke_label(&reason));
                 self.st.dashboard.revoked(self.user.as_ref(), topic.as_str(), &reason);
                 self.channels.remove(topic.as_str());
@@ -788,7 +890,9 @@ impl SocketTask {
                 self.send(Frame::close(join_ref, topic));
             }
             Outbound::Closed { topic, channel } => {
-                let Some(join_ref) = self.joined(topic.as_str(), channel).map(|c| c.join_ref.clone()) else { return };
+                let Some(join_ref) = self.joined(topic.as_str(), channel).map(|c| c.join_ref.to_option()) else {
+                    return;
+                };
                 self.channels.remove(topic.as_str());
                 self.send(Frame::close(join_ref, topic.as_str()));
             }
@@ -867,9 +971,7 @@ impl SocketTask {
     /// and closed; the socket is closed with 1008 and its presences leave.
     fn on_token_expired(&mut self) -> Message {
         tracing::info!("socket closed: its token expired");
-        let mut channels: Vec<(String, Option<String>)> = self.channels.drain().map(|(t, c)| (t, c.join_ref)).collect();
-        channels.sort();
-        for (topic, join_ref) in channels {
+        for (topic, join_ref) in self.channels.drain() {
             Metrics::inc(&self.st.metrics.revokes, "token_expired");
             self.send(Frame::push(
                 join_ref.clone(),
@@ -893,9 +995,7 @@ impl SocketTask {
             _ => {
                 // The connection failed inside the node: every channel errors (the client
                 // rejoins).
-                let topics: Vec<(String, Option<String>)> =
-                    self.channels.drain().map(|(t, c)| (t, c.join_ref)).collect();
-                for (t, jr) in topics {
+                for (t, jr) in self.channels.drain() {
                     self.send(Frame::error(jr, t));
                 }
                 close(CLOSE_INTERNAL, "connection failed")

@@ -280,12 +280,22 @@ impl<B: UserBehaviour> Activation<B> {
 fn apply(sessions: &mut Vec<SessionView>, event: &SessionEvent) {
     let same = |a: &SessionView, b: &SessionView| a.conn == b.conn && a.scope == b.scope && a.token == b.token;
     match event {
-        SessionEvent::Started { session, .. } => sessions.push(session.clone()),
+        // Sized to what it holds: most users have a session or two, and a doubled list kept
+        // room for as many again on every activation.
+        SessionEvent::Started { session, .. } => {
+            sessions.reserve_exact(1);
+            sessions.push(session.clone());
+        }
         SessionEvent::Changed { session } => {
             if let Some(s) = sessions.iter_mut().find(|s| same(s, session)) {
                 *s = session.clone();
             }
         }
-        SessionEvent::Ended { session, .. } => sessions.retain(|s| !same(s, session)),
+        SessionEvent::Ended { session, .. } => {
+            sessions.retain(|s| !same(s, session));
+            if sessions.capacity() > 2 * sessions.len() + 2 {
+                sessions.shrink_to_fit();
+            }
+        }
     }
 }
