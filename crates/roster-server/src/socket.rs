@@ -27,7 +27,9 @@
 //! 1009 (frame too large), 1011 (the connection failed), 1012 (the node shuts down), 1013 (a
 //! slow client: its queue passed `outbound_queue` frames or `outbound_queue_bytes` bytes, or a
 //! write stayed blocked for two `ping_ms`). A socket is called silent only after the frames it
-//! already sent have been read: a node too busy to read its pongs closes nobody for it.
+//! already sent have been read: a node too busy to read its pongs closes nobody for it. Every
+//! 32 KiB of data carries a ping in line, so a client reading through a big backlog keeps
+//! answering while it reads ([`IN_LINE_PING_BYTES`]).
 
 use crate::app::AppState;
 use crate::dashboard::{self, AdminFeed};
@@ -43,7 +45,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
-use futures_util::stream::SplitSink;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use roster_core::{Meta, Role, TabId, Topic, UserId};
@@ -91,6 +93,13 @@ const WRITE_BUFFER: usize = 1024;
 /// A shared push longer than this goes out as fragments of this size, so no socket's write
 /// buffer grows to the size of a big room's `presence_state` and stays there.
 const FRAGMENT: usize = 4096;
+/// After this much data written since the last ping, a ping goes out in line with it. A pong
+/// can only come once the client has read what was written before its ping, so a client taking
+/// in a big list (a 10,000-member room's is 880 KB) answers one every 32 KiB it reads: it is
+/// heard as long as it reads 32 KiB per two `ping_ms` (3.2 KiB/s at the default 5 s), however
+/// much is still waiting for it in the kernel's buffers. A client that stopped reading answers
+/// none, and is closed as before.
+const IN_LINE_PING_BYTES: u64 = 32 * 1024;
 /// Items taken from the connection's queue before they are written (one write, one flush).
 const BATCH_ITEMS: usize = 64;
 
@@ -362,6 +371,8 @@ struct SocketTask {
     channels: Channels,
     /// Frames to write next.
     out: Vec<Message>,
+    /// Data written since the last ping (see [`IN_LINE_PING_BYTES`]).
+    since_ping: u64,
     /// Push rate limit: pushes counted in the current one-second window.
     window: (Instant, u32),
     /// Kinds of refusal already logged on this socket (logged once, counted always).
@@ -397,6 +408,7 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
         auth_refused: id.refused,
         channels: Channels::default(),
         out: Vec::new(),
+        since_ping: 0,
         window: (Instant::now(), 0),
         logged: HashSet::new(),
         user: id.user,
@@ -418,7 +430,7 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
     let mut unread = Unread::new(last_seen);
     let mut clean = false;
     let mut final_close: Option<Message> = None;
-    loop {
+    'socket: loop {
         tokio::select! {
             msg = stream.next() => match task.on_message(msg, &mut last_seen) {
                 Flow::Go => {}
@@ -479,20 +491,27 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
                 task.out.push(Message::Ping(Bytes::new()));
             }
         }
-        if !task.out.is_empty() {
-            match write_queued(&mut sink, &mut task, &conn, send_timeout, (&mut last_seen, &mut unread)).await {
+        // Frames read while a write was blocked may have queued answers: write them too.
+        while !task.out.is_empty() {
+            let io = Io { sink: &mut sink, stream: &mut stream };
+            match write_queued(io, &mut task, &conn, send_timeout, (&mut last_seen, &mut unread)).await {
                 Written::All => {}
-                Written::Failed => break,
+                Written::Failed => break 'socket,
+                Written::Ended { close, clean: c } => {
+                    final_close = close;
+                    clean = c;
+                    break 'socket;
+                }
                 Written::TooSlow => {
                     // Never buffer for a client that does not read: close it, and say why.
                     st.metrics.slow_clients.inc();
                     tracing::info!("slow client closed: a write stayed blocked for two pings");
                     final_close = Some(close(CLOSE_TRY_AGAIN, "slow client: a write stayed blocked"));
-                    break;
+                    break 'socket;
                 }
                 Written::ConnectionEnded => {
                     final_close = Some(task.on_connection_end(conn.close_reason()));
-                    break;
+                    break 'socket;
                 }
             }
         }
@@ -526,6 +545,14 @@ enum Written {
     /// The connection ended meanwhile (its queue overflowed while the write was blocked, or the
     /// node shuts down).
     ConnectionEnded,
+    /// A frame read while a write was blocked ends the socket (as [`Flow::End`]).
+    Ended { close: Option<Message>, clean: bool },
+}
+
+/// The socket's two halves, for a write that reads while it waits.
+struct Io<'a> {
+    sink: &'a mut SplitSink<Socket, Message>,
+    stream: &'a mut SplitStream<Socket>,
 }
 
 /// What a socket was written (pings aside) since its client was last heard from, and so must
@@ -570,62 +597,106 @@ impl Unread {
 /// Write the frames taken so far, frame by frame. A write that has to wait for the client
 /// (its receive window is full) and then goes on shows the client reading: that counts as
 /// hearing from it (`last_seen`), and what was written (pings aside) must be read before a pong
-/// can come ([`Unread`]). A single write blocked for
-/// `send_timeout` (no progress at all) is a client that does not read. While a write is
-/// blocked, the connection's queue keeps filling; past its bounds the connection ends as a slow
-/// client, which ends this wait at once.
+/// can come ([`Unread`]). While a write waits, the client's frames are read as usual, and a
+/// pong (an answer to a ping written in line with the data before, [`IN_LINE_PING_BYTES`])
+/// shows it reading: the wait starts afresh. So a write is a slow client's (1013) only once it
+/// stayed blocked for `send_timeout` with no pong: under the kernel's memory pressure (a room
+/// of 10,000 members writes 8.8 GB of lists at once) a socket's write may wait on others'
+/// clients, while its own keeps reading. While a write is blocked, the connection's queue
+/// keeps filling; past its bounds the connection ends as a slow client, which ends this wait
+/// at once.
 async fn write_queued(
-    sink: &mut SplitSink<Socket, Message>,
+    io: Io<'_>,
     task: &mut SocketTask,
     conn: &Connection,
     send_timeout: Duration,
     (last_seen, unread): (&mut Instant, &mut Unread),
 ) -> Written {
+    let Io { sink, stream } = io;
     let batch = std::mem::take(&mut task.out);
     let data: u64 = batch.iter().filter(|m| !matches!(m, Message::Ping(_))).map(|m| m.len() as u64).sum();
     let mut waited = false;
-    let mut outcome = Written::All;
     for m in batch {
-        if let Err(w) = write_step(sink.feed(m), conn, send_timeout, &mut waited).await {
-            outcome = w;
-            break;
+        let ping_after = match &m {
+            Message::Ping(_) => {
+                task.since_ping = 0;
+                false
+            }
+            m => {
+                task.since_ping += m.len() as u64;
+                task.since_ping >= IN_LINE_PING_BYTES
+            }
+        };
+        let mut w = Waiting { stream: &mut *stream, task: &mut *task, conn, send_timeout, waited: &mut waited, last_seen: &mut *last_seen };
+        if let Err(outcome) = w.write(sink.feed(m)).await {
+            return outcome;
         }
-    }
-    if matches!(outcome, Written::All) {
-        if let Err(w) = write_step(sink.flush(), conn, send_timeout, &mut waited).await {
-            outcome = w;
-        }
-    }
-    if waited && !matches!(outcome, Written::TooSlow | Written::Failed) {
-        *last_seen = Instant::now();
-    }
-    if data > 0 && matches!(outcome, Written::All) {
-        unread.wrote(*last_seen, data);
-    }
-    outcome
-}
-
-/// One write: at once if the socket takes it, else within `send_timeout` (`waited` set).
-async fn write_step<F>(write: F, conn: &Connection, send_timeout: Duration, waited: &mut bool) -> Result<(), Written>
-where
-    F: std::future::Future<Output = Result<(), WsError>>,
-{
-    let mut write = std::pin::pin!(write);
-    // The usual case, a socket with room in its buffers: no timer.
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
-    let written = match first {
-        std::task::Poll::Ready(written) => written,
-        std::task::Poll::Pending => {
-            *waited = true;
-            tokio::select! {
-                biased;
-                written = write => written,
-                () = tokio::time::sleep(send_timeout) => return Err(Written::TooSlow),
-                () = conn.ended() => return Err(Written::ConnectionEnded),
+        // Control frames may come between a message's fragments (RFC 6455, 5.4).
+        if ping_after {
+            w.task.since_ping = 0;
+            if let Err(outcome) = w.write(sink.feed(Message::Ping(Bytes::new()))).await {
+                return outcome;
             }
         }
-    };
-    written.map_err(|_| Written::Failed)
+    }
+    let mut w = Waiting { stream, task, conn, send_timeout, waited: &mut waited, last_seen: &mut *last_seen };
+    if let Err(outcome) = w.write(sink.flush()).await {
+        return outcome;
+    }
+    if waited {
+        *last_seen = Instant::now();
+    }
+    if data > 0 {
+        unread.wrote(*last_seen, data);
+    }
+    Written::All
+}
+
+/// What a blocked write reads and updates while it waits.
+struct Waiting<'a> {
+    stream: &'a mut SplitStream<Socket>,
+    task: &'a mut SocketTask,
+    conn: &'a Connection,
+    send_timeout: Duration,
+    waited: &'a mut bool,
+    last_seen: &'a mut Instant,
+}
+
+impl Waiting<'_> {
+    /// One write: at once if the socket takes it, else within `send_timeout` of the last pong
+    /// (`waited` set).
+    async fn write<F>(&mut self, write: F) -> Result<(), Written>
+    where
+        F: std::future::Future<Output = Result<(), WsError>>,
+    {
+        let mut write = std::pin::pin!(write);
+        // The usual case, a socket with room in its buffers: no timer.
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
+        let written = match first {
+            std::task::Poll::Ready(written) => written,
+            std::task::Poll::Pending => {
+                *self.waited = true;
+                let mut deadline = tokio::time::Instant::now() + self.send_timeout;
+                loop {
+                    tokio::select! {
+                        biased;
+                        written = &mut write => break written,
+                        () = self.conn.ended() => return Err(Written::ConnectionEnded),
+                        () = tokio::time::sleep_until(deadline) => return Err(Written::TooSlow),
+                        msg = self.stream.next() => {
+                            let pong = matches!(msg, Some(Ok(Message::Pong(_))));
+                            match self.task.on_message(msg, self.last_seen) {
+                                Flow::Go if pong => deadline = tokio::time::Instant::now() + self.send_timeout,
+                                Flow::Go => {}
+                                Flow::End { close, clean } => return Err(Written::Ended { close, clean }),
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        written.map_err(|_| Written::Failed)
+    }
 }
 
 fn close(code: u16, reason: &str) -> Message {
