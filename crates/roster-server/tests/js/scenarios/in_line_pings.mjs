@@ -3,7 +3,7 @@
 // apart here, so every ping seen is an in-line one).
 
 import assert from "node:assert/strict";
-import { rawSocket, scenario, scenarioInput } from "../client.mjs";
+import { metric, rawSocket, scenario, scenarioInput } from "../client.mjs";
 
 scenario(async (step) => {
   const input = scenarioInput();
@@ -19,6 +19,7 @@ scenario(async (step) => {
   const bob = await rawSocket(input.ws, { query: { token: input.tokens.bob } });
   bob.send(["1", "1", topic, "phx_join", {}]);
   assert.equal((await bob.next())[3], "phx_reply");
+  assert.equal((await bob.next())[3], "presence_state");
   assert.equal((await alice.next())[3], "presence_diff");
   const before = pings;
 
@@ -32,8 +33,13 @@ scenario(async (step) => {
   assert.deepEqual(await bob.next(), ["1", "2", topic, "phx_reply", { status: "ok", response: {} }]);
   const frame = await alice.next();
   assert.deepEqual(frame.slice(0, 4), ["1", null, topic, "big"]);
-  assert.equal(frame[4].data, data);
+  assert.ok(frame[4].body?.data === data, `the push arrived as ${JSON.stringify(frame).slice(0, 300)}`);
   assert.ok(pingsAtMessage - before >= 3, `${pingsAtMessage - before} pings in line with 100 KB`);
+
+  step("both sockets are still open and nothing was refused as a protocol error");
+  assert.equal(alice.ws.readyState, 1);
+  assert.equal(bob.ws.readyState, 1);
+  assert.equal(await metric(input, 'roster_bad_frames_total{reason="ws_protocol"}'), 0);
   alice.ws.close();
   bob.ws.close();
 });
