@@ -627,7 +627,14 @@ async fn write_queued(
                 task.since_ping >= IN_LINE_PING_BYTES
             }
         };
-        let mut w = Waiting { stream: &mut *stream, task: &mut *task, conn, send_timeout, waited: &mut waited, last_seen: &mut *last_seen };
+        let mut w = Waiting {
+            stream: &mut *stream,
+            task: &mut *task,
+            conn,
+            send_timeout,
+            waited: &mut waited,
+            last_seen: &mut *last_seen,
+        };
         if let Err(outcome) = w.write(sink.feed(m)).await {
             return outcome;
         }
