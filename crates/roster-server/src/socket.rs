@@ -338,7 +338,10 @@ impl Channels {
             self.0[i] = channel;
             return;
         }
-        self.0.reserve_exact(1);
+        let len = self.0.len();
+        if len == self.0.capacity() {
+            self.0.reserve_exact((len / 2).max(1));
+        }
         self.0.push(channel);
     }
 
