@@ -1033,3 +1033,111 @@ fn ablation_timing_rule_loses_live_connections() {
     eprintln!("ablation timing rule: {lost} live connections lost their slots with isolation_ms {isolation_ms}");
     assert!(lost > 0, "below the timing rule live connections must lose their slots\n{}", reports[0].text());
 }
+
+// ---- a restarted gateway's first isolation_ms -----------------------------------------------
+
+/// A rolling restart, with the multi-process tests' timings (heartbeats 100 ms, leases 1 s,
+/// `isolation_ms` 1,677 ms). n1 is shut down and n0 takes alice's partition, which prefers n1;
+/// n1 comes back, and n0 will hand the partition back two leases after it hears n1 again.
+/// `gap_ms` later n2 (alice's gateway) is shut down and restarted, and alice's tab resumes on
+/// n2 at once. With a gap just under two leases, n0 grants the resume and hands the partition
+/// to n1 about 100 ms later, while n2 is in its first `isolation_ms` (rule 10: its scan answers
+/// cannot vouch for its previous life yet).
+fn restart_resume_steps(gap_ms: u64) -> Vec<Step> {
+    vec![
+        FORM,
+        PickUser { alias: "alice", home: "n1", next: Some("n0"), preferred: Some("n1") },
+        Join { client: "A", node: "n2", user: "alice", tab: "a", topic: "room:1" },
+        AwaitJoined { client: "A", max_ms: 1000 },
+        Shutdown("n1"),
+        AwaitHome { user: "alice", node: "n0", max_ms: 2000 },
+        Restart("n1"),
+        Advance(gap_ms),
+        Shutdown("n2"),
+        Restart("n2"),
+        Resume { client: "A", node: "n2", new: "A2" },
+        AwaitJoined { client: "A2", max_ms: 3000 },
+        AwaitHome { user: "alice", node: "n1", max_ms: 3000 },
+        // Long past the resumed slot's first horizon (`isolation_ms` after the grant).
+        Advance(5000),
+        ExpectJoined("A2"),
+        ExpectPresence { node: "n1", client: "A2", shown: true },
+    ]
+}
+
+/// The multi-process tests' timings (`roster_testkit::Timings::FAST`).
+fn fast_params(seed: u64) -> SimParams {
+    let mut params = SimParams::scripted(seed, 3);
+    let c = &mut params.config.cluster;
+    (c.heartbeat_ms, c.heartbeat_timeout_ms, c.lease_ms, c.isolation_ms) = (100, 500, 1000, 1677);
+    params.config.validate().expect("the multi-process tests' timings are valid");
+    params
+}
+
+/// The slots of a run that ended `node_isolated`.
+fn isolated_slots(r: &ScenarioReport) -> Vec<String> {
+    let records = r.report.history.records.iter();
+    records
+        .filter(|x| matches!(&x.record, Record::Ended { why, .. } if why == "node_isolated"))
+        .map(|x| format!("{} {:?}", x.node, x.record))
+        .collect()
+}
+
+/// Whether n2's last incarnation re-attached a slot of alice's partition to a new home's
+/// epoch while it was still in its first `isolation_ms` (a partial scan answer, rule 15).
+fn reattached_in_first_isolation(r: &ScenarioReport) -> bool {
+    let alice = r.partition_of("alice").expect("the script names alice");
+    let isolation_ms = r.report.history.config.cluster.isolation_ms;
+    let Some(n2) = r.report.history.lives.iter().rfind(|l| l.incarnation.node.as_str() == "n2") else {
+        return false;
+    };
+    r.report.history.records.iter().any(|x| {
+        x.node == n2.incarnation
+            && matches!(x.record, Record::Reattached { at, partition, .. }
+                if partition == alice && at < n2.started + isolation_ms)
+    })
+}
+
+/// Rule 15 (found by `a_rolling_restart_brings_every_phoenix_client_back_by_itself_and_doubles_no_slot`
+/// in `crates/roster-server/tests/cluster_slots.rs`): a slot granted to a restarted gateway in
+/// its first `isolation_ms` survives its partition's move to another home. The gap between
+/// the two restarts is swept over the 150 ms before the handover, as the window where the
+/// resume is granted by n0 just before it hands over moves with the cluster's start-up.
+/// Without the partial scan answer, n2 ignores n1's scans until its `isolation_ms` is over, the
+/// slot stays attached to n0's epoch, which nobody announces any more, and its horizon (n0's
+/// last echo plus `isolation_ms`) passes before n2 may answer: A2 is revoked `node_isolated`
+/// with no fault anywhere and, by phoenix.js semantics, never rejoins (P2, P5). With it, no
+/// gap loses a slot, and in some the slot is re-attached in n2's first `isolation_ms`.
+#[test]
+fn scenario_rule_15_a_slot_resumed_on_a_restarted_gateway_survives_its_home_moving() {
+    let gaps: Vec<u64> = (1850..=2000).step_by(10).collect();
+    let (mut lost, mut reattached_early) = (Vec::new(), Vec::new());
+    for &gap_ms in &gaps {
+        let steps = restart_resume_steps(gap_ms);
+        let params = fast_params(1);
+        let name = format!("rule 15 (gap {gap_ms} ms)");
+        let safe = run_scenario::<NodeState>(params.clone(), &steps);
+        assert!(safe.report.passed(), "{name}: every promise holds\n{}", safe.text());
+        assert!(safe.failed_expectations.is_empty(), "{name}: expectations\n{}", safe.text());
+        assert_eq!(isolated_slots(&safe), Vec::<String>::new(), "{name}: no slot is revoked node_isolated");
+        if reattached_in_first_isolation(&safe) {
+            reattached_early.push(gap_ms);
+        }
+        let mut weak_params = params;
+        weak_params.safeguards.answer_scans_partly_at_start = false;
+        let weak = run_scenario::<NodeState>(weak_params, &steps);
+        let a2_isolated =
+            weak.failed_expectations.iter().any(|e| e.contains("A2 is not joined") && e.contains("node_isolated"));
+        if a2_isolated {
+            assert!(weak.report.passed(), "{name}: P1 holds without rule 15 too\n{}", weak.text());
+            assert_eq!(isolated_slots(&weak).len(), 1, "{name}: A2's slot alone is lost\n{}", weak.text());
+            if lost.is_empty() {
+                println!("== {name}, rule 15 off\n  {}\n{:?}", weak.script.join("\n  "), isolated_slots(&weak));
+            }
+            lost.push(gap_ms);
+        }
+    }
+    println!("gaps {gaps:?}\nwithout rule 15, A2 lost node_isolated at {lost:?}\nwith it, re-attached in n2's first isolation_ms at {reattached_early:?}");
+    assert!(!lost.is_empty(), "without rule 15 some gap must lose A2 to node_isolated");
+    assert!(!reattached_early.is_empty(), "with rule 15 some gap must re-attach A2 in n2's first isolation_ms");
+}

@@ -202,12 +202,17 @@ impl NodeState {
         }
     }
 
+    /// A gateway's answer to this home's scan. A complete answer counts the gateway as
+    /// answered; a partial one (rule 15: the gateway is in its first `isolation_ms`) only
+    /// adds the slots it lists, and the gateway is asked again until it answers completely.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn scan_reply(
         &mut self,
         from: Incarnation,
         p: PartitionId,
         epoch: u64,
         slots: Vec<HeldSlot>,
+        complete: bool,
         now: Millis,
         fx: &mut Vec<Effect>,
     ) {
@@ -216,23 +221,43 @@ impl NodeState {
             return; // answers vouch for the answering incarnation only
         }
         let Some(home) = self.homes.get_mut(&p) else { return };
-        if home.epoch != epoch || home.unanswered.remove(&from.node).is_none() {
+        if home.epoch != epoch || !home.unanswered.contains_key(&from.node) {
             return;
         }
-        home.answered.insert(from);
+        if complete {
+            home.unanswered.remove(&from.node);
+            home.answered.insert(from);
+        }
         if home.scan_over {
+            // A gateway that answers partly answers every heartbeat: only news costs a dedup.
+            let mut news = false;
             for s in slots {
                 let rules = self.rules_for(&s.scope);
                 let home = self.homes.get_mut(&p).expect("checked above");
                 let key = (s.user, s.scope);
+                let known = home
+                    .users
+                    .get(&key)
+                    .is_some_and(|u| u.slots.records().iter().any(|r| r.conn == s.conn && r.token == s.token));
+                if known {
+                    continue;
+                }
                 let entry =
                     home.users.entry(key.clone()).or_insert_with(|| UserScope { slots: ScopeSlots::new(), rules });
                 entry.slots.adopt(s.conn, s.tab, s.token);
                 home.reindex(&key);
+                news = true;
             }
-            self.dedup_and_send(p, now, fx);
+            if news {
+                self.dedup_and_send(p, now, fx);
+            }
         } else {
-            home.collected.extend(slots);
+            // A gateway that answered partly lists its slots again in every later answer.
+            for s in slots {
+                if !home.collected.iter().any(|c| c.conn == s.conn && c.token == s.token) {
+                    home.collected.push(s);
+                }
+            }
             self.close_duplicates_early(p, now, fx);
             self.maybe_finish_scan(p, now, fx);
         }

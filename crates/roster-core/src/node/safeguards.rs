@@ -42,6 +42,12 @@ pub struct Safeguards {
     pub fence_stale_epochs: bool,
     /// Rule 10: answer no scan until `isolation_ms` after start.
     pub scan_quiet_after_start: bool,
+    /// Rule 15: in its first `isolation_ms` a gateway answers scans *partly*: it re-attaches
+    /// and lists this incarnation's slots, and the home adopts them but still counts the
+    /// gateway as not answered. Off, it ignores scans then, and a slot granted in that window
+    /// by a home that then loses the partition runs out at its horizon (`node_isolated`)
+    /// although nothing failed.
+    pub answer_scans_partly_at_start: bool,
     /// Rule 14: a gateway refuses a grant at or below the highest token its socket gave up
     /// in that scope (left, given back, revoke or close confirmed, horizon passed). Off, only
     /// confirmed revokes and closes fence, as before seed 2436.
@@ -79,6 +85,7 @@ impl Default for Safeguards {
             scan_dedup_tabs: true,
             fence_stale_epochs: true,
             scan_quiet_after_start: true,
+            answer_scans_partly_at_start: true,
             fence_released_tokens: true,
             close_tab_elsewhere_on_grant: true,
             drop_joins_of_unheard_gateways: true,

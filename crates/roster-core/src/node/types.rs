@@ -361,6 +361,10 @@ pub enum PeerMsg {
         epoch: u64,
         /// Its slots in the partition.
         slots: Vec<HeldSlot>,
+        /// `false` for a partial answer (rule 15): the gateway is in its first `isolation_ms`,
+        /// so it lists and re-attaches this incarnation's slots but cannot vouch that its
+        /// previous life's have expired; the home adopts the slots and keeps asking.
+        complete: bool,
     },
     /// A kick forwarded to the user's home.
     Kick {
