@@ -57,7 +57,7 @@ use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio_tungstenite::tungstenite::error::CapacityError;
+use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
@@ -773,6 +773,9 @@ impl SocketTask {
                         self.refuse("too_large", "frame over the transport limits");
                         Some(close(CLOSE_TOO_BIG, "frame too large"))
                     }
+                    // A client gone without a close frame (a killed tab, a cut network) ended
+                    // its connection uncleanly: not bad input.
+                    WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
                     WsError::Protocol(_) => {
                         self.refuse("ws_protocol", "WebSocket protocol violation");
                         Some(close(CLOSE_PROTOCOL, "WebSocket protocol error"))
