@@ -481,7 +481,7 @@ impl ScopeSlots {
         }
     }
 
-    /// Rule 15: `gateway` said goodbye after releasing everything, so its records (a release
+    /// Rule 16: `gateway` said goodbye after releasing everything, so its records (a release
     /// lost on the way) are freed at the next tick at `now`, not kept in doubt; its waiting
     /// joins are dropped. Reservations stay: they belong to the tab, not the connection.
     pub fn gateway_departed(&mut self, gateway: &Incarnation, now: Millis) {

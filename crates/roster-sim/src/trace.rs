@@ -104,9 +104,10 @@ pub fn msg_summary(msg: &PeerMsg) -> String {
         }
         PeerMsg::SlotReleaseAck { conn, token } => format!("SlotReleaseAck {conn} token={token}"),
         PeerMsg::ScanRequest { from, partition, epoch } => format!("ScanRequest {from} {partition}@{epoch}"),
-        PeerMsg::ScanReply { from, partition, epoch, slots } => {
+        PeerMsg::ScanReply { from, partition, epoch, slots, complete } => {
             let s: Vec<String> = slots.iter().map(|h| format!("{}:{}:{}", h.user, h.conn, h.token)).collect();
-            format!("ScanReply {from} {partition}@{epoch} [{}]", s.join(" "))
+            let partly = if *complete { "" } else { " (partial)" };
+            format!("ScanReply {from} {partition}@{epoch} [{}]{partly}", s.join(" "))
         }
         other => shorten(format!("{other:?}"), 200),
     }

@@ -130,6 +130,9 @@ pub(super) struct Gateway {
     next_move_check: Millis,
     /// Rule 10: per partition, the highest epoch whose scan this node answered.
     fences: BTreeMap<PartitionId, u64>,
+    /// Rule 15: partitions whose scans this node answered partly (in its first
+    /// `isolation_ms`); their releases are kept until acknowledged, whatever it answers later.
+    answered_partly: BTreeSet<PartitionId>,
     releases: BTreeMap<(ConnId, SlotToken), Release>,
 }
 
@@ -630,13 +633,15 @@ impl NodeState {
     }
 
     /// Rule 9/10: answer a new home's scan with this incarnation's slots in the partition and
-    /// re-attach them to its epoch; ignore scans below an epoch already answered, and answer
-    /// nothing until `isolation_ms` after start (the previous life's slots have expired by then).
+    /// re-attach them to its epoch; ignore scans below an epoch already answered. Until
+    /// `isolation_ms` after start the answer is only partial (rule 15): it cannot vouch that the
+    /// previous life's slots have expired, but it re-attaches and lists this life's, so a slot
+    /// granted since the start does not run out at its horizon because its home changed.
     pub(super) fn gw_scan(&mut self, from: Incarnation, p: PartitionId, epoch: u64, now: Millis, fx: &mut Vec<Effect>) {
         let quiet = !self.alone
             && self.safeguards.scan_quiet_after_start
             && now < self.started_at + self.config.cluster.isolation_ms;
-        if quiet {
+        if quiet && !self.safeguards.answer_scans_partly_at_start {
             return;
         }
         let fence = self.gateway.fences.get(&p).copied().unwrap_or(0);
@@ -672,12 +677,19 @@ impl NodeState {
                 token: s.token,
             });
         }
-        // Releases for this partition are moot: the answer no longer lists those slots.
-        let partitions = self.config.cluster.partitions;
-        self.gateway.releases.retain(|_, r| partition_of(&r.user, partitions) != p);
+        if quiet {
+            // A partial answer settles no release, nor does any later answer: a home may have
+            // adopted a slot from a partial answer that has ended since, and learns of its end
+            // only by the release (kept until a home acknowledges it, as always).
+            self.gateway.answered_partly.insert(p);
+        } else if !self.gateway.answered_partly.contains(&p) {
+            // Releases for this partition are moot: the answer no longer lists those slots.
+            let partitions = self.config.cluster.partitions;
+            self.gateway.releases.retain(|_, r| partition_of(&r.user, partitions) != p);
+        }
         fx.push(Effect::Send {
             to: from.node.clone(),
-            msg: PeerMsg::ScanReply { from: me, partition: p, epoch, slots },
+            msg: PeerMsg::ScanReply { from: me, partition: p, epoch, slots, complete: !quiet },
         });
     }
 

@@ -73,7 +73,7 @@ impl Home {
         self.unanswered.contains_key(gateway)
     }
 
-    /// Rule 15: `gateway` said goodbye and this home is the direct successor of its lease:
+    /// Rule 16: `gateway` said goodbye and this home is the direct successor of its lease:
     /// its scan waits for it no more.
     pub(super) fn stop_waiting_for(&mut self, gateway: &NodeName) {
         self.unanswered.remove(gateway);
@@ -198,7 +198,7 @@ impl NodeState {
         };
         let needs_successor = self.safeguards.goodbye_scan_needs_direct_successor;
         for (name, peer) in &self.peers {
-            // Rule 15: a gateway that said goodbye holds nothing, and as the direct successor
+            // Rule 16: a gateway that said goodbye holds nothing, and as the direct successor
             // of the lease it released, no later life of it holds anything here.
             if *name != self.me.node && peer.skippable_in_scan(p, epoch, needs_successor) {
                 continue;
@@ -236,12 +236,17 @@ impl NodeState {
         }
     }
 
+    /// A gateway's answer to this home's scan. A complete answer counts the gateway as
+    /// answered; a partial one (rule 15: the gateway is in its first `isolation_ms`) only
+    /// adds the slots it lists, and the gateway is asked again until it answers completely.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn scan_reply(
         &mut self,
         from: Incarnation,
         p: PartitionId,
         epoch: u64,
         slots: Vec<HeldSlot>,
+        complete: bool,
         now: Millis,
         fx: &mut Vec<Effect>,
     ) {
@@ -249,26 +254,46 @@ impl NodeState {
         if current.as_ref() != Some(&from) {
             return; // answers vouch for the answering incarnation only
         }
-        // Rule 15: an answer overtaken by its sender's goodbye lists slots it released since.
+        // Rule 16: an answer overtaken by its sender's goodbye lists slots it released since.
         let slots = if self.peers.get(&from.node).is_some_and(|peer| peer.gone()) { Vec::new() } else { slots };
         let Some(home) = self.homes.get_mut(&p) else { return };
-        if home.epoch != epoch || home.unanswered.remove(&from.node).is_none() {
+        if home.epoch != epoch || !home.unanswered.contains_key(&from.node) {
             return;
         }
-        home.answered.insert(from);
+        if complete {
+            home.unanswered.remove(&from.node);
+            home.answered.insert(from);
+        }
         if home.scan_over {
+            // A gateway that answers partly answers every heartbeat: only news costs a dedup.
+            let mut news = false;
             for s in slots {
                 let rules = self.rules_for(&s.scope);
                 let home = self.homes.get_mut(&p).expect("checked above");
                 let key = (s.user, s.scope);
+                let known = home
+                    .users
+                    .get(&key)
+                    .is_some_and(|u| u.slots.records().iter().any(|r| r.conn == s.conn && r.token == s.token));
+                if known {
+                    continue;
+                }
                 let entry =
                     home.users.entry(key.clone()).or_insert_with(|| UserScope { slots: ScopeSlots::new(), rules });
                 entry.slots.adopt(s.conn, s.tab, s.token);
                 home.reindex(&key);
+                news = true;
             }
-            self.dedup_and_send(p, now, fx);
+            if news {
+                self.dedup_and_send(p, now, fx);
+            }
         } else {
-            home.collected.extend(slots);
+            // A gateway that answered partly lists its slots again in every later answer.
+            for s in slots {
+                if !home.collected.iter().any(|c| c.conn == s.conn && c.token == s.token) {
+                    home.collected.push(s);
+                }
+            }
             self.close_duplicates_early(p, now, fx);
             self.maybe_finish_scan(p, now, fx);
         }
@@ -333,7 +358,7 @@ impl NodeState {
             .values()
             .filter(|peer| !peer.alive)
             .filter_map(|peer| {
-                // Rule 15: a gateway that said goodbye holds nothing: its records go now.
+                // Rule 16: a gateway that said goodbye holds nothing: its records go now.
                 let until = if self.safeguards.keep_in_doubt && !peer.gone() { peer.last_heard? + doubt } else { now };
                 Some((peer.incarnation.clone()?, until))
             })

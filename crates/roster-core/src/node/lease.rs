@@ -85,7 +85,7 @@ impl Leases {
         }
     }
 
-    /// Rule 15: every grant this grantor holds for an incarnation that said goodbye is free
+    /// Rule 16: every grant this grantor holds for an incarnation that said goodbye is free
     /// (it released its leases and stopped; a `LeaseRelease` lost on the way changes nothing).
     pub(super) fn release_all_of(&mut self, from: &Incarnation) {
         for g in self.grants.iter_mut().filter(|g| g.holder.as_ref() == Some(from)) {

@@ -22,7 +22,7 @@ pub(super) struct Peer {
     pub announced: Vec<Announced>,
     /// The presence sequence number its latest heartbeat announced.
     pub presence_seq: u64,
-    /// The latest incarnation of it that said goodbye (rule 15), with the leases it released
+    /// The latest incarnation of it that said goodbye (rule 16), with the leases it released
     /// (none if an earlier life of it might still hold slots: it had not been up
     /// `isolation_ms`).
     pub departed: Option<(Incarnation, Vec<Announced>)>,
@@ -34,7 +34,7 @@ impl Peer {
         !self.alive && self.departed.as_ref().is_some_and(|(i, _)| self.incarnation.as_ref() == Some(i))
     }
 
-    /// Rule 15: whether a new home of `p` at `epoch` need not wait for this peer in its scan:
+    /// Rule 16: whether a new home of `p` at `epoch` need not wait for this peer in its scan:
     /// the incarnation heard last said goodbye, released `p` at the epoch just below, and is
     /// not heard now. The departed life holds nothing; it had been up `isolation_ms`, so no
     /// earlier life holds a slot either (the reason of rule 10); and as the direct successor
@@ -105,7 +105,7 @@ impl NodeState {
         }
         let Some(peer) = self.peers.get(&name) else { return };
         if peer.departed.as_ref().is_some_and(|(i, _)| *i == from) {
-            return; // late: this incarnation already said goodbye (rule 15)
+            return; // late: this incarnation already said goodbye (rule 16)
         }
         if peer.incarnation.as_ref().is_some_and(|i| *i != from) {
             if peer.alive {
@@ -185,7 +185,7 @@ impl NodeState {
         }
     }
 
-    /// Rule 15: `from` shut down gracefully after releasing every slot and lease, and says
+    /// Rule 16: `from` shut down gracefully after releasing every slot and lease, and says
     /// so. If it is the incarnation heard now, the peer is down at once; its leases are free
     /// at this grantor, and what the homes here still count for it (a release lost on the way)
     /// is freed now rather than kept in doubt. A goodbye of an earlier or unknown life frees

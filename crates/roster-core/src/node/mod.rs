@@ -210,10 +210,10 @@ impl NodeState {
     /// up to `join_wait_ms`); a node cut off into a minority is unready, as it answers
     /// `no_quorum`.
     ///
-    /// It also waits until this node answers recovery scans (`isolation_ms` after start, rule
-    /// 10): until then a new home cannot re-attach the slots this node holds, so a rolling
-    /// restart that moved on to the next node at once could make a just-resumed slot on this
-    /// node outlive its horizon and be revoked (`node_isolated`) although nobody failed.
+    /// It also waits until this node answers recovery scans completely (`isolation_ms` after
+    /// start, rule 10): until then every new home's scan waits for this node (its partial
+    /// answers, rule 15, re-attach its slots but vouch for nothing else), so a rolling restart
+    /// should not yet stop the next node.
     pub fn is_ready(&self, now: Millis) -> bool {
         let scans_answered = self.alone
             || !self.safeguards.scan_quiet_after_start
@@ -293,8 +293,8 @@ impl NodeState {
             PeerMsg::SlotReleased { conn, user, scope, token, clean } => {
                 self.home_released(from, conn, user, scope, token, clean, now, fx)
             }
-            PeerMsg::ScanReply { from: inc, partition, epoch, slots } => {
-                self.scan_reply(inc, partition, epoch, slots, now, fx)
+            PeerMsg::ScanReply { from: inc, partition, epoch, slots, complete } => {
+                self.scan_reply(inc, partition, epoch, slots, complete, now, fx)
             }
             PeerMsg::Kick { user, scope, reason } => self.home_kick(user, scope, reason, now, fx),
             PeerMsg::SlotGrant { from: _, user, conn, scope, token, echo } => {
@@ -348,7 +348,7 @@ impl NodeState {
         self.users_shutdown(now, fx);
         self.homes.clear();
         self.stopped = true;
-        // Rule 15: the last message to every peer, after every release above.
+        // Rule 16: the last message to every peer, after every release above.
         if self.safeguards.say_goodbye && !self.alone {
             let settled = now >= self.started_at + self.config.cluster.isolation_ms;
             for to in self.peers.keys().filter(|n| **n != self.me.node) {

@@ -42,6 +42,12 @@ pub struct Safeguards {
     pub fence_stale_epochs: bool,
     /// Rule 10: answer no scan until `isolation_ms` after start.
     pub scan_quiet_after_start: bool,
+    /// Rule 15: in its first `isolation_ms` a gateway answers scans *partly*: it re-attaches
+    /// and lists this incarnation's slots, and the home adopts them but still counts the
+    /// gateway as not answered. Off, it ignores scans then, and a slot granted in that window
+    /// by a home that then loses the partition runs out at its horizon (`node_isolated`)
+    /// although nothing failed.
+    pub answer_scans_partly_at_start: bool,
     /// Rule 14: a gateway refuses a grant at or below the highest token its socket gave up
     /// in that scope (left, given back, revoke or close confirmed, horizon passed). Off, only
     /// confirmed revokes and closes fence, as before seed 2436.
@@ -61,14 +67,14 @@ pub struct Safeguards {
     /// Rule 9: a scan closes a tab's older connections as soon as the answers in show it on
     /// two connections, not only once the scan is over.
     pub scan_dedup_at_once: bool,
-    /// Rule 15: a node that shuts down gracefully says `Goodbye` to every peer after releasing
+    /// Rule 16: a node that shuts down gracefully says `Goodbye` to every peer after releasing
     /// everything. Off, its peers find out as after a crash (slower, never unsafe).
     pub say_goodbye: bool,
-    /// Rule 15: a `Goodbye` frees the records of the incarnation that sent it, and marks the
+    /// Rule 16: a `Goodbye` frees the records of the incarnation that sent it, and marks the
     /// peer down only if that incarnation is the one heard now. Off, it acts on the peer by
     /// name: a late goodbye of an earlier life frees the records of the life that followed.
     pub goodbye_for_one_incarnation: bool,
-    /// Rule 15: a new home skips a departed gateway in its scan only as the direct successor
+    /// Rule 16: a new home skips a departed gateway in its scan only as the direct successor
     /// of the lease that gateway released (epoch one above: no other home of the partition
     /// can have granted the node's next life a slot in between), and only if the departed
     /// life had been up `isolation_ms` (no earlier life still holds a slot). Off, any departed
@@ -92,6 +98,7 @@ impl Default for Safeguards {
             scan_dedup_tabs: true,
             fence_stale_epochs: true,
             scan_quiet_after_start: true,
+            answer_scans_partly_at_start: true,
             fence_released_tokens: true,
             close_tab_elsewhere_on_grant: true,
             drop_joins_of_unheard_gateways: true,

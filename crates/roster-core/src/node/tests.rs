@@ -93,6 +93,17 @@ impl Cluster {
         }
     }
 
+    /// Restart node `name` now (a new incarnation with `safeguards`); what was on the wire to
+    /// its previous life is lost.
+    fn restart(&mut self, name: &str, safeguards: Safeguards) {
+        let node = NodeName::from(name);
+        let config = self.nodes[&node].config().clone();
+        let me = Incarnation::new(name, 1_000 + self.now as u128);
+        let boot = NodeBoot { me, config, stored_epoch: 0, wall_clock_ms: 1_000 + self.now };
+        self.nodes.insert(node.clone(), NodeState::boot(boot, self.now, safeguards));
+        self.wire.retain(|w| w.2 != node);
+    }
+
     fn join(&mut self, at: &str, socket: u64, user: &str, tab: &str) {
         let j = ClientJoin {
             socket: SocketId(socket),
@@ -326,4 +337,68 @@ fn a_snapshot_of_large_metas_is_sent_in_chunks_under_the_byte_limit() {
         let bytes: usize = chunk.entries.iter().map(crate::EntryRecord::wire_bytes).sum();
         assert!(bytes <= 256 * 1024, "chunk {} carries {bytes} bytes", chunk.index);
     }
+}
+
+/// What a restarted gateway does with a scan in its first `isolation_ms`, after one of its
+/// sockets was granted a slot: `(the answer it sends, whether the slot was re-attached to
+/// the scan's epoch, whether the scanning home's next echo extends the slot's horizon)`.
+fn scan_in_first_isolation(safeguards: Safeguards) -> (Option<(bool, usize)>, bool, bool) {
+    let mut c = Cluster::new(3, "takeover");
+    c.run_until(6_000);
+    let home = c.home_of("alice");
+    let gw = NodeName::from(other(&home, &home));
+    let scanner = NodeName::from(other(&home, &gw));
+    c.restart(gw.as_str(), safeguards);
+    let started = c.now;
+    c.run_until(started + 300);
+    c.join(gw.as_str(), 1, "alice", "a");
+    c.run_until(started + 400);
+    let token = match c.events_of(gw.as_str(), 1)[..] {
+        [ClientEvent::Joined { token: Some(t) }] => t,
+        ref e => panic!("alice's resume on the restarted gateway is granted at once: {e:?}"),
+    };
+    let isolation_ms = c.nodes[&gw].config().cluster.isolation_ms;
+    assert!(c.now < started + isolation_ms, "still in the gateway's first isolation_ms");
+    // The partition moves: a new home (the third node) scans it at the next epoch.
+    let p = partition_of(&UserId::from("alice"), 8);
+    let epoch = token.epoch + 1;
+    let from = c.nodes[&scanner].incarnation().clone();
+    let scan = PeerMsg::ScanRequest { from: from.clone(), partition: p, epoch };
+    let fx = c.nodes.get_mut(&gw).expect("gw").handle(Input::Receive { from: scanner.clone(), msg: scan }, c.now);
+    let answer = fx.iter().find_map(|e| match e {
+        Effect::Send { to, msg: PeerMsg::ScanReply { slots, complete, .. } } if *to == scanner => {
+            assert!(slots.iter().all(|s| s.token == token));
+            Some((*complete, slots.len()))
+        }
+        _ => None,
+    });
+    let reattached =
+        fx.iter().any(|e| matches!(e, Effect::Record(Record::Reattached { partition, epoch: e, .. }) if *partition == p && *e == epoch));
+    // The new home's heartbeat announces (p, epoch) and echoes the gateway's latest heartbeat.
+    let echo = Echo { of: c.nodes[&gw].incarnation().clone(), sent_at: c.now };
+    let heartbeat = PeerMsg::Heartbeat {
+        from,
+        sent_at: c.now,
+        leases: vec![Announced { partition: p, epoch }],
+        echoes: vec![echo],
+        presence_seq: c.nodes[&scanner].presence().seq(),
+    };
+    let fx = c.nodes.get_mut(&gw).expect("gw").handle(Input::Receive { from: scanner, msg: heartbeat }, c.now);
+    let extended = fx.iter().any(
+        |e| matches!(e, Effect::Record(Record::Horizon { partition, epoch: e, .. }) if *partition == p && *e == epoch),
+    );
+    (answer, reattached, extended)
+}
+
+/// Rule 15: in its first `isolation_ms` a restarted gateway answers a scan partly: it lists
+/// and re-attaches this life's slots (so the new home's echoes keep them), and says the answer
+/// is partial (it cannot vouch for its previous life). Without the rule it ignores the scan,
+/// and its slot stays attached to an epoch nobody will announce again.
+#[test]
+fn a_restarted_gateway_answers_a_scan_partly_in_its_first_isolation_ms() {
+    let (answer, reattached, extended) = scan_in_first_isolation(Safeguards::default());
+    assert_eq!(answer, Some((false, 1)), "a partial answer listing alice's slot");
+    assert!(reattached && extended, "re-attached to the new epoch ({reattached}), whose echo extends it ({extended})");
+    let off = Safeguards { answer_scans_partly_at_start: false, ..Safeguards::default() };
+    assert_eq!(scan_in_first_isolation(off), (None, false, false), "without rule 15 the scan goes unanswered");
 }

@@ -361,6 +361,10 @@ pub enum PeerMsg {
         epoch: u64,
         /// Its slots in the partition.
         slots: Vec<HeldSlot>,
+        /// `false` for a partial answer (rule 15): the gateway is in its first `isolation_ms`,
+        /// so it lists and re-attaches this incarnation's slots but cannot vouch that its
+        /// previous life's have expired; the home adopts the slots and keeps asking.
+        complete: bool,
     },
     /// A kick forwarded to the user's home.
     Kick {
@@ -446,7 +450,7 @@ pub enum PeerMsg {
         /// The application's state, encoded.
         state: Vec<u8>,
     },
-    /// Rule 15: the sender shut down gracefully and will send nothing more. It is its last
+    /// Rule 16: the sender shut down gracefully and will send nothing more. It is its last
     /// message, sent after it released every slot and lease (`released` lists those leases),
     /// so the incarnation holds nothing: its peers mark it down at once and free what their
     /// homes still count for it, without the in-doubt wait.

@@ -185,6 +185,7 @@ pub(crate) fn sample_envelopes() -> Vec<Envelope> {
                 tab: roster_core::TabKey::Tab("tab-1".into()),
                 token,
             }],
+            complete: false,
         },
         PeerMsg::Kick { user: "u1".into(), scope: None, reason: "spam".into() },
         PeerMsg::UserCall { from: a.clone(), call: 8, user: "u1".into(), body: vec![1, 2, 3], reply: true },
