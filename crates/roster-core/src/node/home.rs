@@ -72,6 +72,34 @@ impl Home {
         self.deadlines.first().map(|(d, _)| *d)
     }
 
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Whether the scan (or the wait after it, rule 9) still counts on `gateway` answering.
+    pub(super) fn waits_for(&self, gateway: &NodeName) -> bool {
+        self.unanswered.contains_key(gateway)
+    }
+
+    /// Rule 16: `gateway` said goodbye and this home is the direct successor of its lease:
+    /// its scan waits for it no more.
+    pub(super) fn stop_waiting_for(&mut self, gateway: &NodeName) {
+        self.unanswered.remove(gateway);
+    }
+
+    pub(super) fn gateway_departed(&mut self, gateway: &Incarnation, now: Millis) {
+        if !self.scan_over {
+            self.collected.retain(|s| &s.conn.gateway != gateway);
+        }
+        let keys: Vec<UserKey> = self.users.keys().cloned().collect();
+        for k in keys {
+            if let Some(u) = self.users.get_mut(&k) {
+                u.slots.gateway_departed(gateway, now);
+            }
+            self.reindex(&k);
+        }
+    }
+
     pub(super) fn gateway_heard(&mut self, gateway: &Incarnation) {
         let keys: Vec<UserKey> = self.users.keys().cloned().collect();
         for k in keys {
@@ -178,7 +206,13 @@ impl NodeState {
             partition: p,
             touches: self.touches.clone(),
         };
-        for name in self.peers.keys() {
+        let needs_successor = self.safeguards.goodbye_scan_needs_direct_successor;
+        for (name, peer) in &self.peers {
+            // Rule 16: a gateway that said goodbye holds nothing, and as the direct successor
+            // of the lease it released, no later life of it holds anything here.
+            if *name != self.me.node && peer.skippable_in_scan(p, epoch, needs_successor) {
+                continue;
+            }
             home.unanswered.insert(name.clone(), now);
         }
         self.homes.insert(p, home);
@@ -230,6 +264,8 @@ impl NodeState {
         if current.as_ref() != Some(&from) {
             return; // answers vouch for the answering incarnation only
         }
+        // Rule 16: an answer overtaken by its sender's goodbye lists slots it released since.
+        let slots = if self.peers.get(&from.node).is_some_and(|peer| peer.gone()) { Vec::new() } else { slots };
         let Some(home) = self.homes.get_mut(&p) else { return };
         if home.epoch != epoch || !home.unanswered.contains_key(&from.node) {
             return;
@@ -332,7 +368,8 @@ impl NodeState {
             .values()
             .filter(|peer| !peer.alive)
             .filter_map(|peer| {
-                let until = if self.safeguards.keep_in_doubt { peer.last_heard? + doubt } else { now };
+                // Rule 16: a gateway that said goodbye holds nothing: its records go now.
+                let until = if self.safeguards.keep_in_doubt && !peer.gone() { peer.last_heard? + doubt } else { now };
                 Some((peer.incarnation.clone()?, until))
             })
             .collect();

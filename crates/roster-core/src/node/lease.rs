@@ -89,6 +89,14 @@ impl Leases {
         }
     }
 
+    /// Rule 16: every grant this grantor holds for an incarnation that said goodbye is free
+    /// (it released its leases and stopped; a `LeaseRelease` lost on the way changes nothing).
+    pub(super) fn release_all_of(&mut self, from: &Incarnation) {
+        for g in self.grants.iter_mut().filter(|g| g.holder.as_ref() == Some(from)) {
+            g.holder = None;
+        }
+    }
+
     pub(super) fn release_from(&mut self, from: &Incarnation, leases: &[Announced]) {
         for a in leases {
             if let Some(g) = self.grants.get_mut(a.partition.0 as usize) {
@@ -263,8 +271,8 @@ impl NodeState {
         }
     }
 
-    /// Give every lease up at once (graceful shutdown, rule 13).
-    pub(super) fn leases_release_all(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+    /// Give every lease up at once (graceful shutdown, rule 13); returns what it released.
+    pub(super) fn leases_release_all(&mut self, now: Millis, fx: &mut Vec<Effect>) -> Vec<Announced> {
         let leases = self.leases.valid_now(now);
         for a in &leases {
             self.leases.held.remove(&a.partition);
@@ -276,6 +284,7 @@ impl NodeState {
                 fx.push(Effect::Send { to: to.clone(), msg });
             }
         }
+        leases
     }
 
     /// Handover: a partition held here whose preferred node has been back for two leases is

@@ -312,6 +312,7 @@ impl NodeState {
             }
             PeerMsg::SlotReleaseAck { conn, token } => self.gateway.release_acked(&conn, token),
             PeerMsg::ScanRequest { from: inc, partition, epoch } => self.gw_scan(inc, partition, epoch, now, fx),
+            PeerMsg::Goodbye { from: inc, released, settled } => self.goodbye(from, inc, released, settled, now, fx),
             PeerMsg::Presence(msg) => self.presence_msg(msg, now, fx),
             msg @ (PeerMsg::UserCall { .. }
             | PeerMsg::UserReply { .. }
@@ -346,10 +347,18 @@ impl NodeState {
     fn shutdown(&mut self, now: Millis, fx: &mut Vec<Effect>) {
         self.gw_shutdown(now, fx);
         self.flush_presence(now, true, fx);
-        self.leases_release_all(now, fx);
+        let released = self.leases_release_all(now, fx);
         self.users_shutdown(now, fx);
         self.homes.clear();
         self.stopped = true;
+        // Rule 16: the last message to every peer, after every release above.
+        if self.safeguards.say_goodbye && !self.alone {
+            let settled = now >= self.started_at + self.config.cluster.isolation_ms;
+            for to in self.peers.keys().filter(|n| **n != self.me.node) {
+                let msg = PeerMsg::Goodbye { from: self.me.clone(), released: released.clone(), settled };
+                fx.push(Effect::Send { to: to.clone(), msg });
+            }
+        }
     }
 
     /// `isolation_ms × (1 − max_drift)`: how long after an echoed heartbeat a gateway's slot
