@@ -481,6 +481,18 @@ impl ScopeSlots {
         }
     }
 
+    /// Rule 16: `gateway` said goodbye after releasing everything, so its records (a release
+    /// lost on the way) are freed at the next tick at `now`, not kept in doubt; its waiting
+    /// joins are dropped. Reservations stay: they belong to the tab, not the connection.
+    pub fn gateway_departed(&mut self, gateway: &Incarnation, now: Millis) {
+        for r in self.records.iter_mut().filter(|r| &r.conn.gateway == gateway) {
+            if !matches!(r.state, SlotState::Reserved { .. }) {
+                r.in_doubt_until = Some(now);
+            }
+        }
+        self.pending.retain(|p| &p.conn.gateway != gateway);
+    }
+
     /// The home hears `gateway` again (the same incarnation): its records are no longer in doubt.
     pub fn gateway_heard(&mut self, gateway: &Incarnation) {
         for r in self.records.iter_mut().filter(|r| &r.conn.gateway == gateway) {

@@ -99,8 +99,14 @@ async fn main() {
             node.user(format!("user{i}")).call::<Player>(true).await.expect("call");
         }
     }
+    let joined = began.elapsed().as_secs_f64();
     let actors = if mode == "off" { 0 } else { n };
     settle(&node, n, actors).await;
+    eprintln!(
+        "{n} joined in {joined:.1} s ({:.0} joins/s, one after another), settled after {:.1} s",
+        n as f64 / joined,
+        began.elapsed().as_secs_f64()
+    );
     let stats = region.change();
     let heap = stats.bytes_allocated as i64 - stats.bytes_deallocated as i64;
     let grown = rss() - rss_before;
@@ -112,5 +118,7 @@ async fn main() {
         grown / n as u64
     );
     drop(sessions);
+    let stopping = std::time::Instant::now();
     node.shutdown().await;
+    eprintln!("shut down in {:.1} s", stopping.elapsed().as_secs_f64());
 }

@@ -42,6 +42,7 @@ mod outbound;
 mod presence_shard;
 mod record_log;
 mod users;
+mod wake_timer;
 
 pub use clock::Clock;
 pub use cluster::{LinkCounters, LinkEvent, LinkStatus};

@@ -24,6 +24,7 @@ use crate::error::JoinError;
 use crate::outbound::{deliver, ChannelId, Outbound};
 use crate::presence_shard::{ShardMsg, Subscriber};
 use crate::record_log::RecordLog;
+use crate::wake_timer::WakeTimer;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
 use roster_core::{
@@ -255,6 +256,8 @@ pub(crate) struct NodeActorState {
     dirty: HashSet<Topic>,
     publish_scheduled: bool,
     tick_at: Option<Millis>,
+    /// Sends `Tick` at `tick_at` (one wake-up in flight, moved when `tick_at` moves).
+    timer: WakeTimer,
     ready: tokio::sync::watch::Sender<bool>,
     records: Option<RecordLog>,
     inbox: Arc<PeerInbox>,
@@ -444,7 +447,7 @@ impl NodeActorState {
         let wake = self.core.next_wake();
         if self.tick_at.is_none_or(|t| wake < t) {
             self.tick_at = Some(wake);
-            myself.send_after(self.clock.until(wake), || NodeMsg::Tick);
+            self.timer.set(wake);
         }
         if !self.dirty.is_empty() && !self.publish_scheduled {
             self.publish_scheduled = true;
@@ -476,6 +479,7 @@ impl Actor for NodeActor {
             dirty: HashSet::new(),
             publish_scheduled: false,
             tick_at: None,
+            timer: WakeTimer::start(args.clock, myself.clone(), || NodeMsg::Tick),
             ready: args.ready,
             records: args.records,
             inbox: args.inbox,
@@ -498,7 +502,9 @@ impl Actor for NodeActor {
     ) -> Result<(), ActorProcessingErr> {
         st.catch_up()?;
         match msg {
-            NodeMsg::Tick => st.tick()?,
+            // Sent at `tick_at`: `catch_up` has just run the tick (a tick that another turn
+            // ran first moved `tick_at`, and this one finds nothing due).
+            NodeMsg::Tick => {}
             NodeMsg::PeerWake => {}
             NodeMsg::Publish => {
                 st.publish_scheduled = false;

@@ -167,6 +167,9 @@ struct QueueState {
     ended: bool,
 }
 
+/// Items an empty queue keeps room for (more is given back once it drains).
+const KEPT_CAPACITY: usize = 4;
+
 /// The queue was full: its connection must end as a slow client.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Overflow;
@@ -233,6 +236,11 @@ impl OutboundQueue {
         let mut st = self.lock();
         let item = st.items.pop_front()?;
         st.bytes -= item.weight();
+        // A burst (a join's answers and ten rooms' lists at once) must not leave its room
+        // behind for the connection's lifetime.
+        if st.items.is_empty() && st.items.capacity() > KEPT_CAPACITY {
+            st.items.shrink_to(KEPT_CAPACITY);
+        }
         Some(item)
     }
 

@@ -18,6 +18,7 @@
 use crate::clock::Clock;
 use crate::connection::ConnShared;
 use crate::outbound::{deliver, ChannelId, Outbound, Push, PushBody, PushEncoder};
+use crate::wake_timer::WakeTimer;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
 use roster_core::{
@@ -115,6 +116,8 @@ pub(crate) struct ShardState {
     fanout: Fanout<Subscriber>,
     encoder: Option<Arc<dyn PushEncoder>>,
     flush_at: Option<u64>,
+    /// Sends `Flush` at `flush_at`.
+    timer: WakeTimer,
 }
 
 impl ShardState {
@@ -155,11 +158,11 @@ impl ShardState {
     }
 
     /// Wake for the earliest window, unless a wake-up at or before it is already set.
-    fn schedule(&mut self, myself: &ActorRef<ShardMsg>) {
+    fn schedule(&mut self) {
         if let Some(due) = self.fanout.due_at() {
             if self.flush_at.is_none_or(|at| due < at) {
                 self.flush_at = Some(due);
-                myself.send_after(self.clock.until(due), || ShardMsg::Flush);
+                self.timer.set(due);
             }
         }
     }
@@ -170,13 +173,19 @@ impl Actor for PresenceShard {
     type State = ShardState;
     type Arguments = ShardArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<ShardMsg>, args: ShardArgs) -> Result<ShardState, ActorProcessingErr> {
-        Ok(ShardState { clock: args.clock, fanout: Fanout::new(args.diff_ms), encoder: args.encoder, flush_at: None })
+    async fn pre_start(&self, myself: ActorRef<ShardMsg>, args: ShardArgs) -> Result<ShardState, ActorProcessingErr> {
+        Ok(ShardState {
+            clock: args.clock,
+            fanout: Fanout::new(args.diff_ms),
+            encoder: args.encoder,
+            flush_at: None,
+            timer: WakeTimer::start(args.clock, myself, || ShardMsg::Flush),
+        })
     }
 
     async fn handle(
         &self,
-        myself: ActorRef<ShardMsg>,
+        _myself: ActorRef<ShardMsg>,
         msg: ShardMsg,
         st: &mut ShardState,
     ) -> Result<(), ActorProcessingErr> {
@@ -213,7 +222,7 @@ impl Actor for PresenceShard {
                 st.flush();
             }
         }
-        st.schedule(&myself);
+        st.schedule();
         Ok(())
     }
 }

@@ -15,7 +15,7 @@
 //! channel the socket has since left (a `join_ref` it no longer uses) is dropped.
 //!
 //! The upgrade is done here, not by axum's extractor, to size the WebSocket's buffers (4 KiB to
-//! read, 8 KiB to write, instead of 128 KiB each) and to write a large shared push as
+//! read, 1 KiB to write, instead of 128 KiB each) and to write a large shared push as
 //! fragments: tungstenite keeps its write buffer as large as the largest frame it ever wrote.
 //!
 //! Every frame a client sends passes the socket's guard first (`guard.rs`: reserved events, the
@@ -27,7 +27,9 @@
 //! 1009 (frame too large), 1011 (the connection failed), 1012 (the node shuts down), 1013 (a
 //! slow client: its queue passed `outbound_queue` frames or `outbound_queue_bytes` bytes, or a
 //! write stayed blocked for two `ping_ms`). A socket is called silent only after the frames it
-//! already sent have been read: a node too busy to read its pongs closes nobody for it.
+//! already sent have been read: a node too busy to read its pongs closes nobody for it. Every
+//! 32 KiB of data carries a ping in line, so a client reading through a big backlog keeps
+//! answering while it reads ([`IN_LINE_PING_BYTES`]).
 
 use crate::app::AppState;
 use crate::dashboard::{self, AdminFeed};
@@ -43,7 +45,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
-use futures_util::stream::SplitSink;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use roster_core::{Meta, Role, TabId, Topic, UserId};
@@ -52,10 +54,10 @@ use roster_runtime::{
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio_tungstenite::tungstenite::error::CapacityError;
+use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
@@ -82,11 +84,22 @@ const MAX_ID_BYTES: usize = 256;
 /// one grows the buffer for its own read. tungstenite's default, 128 KiB zero-filled on the
 /// first read, was most of a socket's memory.
 const READ_BUFFER: usize = 4096;
-/// Frames are written out once this much is buffered, and at every flush.
-const WRITE_BUFFER: usize = 8192;
+/// Frames are written out once this much is buffered, and at every flush. tungstenite never
+/// gives its write buffer's room back: it keeps the most it ever held, about this plus one
+/// frame (it doubles as it grows). Small, so a socket that once took ten rooms' lists at once
+/// does not keep 16-32 KiB for good (measured with heaptrack: 1 KB per extra presence with
+/// 8 KiB and 8 KiB fragments); small diffs still share a write.
+const WRITE_BUFFER: usize = 1024;
 /// A shared push longer than this goes out as fragments of this size, so no socket's write
 /// buffer grows to the size of a big room's `presence_state` and stays there.
-const FRAGMENT: usize = 8192;
+const FRAGMENT: usize = 4096;
+/// After this much data written since the last ping, a ping goes out in line with it. A pong
+/// can only come once the client has read what was written before its ping, so a client taking
+/// in a big list (a 10,000-member room's is 880 KB) answers one every 32 KiB it reads: it is
+/// heard as long as it reads 32 KiB per two `ping_ms` (3.2 KiB/s at the default 5 s), however
+/// much is still waiting for it in the kernel's buffers. A client that stopped reading answers
+/// none, and is closed as before.
+const IN_LINE_PING_BYTES: u64 = 32 * 1024;
 /// Items taken from the connection's queue before they are written (one write, one flush).
 const BATCH_ITEMS: usize = 64;
 
@@ -243,17 +256,113 @@ fn subprotocol_token(headers: &HeaderMap) -> Option<String> {
 
 type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
-/// A channel of this socket: one join of one topic.
+/// A channel of this socket: one join of one topic. 64 bytes and no allocation of its own in
+/// the usual case: the topic is the one the runtime keeps for the join (a shared `Arc<str>`),
+/// and a short `join_ref` (phoenix.js numbers its joins) is kept inline.
 struct Channel {
-    join_ref: Option<String>,
+    topic: Topic,
+    join_ref: JoinRef,
     state: ChannelState,
 }
 
 enum ChannelState {
     /// Its `phx_join` (with this `ref`) waits for the node's answer.
-    Joining { msg_ref: Option<String> },
+    Joining { msg_ref: Option<Box<str>> },
     /// Joined as this runtime channel.
     Joined(ChannelId),
+}
+
+/// The longest `join_ref` kept inline.
+const INLINE_REF: usize = 22;
+
+/// A channel's `join_ref` as the client sent it (or `null`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum JoinRef {
+    Null,
+    /// Up to [`INLINE_REF`] bytes of UTF-8, held in place.
+    Inline(u8, [u8; INLINE_REF]),
+    Long(Box<str>),
+}
+
+impl JoinRef {
+    fn new(r: Option<&str>) -> Self {
+        match r {
+            None => JoinRef::Null,
+            Some(r) if r.len() <= INLINE_REF => {
+                let mut bytes = [0; INLINE_REF];
+                bytes[..r.len()].copy_from_slice(r.as_bytes());
+                JoinRef::Inline(r.len() as u8, bytes)
+            }
+            Some(r) => JoinRef::Long(r.into()),
+        }
+    }
+
+    fn as_deref(&self) -> Option<&str> {
+        match self {
+            JoinRef::Null => None,
+            // Copied from a `&str` whole: always UTF-8.
+            JoinRef::Inline(len, bytes) => std::str::from_utf8(&bytes[..*len as usize]).ok(),
+            JoinRef::Long(r) => Some(r),
+        }
+    }
+
+    fn to_option(&self) -> Option<String> {
+        self.as_deref().map(str::to_owned)
+    }
+}
+
+/// A socket's channels: a list, as a socket has a few (at most `max_topics_per_socket`), sized
+/// to what it holds.
+#[derive(Default)]
+struct Channels(Vec<Channel>);
+
+impl Channels {
+    fn position(&self, topic: &str) -> Option<usize> {
+        self.0.iter().position(|c| c.topic.as_str() == topic)
+    }
+
+    fn contains(&self, topic: &str) -> bool {
+        self.position(topic).is_some()
+    }
+
+    fn get(&self, topic: &str) -> Option<&Channel> {
+        self.position(topic).map(|i| &self.0[i])
+    }
+
+    fn get_mut(&mut self, topic: &str) -> Option<&mut Channel> {
+        self.position(topic).map(|i| &mut self.0[i])
+    }
+
+    fn insert(&mut self, channel: Channel) {
+        if let Some(i) = self.position(channel.topic.as_str()) {
+            self.0[i] = channel;
+            return;
+        }
+        let len = self.0.len();
+        if len == self.0.capacity() {
+            self.0.reserve_exact((len / 2).max(1));
+        }
+        self.0.push(channel);
+    }
+
+    fn remove(&mut self, topic: &str) -> Option<Channel> {
+        let i = self.position(topic)?;
+        let c = self.0.swap_remove(i);
+        if self.0.capacity() > 2 * self.0.len() + 4 {
+            self.0.shrink_to_fit();
+        }
+        Some(c)
+    }
+
+    /// Every channel, as `(topic, join_ref)`, sorted by topic; the list is left empty.
+    fn drain(&mut self) -> Vec<(String, Option<String>)> {
+        let mut all: Vec<(String, Option<String>)> = std::mem::take(&mut self.0)
+            .into_iter()
+            .map(|c| (c.topic.as_str().to_owned(), c.join_ref.to_option()))
+            .collect();
+        all.sort();
+        all
+    }
 }
 
 /// One socket's state in its task.
@@ -262,9 +371,11 @@ struct SocketTask {
     handle: ConnectionHandle,
     auth_refused: bool,
     anonymous: bool,
-    channels: HashMap<String, Channel>,
+    channels: Channels,
     /// Frames to write next.
     out: Vec<Message>,
+    /// Data written since the last ping (see [`IN_LINE_PING_BYTES`]).
+    since_ping: u64,
     /// Push rate limit: pushes counted in the current one-second window.
     window: (Instant, u32),
     /// Kinds of refusal already logged on this socket (logged once, counted always).
@@ -298,8 +409,9 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
         handle: conn.handle(),
         st: st.clone(),
         auth_refused: id.refused,
-        channels: HashMap::new(),
+        channels: Channels::default(),
         out: Vec::new(),
+        since_ping: 0,
         window: (Instant::now(), 0),
         logged: HashSet::new(),
         user: id.user,
@@ -321,7 +433,7 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
     let mut unread = Unread::new(last_seen);
     let mut clean = false;
     let mut final_close: Option<Message> = None;
-    loop {
+    'socket: loop {
         tokio::select! {
             msg = stream.next() => match task.on_message(msg, &mut last_seen) {
                 Flow::Go => {}
@@ -382,20 +494,27 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
                 task.out.push(Message::Ping(Bytes::new()));
             }
         }
-        if !task.out.is_empty() {
-            match write_queued(&mut sink, &mut task, &conn, send_timeout, (&mut last_seen, &mut unread)).await {
+        // Frames read while a write was blocked may have queued answers: write them too.
+        while !task.out.is_empty() {
+            let io = Io { sink: &mut sink, stream: &mut stream };
+            match write_queued(io, &mut task, &conn, send_timeout, (&mut last_seen, &mut unread)).await {
                 Written::All => {}
-                Written::Failed => break,
+                Written::Failed => break 'socket,
+                Written::Ended { close, clean: c } => {
+                    final_close = close;
+                    clean = c;
+                    break 'socket;
+                }
                 Written::TooSlow => {
                     // Never buffer for a client that does not read: close it, and say why.
                     st.metrics.slow_clients.inc();
                     tracing::info!("slow client closed: a write stayed blocked for two pings");
                     final_close = Some(close(CLOSE_TRY_AGAIN, "slow client: a write stayed blocked"));
-                    break;
+                    break 'socket;
                 }
                 Written::ConnectionEnded => {
                     final_close = Some(task.on_connection_end(conn.close_reason()));
-                    break;
+                    break 'socket;
                 }
             }
         }
@@ -429,6 +548,14 @@ enum Written {
     /// The connection ended meanwhile (its queue overflowed while the write was blocked, or the
     /// node shuts down).
     ConnectionEnded,
+    /// A frame read while a write was blocked ends the socket (as [`Flow::End`]).
+    Ended { close: Option<Message>, clean: bool },
+}
+
+/// The socket's two halves, for a write that reads while it waits.
+struct Io<'a> {
+    sink: &'a mut SplitSink<Socket, Message>,
+    stream: &'a mut SplitStream<Socket>,
 }
 
 /// What a socket was written (pings aside) since its client was last heard from, and so must
@@ -473,62 +600,113 @@ impl Unread {
 /// Write the frames taken so far, frame by frame. A write that has to wait for the client
 /// (its receive window is full) and then goes on shows the client reading: that counts as
 /// hearing from it (`last_seen`), and what was written (pings aside) must be read before a pong
-/// can come ([`Unread`]). A single write blocked for
-/// `send_timeout` (no progress at all) is a client that does not read. While a write is
-/// blocked, the connection's queue keeps filling; past its bounds the connection ends as a slow
-/// client, which ends this wait at once.
+/// can come ([`Unread`]). While a write waits, the client's frames are read as usual, and a
+/// pong (an answer to a ping written in line with the data before, [`IN_LINE_PING_BYTES`])
+/// shows it reading: the wait starts afresh. So a write is a slow client's (1013) only once it
+/// stayed blocked for `send_timeout` with no pong: under the kernel's memory pressure (a room
+/// of 10,000 members writes 8.8 GB of lists at once) a socket's write may wait on others'
+/// clients, while its own keeps reading. While a write is blocked, the connection's queue
+/// keeps filling; past its bounds the connection ends as a slow client, which ends this wait
+/// at once.
 async fn write_queued(
-    sink: &mut SplitSink<Socket, Message>,
+    io: Io<'_>,
     task: &mut SocketTask,
     conn: &Connection,
     send_timeout: Duration,
     (last_seen, unread): (&mut Instant, &mut Unread),
 ) -> Written {
+    let Io { sink, stream } = io;
     let batch = std::mem::take(&mut task.out);
     let data: u64 = batch.iter().filter(|m| !matches!(m, Message::Ping(_))).map(|m| m.len() as u64).sum();
     let mut waited = false;
-    let mut outcome = Written::All;
     for m in batch {
-        if let Err(w) = write_step(sink.feed(m), conn, send_timeout, &mut waited).await {
-            outcome = w;
-            break;
+        let ping_after = match &m {
+            Message::Ping(_) => {
+                task.since_ping = 0;
+                false
+            }
+            m => {
+                task.since_ping += m.len() as u64;
+                task.since_ping >= IN_LINE_PING_BYTES
+            }
+        };
+        let mut w = Waiting {
+            stream: &mut *stream,
+            task: &mut *task,
+            conn,
+            send_timeout,
+            waited: &mut waited,
+            last_seen: &mut *last_seen,
+        };
+        if let Err(outcome) = w.write(sink.feed(m)).await {
+            return outcome;
         }
-    }
-    if matches!(outcome, Written::All) {
-        if let Err(w) = write_step(sink.flush(), conn, send_timeout, &mut waited).await {
-            outcome = w;
-        }
-    }
-    if waited && !matches!(outcome, Written::TooSlow | Written::Failed) {
-        *last_seen = Instant::now();
-    }
-    if data > 0 && matches!(outcome, Written::All) {
-        unread.wrote(*last_seen, data);
-    }
-    outcome
-}
-
-/// One write: at once if the socket takes it, else within `send_timeout` (`waited` set).
-async fn write_step<F>(write: F, conn: &Connection, send_timeout: Duration, waited: &mut bool) -> Result<(), Written>
-where
-    F: std::future::Future<Output = Result<(), WsError>>,
-{
-    let mut write = std::pin::pin!(write);
-    // The usual case, a socket with room in its buffers: no timer.
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
-    let written = match first {
-        std::task::Poll::Ready(written) => written,
-        std::task::Poll::Pending => {
-            *waited = true;
-            tokio::select! {
-                biased;
-                written = write => written,
-                () = tokio::time::sleep(send_timeout) => return Err(Written::TooSlow),
-                () = conn.ended() => return Err(Written::ConnectionEnded),
+        // Control frames may come between a message's fragments (RFC 6455, 5.4).
+        if ping_after {
+            w.task.since_ping = 0;
+            if let Err(outcome) = w.write(sink.feed(Message::Ping(Bytes::new()))).await {
+                return outcome;
             }
         }
-    };
-    written.map_err(|_| Written::Failed)
+    }
+    let mut w = Waiting { stream, task, conn, send_timeout, waited: &mut waited, last_seen: &mut *last_seen };
+    if let Err(outcome) = w.write(sink.flush()).await {
+        return outcome;
+    }
+    if waited {
+        *last_seen = Instant::now();
+    }
+    if data > 0 {
+        unread.wrote(*last_seen, data);
+    }
+    Written::All
+}
+
+/// What a blocked write reads and updates while it waits.
+struct Waiting<'a> {
+    stream: &'a mut SplitStream<Socket>,
+    task: &'a mut SocketTask,
+    conn: &'a Connection,
+    send_timeout: Duration,
+    waited: &'a mut bool,
+    last_seen: &'a mut Instant,
+}
+
+impl Waiting<'_> {
+    /// One write: at once if the socket takes it, else within `send_timeout` of the last pong
+    /// (`waited` set).
+    async fn write<F>(&mut self, write: F) -> Result<(), Written>
+    where
+        F: std::future::Future<Output = Result<(), WsError>>,
+    {
+        let mut write = std::pin::pin!(write);
+        // The usual case, a socket with room in its buffers: no timer.
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
+        let written = match first {
+            std::task::Poll::Ready(written) => written,
+            std::task::Poll::Pending => {
+                *self.waited = true;
+                let mut deadline = tokio::time::Instant::now() + self.send_timeout;
+                loop {
+                    tokio::select! {
+                        biased;
+                        written = &mut write => break written,
+                        () = self.conn.ended() => return Err(Written::ConnectionEnded),
+                        () = tokio::time::sleep_until(deadline) => return Err(Written::TooSlow),
+                        msg = self.stream.next() => {
+                            let pong = matches!(msg, Some(Ok(Message::Pong(_))));
+                            match self.task.on_message(msg, self.last_seen) {
+                                Flow::Go if pong => deadline = tokio::time::Instant::now() + self.send_timeout,
+                                Flow::Go => {}
+                                Flow::End { close, clean } => return Err(Written::Ended { close, clean }),
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        written.map_err(|_| Written::Failed)
+    }
 }
 
 fn close(code: u16, reason: &str) -> Message {
@@ -595,6 +773,9 @@ impl SocketTask {
                         self.refuse("too_large", "frame over the transport limits");
                         Some(close(CLOSE_TOO_BIG, "frame too large"))
                     }
+                    // A client gone without a close frame (a killed tab, a cut network) ended
+                    // its connection uncleanly: not bad input.
+                    WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
                     WsError::Protocol(_) => {
                         self.refuse("ws_protocol", "WebSocket protocol violation");
                         Some(close(CLOSE_PROTOCOL, "WebSocket protocol error"))
@@ -640,7 +821,7 @@ impl SocketTask {
                 return;
             }
         };
-        let member = self.channels.contains_key(&frame.topic);
+        let member = self.channels.contains(&frame.topic);
         if let Err(refusal) = self.guard.check(&frame, member, Instant::now()) {
             return self.refuse_frame(&frame, refusal);
         }
@@ -674,15 +855,16 @@ impl SocketTask {
             self.refuse("bad_join_payload", "phx_join payload is not {tab_id?: string, meta?: object}");
             return self.reply_error(&f, "bad_request");
         };
-        if self.channels.contains_key(&f.topic) {
+        if self.channels.contains(&f.topic) {
             Metrics::inc(&self.st.metrics.join_rejects, "already_joined");
             return self.reply_error(&f, "already_joined");
         }
         // The answer comes through the connection's queue, ahead of the topic's pushes.
-        match self.handle.send_join(Topic::from(f.topic.as_str()), tab, meta) {
+        let topic = Topic::from(f.topic.as_str());
+        match self.handle.send_join(topic.clone(), tab, meta) {
             Ok(()) => {
-                let state = ChannelState::Joining { msg_ref: f.msg_ref.clone() };
-                self.channels.insert(f.topic.clone(), Channel { join_ref: f.join_ref.clone(), state });
+                let state = ChannelState::Joining { msg_ref: f.msg_ref.as_deref().map(Box::from) };
+                self.channels.insert(Channel { topic, join_ref: JoinRef::new(f.join_ref.as_deref()), state });
             }
             Err(e) => {
                 Metrics::inc(&self.st.metrics.join_rejects, e.reason());
@@ -765,7 +947,8 @@ impl SocketTask {
             Outbound::Joined { topic, channel, token } => {
                 let Some(c) = self.channels.get_mut(topic.as_str()) else { return };
                 let ChannelState::Joining { msg_ref } = &c.state else { return };
-                let f = Frame::reply(c.join_ref.clone(), msg_ref.clone(), topic.as_str(), ReplyStatus::Ok, json!({}));
+                let msg_ref = msg_ref.as_deref().map(str::to_owned);
+                let f = Frame::reply(c.join_ref.to_option(), msg_ref, topic.as_str(), ReplyStatus::Ok, json!({}));
                 c.state = ChannelState::Joined(channel);
                 self.st.metrics.joins.inc();
                 let slot = token.map_or(Value::Null, |t| json!({ "token": t.to_string() }));
@@ -774,12 +957,15 @@ impl SocketTask {
             Outbound::JoinFailed { topic, error } => {
                 let Some(c) = self.channels.get(topic.as_str()) else { return };
                 let ChannelState::Joining { msg_ref } = &c.state else { return };
-                let f = Frame::reply(c.join_ref.clone(), msg_ref.clone(), topic.as_str(), ReplyStatus::Ok, json!({}));
+                let msg_ref = msg_ref.as_deref().map(str::to_owned);
+                let f = Frame::reply(c.join_ref.to_option(), msg_ref, topic.as_str(), ReplyStatus::Ok, json!({}));
                 self.channels.remove(topic.as_str());
                 self.join_refused(&f, &error);
             }
             Outbound::Revoked { topic, channel, reason } => {
-                let Some(join_ref) = self.joined(topic.as_str(), channel).map(|c| c.join_ref.clone()) else { return };
+                let Some(join_ref) = self.joined(topic.as_str(), channel).map(|c| c.join_ref.to_option()) else {
+                    return;
+                };
                 Metrics::inc(&self.st.metrics.revokes, guard::revoke_label(&reason));
                 self.st.dashboard.revoked(self.user.as_ref(), topic.as_str(), &reason);
                 self.channels.remove(topic.as_str());
@@ -788,7 +974,9 @@ impl SocketTask {
                 self.send(Frame::close(join_ref, topic));
             }
             Outbound::Closed { topic, channel } => {
-                let Some(join_ref) = self.joined(topic.as_str(), channel).map(|c| c.join_ref.clone()) else { return };
+                let Some(join_ref) = self.joined(topic.as_str(), channel).map(|c| c.join_ref.to_option()) else {
+                    return;
+                };
                 self.channels.remove(topic.as_str());
                 self.send(Frame::close(join_ref, topic.as_str()));
             }
@@ -867,9 +1055,7 @@ impl SocketTask {
     /// and closed; the socket is closed with 1008 and its presences leave.
     fn on_token_expired(&mut self) -> Message {
         tracing::info!("socket closed: its token expired");
-        let mut channels: Vec<(String, Option<String>)> = self.channels.drain().map(|(t, c)| (t, c.join_ref)).collect();
-        channels.sort();
-        for (topic, join_ref) in channels {
+        for (topic, join_ref) in self.channels.drain() {
             Metrics::inc(&self.st.metrics.revokes, "token_expired");
             self.send(Frame::push(
                 join_ref.clone(),
@@ -893,9 +1079,7 @@ impl SocketTask {
             _ => {
                 // The connection failed inside the node: every channel errors (the client
                 // rejoins).
-                let topics: Vec<(String, Option<String>)> =
-                    self.channels.drain().map(|(t, c)| (t, c.join_ref)).collect();
-                for (t, jr) in topics {
+                for (t, jr) in self.channels.drain() {
                     self.send(Frame::error(jr, t));
                 }
                 close(CLOSE_INTERNAL, "connection failed")

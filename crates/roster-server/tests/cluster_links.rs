@@ -190,7 +190,9 @@ fn a_raw_peer_with_the_cookie_posing_as_another_node_is_refused_and_counted() {
     }
     // Its own name on the envelope, but c's heartbeat inside.
     session.send("a", vec![heartbeat(Incarnation::new("c", 99))]);
-    c.wait_until(SETTLE, "b refuses and counts all four frames", |c| link_count(c, 1, "refused_from_mismatch") == 4);
+    // Its own name on the envelope, and a goodbye for c (rule 16: it would mark c down).
+    session.send("a", vec![PeerMsg::Goodbye { from: Incarnation::new("c", 99), released: vec![], settled: true }]);
+    c.wait_until(SETTLE, "b refuses and counts all five frames", |c| link_count(c, 1, "refused_from_mismatch") == 5);
     let (_, alive, incarnation) = view(&c, 1, 2).expect("b's view of c");
     assert!(alive && incarnation == c_incarnation, "b took the forged heartbeat: c is now {incarnation:?}");
     let warnings = c.log(1).matches("speaks for c").count();

@@ -591,6 +591,59 @@ fn terminate_and_restart(c: &mut Cluster, n: usize) {
     c.wait_ready(n);
 }
 
+/// Rule 16 (`Goodbye`): a graceful shutdown of a node that is both home and gateway of its
+/// users. `u` is homed on c and joined on c; `w`, homed on c too, holds its slot through b;
+/// `x`, homed on a, is joined on c. c gets SIGTERM: its clients are closed with 1012, and `u`
+/// and `x` rejoin their tab on a. Both are granted (the new home of `u`'s partition skips c
+/// in its scan: c said goodbye after releasing everything), `w`'s slot on b is re-attached
+/// to the new home and never revoked, and P1 holds over the record logs. The wait from the
+/// SIGTERM to each grant is printed (`BENCHMARKS.md`, "Goodbye"): before rule 16 a user of a
+/// home that shut down waited about 4.3 s.
+#[test]
+fn a_graceful_shutdown_of_a_home_and_gateway_lets_its_users_rejoin_elsewhere() {
+    let _serial = serial();
+    let mut c = ClusterSpec::new(3).start(ROSTER);
+    let js = JsDriver::start();
+    let topic = "room:bye";
+    let on_c = users_homed_on(&c, 2, "bye", 2);
+    let (u, w) = (&on_c[0], &on_c[1]);
+    let x = &users_homed_on(&c, 0, "byx", 1)[0];
+    for (conn, user, node) in [("u1", u, 2), ("w1", w, 1), ("x1", x, 2)] {
+        js.connect(conn, &c.socket_url(node), &token(user, "user"));
+        assert_granted(&c, &js, conn, &try_join(&c, &js, conn, topic, &format!("{user}-tab")));
+    }
+    let all = one_each(&[u, w, x]);
+    c.wait_until(SETTLE, "every node lists the three users", |c| nodes_agree(c, &[0, 1, 2], topic, &all));
+    let mark = js.mark();
+    let down = Instant::now();
+    terminate_cleanly(&mut c, 2);
+    let stopped = down.elapsed();
+    for (conn, user) in [("u1", u), ("x1", x)] {
+        let closed = js
+            .wait_event_after(mark, SETTLE, &format!("{conn}'s socket closes"), |e| {
+                e["event"] == "socket_close" && e["conn"] == conn
+            })
+            .unwrap_or_else(|e| c.fail(&e));
+        assert_eq!(closed["code"], 1012, "a node shutting down closes with 1012: {closed}");
+        let again = format!("{conn}.a");
+        js.connect(&again, &c.socket_url(0), &token(user, "user"));
+        let reply = try_join(&c, &js, &again, topic, &format!("{user}-tab"));
+        let waited = down.elapsed();
+        assert_granted(&c, &js, &format!("{user} rejoins on a"), &reply);
+        println!(
+            "goodbye: {user} (home {}) rejoined on a {waited:?} after SIGTERM to c (c exited after {stopped:?})",
+            if user == u { "c" } else { "a" }
+        );
+    }
+    let home = home_of(&c, u);
+    assert!(matches!(home, Some(0 | 1)), "u's partition has a new home: {home:?}");
+    c.wait_until(SETTLE, "a and b list the three users", |c| nodes_agree(c, &[0, 1], topic, &all));
+    let revoked = js.events_after(mark, |e| e["event"] == "slot_revoked");
+    assert!(revoked.is_empty(), "no slot was revoked: {revoked:?}");
+    assert!(c.kills().is_empty(), "a graceful shutdown kills nothing");
+    assert_p1(&c);
+}
+
 /// A rolling restart as a load balancer sees it: each node in turn is stopped with SIGTERM
 /// (its clients get close 1012), its clients reconnect to the next live node and rejoin with
 /// their tab (a resume), and the node is started again.

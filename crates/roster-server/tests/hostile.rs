@@ -341,6 +341,32 @@ fn websocket_protocol_violations_are_closed_with_1002_and_bad_utf8_with_1007() {
     assert_eq!(server.get("/health"), (200, "ok".to_owned()));
 }
 
+/// A client whose connection ends without a close frame (a killed tab, a cut network) left
+/// uncleanly, but sent nothing wrong: it is not counted as a WebSocket protocol violation.
+#[test]
+fn a_connection_dropped_without_a_close_frame_is_not_counted_as_bad_input() {
+    let server = Server::builder().server_key("ping_ms = 60000").start();
+    let addr = server.http_addr.clone();
+    let token = server.token("alice");
+    let sockets_reach = |n: f64, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.metric("roster_sockets") != n {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    block_on(async {
+        let mut ws = raw::connect(&addr, None).await;
+        raw::ws_upgrade(&mut ws, &addr, &token).await;
+        sockets_reach(1.0, "the socket never counted as open");
+        // Ends the TCP connection (FIN) with no WebSocket close frame before it.
+        tokio::io::AsyncWriteExt::shutdown(&mut ws).await.unwrap();
+    });
+    sockets_reach(0.0, "the server never noticed the connection end");
+    assert_eq!(server.metric("roster_bad_frames_total{reason=\"ws_protocol\"}"), 0.0);
+    assert_eq!(server.get("/health"), (200, "ok".to_owned()));
+}
+
 #[test]
 fn sockets_per_user_joins_per_second_and_meta_size_are_limited_for_the_offender_only() {
     let server = Server::builder()

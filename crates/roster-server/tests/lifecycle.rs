@@ -1,5 +1,6 @@
 //! A node's life and its clients' deaths: a client that stops answering pings is closed and
-//! its presence leaves (no ghost from a half-open connection); SIGTERM shuts down gracefully,
+//! its presence leaves (no ghost from a half-open connection); a client reading a big push is
+//! pinged in line with it (it answers while it reads); SIGTERM shuts down gracefully,
 //! closing every client with 1012 so it reconnects, and the process exits cleanly.
 
 mod support {
@@ -18,6 +19,13 @@ fn a_client_that_stops_answering_pings_is_closed_and_its_presence_leaves() {
     let server = Server::builder().server_key("ping_ms = 200").start();
     let users = ["alice", "bob"].map(|u| (u, server.token(u)));
     server.run_scenario("dead_client.mjs", &server.input(&users));
+}
+
+#[test]
+fn a_big_push_carries_pings_in_line_so_a_client_reading_it_is_heard() {
+    let server = Server::builder().server_key("ping_ms = 3600000").server_key("max_frame_bytes = 262144").start();
+    let users = ["alice", "bob"].map(|u| (u, server.token(u)));
+    server.run_scenario("in_line_pings.mjs", &server.input(&users));
 }
 
 #[test]

@@ -230,7 +230,7 @@ mod tests {
     }
 
     #[test]
-    fn two_tabs_holding_one_slot_at_once_in_the_record_logs_break_p1() {
+    fn two_logs_that_each_pass_alone_break_p1_together_when_two_tabs_hold_one_slot() {
         let dir = std::env::temp_dir().join(format!("roster-testkit-records-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let config = Config::single_node();
@@ -244,6 +244,12 @@ mod tests {
             assert_eq!(p1.len(), usize::from(broken), "second grant at {second_at}: {:?}", verdict.violations);
             if broken {
                 assert_eq!(p1[0].at(), 1500);
+                // Each log alone passes: only the two together show the second tab.
+                for alone in &paths {
+                    let h = read_history(&config, &[*alone], &[], 10_000).unwrap();
+                    let alone_p1 = check(&h).violations.iter().filter(|v| v.is_p1()).count();
+                    assert_eq!(alone_p1, 0, "{} alone must pass", alone.display());
+                }
             }
         }
         std::fs::write(dir.join("bad.records.jsonl"), "{not a record}\n").unwrap();

@@ -49,7 +49,15 @@ pub(super) struct Home {
     /// up to date at the end of the turn, in those scopes only: `users.rs`). A user with no
     /// scope listed was touched for its activation alone (a handover wait, a restart).
     touched: BTreeMap<UserId, BTreeSet<ScopeKey>>,
+    /// This home's partition, written to `touches` when its first user of a turn is touched.
+    partition: PartitionId,
+    /// Shared with the node: the partitions touched this turn, so the end of a turn visits
+    /// only those homes instead of every partition's.
+    touches: Touches,
 }
+
+/// The partitions whose homes touched a user this turn (in any order, possibly repeated).
+pub(super) type Touches = std::sync::Arc<std::sync::Mutex<Vec<PartitionId>>>;
 
 impl Home {
     pub(super) fn scan_done(&self) -> bool {
@@ -62,6 +70,34 @@ impl Home {
 
     pub(super) fn next_deadline(&self) -> Option<Millis> {
         self.deadlines.first().map(|(d, _)| *d)
+    }
+
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Whether the scan (or the wait after it, rule 9) still counts on `gateway` answering.
+    pub(super) fn waits_for(&self, gateway: &NodeName) -> bool {
+        self.unanswered.contains_key(gateway)
+    }
+
+    /// Rule 16: `gateway` said goodbye and this home is the direct successor of its lease:
+    /// its scan waits for it no more.
+    pub(super) fn stop_waiting_for(&mut self, gateway: &NodeName) {
+        self.unanswered.remove(gateway);
+    }
+
+    pub(super) fn gateway_departed(&mut self, gateway: &Incarnation, now: Millis) {
+        if !self.scan_over {
+            self.collected.retain(|s| &s.conn.gateway != gateway);
+        }
+        let keys: Vec<UserKey> = self.users.keys().cloned().collect();
+        for k in keys {
+            if let Some(u) = self.users.get_mut(&k) {
+                u.slots.gateway_departed(gateway, now);
+            }
+            self.reindex(&k);
+        }
     }
 
     pub(super) fn gateway_heard(&mut self, gateway: &Incarnation) {
@@ -86,7 +122,7 @@ impl Home {
 
     /// Bring the indexes up to date after `key`'s slots changed; forget an idle user.
     fn reindex(&mut self, key: &UserKey) {
-        self.touched.entry(key.0.clone()).or_default().insert(key.1.clone());
+        self.mark(&key.0).insert(key.1.clone());
         if let Some(d) = self.deadline_of.remove(key) {
             self.deadlines.remove(&(d, key.clone()));
         }
@@ -167,8 +203,16 @@ impl NodeState {
             collected: Vec::new(),
             closed_early: BTreeSet::new(),
             touched: BTreeMap::new(),
+            partition: p,
+            touches: self.touches.clone(),
         };
-        for name in self.peers.keys() {
+        let needs_successor = self.safeguards.goodbye_scan_needs_direct_successor;
+        for (name, peer) in &self.peers {
+            // Rule 16: a gateway that said goodbye holds nothing, and as the direct successor
+            // of the lease it released, no later life of it holds anything here.
+            if *name != self.me.node && peer.skippable_in_scan(p, epoch, needs_successor) {
+                continue;
+            }
             home.unanswered.insert(name.clone(), now);
         }
         self.homes.insert(p, home);
@@ -220,6 +264,8 @@ impl NodeState {
         if current.as_ref() != Some(&from) {
             return; // answers vouch for the answering incarnation only
         }
+        // Rule 16: an answer overtaken by its sender's goodbye lists slots it released since.
+        let slots = if self.peers.get(&from.node).is_some_and(|peer| peer.gone()) { Vec::new() } else { slots };
         let Some(home) = self.homes.get_mut(&p) else { return };
         if home.epoch != epoch || !home.unanswered.contains_key(&from.node) {
             return;
@@ -322,7 +368,8 @@ impl NodeState {
             .values()
             .filter(|peer| !peer.alive)
             .filter_map(|peer| {
-                let until = if self.safeguards.keep_in_doubt { peer.last_heard? + doubt } else { now };
+                // Rule 16: a gateway that said goodbye holds nothing: its records go now.
+                let until = if self.safeguards.keep_in_doubt && !peer.gone() { peer.last_heard? + doubt } else { now };
                 Some((peer.incarnation.clone()?, until))
             })
             .collect();
@@ -679,12 +726,15 @@ impl Home {
     /// Mark `user` for a decision on its activation at the end of the turn (its sessions
     /// did not change).
     pub(super) fn touch(&mut self, user: &UserId) {
-        self.touched.entry(user.clone()).or_default();
+        self.mark(user);
     }
 
-    /// Whether any user was touched this turn.
-    pub(super) fn any_touched(&self) -> bool {
-        !self.touched.is_empty()
+    /// `user`'s entry in `touched` (the home's partition is noted at its first).
+    fn mark(&mut self, user: &UserId) -> &mut BTreeSet<ScopeKey> {
+        if self.touched.is_empty() {
+            self.touches.lock().unwrap_or_else(|e| e.into_inner()).push(self.partition);
+        }
+        self.touched.entry(user.clone()).or_default()
     }
 }
 

@@ -45,6 +45,9 @@ pub(super) struct Leases {
     floor: u64,
     persisted: u64,
     held: BTreeMap<PartitionId, Held>,
+    /// At or before the earliest `valid_until` in `held` (`Millis::MAX` when none): until then
+    /// no lease can lapse, so the check that runs before every input skips its scan.
+    next_lapse: Millis,
     rounds: BTreeMap<Millis, Round>,
     /// The highest epoch at which this node started a home, per partition. A lease is never
     /// started again at such an epoch: a late majority for a round sent before the lease lapsed
@@ -60,6 +63,7 @@ impl Leases {
             floor,
             persisted,
             held: BTreeMap::new(),
+            next_lapse: Millis::MAX,
             rounds: BTreeMap::new(),
             served: BTreeMap::new(),
         }
@@ -89,6 +93,14 @@ impl Leases {
     pub(super) fn learn_epoch(&mut self, p: PartitionId, epoch: u64) {
         if let Some(k) = self.known.get_mut(p.0 as usize) {
             *k = (*k).max(epoch);
+        }
+    }
+
+    /// Rule 16: every grant this grantor holds for an incarnation that said goodbye is free
+    /// (it released its leases and stopped; a `LeaseRelease` lost on the way changes nothing).
+    pub(super) fn release_all_of(&mut self, from: &Incarnation) {
+        for g in self.grants.iter_mut().filter(|g| g.holder.as_ref() == Some(from)) {
+            g.holder = None;
         }
     }
 
@@ -259,6 +271,7 @@ impl NodeState {
                 _ if self.leases.served.get(&p).is_some_and(|s| *s >= a.epoch) => {}
                 _ => {
                     self.leases.held.insert(p, super::lease::Held { epoch: a.epoch, valid_until: until });
+                    self.leases.next_lapse = self.leases.next_lapse.min(until);
                     let mine = self.leases.served.insert(p, a.epoch).unwrap_or(0);
                     let others = self.leases.rounds.get(&round).and_then(|r| r.before.get(&p)).copied();
                     fx.push(Effect::Record(Record::LeaseHeld { at: now, partition: p, epoch: a.epoch, until }));
@@ -272,6 +285,12 @@ impl NodeState {
 
     /// A lease that ran out is dropped with the home state built on it.
     pub(super) fn drop_lapsed_leases(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        // Renewals only move deadlines later and removals only drop them, so the bound holds.
+        if now < self.leases.next_lapse {
+            return;
+        }
+        self.leases.next_lapse =
+            self.leases.held.values().map(|h| h.valid_until).filter(|u| *u > now).min().unwrap_or(Millis::MAX);
         let lapsed: Vec<(PartitionId, u64)> =
             self.leases.held.iter().filter(|(_, h)| h.valid_until <= now).map(|(p, h)| (*p, h.epoch)).collect();
         for (p, epoch) in lapsed {
@@ -281,8 +300,8 @@ impl NodeState {
         }
     }
 
-    /// Give every lease up at once (graceful shutdown, rule 13).
-    pub(super) fn leases_release_all(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+    /// Give every lease up at once (graceful shutdown, rule 13); returns what it released.
+    pub(super) fn leases_release_all(&mut self, now: Millis, fx: &mut Vec<Effect>) -> Vec<Announced> {
         let leases = self.leases.valid_now(now);
         for a in &leases {
             self.leases.held.remove(&a.partition);
@@ -294,6 +313,7 @@ impl NodeState {
                 fx.push(Effect::Send { to: to.clone(), msg });
             }
         }
+        leases
     }
 
     /// Handover: a partition held here whose preferred node has been back for two leases is

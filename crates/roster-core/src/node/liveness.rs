@@ -22,6 +22,30 @@ pub(super) struct Peer {
     pub announced: Vec<Announced>,
     /// The presence sequence number its latest heartbeat announced.
     pub presence_seq: u64,
+    /// The latest incarnation of it that said goodbye (rule 16), with the leases it released
+    /// (none if an earlier life of it might still hold slots: it had not been up
+    /// `isolation_ms`).
+    pub departed: Option<(Incarnation, Vec<Announced>)>,
+}
+
+impl Peer {
+    /// Whether the incarnation heard last said goodbye and is not heard now.
+    pub(super) fn gone(&self) -> bool {
+        !self.alive && self.departed.as_ref().is_some_and(|(i, _)| self.incarnation.as_ref() == Some(i))
+    }
+
+    /// Rule 16: whether a new home of `p` at `epoch` need not wait for this peer in its scan:
+    /// the incarnation heard last said goodbye, released `p` at the epoch just below, and is
+    /// not heard now. The departed life holds nothing; it had been up `isolation_ms`, so no
+    /// earlier life holds a slot either (the reason of rule 10); and as the direct successor
+    /// of its lease, no other home of `p` held it since, so no later life can hold a slot of
+    /// `p` that this home does not know.
+    pub(super) fn skippable_in_scan(&self, p: PartitionId, epoch: u64, needs_successor: bool) -> bool {
+        self.gone()
+            && self.departed.as_ref().is_some_and(|(_, released)| {
+                !needs_successor || released.iter().any(|a| a.partition == p && a.epoch + 1 == epoch)
+            })
+    }
 }
 
 /// One peer as this node sees it (see [`NodeState::peers_view`]).
@@ -80,6 +104,9 @@ impl NodeState {
             return; // a delayed message from this node's previous life
         }
         let Some(peer) = self.peers.get(&name) else { return };
+        if peer.departed.as_ref().is_some_and(|(i, _)| *i == from) {
+            return; // late: this incarnation already said goodbye (rule 16)
+        }
         if peer.incarnation.as_ref().is_some_and(|i| *i != from) {
             if peer.alive {
                 self.peer_down(&name, now, fx);
@@ -156,6 +183,64 @@ impl NodeState {
         for home in self.homes.values_mut() {
             home.gateway_unheard(&inc, until);
         }
+    }
+
+    /// Rule 16: `from` shut down gracefully after releasing every slot and lease, and says
+    /// so. If it is the incarnation heard now, the peer is down at once; its leases are free
+    /// at this grantor, and what the homes here still count for it (a release lost on the way)
+    /// is freed now rather than kept in doubt. A goodbye of an earlier or unknown life frees
+    /// that life's records only: the incarnation heard now is untouched. Homes whose scan
+    /// waits for it as the direct successor of a lease it released stop waiting.
+    pub(super) fn goodbye(
+        &mut self,
+        link: NodeName,
+        from: Incarnation,
+        released: Vec<Announced>,
+        settled: bool,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) {
+        let name = from.node.clone();
+        if name != link || name == self.me.node {
+            return; // a node says goodbye for itself only
+        }
+        let Some(peer) = self.peers.get_mut(&name) else { return };
+        let current = peer.incarnation.as_ref() == Some(&from);
+        // With the safeguard off (ablation), the goodbye acts on whatever life is heard now.
+        let departed = match (&peer.incarnation, self.safeguards.goodbye_for_one_incarnation) {
+            (Some(heard), false) => heard.clone(),
+            _ => from.clone(),
+        };
+        if current || !self.safeguards.goodbye_for_one_incarnation {
+            // An earlier life may still hold slots (rule 10): then no scan skips the node.
+            let released =
+                if settled || !self.safeguards.goodbye_scan_needs_direct_successor { released } else { Vec::new() };
+            peer.departed = Some((departed.clone(), released));
+            self.peer_down(&name, now, fx);
+        }
+        self.leases.release_all_of(&departed);
+        for home in self.homes.values_mut() {
+            home.gateway_departed(&departed, now);
+        }
+        let needs_successor = self.safeguards.goodbye_scan_needs_direct_successor;
+        let skip: Vec<PartitionId> = self
+            .homes
+            .iter()
+            .filter(|(p, h)| {
+                h.waits_for(&name)
+                    && self.peers.get(&name).is_some_and(|peer| peer.skippable_in_scan(**p, h.epoch(), needs_successor))
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for p in skip {
+            if let Some(h) = self.homes.get_mut(&p) {
+                h.stop_waiting_for(&name);
+            }
+        }
+        // The partitions it held move at the next lease round, now rather than up to a
+        // quarter lease later; what the homes freed is admitted at once.
+        self.next_lease_round = self.next_lease_round.min(now + 1);
+        self.home_timers(now, fx);
     }
 
     /// What this node knows of every other configured node, for `/cluster`.

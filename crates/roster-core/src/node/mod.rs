@@ -82,6 +82,8 @@ pub struct NodeState {
     peers: BTreeMap<NodeName, liveness::Peer>,
     leases: lease::Leases,
     homes: BTreeMap<PartitionId, home::Home>,
+    /// The partitions whose homes touched a user this turn (see `home::Touches`).
+    touches: home::Touches,
     gateway: gateway::Gateway,
     presence: PresenceTable,
     outbox: DeltaBuffer,
@@ -134,6 +136,7 @@ impl NodeState {
             next_lease_round: now,
             peers,
             homes: BTreeMap::new(),
+            touches: home::Touches::default(),
             users: users::Users::default(),
         }
     }
@@ -309,6 +312,7 @@ impl NodeState {
             }
             PeerMsg::SlotReleaseAck { conn, token } => self.gateway.release_acked(&conn, token),
             PeerMsg::ScanRequest { from: inc, partition, epoch } => self.gw_scan(inc, partition, epoch, now, fx),
+            PeerMsg::Goodbye { from: inc, released, settled } => self.goodbye(from, inc, released, settled, now, fx),
             PeerMsg::Presence(msg) => self.presence_msg(msg, now, fx),
             msg @ (PeerMsg::UserCall { .. }
             | PeerMsg::UserReply { .. }
@@ -343,10 +347,18 @@ impl NodeState {
     fn shutdown(&mut self, now: Millis, fx: &mut Vec<Effect>) {
         self.gw_shutdown(now, fx);
         self.flush_presence(now, true, fx);
-        self.leases_release_all(now, fx);
+        let released = self.leases_release_all(now, fx);
         self.users_shutdown(now, fx);
         self.homes.clear();
         self.stopped = true;
+        // Rule 16: the last message to every peer, after every release above.
+        if self.safeguards.say_goodbye && !self.alone {
+            let settled = now >= self.started_at + self.config.cluster.isolation_ms;
+            for to in self.peers.keys().filter(|n| **n != self.me.node) {
+                let msg = PeerMsg::Goodbye { from: self.me.clone(), released: released.clone(), settled };
+                fx.push(Effect::Send { to: to.clone(), msg });
+            }
+        }
     }
 
     /// `isolation_ms × (1 − max_drift)`: how long after an echoed heartbeat a gateway's slot

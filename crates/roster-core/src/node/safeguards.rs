@@ -73,6 +73,19 @@ pub struct Safeguards {
     /// Rule 9: a scan closes a tab's older connections as soon as the answers in show it on
     /// two connections, not only once the scan is over.
     pub scan_dedup_at_once: bool,
+    /// Rule 16: a node that shuts down gracefully says `Goodbye` to every peer after releasing
+    /// everything. Off, its peers find out as after a crash (slower, never unsafe).
+    pub say_goodbye: bool,
+    /// Rule 16: a `Goodbye` frees the records of the incarnation that sent it, and marks the
+    /// peer down only if that incarnation is the one heard now. Off, it acts on the peer by
+    /// name: a late goodbye of an earlier life frees the records of the life that followed.
+    pub goodbye_for_one_incarnation: bool,
+    /// Rule 16: a new home skips a departed gateway in its scan only as the direct successor
+    /// of the lease that gateway released (epoch one above: no other home of the partition
+    /// can have granted the node's next life a slot in between), and only if the departed
+    /// life had been up `isolation_ms` (no earlier life still holds a slot). Off, any departed
+    /// gateway is skipped.
+    pub goodbye_scan_needs_direct_successor: bool,
 }
 
 impl Default for Safeguards {
@@ -98,6 +111,9 @@ impl Default for Safeguards {
             drop_joins_of_unheard_gateways: true,
             ask_again_after_echo: true,
             scan_dedup_at_once: true,
+            say_goodbye: true,
+            goodbye_for_one_incarnation: true,
+            goodbye_scan_needs_direct_successor: true,
         }
     }
 }

@@ -455,6 +455,19 @@ pub enum PeerMsg {
         /// The application's state, encoded.
         state: Vec<u8>,
     },
+    /// Rule 16: the sender shut down gracefully and will send nothing more. It is its last
+    /// message, sent after it released every slot and lease (`released` lists those leases),
+    /// so the incarnation holds nothing: its peers mark it down at once and free what their
+    /// homes still count for it, without the in-doubt wait.
+    Goodbye {
+        /// The departing incarnation.
+        from: Incarnation,
+        /// The leases it held and released at shutdown, with their epochs.
+        released: Vec<Announced>,
+        /// It had been up `isolation_ms` (it answered recovery scans, rule 10): no earlier
+        /// life of the node still holds a slot.
+        settled: bool,
+    },
 }
 
 /// Presence replication between nodes. Each node sends only its own entries.

@@ -379,11 +379,17 @@ impl NodeState {
     pub(super) fn sync_users(&mut self, now: Millis, fx: &mut Vec<Effect>) {
         if !self.users.enabled || self.stopped {
             self.users.notes.clear();
+            // Nobody reads what was touched: forget it (it would grow with every user seen).
+            for p in self.take_touched_partitions() {
+                if let Some(home) = self.homes.get_mut(&p) {
+                    home.take_touched();
+                }
+            }
             return;
         }
         self.users_timers(now);
-        let parts: Vec<PartitionId> = self.homes.iter().filter(|(_, h)| h.any_touched()).map(|(p, _)| *p).collect();
-        for p in parts {
+        // In partition order, as a walk over every home would visit them.
+        for p in self.take_touched_partitions() {
             let touched = self.homes.get_mut(&p).map(|h| h.take_touched()).unwrap_or_default();
             let serving = self.serving(p, now);
             for (user, scopes) in touched {
@@ -391,6 +397,14 @@ impl NodeState {
             }
         }
         self.users.notes.clear();
+    }
+
+    /// The partitions touched since the last call, in order, each once.
+    fn take_touched_partitions(&mut self) -> Vec<PartitionId> {
+        let mut parts = std::mem::take(&mut *self.touches.lock().unwrap_or_else(|e| e.into_inner()));
+        parts.sort_unstable();
+        parts.dedup();
+        parts
     }
 
     /// Handover waits that ran out, parcels nobody took, restarts that are due: touch their

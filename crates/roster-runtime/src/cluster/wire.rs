@@ -90,7 +90,8 @@ pub(crate) fn claimed_sender(wire: &Wire) -> Option<&NodeName> {
         | PeerMsg::UserCall { from, .. }
         | PeerMsg::UserInfo { from, .. }
         | PeerMsg::HandoverPlan { from, .. }
-        | PeerMsg::UserHandover { from, .. } => Some(&from.node),
+        | PeerMsg::UserHandover { from, .. }
+        | PeerMsg::Goodbye { from, .. } => Some(&from.node),
         PeerMsg::SlotJoin { conn, .. } | PeerMsg::SlotReleased { conn, .. } => Some(&conn.gateway.node),
         // The connection of an ack and the addressee of a user answer are the receiver's own;
         // a kick names no sender (a session kick names the session's gateway, not the sender).
@@ -143,6 +144,7 @@ pub(crate) fn sample_envelopes() -> Vec<Envelope> {
         PeerMsg::LeaseRequest { from: a.clone(), round: 5, asks: vec![lease] },
         PeerMsg::LeaseReply { from: a.clone(), round: 5, granted: vec![lease], refused: vec![], before: vec![lease] },
         PeerMsg::LeaseRelease { from: a.clone(), leases: vec![lease] },
+        PeerMsg::Goodbye { from: a.clone(), released: vec![lease], settled: true },
         PeerMsg::SlotJoin {
             conn: conn.clone(),
             user: "u1".into(),
@@ -292,6 +294,8 @@ mod tests {
             clean: true,
         };
         assert_eq!(claimed_sender(&Wire::Peer(released)).map(NodeName::as_str), Some("c"));
+        let goodbye = PeerMsg::Goodbye { from: c.clone(), released: vec![], settled: true };
+        assert_eq!(claimed_sender(&Wire::Peer(goodbye)).map(NodeName::as_str), Some("c"));
         let ask = PeerMsg::Presence(PresenceMsg::SnapshotRequest { from: c });
         assert_eq!(claimed_sender(&Wire::Peer(ask)).map(NodeName::as_str), Some("c"));
         assert_eq!(claimed_sender(&Wire::Flush(1)), None);

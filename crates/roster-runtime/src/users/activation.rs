@@ -280,12 +280,25 @@ impl<B: UserBehaviour> Activation<B> {
 fn apply(sessions: &mut Vec<SessionView>, event: &SessionEvent) {
     let same = |a: &SessionView, b: &SessionView| a.conn == b.conn && a.scope == b.scope && a.token == b.token;
     match event {
-        SessionEvent::Started { session, .. } => sessions.push(session.clone()),
+        // Nearly sized to what it holds (it grows by half): most users have a session or two,
+        // and a doubled list kept room for as many again on every activation.
+        SessionEvent::Started { session, .. } => {
+            let len = sessions.len();
+            if len == sessions.capacity() {
+                sessions.reserve_exact((len / 2).max(1));
+            }
+            sessions.push(session.clone());
+        }
         SessionEvent::Changed { session } => {
             if let Some(s) = sessions.iter_mut().find(|s| same(s, session)) {
                 *s = session.clone();
             }
         }
-        SessionEvent::Ended { session, .. } => sessions.retain(|s| !same(s, session)),
+        SessionEvent::Ended { session, .. } => {
+            sessions.retain(|s| !same(s, session));
+            if sessions.capacity() > 2 * sessions.len() + 2 {
+                sessions.shrink_to_fit();
+            }
+        }
     }
 }
