@@ -83,10 +83,16 @@ pub fn msg_summary(msg: &PeerMsg) -> String {
             let asks: Vec<String> = asks.iter().map(|a| format!("{}@{}", a.partition, a.epoch)).collect();
             format!("LeaseRequest {from} round={round} [{}]", asks.join(" "))
         }
-        PeerMsg::LeaseReply { from, round, granted, refused } => {
+        PeerMsg::LeaseReply { from, round, granted, refused, before } => {
             let g: Vec<String> = granted.iter().map(|a| format!("{}@{}", a.partition, a.epoch)).collect();
             let r: Vec<String> = refused.iter().map(|a| format!("{}@{}", a.partition, a.epoch)).collect();
-            format!("LeaseReply {from} round={round} granted=[{}] refused=[{}]", g.join(" "), r.join(" "))
+            let b: Vec<String> = before.iter().map(|a| format!("{}@{}", a.partition, a.epoch)).collect();
+            format!(
+                "LeaseReply {from} round={round} granted=[{}] refused=[{}] before=[{}]",
+                g.join(" "),
+                r.join(" "),
+                b.join(" ")
+            )
         }
         PeerMsg::SlotJoin { conn, user, scope, tab, .. } => {
             format!("SlotJoin {conn} user={user} {scope} tab={}", tab.as_ref().map_or("-", |t| t.as_str()))

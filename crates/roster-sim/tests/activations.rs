@@ -7,7 +7,9 @@
 //! - `ablation_activations_follow_lease`: activations that outlive their lease (what a
 //!   registry without leases does during a split) are caught as two activations at once.
 //! - `scenario_…`: scripts: a paused home is fenced at its lease's deadline (and, without the
-//!   fence, overlaps the next home); a handover passes the state, a failover starts fresh;
+//!   fence, overlaps the next home); a handover passes the state, a failover starts fresh,
+//!   and a state handed over before another home ran the user is stale (without the rule
+//!   `handover_state_needs_succession` the checker finds `stale-handover`);
 //!   calls from every node reach the one activation.
 //!
 //! `SEEDS=N` runs N random seeds instead of the default.
@@ -177,6 +179,70 @@ fn scenario_a_handover_passes_the_state_and_a_failover_starts_fresh() {
     assert_eq!(spans[2].handed_from, Some(spans[1].token), "after the handover: the state of n0's activation");
     assert!(spans[1].end <= spans[2].start);
     assert!(spans[0].token < spans[1].token && spans[1].token < spans[2].token);
+}
+
+/// The steps of `scenario_a_state_handed_over_before_another_home_ran_the_user_is_stale`.
+const STALE_HANDOVER: [Step; 24] = [
+    FORM,
+    PickUser { alias: "bob", home: "n2", next: Some("n0"), preferred: Some("n2") },
+    Join { client: "B", node: "n1", user: "bob", tab: "b", topic: "room:1" },
+    AwaitJoined { client: "B", max_ms: 1000 },
+    Crash("n2"),
+    AwaitHome { user: "bob", node: "n0", max_ms: 10_000 },
+    Advance(5000),
+    Restart("n2"),
+    // n2 can take no lease (the other grants never reach it), and what n0 hands over to it
+    // stays on the wire.
+    DropAll { from: "n0", to: "n2", kind: "LeaseReply" },
+    DropAll { from: "n1", to: "n2", kind: "LeaseReply" },
+    HoldAll { from: "n0", to: "n2", kind: "HandoverPlan" },
+    HoldAll { from: "n0", to: "n2", kind: "UserHandover" },
+    // n0 hands bob's partition over to n2 once n2 has been up for two leases (bob's first
+    // activation on n0 ends, handed over) and releases it; n2 cannot take it, and is cut off.
+    Advance(4700),
+    Cut("n2", "*"),
+    // n0 and n1 declare n2 down; n0 takes the partition again (an epoch above the
+    // handover's), re-attaches bob's slot on n1 and, its scan over, starts bob fresh.
+    AwaitHome { user: "bob", node: "n0", max_ms: 3000 },
+    Advance(4200),
+    // n0 keeps running but its renewals go unanswered, so its lease lapses; n2 is back and
+    // now gets the plan and the state n0 handed over before its second lease.
+    StopDropping,
+    DropAll { from: "n1", to: "n0", kind: "LeaseReply" },
+    DropAll { from: "n2", to: "n0", kind: "LeaseReply" },
+    HealAll,
+    ReleaseHeld,
+    // n2 takes the partition once n1's grant to n0 has expired, and starts bob.
+    AwaitHome { user: "bob", node: "n2", max_ms: 4000 },
+    Advance(200),
+    ExpectJoined("B"),
+];
+
+/// A handover passes the state only to the activation that directly follows: n0 hands bob
+/// over to n2, but n2 cannot take the lease, n0 takes it again and runs bob fresh, loses it,
+/// and only then does n2 start bob, with n0's first state on hand. It must start fresh (its
+/// grantor n1 reports n0's second epoch); without the rule it uses the stale state.
+#[test]
+fn scenario_a_state_handed_over_before_another_home_ran_the_user_is_stale() {
+    let (whole, weak) = scenario_pair(&STALE_HANDOVER, |s| s.handover_state_needs_succession = false);
+    let spans = spans_of(&whole, "bob");
+    let homes: Vec<&str> = spans.iter().map(|s| s.node.node.as_str()).collect();
+    assert_eq!(homes, ["n2", "n0", "n0", "n2"], "{spans:#?}");
+    assert!(whole.report.passed() && whole.failed_expectations.is_empty(), "{}", whole.text());
+    assert_eq!(spans[1].ended_by, Some(ActivationEnd::HandedOver { to: "n2".into() }));
+    assert_eq!(spans[2].handed_from, None, "n0's second lease: a failover, fresh");
+    assert_eq!(spans[3].handed_from, None, "n2 after n0's second activation: fresh, not n0's first state");
+    // Without the rule, n2 starts bob from the state n0's first activation handed over,
+    // although n0's second activation ran in between: the checker finds it.
+    let stale = weak.report.violations.iter().find_map(|v| match v {
+        Violation::Activation(a @ ActivationViolation::StaleHandover { .. }) => Some(a),
+        _ => None,
+    });
+    let stale = stale.unwrap_or_else(|| panic!("a stale handover without the rule:\n{}", weak.text()));
+    let weak_spans = spans_of(&weak, "bob");
+    assert_eq!(weak_spans.len(), 4, "{weak_spans:#?}");
+    assert_eq!(weak_spans[3].handed_from, Some(weak_spans[1].token), "n0's first state, used by n2");
+    eprintln!("without handover_state_needs_succession: {stale}");
 }
 
 #[test]

@@ -74,6 +74,12 @@ const REGRESSIONS_3: &[u64] = &[
     3384660610, // a goodbye from a life up less than isolation_ms let a scan skip its earlier life (rule 16)
     // Presence: an unanswered snapshot ask waited a whole window (soak).
     5823, 6632, 10063, 11893, 12482, 15144, 16970, 30317, 32562, 35083, 47493,
+    // User actors: a new home started a user from a state handed over before another home ran
+    // it (stale-handover; docs/slots-and-leases.md, "User activations under the lease"). Found
+    // on main before rule 15 (seeds 1002893 and 2000701; 3384660713 and 3384661252 of the
+    // window 3384660000); they no longer reach that path since, and the rule's own test is
+    // scenario_a_state_handed_over_before_another_home_ran_the_user_is_stale (activations.rs).
+    1002893, 2000701, 3384660713, 3384661252,
 ];
 /// Seeds that once broke a rule, kept in every run: 5 nodes.
 const REGRESSIONS_5: &[u64] = &[

@@ -11,6 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 struct Grant {
     holder: Option<Incarnation>,
     epoch: u64,
+    /// Who `epoch` was granted to (kept after a release, unlike `holder`).
+    granted_to: Option<Incarnation>,
+    /// The highest epoch granted before `epoch` to another holder than `granted_to`.
+    before: u64,
     /// Counted from when the grant was sent, on this node's clock.
     expires_at: Millis,
 }
@@ -26,6 +30,9 @@ struct Held {
 struct Round {
     asks: BTreeMap<PartitionId, u64>,
     grantors: BTreeMap<PartitionId, BTreeSet<NodeName>>,
+    /// The highest epoch the counted grantors granted to other holders before (`LeaseReply`'s
+    /// `before`).
+    before: BTreeMap<PartitionId, u64>,
 }
 
 /// Both sides of the leases of one node.
@@ -134,7 +141,7 @@ impl NodeState {
             return;
         }
         let msg_asks: Vec<Announced> = asks.iter().map(|(p, e)| Announced { partition: *p, epoch: *e }).collect();
-        self.leases.rounds.insert(now, Round { asks, grantors: BTreeMap::new() });
+        self.leases.rounds.insert(now, Round { asks, grantors: BTreeMap::new(), before: BTreeMap::new() });
         let names: Vec<NodeName> = self.peers.keys().cloned().collect();
         for to in names {
             let msg = PeerMsg::LeaseRequest { from: self.me.clone(), round: now, asks: msg_asks.clone() };
@@ -157,7 +164,7 @@ impl NodeState {
         let quiet_ms = (c.lease_ms as f64 * (1.0 + c.max_drift)).ceil() as Millis;
         let quiet = !self.alone && self.safeguards.quiet_after_restart && now < self.started_at + quiet_ms;
         let lease_ms = c.lease_ms;
-        let (mut granted, mut refused) = (Vec::new(), Vec::new());
+        let (mut granted, mut refused, mut before) = (Vec::new(), Vec::new(), Vec::new());
         for a in asks {
             let Some(g) = self.leases.grants.get_mut(a.partition.0 as usize) else { continue };
             let max = g.epoch.max(self.leases.known[a.partition.0 as usize]);
@@ -177,6 +184,16 @@ impl NodeState {
                 (g.holder.as_ref() == Some(&from) && g.epoch == a.epoch) || (announced && free && a.epoch >= g.epoch);
             let ok = !quiet && (renewal || (free && a.epoch > max));
             if ok {
+                // What came before this grant, as far as the asker cannot know it itself: the
+                // highest epoch granted to another holder. Nothing granted since this node
+                // started: its floor, above every epoch its previous lives granted (rule 3).
+                let earlier = if g.granted_to.as_ref() == Some(&from) { g.before } else { g.epoch };
+                let earlier = if g.granted_to.is_none() { self.leases.floor } else { earlier };
+                before.push(Announced { partition: a.partition, epoch: earlier });
+                if g.granted_to.as_ref() != Some(&from) {
+                    g.before = earlier;
+                    g.granted_to = Some(from.clone());
+                }
                 g.holder = Some(from.clone());
                 g.epoch = a.epoch;
                 g.expires_at = now + lease_ms;
@@ -195,18 +212,22 @@ impl NodeState {
         for a in &granted {
             self.leases.learn_epoch(a.partition, a.epoch);
         }
-        let msg = PeerMsg::LeaseReply { from: self.me.clone(), round, granted, refused };
+        let msg = PeerMsg::LeaseReply { from: self.me.clone(), round, granted, refused, before };
         self.send(&from.node, msg, fx);
     }
 
     /// Holder: a lease starts once a majority granted it, and lasts from the round's send time
-    /// for `lease_ms × (1 − max_drift)`.
+    /// for `lease_ms × (1 − max_drift)`. A new lease also learns the highest epoch of the
+    /// partition held by anyone else before it (its majority's `before`, and its own earlier
+    /// leases): a handed-over state from below that epoch is stale (user actors).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn lease_reply(
         &mut self,
         from: Incarnation,
         round: Millis,
         granted: Vec<Announced>,
         refused: Vec<Announced>,
+        before: Vec<Announced>,
         now: Millis,
         fx: &mut Vec<Effect>,
     ) {
@@ -223,8 +244,14 @@ impl NodeState {
                 continue;
             }
             let set = r.grantors.entry(a.partition).or_default();
-            if set.insert(from.node.clone()) && set.len() == majority {
-                reached.push(a);
+            if set.insert(from.node.clone()) {
+                // A reply without it (none in this version) tells nothing: assume the worst.
+                let earlier = before.iter().find(|b| b.partition == a.partition).map_or(u64::MAX, |b| b.epoch);
+                let e = r.before.entry(a.partition).or_insert(0);
+                *e = (*e).max(earlier);
+                if set.len() == majority {
+                    reached.push(a);
+                }
             }
         }
         for a in reached {
@@ -245,9 +272,11 @@ impl NodeState {
                 _ => {
                     self.leases.held.insert(p, super::lease::Held { epoch: a.epoch, valid_until: until });
                     self.leases.next_lapse = self.leases.next_lapse.min(until);
-                    self.leases.served.insert(p, a.epoch);
+                    let mine = self.leases.served.insert(p, a.epoch).unwrap_or(0);
+                    let others = self.leases.rounds.get(&round).and_then(|r| r.before.get(&p)).copied();
                     fx.push(Effect::Record(Record::LeaseHeld { at: now, partition: p, epoch: a.epoch, until }));
                     self.users_lease_held(p, a.epoch, until, fx);
+                    self.users_lease_started(p, others.unwrap_or(u64::MAX).max(mine));
                     self.start_home(p, a.epoch, now, fx);
                 }
             }

@@ -286,8 +286,8 @@ impl NodeState {
                 self.heartbeat(inc, sent_at, leases, echoes, presence_seq, now, fx)
             }
             PeerMsg::LeaseRequest { from: inc, round, asks } => self.lease_request(inc, round, asks, now, fx),
-            PeerMsg::LeaseReply { from: inc, round, granted, refused } => {
-                self.lease_reply(inc, round, granted, refused, now, fx)
+            PeerMsg::LeaseReply { from: inc, round, granted, refused, before } => {
+                self.lease_reply(inc, round, granted, refused, before, now, fx)
             }
             PeerMsg::LeaseRelease { from: inc, leases } => self.leases.release_from(&inc, &leases),
             PeerMsg::SlotJoin { conn, user, scope, topic, tab, role } => {

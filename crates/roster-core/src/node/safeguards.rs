@@ -14,6 +14,12 @@ pub struct Safeguards {
     /// User actors: an activation whose lease ran out is fenced at the lease's deadline, not
     /// when the node next notices (a paused or starved node notices late).
     pub fence_activations_at_deadline: bool,
+    /// User actors: a new home starts a user with the state handed over to it only if no
+    /// lease on the partition came between the one it was handed over under and its own (as
+    /// its majority of grantors report, and its own earlier leases): otherwise another
+    /// activation may have run in between, and the state is stale. Off, any handed-over
+    /// state older than the new token is used.
+    pub handover_state_needs_succession: bool,
     /// Rule 1: a lease starts only once a majority of the nodes granted it. Off, one grant
     /// (its own, say) is enough.
     pub lease_needs_majority: bool,
@@ -87,6 +93,7 @@ impl Default for Safeguards {
         Self {
             activations_follow_lease: true,
             fence_activations_at_deadline: true,
+            handover_state_needs_succession: true,
             lease_needs_majority: true,
             keep_in_doubt: true,
             epochs_start_above_floor: true,

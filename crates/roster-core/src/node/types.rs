@@ -244,6 +244,11 @@ pub enum PeerMsg {
         granted: Vec<Announced>,
         /// Refused partitions with the grantor's highest known epoch.
         refused: Vec<Announced>,
+        /// For each granted partition, the highest epoch this grantor granted it to any other
+        /// holder before (its boot floor if it has granted the partition nothing since it
+        /// started): a new holder learns from its majority whether any lease came between its
+        /// own and the one a handed-over state comes from (user actors).
+        before: Vec<Announced>,
     },
     /// The holder gives its leases up (graceful shutdown or handover).
     LeaseRelease {

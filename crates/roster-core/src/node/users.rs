@@ -27,7 +27,11 @@
 //! that stopped to move, then each user's state once its activation has stopped
 //! ([`Input::ActivationStopped`]). The new home starts those users only with their state, or
 //! fresh once `lease_ms` has passed since the plan; a state that arrives after its user
-//! started fresh is dropped (two lines of history must never merge).
+//! started fresh is dropped (two lines of history must never merge). A state is used only
+//! by the activation that directly follows the one that handed it over: if another lease on
+//! the partition came in between (as the new lease's grantors report, see
+//! [`NodeState::users_lease_started`]), another activation may have run, and the user starts
+//! fresh, as after a failover.
 
 use super::{
     ActivationEnd, Effect, Input, NodeState, PeerMsg, Record, ReplyTo, SessionEnd, SessionEvent, SessionStart,
@@ -87,6 +91,10 @@ pub(super) struct Users {
     active: BTreeMap<UserId, Activation>,
     /// Per partition held: the lease's epoch and deadline, as last fenced.
     deadlines: BTreeMap<PartitionId, (u64, Millis)>,
+    /// Per partition held: the highest epoch at which another lease on it may have run
+    /// before this node's (see [`NodeState::users_lease_started`]). A state handed over
+    /// under a lower epoch is stale.
+    successor_of: BTreeMap<PartitionId, u64>,
     /// This turn's notes, by `(conn, token)`.
     notes: BTreeMap<(ConnId, SlotToken), Note>,
     /// The topic of each join into a global scope, by user, until the user goes idle.
@@ -107,6 +115,7 @@ impl Default for Users {
             enabled: true,
             active: BTreeMap::new(),
             deadlines: BTreeMap::new(),
+            successor_of: BTreeMap::new(),
             notes: BTreeMap::new(),
             topics: BTreeMap::new(),
             handing: BTreeMap::new(),
@@ -186,6 +195,18 @@ impl NodeState {
         fx.push(Effect::User(UserEffect::Fence { partition: p, epoch, until }));
     }
 
+    /// A new lease on `p` started here; `before`: the highest epoch of `p` held by anyone
+    /// before it, as far as anyone can tell (the grantors' reports and this node's own earlier
+    /// leases). A handover passes the state only to the activation that directly follows the
+    /// one that handed it over: if a lease came between (another node held the partition, its
+    /// activation of the user ran, its lease lapsed), the state is stale and the user starts
+    /// fresh, as after a failover.
+    pub(super) fn users_lease_started(&mut self, p: PartitionId, before: u64) {
+        if self.users.enabled {
+            self.users.successor_of.insert(p, before);
+        }
+    }
+
     /// This node stops serving `p` (the lease lapsed, or was given up): its activations end,
     /// at the lease's deadline at the latest. (The runtime's fence stays at that deadline: it
     /// already stops them there, and an activation stopped by a handover may still run its
@@ -195,6 +216,7 @@ impl NodeState {
             return;
         }
         let deadline = self.users.deadlines.remove(&p);
+        self.users.successor_of.remove(&p);
         self.users.expected.remove(&p);
         if !self.safeguards.activations_follow_lease {
             return; // ablation: the activations outlive the lease
@@ -264,7 +286,15 @@ impl NodeState {
         let Some(home) = self.homes.get_mut(&p) else { return };
         let token = home.next_token();
         debug_assert_eq!(token.epoch, epoch, "a home mints at its lease's epoch");
-        let parcel = self.users.parcels.remove(user).filter(|parcel| parcel.token < token);
+        // The state handed over is used only if no lease came between the one it was handed
+        // over under and this one (another activation may have run then).
+        let after = self.users.successor_of.get(&p).copied().unwrap_or(u64::MAX);
+        let succeeds = |t: SlotToken| t.epoch >= after || !self.safeguards.handover_state_needs_succession;
+        let parcel = self.users.parcels.remove(user).filter(|parcel| parcel.token < token && succeeds(parcel.token));
+        // A state that comes later is for an activation that did not wait for it: dropped.
+        if let Some(e) = self.users.expected.get_mut(&p) {
+            e.users.remove(user);
+        }
         let handed_from = parcel.as_ref().map(|parcel| parcel.token);
         let view = self.sessions_of(p, user, None);
         fx.push(Effect::Record(Record::ActivationStarted {
@@ -635,11 +665,14 @@ impl NodeState {
         if !self.users.enabled || current != Some(&from) || self.users.active.contains_key(&user) {
             return; // a stranger's, or too late: the user started afresh here
         }
+        let p = partition_of(&user, self.config.cluster.partitions);
+        if !self.users.expected.get(&p).is_some_and(|e| e.users.contains(&user)) {
+            return; // no plan named it, or the user started (and perhaps stopped) since
+        }
         let newer = self.users.parcels.get(&user).is_none_or(|old| old.token < token);
         if newer {
             self.users.parcels.insert(user.clone(), Parcel { token, state, at: now });
         }
-        let p = partition_of(&user, self.config.cluster.partitions);
         if let Some(home) = self.homes.get_mut(&p) {
             home.touch(&user);
         }

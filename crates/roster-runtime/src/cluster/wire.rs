@@ -142,7 +142,7 @@ pub(crate) fn sample_envelopes() -> Vec<Envelope> {
             presence_seq: 4,
         },
         PeerMsg::LeaseRequest { from: a.clone(), round: 5, asks: vec![lease] },
-        PeerMsg::LeaseReply { from: a.clone(), round: 5, granted: vec![lease], refused: vec![] },
+        PeerMsg::LeaseReply { from: a.clone(), round: 5, granted: vec![lease], refused: vec![], before: vec![lease] },
         PeerMsg::LeaseRelease { from: a.clone(), leases: vec![lease] },
         PeerMsg::Goodbye { from: a.clone(), released: vec![lease], settled: true },
         PeerMsg::SlotJoin {
