@@ -29,8 +29,11 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// The version of this handshake and of the frames that follow it.
-pub(crate) const LINK_PROTOCOL: u32 = 1;
+/// The version of this handshake and of the frames that follow it. Raise it whenever a
+/// node-to-node message changes shape, so that nodes of two versions refuse each other at the
+/// handshake instead of refusing each other's frames one by one.
+/// 2: `ScanReply::complete` (rule 15), `PeerMsg::Goodbye` (rule 16), `LeaseReply::before`.
+pub(crate) const LINK_PROTOCOL: u32 = 2;
 /// The longest handshake message accepted.
 pub(crate) const MAX_HELLO_BYTES: usize = 4096;
 

@@ -22,7 +22,7 @@ use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
 /// The codec's version byte (bincode 2, standard configuration, follows).
 const CODEC_VERSION: u8 = 1;
-const LINK_PROTOCOL: u32 = 1;
+const LINK_PROTOCOL: u32 = 2;
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Hello {
