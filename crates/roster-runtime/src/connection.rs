@@ -196,6 +196,12 @@ impl ConnShared {
         self.close.get()
     }
 
+    /// Record why the connection is about to end (the first reason wins), before anything a
+    /// reader could see of the end.
+    pub(crate) fn note_close(&self, reason: CloseReason) {
+        self.close.set(reason);
+    }
+
     /// The connection ends for `reason` (the first reason wins): its reader gets what is
     /// queued, then nothing; the node actor hears of it once.
     pub(crate) fn end(&self, reason: CloseReason, clean: bool) {

@@ -181,13 +181,22 @@ impl OutboundQueue {
 
     /// Queue `item`; an ended queue drops it. Past either bound the queue ends, drops what it
     /// held and says so.
+    #[cfg(test)]
     pub(crate) fn push(&self, item: Outbound) -> Result<(), Overflow> {
+        self.push_or(item, || {})
+    }
+
+    /// [`push`](Self::push), running `overflowed` before an overflow ends the queue, under the
+    /// queue's lock: a reader that sees the queue ended sees what `overflowed` did (the close
+    /// reason; recorded after, a reader could find the queue ended for no reason).
+    pub(crate) fn push_or(&self, item: Outbound, overflowed: impl FnOnce()) -> Result<(), Overflow> {
         let weight = item.weight();
         let mut st = self.lock();
         if st.ended {
             return Ok(());
         }
         if st.items.len() >= self.max_frames || st.bytes + weight > self.max_bytes {
+            overflowed();
             st.ended = true;
             st.items.clear();
             st.bytes = 0;
@@ -259,7 +268,7 @@ impl OutboundQueue {
 /// Queue `item` for `conn`; a queue that overflows ends the connection as a slow client (its
 /// end reaches the node at once: presence untracked, slots released).
 pub(crate) fn deliver(conn: &ConnShared, item: Outbound) {
-    if conn.queue().push(item) == Err(Overflow) {
+    if conn.queue().push_or(item, || conn.note_close(CloseReason::SlowClient)) == Err(Overflow) {
         tracing::info!(socket = %conn.socket(), "slow client closed: outbound queue full");
         conn.end(CloseReason::SlowClient, false);
     }
