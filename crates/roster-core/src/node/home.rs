@@ -641,6 +641,7 @@ impl NodeState {
         let me = self.me.clone();
         match e {
             SlotEffect::Grant { conn, token, .. } => {
+                self.relay_note_grant(user, scope, token);
                 let echo = self.peers.get(&conn.gateway.node).map(|peer| peer.last_sent_at).unwrap_or(0);
                 let to = conn.gateway.node.clone();
                 self.send(

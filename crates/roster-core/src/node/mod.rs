@@ -17,6 +17,7 @@ mod lease;
 mod liveness;
 pub use liveness::PeerView;
 mod presence;
+mod relay;
 mod safeguards;
 #[cfg(feature = "ablation")]
 pub use safeguards::Safeguards;
@@ -94,6 +95,8 @@ pub struct NodeState {
     wall_offset: Millis,
     /// User actors: which users have an activation here, and what they were told.
     users: users::Users,
+    /// Validations, broadcasts and flushes (`relay.rs`).
+    relay: relay::Relay,
 }
 
 impl NodeState {
@@ -138,6 +141,7 @@ impl NodeState {
             homes: BTreeMap::new(),
             touches: home::Touches::default(),
             users: users::Users::default(),
+            relay: relay::Relay::default(),
         }
     }
 
@@ -160,6 +164,7 @@ impl NodeState {
     pub fn handle(&mut self, input: Input, now: Millis) -> Vec<Effect> {
         let mut fx = Vec::new();
         if self.stopped {
+            self.relay_after_stop(input, &mut fx);
             return fx;
         }
         // Rule 5: before any action, drop every slot whose horizon has passed.
@@ -179,6 +184,9 @@ impl NodeState {
             | Input::UserInfo { .. }
             | Input::KickSession { .. }
             | Input::ActivationStopped { .. }) => self.user_input(input, now, &mut fx),
+            input @ (Input::Validate { .. } | Input::Broadcast { .. } | Input::Flush { .. }) => {
+                self.relay_input(input, now, &mut fx)
+            }
         }
         self.sync_users(now, &mut fx);
         if !self.started && self.all_homed(now) {
@@ -321,6 +329,11 @@ impl NodeState {
             | PeerMsg::KickSession { .. }
             | PeerMsg::HandoverPlan { .. }
             | PeerMsg::UserHandover { .. }) => self.user_receive(msg, now, fx),
+            msg @ (PeerMsg::Validate { .. }
+            | PeerMsg::ValidateReply { .. }
+            | PeerMsg::Broadcast { .. }
+            | PeerMsg::Flush { .. }
+            | PeerMsg::FlushAck { .. }) => self.relay_receive(from, msg, now, fx),
         }
     }
 

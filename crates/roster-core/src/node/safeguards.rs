@@ -86,6 +86,10 @@ pub struct Safeguards {
     /// life had been up `isolation_ms` (no earlier life still holds a slot). Off, any departed
     /// gateway is skipped.
     pub goodbye_scan_needs_direct_successor: bool,
+    /// Validate: the home answers from its current slot records. Off, it answers from every
+    /// token it granted in the scope while it serves the partition: a stale `true` for a
+    /// token revoked or taken over since.
+    pub validate_reads_current_slots: bool,
 }
 
 impl Default for Safeguards {
@@ -114,6 +118,7 @@ impl Default for Safeguards {
             say_goodbye: true,
             goodbye_for_one_incarnation: true,
             goodbye_scan_needs_direct_successor: true,
+            validate_reads_current_slots: true,
         }
     }
 }

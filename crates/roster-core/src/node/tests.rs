@@ -2,7 +2,7 @@
 //! to show the composition works end to end. The seeded, faulty simulation lives in `sim`.
 
 use super::*;
-use crate::ids::{SocketId, TabId, Topic, UserId};
+use crate::ids::{MetaValue, SlotToken, SocketId, TabId, Topic, UserId};
 use crate::{partition_of, Config, NodeConfig, PolicyConfig};
 use std::collections::BTreeMap;
 
@@ -14,6 +14,8 @@ struct Cluster {
     now: Millis,
     client: Vec<(NodeName, SocketId, Topic, ClientEvent)>,
     records: Vec<(NodeName, Record)>,
+    /// Relay effects (validations, broadcasts, flushes), by node.
+    relayed: Vec<(NodeName, Effect)>,
 }
 
 fn config(n: usize, on_conflict: &str) -> Config {
@@ -46,7 +48,7 @@ impl Cluster {
                 (NodeName::from(format!("n{i}")), NodeState::new(boot, 0))
             })
             .collect();
-        Self { nodes, wire: Vec::new(), seq: 0, now: 0, client: Vec::new(), records: Vec::new() }
+        Self { nodes, wire: Vec::new(), seq: 0, now: 0, client: Vec::new(), records: Vec::new(), relayed: Vec::new() }
     }
 
     fn apply(&mut self, at: &NodeName, fx: Vec<Effect>) {
@@ -58,6 +60,9 @@ impl Cluster {
                 }
                 Effect::Client { socket, topic, event } => self.client.push((at.clone(), socket, topic, event)),
                 Effect::Record(r) => self.records.push((at.clone(), r)),
+                e @ (Effect::Validated { .. } | Effect::Broadcast { .. } | Effect::Flushed { .. }) => {
+                    self.relayed.push((at.clone(), e))
+                }
                 Effect::PersistEpoch(_) | Effect::PresenceChanged(_) | Effect::User(_) => {}
             }
         }
@@ -401,4 +406,157 @@ fn a_restarted_gateway_answers_a_scan_partly_in_its_first_isolation_ms() {
     assert!(reattached && extended, "re-attached to the new epoch ({reattached}), whose echo extends it ({extended})");
     let off = Safeguards { answer_scans_partly_at_start: false, ..Safeguards::default() };
     assert_eq!(scan_in_first_isolation(off), (None, false, false), "without rule 15 the scan goes unanswered");
+}
+
+impl Cluster {
+    fn validate(&mut self, at: &str, call: u64, user: &str, token: SlotToken) {
+        let input = Input::Validate { call, user: user.into(), topic: "room:1".into(), token };
+        self.input(at, input);
+    }
+
+    fn answer(&self, at: &str, call: u64) -> Option<Option<bool>> {
+        self.relayed.iter().find_map(|(n, e)| match e {
+            Effect::Validated { call: c, answer } if n.as_str() == at && *c == call => Some(*answer),
+            _ => None,
+        })
+    }
+
+    fn token_of(&self, at: &str, socket: u64) -> SlotToken {
+        self.events_of(at, socket)
+            .iter()
+            .find_map(|e| match e {
+                ClientEvent::Joined { token: Some(t) } => Some(*t),
+                _ => None,
+            })
+            .expect("a granted join")
+    }
+}
+
+#[test]
+fn a_validation_is_answered_by_the_home_from_its_current_slots_and_recorded() {
+    let mut c = Cluster::new(3, "takeover");
+    c.run_until(6_000);
+    let home = c.home_of("alice");
+    let gw_a = NodeName::from(other(&home, &home));
+    let gw_b = NodeName::from(other(&home, &gw_a));
+    c.join(gw_a.as_str(), 1, "alice", "tab-a");
+    c.run_until(6_100);
+    let old = c.token_of(gw_a.as_str(), 1);
+    // Asked on the home: answered in the same turn; asked elsewhere: forwarded to the home.
+    c.validate(home.as_str(), 1, "alice", old);
+    assert_eq!(c.answer(home.as_str(), 1), Some(Some(true)));
+    c.validate(gw_b.as_str(), 2, "alice", old);
+    assert_eq!(c.answer(gw_b.as_str(), 2), None, "not answered before the home's reply arrives");
+    c.run_until(6_110);
+    assert_eq!(c.answer(gw_b.as_str(), 2), Some(Some(true)));
+    // A takeover: the old token no longer holds, the new one does.
+    c.join(gw_b.as_str(), 2, "alice", "tab-b");
+    c.run_until(6_200);
+    let new = c.token_of(gw_b.as_str(), 2);
+    c.validate(gw_a.as_str(), 3, "alice", old);
+    c.validate(gw_a.as_str(), 4, "alice", new);
+    c.run_until(6_210);
+    assert_eq!((c.answer(gw_a.as_str(), 3), c.answer(gw_a.as_str(), 4)), (Some(Some(false)), Some(Some(true))));
+    // Every answer is recorded by the home, with its lease's epoch.
+    let recorded: Vec<(SlotToken, bool)> = c
+        .records
+        .iter()
+        .filter_map(|(n, r)| match r {
+            Record::Validated { token, holds, epoch, .. } if *n == home => {
+                assert_eq!(*epoch, old.epoch);
+                Some((*token, *holds))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(recorded, [(old, true), (old, true), (old, false), (new, true)]);
+}
+
+#[test]
+fn a_node_that_is_not_the_home_answers_a_forwarded_validation_with_none() {
+    let mut c = Cluster::new(3, "takeover");
+    c.run_until(6_000);
+    let home = c.home_of("alice");
+    let asker = NodeName::from(other(&home, &home));
+    let not_home = NodeName::from(other(&home, &asker));
+    let asker_inc = c.nodes[&asker].incarnation().clone();
+    let msg = PeerMsg::Validate {
+        from: asker_inc.clone(),
+        call: 9,
+        user: "alice".into(),
+        topic: "room:1".into(),
+        token: SlotToken { epoch: 1, generation: 1 },
+    };
+    let fx = c.nodes.get_mut(&not_home).expect("node").handle(Input::Receive { from: asker.clone(), msg }, c.now);
+    let reply = fx.iter().find_map(|e| match e {
+        Effect::Send { msg: PeerMsg::ValidateReply { to, call: 9, answer, .. }, .. } => Some((to.clone(), *answer)),
+        _ => None,
+    });
+    assert_eq!(reply, Some((asker_inc, None)));
+    assert!(!fx.iter().any(|e| matches!(e, Effect::Record(Record::Validated { .. }))), "only a home records");
+}
+
+#[test]
+fn a_broadcast_reaches_local_subscribers_and_every_peer_once_in_order() {
+    let mut c = Cluster::new(3, "takeover");
+    c.run_until(10);
+    let push = |n: i64| Input::Broadcast {
+        except: Some(SocketId(4)),
+        topic: "room:1".into(),
+        user: "alice".into(),
+        event: "shout".into(),
+        body: MetaValue::Int(n),
+    };
+    c.input("n0", push(1));
+    c.input("n0", push(2));
+    // The copies on the wire: n1 gets the second first, then a copy of the first.
+    let sent: Vec<(NodeName, PeerMsg)> = c.wire.drain(..).map(|w| (w.2, w.4)).collect();
+    assert_eq!(sent.len(), 4, "one message per peer per broadcast");
+    let to_n1: Vec<PeerMsg> = sent.iter().filter(|(to, _)| to.as_str() == "n1").map(|(_, m)| m.clone()).collect();
+    for msg in [to_n1[1].clone(), to_n1[0].clone(), to_n1[1].clone()] {
+        let fx = c
+            .nodes
+            .get_mut(&NodeName::from("n1"))
+            .expect("n1")
+            .handle(Input::Receive { from: "n0".into(), msg }, c.now);
+        c.apply(&NodeName::from("n1"), fx);
+    }
+    let bodies = |at: &str| -> Vec<(MetaValue, Option<SocketId>)> {
+        c.relayed
+            .iter()
+            .filter_map(|(n, e)| match e {
+                Effect::Broadcast { body, except, .. } if n.as_str() == at => Some((body.clone(), *except)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(bodies("n0"), [(MetaValue::Int(1), Some(SocketId(4))), (MetaValue::Int(2), Some(SocketId(4)))]);
+    // The late first one and the copy are dropped: at most once, in order.
+    assert_eq!(bodies("n1"), [(MetaValue::Int(2), None)]);
+}
+
+#[test]
+fn a_stopped_node_flushes_and_hears_the_answers_sent_after_everything_before() {
+    let mut c = Cluster::new(3, "takeover");
+    c.run_until(6_000);
+    c.input("n0", Input::Shutdown);
+    c.input("n0", Input::Flush { id: 7 });
+    let flushes = c.wire.iter().filter(|w| matches!(w.4, PeerMsg::Flush { id: 7, .. })).count();
+    assert_eq!(flushes, 2);
+    // Each flush is the last message n0 sent each peer (after its releases and goodbye).
+    for peer in ["n1", "n2"] {
+        let last = c.wire.iter().rev().find(|w| w.2.as_str() == peer).expect("sent");
+        assert!(matches!(last.4, PeerMsg::Flush { id: 7, .. }));
+    }
+    c.run_until(6_010);
+    let mut acked: Vec<String> = c
+        .relayed
+        .iter()
+        .filter_map(|(n, e)| match e {
+            Effect::Flushed { peer, id: 7 } if n.as_str() == "n0" => Some(peer.to_string()),
+            _ => None,
+        })
+        .collect();
+    acked.sort();
+    assert_eq!(acked, ["n1", "n2"]);
 }

@@ -1,7 +1,9 @@
 //! What goes into and comes out of a [`NodeState`](super::NodeState): inputs, effects, the
 //! messages between nodes, and the records a checker rebuilds holding intervals from.
 
-use crate::ids::{ConnId, Incarnation, Meta, Millis, NodeName, Role, SlotToken, SocketId, TabId, Topic, UserId};
+use crate::ids::{
+    ConnId, Incarnation, Meta, MetaValue, Millis, NodeName, Role, SlotToken, SocketId, TabId, Topic, UserId,
+};
 use crate::slot::TabKey;
 use crate::{PartitionId, ScopeKey};
 use serde::{Deserialize, Serialize};
@@ -103,6 +105,42 @@ pub enum Input {
         /// The application's code panicked.
         failed: bool,
     },
+    /// Does `token` still hold `user`'s slot in `topic`'s scope? Asked on any node: the home
+    /// answers from its slot state at the instant it handles the question, with its lease
+    /// checked (rule 1); the answer comes back as [`Effect::Validated`] with `call`.
+    Validate {
+        /// The runtime's call id.
+        call: u64,
+        /// The user.
+        user: UserId,
+        /// A topic of the scope.
+        topic: Topic,
+        /// The token.
+        token: SlotToken,
+    },
+    /// A signed-in user's push on this node: delivered to this node's subscribers of the topic
+    /// ([`Effect::Broadcast`], except the sending socket) and sent to every peer, whose core
+    /// delivers it to theirs.
+    Broadcast {
+        /// The sending socket, which does not get its own push back (`None`: the embedding
+        /// API).
+        except: Option<SocketId>,
+        /// The topic.
+        topic: Topic,
+        /// The sender.
+        user: UserId,
+        /// The event.
+        event: String,
+        /// The payload.
+        body: MetaValue,
+    },
+    /// A barrier for graceful shutdown: ask every peer to confirm, in order with everything
+    /// this node sent it before, with [`Effect::Flushed`]. Handled after
+    /// [`Input::Shutdown`] too (a stopped node still sends its flush and hears the answers).
+    Flush {
+        /// The runtime's id for this flush.
+        id: u64,
+    },
 }
 
 /// A client's join as the gateway sees it.
@@ -150,6 +188,35 @@ pub enum Effect {
     Record(Record),
     /// Start, feed, fence or stop a user's activation, or answer a caller.
     User(super::UserEffect),
+    /// The answer to [`Input::Validate`] `call`: `None` when no home could answer (none known,
+    /// or the node asked is not, or no longer, the home).
+    Validated {
+        /// The call id.
+        call: u64,
+        /// Whether the token holds the slot.
+        answer: Option<bool>,
+    },
+    /// Deliver a signed-in user's push to this node's subscribers of `topic`.
+    Broadcast {
+        /// The topic.
+        topic: Topic,
+        /// The sender.
+        user: UserId,
+        /// The event.
+        event: String,
+        /// The payload.
+        body: MetaValue,
+        /// The sending socket (on this node), which does not get it.
+        except: Option<SocketId>,
+    },
+    /// `peer` confirmed flush `id`: everything this node sent it before the flush reached its
+    /// core.
+    Flushed {
+        /// The peer.
+        peer: NodeName,
+        /// The flush.
+        id: u64,
+    },
 }
 
 /// What a client is told.
@@ -468,6 +535,61 @@ pub enum PeerMsg {
         /// life of the node still holds a slot.
         settled: bool,
     },
+    /// [`Input::Validate`] forwarded to the user's home.
+    Validate {
+        /// The asking incarnation (the answer goes back to it).
+        from: Incarnation,
+        /// Its call id.
+        call: u64,
+        /// The user.
+        user: UserId,
+        /// A topic of the scope.
+        topic: Topic,
+        /// The token.
+        token: SlotToken,
+    },
+    /// The home's answer to a [`PeerMsg::Validate`]; `None`: the node is not serving the
+    /// user's partition (any more).
+    ValidateReply {
+        /// The answering node.
+        from: Incarnation,
+        /// The asking incarnation.
+        to: Incarnation,
+        /// Its call id.
+        call: u64,
+        /// The answer.
+        answer: Option<bool>,
+    },
+    /// A signed-in user's push, for the receiver's subscribers of the topic.
+    Broadcast {
+        /// The sender's gateway.
+        from: Incarnation,
+        /// The gateway's broadcast sequence number (1, 2, ...): a receiver delivers each
+        /// gateway's broadcasts at most once and in order, dropping a copy or a late one.
+        seq: u64,
+        /// The topic.
+        topic: Topic,
+        /// The sending user.
+        user: UserId,
+        /// The event.
+        event: String,
+        /// The payload.
+        body: MetaValue,
+    },
+    /// "Confirm once everything I sent before this has reached you" (graceful shutdown).
+    Flush {
+        /// The asking node.
+        from: Incarnation,
+        /// Its flush id.
+        id: u64,
+    },
+    /// The answer to a [`PeerMsg::Flush`], sent in order after everything before it.
+    FlushAck {
+        /// The confirming node.
+        from: Incarnation,
+        /// The flush id.
+        id: u64,
+    },
 }
 
 /// Presence replication between nodes. Each node sends only its own entries.
@@ -602,6 +724,24 @@ pub enum Record {
         /// Why.
         why: super::ActivationEnd,
     },
+    /// The home answered whether `token` still holds `user`'s slot in `scope` (a validate),
+    /// at `at`, while it held the lease on `partition` at `epoch`.
+    Validated {
+        /// Node clock.
+        at: Millis,
+        /// The user.
+        user: UserId,
+        /// The scope.
+        scope: ScopeKey,
+        /// The token asked about.
+        token: SlotToken,
+        /// The user's partition.
+        partition: PartitionId,
+        /// The epoch of the home's lease at `at`.
+        epoch: u64,
+        /// The answer.
+        holds: bool,
+    },
 }
 
 impl Record {
@@ -628,6 +768,9 @@ impl Record {
                 Record::ActivationStarted { at: f(at), user, partition, token, until: f(until), handed_from, fenced }
             }
             Record::ActivationEnded { at, user, token, why } => Record::ActivationEnded { at: f(at), user, token, why },
+            Record::Validated { at, user, scope, token, partition, epoch, holds } => {
+                Record::Validated { at: f(at), user, scope, token, partition, epoch, holds }
+            }
         }
     }
 }
