@@ -580,7 +580,11 @@ impl Node {
         let _ = self.inner.node.call(NodeMsg::Shutdown, Some(CALL_MARGIN)).await;
         if let Some(cluster) = &self.inner.cluster {
             // The lease and slot releases just sent reach the peers before the sessions close.
-            if !cluster.links.flush(SHUTDOWN_FLUSH).await {
+            let node = &self.inner.node;
+            let start = |id| {
+                let _ = node.cast(NodeMsg::Flush(id));
+            };
+            if !cluster.links.flush(SHUTDOWN_FLUSH, start).await {
                 tracing::warn!("not every peer confirmed the last messages before shutdown");
             }
             cluster.stop();

@@ -126,17 +126,6 @@ pub(crate) enum NodeMsg {
         /// The sending socket.
         except: Option<SocketId>,
     },
-    /// A signed-in user's push relayed by another node, for this node's subscribers.
-    PeerBroadcast {
-        /// The topic.
-        topic: Topic,
-        /// The sender.
-        from: UserId,
-        /// The event.
-        event: String,
-        /// The payload.
-        body: roster_core::MetaValue,
-    },
     /// Messages from other nodes wait in the [`PeerInbox`] (the cluster link just filled it).
     PeerWake,
     /// The transport closed its session to a peer.
@@ -157,7 +146,8 @@ pub(crate) enum NodeMsg {
         /// The subscription.
         id: SubscriberId,
     },
-    /// Does this token still hold the slot? Asked of the user's home (here or a peer); `None`: no home.
+    /// Does this token still hold the slot? The core asks the user's home (here or a peer);
+    /// `None`: no home answered.
     Validate {
         /// The user.
         user: UserId,
@@ -167,26 +157,6 @@ pub(crate) enum NodeMsg {
         token: SlotToken,
         /// The answer.
         reply: RpcReplyPort<Option<bool>>,
-    },
-    /// A peer asks whether a token still holds a slot homed here.
-    PeerValidate {
-        /// The asking node.
-        from: NodeName,
-        /// Its request id.
-        id: u64,
-        /// The user.
-        user: UserId,
-        /// A topic of the scope.
-        topic: Topic,
-        /// The token.
-        token: SlotToken,
-    },
-    /// The home's answer to a validation this node forwarded.
-    ValidateReply {
-        /// The request id.
-        id: u64,
-        /// The answer (`None`: that node is not the home).
-        answer: Option<bool>,
     },
     /// A forwarded validation went unanswered.
     ValidateTimeout(u64),
@@ -211,6 +181,9 @@ pub(crate) enum NodeMsg {
     Status(RpcReplyPort<NodeStatus>),
     /// Graceful shutdown: release slots and leases at once, close every connection.
     Shutdown(RpcReplyPort<()>),
+    /// Graceful shutdown, once the releases are out: ask every peer to confirm flush `id`
+    /// (the answers go to the cluster link's waiter).
+    Flush(u64),
 }
 
 /// What the node actor starts with.
@@ -262,7 +235,7 @@ pub(crate) struct NodeActorState {
     records: Option<RecordLog>,
     inbox: Arc<PeerInbox>,
     shutting_down: bool,
-    /// Validations forwarded to a peer home, by request id.
+    /// Validations waiting for their answer, by call id.
     validations: HashMap<u64, RpcReplyPort<Option<bool>>>,
     next_validation: u64,
     /// User actors: the core decides, this carries it out.
@@ -320,6 +293,19 @@ impl NodeActorState {
                     Effect::Client { socket, topic, event } => self.deliver(socket, topic, event),
                     Effect::PresenceChanged(changes) => self.presence_changed(changes),
                     Effect::User(u) => self.users.execute(u),
+                    Effect::Validated { call, answer } => {
+                        if let Some(reply) = self.validations.remove(&call) {
+                            let _ = reply.send(answer);
+                        }
+                    }
+                    Effect::Broadcast { topic, user, event, body, except } => {
+                        let _ = self.shard(&topic).cast(ShardMsg::Broadcast { topic, from: user, event, body, except });
+                    }
+                    Effect::Flushed { peer, id } => {
+                        if let Some(links) = &self.links {
+                            links.flush_acked(id, &peer);
+                        }
+                    }
                     Effect::Record(r) => {
                         if let Some(log) = &mut self.records {
                             let base = log.base_unix_ns();
@@ -538,13 +524,7 @@ impl Actor for NodeActor {
             }
             NodeMsg::SocketClosed { socket, clean } => st.socket_closed(socket, clean)?,
             NodeMsg::Broadcast { topic, from, event, body, except } => {
-                if let Some(links) = &st.links {
-                    links.broadcast(&topic, &from, &event, &body);
-                }
-                let _ = st.shard(&topic).cast(ShardMsg::Broadcast { topic, from, event, body, except });
-            }
-            NodeMsg::PeerBroadcast { topic, from, event, body } => {
-                let _ = st.shard(&topic).cast(ShardMsg::Broadcast { topic, from, event, body, except: None });
+                st.run(Input::Broadcast { except, topic, user: from, event, body })?
             }
             NodeMsg::LinkDown(peer) => st.run(Input::LinkDown { peer })?,
             NodeMsg::Subscribe { topic, id, sub } => {
@@ -553,33 +533,13 @@ impl Actor for NodeActor {
             }
             NodeMsg::Unsubscribe { topic, id } => st.unsubscribe(&topic, id),
             NodeMsg::Validate { user, topic, token, reply } => {
-                let now = st.clock.now();
-                let scope = st.core.config().policy_for(&topic).scope_key(&topic);
-                let here = st.core.slot_holds(&user, &scope, token, now);
-                let home = st.core.home_of_user(&user, now).filter(|h| *h != st.me);
-                match (here, home, &st.links) {
-                    (None, Some(home), Some(links)) => {
-                        let id = st.next_validation;
-                        st.next_validation += 1;
-                        st.validations.insert(id, reply);
-                        links.validate(&home, id, user, topic, token);
-                        myself.send_after(VALIDATE_TIMEOUT, move || NodeMsg::ValidateTimeout(id));
-                    }
-                    _ => {
-                        let _ = reply.send(here);
-                    }
-                }
-            }
-            NodeMsg::PeerValidate { from, id, user, topic, token } => {
-                let scope = st.core.config().policy_for(&topic).scope_key(&topic);
-                let answer = st.core.slot_holds(&user, &scope, token, st.clock.now());
-                if let Some(links) = &st.links {
-                    links.validate_reply(&from, id, answer);
-                }
-            }
-            NodeMsg::ValidateReply { id, answer } => {
-                if let Some(reply) = st.validations.remove(&id) {
-                    let _ = reply.send(answer);
+                let call = st.next_validation;
+                st.next_validation += 1;
+                st.validations.insert(call, reply);
+                st.run(Input::Validate { call, user, topic, token })?;
+                if st.validations.contains_key(&call) {
+                    // Forwarded to the user's home: its answer may never come.
+                    myself.send_after(VALIDATE_TIMEOUT, move || NodeMsg::ValidateTimeout(call));
                 }
             }
             NodeMsg::ValidateTimeout(id) => {
@@ -621,6 +581,11 @@ impl Actor for NodeActor {
                 }
                 st.publish();
                 let _ = reply.send(());
+                return Ok(());
+            }
+            // After the shutdown (the core has stopped but still sends its flush).
+            NodeMsg::Flush(id) => {
+                st.run(Input::Flush { id })?;
                 return Ok(());
             }
         }

@@ -333,6 +333,33 @@ pub enum Violation {
     /// A user actor rule broke: two activations at once, tokens not growing, an activation
     /// outside its lease, a state handed over by the wrong activation (`activations.rs`).
     Activation(super::activations::ActivationViolation),
+    /// A home answered a validation `true` that the records contradict: it held no valid
+    /// lease on the user's partition at that epoch, or the token's tab together with the
+    /// tabs holding the scope's slot at that instant are more than `max_slots` (a third
+    /// party trusting the answer would see P1 broken).
+    WrongValidation {
+        /// The answering node.
+        node: Incarnation,
+        /// The user.
+        user: UserId,
+        /// The scope.
+        scope: ScopeKey,
+        /// The token it said holds.
+        token: SlotToken,
+        /// When it answered.
+        at: Millis,
+        /// What the records say.
+        why: String,
+    },
+    /// A broadcast broke its promise (see `docs/testing.md`): a copy, a reversal of one
+    /// sender's order, a subscriber or node it should have reached and did not, or a peer the
+    /// core did not send it to.
+    Broadcast {
+        /// When.
+        at: Millis,
+        /// What happened.
+        what: String,
+    },
 }
 
 impl Violation {
@@ -351,6 +378,8 @@ impl Violation {
             Violation::MissingPresence { .. } => "P5-missing-presence",
             Violation::SocketsLeaked { .. } => "leak-sockets",
             Violation::Activation(v) => v.kind(),
+            Violation::WrongValidation { .. } => "validate",
+            Violation::Broadcast { .. } => "broadcast",
         }
     }
 
@@ -373,6 +402,7 @@ impl Violation {
             Violation::RevivedAfterHorizon { at, .. } => *at,
             Violation::UnansweredJoin { join, .. } => join.at,
             Violation::Activation(v) => v.at(),
+            Violation::WrongValidation { at, .. } | Violation::Broadcast { at, .. } => *at,
             Violation::PresenceDiverged { .. }
             | Violation::GhostPresence { .. }
             | Violation::MissingPresence { .. }
@@ -439,6 +469,13 @@ impl fmt::Display for Violation {
                 write!(f, "leak: {node} keeps {kept} sockets after the quiet period, its clients have {open} open")
             }
             Violation::Activation(v) => write!(f, "{v}"),
+            Violation::WrongValidation { node, user, scope, token, at, why } => {
+                write!(
+                    f,
+                    "validate: {node} answered at t={at} that token {token} holds {user}'s slot in {scope}: {why}"
+                )
+            }
+            Violation::Broadcast { at, what } => write!(f, "broadcast at t={at}: {what}"),
         }
     }
 }
@@ -478,6 +515,10 @@ pub struct Figures {
     /// After the quiet period, how much longer presence took to converge (ms; 0 when it
     /// already had; 3000 when it never did).
     pub presence_extra_ms: Vec<Millis>,
+    /// Validations a home answered, `true` (each judged) and `false`.
+    pub validations: [u64; 2],
+    /// Broadcasts sent, and deliveries of them to one subscriber (the simulation's count).
+    pub broadcasts: [u64; 2],
 }
 
 /// Percentile `p` (0–100) of unsorted samples, or `None` if empty.
@@ -517,6 +558,10 @@ impl Figures {
         self.isolated_healthy_gateway += other.isolated_healthy_gateway;
         self.killed_gateway_slot_free_ms.extend_from_slice(&other.killed_gateway_slot_free_ms);
         self.presence_extra_ms.extend_from_slice(&other.presence_extra_ms);
+        for k in 0..2 {
+            self.validations[k] += other.validations[k];
+            self.broadcasts[k] += other.broadcasts[k];
+        }
     }
 
     /// A multi-line human summary.
@@ -529,7 +574,8 @@ impl Figures {
              joins failed after a home was killed: {}\n\
              node_isolated revocations: {} (healthy gateway and majority: {})\n\
              killed gateway's slots held after the kill (ms): {}\n\
-             presence convergence after the quiet period, extra wait (ms): {}",
+             presence convergence after the quiet period, extra wait (ms): {}\n\
+             validations answered by a home: {} true (judged), {} false; broadcasts: {} sent, {} deliveries",
             self.runs,
             self.grants,
             self.joins_ok,
@@ -544,6 +590,10 @@ impl Figures {
             self.isolated_healthy_gateway,
             describe(&self.killed_gateway_slot_free_ms),
             describe(&self.presence_extra_ms),
+            self.validations[0],
+            self.validations[1],
+            self.broadcasts[0],
+            self.broadcasts[1],
         )
     }
 }
@@ -577,6 +627,7 @@ pub fn check(history: &History) -> Verdict {
     violations.extend(check_leases(&leases));
     violations.extend(check_tokens(&intervals));
     violations.extend(super::activations::check_activations(history).into_iter().map(Violation::Activation));
+    violations.extend(check_validations(history, &intervals, &leases));
     violations.sort_by_key(Violation::at);
     let figures = measure(history, &intervals, &leases);
     Verdict { violations, figures, intervals, leases }
@@ -702,7 +753,8 @@ pub fn holding_intervals(history: &History) -> (Vec<HeldInterval>, Vec<Violation
             Record::LeaseHeld { .. }
             | Record::LeaseDropped { .. }
             | Record::ActivationStarted { .. }
-            | Record::ActivationEnded { .. } => {}
+            | Record::ActivationEnded { .. }
+            | Record::Validated { .. } => {}
         }
     }
     let dead: BTreeSet<&Incarnation> =
@@ -920,6 +972,53 @@ pub fn check_tokens(intervals: &[HeldInterval]) -> Vec<Violation> {
     found
 }
 
+/// Every `true` answer to a validation, judged against the lease spans and the holding
+/// intervals: the answering node held a valid lease on the user's partition at that instant
+/// at the epoch it recorded (not below the token's), and the token's tab with every other tab
+/// holding the scope's slot then is at most `max_slots` tabs. (A `true` may come after the
+/// token's gateway ended its slot, while the release is on its way: the home still counts it,
+/// so it grants no other tab in its place before it stops saying `true`.)
+pub fn check_validations(history: &History, intervals: &[HeldInterval], leases: &[LeaseSpan]) -> Vec<Violation> {
+    let mut found = Vec::new();
+    for NodeRecord { node, record } in &history.records {
+        let Record::Validated { at, user, scope, token, partition, epoch, holds: true } = record else { continue };
+        let wrong = |why: String| Violation::WrongValidation {
+            node: node.clone(),
+            user: user.clone(),
+            scope: scope.clone(),
+            token: *token,
+            at: *at,
+            why,
+        };
+        let leased = leases.iter().any(|s| {
+            &s.node == node && s.partition == *partition && s.epoch == *epoch && s.start <= *at && *at < s.end
+        });
+        if !leased || token.epoch > *epoch {
+            found.push(wrong(format!("it held no valid lease on {partition} at epoch {epoch} then")));
+            continue;
+        }
+        let Some(own) = intervals.iter().find(|i| i.token == *token && &i.user == user && &i.scope == scope) else {
+            continue; // never accepted by a gateway: no tab to count
+        };
+        let holders: Vec<&HeldInterval> = intervals
+            .iter()
+            .filter(|i| &i.user == user && &i.scope == scope && i.start <= *at && *at < i.end && i.tab != own.tab)
+            .collect();
+        let tabs: BTreeSet<&TabKey> = holders.iter().map(|i| &i.tab).chain([&own.tab]).collect();
+        let max = max_slots_of(&history.config, scope);
+        if tabs.len() > max as usize {
+            let list: Vec<String> = holders.iter().map(|h| h.to_string()).collect();
+            found.push(wrong(format!(
+                "its tab {} and {} other tabs hold then (max_slots {max}): {}",
+                tab_name(&own.tab),
+                tabs.len() - 1,
+                list.join("; ")
+            )));
+        }
+    }
+    found
+}
+
 /// Whether `node` had no trouble that overlaps `[from, to]`.
 fn untroubled(troubles: &[Trouble], node: &NodeName, from: Millis, to: Millis) -> bool {
     !troubles.iter().any(|t| &t.node == node && t.from <= to && t.until >= from)
@@ -931,6 +1030,11 @@ pub fn measure(history: &History, intervals: &[HeldInterval], leases: &[LeaseSpa
     let cluster = &config.cluster;
     let mut f = Figures { runs: 1, ..Figures::default() };
     f.grants = history.records.iter().filter(|r| matches!(r.record, Record::Accepted { .. })).count() as u64;
+    for r in &history.records {
+        if let Record::Validated { holds, .. } = r.record {
+            f.validations[usize::from(!holds)] += 1;
+        }
+    }
 
     for j in &history.joins {
         match &j.outcome {
@@ -1143,6 +1247,54 @@ mod tests {
 
     fn history(records: Vec<NodeRecord>) -> History {
         History { records, end: 100_000, ..History::new(config(1)) }
+    }
+
+    fn validated(node: &str, token: SlotToken, at: Millis, holds: bool) -> NodeRecord {
+        NodeRecord {
+            node: inc(node),
+            record: Record::Validated {
+                at,
+                user: "alice".into(),
+                scope: scope(),
+                token,
+                partition: PartitionId(3),
+                epoch: 10,
+                holds,
+            },
+        }
+    }
+
+    fn wrong_validations(h: &History) -> Vec<String> {
+        check(h).violations.iter().filter(|v| v.kind() == "validate").map(|v| v.to_string()).collect()
+    }
+
+    #[test]
+    fn a_true_validation_is_judged_against_the_home_lease_and_the_tabs_holding_then() {
+        let (a, b) = (conn("n1", 1), conn("n2", 1));
+        let base = vec![
+            held("n0", 3, 10, 0, 10_000),
+            accepted(&a, "tab-a", tok(1), 100, 4100),
+            ended(&a, 150, "logged_in_elsewhere"),
+            accepted(&b, "tab-b", tok(2), 200, 4200),
+        ];
+        let with = |extra: Vec<NodeRecord>| history(base.iter().cloned().chain(extra).collect());
+        // The old token while it held, or after its gateway ended it but before the new tab
+        // held (its release on its way), the new one while it holds; `false` is not judged.
+        let fine = with(vec![
+            validated("n0", tok(1), 120, true),
+            validated("n0", tok(1), 170, true),
+            validated("n0", tok(2), 300, true),
+            validated("n0", tok(1), 300, false),
+        ]);
+        assert!(check(&fine).passed(), "{:?}", check(&fine).violations);
+        // The old token said to hold while the new tab holds: a stale answer.
+        let stale = wrong_validations(&with(vec![validated("n0", tok(1), 300, true)]));
+        assert_eq!(stale.len(), 1, "{stale:?}");
+        assert!(stale[0].contains("tab tab-a and 1 other tabs hold"), "{}", stale[0]);
+        // An answer from a node without the lease (another node, or after it lapsed).
+        assert_eq!(wrong_validations(&with(vec![validated("n1", tok(2), 300, true)])).len(), 1);
+        let lapsed = wrong_validations(&with(vec![validated("n0", tok(2), 10_000, true)]));
+        assert!(lapsed[0].contains("no valid lease on p3 at epoch 10"), "{lapsed:?}");
     }
 
     fn p1(v: &Verdict) -> Vec<&Violation> {

@@ -28,6 +28,7 @@ pub mod checker;
 pub mod clock;
 pub mod faults;
 pub mod network;
+pub mod relay;
 pub mod rng;
 pub mod scenario;
 pub mod trace;
@@ -45,7 +46,7 @@ use roster_core::codec;
 use roster_core::{
     partition_of, AnonymousView, ClusterConfig, Config, NodeConfig, OnConflict, PartitionId, PolicyConfig, ServerConfig,
 };
-use roster_core::{ClientJoin, Effect, Input, NodeBoot, NodeState, PeerMsg, Record, Safeguards};
+use roster_core::{ClientEvent, ClientJoin, Effect, Input, NodeBoot, NodeState, PeerMsg, Record, Safeguards};
 use roster_core::{
     ConnId, Incarnation, Meta, MetaValue, Millis, NodeName, PhxRef, Role, SocketId, TabId, Topic, UserId,
 };
@@ -337,6 +338,7 @@ enum Event {
     Heal { from: usize, to: usize },
     ClientInput { node: usize, gen: u64, input: Input },
     ClientStep,
+    ApiStep,
     FaultStep,
 }
 
@@ -431,6 +433,9 @@ pub struct Simulation<M: NodeMachine = NodeState> {
     codec: CodecCheck,
     /// The stand-in runtime of user actors (`activations.rs`).
     users: activations::SimUsers,
+    /// Validations and broadcasts (`relay.rs`).
+    relay: relay::SimRelay,
+    rng_api: SimRng,
 }
 
 /// The round trip of [`codec_round_trip`], done once per distinct message of a sender:
@@ -493,6 +498,7 @@ impl<M: NodeMachine> Simulation<M> {
                 }
             })
             .collect();
+        let params_seed = params.seed;
         let mut sim = Self {
             network: Network::new(n, params.network.clone()),
             workload: Workload::new(params.workload.clone()),
@@ -516,6 +522,8 @@ impl<M: NodeMachine> Simulation<M> {
             settled_at: None,
             codec: CodecCheck::default(),
             users: Default::default(),
+            relay: Default::default(),
+            rng_api: SimRng::new(params_seed, 6),
         };
         for i in 0..n {
             sim.boot(i);
@@ -554,6 +562,10 @@ impl<M: NodeMachine> Simulation<M> {
             let first = self.rng_clients.between(self.params.workload.step_ms.0, self.params.workload.step_ms.1);
             self.schedule(first, Event::ClientStep);
         }
+        if let Some((lo, hi)) = self.params.workload.api_step_ms {
+            let first = self.rng_api.between(lo, hi);
+            self.schedule(first, Event::ApiStep);
+        }
         if self.params.faults.start_after_ms != Millis::MAX {
             let first = self.params.faults.start_after_ms
                 + self.rng_faults.between(self.params.faults.step_ms.0, self.params.faults.step_ms.1);
@@ -585,6 +597,7 @@ impl<M: NodeMachine> Simulation<M> {
         self.close_troubles();
         let verdict = check(&self.history);
         let mut violations = verdict.violations;
+        violations.extend(self.relay.violations());
         // P5: every wait ends within join_wait_ms; a join still pending on an open socket
         // long after that was silently lost.
         let bound = self.params.config.server.join_wait_ms + 1000;
@@ -614,10 +627,12 @@ impl<M: NodeMachine> Simulation<M> {
         if presence_checked {
             violations.extend(self.check_presence());
         }
+        let mut figures = verdict.figures;
+        figures.broadcasts = [self.relay.stats.broadcasts, self.relay.stats.deliveries];
         RunReport {
             seed: self.params.seed,
             violations,
-            figures: verdict.figures,
+            figures,
             presence_checked,
             trace: self.trace.lines(),
             stats: self.stats,
@@ -805,7 +820,12 @@ impl<M: NodeMachine> Simulation<M> {
             self.unpause(i);
         }
         self.handle(i, Input::Shutdown);
-        self.end_life(i, LifeEnd::ShutDown);
+        // As `Node::shutdown`: the flush follows the releases and the goodbye; each peer's
+        // link goes down when the flush reaches it (see `dispatch`), not at once.
+        self.relay.next_flush += 1;
+        let id = self.relay.next_flush;
+        self.handle(i, Input::Flush { id });
+        self.end_life_quietly(i, LifeEnd::ShutDown);
     }
 
     /// Boot node `i` again (a new incarnation) if it is down.
@@ -1102,6 +1122,40 @@ impl<M: NodeMachine> Simulation<M> {
         self.client_input(i, gen, Input::Join(ClientJoin { socket, topic, user, role, tab, meta }));
     }
 
+    /// A backend validation of a token some client was granted (on any running node), or a
+    /// joined client's broadcast.
+    fn api_step(&mut self) {
+        let running: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].machine.is_some()).collect();
+        if self.rng_api.chance(0.5) {
+            let Some((user, topic, token)) = self.relay.pick_token(&mut self.rng_api) else { return };
+            let Some(&node) = self.rng_api.pick(&running) else { return };
+            let call = self.relay.next_call();
+            self.deliver(node, Input::Validate { call, user, topic, token });
+            return;
+        }
+        let senders: Vec<(usize, u64, SocketId, UserId, Topic)> = self
+            .workload
+            .clients
+            .iter()
+            .filter(|c| {
+                c.open && !c.abandoned && self.nodes[c.node].gen == c.gen && self.nodes[c.node].machine.is_some()
+            })
+            .filter_map(|c| c.user.clone().map(|u| (c, u)))
+            .flat_map(|(c, u)| {
+                c.channels
+                    .iter()
+                    .filter(|(_, ch)| matches!(ch, Channel::Joined { .. }))
+                    .map(move |(t, _)| (c.node, c.gen, c.socket, u.clone(), t.clone()))
+            })
+            .collect();
+        let Some((node, gen, socket, user, topic)) = self.rng_api.pick(&senders).cloned() else { return };
+        let origin = self.nodes[node].machine.as_ref().expect("running").incarnation().clone();
+        let id = self.relay.next_broadcast(origin);
+        let body = MetaValue::Int(id);
+        let input = Input::Broadcast { except: Some(socket), topic, user, event: "shout".into(), body };
+        self.client_input(node, gen, input);
+    }
+
     fn answer(&mut self, logs: Vec<usize>, outcome: JoinOutcome) {
         for l in logs {
             if self.history.joins[l].outcome.is_none() {
@@ -1134,8 +1188,16 @@ impl<M: NodeMachine> Simulation<M> {
                     return;
                 }
                 self.stats.delivered += 1;
+                let peer = from;
                 let from = self.nodes[from].name.clone();
-                self.deliver(to, Input::Receive { from, msg });
+                let flush = matches!(msg, PeerMsg::Flush { .. });
+                self.deliver(to, Input::Receive { from: from.clone(), msg });
+                if flush && self.nodes[peer].gen == from_gen && self.nodes[peer].machine.is_none() {
+                    // A node shutting down closes its sessions once its flush is answered
+                    // (`Node::shutdown`): the peer sees the link go down right after the flush,
+                    // so after everything the node sent before it.
+                    self.deliver(to, Input::LinkDown { peer: from });
+                }
             }
             Event::LinkDown { to, to_gen, peer } => {
                 if self.nodes[to].machine.is_some() && self.nodes[to].gen == to_gen {
@@ -1185,6 +1247,12 @@ impl<M: NodeMachine> Simulation<M> {
                 let next = self.now + self.rng_clients.between(lo, hi);
                 self.schedule(next, Event::ClientStep);
             }
+            Event::ApiStep => {
+                let Some((lo, hi)) = self.params.workload.api_step_ms.filter(|_| self.active) else { return };
+                self.api_step();
+                let next = self.now + self.rng_api.between(lo, hi);
+                self.schedule(next, Event::ApiStep);
+            }
             Event::FaultStep => {
                 if !self.active {
                     return;
@@ -1228,9 +1296,15 @@ impl<M: NodeMachine> Simulation<M> {
                 self.trace.log(self.now, || format!("{who} (local {local}) {line}"));
             }
         }
+        let gen = self.nodes[i].gen;
         let Some(machine) = self.nodes[i].machine.as_mut() else { return };
         self.stats.inputs += 1;
+        let expect = self.relay.expect(i, gen, &input);
         let effects = machine.handle(input, local);
+        if let Some(expect) = expect {
+            let names: Vec<NodeName> = self.nodes.iter().map(|n| n.name.clone()).collect();
+            self.relay.judge(expect, &names[i], &names, &effects, self.now);
+        }
         self.apply(i, effects, local);
         self.reschedule(i);
     }
@@ -1250,6 +1324,11 @@ impl<M: NodeMachine> Simulation<M> {
                         self.trace.log(self.now, || format!("{name} CLIENT {socket} {topic} {event:?}"));
                     }
                     let Some(id) = self.workload.find(i, gen, socket) else { continue };
+                    if let (ClientEvent::Joined { token: Some(token) }, Some(user)) =
+                        (&event, &self.workload.get(id).user)
+                    {
+                        self.relay.granted(user.clone(), topic.clone(), *token);
+                    }
                     if let Some((log, result)) = self.workload.on_event(id, &topic, &event) {
                         let outcome = match result {
                             Ok(()) => JoinOutcome::Joined,
@@ -1260,6 +1339,21 @@ impl<M: NodeMachine> Simulation<M> {
                 }
                 Effect::PresenceChanged(_) => {}
                 Effect::User(u) => self.user_effect(i, u),
+                Effect::Validated { answer, .. } => self.relay.answered(answer),
+                Effect::Broadcast { topic, body, except, .. } => {
+                    let gen = self.nodes[i].gen;
+                    let subscribers: Vec<SocketId> = self
+                        .workload
+                        .clients
+                        .iter()
+                        .filter(|c| c.node == i && c.gen == gen && c.open && c.joined(&topic))
+                        .filter(|c| Some(c.socket) != except)
+                        .map(|c| c.socket)
+                        .collect();
+                    let node = self.nodes[i].machine.as_ref().expect("handling").incarnation().clone();
+                    self.relay.delivered(&node, &topic, &body, subscribers, self.now);
+                }
+                Effect::Flushed { .. } => {}
                 Effect::Record(record) => {
                     let record = self.to_global(i, record, local);
                     let node = self.nodes[i].machine.as_ref().expect("handling").incarnation().clone();
@@ -1379,6 +1473,22 @@ impl<M: NodeMachine> Simulation<M> {
     }
 
     fn end_life(&mut self, i: usize, how: LifeEnd) {
+        self.end_life_quietly(i, how);
+        // Peers notice the closed connection, unless the link from it is cut.
+        for j in (0..self.nodes.len()).filter(|&j| j != i) {
+            if self.nodes[j].machine.is_none() {
+                continue;
+            }
+            if let Some(at) = self.network.plan_link_down(&mut self.rng_net, i, j, self.now) {
+                let to_gen = self.nodes[j].gen;
+                self.schedule(at, Event::LinkDown { to: j, to_gen, peer: i });
+            }
+        }
+    }
+
+    /// The end of a life, without the peers' link-down (a graceful shutdown closes its links
+    /// after its flush).
+    fn end_life_quietly(&mut self, i: usize, how: LifeEnd) {
         let gen = self.nodes[i].gen;
         for id in self.workload.open_on(i, gen) {
             let pending = self.workload.socket_gone(id, "gateway died");
@@ -1392,16 +1502,6 @@ impl<M: NodeMachine> Simulation<M> {
         node.down_since = Some(self.now);
         if let Some(l) = node.life.take() {
             self.history.lives[l].ended = Some((self.now, how));
-        }
-        // Peers notice the closed connection, unless the link from it is cut.
-        for j in (0..self.nodes.len()).filter(|&j| j != i) {
-            if self.nodes[j].machine.is_none() {
-                continue;
-            }
-            if let Some(at) = self.network.plan_link_down(&mut self.rng_net, i, j, self.now) {
-                let to_gen = self.nodes[j].gen;
-                self.schedule(at, Event::LinkDown { to: j, to_gen, peer: i });
-            }
         }
     }
 

@@ -158,5 +158,8 @@ pub fn record_summary(r: &Record) -> String {
         Record::ActivationEnded { user, token, why, .. } => {
             format!("RECORD ActivationEnded {user} token={token} {}", why.as_str())
         }
+        Record::Validated { user, scope, token, partition, epoch, holds, .. } => {
+            format!("RECORD Validated {user} {scope} token={token} {partition}@{epoch} holds={holds}")
+        }
     }
 }

@@ -53,6 +53,9 @@ pub struct WorkloadMix {
     pub weights: ActionWeights,
     /// Probability that a new socket reuses its tab's previous `tab_id` (a reconnect).
     pub reuse_tab_id: f64,
+    /// Pause between two backend or push actions (a validation of a token a client was
+    /// granted, or a joined client's broadcast), inclusive range; `None`: none.
+    pub api_step_ms: Option<(Millis, Millis)>,
 }
 
 impl WorkloadMix {
@@ -65,6 +68,7 @@ impl WorkloadMix {
             step_ms: (20, rng.between(300, 1200)),
             weights: ActionWeights::default(),
             reuse_tab_id: 0.6,
+            api_step_ms: Some((50, 600)),
         }
     }
 
@@ -77,6 +81,7 @@ impl WorkloadMix {
             step_ms: (1000, 1000),
             weights: ActionWeights::default(),
             reuse_tab_id: 0.0,
+            api_step_ms: None,
         }
     }
 }

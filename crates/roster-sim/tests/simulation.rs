@@ -380,6 +380,20 @@ const ABLATIONS: &[Ablation] = &[
         max_seeds: 1000,
         caught: |v| v.is_p1() || matches!(v, Violation::EpochNotIncreasing { .. } | Violation::DuplicateToken { .. }),
     },
+    Ablation {
+        name: "validate_reads_current_slots",
+        off: |s| s.validate_reads_current_slots = false,
+        // No faults: takeovers, and validations of tokens clients were granted (the old
+        // ones too) on random nodes.
+        make: |seed| {
+            let mut p = biased(seed, 3, FaultMix::none());
+            p.config = roster_sim::sim_config(3, OnConflict::Takeover, 0, 1);
+            p.workload.api_step_ms = Some((20, 200));
+            p
+        },
+        max_seeds: 200,
+        caught: |v| matches!(v, Violation::WrongValidation { .. }),
+    },
 ];
 
 fn ablation_named(name: &str) -> &'static Ablation {
@@ -434,6 +448,13 @@ fn replay_ablation_seed() {
     for v in &report.violations {
         println!("VIOLATION {v}");
     }
+}
+
+/// A home that answers validations from the tokens it granted rather than its current slots
+/// says `true` for a token taken over since: the checker judges every `true` answer.
+#[test]
+fn ablation_validate_reads_current_slots() {
+    ablation("validate_reads_current_slots");
 }
 
 #[test]

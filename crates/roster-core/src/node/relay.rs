@@ -7,15 +7,20 @@
 use super::{Effect, Input, NodeState, PeerMsg, Record};
 use crate::ids::{Incarnation, Millis, NodeName, SlotToken, Topic, UserId};
 use crate::{partition_of, ScopeKey};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// How many incarnations of one peer the broadcast filter remembers: a restarted peer's new
+/// life and its previous one may both have broadcasts on the wire.
+const INCARNATIONS_REMEMBERED: usize = 4;
 
 /// The relay's state.
 #[derive(Debug, Default)]
 pub(super) struct Relay {
     /// The sequence number of this node's latest broadcast.
     broadcast_seq: u64,
-    /// Per peer: the incarnation whose broadcasts arrive and the last one delivered.
-    delivered: BTreeMap<NodeName, (Incarnation, u64)>,
+    /// Per peer: its latest incarnations whose broadcasts arrived, each with the last one
+    /// delivered.
+    delivered: BTreeMap<NodeName, VecDeque<(Incarnation, u64)>>,
     /// Only with `validate_reads_current_slots` off (ablation): every token granted.
     granted: BTreeSet<(UserId, ScopeKey, SlotToken)>,
 }
@@ -80,12 +85,22 @@ impl NodeState {
             PeerMsg::Broadcast { from: origin, seq, topic, user, event, body } => {
                 // At most once and in order per gateway incarnation: a copy or a late one is
                 // dropped (a link carries frames in order; the simulation's network does not).
-                let fresh = match self.relay.delivered.get(&from) {
-                    Some((inc, last)) if *inc == origin => seq > *last,
-                    _ => true,
+                let lives = self.relay.delivered.entry(from).or_default();
+                let fresh = match lives.iter_mut().find(|(inc, _)| *inc == origin) {
+                    Some((_, last)) if seq <= *last => false,
+                    Some((_, last)) => {
+                        *last = seq;
+                        true
+                    }
+                    None => {
+                        if lives.len() == INCARNATIONS_REMEMBERED {
+                            lives.pop_front();
+                        }
+                        lives.push_back((origin, seq));
+                        true
+                    }
                 };
                 if fresh {
-                    self.relay.delivered.insert(from, (origin, seq));
                     fx.push(Effect::Broadcast { topic, user, event, body, except: None });
                 }
             }

@@ -33,7 +33,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// node-to-node message changes shape, so that nodes of two versions refuse each other at the
 /// handshake instead of refusing each other's frames one by one.
 /// 2: `ScanReply::complete` (rule 15), `PeerMsg::Goodbye` (rule 16), `LeaseReply::before`.
-pub(crate) const LINK_PROTOCOL: u32 = 2;
+/// 3: a frame carries the core's messages only: validations, broadcasts and flushes became
+/// `PeerMsg::{Validate, ValidateReply, Broadcast, Flush, FlushAck}`.
+pub(crate) const LINK_PROTOCOL: u32 = 3;
 /// The longest handshake message accepted.
 pub(crate) const MAX_HELLO_BYTES: usize = 4096;
 
@@ -359,6 +361,24 @@ mod tests {
         let (d, a) = run(ctx("a", "k"), "b", ctx("b", "k"), |n| n.as_str() == "c").await;
         assert_eq!(a.unwrap_err().event(), LinkEvent::HandshakeCertName);
         assert!(matches!(d, Err(HandshakeError::RefusedByPeer(Refusal::CertName))));
+    }
+
+    #[tokio::test]
+    async fn a_dial_of_the_previous_link_protocol_is_refused_as_another_build() {
+        assert_eq!(LINK_PROTOCOL, 3, "3: validations, broadcasts and flushes are core messages");
+        let (mut x, mut y) = tokio::io::duplex(64 * 1024);
+        let old = Hello::Dial {
+            protocol: LINK_PROTOCOL - 1,
+            from: "a".into(),
+            to: "b".into(),
+            fingerprint: 42,
+            nonce: [1; 32],
+        };
+        write(&mut x, &old).await.unwrap();
+        let err = accept(&mut y, &ctx("b", "k"), |_| true).await.unwrap_err();
+        assert!(matches!(err, HandshakeError::Refused(Refusal::Protocol)), "{err:?}");
+        assert_eq!(err.event(), LinkEvent::HandshakeProtocol);
+        assert!(matches!(read(&mut x).await.unwrap(), Hello::Refuse(Refusal::Protocol)));
     }
 
     #[tokio::test]

@@ -2,7 +2,8 @@
 //! `roster.link.<name>`, which is how a peer's sender finds it, and accepts one message,
 //! `Frame(bytes)`, which it decodes fallibly and admits only if the frame's ticket belongs to
 //! an open session whose authenticated peer is the sender the frame and every message in it
-//! claim. Admitted messages go to the node's `PeerInbox`, ahead of the `NodeActor`'s mailbox.
+//! claim. Admitted messages (all of them the core's, [`PeerMsg`]) go to the node's
+//! `PeerInbox`, ahead of the `NodeActor`'s mailbox.
 //!
 //! ```text
 //! NodeSupervisor ... NodeActor ◀── PeerInbox ◀── ClusterLink (spawned by Cluster::start, unlinked)
@@ -10,11 +11,11 @@
 
 use super::counters::LinkEvent;
 use super::links::{group_of, Admission, Links};
-use super::wire::{claimed_sender, Envelope, LinkMsg, Wire};
+use super::wire::{claimed_sender, Envelope, LinkMsg};
 use crate::codec;
 use crate::node_actor::{NodeMsg, PeerInbox};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use roster_core::NodeName;
+use roster_core::{NodeName, PeerMsg};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -51,8 +52,8 @@ impl Actor for ClusterLink {
         let LinkMsg::Frame(bytes) = msg;
         let Some((from, body)) = admit(&st.links, &bytes, Instant::now()) else { return Ok(()) };
         let mut wake = false;
-        for wire in body {
-            wake |= st.deliver(&from, wire);
+        for msg in body {
+            wake |= st.inbox.push(from.clone(), msg);
         }
         if wake {
             let _ = st.node.cast(NodeMsg::PeerWake);
@@ -63,7 +64,7 @@ impl Actor for ClusterLink {
 
 /// Decodes a frame and checks it against its session; returns the sender and the messages,
 /// or `None` after counting (and logging once per peer) why it was refused.
-pub(crate) fn admit(links: &Links, bytes: &[u8], now: Instant) -> Option<(NodeName, Vec<Wire>)> {
+pub(crate) fn admit(links: &Links, bytes: &[u8], now: Instant) -> Option<(NodeName, Vec<PeerMsg>)> {
     let c = &links.counters;
     let env: Envelope = match codec::decode(bytes) {
         Ok(env) => env,
@@ -102,33 +103,11 @@ pub(crate) fn admit(links: &Links, bytes: &[u8], now: Instant) -> Option<(NodeNa
     Some((peer, env.body))
 }
 
-impl ClusterLinkArgs {
-    /// Hand one message on; returns whether the node actor needs a wake-up.
-    fn deliver(&self, from: &NodeName, wire: Wire) -> bool {
-        let from = from.clone();
-        match wire {
-            Wire::Peer(msg) => return self.inbox.push(from, msg),
-            Wire::Broadcast { topic, from: user, event, body } => {
-                let _ = self.node.cast(NodeMsg::PeerBroadcast { topic, from: user, event, body });
-            }
-            Wire::Validate { id, user, topic, token } => {
-                let _ = self.node.cast(NodeMsg::PeerValidate { from, id, user, topic, token });
-            }
-            Wire::ValidateReply { id, answer } => {
-                let _ = self.node.cast(NodeMsg::ValidateReply { id, answer });
-            }
-            Wire::Flush(id) => self.links.send(&from, Wire::FlushAck(id)),
-            Wire::FlushAck(id) => self.links.flush_acked(id, &from),
-        }
-        false
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cluster::handshake::Authenticated;
-    use roster_core::{Config, Incarnation, PeerMsg};
+    use roster_core::{Config, Incarnation};
 
     fn links() -> Arc<Links> {
         let config = Config::from_toml_str(include_str!("../../../../cluster.toml")).unwrap();
@@ -139,12 +118,12 @@ mod tests {
         links
     }
 
-    fn heartbeat(node: &str) -> Wire {
+    fn heartbeat(node: &str) -> PeerMsg {
         let from = Incarnation::new(node, 9);
-        Wire::Peer(PeerMsg::Heartbeat { from, sent_at: 1, leases: vec![], echoes: vec![], presence_seq: 0 })
+        PeerMsg::Heartbeat { from, sent_at: 1, leases: vec![], echoes: vec![], presence_seq: 0 }
     }
 
-    fn frame(from: &str, to: &str, ticket: u8, body: Vec<Wire>) -> Vec<u8> {
+    fn frame(from: &str, to: &str, ticket: u8, body: Vec<PeerMsg>) -> Vec<u8> {
         codec::encode(&Envelope { from: from.into(), to: to.into(), ticket: [ticket; 16], body }).unwrap()
     }
 
@@ -162,8 +141,31 @@ mod tests {
         // c's session, b's name on the envelope.
         assert!(admit(&l, &frame("b", "a", 2, vec![heartbeat("b")]), Instant::now()).is_none());
         // c's session and c's envelope, but a heartbeat of b inside.
-        assert!(admit(&l, &frame("c", "a", 2, vec![Wire::Flush(1), heartbeat("b")]), Instant::now()).is_none());
-        assert_eq!(l.counters.get(LinkEvent::RefusedFromMismatch), 2);
+        let c_flush = PeerMsg::Flush { from: Incarnation::new("c", 9), id: 1 };
+        assert!(admit(&l, &frame("c", "a", 2, vec![c_flush.clone(), heartbeat("b")]), Instant::now()).is_none());
+        // c's session, a validation, broadcast, flush or answer that speaks for b.
+        let b = Incarnation::new("b", 9);
+        let a = Incarnation::new("a", 1);
+        let token = roster_core::SlotToken { epoch: 1, generation: 1 };
+        let posing = [
+            PeerMsg::Validate { from: b.clone(), call: 1, user: "u".into(), topic: "t".into(), token },
+            PeerMsg::ValidateReply { from: b.clone(), to: a, call: 1, answer: Some(true) },
+            PeerMsg::Broadcast {
+                from: b.clone(),
+                seq: 1,
+                topic: "t".into(),
+                user: "u".into(),
+                event: "e".into(),
+                body: roster_core::MetaValue::Null,
+            },
+            PeerMsg::Flush { from: b.clone(), id: 2 },
+            PeerMsg::FlushAck { from: b, id: 2 },
+        ];
+        for msg in &posing {
+            let bytes = frame("c", "a", 2, vec![c_flush.clone(), msg.clone()]);
+            assert!(admit(&l, &bytes, Instant::now()).is_none(), "{msg:?}");
+        }
+        assert_eq!(l.counters.get(LinkEvent::RefusedFromMismatch), 2 + posing.len() as u64);
         assert_eq!(l.counters.get(LinkEvent::FramesReceived), 0);
     }
 

@@ -5,10 +5,10 @@
 
 use super::counters::{LinkCounters, LinkEvent};
 use super::handshake::Authenticated;
-use super::wire::{Envelope, LinkMsg, Ticket, Wire};
+use super::wire::{Envelope, LinkMsg, Ticket};
 use crate::codec::{self, MAX_PAYLOAD_BYTES};
 use ractor::{ActorCell, ActorRef};
-use roster_core::{Config, MetaValue, NodeName, PeerMsg, SlotToken, Topic, UserId};
+use roster_core::{Config, NodeName, PeerMsg};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -84,7 +84,7 @@ pub struct Links {
     state: Mutex<HashMap<NodeName, PeerLink>>,
     sessions: Mutex<SessionTable>,
     /// Messages waiting for the sender task, per peer, in order.
-    outbox: Mutex<HashMap<NodeName, Vec<Wire>>>,
+    outbox: Mutex<HashMap<NodeName, Vec<PeerMsg>>>,
     pub(crate) wake: tokio::sync::Notify,
     flushes: Mutex<HashMap<u64, Flush>>,
     next_flush: AtomicU64,
@@ -117,47 +117,23 @@ impl Links {
     /// Send a core message to `to`. Dropped (and counted) when no session is up: the core's
     /// protocol already survives loss.
     pub fn send_peer(&self, to: &NodeName, msg: PeerMsg) {
-        self.send(to, Wire::Peer(msg));
+        self.send(to, msg);
     }
 
-    /// Send a signed-in user's push to every peer with a session up.
-    pub fn broadcast(&self, topic: &Topic, from: &UserId, event: &str, body: &MetaValue) {
-        for peer in self.up_peers() {
-            let wire = Wire::Broadcast {
-                topic: topic.clone(),
-                from: from.clone(),
-                event: event.to_owned(),
-                body: body.clone(),
-            };
-            self.send(&peer, wire);
-        }
-    }
-
-    /// Ask `home` whether `token` still holds `user`'s slot; the answer comes back to the
-    /// node actor as [`crate::NodeMsg::ValidateReply`] with `id`.
-    pub fn validate(&self, home: &NodeName, id: u64, user: UserId, topic: Topic, token: SlotToken) {
-        self.send(home, Wire::Validate { id, user, topic, token });
-    }
-
-    /// Answer a peer's [`Links::validate`].
-    pub fn validate_reply(&self, to: &NodeName, id: u64, answer: Option<bool>) {
-        self.send(to, Wire::ValidateReply { id, answer });
-    }
-
-    /// Wait until every peer with a session up has received everything sent to it so far (or
-    /// `timeout` passes). Returns whether all answered.
-    pub async fn flush(&self, timeout: Duration) -> bool {
+    /// Wait until every peer with a session up now has confirmed flush `id` (or `timeout`
+    /// passes): `start(id)` has the node's core send the flush (`Input::Flush`), which each
+    /// peer's core answers after everything this node sent it before. Returns whether all
+    /// answered.
+    pub(crate) async fn flush(&self, timeout: Duration, start: impl FnOnce(u64)) -> bool {
         let peers: HashSet<NodeName> = self.up_peers().into_iter().collect();
         if peers.is_empty() {
             return true;
         }
         let id = self.next_flush.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        lock(&self.flushes).insert(id, (peers.clone(), Some(tx)));
-        for peer in &peers {
-            self.send(peer, Wire::Flush(id));
-        }
-        let done = tokio::time::timeout(timeout, rx).await.is_ok();
+        lock(&self.flushes).insert(id, (peers, Some(tx)));
+        start(id);
+        let done = matches!(tokio::time::timeout(timeout, rx).await, Ok(Ok(())));
         lock(&self.flushes).remove(&id);
         done
     }
@@ -186,7 +162,7 @@ impl Links {
     /// Queue a message for `to`; the sender task sends everything queued for a peer as one
     /// frame. Under a burst, thousands of messages share a frame instead of each paying for a
     /// hop through `ractor_cluster`'s session actor, so heartbeats never sit behind a backlog.
-    pub(crate) fn send(&self, to: &NodeName, body: Wire) {
+    pub(crate) fn send(&self, to: &NodeName, body: PeerMsg) {
         let mut out = lock(&self.outbox);
         // The name is cloned once per batch, not per message.
         if !out.contains_key(to) {
@@ -207,7 +183,7 @@ impl Links {
         }
     }
 
-    fn transmit_to(&self, to: &NodeName, body: Vec<Wire>) {
+    fn transmit_to(&self, to: &NodeName, body: Vec<PeerMsg>) {
         let c = &self.counters;
         let n = body.len() as u64;
         let Some((cell, ticket)) = self.route(to) else {
@@ -319,6 +295,7 @@ impl Links {
         true
     }
 
+    /// `from`'s core confirmed flush `id`.
     pub(crate) fn flush_acked(&self, id: u64, from: &NodeName) {
         let mut flushes = lock(&self.flushes);
         if let Some((waiting, tx)) = flushes.get_mut(&id) {
@@ -334,7 +311,7 @@ impl Links {
 
 /// `body` for `to` as encoded frames of at most [`MAX_PAYLOAD_BYTES`], in order, each with its
 /// message count, and how many messages were dropped because one alone is over the limit.
-pub(crate) fn frames(me: &NodeName, to: &NodeName, ticket: Ticket, body: Vec<Wire>) -> (Vec<(Vec<u8>, u64)>, u64) {
+pub(crate) fn frames(me: &NodeName, to: &NodeName, ticket: Ticket, body: Vec<PeerMsg>) -> (Vec<(Vec<u8>, u64)>, u64) {
     let mut out = Vec::new();
     let mut dropped = 0;
     let mut pending = vec![body];
@@ -369,6 +346,16 @@ pub(crate) fn group_of(node: &NodeName) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use roster_core::{Incarnation, MetaValue};
+
+    fn push(user: &str, body: MetaValue) -> PeerMsg {
+        let from = Incarnation::new("a", 1);
+        PeerMsg::Broadcast { from, seq: 1, topic: "t".into(), user: user.into(), event: "e".into(), body }
+    }
+
+    fn flush(id: u64) -> PeerMsg {
+        PeerMsg::Flush { from: Incarnation::new("a", 1), id }
+    }
 
     #[test]
     fn the_node_listed_first_dials() {
@@ -388,14 +375,7 @@ mod tests {
     #[test]
     fn a_big_batch_goes_in_frames_under_the_limit_in_order() {
         let blob = MetaValue::Str("x".repeat(100_000));
-        let body: Vec<Wire> = (0..100)
-            .map(|i| Wire::Broadcast {
-                topic: "t".into(),
-                from: format!("u{i}").as_str().into(),
-                event: "e".into(),
-                body: blob.clone(),
-            })
-            .collect();
+        let body: Vec<PeerMsg> = (0..100).map(|i| push(&format!("u{i}"), blob.clone())).collect();
         let (frames, dropped) = frames(&"a".into(), &"b".into(), [1; 16], body);
         assert_eq!(dropped, 0);
         assert!(frames.len() >= 3, "10 MB in {} frames", frames.len());
@@ -405,8 +385,8 @@ mod tests {
             let env: Envelope = codec::decode(&bytes).unwrap();
             assert_eq!(env.body.len() as u64, n);
             for w in env.body {
-                let Wire::Broadcast { from, .. } = w else { panic!("not a broadcast") };
-                users.push(from.to_string());
+                let PeerMsg::Broadcast { user, .. } = w else { panic!("not a broadcast") };
+                users.push(user.to_string());
             }
         }
         assert_eq!(users, (0..100).map(|i| format!("u{i}")).collect::<Vec<_>>());
@@ -415,15 +395,12 @@ mod tests {
     #[test]
     fn one_message_over_the_limit_is_dropped_and_counted_the_rest_goes() {
         let huge = MetaValue::Str("x".repeat(MAX_PAYLOAD_BYTES + 1));
-        let body = vec![
-            Wire::Flush(1),
-            Wire::Broadcast { topic: "t".into(), from: "u".into(), event: "e".into(), body: huge },
-            Wire::Flush(2),
-        ];
+        let body = vec![flush(1), push("u", huge), flush(2)];
         let (frames, dropped) = frames(&"a".into(), &"b".into(), [1; 16], body);
         assert_eq!(dropped, 1);
-        let flushes: Vec<Wire> = frames.iter().flat_map(|(b, _)| codec::decode::<Envelope>(b).unwrap().body).collect();
-        assert_eq!(flushes, [Wire::Flush(1), Wire::Flush(2)]);
+        let flushes: Vec<PeerMsg> =
+            frames.iter().flat_map(|(b, _)| codec::decode::<Envelope>(b).unwrap().body).collect();
+        assert_eq!(flushes, [flush(1), flush(2)]);
     }
 
     fn auth(peer: &str, inbound: u8, outbound: u8) -> Authenticated {

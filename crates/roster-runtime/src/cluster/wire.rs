@@ -1,8 +1,8 @@
 //! What travels between nodes once a session is up: the one remotable message
-//! ([`LinkMsg::Frame`]), the [`Envelope`] inside it and its content ([`Wire`]), and which node
-//! each message claims to come from ([`claimed_sender`]).
+//! ([`LinkMsg::Frame`]), the [`Envelope`] inside it (the core's messages, [`PeerMsg`]), and
+//! which node each message claims to come from ([`claimed_sender`]).
 
-use roster_core::{MetaValue, NodeName, PeerMsg, PresenceMsg, SlotToken, Topic, UserId};
+use roster_core::{NodeName, PeerMsg, PresenceMsg};
 use serde::{Deserialize, Serialize};
 
 /// A session's ticket: 16 random bytes one node hands its peer during the handshake, to be
@@ -27,55 +27,15 @@ pub(crate) struct Envelope {
     pub to: NodeName,
     /// The ticket the addressee issued for this session.
     pub ticket: Ticket,
-    /// The content: every message queued for this peer since the previous frame, in order.
-    pub body: Vec<Wire>,
-}
-
-/// The content of an [`Envelope`].
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) enum Wire {
-    /// The core's node-to-node traffic: heartbeats, leases, slots, scans, presence.
-    Peer(PeerMsg),
-    /// A signed-in user's push, for the topic's subscribers on the receiving node.
-    Broadcast {
-        /// The topic.
-        topic: Topic,
-        /// The sender.
-        from: UserId,
-        /// The event.
-        event: String,
-        /// The payload.
-        body: MetaValue,
-    },
-    /// Does `token` still hold `user`'s slot in `topic`'s scope? (to the user's home)
-    Validate {
-        /// The asker's request id.
-        id: u64,
-        /// The user.
-        user: UserId,
-        /// A topic of the scope.
-        topic: Topic,
-        /// The token.
-        token: SlotToken,
-    },
-    /// The home's answer; `None`: it is not the user's home (any more).
-    ValidateReply {
-        /// The request id.
-        id: u64,
-        /// The answer.
-        answer: Option<bool>,
-    },
-    /// "Answer once everything I sent before this has reached you" (graceful shutdown).
-    Flush(u64),
-    /// The answer to [`Wire::Flush`].
-    FlushAck(u64),
+    /// The content: every core message queued for this peer since the previous frame, in
+    /// order.
+    pub body: Vec<PeerMsg>,
 }
 
 /// The node a message says it comes from, where it names one: the sender's incarnation, the
 /// gateway of a connection the sender reports on, the origin of presence entries. A peer
 /// may only speak for itself, so every such name must be the session's peer.
-pub(crate) fn claimed_sender(wire: &Wire) -> Option<&NodeName> {
-    let Wire::Peer(msg) = wire else { return None };
+pub(crate) fn claimed_sender(msg: &PeerMsg) -> Option<&NodeName> {
     match msg {
         PeerMsg::Heartbeat { from, .. }
         | PeerMsg::LeaseRequest { from, .. }
@@ -91,7 +51,12 @@ pub(crate) fn claimed_sender(wire: &Wire) -> Option<&NodeName> {
         | PeerMsg::UserInfo { from, .. }
         | PeerMsg::HandoverPlan { from, .. }
         | PeerMsg::UserHandover { from, .. }
-        | PeerMsg::Goodbye { from, .. } => Some(&from.node),
+        | PeerMsg::Goodbye { from, .. }
+        | PeerMsg::Validate { from, .. }
+        | PeerMsg::ValidateReply { from, .. }
+        | PeerMsg::Broadcast { from, .. }
+        | PeerMsg::Flush { from, .. }
+        | PeerMsg::FlushAck { from, .. } => Some(&from.node),
         PeerMsg::SlotJoin { conn, .. } | PeerMsg::SlotReleased { conn, .. } => Some(&conn.gateway.node),
         // The connection of an ack and the addressee of a user answer are the receiver's own;
         // a kick names no sender (a session kick names the session's gateway, not the sender).
@@ -110,8 +75,8 @@ pub(crate) fn claimed_sender(wire: &Wire) -> Option<&NodeName> {
 #[cfg(test)]
 pub(crate) fn sample_envelopes() -> Vec<Envelope> {
     use roster_core::{
-        Announced, Change, ConnId, Delta, Echo, EntryRecord, HeldSlot, Incarnation, PartitionId, PhxRef, PolicyId,
-        ScopeKey, SnapshotChunk, SocketId,
+        Announced, Change, ConnId, Delta, Echo, EntryRecord, HeldSlot, Incarnation, MetaValue, PartitionId, PhxRef,
+        PolicyId, ScopeKey, SlotToken, SnapshotChunk, SocketId,
     };
     let a = Incarnation::new("a", 1);
     let b = Incarnation::new("b", 2);
@@ -214,6 +179,19 @@ pub(crate) fn sample_envelopes() -> Vec<Envelope> {
         PeerMsg::KickSession { user: "u1".into(), conn: conn.clone(), scope: scope.clone(), reason: "spam".into() },
         PeerMsg::HandoverPlan { from: a.clone(), partition: PartitionId(5), users: vec!["u1".into(), "u2".into()] },
         PeerMsg::UserHandover { from: a.clone(), user: "u1".into(), token, state: vec![9; 12] },
+        PeerMsg::Validate { from: a.clone(), call: 1, user: "u1".into(), topic: "room:1".into(), token },
+        PeerMsg::ValidateReply { from: b.clone(), to: a.clone(), call: 1, answer: Some(true) },
+        PeerMsg::ValidateReply { from: b.clone(), to: a.clone(), call: 2, answer: None },
+        PeerMsg::Broadcast {
+            from: a.clone(),
+            seq: 3,
+            topic: "room:1".into(),
+            user: "u1".into(),
+            event: "shout".into(),
+            body: MetaValue::Map(meta.clone()),
+        },
+        PeerMsg::Flush { from: a.clone(), id: 4 },
+        PeerMsg::FlushAck { from: b.clone(), id: 4 },
         PeerMsg::Presence(PresenceMsg::Delta(Delta {
             origin: a.clone(),
             seq_from: 3,
@@ -233,21 +211,8 @@ pub(crate) fn sample_envelopes() -> Vec<Envelope> {
             entries: vec![entry],
         })),
     ];
-    let other = vec![
-        Wire::Broadcast {
-            topic: "room:1".into(),
-            from: "u1".into(),
-            event: "shout".into(),
-            body: MetaValue::Map(meta),
-        },
-        Wire::Validate { id: 1, user: "u1".into(), topic: "room:1".into(), token },
-        Wire::ValidateReply { id: 1, answer: Some(true) },
-        Wire::Flush(4),
-        Wire::FlushAck(4),
-    ];
     let envelope = |body| Envelope { from: "a".into(), to: "b".into(), ticket: [0x5A; 16], body };
-    let mut out: Vec<Envelope> = peer.into_iter().map(|m| envelope(vec![Wire::Peer(m)])).collect();
-    out.extend(other.into_iter().map(|w| envelope(vec![w])));
+    let mut out: Vec<Envelope> = peer.into_iter().map(|m| envelope(vec![m])).collect();
     out.push(envelope(Vec::new()));
     out
 }
@@ -256,7 +221,7 @@ pub(crate) fn sample_envelopes() -> Vec<Envelope> {
 mod tests {
     use super::*;
     use crate::codec;
-    use roster_core::{ConnId, Incarnation, ScopeKey, SocketId};
+    use roster_core::{ConnId, Incarnation, MetaValue, ScopeKey, SlotToken, SocketId};
 
     #[test]
     fn envelopes_round_trip_and_garbage_is_refused_by_decoding() {
@@ -265,13 +230,15 @@ mod tests {
             to: "b".into(),
             ticket: [7; 16],
             body: vec![
-                Wire::Broadcast {
+                PeerMsg::Broadcast {
+                    from: Incarnation::new("a", 1),
+                    seq: 1,
                     topic: "room:1".into(),
-                    from: "u1".into(),
+                    user: "u1".into(),
                     event: "shout".into(),
                     body: MetaValue::Str("hi".into()),
                 },
-                Wire::Flush(3),
+                PeerMsg::Flush { from: Incarnation::new("a", 1), id: 3 },
             ],
         };
         let bytes = codec::encode(&env).unwrap();
@@ -284,7 +251,7 @@ mod tests {
     fn a_message_claims_the_node_it_names_as_its_sender() {
         let c = Incarnation::new("c", 1);
         let hb = PeerMsg::Heartbeat { from: c.clone(), sent_at: 1, leases: vec![], echoes: vec![], presence_seq: 0 };
-        assert_eq!(claimed_sender(&Wire::Peer(hb)).map(NodeName::as_str), Some("c"));
+        assert_eq!(claimed_sender(&hb).map(NodeName::as_str), Some("c"));
         let conn = ConnId { gateway: c.clone(), socket: SocketId(4) };
         let released = PeerMsg::SlotReleased {
             conn,
@@ -293,11 +260,30 @@ mod tests {
             token: SlotToken { epoch: 1, generation: 1 },
             clean: true,
         };
-        assert_eq!(claimed_sender(&Wire::Peer(released)).map(NodeName::as_str), Some("c"));
+        assert_eq!(claimed_sender(&released).map(NodeName::as_str), Some("c"));
         let goodbye = PeerMsg::Goodbye { from: c.clone(), released: vec![], settled: true };
-        assert_eq!(claimed_sender(&Wire::Peer(goodbye)).map(NodeName::as_str), Some("c"));
-        let ask = PeerMsg::Presence(PresenceMsg::SnapshotRequest { from: c });
-        assert_eq!(claimed_sender(&Wire::Peer(ask)).map(NodeName::as_str), Some("c"));
-        assert_eq!(claimed_sender(&Wire::Flush(1)), None);
+        assert_eq!(claimed_sender(&goodbye).map(NodeName::as_str), Some("c"));
+        let ask = PeerMsg::Presence(PresenceMsg::SnapshotRequest { from: c.clone() });
+        assert_eq!(claimed_sender(&ask).map(NodeName::as_str), Some("c"));
+        // The messages of the relay speak for their sender too, the answers included.
+        let token = SlotToken { epoch: 1, generation: 1 };
+        let a = Incarnation::new("a", 1);
+        let relay = [
+            PeerMsg::Validate { from: c.clone(), call: 1, user: "u".into(), topic: "room:1".into(), token },
+            PeerMsg::ValidateReply { from: c.clone(), to: a.clone(), call: 1, answer: Some(true) },
+            PeerMsg::Broadcast {
+                from: c.clone(),
+                seq: 1,
+                topic: "room:1".into(),
+                user: "u".into(),
+                event: "e".into(),
+                body: MetaValue::Null,
+            },
+            PeerMsg::Flush { from: c.clone(), id: 1 },
+            PeerMsg::FlushAck { from: c.clone(), id: 1 },
+        ];
+        for msg in &relay {
+            assert_eq!(claimed_sender(msg).map(NodeName::as_str), Some("c"), "{msg:?}");
+        }
     }
 }

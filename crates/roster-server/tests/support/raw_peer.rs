@@ -22,7 +22,7 @@ use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
 /// The codec's version byte (bincode 2, standard configuration, follows).
 const CODEC_VERSION: u8 = 1;
-const LINK_PROTOCOL: u32 = 2;
+const LINK_PROTOCOL: u32 = 3;
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Hello {
@@ -49,13 +49,7 @@ struct Envelope {
     from: String,
     to: String,
     ticket: [u8; 16],
-    body: Vec<Wire>,
-}
-
-/// The first variant of the node's message content: a core message.
-#[derive(Serialize)]
-enum Wire {
-    Peer(PeerMsg),
+    body: Vec<PeerMsg>,
 }
 
 /// The one message a node's `ClusterLink` takes (the variant's name is what travels).
@@ -205,12 +199,7 @@ impl RawSession {
     /// Send the node a frame saying it comes from `from`, carrying `msgs`, with the session's
     /// ticket.
     pub fn send(&self, from: &str, msgs: Vec<PeerMsg>) {
-        let env = Envelope {
-            from: from.to_owned(),
-            to: self.to.clone(),
-            ticket: self.ticket,
-            body: msgs.into_iter().map(Wire::Peer).collect(),
-        };
+        let env = Envelope { from: from.to_owned(), to: self.to.clone(), ticket: self.ticket, body: msgs };
         let cell = self.link().expect("the session is up");
         ActorRef::<LinkMsg>::from(cell).cast(LinkMsg::Frame(encode(&env))).expect("cast the frame");
     }
