@@ -977,7 +977,9 @@ pub fn check_tokens(intervals: &[HeldInterval]) -> Vec<Violation> {
 /// at the epoch it recorded (not below the token's), and the token's tab with every other tab
 /// holding the scope's slot then is at most `max_slots` tabs. (A `true` may come after the
 /// token's gateway ended its slot, while the release is on its way: the home still counts it,
-/// so it grants no other tab in its place before it stops saying `true`.)
+/// so it grants no other tab in its place before it stops saying `true`. A tab accepted in the
+/// same millisecond as the answer is not counted: the order of records within a millisecond
+/// is not kept by the intervals, and a home answers, then grants, in one instant.)
 pub fn check_validations(history: &History, intervals: &[HeldInterval], leases: &[LeaseSpan]) -> Vec<Violation> {
     let mut found = Vec::new();
     for NodeRecord { node, record } in &history.records {
@@ -1002,7 +1004,7 @@ pub fn check_validations(history: &History, intervals: &[HeldInterval], leases: 
         };
         let holders: Vec<&HeldInterval> = intervals
             .iter()
-            .filter(|i| &i.user == user && &i.scope == scope && i.start <= *at && *at < i.end && i.tab != own.tab)
+            .filter(|i| &i.user == user && &i.scope == scope && i.start < *at && *at < i.end && i.tab != own.tab)
             .collect();
         let tabs: BTreeSet<&TabKey> = holders.iter().map(|i| &i.tab).chain([&own.tab]).collect();
         let max = max_slots_of(&history.config, scope);

@@ -56,7 +56,8 @@ pub fn record_at(r: &Record) -> Millis {
         | Record::LeaseHeld { at, .. }
         | Record::LeaseDropped { at, .. }
         | Record::ActivationStarted { at, .. }
-        | Record::ActivationEnded { at, .. } => *at,
+        | Record::ActivationEnded { at, .. }
+        | Record::Validated { at, .. } => *at,
     }
 }
 
