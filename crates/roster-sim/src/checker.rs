@@ -333,6 +333,19 @@ pub enum Violation {
     /// A user actor rule broke: two activations at once, tokens not growing, an activation
     /// outside its lease, a state handed over by the wrong activation (`activations.rs`).
     Activation(super::activations::ActivationViolation),
+    /// Rule 5: a gateway acted (emitted a record other than a slot's end) more than
+    /// [`HORIZON_SLACK_MS`] after a slot's horizon had passed while it still held that slot: it
+    /// did not revoke the slot before its first action past the horizon.
+    HeldPastHorizon {
+        /// The connection.
+        conn: ConnId,
+        /// The scope.
+        scope: ScopeKey,
+        /// The slot's horizon (global).
+        horizon: Millis,
+        /// When the gateway acted while still holding it (global).
+        at: Millis,
+    },
     /// A home answered a validation `true` that the records contradict: it held no valid
     /// lease on the user's partition at that epoch, or the token's tab together with the
     /// tabs holding the scope's slot at that instant are more than `max_slots` (a third
@@ -379,6 +392,7 @@ impl Violation {
             Violation::SocketsLeaked { .. } => "leak-sockets",
             Violation::Activation(v) => v.kind(),
             Violation::WrongValidation { .. } => "validate",
+            Violation::HeldPastHorizon { .. } => "rule5-held-past-horizon",
             Violation::Broadcast { .. } => "broadcast",
         }
     }
@@ -402,7 +416,9 @@ impl Violation {
             Violation::RevivedAfterHorizon { at, .. } => *at,
             Violation::UnansweredJoin { join, .. } => join.at,
             Violation::Activation(v) => v.at(),
-            Violation::WrongValidation { at, .. } | Violation::Broadcast { at, .. } => *at,
+            Violation::WrongValidation { at, .. }
+            | Violation::Broadcast { at, .. }
+            | Violation::HeldPastHorizon { at, .. } => *at,
             Violation::PresenceDiverged { .. }
             | Violation::GhostPresence { .. }
             | Violation::MissingPresence { .. }
@@ -476,6 +492,10 @@ impl fmt::Display for Violation {
                 )
             }
             Violation::Broadcast { at, what } => write!(f, "broadcast at t={at}: {what}"),
+            Violation::HeldPastHorizon { conn, scope, horizon, at } => write!(
+                f,
+                "rule 5: {conn} still held its slot in {scope} when its gateway acted at t={at}, past its horizon {horizon}"
+            ),
         }
     }
 }
@@ -637,6 +657,26 @@ pub fn check(history: &History) -> Verdict {
 /// taken as moved in time.
 const ROUNDING_MS: Millis = 1;
 
+/// How long after a slot's horizon its gateway may still act before the checker requires the
+/// slot's end to come first (rule 5): the rounding of clock conversions and of real nodes'
+/// record logs (written in Unix milliseconds).
+pub const HORIZON_SLACK_MS: Millis = 5;
+
+/// When a record happened.
+fn record_time(r: &Record) -> Millis {
+    match r {
+        Record::Accepted { at, .. }
+        | Record::Horizon { at, .. }
+        | Record::Reattached { at, .. }
+        | Record::Ended { at, .. }
+        | Record::LeaseHeld { at, .. }
+        | Record::LeaseDropped { at, .. }
+        | Record::ActivationStarted { at, .. }
+        | Record::ActivationEnded { at, .. }
+        | Record::Validated { at, .. } => *at,
+    }
+}
+
 struct Open {
     user: UserId,
     tab: TabKey,
@@ -670,7 +710,27 @@ pub fn holding_intervals(history: &History) -> (Vec<HeldInterval>, Vec<Violation
             ended_by: why,
         });
     };
-    for NodeRecord { record, .. } in &history.records {
+    // Rule 5 is judged only where it applies: a cluster of one node keeps its slots (rule 12).
+    let judge_rule_5 = history.config.cluster.nodes.len() > 1;
+    for NodeRecord { node, record } in &history.records {
+        if judge_rule_5 && !matches!(record, Record::Ended { .. }) {
+            // A gateway's first action past a slot's horizon revokes it (its `Ended` comes
+            // first): any other record of that gateway while the slot is open is late.
+            let at = record_time(record);
+            // A horizon moved for the slot's own attachment is judged as a revival below.
+            let own_attachment = |o: &Open| matches!(record, Record::Horizon { partition, epoch, .. } if *partition == o.partition && *epoch == o.epoch);
+            let late: Vec<(ConnId, ScopeKey)> = open
+                .iter()
+                .filter(|((c, _), o)| &c.gateway == node && o.horizon + HORIZON_SLACK_MS < at && !own_attachment(o))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in late {
+                let o = open.remove(&key).expect("listed");
+                let horizon = o.horizon;
+                violations.push(Violation::HeldPastHorizon { conn: key.0.clone(), scope: key.1.clone(), horizon, at });
+                close(key, o, horizon, "horizon".into(), &mut done);
+            }
+        }
         match record {
             Record::Accepted { at, user, scope, conn, tab, token, partition, horizon } => {
                 let key = (conn.clone(), scope.clone());
@@ -1297,6 +1357,34 @@ mod tests {
         assert_eq!(wrong_validations(&with(vec![validated("n1", tok(2), 300, true)])).len(), 1);
         let lapsed = wrong_validations(&with(vec![validated("n0", tok(2), 10_000, true)]));
         assert!(lapsed[0].contains("no valid lease on p3 at epoch 10"), "{lapsed:?}");
+    }
+
+    #[test]
+    fn a_gateway_acting_past_a_slots_horizon_without_ending_it_breaks_rule_5() {
+        let a = conn("n1", 1);
+        let kinds = |records: Vec<NodeRecord>| -> Vec<String> {
+            check(&history(records)).violations.iter().map(|v| v.to_string()).collect()
+        };
+        // n1 renews a lease 100 ms past its slot's horizon, the slot still open.
+        let late = kinds(vec![accepted(&a, "tab-a", tok(1), 100, 4100), held("n1", 4, 10, 4200, 6200)]);
+        assert_eq!(late.len(), 1, "{late:?}");
+        assert!(late[0].contains("rule 5") && late[0].contains("t=4200, past its horizon 4100"), "{}", late[0]);
+        // Revoked first (on time, or first thing after a pause): fine; so is acting within the slack.
+        assert!(kinds(vec![
+            accepted(&a, "tab-a", tok(1), 100, 4100),
+            ended(&a, 4100, "node_isolated"),
+            held("n1", 4, 10, 4200, 6200)
+        ])
+        .is_empty());
+        assert!(kinds(vec![
+            accepted(&a, "tab-a", tok(1), 100, 4100),
+            ended(&a, 9000, "node_isolated"),
+            held("n1", 4, 10, 9000, 11_000)
+        ])
+        .is_empty());
+        assert!(kinds(vec![accepted(&a, "tab-a", tok(1), 100, 4100), held("n1", 4, 10, 4105, 6105)]).is_empty());
+        // Another node's records say nothing about n1's slots.
+        assert!(kinds(vec![accepted(&a, "tab-a", tok(1), 100, 4100), held("n2", 4, 10, 4200, 6200)]).is_empty());
     }
 
     fn p1(v: &Verdict) -> Vec<&Violation> {
