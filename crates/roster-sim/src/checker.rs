@@ -1333,7 +1333,7 @@ mod tests {
     #[test]
     fn a_true_validation_is_judged_against_the_home_lease_and_the_tabs_holding_then() {
         let (a, b) = (conn("n1", 1), conn("n2", 1));
-        let base = vec![
+        let base = [
             held("n0", 3, 10, 0, 10_000),
             accepted(&a, "tab-a", tok(1), 100, 4100),
             ended(&a, 150, "logged_in_elsewhere"),
