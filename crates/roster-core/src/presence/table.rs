@@ -466,7 +466,7 @@ impl PresenceTable {
     }
 
     fn retire(&mut self, origin: Incarnation) {
-        let boots = self.retired.entry(origin.node).or_default();
+        let boots = self.retired.entry(origin.node.clone()).or_default();
         if boots.len() == RETIRED_PER_NODE {
             boots.pop_front();
         }
