@@ -94,6 +94,8 @@ pub struct NodeState {
     wall_offset: Millis,
     /// User actors: which users have an activation here, and what they were told.
     users: users::Users,
+    /// The slot rules in use, one shared copy per distinct rules (see `home::rules_for`).
+    slot_rules: Vec<std::sync::Arc<crate::slot::SlotRules>>,
 }
 
 impl NodeState {
@@ -138,6 +140,7 @@ impl NodeState {
             homes: BTreeMap::new(),
             touches: home::Touches::default(),
             users: users::Users::default(),
+            slot_rules: Vec::new(),
         }
     }
 
