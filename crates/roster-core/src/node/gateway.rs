@@ -18,43 +18,101 @@ use std::collections::{BTreeMap, BTreeSet};
 struct GwSlot {
     user: UserId,
     partition: PartitionId,
-    tab: TabKey,
+    /// The join's `tab_id`; without one the connection is its own tab ([`GwSlot::tab_key`]),
+    /// which is this node's socket: no need to keep the 16-byte `ConnId` here again.
+    tab: Option<TabId>,
     token: SlotToken,
     /// The attachment epoch: announcements of `(partition, epoch)` extend the horizon.
     epoch: u64,
     topics: SlotTopics,
 }
 
+impl GwSlot {
+    /// The tab it counts for, `conn` being its connection.
+    fn tab_key(&self, conn: &ConnId) -> TabKey {
+        TabKey::of(self.tab.as_ref(), conn)
+    }
+}
+
 /// The topics a slot serves, sorted: nearly always one (a topic's own scope), a few for a
-/// `global` scope. A `BTreeSet` would cost a whole B-tree leaf (about 190 B) per slot; this is
-/// one 16-B allocation for one topic.
-#[derive(Clone, Debug, Default)]
-struct SlotTopics(Vec<Topic>);
+/// `global` scope. A `BTreeSet` would cost a whole B-tree leaf (about 190 B) per slot, and a
+/// `Vec` of one a 32-byte allocation; one topic is kept inline.
+#[derive(Clone, Debug)]
+enum SlotTopics {
+    /// Exactly one.
+    One(Topic),
+    /// None, or two or more, sorted.
+    Many(Vec<Topic>),
+}
+
+impl Default for SlotTopics {
+    fn default() -> Self {
+        SlotTopics::Many(Vec::new())
+    }
+}
 
 impl SlotTopics {
+    /// The topics of `sorted`, a sorted list without repeats.
+    fn from_sorted(mut sorted: Vec<Topic>) -> Self {
+        match sorted.len() {
+            1 => SlotTopics::One(sorted.pop().expect("one")),
+            _ => {
+                sorted.shrink_to_fit();
+                SlotTopics::Many(sorted)
+            }
+        }
+    }
+
     fn insert(&mut self, topic: Topic) {
-        if let Err(at) = self.0.binary_search(&topic) {
-            self.0.reserve_exact(1);
-            self.0.insert(at, topic);
+        match self {
+            SlotTopics::One(one) if *one == topic => {}
+            SlotTopics::One(one) => {
+                let one = one.clone();
+                let both = if one < topic { vec![one, topic] } else { vec![topic, one] };
+                *self = SlotTopics::Many(both);
+            }
+            SlotTopics::Many(many) if many.is_empty() => *self = SlotTopics::One(topic),
+            SlotTopics::Many(many) => {
+                if let Err(at) = many.binary_search(&topic) {
+                    many.reserve_exact(1);
+                    many.insert(at, topic);
+                }
+            }
         }
     }
 
     fn remove(&mut self, topic: &Topic) {
-        if let Ok(at) = self.0.binary_search(topic) {
-            self.0.remove(at);
+        match self {
+            SlotTopics::One(one) if one == topic => *self = SlotTopics::default(),
+            SlotTopics::One(_) => {}
+            SlotTopics::Many(many) => {
+                if let Ok(at) = many.binary_search(topic) {
+                    many.remove(at);
+                    if many.len() == 1 {
+                        *self = SlotTopics::One(many.pop().expect("one"));
+                    }
+                }
+            }
         }
     }
 
     fn contains(&self, topic: &Topic) -> bool {
-        self.0.binary_search(topic).is_ok()
+        self.as_slice().binary_search(topic).is_ok()
     }
 
     fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.as_slice().is_empty()
+    }
+
+    fn as_slice(&self) -> &[Topic] {
+        match self {
+            SlotTopics::One(one) => std::slice::from_ref(one),
+            SlotTopics::Many(many) => many,
+        }
     }
 
     fn iter(&self) -> std::slice::Iter<'_, Topic> {
-        self.0.iter()
+        self.as_slice().iter()
     }
 }
 
@@ -253,10 +311,10 @@ impl NodeState {
         }
         let scope = policy.scope_key(&j.topic);
         let key = (j.socket, scope.clone());
-        let tab = TabKey::of(j.tab.as_ref(), &self.conn(j.socket));
         // Another topic of the same scope on the same socket and tab shares the slot.
         if let Some(slot) = self.gateway.slots.get_mut(&key) {
-            if slot.tab == tab {
+            // Same socket: the same tab exactly when the same `tab_id` (or none).
+            if slot.tab == j.tab {
                 slot.topics.insert(j.topic.clone());
                 let token = slot.token;
                 self.gateway.sockets.entry(j.socket).or_default().joined.insert(j.topic.clone());
@@ -381,7 +439,7 @@ impl NodeState {
             horizon,
         }));
         // `w.topics` is a BTreeMap: its keys come sorted.
-        let topics = SlotTopics(w.topics.keys().cloned().collect());
+        let topics = SlotTopics::from_sorted(w.topics.keys().cloned().collect());
         for (t, meta) in w.topics {
             self.gateway.sockets.entry(conn.socket).or_default().joined.insert(t.clone());
             self.track(conn.socket, t.clone(), w.user.0.clone(), w.tab.clone(), meta, now, fx);
@@ -391,7 +449,7 @@ impl NodeState {
                 event: ClientEvent::Joined { token: Some(token) },
             });
         }
-        let slot = GwSlot { user: w.user, partition: p, tab, token, epoch: token.epoch, topics };
+        let slot = GwSlot { user: w.user, partition: p, tab: w.tab, token, epoch: token.epoch, topics };
         self.gateway.slots.insert(key, slot);
     }
 
@@ -673,7 +731,7 @@ impl NodeState {
                 user: s.user.clone(),
                 scope: scope.clone(),
                 conn: ConnId { gateway: me.clone(), socket: *socket },
-                tab: s.tab.clone(),
+                tab: s.tab_key(&ConnId { gateway: me.clone(), socket: *socket }),
                 token: s.token,
             });
         }
