@@ -468,7 +468,16 @@ impl NodeState {
                     None => Vec::new(),
                 };
                 session_events(&view[range.clone()], &after, &self.users.notes, &mut events);
+                // Grown by half its length, not doubled: one view per active user, and most
+                // hold a few sessions (as the runtime's list in `users/activation.rs`).
+                let grow = after.len().saturating_sub(range.len());
+                if view.len() + grow > view.capacity() {
+                    view.reserve_exact(grow.max(view.len() / 2));
+                }
                 view.splice(range, after);
+            }
+            if view.capacity() > 2 * view.len() + 2 {
+                view.shrink_to_fit();
             }
             for event in events.in_order() {
                 fx.push(Effect::User(UserEffect::Session { user: user.clone(), token, event }));
