@@ -888,3 +888,76 @@ impl NodeState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(token: u64) -> GwSlot {
+        GwSlot {
+            user: UserId::from("u"),
+            partition: PartitionId(0),
+            tab: None,
+            token: SlotToken { epoch: 1, generation: token },
+            epoch: 1,
+            topics: SlotTopics::default(),
+        }
+    }
+
+    fn topic(s: &str) -> ScopeKey {
+        ScopeKey::Topic(Topic::from(s))
+    }
+
+    #[test]
+    fn the_slot_map_lists_slots_by_socket_then_scope_as_one_ordered_map_would() {
+        let mut map = SlotMap::default();
+        let mut reference: BTreeMap<(SocketId, ScopeKey), u64> = BTreeMap::new();
+        // A fixed shuffle of inserts, replacements and removals over 3 sockets × 5 scopes.
+        for step in 0..200u64 {
+            let key = (SocketId(step * 7 % 3), topic(&format!("t{}", step * 11 % 5)));
+            if step % 4 == 3 {
+                assert_eq!(map.remove(&key).map(|s| s.token.generation), reference.remove(&key));
+            } else {
+                let old = map.insert(key.clone(), slot(step)).map(|s| s.token.generation);
+                assert_eq!(old, reference.insert(key, step));
+            }
+            assert_eq!(map.len(), reference.len());
+            let listed: Vec<_> = map.iter().map(|(so, sc, s)| ((so, sc.clone()), s.token.generation)).collect();
+            let expected: Vec<_> = reference.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            assert_eq!(listed, expected);
+            for (k, v) in &reference {
+                assert_eq!(map.get(k).map(|s| s.token.generation), Some(*v));
+            }
+            let of_1: Vec<_> = map.of_socket(SocketId(1)).map(|(sc, _)| sc.clone()).collect();
+            let expected_1: Vec<_> = reference.keys().filter(|k| k.0 == SocketId(1)).map(|k| k.1.clone()).collect();
+            assert_eq!(of_1, expected_1);
+        }
+        for k in reference.keys() {
+            map.remove(k).expect("held");
+        }
+        assert_eq!(map.len(), 0);
+        assert!(map.by_socket.is_empty(), "a socket without slots keeps no list");
+    }
+
+    #[test]
+    fn slot_topics_keep_one_topic_inline_and_several_sorted() {
+        let t = |s: &str| Topic::from(s);
+        let mut topics = SlotTopics::default();
+        assert!(topics.is_empty());
+        topics.insert(t("b"));
+        assert!(matches!(&topics, SlotTopics::One(one) if *one == t("b")));
+        topics.insert(t("b"));
+        topics.insert(t("a"));
+        topics.insert(t("c"));
+        assert_eq!(topics.iter().cloned().collect::<Vec<_>>(), vec![t("a"), t("b"), t("c")]);
+        assert!(topics.contains(&t("c")) && !topics.contains(&t("d")));
+        topics.remove(&t("a"));
+        topics.remove(&t("d"));
+        topics.remove(&t("c"));
+        assert!(matches!(&topics, SlotTopics::One(one) if *one == t("b")));
+        topics.remove(&t("b"));
+        assert!(topics.is_empty());
+        let from = SlotTopics::from_sorted(vec![t("x")]);
+        assert!(matches!(&from, SlotTopics::One(one) if *one == t("x")));
+    }
+}
