@@ -655,8 +655,11 @@ impl NodeState {
             s.joined.remove(topic);
         }
         self.untrack(socket, topic, now, fx);
-        let key =
-            self.gateway.slots_of(socket).find(|(_, s)| s.topics.contains(topic)).map(|(scope, _)| (socket, scope.clone()));
+        let key = self
+            .gateway
+            .slots_of(socket)
+            .find(|(_, s)| s.topics.contains(topic))
+            .map(|(scope, _)| (socket, scope.clone()));
         if let Some(key) = key {
             let slot = self.gateway.slots.get_mut(&key).expect("found");
             slot.topics.remove(topic);

@@ -76,6 +76,7 @@ impl<B: UserBehaviour> Spawner for Behaviour<B> {
         token: SlotToken,
         sessions: Vec<SessionView>,
     ) -> Arc<dyn Mailbox> {
+        let sessions = if B::KEEPS_SESSIONS { sessions } else { Vec::new() };
         let ctx = UserCtx { user, token, partition, sessions, shared };
         Arc::new(Activation::<B> {
             behaviour: self.0.clone(),
@@ -211,7 +212,9 @@ impl<B: UserBehaviour> Activation<B> {
                 }
             }
             Mail::Session(event) => {
-                apply(&mut ctx.sessions, &event);
+                if B::KEEPS_SESSIONS {
+                    apply(&mut ctx.sessions, &event);
+                }
                 let Some(s) = state.as_mut().filter(|_| current) else { return Outcome::Continue };
                 let run = || match &event {
                     SessionEvent::Started { session, how } => b.session_started(ctx, s, session, *how),
