@@ -126,8 +126,8 @@ impl<'a> IntoIterator for &'a SlotTopics {
 }
 
 /// The slots held by this node's sockets, by socket and then scope, in that order. Per socket
-/// a list sorted by scope (a socket holds a few slots, rarely more than its topics), grown by
-/// half its length: an entry costs its 104 bytes, where one map over `(socket, scope)` cost
+/// a list sorted by scope (a socket holds a few slots, rarely more than its topics), grown as
+/// [`crate::grow_by`] says: an entry costs its 104 bytes, where one map over `(socket, scope)` cost
 /// about 170 (a B-tree's leaves are a third empty on average).
 #[derive(Debug, Default)]
 struct SlotMap {
@@ -156,7 +156,7 @@ impl SlotMap {
             Ok(at) => Some(std::mem::replace(&mut list[at].1, slot)),
             Err(at) => {
                 if list.len() == list.capacity() {
-                    list.reserve_exact((list.len() / 2).max(1));
+                    list.reserve_exact(crate::grow_by(list.len()));
                 }
                 list.insert(at, (key.1, slot));
                 self.len += 1;

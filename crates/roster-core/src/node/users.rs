@@ -468,11 +468,11 @@ impl NodeState {
                     None => Vec::new(),
                 };
                 session_events(&view[range.clone()], &after, &self.users.notes, &mut events);
-                // Grown by half its length, not doubled: one view per active user, and most
-                // hold a few sessions (as the runtime's list in `users/activation.rs`).
+                // Grown as `grow_by` says, not doubled: one view per active user, and most
+                // hold a few sessions.
                 let grow = after.len().saturating_sub(range.len());
                 if view.len() + grow > view.capacity() {
-                    view.reserve_exact(grow.max(view.len() / 2));
+                    view.reserve_exact(grow.max(crate::grow_by(view.len())));
                 }
                 view.splice(range, after);
             }

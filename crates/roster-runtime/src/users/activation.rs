@@ -283,12 +283,12 @@ impl<B: UserBehaviour> Activation<B> {
 fn apply(sessions: &mut Vec<SessionView>, event: &SessionEvent) {
     let same = |a: &SessionView, b: &SessionView| a.conn == b.conn && a.scope == b.scope && a.token == b.token;
     match event {
-        // Nearly sized to what it holds (it grows by half): most users have a session or two,
-        // and a doubled list kept room for as many again on every activation.
+        // Nearly sized to what it holds (`grow_by`): most users have a session or two, and a
+        // doubled list kept room for as many again on every activation.
         SessionEvent::Started { session, .. } => {
             let len = sessions.len();
             if len == sessions.capacity() {
-                sessions.reserve_exact((len / 2).max(1));
+                sessions.reserve_exact(roster_core::grow_by(len));
             }
             sessions.push(session.clone());
         }
