@@ -163,7 +163,7 @@ impl fmt::Display for SocketId {
 /// cost a reference count each. Incarnations decoded from the wire are shared too: each thread
 /// keeps the few it decoded last and hands out the same one for equal data. Equality, order,
 /// hashing and the encoding are those of the data, as before it was shared.
-#[derive(Clone, Debug, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, Eq, PartialOrd, Ord)]
 pub struct Incarnation(Arc<IncarnationData>);
 
 /// What an [`Incarnation`] is: a node's name and one boot of it.
@@ -226,6 +226,12 @@ impl std::ops::Deref for Incarnation {
 impl PartialEq for Incarnation {
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+    }
+}
+
+impl std::hash::Hash for Incarnation {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state)
     }
 }
 
