@@ -565,7 +565,15 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
     let last =
         final_close.or_else(|| (reason == CloseReason::Shutdown).then(|| close(CLOSE_RESTART, "node shutting down")));
     let mut pending = std::mem::take(&mut task.out);
-    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+    // A client closed for not reading can only take its close frame once it reads what is in
+    // the kernel's buffers before it (at most a window): it gets two pings for that (at least
+    // a second; half a second when the node shuts down). The node has forgotten the socket
+    // already; only the socket waits.
+    let last_write = match reason {
+        CloseReason::Shutdown => Duration::from_millis(500),
+        _ => (ping_every * 2).max(Duration::from_secs(1)),
+    };
+    let _ = tokio::time::timeout(last_write, async {
         while let Some(m) = pending.next_frame() {
             sink.feed(m).await?;
         }
@@ -573,7 +581,13 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
             sink.feed(m).await?;
         }
         sink.flush().await?;
-        sink.close().await
+        sink.close().await?;
+        // The TCP connection closes once the client answers the close (or ends): a client
+        // still reading its backlog answers the pings in it meanwhile, and those reaching a
+        // closed socket would reset the connection, which discards what the client has not
+        // read yet, the close frame included (it would see 1006).
+        while let Some(Ok(_)) = stream.next().await {}
+        Ok::<(), WsError>(())
     })
     .await;
     drop(stream);
