@@ -22,14 +22,18 @@
 //! token's topics and expiry, joins and leaves per second, meta size). The dashboard's admin
 //! topic (`roster:admin`) is a feed of snapshots, not a presence topic (`dashboard.rs`).
 //!
-//! Every close the server starts carries a code and a reason: 1001 (no answer to pings), 1002
-//! (a WebSocket protocol violation), 1007 (a text frame not UTF-8), 1008 (the token expired),
-//! 1009 (frame too large), 1011 (the connection failed), 1012 (the node shuts down), 1013 (a
-//! slow client: its queue passed `outbound_queue` frames or `outbound_queue_bytes` bytes, or a
-//! write stayed blocked for two `ping_ms`). A socket is called silent only after the frames it
-//! already sent have been read: a node too busy to read its pongs closes nobody for it. Every
-//! 32 KiB of data carries a ping in line, so a client reading through a big backlog keeps
-//! answering while it reads ([`IN_LINE_PING_BYTES`]).
+//! Flow control by pings ([`FlowWindow`]): a socket is written at most [`WINDOW_BYTES`] of
+//! data beyond the last ping its client answered (pings carry the offset of the data before
+//! them, one in line with every [`IN_LINE_PING_BYTES`]); the rest waits in the connection's
+//! queue, as the shared pushes it already is, not in the kernel.
+//!
+//! Every close the server starts carries a code and a reason: 1001 (nothing heard for two
+//! `ping_ms`), 1002 (a WebSocket protocol violation), 1007 (a text frame not UTF-8), 1008 (the
+//! token expired), 1009 (frame too large), 1011 (the connection failed), 1012 (the node shuts
+//! down), 1013 (a slow client: with data waiting for it, it answered no in-line ping for two
+//! `ping_ms`; or its queue passed `outbound_queue` frames or `outbound_queue_bytes` bytes; or a
+//! write stayed blocked for two `ping_ms` with no pong). Before either ping verdict the task
+//! reads every frame already there: a node too busy to read its pongs closes nobody for it.
 
 use crate::app::AppState;
 use crate::dashboard::{self, AdminFeed};
