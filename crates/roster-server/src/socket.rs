@@ -111,7 +111,7 @@ const IN_LINE_PING_BYTES: u64 = 16 * 1024;
 /// 256 KiB (2.6 GB) would pass its maximum (2.2 GB) and make every socket's write wait on the
 /// others' clients; and a client 100 ms away still reads 1.3 MB/s (a 10,000-member room's
 /// list in under a second). Eight in-line pings are in flight when the window is full.
-const WINDOW_BYTES: u64 = 128 * 1024;
+const WINDOW_BYTES: u64 = 64 * 1024;
 /// Items taken from the connection's queue before they are written (one write, one flush).
 const BATCH_ITEMS: usize = 64;
 
@@ -539,7 +539,8 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
         // the same call, as the window allows.
         if ping_due || (!task.out.is_empty() && task.flow.room() > 0) {
             let io = Io { sink: &mut sink, stream: &mut stream };
-            match write_queued(io, &mut task, &conn, send_timeout, (&mut last_seen, std::mem::take(&mut ping_due))).await
+            match write_queued(io, &mut task, &conn, send_timeout, (&mut last_seen, std::mem::take(&mut ping_due)))
+                .await
             {
                 Written::All => {}
                 Written::Failed => break 'socket,
