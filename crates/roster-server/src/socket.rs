@@ -106,13 +106,15 @@ const IN_LINE_PING_BYTES: u64 = 16 * 1024;
 /// Flow control by pings: at most this much data is written beyond the last answered ping;
 /// the rest waits in the connection's queue as the shared pushes it already is (one
 /// allocation per push for every socket, counted by `outbound_queue_bytes`), not in the
-/// kernel. 64 KiB: 10,000 sockets each a window behind hold 0.65 GB of the kernel's TCP memory
-/// (measured in a 10,000-member room: 0.53-0.61 GB at the peak), well under this machine's
-/// `net.ipv4.tcp_mem` pressure mark (384k pages, 1.5 GB); 256 KiB (2.6 GB) would pass its
-/// maximum (2.2 GB) and make every socket's write wait on the others' clients. A client 100 ms
-/// away still reads 640 KB/s (a 10,000-member room's list in under 1.5 s). Four in-line pings
-/// are in flight when the window is full.
-const WINDOW_BYTES: u64 = 64 * 1024;
+/// kernel. 32 KiB, from a 10,000-member room on this machine (`BENCHMARKS.md`, issue 13 fourth
+/// round): every member takes in its list at once, and a client process reads each socket's
+/// window in turn, so one turn over its sockets costs it sockets × window bytes, and a socket
+/// it reaches after two `ping_ms` is closed. At 64 KiB (655 MB a turn) the node closed 35-84 %
+/// of the sockets, at 32 KiB 9.5 %. The kernel holds at most 0.33 GB for 10,000 sockets, far
+/// under this machine's `net.ipv4.tcp_mem` pressure mark (1.5 GB; without a window 8.8 GB went
+/// to it). The price: a client 100 ms away reads at most 320 KB/s (a 10,000-member room's list
+/// in under 3 s). Two in-line pings are in flight when the window is full.
+const WINDOW_BYTES: u64 = 32 * 1024;
 /// Items taken from the connection's queue before they are written (one write, one flush).
 const BATCH_ITEMS: usize = 64;
 
