@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { connect, joinWithPresence, metric, presenceMap, rawSocket, scenario, scenarioInput, untilPresence, waitFor } from "../client.mjs";
 
 const BLOB = "x".repeat(50_000);
-const PUSHES = 60; // 3 MB: many windows, far beyond what the node writes ahead
+const PUSHES = 30; // 1.5 MB: many windows, far beyond what the node writes ahead
 
 function push(channel, i) {
   return new Promise((resolve) => {
