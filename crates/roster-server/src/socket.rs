@@ -110,9 +110,9 @@ const IN_LINE_PING_BYTES: u64 = 16 * 1024;
 /// round): every member takes in its list at once, and a client process reads each socket's
 /// window in turn, so one turn over its sockets costs it sockets × window bytes, and a socket
 /// it reaches after two `ping_ms` is closed. At 64 KiB (655 MB a turn) the node closed 35-84 %
-/// of the sockets, at 32 KiB 0.04-9.5 % (load 7-11). The kernel holds at most 0.33 GB for 10,000 sockets, far
-/// under this machine's `net.ipv4.tcp_mem` pressure mark (1.5 GB; without a window 8.8 GB went
-/// to it). The price: a client 100 ms away reads at most 320 KB/s (a 10,000-member room's list
+/// of the sockets, at 32 KiB 0.04-9.5 % (at load 7-11). The kernel holds at most 0.33 GB for
+/// 10,000 sockets, far under this machine's `net.ipv4.tcp_mem` pressure mark (1.5 GB; without
+/// a window 8.8 GB went to it). The price: a client 100 ms away reads at most 320 KB/s (a 10,000-member room's list
 /// in under 3 s). Two in-line pings are in flight when the window is full.
 const WINDOW_BYTES: u64 = 32 * 1024;
 /// Items taken from the connection's queue before they are written (one write, one flush).
