@@ -538,6 +538,16 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
                 }
             }
         }
+        // While the window is shut, answers to what the client sends (and dashboard
+        // snapshots) wait in the outbox: a client that sends without reading is held to the
+        // queue's byte bound there too.
+        if task.out.bytes > server.outbound_queue_bytes {
+            st.metrics.slow_clients.inc();
+            tracing::info!("slow client closed: its answers waited past outbound_queue_bytes");
+            task.out.clear();
+            final_close = Some(close(CLOSE_TRY_AGAIN, "slow client: outbound queue full"));
+            break 'socket;
+        }
         // Frames read while a write was blocked may have queued answers: they are written in
         // the same call, as the window allows.
         if ping_due || (!task.out.is_empty() && task.flow.room() > 0) {
