@@ -1,7 +1,7 @@
 //! Bad input never disturbs a node: malformed frames, oversized frames, floods, bad tokens,
 //! denied anonymous joins, foreign origins and clients that stop reading (or send without
-//! reading) each get the outcome
-//! docs/protocol.md promises, are counted in /metrics, and other clients keep being served.
+//! reading) each get the outcome docs/protocol.md promises, are counted in /metrics, and other
+//! clients keep being served.
 //! Each test starts its own `roster serve` and runs one script of `tests/js/scenarios/`.
 
 mod support {
