@@ -490,16 +490,8 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
             _ = ping.tick() => {
                 let limit = ping_every * 2;
                 let judged = |task: &SocketTask, last_seen: Instant| {
-                    let now = Instant::now();
-                    // The node waits on the client when its window is full or what it was
-                    // given does not fit: then only its reading counts.
-                    if task.flow.room() == 0 || !task.out.is_empty() {
-                        task.flow.unanswered_since().is_some_and(|since| now - since > limit).then_some(Staleness::Stalled)
-                    } else if now - last_seen > limit {
-                        Some(Staleness::Silent)
-                    } else {
-                        None
-                    }
+                    let waiting = task.flow.room() == 0 || !task.out.is_empty();
+                    staleness(&task.flow, waiting, last_seen, Instant::now(), limit)
                 };
                 if judged(&task, last_seen).is_some() {
                     // What the client sent while this task was busy writing is an answer too:
@@ -629,6 +621,23 @@ enum Staleness {
     Stalled,
     /// Nothing heard for two pings, with nothing of ours left unread (1001).
     Silent,
+}
+
+/// The verdict at a ping's tick on a client last heard at `last_seen`, `limit` being two
+/// `ping_ms`. When the node waits on the client (`waiting`: its window is full, or what it was
+/// given does not fit), it must read: it is stalled once data it was written stayed unread
+/// for `limit` (from the last answered ping, or from when data went out with everything
+/// before it read), and also once it was silent for `limit`: a client that stopped reading
+/// before data came for it answers nothing either, and its close is due `limit` after it was
+/// last heard, not `limit` after the data. Otherwise only silence counts.
+fn staleness(flow: &FlowWindow, waiting: bool, last_seen: Instant, now: Instant, limit: Duration) -> Option<Staleness> {
+    let silent = now - last_seen > limit;
+    if waiting {
+        let unread = flow.unanswered_since().is_some_and(|since| now - since > limit);
+        (unread || silent).then_some(Staleness::Stalled)
+    } else {
+        silent.then_some(Staleness::Silent)
+    }
 }
 
 /// How [`write_queued`] ended.
@@ -1265,6 +1274,30 @@ mod tests {
 
     fn answer(flow: &FlowWindow) -> [u8; 8] {
         flow.sent.to_be_bytes()
+    }
+
+    #[test]
+    fn a_client_silent_before_its_data_came_is_stalled_two_pings_after_it_was_last_heard() {
+        let limit = Duration::from_secs(2);
+        let t0 = Instant::now();
+        let mut flow = FlowWindow::new(t0);
+        // Last heard at t0; it stops reading. Data comes for it 1.5 s later and fills the window.
+        let t1 = t0 + Duration::from_millis(1500);
+        while flow.room() > 0 {
+            if flow.wrote(t1, 4096) {
+                flow.ping();
+            }
+        }
+        let t2 = t0 + Duration::from_millis(2100);
+        assert!(
+            matches!(staleness(&flow, true, t0, t2, limit), Some(Staleness::Stalled)),
+            "silent for two pings with data waiting"
+        );
+        assert!(staleness(&flow, true, t2, t2, limit).is_none(), "heard just now, data fresh");
+        // Nothing waits: silence alone closes it as gone (1001).
+        let idle = FlowWindow::new(t0);
+        assert!(matches!(staleness(&idle, false, t0, t2, limit), Some(Staleness::Silent)));
+        assert!(staleness(&idle, false, t0, t0 + Duration::from_millis(1900), limit).is_none());
     }
 
     #[test]
