@@ -156,8 +156,20 @@ impl fmt::Display for SocketId {
 /// One boot of one node: its configured name plus a fresh uuid per process start. A node that
 /// restarts is the same name with a new incarnation, so nothing from its previous life is
 /// mistaken for current state.
+///
+/// Shared, not owned: an incarnation is one pointer to its [`IncarnationData`] (read its
+/// fields through it: `inc.node`, `inc.boot`), so a [`ConnId`] is 16 bytes instead of 40, and
+/// the many copies of it (the gateway's slots, the home's slot records, every session view)
+/// cost a reference count each. Incarnations decoded from the wire are shared too: each thread
+/// keeps the few it decoded last and hands out the same one for equal data. Equality, order,
+/// hashing and the encoding are those of the data, as before it was shared.
+#[derive(Clone, Debug, Eq, PartialOrd, Ord)]
+pub struct Incarnation(Arc<IncarnationData>);
+
+/// What an [`Incarnation`] is: a node's name and one boot of it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Incarnation {
+#[serde(rename = "Incarnation")]
+pub struct IncarnationData {
     /// The node's configured name.
     pub node: NodeName,
     /// Fresh per boot.
@@ -167,7 +179,71 @@ pub struct Incarnation {
 impl Incarnation {
     /// A new incarnation of `node`; `random` is the caller's randomness (the core draws none).
     pub fn new(node: impl Into<NodeName>, random: u128) -> Self {
-        Self { node: node.into(), boot: uuid::Builder::from_random_bytes(random.to_le_bytes()).into_uuid() }
+        Self::from_parts(node.into(), uuid::Builder::from_random_bytes(random.to_le_bytes()).into_uuid())
+    }
+
+    /// The incarnation `boot` of `node` (shared with an equal one this thread made lately).
+    pub fn from_parts(node: NodeName, boot: uuid::Uuid) -> Self {
+        Self::shared(IncarnationData { node, boot })
+    }
+
+    /// How many incarnations each thread keeps to share equal ones: a cluster has a few nodes,
+    /// and a node sees the incarnations of its peers over and over.
+    const RECENT: usize = 16;
+
+    fn shared(data: IncarnationData) -> Self {
+        thread_local! {
+            static RECENT: std::cell::RefCell<Vec<Arc<IncarnationData>>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        RECENT.with(|recent| {
+            let mut recent = recent.borrow_mut();
+            if let Some(at) = recent.iter().position(|r| **r == data) {
+                let found = recent[at].clone();
+                // Most recently used last, so the oldest goes first.
+                let last = recent.len() - 1;
+                recent[at..].rotate_left(1);
+                debug_assert!(Arc::ptr_eq(&recent[last], &found));
+                return Self(found);
+            }
+            let made = Arc::new(data);
+            if recent.len() >= Self::RECENT {
+                recent.remove(0);
+            }
+            recent.push(made.clone());
+            Self(made)
+        })
+    }
+}
+
+impl std::ops::Deref for Incarnation {
+    type Target = IncarnationData;
+
+    fn deref(&self) -> &IncarnationData {
+        &self.0
+    }
+}
+
+impl PartialEq for Incarnation {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+    }
+}
+
+impl std::hash::Hash for Incarnation {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state)
+    }
+}
+
+impl Serialize for Incarnation {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Incarnation {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        IncarnationData::deserialize(deserializer).map(Self::shared)
     }
 }
 
@@ -178,7 +254,7 @@ impl fmt::Display for Incarnation {
     }
 }
 
-/// One connection cluster-wide: the socket on the gateway incarnation that holds it.
+/// One connection cluster-wide: the socket on the gateway incarnation that holds it (16 bytes).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ConnId {
     /// The gateway incarnation holding the socket.
@@ -301,6 +377,36 @@ mod tests {
         assert_eq!(r.as_str().len(), PhxRef::LEN);
         assert!(r.as_str().bytes().all(|b| URL_SAFE.contains(&b)));
         assert_ne!(r, PhxRef::from_random(1));
+    }
+
+    /// The shape an incarnation had before it was shared: its bytes on the wire must not change.
+    #[derive(Serialize)]
+    struct OldIncarnation {
+        node: NodeName,
+        boot: uuid::Uuid,
+    }
+
+    #[test]
+    fn an_incarnation_encodes_as_its_name_and_boot_and_decoded_equal_ones_are_shared() {
+        let a = Incarnation::new("node-a", 0x1234_5678);
+        let old = OldIncarnation { node: a.node.clone(), boot: a.boot };
+        let bytes = crate::codec::encode(&a).unwrap();
+        assert_eq!(bytes, crate::codec::encode(&old).unwrap());
+        let conn = ConnId { gateway: a.clone(), socket: SocketId(7) };
+        assert_eq!(std::mem::size_of::<ConnId>(), 16);
+        let decoded: ConnId = crate::codec::decode(&crate::codec::encode(&conn).unwrap()).unwrap();
+        assert_eq!(decoded, conn);
+        assert!(Arc::ptr_eq(&decoded.gateway.0, &a.0), "a decoded copy of a recent incarnation is shared");
+        let b = Incarnation::new("node-a", 0x1234_5679);
+        assert_ne!(a, b);
+        assert_eq!(a.cmp(&b), (a.node.clone(), a.boot).cmp(&(b.node.clone(), b.boot)));
+        // More incarnations than the thread keeps: an old one decodes to a fresh, equal copy.
+        for i in 0..(Incarnation::RECENT as u128 + 1) {
+            let _ = Incarnation::new("other", i);
+        }
+        let again: Incarnation = crate::codec::decode(&bytes).unwrap();
+        assert_eq!(again, a);
+        assert!(!Arc::ptr_eq(&again.0, &a.0));
     }
 
     #[test]

@@ -36,3 +36,15 @@ pub use node::*;
 pub use presence::*;
 pub use ring::*;
 pub use slot::*;
+
+/// How many places a full list of `len` small records kept for a long time grows by: one at a
+/// time up to 16 (each record costs only its own bytes; copying at most 16 on a push is
+/// cheap), then by half its length (amortized O(1) pushes, at most a third of it empty).
+/// Doubling, `Vec`'s own rule, leaves a list of 9 with room for 16.
+pub fn grow_by(len: usize) -> usize {
+    if len < 16 {
+        1
+    } else {
+        len / 2
+    }
+}

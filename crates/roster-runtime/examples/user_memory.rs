@@ -3,7 +3,7 @@
 //! `session_memory`), on one node, with one of three kinds of user actors:
 //!
 //! - `off`: none (`NodeOptions::without_user_actors`), the baseline;
-//! - `default`: the default actor (`KeepSessions`), which keeps the user's sessions;
+//! - `default`: the default actor (`KeepSessions`), which runs nothing of its own;
 //! - `player`: an application's actor with a small state (a game player: a ready flag, a chat
 //!   rate limit, a login count), called once so its state exists.
 //!

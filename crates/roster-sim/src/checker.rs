@@ -1205,7 +1205,7 @@ pub fn check_presence(digests: &[(Incarnation, PresenceDigest)], live_names: &[N
     for (topic, entries) in &base {
         for (_, _, origin) in entries {
             if !live_names.contains(origin) {
-                let gone = Incarnation { node: origin.clone(), boot: uuid::Uuid::nil() };
+                let gone = Incarnation::from_parts(origin.clone(), uuid::Uuid::nil());
                 found.push(Violation::GhostPresence {
                     node: first.clone(),
                     topic: topic.clone(),

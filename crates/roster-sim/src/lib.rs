@@ -776,7 +776,7 @@ impl<M: NodeMachine> Simulation<M> {
         checker::lease_spans(&h)
             .into_iter()
             .filter(|s| s.partition == partition && s.start <= self.now && self.now < s.end)
-            .map(|s| s.node.node)
+            .map(|s| s.node.node.clone())
             .next()
     }
 

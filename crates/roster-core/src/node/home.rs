@@ -11,12 +11,14 @@ use crate::ids::{ConnId, Incarnation, Millis, NodeName, Role, SlotToken, TabId, 
 use crate::ring::{partition_of, PartitionId};
 use crate::slot::{ScopeSlots, SlotEffect, SlotRules, TokenMint, UnsafeSwitches};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
-/// One `(user, scope)` on its home: the slot machine and the rules it runs under.
+/// One `(user, scope)` on its home: the slot machine and the rules it runs under (shared by
+/// every scope of the same rules: a copy is about 60 bytes, a `Vec` of exempt roles with it).
 #[derive(Debug)]
 pub(super) struct UserScope {
     slots: ScopeSlots,
-    rules: SlotRules,
+    rules: Arc<SlotRules>,
 }
 
 type UserKey = (UserId, ScopeKey);
@@ -170,8 +172,24 @@ impl NodeState {
         }
     }
 
-    /// The rules of a scope, from the policy that defines it.
-    fn rules_for(&self, scope: &ScopeKey) -> SlotRules {
+    /// The rules of a scope, from the policy that defines it: one shared copy per distinct
+    /// rules (a configuration has a few policies; should more distinct rules ever be seen,
+    /// the oldest copy is no longer shared, which changes nothing but memory).
+    fn rules_for(&mut self, scope: &ScopeKey) -> Arc<SlotRules> {
+        const KEPT: usize = 64;
+        let rules = self.resolve_rules(scope);
+        if let Some(shared) = self.slot_rules.iter().find(|r| ***r == rules) {
+            return shared.clone();
+        }
+        if self.slot_rules.len() >= KEPT {
+            self.slot_rules.remove(0);
+        }
+        let shared = Arc::new(rules);
+        self.slot_rules.push(shared.clone());
+        shared
+    }
+
+    fn resolve_rules(&self, scope: &ScopeKey) -> SlotRules {
         let policy = match scope {
             ScopeKey::Topic(t) => self.config.policy_for(t),
             ScopeKey::Global(PolicyId::Configured(i)) => self

@@ -97,6 +97,8 @@ pub struct NodeState {
     users: users::Users,
     /// Validations, broadcasts and flushes (`relay.rs`).
     relay: relay::Relay,
+    /// The slot rules in use, one shared copy per distinct rules (see `home::rules_for`).
+    slot_rules: Vec<std::sync::Arc<crate::slot::SlotRules>>,
 }
 
 impl NodeState {
@@ -142,6 +144,7 @@ impl NodeState {
             touches: home::Touches::default(),
             users: users::Users::default(),
             relay: relay::Relay::default(),
+            slot_rules: Vec::new(),
         }
     }
 

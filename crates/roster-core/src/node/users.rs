@@ -468,7 +468,16 @@ impl NodeState {
                     None => Vec::new(),
                 };
                 session_events(&view[range.clone()], &after, &self.users.notes, &mut events);
+                // Grown as `grow_by` says, not doubled: one view per active user, and most
+                // hold a few sessions.
+                let grow = after.len().saturating_sub(range.len());
+                if view.len() + grow > view.capacity() {
+                    view.reserve_exact(grow.max(crate::grow_by(view.len())));
+                }
                 view.splice(range, after);
+            }
+            if view.capacity() > 2 * view.len() + 2 {
+                view.shrink_to_fit();
             }
             for event in events.in_order() {
                 fx.push(Effect::User(UserEffect::Session { user: user.clone(), token, event }));

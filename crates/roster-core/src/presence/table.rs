@@ -110,6 +110,9 @@ impl SocketTopics {
         match self.0.iter_mut().find(|(t, _)| *t == topic) {
             Some((_, old)) => Some(std::mem::replace(old, entry)),
             None => {
+                if self.0.len() == self.0.capacity() {
+                    self.0.reserve_exact(crate::grow_by(self.0.len()));
+                }
                 self.0.push((topic, entry));
                 None
             }
@@ -466,7 +469,7 @@ impl PresenceTable {
     }
 
     fn retire(&mut self, origin: Incarnation) {
-        let boots = self.retired.entry(origin.node).or_default();
+        let boots = self.retired.entry(origin.node.clone()).or_default();
         if boots.len() == RETIRED_PER_NODE {
             boots.pop_front();
         }

@@ -76,6 +76,7 @@ impl<B: UserBehaviour> Spawner for Behaviour<B> {
         token: SlotToken,
         sessions: Vec<SessionView>,
     ) -> Arc<dyn Mailbox> {
+        let sessions = if B::KEEPS_SESSIONS { sessions } else { Vec::new() };
         let ctx = UserCtx { user, token, partition, sessions, shared };
         Arc::new(Activation::<B> {
             behaviour: self.0.clone(),
@@ -211,7 +212,9 @@ impl<B: UserBehaviour> Activation<B> {
                 }
             }
             Mail::Session(event) => {
-                apply(&mut ctx.sessions, &event);
+                if B::KEEPS_SESSIONS {
+                    apply(&mut ctx.sessions, &event);
+                }
                 let Some(s) = state.as_mut().filter(|_| current) else { return Outcome::Continue };
                 let run = || match &event {
                     SessionEvent::Started { session, how } => b.session_started(ctx, s, session, *how),
@@ -280,12 +283,12 @@ impl<B: UserBehaviour> Activation<B> {
 fn apply(sessions: &mut Vec<SessionView>, event: &SessionEvent) {
     let same = |a: &SessionView, b: &SessionView| a.conn == b.conn && a.scope == b.scope && a.token == b.token;
     match event {
-        // Nearly sized to what it holds (it grows by half): most users have a session or two,
-        // and a doubled list kept room for as many again on every activation.
+        // Nearly sized to what it holds (`grow_by`): most users have a session or two, and a
+        // doubled list kept room for as many again on every activation.
         SessionEvent::Started { session, .. } => {
             let len = sessions.len();
             if len == sessions.capacity() {
-                sessions.reserve_exact((len / 2).max(1));
+                sessions.reserve_exact(roster_core::grow_by(len));
             }
             sessions.push(session.clone());
         }

@@ -17,6 +17,13 @@ use std::sync::Arc;
 /// message may come from another node, and the state moves with the user when its home is
 /// handed over.
 pub trait UserBehaviour: Send + Sync + 'static {
+    /// Whether the activation keeps [`UserCtx::sessions`]: its own copy of each of the user's
+    /// sessions, brought up to date before every session hook. A behaviour that never reads it
+    /// may say `false` and save that copy (about 130 bytes per session, besides what the home
+    /// keeps anyway); its [`UserCtx::sessions`] is then always empty. The session hooks get
+    /// each session as before, and [`UserRef::info`](super::UserRef::info) asks the home.
+    const KEEPS_SESSIONS: bool = true;
+
     /// Per-user state. Handed over to the next home when a partition moves between two
     /// running nodes; lost on a failover (the home died, hung or was cut off), so write what
     /// must last elsewhere, with [`UserCtx::token`] as the fencing token.
@@ -63,12 +70,15 @@ pub trait UserBehaviour: Send + Sync + 'static {
     }
 }
 
-/// The behaviour of a node started without one: the activation keeps the user's sessions
-/// ([`UserCtx::sessions`], [`UserRef::info`](super::UserRef::info)) and answers `()` to `()`.
+/// The behaviour of a node started without one: the user's sessions are kept by the home
+/// ([`UserRef::info`](super::UserRef::info)), and the activation answers `()` to `()`. It has
+/// no hook that reads [`UserCtx::sessions`], so it keeps no second copy of them
+/// ([`UserBehaviour::KEEPS_SESSIONS`] is `false`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KeepSessions;
 
 impl UserBehaviour for KeepSessions {
+    const KEEPS_SESSIONS: bool = false;
     type State = ();
     type Msg = ();
     type Reply = ();
@@ -100,7 +110,8 @@ impl UserCtx {
         self.token
     }
 
-    /// The user's sessions as the home knows them, in every scope.
+    /// The user's sessions as the home knows them, in every scope (always empty for a
+    /// behaviour whose [`UserBehaviour::KEEPS_SESSIONS`] is `false`).
     pub fn sessions(&self) -> &[SessionView] {
         &self.sessions
     }

@@ -123,3 +123,73 @@ async fn a_handler_running_when_the_deadline_passes_finishes_but_its_kicks_are_r
     hold_tx.send(()).unwrap();
     assert_eq!(reply(running.await.unwrap()), (1, false), "it finishes; its kick is refused");
 }
+
+/// Answers how many sessions its context lists and how many `session_started` hooks ran.
+#[derive(Default)]
+struct SessionCount<const KEEP: bool> {
+    started: AtomicU64,
+}
+
+impl<const KEEP: bool> UserBehaviour for SessionCount<KEEP> {
+    const KEEPS_SESSIONS: bool = KEEP;
+    type State = ();
+    type Msg = ();
+    type Reply = (usize, u64);
+
+    fn start(&self, _ctx: &UserCtx, _handed_over: Option<()>) {}
+
+    fn session_started(
+        &self,
+        _ctx: &UserCtx,
+        _state: &mut (),
+        _session: &roster_core::SessionView,
+        _how: roster_core::SessionStart,
+    ) {
+        self.started.fetch_add(1, Ordering::SeqCst);
+    }
+
+    async fn handle(&self, ctx: &UserCtx, _state: &mut (), _msg: ()) -> (usize, u64) {
+        (ctx.sessions().len(), self.started.load(Ordering::SeqCst))
+    }
+}
+
+async fn sessions_seen<const KEEP: bool>() -> (usize, u64) {
+    use roster_core::{
+        ConnId, Incarnation, ScopeKey, SessionEvent, SessionStart, SessionState, SessionView, SocketId, TabKey, Topic,
+    };
+    let behaviour = Arc::new(SessionCount::<KEEP>::default());
+    let clock = Clock::start();
+    let shared = Shared::new("n".into(), clock, 4, true, None, Some(Arc::new(Behaviour(behaviour))));
+    let until = clock.now() + 60_000;
+    fence(&shared, TOKEN.epoch, until);
+    let session = |socket| {
+        let conn = ConnId { gateway: Incarnation::new("n", 1), socket: SocketId(socket) };
+        SessionView {
+            tab: TabKey::Conn(conn.clone()),
+            conn,
+            scope: ScopeKey::Topic(Topic::from("room:1")),
+            topic: Some(Topic::from("room:1")),
+            token: SlotToken { epoch: TOKEN.epoch, generation: socket },
+            state: SessionState::Held,
+            in_doubt: false,
+        }
+    };
+    let user = UserId::from("u");
+    let sessions = vec![session(1)];
+    shared.execute(UserEffect::Start { user: user.clone(), partition: P, token: TOKEN, until, sessions, state: None });
+    let event = SessionEvent::Started { session: session(2), how: SessionStart::Granted };
+    shared.execute(UserEffect::Session { user, token: TOKEN, event });
+    let (tx, rx) = oneshot::channel();
+    let act = shared.local(&UserId::from("u")).expect("the activation is in the table");
+    act.post(Mail::Call { body: codec::encode(&()).unwrap(), reply: Reply::Direct(tx) });
+    match rx.await.expect("an answer") {
+        UserAnswer::Reply(bytes) => codec::decode(&bytes).unwrap(),
+        other => panic!("not a reply: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_behaviour_that_keeps_no_sessions_lists_none_and_still_gets_every_session_hook() {
+    assert_eq!(sessions_seen::<true>().await, (2, 1), "the start's session and the one started after it");
+    assert_eq!(sessions_seen::<false>().await, (0, 1), "no copy kept; the hook still ran");
+}
