@@ -16,6 +16,7 @@
 //! remote one does. Effects run in order; an epoch is stored and synced before the grant that
 //! uses it is sent, and if it cannot be stored the actor stops rather than risk two holders.
 
+use crate::client_inbox::{ClientInbox, CloseOnDrop};
 use crate::clock::Clock;
 use crate::cluster::Links;
 use crate::connection::{ChannelState, ConnShared, JoinReply, Joined};
@@ -139,6 +140,8 @@ pub(crate) enum NodeMsg {
     },
     /// Messages from other nodes wait in the [`PeerInbox`] (the cluster link just filled it).
     PeerWake,
+    /// Messages wait in the [`ClientInbox`] (the first of them was just sent).
+    ClientWake,
     /// The transport closed its session to a peer.
     LinkDown(NodeName),
     /// Subscribe an embedding subscription to a topic (its list, then its diffs).
@@ -237,6 +240,8 @@ pub(crate) struct NodeArgs {
     pub(crate) users: Arc<crate::users::host::Shared>,
     /// Where subscription ids come from (shared with the embedding API).
     pub subscriptions: Arc<AtomicU64>,
+    /// What connections, the embedding API and activations send.
+    pub clients: Arc<ClientInbox>,
 }
 
 /// The node actor. See the module documentation.
@@ -267,6 +272,12 @@ pub(crate) struct NodeActorState {
     next_validation: u64,
     /// User actors: the core decides, this carries it out.
     users: Arc<crate::users::host::Shared>,
+    clients: Arc<ClientInbox>,
+    /// The batch being handled (its room is reused).
+    batch: Vec<NodeMsg>,
+    /// What each shard is sent at the end of this turn, in order: one message per shard per turn.
+    to_shards: Vec<Vec<ShardMsg>>,
+    _close: CloseOnDrop,
 }
 
 /// Send a join's answer where its connection wants it: to the caller, or into its queue (in
@@ -290,8 +301,31 @@ fn answer(conn: &ConnShared, topic: &Topic, reply: JoinReply, result: Result<Joi
 const VALIDATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl NodeActorState {
-    fn shard(&self, topic: &Topic) -> &ActorRef<ShardMsg> {
-        &self.shards[shard_of(topic, self.shards.len() as u32)]
+    /// Queue `msg` for the shard of `topic`; it leaves at the end of the turn.
+    fn to_shard(&mut self, topic: &Topic, msg: ShardMsg) {
+        let i = self.shard_index(topic);
+        self.to_shards[i].push(msg);
+    }
+
+    fn shard_index(&self, topic: &Topic) -> usize {
+        shard_of(topic, self.shards.len() as u32)
+    }
+
+    /// The end of a turn: each shard gets what the turn queued for it, in one message.
+    fn flush_shards(&mut self) {
+        for (shard, msgs) in self.shards.iter().zip(self.to_shards.iter_mut()) {
+            match msgs.len() {
+                0 => {}
+                1 => {
+                    if let Some(msg) = msgs.pop() {
+                        let _ = shard.cast(msg);
+                    }
+                }
+                _ => {
+                    let _ = shard.cast(ShardMsg::Batch(std::mem::take(msgs)));
+                }
+            }
+        }
     }
 
     /// Feed one input and carry out every effect, handling messages to this node in the same
@@ -349,7 +383,8 @@ impl NodeActorState {
                 answer(&conn, &topic, reply, Ok(Joined { token, channel }));
                 let list = self.list(&topic);
                 let sub = Subscriber::Channel { conn, channel };
-                let _ = self.shard(&topic).cast(ShardMsg::Subscribe { topic, id: channel, sub, list });
+                let i = self.shard_index(&topic);
+                self.to_shards[i].push(ShardMsg::Subscribe { topic, id: channel, sub, list });
             }
             ClientEvent::JoinFailed { reason } => {
                 if let Some(ChannelState::Joining(reply)) = conn.remove(&topic) {
@@ -380,8 +415,8 @@ impl NodeActorState {
         self.core.presence().list(topic, self.core.presence_view(topic))
     }
 
-    fn unsubscribe(&self, topic: &Topic, id: SubscriberId) {
-        let _ = self.shard(topic).cast(ShardMsg::Unsubscribe { topic: topic.clone(), id });
+    fn unsubscribe(&mut self, topic: &Topic, id: SubscriberId) {
+        self.to_shard(topic, ShardMsg::Unsubscribe { topic: topic.clone(), id });
     }
 
     /// A connection ended: its subscriptions stop, then the core untracks and releases.
@@ -396,18 +431,13 @@ impl NodeActorState {
     }
 
     fn presence_changed(&mut self, changes: PresenceChanges) {
-        let n = self.shards.len();
-        let mut per_shard: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
         for (topic, c) in changes {
             let list = self.list(&topic);
-            let shard = shard_of(&topic, n as u32);
-            self.dirty.insert(topic.clone());
-            per_shard[shard].push((topic, c, list));
-        }
-        for (i, part) in per_shard.into_iter().enumerate() {
-            if !part.is_empty() {
-                let _ = self.shards[i].cast(ShardMsg::Changes(part));
+            if !self.dirty.contains(&topic) {
+                self.dirty.insert(topic.clone());
             }
+            let i = self.shard_index(&topic);
+            self.to_shards[i].push(ShardMsg::Change { topic, changes: c, list });
         }
     }
 
@@ -466,7 +496,8 @@ impl Actor for NodeActor {
         let me = args.boot.me.node.clone();
         let mut core = NodeState::new(args.boot, args.clock.now());
         core.set_user_actors(args.users.enabled());
-        args.users.set_actor(myself.clone());
+        args.users.set_inbox(args.clients.clone());
+        let shard_count = args.shards.len();
         let mut st = NodeActorState {
             core,
             me,
@@ -488,9 +519,15 @@ impl Actor for NodeActor {
             validations: HashMap::new(),
             next_validation: 1,
             users: args.users,
+            _close: CloseOnDrop(args.clients.clone()),
+            clients: args.clients,
+            batch: Vec::new(),
+            to_shards: (0..shard_count).map(|_| Vec::new()).collect(),
         };
         st.run(Input::Tick)?;
+        st.flush_shards();
         st.schedule(&myself);
+        st.clients.set_actor(myself);
         Ok(st)
     }
 
@@ -500,12 +537,45 @@ impl Actor for NodeActor {
         msg: NodeMsg,
         st: &mut NodeActorState,
     ) -> Result<(), ActorProcessingErr> {
+        // Whatever waits in the client inbox was sent before this message: it goes first, as
+        // one batch (`ClientWake` brings nothing else).
+        let shutdown = matches!(msg, NodeMsg::Shutdown(_));
+        let result = st.clients_batch(&myself).and_then(|()| match msg {
+            NodeMsg::ClientWake => Ok(()),
+            msg => st.message(&myself, msg),
+        });
+        st.flush_shards();
+        result?;
+        if !shutdown {
+            st.schedule(&myself);
+        }
+        Ok(())
+    }
+}
+
+impl NodeActorState {
+    /// Handle everything waiting in the client inbox, oldest first.
+    fn clients_batch(&mut self, myself: &ActorRef<NodeMsg>) -> Result<(), ActorProcessingErr> {
+        let mut batch = self.clients.take(std::mem::take(&mut self.batch));
+        let mut result = Ok(());
+        for msg in batch.drain(..) {
+            if result.is_ok() {
+                result = self.message(myself, msg);
+            }
+        }
+        self.batch = batch;
+        result
+    }
+
+    /// One message, after the peers' messages and the timers that are due.
+    fn message(&mut self, myself: &ActorRef<NodeMsg>, msg: NodeMsg) -> Result<(), ActorProcessingErr> {
+        let st = self;
         st.catch_up()?;
         match msg {
             // Sent at `tick_at`: `catch_up` has just run the tick (a tick that another turn
             // ran first moved `tick_at`, and this one finds nothing due).
             NodeMsg::Tick => {}
-            NodeMsg::PeerWake => {}
+            NodeMsg::PeerWake | NodeMsg::ClientWake => {}
             NodeMsg::Publish => {
                 st.publish_scheduled = false;
                 st.publish();
@@ -541,15 +611,18 @@ impl Actor for NodeActor {
                 if let Some(links) = &st.links {
                     links.broadcast(&topic, &from, &event, &body);
                 }
-                let _ = st.shard(&topic).cast(ShardMsg::Broadcast { topic, from, event, body, except });
+                let i = st.shard_index(&topic);
+                st.to_shards[i].push(ShardMsg::Broadcast { topic, from, event, body, except });
             }
             NodeMsg::PeerBroadcast { topic, from, event, body } => {
-                let _ = st.shard(&topic).cast(ShardMsg::Broadcast { topic, from, event, body, except: None });
+                let i = st.shard_index(&topic);
+                st.to_shards[i].push(ShardMsg::Broadcast { topic, from, event, body, except: None });
             }
             NodeMsg::LinkDown(peer) => st.run(Input::LinkDown { peer })?,
             NodeMsg::Subscribe { topic, id, sub } => {
                 let list = st.list(&topic);
-                let _ = st.shard(&topic).cast(ShardMsg::Subscribe { topic, id, sub, list });
+                let i = st.shard_index(&topic);
+                st.to_shards[i].push(ShardMsg::Subscribe { topic, id, sub, list });
             }
             NodeMsg::Unsubscribe { topic, id } => st.unsubscribe(&topic, id),
             NodeMsg::Validate { user, topic, token, reply } => {
@@ -621,10 +694,8 @@ impl Actor for NodeActor {
                 }
                 st.publish();
                 let _ = reply.send(());
-                return Ok(());
             }
         }
-        st.schedule(&myself);
         Ok(())
     }
 }

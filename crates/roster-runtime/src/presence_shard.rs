@@ -59,9 +59,16 @@ pub(crate) enum Subscriber {
 /// Messages to a presence shard.
 #[derive(RactorMessage)]
 pub(crate) enum ShardMsg {
-    /// Joins and leaves of topics of this shard, each with its list right after, from the node
+    /// Joins and leaves of a topic of this shard, with its list right after, from the node
     /// actor.
-    Changes(Vec<(Topic, TopicChanges, PresenceList)>),
+    Change {
+        /// The topic.
+        topic: Topic,
+        /// What changed.
+        changes: TopicChanges,
+        /// The topic's list right after.
+        list: PresenceList,
+    },
     /// Start sending a topic to a subscriber; `list` is the topic's list now.
     Subscribe {
         /// The topic.
@@ -95,6 +102,8 @@ pub(crate) enum ShardMsg {
     },
     /// A window may have closed.
     Flush,
+    /// Several of the above, in order (what one node actor turn sent this shard).
+    Batch(Vec<ShardMsg>),
 }
 
 /// What a shard is started with.
@@ -189,17 +198,19 @@ impl Actor for PresenceShard {
         msg: ShardMsg,
         st: &mut ShardState,
     ) -> Result<(), ActorProcessingErr> {
+        let now = st.clock.now();
+        st.apply(msg, now);
+        st.schedule();
+        Ok(())
+    }
+}
+
+impl ShardState {
+    fn apply(&mut self, msg: ShardMsg, now: u64) {
+        let st = self;
         match msg {
-            ShardMsg::Changes(changes) => {
-                let now = st.clock.now();
-                for (topic, changes, list) in changes {
-                    st.fanout.changes(&topic, changes, list, now);
-                }
-            }
-            ShardMsg::Subscribe { topic, id, sub, list } => {
-                let now = st.clock.now();
-                st.fanout.subscribe(&topic, id, sub, list, now);
-            }
+            ShardMsg::Change { topic, changes, list } => st.fanout.changes(&topic, changes, list, now),
+            ShardMsg::Subscribe { topic, id, sub, list } => st.fanout.subscribe(&topic, id, sub, list, now),
             ShardMsg::Unsubscribe { topic, id } => {
                 st.fanout.unsubscribe(&topic, id);
             }
@@ -221,8 +232,11 @@ impl Actor for PresenceShard {
                 st.flush_at = None;
                 st.flush();
             }
+            ShardMsg::Batch(msgs) => {
+                for msg in msgs {
+                    st.apply(msg, now);
+                }
+            }
         }
-        st.schedule();
-        Ok(())
     }
 }
