@@ -277,6 +277,8 @@ pub(crate) struct NodeActorState {
     batch: Vec<NodeMsg>,
     /// What each shard is sent at the end of this turn, in order: one message per shard per turn.
     to_shards: Vec<Vec<ShardMsg>>,
+    /// Topics whose list the shards get at the end of this turn.
+    listed: HashSet<Topic>,
     _close: CloseOnDrop,
 }
 
@@ -311,8 +313,14 @@ impl NodeActorState {
         shard_of(topic, self.shards.len() as u32)
     }
 
-    /// The end of a turn: each shard gets what the turn queued for it, in one message.
+    /// The end of a turn: each shard gets what the turn queued for it, in one message, ending
+    /// with the list of every topic the turn changed or subscribed to.
     fn flush_shards(&mut self) {
+        for topic in std::mem::take(&mut self.listed) {
+            let list = self.list(&topic);
+            let i = self.shard_index(&topic);
+            self.to_shards[i].push(ShardMsg::Latest { topic, list });
+        }
         for (shard, msgs) in self.shards.iter().zip(self.to_shards.iter_mut()) {
             match msgs.len() {
                 0 => {}
@@ -381,10 +389,10 @@ impl NodeActorState {
                 // The answer goes out before the subscription starts: the topic's list (at the
                 // close of the window this join falls in) follows it in the queue.
                 answer(&conn, &topic, reply, Ok(Joined { token, channel }));
-                let list = self.list(&topic);
                 let sub = Subscriber::Channel { conn, channel };
+                self.listed.insert(topic.clone());
                 let i = self.shard_index(&topic);
-                self.to_shards[i].push(ShardMsg::Subscribe { topic, id: channel, sub, list });
+                self.to_shards[i].push(ShardMsg::Subscribe { topic, id: channel, sub });
             }
             ClientEvent::JoinFailed { reason } => {
                 if let Some(ChannelState::Joining(reply)) = conn.remove(&topic) {
@@ -432,12 +440,14 @@ impl NodeActorState {
 
     fn presence_changed(&mut self, changes: PresenceChanges) {
         for (topic, c) in changes {
-            let list = self.list(&topic);
             if !self.dirty.contains(&topic) {
                 self.dirty.insert(topic.clone());
             }
+            if !self.listed.contains(&topic) {
+                self.listed.insert(topic.clone());
+            }
             let i = self.shard_index(&topic);
-            self.to_shards[i].push(ShardMsg::Change { topic, changes: c, list });
+            self.to_shards[i].push(ShardMsg::Change { topic, changes: c });
         }
     }
 
@@ -523,6 +533,7 @@ impl Actor for NodeActor {
             clients: args.clients,
             batch: Vec::new(),
             to_shards: (0..shard_count).map(|_| Vec::new()).collect(),
+            listed: HashSet::new(),
         };
         st.run(Input::Tick)?;
         st.flush_shards();
@@ -620,9 +631,9 @@ impl NodeActorState {
             }
             NodeMsg::LinkDown(peer) => st.run(Input::LinkDown { peer })?,
             NodeMsg::Subscribe { topic, id, sub } => {
-                let list = st.list(&topic);
+                st.listed.insert(topic.clone());
                 let i = st.shard_index(&topic);
-                st.to_shards[i].push(ShardMsg::Subscribe { topic, id, sub, list });
+                st.to_shards[i].push(ShardMsg::Subscribe { topic, id, sub });
             }
             NodeMsg::Unsubscribe { topic, id } => st.unsubscribe(&topic, id),
             NodeMsg::Validate { user, topic, token, reply } => {
