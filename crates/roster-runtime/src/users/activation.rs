@@ -1,5 +1,6 @@
 //! One user's activation: an entry in the home's table with the application's state and a
-//! queue of mail, run by a task only while it has mail. An idle activation is a few hundred
+//! queue of mail, run by a task only while it has mail (a synchronous hook posted to an idle
+//! activation runs at once, in the poster's turn). An idle activation is a few hundred
 //! bytes (no task, no channel), so a user actor costs far less than a ractor actor (about
 //! 10 KB: `BENCHMARKS.md`).
 //!
