@@ -7,12 +7,16 @@
 //! Connection, Node, activation ── send ──▶ ClientInbox ──(first one: ClientWake)──▶ NodeActor
 //! ```
 //!
-//! Only the message that finds the queue empty wakes the actor; the rest ride along. Before any
+//! Only the message that finds the queue empty wakes the actor; the rest ride along. A batch
+//! is at most `BATCH` (128) messages; between batches the actor yields its
+//! thread, so a burst of joins never keeps the cluster link's tasks (heartbeats, pings) from
+//! running. Before any
 //! mailbox message the node actor empties this queue, so whatever a caller sent here before it
 //! sent or called through the mailbox (a list, a status) is handled first.
 
 use crate::node_actor::NodeMsg;
 use ractor::ActorRef;
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 /// The node actor has stopped: nothing sent is handled.
@@ -21,7 +25,7 @@ pub(crate) struct NodeStopped;
 
 #[derive(Default)]
 struct Queue {
-    msgs: Vec<NodeMsg>,
+    msgs: VecDeque<NodeMsg>,
     closed: bool,
 }
 
@@ -54,7 +58,7 @@ impl ClientInbox {
             if q.closed {
                 return Err(NodeStopped);
             }
-            q.msgs.push(msg);
+            q.msgs.push_back(msg);
             q.msgs.len() == 1
         };
         if wake {
@@ -76,9 +80,12 @@ impl ClientInbox {
         }
     }
 
-    /// Everything waiting, oldest first; `buf` (empty) is kept as the next queue's room.
-    pub(crate) fn take(&self, buf: Vec<NodeMsg>) -> Vec<NodeMsg> {
-        std::mem::replace(&mut self.lock().msgs, buf)
+    /// Move up to `max` waiting messages, oldest first, into `into`; whether more wait.
+    pub(crate) fn take(&self, max: usize, into: &mut Vec<NodeMsg>) -> bool {
+        let mut q = self.lock();
+        let n = q.msgs.len().min(max);
+        into.extend(q.msgs.drain(..n));
+        !q.msgs.is_empty()
     }
 
     /// The node actor stopped: refuse what comes, drop what waits.

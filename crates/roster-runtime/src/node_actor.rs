@@ -299,6 +299,9 @@ fn answer(conn: &ConnShared, topic: &Topic, reply: JoinReply, result: Result<Joi
     }
 }
 
+/// The most client messages the node actor handles before it yields its thread.
+const BATCH: usize = 128;
+
 /// How long a validation forwarded to the user's home may take.
 const VALIDATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -551,10 +554,21 @@ impl Actor for NodeActor {
         // Whatever waits in the client inbox was sent before this message: it goes first, as
         // one batch (`ClientWake` brings nothing else).
         let shutdown = matches!(msg, NodeMsg::Shutdown(_));
-        let result = st.clients_batch(&myself).and_then(|()| match msg {
+        loop {
+            let more = st.clients_batch(&myself);
+            st.flush_shards();
+            if !more? {
+                break;
+            }
+            // A long burst: let the other tasks on this thread (the cluster link's sessions,
+            // heartbeats, the sockets) run between batches.
+            st.schedule(&myself);
+            tokio::task::yield_now().await;
+        }
+        let result = match msg {
             NodeMsg::ClientWake => Ok(()),
             msg => st.message(&myself, msg),
-        });
+        };
         st.flush_shards();
         result?;
         if !shutdown {
@@ -565,13 +579,15 @@ impl Actor for NodeActor {
 }
 
 impl NodeActorState {
-    /// Handle everything waiting in the client inbox, oldest first.
-    fn clients_batch(&mut self, myself: &ActorRef<NodeMsg>) -> Result<(), ActorProcessingErr> {
-        let mut batch = self.clients.take(std::mem::take(&mut self.batch));
-        let mut result = Ok(());
+    /// Handle up to [`BATCH`] messages waiting in the client inbox, oldest first; whether
+    /// more wait.
+    fn clients_batch(&mut self, myself: &ActorRef<NodeMsg>) -> Result<bool, ActorProcessingErr> {
+        let mut batch = std::mem::take(&mut self.batch);
+        let more = self.clients.take(BATCH, &mut batch);
+        let mut result = Ok(more);
         for msg in batch.drain(..) {
             if result.is_ok() {
-                result = self.message(myself, msg);
+                result = self.message(myself, msg).map(|()| more);
             }
         }
         self.batch = batch;
