@@ -307,7 +307,7 @@ const VALIDATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl NodeActorState {
     /// Queue `msg` for the shard of `topic`; it leaves at the end of the turn.
-    fn to_shard(&mut self, topic: &Topic, msg: ShardMsg) {
+    fn queue_for_shard(&mut self, topic: &Topic, msg: ShardMsg) {
         let i = self.shard_index(topic);
         self.to_shards[i].push(msg);
     }
@@ -427,7 +427,7 @@ impl NodeActorState {
     }
 
     fn unsubscribe(&mut self, topic: &Topic, id: SubscriberId) {
-        self.to_shard(topic, ShardMsg::Unsubscribe { topic: topic.clone(), id });
+        self.queue_for_shard(topic, ShardMsg::Unsubscribe { topic: topic.clone(), id });
     }
 
     /// A connection ended: its subscriptions stop, then the core untracks and releases.
