@@ -22,14 +22,18 @@
 //! token's topics and expiry, joins and leaves per second, meta size). The dashboard's admin
 //! topic (`roster:admin`) is a feed of snapshots, not a presence topic (`dashboard.rs`).
 //!
-//! Every close the server starts carries a code and a reason: 1001 (no answer to pings), 1002
-//! (a WebSocket protocol violation), 1007 (a text frame not UTF-8), 1008 (the token expired),
-//! 1009 (frame too large), 1011 (the connection failed), 1012 (the node shuts down), 1013 (a
-//! slow client: its queue passed `outbound_queue` frames or `outbound_queue_bytes` bytes, or a
-//! write stayed blocked for two `ping_ms`). A socket is called silent only after the frames it
-//! already sent have been read: a node too busy to read its pongs closes nobody for it. Every
-//! 32 KiB of data carries a ping in line, so a client reading through a big backlog keeps
-//! answering while it reads ([`IN_LINE_PING_BYTES`]).
+//! Flow control by pings ([`FlowWindow`]): a socket is written at most [`WINDOW_BYTES`] of
+//! data beyond the last ping its client answered (pings carry the offset of the data before
+//! them, one in line with every [`IN_LINE_PING_BYTES`]); the rest waits in the connection's
+//! queue, as the shared pushes it already is, not in the kernel.
+//!
+//! Every close the server starts carries a code and a reason: 1001 (nothing heard for two
+//! `ping_ms`), 1002 (a WebSocket protocol violation), 1007 (a text frame not UTF-8), 1008 (the
+//! token expired), 1009 (frame too large), 1011 (the connection failed), 1012 (the node shuts
+//! down), 1013 (a slow client: with data waiting for it, it answered no in-line ping for two
+//! `ping_ms`; or its queue passed `outbound_queue` frames or `outbound_queue_bytes` bytes; or a
+//! write stayed blocked for two `ping_ms` with no pong). Before either ping verdict the task
+//! reads every frame already there: a node too busy to read its pongs closes nobody for it.
 
 use crate::app::AppState;
 use crate::dashboard::{self, AdminFeed};
@@ -54,7 +58,7 @@ use roster_runtime::{
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
@@ -93,13 +97,24 @@ const WRITE_BUFFER: usize = 1024;
 /// A shared push longer than this goes out as fragments of this size, so no socket's write
 /// buffer grows to the size of a big room's `presence_state` and stays there.
 const FRAGMENT: usize = 4096;
-/// After this much data written since the last ping, a ping goes out in line with it. A pong
-/// can only come once the client has read what was written before its ping, so a client taking
-/// in a big list (a 10,000-member room's is 880 KB) answers one every 32 KiB it reads: it is
-/// heard as long as it reads 32 KiB per two `ping_ms` (3.2 KiB/s at the default 5 s), however
-/// much is still waiting for it in the kernel's buffers. A client that stopped reading answers
-/// none, and is closed as before.
-const IN_LINE_PING_BYTES: u64 = 32 * 1024;
+/// After this much data written since the last ping, a ping goes out in line with it, carrying
+/// the offset of the data written before it ([`FlowWindow`]). A pong can only come once the
+/// client has read what was written before its ping, so a client reading through a backlog
+/// answers one every 16 KiB it reads: it is heard as long as it reads 16 KiB per two `ping_ms`
+/// (1.6 KiB/s at the default 5 s).
+const IN_LINE_PING_BYTES: u64 = 16 * 1024;
+/// Flow control by pings: at most this much data is written beyond the last answered ping;
+/// the rest waits in the connection's queue as the shared pushes it already is (one
+/// allocation per push for every socket, counted by `outbound_queue_bytes`), not in the
+/// kernel. 32 KiB, from a 10,000-member room on this machine (`BENCHMARKS.md`, issue 13 fourth
+/// round): every member takes in its list at once, and a client process reads each socket's
+/// window in turn, so one turn over its sockets costs it sockets × window bytes, and a socket
+/// it reaches after two `ping_ms` is closed. At 64 KiB (655 MB a turn) the node closed 35-84 %
+/// of the sockets, at 32 KiB 0.04-9.5 % (at load 7-11). The kernel holds at most 0.33 GB for
+/// 10,000 sockets, far under this machine's `net.ipv4.tcp_mem` pressure mark (1.5 GB; without
+/// a window 8.8 GB went to it). The price: a client 100 ms away reads at most 320 KB/s (a 10,000-member room's list
+/// in under 3 s). Two in-line pings are in flight when the window is full.
+const WINDOW_BYTES: u64 = 32 * 1024;
 /// Items taken from the connection's queue before they are written (one write, one flush).
 const BATCH_ITEMS: usize = 64;
 
@@ -372,10 +387,10 @@ struct SocketTask {
     auth_refused: bool,
     anonymous: bool,
     channels: Channels,
-    /// Frames to write next.
-    out: Vec<Message>,
-    /// Data written since the last ping (see [`IN_LINE_PING_BYTES`]).
-    since_ping: u64,
+    /// Frames to write next, written as the flow window allows.
+    out: Outbox,
+    /// What the client has been written and has read (flow control by pings).
+    flow: FlowWindow,
     /// Push rate limit: pushes counted in the current one-second window.
     window: (Instant, u32),
     /// Kinds of refusal already logged on this socket (logged once, counted always).
@@ -410,8 +425,8 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
         st: st.clone(),
         auth_refused: id.refused,
         channels: Channels::default(),
-        out: Vec::new(),
-        since_ping: 0,
+        out: Outbox::default(),
+        flow: FlowWindow::new(Instant::now()),
         window: (Instant::now(), 0),
         logged: HashSet::new(),
         user: id.user,
@@ -427,13 +442,13 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
     let mut last_seen = Instant::now();
-    // What was written (pings aside) since the client was last heard: a pong can only come
-    // after the client has read it, so silence counts from `last_seen` plus the time a client
-    // needs to read that much (see `Unread`).
-    let mut unread = Unread::new(last_seen);
+    let mut ping_due = false;
     let mut clean = false;
     let mut final_close: Option<Message> = None;
     'socket: loop {
+        // Items are taken from the connection's queue only when what was taken before is
+        // written and the window has room: a backlog waits in the queue, as shared pushes.
+        let can_take = task.out.is_empty() && task.flow.room() > 0;
         tokio::select! {
             msg = stream.next() => match task.on_message(msg, &mut last_seen) {
                 Flow::Go => {}
@@ -443,11 +458,16 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
                     break;
                 }
             },
-            item = conn.recv_outbound() => match item {
+            // Waiting on the client, the queue is not read, but its overflow or the node's
+            // shutdown still ends the socket.
+            item = next_outbound(&mut conn, can_take) => match item {
                 Some(item) => {
                     task.on_outbound(item);
-                    // More that waits goes into the same write.
+                    // More that waits goes into the same write, up to the window's room.
                     for _ in 1..BATCH_ITEMS {
+                        if task.out.bytes >= task.flow.room() {
+                            break;
+                        }
                         match conn.try_recv_outbound() {
                             Some(item) => task.on_outbound(item),
                             None => break,
@@ -468,10 +488,15 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
                 break;
             }
             _ = ping.tick() => {
-                if unread.silent_since(last_seen).elapsed() > ping_every * 2 {
+                let limit = ping_every * 2;
+                let judged = |task: &SocketTask, last_seen: Instant| {
+                    let waiting = task.flow.room() == 0 || !task.out.is_empty();
+                    staleness(&task.flow, waiting, last_seen, Instant::now(), limit)
+                };
+                if judged(&task, last_seen).is_some() {
                     // What the client sent while this task was busy writing is an answer too:
-                    // read every frame already here before calling it silent (a busy node must
-                    // not close clients whose pongs wait unread in its own buffers).
+                    // read every frame already here before judging (a busy node must not
+                    // close clients whose pongs wait unread in its own buffers).
                     let mut end = None;
                     while let Some(msg) = stream.next().now_or_never() {
                         if let Flow::End { close, clean } = task.on_message(msg, &mut last_seen) {
@@ -485,19 +510,43 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
                         break;
                     }
                 }
-                if unread.silent_since(last_seen).elapsed() > ping_every * 2 {
-                    st.metrics.ping_timeouts.inc();
-                    tracing::info!("socket closed: no answer to pings");
-                    final_close = Some(close(CLOSE_GOING_AWAY, "no answer to pings"));
-                    break;
+                match judged(&task, last_seen) {
+                    Some(Staleness::Stalled) => {
+                        // Data it was written stays unread for two pings: a client that reads
+                        // at all answers an in-line ping every 16 KiB.
+                        st.metrics.slow_clients.inc();
+                        tracing::info!("slow client closed: no answer to in-line pings");
+                        task.out.clear();
+                        final_close = Some(close(CLOSE_TRY_AGAIN, "slow client: no answer to in-line pings"));
+                        break;
+                    }
+                    Some(Staleness::Silent) => {
+                        st.metrics.ping_timeouts.inc();
+                        tracing::info!("socket closed: no answer to pings");
+                        final_close = Some(close(CLOSE_GOING_AWAY, "no answer to pings"));
+                        break;
+                    }
+                    None => ping_due = true,
                 }
-                task.out.push(Message::Ping(Bytes::new()));
             }
         }
-        // Frames read while a write was blocked may have queued answers: write them too.
-        while !task.out.is_empty() {
+        // While the window is shut, answers to what the client sends (and dashboard
+        // snapshots) wait in the outbox: a client that sends without reading is held to the
+        // queue's byte bound there too.
+        if task.out.bytes > server.outbound_queue_bytes {
+            st.metrics.slow_clients.inc();
+            tracing::info!("slow client closed: its answers waited past outbound_queue_bytes");
+            task.out.clear();
+            final_close = Some(close(CLOSE_TRY_AGAIN, "slow client: outbound queue full"));
+            break 'socket;
+        }
+        // Frames read while a write was blocked may have queued answers: they are written in
+        // the same call, as the window allows.
+        if ping_due || (!task.out.is_empty() && task.flow.room() > 0) {
             let io = Io { sink: &mut sink, stream: &mut stream };
-            match write_queued(io, &mut task, &conn, send_timeout, (&mut last_seen, &mut unread)).await {
+            match write_queued(io, &mut task, &conn, send_timeout, (&mut last_seen, std::mem::take(&mut ping_due)))
+                .await
+            {
                 Written::All => {}
                 Written::Failed => break 'socket,
                 Written::Ended { close, clean: c } => {
@@ -509,6 +558,7 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
                     // Never buffer for a client that does not read: close it, and say why.
                     st.metrics.slow_clients.inc();
                     tracing::info!("slow client closed: a write stayed blocked for two pings");
+                    task.out.clear();
                     final_close = Some(close(CLOSE_TRY_AGAIN, "slow client: a write stayed blocked"));
                     break 'socket;
                 }
@@ -524,17 +574,70 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
     conn.close(clean);
     let last =
         final_close.or_else(|| (reason == CloseReason::Shutdown).then(|| close(CLOSE_RESTART, "node shutting down")));
-    let pending = std::mem::take(&mut task.out);
-    let _ = tokio::time::timeout(Duration::from_millis(500), async {
-        for m in pending.into_iter().chain(last) {
+    let mut pending = std::mem::take(&mut task.out);
+    // A client closed for not reading can only take its close frame once it reads what is in
+    // the kernel's buffers before it (at most a window): it gets two pings for that (at least
+    // a second; half a second when the node shuts down). The node has forgotten the socket
+    // already; only the socket waits.
+    let last_write = match reason {
+        CloseReason::Shutdown => Duration::from_millis(500),
+        _ => (ping_every * 2).max(Duration::from_secs(1)),
+    };
+    let _ = tokio::time::timeout(last_write, async {
+        while let Some(m) = pending.next_frame() {
+            sink.feed(m).await?;
+        }
+        if let Some(m) = last {
             sink.feed(m).await?;
         }
         sink.flush().await?;
-        sink.close().await
+        sink.close().await?;
+        // The TCP connection closes once the client answers the close (or ends): a client
+        // still reading its backlog answers the pings in it meanwhile, and those reaching a
+        // closed socket would reset the connection, which discards what the client has not
+        // read yet, the close frame included (it would see 1006).
+        while let Some(Ok(_)) = stream.next().await {}
+        Ok::<(), WsError>(())
     })
     .await;
     drop(stream);
     st.metrics.sockets.dec();
+}
+
+/// The connection's next item when `can_take`; otherwise `None` once the connection ends
+/// from the node's side (its queue overflowed, or the node shuts down).
+async fn next_outbound(conn: &mut Connection, can_take: bool) -> Option<Outbound> {
+    if can_take {
+        conn.recv_outbound().await
+    } else {
+        conn.ended().await;
+        None
+    }
+}
+
+/// Why a client is closed at a ping's tick.
+enum Staleness {
+    /// Data it was written went unread for two pings: no in-line ping answered (1013).
+    Stalled,
+    /// Nothing heard for two pings, with nothing of ours left unread (1001).
+    Silent,
+}
+
+/// The verdict at a ping's tick on a client last heard at `last_seen`, `limit` being two
+/// `ping_ms`. When the node waits on the client (`waiting`: its window is full, or what it was
+/// given does not fit), it must read: it is stalled once data it was written stayed unread
+/// for `limit` (from the last answered ping, or from when data went out with everything
+/// before it read), and also once it was silent for `limit`: a client that stopped reading
+/// before data came for it answers nothing either, and its close is due `limit` after it was
+/// last heard, not `limit` after the data. Otherwise only silence counts.
+fn staleness(flow: &FlowWindow, waiting: bool, last_seen: Instant, now: Instant, limit: Duration) -> Option<Staleness> {
+    let silent = now - last_seen > limit;
+    if waiting {
+        let unread = flow.unanswered_since().is_some_and(|since| now - since > limit);
+        (unread || silent).then_some(Staleness::Stalled)
+    } else {
+        silent.then_some(Staleness::Silent)
+    }
 }
 
 /// How [`write_queued`] ended.
@@ -558,106 +661,185 @@ struct Io<'a> {
     stream: &'a mut SplitStream<Socket>,
 }
 
-/// What a socket was written (pings aside) since its client was last heard from, and so must
-/// read before its next pong can come. Silence counts from `last_seen` plus the time that takes
-/// at [`MIN_READ_BYTES_PER_SEC`]: a client busy taking in a big room's list (a megabyte: 8 s)
-/// is not called silent because its pong waits behind that list, while a client that stopped
-/// reading is closed within two pings and a tick of its last answer plus a few milliseconds for
-/// the small diffs written since (counting from the last *write* instead kept a client that
-/// stopped reading open for as long as diffs kept coming: chaos seed 15, 3.5 s after a stall).
+/// Flow control by pings: what a socket's client has been written and has read. Every ping
+/// the node writes carries the offset of the data written before it (8 bytes, big-endian);
+/// the client's pong echoes it (RFC 6455, 5.5.3), and a pong can only come once the client
+/// has read up to there. The node writes at most [`WINDOW_BYTES`] beyond the last answered
+/// offset. A pong that names an offset not yet written, or a payload of another shape, moves
+/// nothing (the client only holds itself back).
 #[derive(Clone, Copy, Debug)]
-struct Unread {
-    /// The `last_seen` these bytes were written after.
+struct FlowWindow {
+    /// Data written (pings aside) since the socket opened.
+    sent: u64,
+    /// The offset of the last answered ping: the client has read this much.
+    read: u64,
+    /// When the client was last seen reading what it was written: the last pong that moved
+    /// `read`, or when data went out with everything before it read.
     since: Instant,
+    /// Data written since the last ping.
+    since_ping: u64,
+}
+
+impl FlowWindow {
+    fn new(now: Instant) -> Self {
+        FlowWindow { sent: 0, read: 0, since: now, since_ping: 0 }
+    }
+
+    /// How much more data may be written now.
+    fn room(&self) -> u64 {
+        WINDOW_BYTES.saturating_sub(self.sent - self.read)
+    }
+
+    /// `bytes` of data written at `now`; true when a ping should follow in line.
+    fn wrote(&mut self, now: Instant, bytes: u64) -> bool {
+        if self.sent == self.read {
+            self.since = now;
+        }
+        self.sent += bytes;
+        self.since_ping += bytes;
+        self.since_ping >= IN_LINE_PING_BYTES
+    }
+
+    /// The payload of a ping written now: the offset of everything written before it.
+    fn ping(&mut self) -> Bytes {
+        self.since_ping = 0;
+        Bytes::copy_from_slice(&self.sent.to_be_bytes())
+    }
+
+    /// A pong with `payload` came at `now`.
+    fn pong(&mut self, payload: &[u8], now: Instant) {
+        let Ok(offset) = <[u8; 8]>::try_from(payload).map(u64::from_be_bytes) else { return };
+        if offset > self.read && offset <= self.sent {
+            self.read = offset;
+            self.since = now;
+        }
+    }
+
+    /// Since when data written has waited for the client to read it (`None`: all read).
+    fn unanswered_since(&self) -> Option<Instant> {
+        (self.sent > self.read).then_some(self.since)
+    }
+}
+
+/// A frame waiting to be written: a whole message, or a large shared push written as
+/// fragments of [`FRAGMENT`] bytes, sliced from the shared bytes as they go out (a backlog
+/// of big lists holds no per-socket copy).
+enum Pending {
+    Whole(Message),
+    Fragments {
+        /// The channel's `join_ref` prefix, written as the first fragment (taken once sent).
+        prefix: Option<Bytes>,
+        shared: Bytes,
+        at: usize,
+    },
+}
+
+/// The frames a socket writes next, in order, and their bytes.
+#[derive(Default)]
+struct Outbox {
+    frames: VecDeque<Pending>,
+    /// Data bytes still to write.
     bytes: u64,
 }
 
-/// The slowest a client is assumed to read what it is sent.
-const MIN_READ_BYTES_PER_SEC: u64 = 128 * 1024;
-
-impl Unread {
-    fn new(last_seen: Instant) -> Self {
-        Unread { since: last_seen, bytes: 0 }
+impl Outbox {
+    fn is_empty(&self) -> bool {
+        self.frames.is_empty()
     }
 
-    /// `bytes` more written now.
-    fn wrote(&mut self, last_seen: Instant, bytes: u64) {
-        if self.since != last_seen {
-            *self = Unread::new(last_seen);
-        }
-        self.bytes += bytes;
+    fn push(&mut self, m: Message) {
+        self.bytes += m.len() as u64;
+        self.frames.push_back(Pending::Whole(m));
     }
 
-    /// From when the client counts as silent.
-    fn silent_since(&self, last_seen: Instant) -> Instant {
-        if self.since != last_seen {
-            return last_seen;
+    fn push_fragments(&mut self, prefix: Bytes, shared: Bytes) {
+        self.bytes += (prefix.len() + shared.len()) as u64;
+        self.frames.push_back(Pending::Fragments { prefix: Some(prefix), shared, at: 0 });
+    }
+
+    fn clear(&mut self) {
+        *self = Outbox::default();
+    }
+
+    /// The next frame to write.
+    fn next_frame(&mut self) -> Option<Message> {
+        let (m, len) = match self.frames.front_mut()? {
+            Pending::Whole(_) => match self.frames.pop_front() {
+                Some(Pending::Whole(m)) => {
+                    let len = m.len();
+                    (m, len)
+                }
+                _ => return None,
+            },
+            Pending::Fragments { prefix, shared, at } => {
+                if let Some(prefix) = prefix.take() {
+                    let len = prefix.len();
+                    (Message::Frame(WsFrame::message(prefix, OpCode::Data(Data::Text), false)), len)
+                } else {
+                    let end = (*at + FRAGMENT).min(shared.len());
+                    let last = end == shared.len();
+                    let fragment = shared.slice(*at..end);
+                    *at = end;
+                    if last {
+                        self.frames.pop_front();
+                    }
+                    let len = fragment.len();
+                    (Message::Frame(WsFrame::message(fragment, OpCode::Data(Data::Continue), last)), len)
+                }
+            }
+        };
+        self.bytes = self.bytes.saturating_sub(len as u64);
+        // An idle socket keeps no room: most of 10,000 sockets are idle most of the time.
+        if self.frames.is_empty() {
+            self.frames = VecDeque::new();
         }
-        last_seen + Duration::from_micros(self.bytes.saturating_mul(1_000_000) / MIN_READ_BYTES_PER_SEC)
+        Some(m)
     }
 }
 
-/// Write the frames taken so far, frame by frame. A write that has to wait for the client
-/// (its receive window is full) and then goes on shows the client reading: that counts as
-/// hearing from it (`last_seen`), and what was written (pings aside) must be read before a pong
-/// can come ([`Unread`]). While a write waits, the client's frames are read as usual, and a
-/// pong (an answer to a ping written in line with the data before, [`IN_LINE_PING_BYTES`])
-/// shows it reading: the wait starts afresh. So a write is a slow client's (1013) only once it
-/// stayed blocked for `send_timeout` with no pong: under the kernel's memory pressure (a room
-/// of 10,000 members writes 8.8 GB of lists at once) a socket's write may wait on others'
-/// clients, while its own keeps reading. While a write is blocked, the connection's queue
-/// keeps filling; past its bounds the connection ends as a slow client, which ends this wait
-/// at once.
+/// Write what the outbox holds, frame by frame, as far as the flow window allows, with a
+/// ping in line every [`IN_LINE_PING_BYTES`] (and the regular ping first when `ping_due`). A
+/// write that has to wait for the client (its receive window is full) and then goes on shows
+/// the client reading: that counts as hearing from it (`last_seen`). While a write waits, the
+/// client's frames are read as usual, and a pong shows it reading: the wait starts afresh. So
+/// a write is a slow client's (1013) only once it stayed blocked for `send_timeout` with no
+/// pong. While a write is blocked, the connection's queue keeps filling; past its bounds the
+/// connection ends as a slow client, which ends this wait at once.
 async fn write_queued(
     io: Io<'_>,
     task: &mut SocketTask,
     conn: &Connection,
     send_timeout: Duration,
-    (last_seen, unread): (&mut Instant, &mut Unread),
+    (last_seen, ping_due): (&mut Instant, bool),
 ) -> Written {
     let Io { sink, stream } = io;
-    let batch = std::mem::take(&mut task.out);
-    let data: u64 = batch.iter().filter(|m| !matches!(m, Message::Ping(_))).map(|m| m.len() as u64).sum();
     let mut waited = false;
-    for m in batch {
-        let ping_after = match &m {
-            Message::Ping(_) => {
-                task.since_ping = 0;
-                false
-            }
-            m => {
-                task.since_ping += m.len() as u64;
-                task.since_ping >= IN_LINE_PING_BYTES
-            }
-        };
-        let mut w = Waiting {
-            stream: &mut *stream,
-            task: &mut *task,
-            conn,
-            send_timeout,
-            waited: &mut waited,
-            last_seen: &mut *last_seen,
-        };
+    let mut w = Waiting { stream, task, conn, send_timeout, waited: &mut waited, last_seen: &mut *last_seen };
+    if ping_due {
+        let ping = Message::Ping(w.task.flow.ping());
+        if let Err(outcome) = w.write(sink.feed(ping)).await {
+            return outcome;
+        }
+    }
+    while w.task.flow.room() > 0 {
+        let Some(m) = w.task.out.next_frame() else { break };
+        let len = m.len() as u64;
         if let Err(outcome) = w.write(sink.feed(m)).await {
             return outcome;
         }
         // Control frames may come between a message's fragments (RFC 6455, 5.4).
-        if ping_after {
-            w.task.since_ping = 0;
-            if let Err(outcome) = w.write(sink.feed(Message::Ping(Bytes::new()))).await {
+        if w.task.flow.wrote(Instant::now(), len) {
+            let ping = Message::Ping(w.task.flow.ping());
+            if let Err(outcome) = w.write(sink.feed(ping)).await {
                 return outcome;
             }
         }
     }
-    let mut w = Waiting { stream, task, conn, send_timeout, waited: &mut waited, last_seen: &mut *last_seen };
     if let Err(outcome) = w.write(sink.flush()).await {
         return outcome;
     }
     if waited {
         *last_seen = Instant::now();
-    }
-    if data > 0 {
-        unread.wrote(*last_seen, data);
     }
     Written::All
 }
@@ -758,7 +940,12 @@ impl SocketTask {
                 *last_seen = Instant::now();
                 self.refuse("binary", "binary frames are not spoken here");
             }
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => *last_seen = Instant::now(),
+            Some(Ok(Message::Pong(payload))) => {
+                let now = Instant::now();
+                *last_seen = now;
+                self.flow.pong(&payload, now);
+            }
+            Some(Ok(Message::Ping(_) | Message::Frame(_))) => *last_seen = Instant::now(),
             Some(Ok(Message::Close(_))) => return Flow::End { close: None, clean: true },
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "socket read error");
@@ -1018,14 +1205,7 @@ impl SocketTask {
             }
             return;
         }
-        self.out.push(Message::Frame(WsFrame::message(Bytes::from(prefix), OpCode::Data(Data::Text), false)));
-        let mut at = 0;
-        while at < shared.len() {
-            let end = (at + FRAGMENT).min(shared.len());
-            let last = end == shared.len();
-            self.out.push(Message::Frame(WsFrame::message(shared.slice(at..end), OpCode::Data(Data::Continue), last)));
-            at = end;
-        }
+        self.out.push_fragments(Bytes::from(prefix), shared);
     }
 
     /// Answer a frame the guard refused, count it, and log it once per socket and kind.
@@ -1092,27 +1272,102 @@ impl SocketTask {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_client_that_stops_reading_stays_silent_from_its_last_answer_while_small_diffs_keep_coming() {
-        let seen = Instant::now();
-        let mut unread = Unread::new(seen);
-        // Three seconds of diffs after the client stopped reading: 40 of 300 bytes.
-        for _ in 0..40 {
-            unread.wrote(seen, 300);
-        }
-        let since = unread.silent_since(seen);
-        assert!(since - seen < Duration::from_millis(100), "{:?}", since - seen);
+    fn answer(flow: &FlowWindow) -> [u8; 8] {
+        flow.sent.to_be_bytes()
     }
 
     #[test]
-    fn a_big_list_written_gives_the_client_time_to_read_it_and_an_answer_starts_afresh() {
-        let seen = Instant::now();
-        let mut unread = Unread::new(seen);
-        unread.wrote(seen, 1024 * 1024);
-        assert_eq!(unread.silent_since(seen) - seen, Duration::from_secs(8));
-        let later = seen + Duration::from_secs(1);
-        assert_eq!(unread.silent_since(later), later, "heard from since: nothing owed");
-        unread.wrote(later, 128 * 1024);
-        assert_eq!(unread.silent_since(later) - later, Duration::from_secs(1));
+    fn a_client_silent_before_its_data_came_is_stalled_two_pings_after_it_was_last_heard() {
+        let limit = Duration::from_secs(2);
+        let t0 = Instant::now();
+        let mut flow = FlowWindow::new(t0);
+        // Last heard at t0; it stops reading. Data comes for it 1.5 s later and fills the window.
+        let t1 = t0 + Duration::from_millis(1500);
+        while flow.room() > 0 {
+            if flow.wrote(t1, 4096) {
+                flow.ping();
+            }
+        }
+        let t2 = t0 + Duration::from_millis(2100);
+        assert!(
+            matches!(staleness(&flow, true, t0, t2, limit), Some(Staleness::Stalled)),
+            "silent for two pings with data waiting"
+        );
+        assert!(staleness(&flow, true, t2, t2, limit).is_none(), "heard just now, data fresh");
+        // Nothing waits: silence alone closes it as gone (1001).
+        let idle = FlowWindow::new(t0);
+        assert!(matches!(staleness(&idle, false, t0, t2, limit), Some(Staleness::Silent)));
+        assert!(staleness(&idle, false, t0, t0 + Duration::from_millis(1900), limit).is_none());
+    }
+
+    #[test]
+    fn the_window_closes_after_its_bytes_and_an_answered_ping_opens_it() {
+        let t0 = Instant::now();
+        let mut flow = FlowWindow::new(t0);
+        assert_eq!(flow.room(), WINDOW_BYTES);
+        assert_eq!(flow.unanswered_since(), None);
+        let mut pings = Vec::new();
+        for _ in 0..WINDOW_BYTES / 4096 {
+            if flow.wrote(t0, 4096) {
+                pings.push(flow.ping());
+            }
+        }
+        assert_eq!(flow.room(), 0, "a full window");
+        assert_eq!(pings.len() as u64, WINDOW_BYTES / IN_LINE_PING_BYTES, "a ping every 16 KiB");
+        assert_eq!(flow.unanswered_since(), Some(t0));
+        let t1 = t0 + Duration::from_secs(3);
+        flow.pong(&pings[0], t1);
+        assert_eq!(flow.room(), IN_LINE_PING_BYTES, "the first ping's bytes were read");
+        assert_eq!(flow.unanswered_since(), Some(t1), "progress seen at the pong");
+        flow.pong(pings.last().unwrap(), t1);
+        assert_eq!((flow.room(), flow.unanswered_since()), (WINDOW_BYTES, None));
+    }
+
+    #[test]
+    fn a_pong_naming_unwritten_bytes_or_an_old_offset_or_another_payload_moves_nothing() {
+        let t0 = Instant::now();
+        let mut flow = FlowWindow::new(t0);
+        flow.wrote(t0, 50_000);
+        let t1 = t0 + Duration::from_secs(1);
+        flow.pong(&(flow.sent + 1).to_be_bytes(), t1);
+        flow.pong(b"", t1);
+        flow.pong(b"not eight", t1);
+        assert_eq!((flow.read, flow.unanswered_since()), (0, Some(t0)));
+        flow.pong(&20_000u64.to_be_bytes(), t1);
+        flow.pong(&10_000u64.to_be_bytes(), t1 + Duration::from_secs(1));
+        assert_eq!((flow.read, flow.unanswered_since()), (20_000, Some(t1)), "an older offset is no progress");
+        flow.pong(&answer(&flow), t1);
+        assert_eq!(flow.unanswered_since(), None);
+    }
+
+    #[test]
+    fn a_client_that_stops_reading_is_waited_on_from_its_last_answer_while_small_diffs_keep_coming() {
+        let t0 = Instant::now();
+        let mut flow = FlowWindow::new(t0);
+        flow.wrote(t0, 300);
+        flow.pong(&answer(&flow), t0);
+        // Three seconds of diffs after the client stopped reading: 40 of 300 bytes.
+        for i in 0..40 {
+            flow.wrote(t0 + Duration::from_millis(75 * i), 300);
+        }
+        assert_eq!(flow.unanswered_since(), Some(t0), "counted from the first unread write");
+    }
+
+    #[test]
+    fn a_big_push_goes_out_as_its_prefix_then_fragments_sliced_from_the_shared_bytes() {
+        let shared = Bytes::from(vec![b'x'; 2 * FRAGMENT + 10]);
+        let mut out = Outbox::default();
+        out.push_fragments(Bytes::from_static(b"[\"1\""), shared.clone());
+        out.push(Message::Text("after".into()));
+        assert_eq!(out.bytes, (4 + shared.len() + 5) as u64);
+        let mut lens = Vec::new();
+        while let Some(m) = out.next_frame() {
+            lens.push(match m {
+                Message::Frame(f) => f.payload().len(),
+                m => m.len(),
+            });
+        }
+        assert_eq!(lens, [4, FRAGMENT, FRAGMENT, 10, 5]);
+        assert_eq!((out.bytes, out.is_empty()), (0, true));
     }
 }

@@ -1,6 +1,7 @@
 //! Bad input never disturbs a node: malformed frames, oversized frames, floods, bad tokens,
-//! denied anonymous joins, foreign origins and clients that stop reading each get the outcome
-//! docs/protocol.md promises, are counted in /metrics, and other clients keep being served.
+//! denied anonymous joins, foreign origins and clients that stop reading (or send without
+//! reading) each get the outcome docs/protocol.md promises, are counted in /metrics, and other
+//! clients keep being served.
 //! Each test starts its own `roster serve` and runs one script of `tests/js/scenarios/`.
 
 mod support {
@@ -42,4 +43,11 @@ fn client_that_stops_reading_is_closed_and_counted_while_others_get_everything()
     let server = Server::builder().server_key("outbound_queue = 16").server_key("max_pushes_per_second = 1000").start();
     let users = ["observer", "flooder", "slow"].map(|u| (u, server.token(u)));
     server.run_scenario("slow_client.mjs", &server.input(&users));
+}
+
+#[test]
+fn a_client_that_sends_without_reading_is_closed_1013_once_the_answers_waiting_pass_the_byte_bound() {
+    let server = Server::builder().server_key("outbound_queue_bytes = 65536").server_key("ping_ms = 60000").start();
+    let users = ["bob", "carol"].map(|u| (u, server.token(u)));
+    server.run_scenario("unread_answers.mjs", &server.input(&users));
 }

@@ -1,6 +1,7 @@
 //! A node's life and its clients' deaths: a client that stops answering pings is closed and
 //! its presence leaves (no ghost from a half-open connection); a client reading a big push is
-//! pinged in line with it (it answers while it reads); SIGTERM shuts down gracefully,
+//! pinged in line with it (it answers while it reads); flow control by pings keeps a slow but
+//! steady reader open and closes one that stopped reading (1013); SIGTERM shuts down gracefully,
 //! closing every client with 1012 so it reconnects, and the process exits cleanly.
 
 mod support {
@@ -26,6 +27,13 @@ fn a_big_push_carries_pings_in_line_so_a_client_reading_it_is_heard() {
     let server = Server::builder().server_key("ping_ms = 3600000").server_key("max_frame_bytes = 262144").start();
     let users = ["alice", "bob"].map(|u| (u, server.token(u)));
     server.run_scenario("in_line_pings.mjs", &server.input(&users));
+}
+
+#[test]
+fn a_slow_steady_reader_is_never_closed_and_a_stopped_one_is_closed_1013_and_counted() {
+    let server = Server::builder().server_key("ping_ms = 300").server_key("max_pushes_per_second = 1000").start();
+    let users = ["alice", "bob", "carol"].map(|u| (u, server.token(u)));
+    server.run_scenario("flow_control.mjs", &server.input(&users));
 }
 
 #[test]

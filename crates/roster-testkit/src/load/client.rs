@@ -9,7 +9,7 @@
 //! phoenix.js's `Channel.isMember` drops it.
 
 use crate::load::board::{Board, Membership, SocketState, NO_CLOSE_FRAME, NO_STATUS};
-use crate::load::protocol::{self, Incoming, ReplyStatus};
+use crate::load::protocol::{self, Parsed, Payload, ReplyStatus};
 use crate::load::view::{meta_id, View};
 use crate::load::CloseMode;
 use futures_util::{SinkExt, StreamExt};
@@ -341,7 +341,7 @@ impl Client {
         let cell = &self.board.sockets[self.spec.socket];
         cell.frames_in.fetch_add(1, Relaxed);
         cell.bytes_in.fetch_add(text.len() as u64, Relaxed);
-        let frame = match Incoming::parse(text) {
+        let frame = match Parsed::parse(text, meta_id) {
             Ok(f) => f,
             Err(_) => return self.board.tally("frames not understood"),
         };
@@ -349,7 +349,7 @@ impl Client {
             "phx_reply" => self.on_reply(&frame),
             "presence_state" | "presence_diff" => {
                 if let Some(i) = self.channel_for(&frame) {
-                    self.on_presence(i, frame.event() == "presence_state", frame.payload());
+                    self.on_presence(i, frame);
                 }
             }
             "phx_close" | "phx_error" => {
@@ -372,7 +372,7 @@ impl Client {
 
     /// The channel a server push is for, or `None` (counted) when its topic is not joined
     /// here or its `join_ref` names an earlier join (phoenix's `isMember`).
-    fn channel_for(&self, frame: &Incoming) -> Option<usize> {
+    fn channel_for(&self, frame: &Parsed) -> Option<usize> {
         let i = self.channels.iter().position(|c| *c.topic == *frame.topic());
         let Some(i) = i else {
             self.board.tally("pushes for a topic not joined");
@@ -387,7 +387,7 @@ impl Client {
         }
     }
 
-    fn on_reply(&mut self, frame: &Incoming) {
+    fn on_reply(&mut self, frame: &Parsed) {
         let Some(r) = frame.msg_ref().and_then(|r| r.parse::<u64>().ok()) else {
             return self.board.tally("replies to no request");
         };
@@ -398,7 +398,7 @@ impl Client {
         let Awaiting::Join(i) = awaiting else { return };
         let m = self.channels[i].membership;
         self.board.memberships[m].replied_us.store(self.board.now_us(), Relaxed);
-        match protocol::reply_status(frame.payload()) {
+        match protocol::reply_status(frame.raw_payload()) {
             Ok(ReplyStatus::Ok) => self.board.move_membership(m, &[Membership::Joining], Membership::Joined),
             Ok(ReplyStatus::Error(reason)) => {
                 self.board.tally(format!("joins refused: {reason}"));
@@ -411,30 +411,22 @@ impl Client {
         }
     }
 
-    fn on_presence(&mut self, i: usize, is_state: bool, payload: &str) {
+    fn on_presence(&mut self, i: usize, frame: Parsed) {
         let ch = &mut self.channels[i];
         let cell = &self.board.memberships[ch.membership];
         let before = ch.view.digest();
-        let parsed = if is_state {
-            cell.state_bytes.fetch_add(payload.len() as u64, Relaxed);
-            let mut ids = Vec::new();
-            protocol::for_each_meta(payload, |k, r| ids.push(meta_id(k, r))).map(|()| {
+        match frame.payload {
+            Payload::State(ids) => {
+                cell.state_bytes.fetch_add(frame.payload_len as u64, Relaxed);
                 ch.view.sync_state(ids);
-            })
-        } else {
-            cell.diff_bytes.fetch_add(payload.len() as u64, Relaxed);
-            protocol::diff_parts(payload).and_then(|(joins, leaves)| {
-                let (mut j, mut l) = (Vec::new(), Vec::new());
-                protocol::for_each_meta(joins, |k, r| j.push(meta_id(k, r)))?;
-                protocol::for_each_meta(leaves, |k, r| l.push(meta_id(k, r)))?;
-                let anomalies = ch.view.sync_diff(j, l);
+            }
+            Payload::Diff { joins, leaves } => {
+                cell.diff_bytes.fetch_add(frame.payload_len as u64, Relaxed);
+                let anomalies = ch.view.sync_diff(joins, leaves);
                 cell.duplicate_joins.fetch_add(anomalies.duplicate_joins, Relaxed);
                 cell.unknown_leaves.fetch_add(anomalies.unknown_leaves, Relaxed);
-                Ok(())
-            })
-        };
-        if parsed.is_err() {
-            return self.board.tally("presence frames not understood");
+            }
+            Payload::Raw(_) => return self.board.tally("presence frames not understood"),
         }
         cell.size.store(ch.view.len() as u32, Relaxed);
         if ch.view.digest() != before {

@@ -44,7 +44,10 @@ pub(crate) fn encode(join_ref: Option<&str>, msg_ref: &str, topic: &str, event: 
 pub(crate) struct Incoming<'a>(
     pub Option<Cow<'a, str>>,
     pub Option<Cow<'a, str>>,
-    #[serde(borrow)] pub Cow<'a, str>,
+    // The topic: read only so that a frame without one is refused.
+    #[allow(dead_code)]
+    #[serde(borrow)]
+    pub Cow<'a, str>,
     #[serde(borrow)] pub Cow<'a, str>,
     #[serde(borrow)] pub &'a RawValue,
 );
@@ -63,16 +66,187 @@ impl<'a> Incoming<'a> {
         self.1.as_deref()
     }
 
-    pub(crate) fn topic(&self) -> &str {
-        &self.2
-    }
-
     pub(crate) fn event(&self) -> &str {
         &self.3
     }
 
     pub(crate) fn payload(&self) -> &'a str {
         self.4.get()
+    }
+}
+
+/// A server frame read in one pass: its header, and its payload as its event needs it. A
+/// `presence_state` or `presence_diff` payload becomes the ids of its metas (`id(key,
+/// phx_ref)`) as it is parsed, never kept or scanned twice: a member of a 10,000-member room
+/// takes in about 880 KB of them, and the one client process reads every member's.
+pub(crate) struct Parsed<'a> {
+    join_ref: Option<Cow<'a, str>>,
+    msg_ref: Option<Cow<'a, str>>,
+    topic: Cow<'a, str>,
+    event: Cow<'a, str>,
+    /// The payload's length in bytes.
+    pub payload_len: usize,
+    pub payload: Payload<'a>,
+}
+
+/// A [`Parsed`] frame's payload.
+pub(crate) enum Payload<'a> {
+    /// `presence_state`: the ids of its metas.
+    State(Vec<u64>),
+    /// `presence_diff`: the ids of its joined and its left metas.
+    Diff { joins: Vec<u64>, leaves: Vec<u64> },
+    /// Any other event's payload, unparsed.
+    Raw(&'a RawValue),
+}
+
+/// The id of a meta from its key and `phx_ref`.
+pub(crate) type MetaId = fn(&str, &str) -> u64;
+
+impl<'a> Parsed<'a> {
+    /// Parse a text frame; an error for anything that is not a five-element v2 array, or a
+    /// presence payload that is not a presence map (a diff: `joins` and `leaves`).
+    pub(crate) fn parse(text: &'a str, id: MetaId) -> Result<Parsed<'a>, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let mut parsed = FrameSeed { id }.deserialize(&mut de)?;
+        de.end()?;
+        parsed.payload_len = payload_len(text);
+        Ok(parsed)
+    }
+
+    pub(crate) fn join_ref(&self) -> Option<&str> {
+        self.join_ref.as_deref()
+    }
+
+    pub(crate) fn msg_ref(&self) -> Option<&str> {
+        self.msg_ref.as_deref()
+    }
+
+    pub(crate) fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    pub(crate) fn event(&self) -> &str {
+        &self.event
+    }
+
+    /// The payload's text when it was kept unparsed (`""` for presence payloads).
+    pub(crate) fn raw_payload(&self) -> &'a str {
+        match self.payload {
+            Payload::Raw(raw) => raw.get(),
+            _ => "",
+        }
+    }
+}
+
+/// The length of a frame's fifth element: from after the fourth comma outside strings (the
+/// four before it are strings or `null`) to the closing bracket, whitespace aside.
+fn payload_len(text: &str) -> usize {
+    let (mut commas, mut in_string, mut escaped) = (0, false, false);
+    for (i, c) in text.bytes().enumerate() {
+        if in_string {
+            match c {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else if c == b'"' {
+            in_string = true;
+        } else if c == b',' {
+            commas += 1;
+            if commas == 4 {
+                let rest = text[i + 1..].trim_end();
+                return rest.strip_suffix(']').unwrap_or(rest).trim().len();
+            }
+        }
+    }
+    0
+}
+
+struct FrameSeed {
+    id: MetaId,
+}
+
+impl<'de> DeserializeSeed<'de> for FrameSeed {
+    type Value = Parsed<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Parsed<'de>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FrameSeed {
+    type Value = Parsed<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a v2 frame [join_ref, ref, topic, event, payload]")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Parsed<'de>, A::Error> {
+        let missing = |n| de::Error::invalid_length(n, &"five elements");
+        let join_ref = seq.next_element::<Option<Text>>()?.ok_or_else(|| missing(0))?.map(|t| t.0);
+        let msg_ref = seq.next_element::<Option<Text>>()?.ok_or_else(|| missing(1))?.map(|t| t.0);
+        let topic = seq.next_element::<Text>()?.ok_or_else(|| missing(2))?.0;
+        let event = seq.next_element::<Text>()?.ok_or_else(|| missing(3))?.0;
+        let payload = match &*event {
+            "presence_state" => Payload::State(seq.next_element_seed(Ids { id: self.id })?.ok_or_else(|| missing(4))?),
+            "presence_diff" => {
+                let (joins, leaves) = seq.next_element_seed(DiffIds { id: self.id })?.ok_or_else(|| missing(4))?;
+                Payload::Diff { joins, leaves }
+            }
+            _ => Payload::Raw(seq.next_element::<&RawValue>()?.ok_or_else(|| missing(4))?),
+        };
+        if seq.next_element::<IgnoredAny>()?.is_some() {
+            return Err(de::Error::invalid_length(6, &"five elements"));
+        }
+        Ok(Parsed { join_ref, msg_ref, topic, event, payload_len: 0, payload })
+    }
+}
+
+/// A presence map, as the ids of its metas.
+struct Ids {
+    id: MetaId,
+}
+
+impl<'de> DeserializeSeed<'de> for Ids {
+    type Value = Vec<u64>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<u64>, D::Error> {
+        let mut ids = Vec::new();
+        let id = self.id;
+        PresenceMap { each: &mut |k, r| ids.push(id(k, r)) }.deserialize(d)?;
+        Ok(ids)
+    }
+}
+
+/// A diff `{"joins": map, "leaves": map}`, as the ids of each side's metas.
+struct DiffIds {
+    id: MetaId,
+}
+
+impl<'de> DeserializeSeed<'de> for DiffIds {
+    type Value = (Vec<u64>, Vec<u64>);
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DiffIds {
+    type Value = (Vec<u64>, Vec<u64>);
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a presence diff {\"joins\": {...}, \"leaves\": {...}}")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut joins, mut leaves) = (None, None);
+        while let Some(Text(field)) = map.next_key::<Text>()? {
+            match &*field {
+                "joins" => joins = Some(map.next_value_seed(Ids { id: self.id })?),
+                "leaves" => leaves = Some(map.next_value_seed(Ids { id: self.id })?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok((
+            joins.ok_or_else(|| de::Error::missing_field("joins"))?,
+            leaves.ok_or_else(|| de::Error::missing_field("leaves"))?,
+        ))
     }
 }
 
@@ -115,6 +289,7 @@ pub(crate) fn reply_status(payload: &str) -> Result<ReplyStatus, serde_json::Err
 }
 
 /// The `joins` and `leaves` of a `presence_diff`, each a presence map still unparsed.
+#[cfg(test)]
 pub(crate) fn diff_parts(payload: &str) -> Result<(&str, &str), serde_json::Error> {
     #[derive(Deserialize)]
     struct Diff<'a> {
@@ -290,10 +465,10 @@ mod tests {
     #[test]
     fn incoming_frame_keeps_its_payload_raw() {
         let f = Incoming::parse(r#"["3",null,"room:1","presence_diff",{"joins":{},"leaves":{}}]"#).unwrap();
-        assert_eq!((f.join_ref(), f.msg_ref(), f.topic(), f.event()), (Some("3"), None, "room:1", "presence_diff"));
+        assert_eq!((f.join_ref(), f.msg_ref(), &*f.2, f.event()), (Some("3"), None, "room:1", "presence_diff"));
         assert_eq!(f.payload(), r#"{"joins":{},"leaves":{}}"#);
         let escaped = Incoming::parse(r#"[null,"7","room:\u0031","x",1]"#).unwrap();
-        assert_eq!(escaped.topic(), "room:1");
+        assert_eq!(escaped.2, "room:1");
         for bad in ["{}", "[1,2,3,4]", r#"[null,null,"t","e",{},6]"#, r#"[1,null,"t","e",{}]"#, "not json"] {
             assert!(Incoming::parse(bad).is_err(), "{bad}");
         }
@@ -335,5 +510,41 @@ mod tests {
         let (joins, leaves) = diff_parts(r#"{"leaves":{"a":{"metas":[]}},"joins":{}}"#).unwrap();
         assert_eq!((joins, leaves), ("{}", r#"{"a":{"metas":[]}}"#));
         assert!(diff_parts(r#"{"joins":{}}"#).is_err());
+    }
+
+    fn id(key: &str, phx_ref: &str) -> u64 {
+        crate::load::view::meta_id(key, phx_ref)
+    }
+
+    #[test]
+    fn a_presence_frame_is_read_in_one_pass_into_the_ids_of_its_metas() {
+        let text = r#"["3",null,"room:1","presence_diff",{"leaves":{"b":{"metas":[{"phx_ref":"r2"}]}},"joins":{"a":{"metas":[{"x":1,"phx_ref":"r1"}]}}}]"#;
+        let f = Parsed::parse(text, id).unwrap();
+        assert_eq!((f.join_ref(), f.msg_ref(), f.topic(), f.event()), (Some("3"), None, "room:1", "presence_diff"));
+        assert!(
+            matches!(&f.payload, Payload::Diff { joins, leaves } if *joins == [id("a", "r1")] && *leaves == [id("b", "r2")])
+        );
+        let (_, payload) = text.split_at(text.find('{').unwrap());
+        assert_eq!(f.payload_len, payload.len() - 1);
+        let state = Parsed::parse(
+            r#"["1","1","t\",\"x","presence_state",{"u":{"metas":[{"phx_ref":"a"},{"phx_ref":"b"}]}}]"#,
+            id,
+        )
+        .unwrap();
+        assert_eq!(state.topic(), "t\",\"x");
+        assert!(matches!(&state.payload, Payload::State(ids) if *ids == [id("u", "a"), id("u", "b")]));
+        assert_eq!(state.payload_len, r#"{"u":{"metas":[{"phx_ref":"a"},{"phx_ref":"b"}]}}"#.len());
+        let reply = Parsed::parse(r#"["1","2","t","phx_reply",{"status":"ok","response":{}}]"#, id).unwrap();
+        assert_eq!(reply.raw_payload(), r#"{"status":"ok","response":{}}"#);
+        for bad in [
+            r#"["1",null,"t","presence_diff",{"joins":{}}]"#,
+            r#"["1",null,"t","presence_state",{"u":{"metas":[{}]}}]"#,
+            r#"["1",null,"t","presence_state",{},6]"#,
+            r#"["1",null,"t","x"]"#,
+            r#"[1,null,"t","x",{}]"#,
+            "not json",
+        ] {
+            assert!(Parsed::parse(bad, id).is_err(), "{bad}");
+        }
     }
 }
