@@ -16,10 +16,10 @@
 //! dropped; a queue that overflows reports at once (a slow client). A clean close reports at
 //! once as well, so its slots are free before the socket's last frames are written.
 
+use crate::client_inbox::ClientInbox;
 use crate::error::{JoinError, PushError};
 use crate::node_actor::NodeMsg;
 use crate::outbound::{ChannelId, Outbound, OutboundQueue, PushBody};
-use ractor::ActorRef;
 use roster_core::{
     ClientJoin, Input, Meta, MetaValue, PresenceDiff, PresenceList, Role, SlotToken, SocketId, TabId, Topic, UserId,
 };
@@ -144,7 +144,7 @@ pub(crate) struct ConnShared {
     socket: SocketId,
     user: Option<UserId>,
     role: Option<Role>,
-    node: ActorRef<NodeMsg>,
+    node: Arc<ClientInbox>,
     queue: OutboundQueue,
     close: CloseState,
     reported: AtomicBool,
@@ -160,7 +160,7 @@ pub(crate) struct ConnParts {
     pub(crate) socket: SocketId,
     pub(crate) user: Option<UserId>,
     pub(crate) role: Option<Role>,
-    pub(crate) node: ActorRef<NodeMsg>,
+    pub(crate) node: Arc<ClientInbox>,
     pub(crate) max_frames: usize,
     pub(crate) max_bytes: usize,
     pub(crate) max_topics: usize,
@@ -209,7 +209,7 @@ impl ConnShared {
         self.queue.end();
         if !self.reported.swap(true, Ordering::AcqRel) {
             self.open.fetch_sub(1, Ordering::Relaxed);
-            let _ = self.node.cast(NodeMsg::SocketClosed { socket: self.socket, clean });
+            let _ = self.node.send(NodeMsg::SocketClosed { socket: self.socket, clean });
         }
     }
 
@@ -298,7 +298,7 @@ impl ConnShared {
             tab,
             meta,
         };
-        if self.node.cast(NodeMsg::Input(Input::Join(join))).is_err() {
+        if self.node.send(NodeMsg::Input(Input::Join(join))).is_err() {
             self.remove(&topic);
             return Err(JoinError::Closed);
         }
@@ -322,7 +322,7 @@ impl ConnShared {
                 ChannelState::Leaving => return,
             }
         };
-        let _ = self.node.cast(NodeMsg::Leave { socket: self.socket, topic, channel });
+        let _ = self.node.send(NodeMsg::Leave { socket: self.socket, topic, channel });
     }
 
     fn update_meta(&self, topic: Topic, meta: Meta) -> Result<(), PushError> {
@@ -333,7 +333,7 @@ impl ConnShared {
             return Err(PushError::NotJoined);
         }
         let input = Input::UpdateMeta { socket: self.socket, topic, meta };
-        self.node.cast(NodeMsg::Input(input)).map_err(|_| PushError::Closed)
+        self.node.send(NodeMsg::Input(input)).map_err(|_| PushError::Closed)
     }
 
     fn push(&self, topic: Topic, event: String, body: MetaValue) -> Result<(), PushError> {
@@ -342,7 +342,7 @@ impl ConnShared {
             return Err(PushError::NotJoined);
         }
         let msg = NodeMsg::Broadcast { topic, from: user.clone(), event, body, except: Some(self.socket) };
-        self.node.cast(msg).map_err(|_| PushError::Closed)
+        self.node.send(msg).map_err(|_| PushError::Closed)
     }
 }
 

@@ -29,6 +29,7 @@
 //!     └── connection        one per socket or session (a value in a task, not an actor)
 //! ```
 
+mod client_inbox;
 mod clock;
 mod cluster;
 mod codec;

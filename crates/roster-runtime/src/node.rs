@@ -11,6 +11,7 @@
 //!     └── connection        one per Connection / Session / socket
 //! ```
 
+use crate::client_inbox::ClientInbox;
 use crate::clock::Clock;
 use crate::cluster::{Cluster, LinkStatus, Links};
 use crate::connection::{ConnEvent, ConnParts, ConnShared, Connection, Joined};
@@ -189,6 +190,7 @@ struct SupArgs {
     ready: watch::Sender<bool>,
     records: Option<RecordLog>,
     inbox: Arc<PeerInbox>,
+    clients: Arc<ClientInbox>,
     users: Arc<Shared>,
     subscriptions: Arc<AtomicU64>,
     encoder: Option<Arc<dyn PushEncoder>>,
@@ -229,6 +231,7 @@ impl Actor for NodeSupervisor {
             inbox: args.inbox,
             users: args.users,
             subscriptions: args.subscriptions,
+            clients: args.clients,
         };
         let (node, _) = Actor::spawn_linked(None, NodeActor, node_args, myself.get_cell()).await?;
         Ok(SupState { node, shards })
@@ -283,6 +286,8 @@ struct NodeInner {
     config: Arc<Config>,
     supervisor: ActorRef<SupMsg>,
     node: ActorRef<NodeMsg>,
+    /// Joins, leaves, closes, kicks and subscriptions go here, in order (the node actor's batch).
+    clients: Arc<ClientInbox>,
     gateway: Gateway,
     gateway_task: JoinHandle<()>,
     shard_count: usize,
@@ -331,6 +336,7 @@ impl Node {
         let boot = NodeBoot { me: incarnation.clone(), config: opts.config.clone(), stored_epoch, wall_clock_ms };
         let links = (opts.config.cluster.nodes.len() > 1).then(|| Links::new(&opts.config, &opts.node));
         let inbox = Arc::new(PeerInbox::default());
+        let clients = ClientInbox::new();
         let published = Published::default();
         let users = Shared::new(
             opts.node.clone(),
@@ -351,6 +357,7 @@ impl Node {
             ready: ready_tx,
             records,
             inbox: inbox.clone(),
+            clients: clients.clone(),
             users: users.clone(),
             subscriptions: subscriptions.clone(),
             encoder: opts.encoder.clone(),
@@ -383,6 +390,7 @@ impl Node {
                 config: Arc::new(opts.config),
                 supervisor,
                 node,
+                clients,
                 gateway,
                 gateway_task,
                 shard_count,
@@ -441,14 +449,14 @@ impl Node {
             socket,
             user,
             role,
-            node: self.inner.node.clone(),
+            node: self.inner.clients.clone(),
             max_frames: outbound,
             max_bytes: usize::try_from(server.outbound_queue_bytes).unwrap_or(usize::MAX),
             max_topics: server.max_topics_per_socket as usize,
             open: self.inner.open.clone(),
         }));
-        // Registered before the caller can send a join through it (one mailbox, in order).
-        if self.inner.node.cast(NodeMsg::Register { socket, conn: conn.clone() }).is_err() {
+        // Registered before the caller can send a join through it (one inbox, in order).
+        if self.inner.clients.send(NodeMsg::Register { socket, conn: conn.clone() }).is_err() {
             conn.end(crate::CloseReason::Shutdown, false);
             return Err(RuntimeError::NotRunning);
         }
@@ -529,7 +537,7 @@ impl Node {
     /// Revoke `user`'s slots (in one topic's scope, or all): their clients get `slot_revoked`
     /// with `reason`.
     pub fn kick(&self, user: UserId, topic: Option<Topic>, reason: impl Into<String>) {
-        let _ = self.inner.node.cast(NodeMsg::Kick { user, topic, reason: reason.into() });
+        let _ = self.inner.clients.send(NodeMsg::Kick { user, topic, reason: reason.into() });
     }
 
     /// What the node holds now, and its readiness and leases.
@@ -716,8 +724,8 @@ impl TopicPresence {
         let (tx, rx) = mpsc::channel(1024);
         let id = SubscriberId(self.node.inner.subscriptions.fetch_add(1, Ordering::Relaxed));
         let sub = Subscriber::Feed { id, tx };
-        let _ = self.node.inner.node.cast(NodeMsg::Subscribe { topic: self.topic.clone(), id, sub });
-        PresenceSubscription { rx, topic: self.topic.clone(), id, node: self.node.inner.node.clone() }
+        let _ = self.node.inner.clients.send(NodeMsg::Subscribe { topic: self.topic.clone(), id, sub });
+        PresenceSubscription { rx, topic: self.topic.clone(), id, node: self.node.inner.clients.clone() }
     }
 }
 
@@ -726,7 +734,7 @@ pub struct PresenceSubscription {
     rx: mpsc::Receiver<PresenceFeed>,
     topic: Topic,
     id: SubscriberId,
-    node: ActorRef<NodeMsg>,
+    node: Arc<ClientInbox>,
 }
 
 impl PresenceSubscription {
@@ -743,6 +751,6 @@ impl PresenceSubscription {
 
 impl Drop for PresenceSubscription {
     fn drop(&mut self) {
-        let _ = self.node.cast(NodeMsg::Unsubscribe { topic: self.topic.clone(), id: self.id });
+        let _ = self.node.send(NodeMsg::Unsubscribe { topic: self.topic.clone(), id: self.id });
     }
 }

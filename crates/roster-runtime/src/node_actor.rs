@@ -16,6 +16,7 @@
 //! remote one does. Effects run in order; an epoch is stored and synced before the grant that
 //! uses it is sent, and if it cannot be stored the actor stops rather than risk two holders.
 
+use crate::client_inbox::{ClientInbox, CloseOnDrop};
 use crate::clock::Clock;
 use crate::cluster::Links;
 use crate::connection::{ChannelState, ConnShared, JoinReply, Joined};
@@ -128,6 +129,8 @@ pub(crate) enum NodeMsg {
     },
     /// Messages from other nodes wait in the [`PeerInbox`] (the cluster link just filled it).
     PeerWake,
+    /// Messages wait in the [`ClientInbox`] (the first of them was just sent).
+    ClientWake,
     /// The transport closed its session to a peer.
     LinkDown(NodeName),
     /// Subscribe an embedding subscription to a topic (its list, then its diffs).
@@ -210,6 +213,8 @@ pub(crate) struct NodeArgs {
     pub(crate) users: Arc<crate::users::host::Shared>,
     /// Where subscription ids come from (shared with the embedding API).
     pub subscriptions: Arc<AtomicU64>,
+    /// What connections, the embedding API and activations send.
+    pub clients: Arc<ClientInbox>,
 }
 
 /// The node actor. See the module documentation.
@@ -240,6 +245,14 @@ pub(crate) struct NodeActorState {
     next_validation: u64,
     /// User actors: the core decides, this carries it out.
     users: Arc<crate::users::host::Shared>,
+    clients: Arc<ClientInbox>,
+    /// The batch being handled (its room is reused).
+    batch: Vec<NodeMsg>,
+    /// What each shard is sent at the end of this turn, in order: one message per shard per turn.
+    to_shards: Vec<Vec<ShardMsg>>,
+    /// Topics whose list the shards get at the end of this turn.
+    listed: HashSet<Topic>,
+    _close: CloseOnDrop,
 }
 
 /// Send a join's answer where its connection wants it: to the caller, or into its queue (in
@@ -259,12 +272,44 @@ fn answer(conn: &ConnShared, topic: &Topic, reply: JoinReply, result: Result<Joi
     }
 }
 
+/// The most client messages the node actor handles before it yields its thread.
+const BATCH: usize = 128;
+
 /// How long a validation forwarded to the user's home may take.
 const VALIDATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl NodeActorState {
-    fn shard(&self, topic: &Topic) -> &ActorRef<ShardMsg> {
-        &self.shards[shard_of(topic, self.shards.len() as u32)]
+    /// Queue `msg` for the shard of `topic`; it leaves at the end of the turn.
+    fn queue_for_shard(&mut self, topic: &Topic, msg: ShardMsg) {
+        let i = self.shard_index(topic);
+        self.to_shards[i].push(msg);
+    }
+
+    fn shard_index(&self, topic: &Topic) -> usize {
+        shard_of(topic, self.shards.len() as u32)
+    }
+
+    /// The end of a turn: each shard gets what the turn queued for it, in one message, ending
+    /// with the list of every topic the turn changed or subscribed to.
+    fn flush_shards(&mut self) {
+        for topic in std::mem::take(&mut self.listed) {
+            let list = self.list(&topic);
+            let i = self.shard_index(&topic);
+            self.to_shards[i].push(ShardMsg::Latest { topic, list });
+        }
+        for (shard, msgs) in self.shards.iter().zip(self.to_shards.iter_mut()) {
+            match msgs.len() {
+                0 => {}
+                1 => {
+                    if let Some(msg) = msgs.pop() {
+                        let _ = shard.cast(msg);
+                    }
+                }
+                _ => {
+                    let _ = shard.cast(ShardMsg::Batch(std::mem::take(msgs)));
+                }
+            }
+        }
     }
 
     /// Feed one input and carry out every effect, handling messages to this node in the same
@@ -299,7 +344,8 @@ impl NodeActorState {
                         }
                     }
                     Effect::Broadcast { topic, user, event, body, except } => {
-                        let _ = self.shard(&topic).cast(ShardMsg::Broadcast { topic, from: user, event, body, except });
+                        let msg = ShardMsg::Broadcast { topic: topic.clone(), from: user, event, body, except };
+                        self.queue_for_shard(&topic, msg);
                     }
                     Effect::Flushed { peer, id } => {
                         if let Some(links) = &self.links {
@@ -333,9 +379,10 @@ impl NodeActorState {
                 // The answer goes out before the subscription starts: the topic's list (at the
                 // close of the window this join falls in) follows it in the queue.
                 answer(&conn, &topic, reply, Ok(Joined { token, channel }));
-                let list = self.list(&topic);
                 let sub = Subscriber::Channel { conn, channel };
-                let _ = self.shard(&topic).cast(ShardMsg::Subscribe { topic, id: channel, sub, list });
+                self.listed.insert(topic.clone());
+                let i = self.shard_index(&topic);
+                self.to_shards[i].push(ShardMsg::Subscribe { topic, id: channel, sub });
             }
             ClientEvent::JoinFailed { reason } => {
                 if let Some(ChannelState::Joining(reply)) = conn.remove(&topic) {
@@ -366,8 +413,8 @@ impl NodeActorState {
         self.core.presence().list(topic, self.core.presence_view(topic))
     }
 
-    fn unsubscribe(&self, topic: &Topic, id: SubscriberId) {
-        let _ = self.shard(topic).cast(ShardMsg::Unsubscribe { topic: topic.clone(), id });
+    fn unsubscribe(&mut self, topic: &Topic, id: SubscriberId) {
+        self.queue_for_shard(topic, ShardMsg::Unsubscribe { topic: topic.clone(), id });
     }
 
     /// A connection ended: its subscriptions stop, then the core untracks and releases.
@@ -382,18 +429,15 @@ impl NodeActorState {
     }
 
     fn presence_changed(&mut self, changes: PresenceChanges) {
-        let n = self.shards.len();
-        let mut per_shard: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
         for (topic, c) in changes {
-            let list = self.list(&topic);
-            let shard = shard_of(&topic, n as u32);
-            self.dirty.insert(topic.clone());
-            per_shard[shard].push((topic, c, list));
-        }
-        for (i, part) in per_shard.into_iter().enumerate() {
-            if !part.is_empty() {
-                let _ = self.shards[i].cast(ShardMsg::Changes(part));
+            if !self.dirty.contains(&topic) {
+                self.dirty.insert(topic.clone());
             }
+            if !self.listed.contains(&topic) {
+                self.listed.insert(topic.clone());
+            }
+            let i = self.shard_index(&topic);
+            self.to_shards[i].push(ShardMsg::Change { topic, changes: c });
         }
     }
 
@@ -452,7 +496,8 @@ impl Actor for NodeActor {
         let me = args.boot.me.node.clone();
         let mut core = NodeState::new(args.boot, args.clock.now());
         core.set_user_actors(args.users.enabled());
-        args.users.set_actor(myself.clone());
+        args.users.set_inbox(args.clients.clone());
+        let shard_count = args.shards.len();
         let mut st = NodeActorState {
             core,
             me,
@@ -474,9 +519,16 @@ impl Actor for NodeActor {
             validations: HashMap::new(),
             next_validation: 1,
             users: args.users,
+            _close: CloseOnDrop(args.clients.clone()),
+            clients: args.clients,
+            batch: Vec::new(),
+            to_shards: (0..shard_count).map(|_| Vec::new()).collect(),
+            listed: HashSet::new(),
         };
         st.run(Input::Tick)?;
+        st.flush_shards();
         st.schedule(&myself);
+        st.clients.set_actor(myself);
         Ok(st)
     }
 
@@ -486,12 +538,58 @@ impl Actor for NodeActor {
         msg: NodeMsg,
         st: &mut NodeActorState,
     ) -> Result<(), ActorProcessingErr> {
+        // Whatever waits in the client inbox was sent before this message: it goes first, as
+        // one batch (`ClientWake` brings nothing else).
+        let shutdown = matches!(msg, NodeMsg::Shutdown(_));
+        loop {
+            let more = st.clients_batch(&myself);
+            st.flush_shards();
+            if !more? {
+                break;
+            }
+            // A long burst: let the other tasks on this thread (the cluster link's sessions,
+            // heartbeats, the sockets) run between batches.
+            st.schedule(&myself);
+            tokio::task::yield_now().await;
+        }
+        let result = match msg {
+            NodeMsg::ClientWake => Ok(()),
+            msg => st.message(&myself, msg),
+        };
+        st.flush_shards();
+        result?;
+        if !shutdown {
+            st.schedule(&myself);
+        }
+        Ok(())
+    }
+}
+
+impl NodeActorState {
+    /// Handle up to [`BATCH`] messages waiting in the client inbox, oldest first; whether
+    /// more wait.
+    fn clients_batch(&mut self, myself: &ActorRef<NodeMsg>) -> Result<bool, ActorProcessingErr> {
+        let mut batch = std::mem::take(&mut self.batch);
+        let more = self.clients.take(BATCH, &mut batch);
+        let mut result = Ok(more);
+        for msg in batch.drain(..) {
+            if result.is_ok() {
+                result = self.message(myself, msg).map(|()| more);
+            }
+        }
+        self.batch = batch;
+        result
+    }
+
+    /// One message, after the peers' messages and the timers that are due.
+    fn message(&mut self, myself: &ActorRef<NodeMsg>, msg: NodeMsg) -> Result<(), ActorProcessingErr> {
+        let st = self;
         st.catch_up()?;
         match msg {
             // Sent at `tick_at`: `catch_up` has just run the tick (a tick that another turn
             // ran first moved `tick_at`, and this one finds nothing due).
             NodeMsg::Tick => {}
-            NodeMsg::PeerWake => {}
+            NodeMsg::PeerWake | NodeMsg::ClientWake => {}
             NodeMsg::Publish => {
                 st.publish_scheduled = false;
                 st.publish();
@@ -528,8 +626,9 @@ impl Actor for NodeActor {
             }
             NodeMsg::LinkDown(peer) => st.run(Input::LinkDown { peer })?,
             NodeMsg::Subscribe { topic, id, sub } => {
-                let list = st.list(&topic);
-                let _ = st.shard(&topic).cast(ShardMsg::Subscribe { topic, id, sub, list });
+                st.listed.insert(topic.clone());
+                let i = st.shard_index(&topic);
+                st.to_shards[i].push(ShardMsg::Subscribe { topic, id, sub });
             }
             NodeMsg::Unsubscribe { topic, id } => st.unsubscribe(&topic, id),
             NodeMsg::Validate { user, topic, token, reply } => {
@@ -581,15 +680,12 @@ impl Actor for NodeActor {
                 }
                 st.publish();
                 let _ = reply.send(());
-                return Ok(());
             }
             // After the shutdown (the core has stopped but still sends its flush).
             NodeMsg::Flush(id) => {
                 st.run(Input::Flush { id })?;
-                return Ok(());
             }
         }
-        st.schedule(&myself);
         Ok(())
     }
 }

@@ -11,9 +11,9 @@
 //!     └── connection ◀── OutboundQueue ◀──────────────────────────┘
 //! ```
 //!
-//! The node actor sends a topic's changes and subscriptions in the order they happened, each
-//! with the topic's list right after it, so what a shard hands a new subscriber agrees with the
-//! changes it has seen.
+//! The node actor sends a topic's changes and subscriptions in the order they happened, one
+//! batch per turn, and after the last of a topic's in the batch the topic's list as the turn
+//! left it, so what a shard hands a new subscriber agrees with the changes it has seen.
 
 use crate::clock::Clock;
 use crate::connection::ConnShared;
@@ -59,10 +59,15 @@ pub(crate) enum Subscriber {
 /// Messages to a presence shard.
 #[derive(RactorMessage)]
 pub(crate) enum ShardMsg {
-    /// Joins and leaves of topics of this shard, each with its list right after, from the node
-    /// actor.
-    Changes(Vec<(Topic, TopicChanges, PresenceList)>),
-    /// Start sending a topic to a subscriber; `list` is the topic's list now.
+    /// Joins and leaves of a topic of this shard, from the node actor; the topic's list
+    /// follows in the same batch ([`ShardMsg::Latest`]).
+    Change {
+        /// The topic.
+        topic: Topic,
+        /// What changed.
+        changes: TopicChanges,
+    },
+    /// Start sending a topic to a subscriber; the topic's list follows in the same batch.
     Subscribe {
         /// The topic.
         topic: Topic,
@@ -70,7 +75,14 @@ pub(crate) enum ShardMsg {
         id: SubscriberId,
         /// Who.
         sub: Subscriber,
-        /// The topic's list at the instant of the subscription.
+    },
+    /// A topic's list at the end of the node actor's turn, after the changes and subscriptions
+    /// of that turn before it in the batch: taken once per topic and turn, however many joins
+    /// and leaves the turn had (each snapshot makes the table copy the path it next changes).
+    Latest {
+        /// The topic.
+        topic: Topic,
+        /// Its list.
         list: PresenceList,
     },
     /// Stop sending a topic to a subscription.
@@ -95,6 +107,8 @@ pub(crate) enum ShardMsg {
     },
     /// A window may have closed.
     Flush,
+    /// Several of the above, in order (what one node actor turn sent this shard).
+    Batch(Vec<ShardMsg>),
 }
 
 /// What a shard is started with.
@@ -189,17 +203,23 @@ impl Actor for PresenceShard {
         msg: ShardMsg,
         st: &mut ShardState,
     ) -> Result<(), ActorProcessingErr> {
+        let now = st.clock.now();
+        st.apply(msg, now);
+        st.schedule();
+        Ok(())
+    }
+}
+
+impl ShardState {
+    fn apply(&mut self, msg: ShardMsg, now: u64) {
+        let st = self;
         match msg {
-            ShardMsg::Changes(changes) => {
-                let now = st.clock.now();
-                for (topic, changes, list) in changes {
-                    st.fanout.changes(&topic, changes, list, now);
-                }
+            // The batch's `Latest` replaces the placeholder lists before any window closes.
+            ShardMsg::Change { topic, changes } => st.fanout.changes(&topic, changes, PresenceList::default(), now),
+            ShardMsg::Subscribe { topic, id, sub } => {
+                st.fanout.subscribe(&topic, id, sub, PresenceList::default(), now)
             }
-            ShardMsg::Subscribe { topic, id, sub, list } => {
-                let now = st.clock.now();
-                st.fanout.subscribe(&topic, id, sub, list, now);
-            }
+            ShardMsg::Latest { topic, list } => st.fanout.latest(&topic, list),
             ShardMsg::Unsubscribe { topic, id } => {
                 st.fanout.unsubscribe(&topic, id);
             }
@@ -221,8 +241,11 @@ impl Actor for PresenceShard {
                 st.flush_at = None;
                 st.flush();
             }
+            ShardMsg::Batch(msgs) => {
+                for msg in msgs {
+                    st.apply(msg, now);
+                }
+            }
         }
-        st.schedule();
-        Ok(())
     }
 }

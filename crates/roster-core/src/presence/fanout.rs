@@ -137,6 +137,16 @@ impl<S: Clone> Fanout<S> {
         Self::open(&mut self.windows, self.diff_ms, topic, feed, now);
     }
 
+    /// `topic`'s list as it is now, after the changes and subscriptions fed so far. A caller
+    /// that feeds several of them at once, with nothing closing a window in between, may give
+    /// them placeholder lists and the real one here, once, after the last of them: only the
+    /// latest list is ever sent.
+    pub fn latest(&mut self, topic: &Topic, list: PresenceList) {
+        if let Some(feed) = self.feeds.get_mut(topic) {
+            feed.latest = list;
+        }
+    }
+
     /// `id` stops following `topic`; whatever was due to it is not sent. Returns whether it was
     /// subscribed.
     pub fn unsubscribe(&mut self, topic: &Topic, id: SubscriberId) -> bool {

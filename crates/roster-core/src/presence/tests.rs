@@ -1522,9 +1522,14 @@ impl Sim {
                 self.raw.apply(topic, view, &diff);
             }
         }
+        // As the runtime's node actor feeds its shards: each change with a placeholder list,
+        // then each changed topic's list once, after the last of them (`Fanout::latest`).
         for (fanout, view) in self.fanouts.iter_mut().zip(VIEWS) {
             for (topic, c) in changes.iter() {
-                fanout.changes(topic, c.clone(), self.receiver.table.list(topic, view), self.now);
+                fanout.changes(topic, c.clone(), PresenceList::default(), self.now);
+            }
+            for (topic, _) in changes.iter() {
+                fanout.latest(topic, self.receiver.table.list(topic, view));
             }
         }
         for r in rooms() {

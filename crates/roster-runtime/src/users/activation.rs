@@ -1,5 +1,6 @@
 //! One user's activation: an entry in the home's table with the application's state and a
-//! queue of mail, run by a task only while it has mail. An idle activation is a few hundred
+//! queue of mail, run by a task only while it has mail (a synchronous hook posted to an idle
+//! activation runs at once, in the poster's turn). An idle activation is a few hundred
 //! bytes (no task, no channel), so a user actor costs far less than a ractor actor (about
 //! 10 KB: `BENCHMARKS.md`).
 //!
@@ -130,11 +131,36 @@ impl<B: UserBehaviour> Mailbox for Activation<B> {
         }
         // A stop overtakes what is queued: the activation ends at the instant it is told to.
         inner.stopping |= matches!(mail, Mail::Stop(_));
-        inner.queue.push_back(mail);
-        if !inner.running {
-            inner.running = true;
+        if inner.running {
+            inner.queue.push_back(mail);
+            return;
+        }
+        inner.running = true;
+        if matches!(mail, Mail::Call { .. }) || !inner.queue.is_empty() {
+            inner.queue.push_back(mail);
             drop(inner);
             tokio::spawn(self.drain());
+            return;
+        }
+        // An idle activation runs a synchronous hook (start, a session event, stop) at once,
+        // in the poster's turn: a task per hook cost the node actor a spawn and a cross-thread
+        // wake-up for every join and leave. Only a call (async) gets a task.
+        let (ctx, state, stopping) = (inner.ctx.take(), inner.state.take(), inner.stopping);
+        drop(inner);
+        let Some(mut ctx) = ctx else { return };
+        let mut state = state;
+        let outcome = self
+            .handle(mail, &mut ctx, &mut state, stopping)
+            .now_or_never()
+            .expect("hooks other than a call's never wait");
+        if self.settle(outcome, ctx, state) {
+            let mut inner = lock(&self.inner);
+            if inner.queue.is_empty() {
+                inner.running = false;
+            } else {
+                drop(inner);
+                tokio::spawn(self.drain());
+            }
         }
     }
 }
@@ -161,30 +187,38 @@ impl<B: UserBehaviour> Activation<B> {
             let Some(mut ctx) = ctx else { return };
             let mut state = state;
             let outcome = self.handle(mail, &mut ctx, &mut state, stopping).await;
-            let shared = ctx.shared.clone();
-            let (user, token) = (ctx.user.clone(), ctx.token);
-            let mut inner = lock(&self.inner);
-            inner.ctx = Some(ctx);
-            inner.state = state;
-            if matches!(outcome, Outcome::Continue) {
-                continue;
+            if !self.settle(outcome, ctx, state) {
+                return;
             }
-            inner.done = true;
-            inner.running = false;
-            let left = std::mem::take(&mut inner.queue);
-            inner.state = None;
-            drop(inner);
-            for mail in left {
-                if let Mail::Call { reply, .. } = mail {
-                    shared.reply(reply, UserAnswer::Moving);
-                }
-            }
-            if matches!(outcome, Outcome::Failed) {
-                tracing::warn!(user = %user, token = %token, "a user activation panicked: a fresh one follows");
-                shared.input(Input::ActivationStopped { user, token, state: None, failed: true });
-            }
-            return;
         }
+    }
+
+    /// Put the context and state back after a hook; once the activation has stopped or
+    /// failed, answer what is queued and tell the core of a failure. `false`: it is done.
+    fn settle(&self, outcome: Outcome, ctx: UserCtx, state: Option<B::State>) -> bool {
+        let shared = ctx.shared.clone();
+        let (user, token) = (ctx.user.clone(), ctx.token);
+        let mut inner = lock(&self.inner);
+        inner.ctx = Some(ctx);
+        inner.state = state;
+        if matches!(outcome, Outcome::Continue) {
+            return true;
+        }
+        inner.done = true;
+        inner.running = false;
+        let left = std::mem::take(&mut inner.queue);
+        inner.state = None;
+        drop(inner);
+        for mail in left {
+            if let Mail::Call { reply, .. } = mail {
+                shared.reply(reply, UserAnswer::Moving);
+            }
+        }
+        if matches!(outcome, Outcome::Failed) {
+            tracing::warn!(user = %user, token = %token, "a user activation panicked: a fresh one follows");
+            shared.input(Input::ActivationStopped { user, token, state: None, failed: true });
+        }
+        false
     }
 
     async fn handle(&self, mail: Mail, ctx: &mut UserCtx, state: &mut Option<B::State>, stopping: bool) -> Outcome {

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 /// A backend's per-user logic (a game's player, a chat user's unread counter). One
 /// activation runs per user with a live session, on the user's home; every hook of one
-/// activation runs in order, one at a time.
+/// activation runs in order, one at a time. The synchronous hooks (`start`, the session hooks,
+/// `stop`) of an idle activation run in the node actor's turn, so they must be quick (no
+/// blocking I/O): whatever is slow belongs in `handle`, which runs in a task of its own.
 ///
 /// State and messages are serialized with the node codec (bincode behind a version byte): a
 /// message may come from another node, and the state moves with the user when its home is

@@ -6,10 +6,10 @@
 //! directly (no node actor turn); everything else goes through the node actor and the core.
 
 use super::activation::{Mail, Mailbox, Reply};
+use crate::client_inbox::ClientInbox;
 use crate::clock::Clock;
 use crate::cluster::Links;
 use crate::node_actor::NodeMsg;
-use ractor::ActorRef;
 use roster_core::{
     Input, Millis, NodeName, PartitionId, PeerMsg, ReplyTo, SessionView, SlotToken, UserAnswer, UserEffect, UserId,
     UserView,
@@ -49,7 +49,7 @@ pub(crate) struct Shared {
     fences: Vec<Mutex<(u64, Millis)>>,
     /// Test switch: `false` runs activations past their deadline (the ablation of fencing).
     fence_at_deadline: bool,
-    actor: OnceLock<ActorRef<NodeMsg>>,
+    inbox: OnceLock<Arc<ClientInbox>>,
     links: Option<Arc<Links>>,
     table: RwLock<HashMap<UserId, Arc<dyn Mailbox>>>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
@@ -72,7 +72,7 @@ impl Shared {
             clock,
             fences: (0..partitions).map(|_| Mutex::new((0, 0))).collect(),
             fence_at_deadline,
-            actor: OnceLock::new(),
+            inbox: OnceLock::new(),
             links,
             table: RwLock::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
@@ -86,15 +86,15 @@ impl Shared {
         self.spawner.is_some()
     }
 
-    /// The node actor, once it runs (activations send it their inputs).
-    pub(crate) fn set_actor(&self, actor: ActorRef<NodeMsg>) {
-        let _ = self.actor.set(actor);
+    /// The node actor's client inbox, once it runs (activations send it their inputs).
+    pub(crate) fn set_inbox(&self, inbox: Arc<ClientInbox>) {
+        let _ = self.inbox.set(inbox);
     }
 
     /// Hand an input to the node actor (a kick, a stopped activation).
     pub(crate) fn input(&self, input: Input) {
-        if let Some(actor) = self.actor.get() {
-            let _ = actor.cast(NodeMsg::Input(input));
+        if let Some(inbox) = self.inbox.get() {
+            let _ = inbox.send(NodeMsg::Input(input));
         }
     }
 
