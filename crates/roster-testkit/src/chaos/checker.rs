@@ -257,6 +257,15 @@ impl Model {
         ends.into_iter().min_by_key(|(at, extra, _)| at + extra)
     }
 
+    /// Until when `join`'s view can follow the node: its connection's end, or the instant its
+    /// client stopped reading, whichever came first. (The stall's extra two pings in
+    /// [`Model::join_end`] bound the join's own presence, not what its client sees.)
+    fn view_end(&self, join: u32, p: &Params) -> Ms {
+        let end = self.join_end(join, p).map_or(Ms::MAX, |(at, _, _)| at);
+        let stalled = self.joins.get(&join).and_then(|j| self.sockets.get(&j.socket)).and_then(|s| s.stalled);
+        stalled.map_or(end, |at| end.min(at))
+    }
+
     /// Node `node`'s trouble (down or stopped) overlapping `[from, to]`.
     fn node_trouble(&self, node: &str, from: Ms, to: Ms) -> bool {
         self.spans.iter().any(|s| s.a == node && s.b == node && s.from <= to && s.to >= from)
@@ -459,8 +468,9 @@ fn first_healthy(m: &Model, o: &str, from: Ms, to: Ms) -> Option<Ms> {
 fn check_p3_views(m: &Model, p: &Params, out: &mut Vec<ChaosViolation>) {
     for ((ob, c), intervals) in visibility(m) {
         let Some(o) = m.node_of_join(ob) else { continue };
-        // The observer's own end closes its view.
-        let ob_end = m.join_end(ob, p).map_or(Ms::MAX, |(at, _, _)| at);
+        // The observer's own end closes its view, and so does its stall: a client that stopped
+        // reading sees nothing sent after, whatever ends its socket later.
+        let ob_end = m.view_end(ob, p);
         let g = m.node_of_join(c);
         for (from, to) in intervals {
             let to = to.min(ob_end).min(m.end);
@@ -704,7 +714,7 @@ pub fn waits(events: &[Event], p: &Params) -> Waits {
             if o == g || m.node_of_join(*c) != Some(g.as_str()) || !m.healthy(o, *k) {
                 continue;
             }
-            let ob_end = m.join_end(*ob, p).map_or(Ms::MAX, |(at, _, _)| at);
+            let ob_end = m.view_end(*ob, p);
             for (from, to) in intervals {
                 if *from <= *k && *to > *k && *to != Ms::MAX && *to <= ob_end {
                     worst = Some(worst.unwrap_or(0).max(to - k));

@@ -165,6 +165,22 @@ fn a_stalled_client_may_stay_two_pings_and_a_second() {
     assert_eq!(promises(&run(h)), ["P3"]);
 }
 
+/// Seed 7 of the 10-minute 5-node run: the observer's client stalled, a member left after,
+/// and the observer's gateway shut down before the stall's two pings were over. The view of a
+/// client that stopped reading is judged only until the stall, not until its socket's end.
+#[test]
+fn a_stalled_observers_view_is_judged_until_its_stall() {
+    let mut h = base();
+    h.push(Event::Stalled { at: 5000, socket: 2 });
+    h.push(Event::SocketEnd { at: 5100, socket: 1, by: "client_close".into() });
+    h.push(Event::NodeTerminated { at: 6700, node: "b".into() });
+    assert_eq!(run(h.clone()), vec![], "the view froze at the stall, before the leave");
+    // Had the observer stalled only after the leave's bound, its view is judged until then.
+    h.retain(|e| !matches!(e, Event::Stalled { .. }));
+    h.push(Event::Stalled { at: 6500, socket: 2 });
+    assert_eq!(promises(&run(h)), ["P3"]);
+}
+
 /// Socket 1 (tab t1, holding room:1) dropped at 20,000; the tab resumes on socket 3.
 fn resume(reply_after: u64) -> Vec<Event> {
     let mut h = base();
