@@ -662,21 +662,6 @@ const ROUNDING_MS: Millis = 1;
 /// record logs (written in Unix milliseconds).
 pub const HORIZON_SLACK_MS: Millis = 5;
 
-/// When a record happened.
-fn record_time(r: &Record) -> Millis {
-    match r {
-        Record::Accepted { at, .. }
-        | Record::Horizon { at, .. }
-        | Record::Reattached { at, .. }
-        | Record::Ended { at, .. }
-        | Record::LeaseHeld { at, .. }
-        | Record::LeaseDropped { at, .. }
-        | Record::ActivationStarted { at, .. }
-        | Record::ActivationEnded { at, .. }
-        | Record::Validated { at, .. } => *at,
-    }
-}
-
 struct Open {
     user: UserId,
     tab: TabKey,
@@ -716,7 +701,7 @@ pub fn holding_intervals(history: &History) -> (Vec<HeldInterval>, Vec<Violation
         if judge_rule_5 && !matches!(record, Record::Ended { .. }) {
             // A gateway's first action past a slot's horizon revokes it (its `Ended` comes
             // first): any other record of that gateway while the slot is open is late.
-            let at = record_time(record);
+            let at = record.at();
             // A horizon moved for the slot's own attachment is judged as a revival below.
             let own_attachment = |o: &Open| matches!(record, Record::Horizon { partition, epoch, .. } if *partition == o.partition && *epoch == o.epoch);
             let late: Vec<(ConnId, ScopeKey)> = open

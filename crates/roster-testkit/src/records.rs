@@ -46,21 +46,6 @@ fn record_of(mut record: serde_json::Value, at_us: Option<u64>) -> Result<Record
     serde_json::from_value(record)
 }
 
-/// When a record happened (global ms).
-pub fn record_at(r: &Record) -> Millis {
-    match r {
-        Record::Accepted { at, .. }
-        | Record::Horizon { at, .. }
-        | Record::Reattached { at, .. }
-        | Record::Ended { at, .. }
-        | Record::LeaseHeld { at, .. }
-        | Record::LeaseDropped { at, .. }
-        | Record::ActivationStarted { at, .. }
-        | Record::ActivationEnded { at, .. }
-        | Record::Validated { at, .. } => *at,
-    }
-}
-
 /// How a node process ended, for [`read_history`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcessEnd {
@@ -87,11 +72,11 @@ pub fn read_history(config: &Config, logs: &[&Path], ended: &[ProcessEnd], end: 
         }
     }
     // One order for all nodes; a stable sort keeps each node's own order for equal times.
-    records.sort_by_key(|r| record_at(&r.record));
+    records.sort_by_key(|r| r.record.at());
     let mut lives: Vec<Life> = Vec::new();
     for r in &records {
         if !lives.iter().any(|l| l.incarnation == r.node) {
-            lives.push(Life { incarnation: r.node.clone(), started: record_at(&r.record), ended: None });
+            lives.push(Life { incarnation: r.node.clone(), started: r.record.at(), ended: None });
         }
     }
     for e in ended {
@@ -217,16 +202,8 @@ mod tests {
         }
         // A record dated otherwise than its step (more than 2 ms apart) keeps its own time.
         let late = serde_json::to_value(&ended).unwrap();
-        assert_eq!(
-            crate::records::record_at(&record_of(late.clone(), Some(1_000_900)).unwrap()),
-            1000,
-            "its step's instant"
-        );
-        assert_eq!(
-            crate::records::record_at(&record_of(late, Some(1_015_000)).unwrap()),
-            1001,
-            "dated 14 ms before its step"
-        );
+        assert_eq!(record_of(late.clone(), Some(1_000_900)).unwrap().at(), 1000, "its step's instant");
+        assert_eq!(record_of(late, Some(1_015_000)).unwrap().at(), 1001, "dated 14 ms before its step");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -745,6 +745,23 @@ pub enum Record {
 }
 
 impl Record {
+    /// When it happened.
+    pub fn at(&self) -> Millis {
+        match self {
+            Record::Accepted { at, .. }
+            | Record::Horizon { at, .. }
+            | Record::Reattached { at, .. }
+            | Record::Ended { at, .. }
+            | Record::LeaseHeld { at, .. }
+            | Record::LeaseDropped { at, .. }
+            | Record::ActivationStarted { at, .. }
+            | Record::ActivationEnded { at, .. }
+            | Record::Validated { at, .. } => *at,
+        }
+    }
+}
+
+impl Record {
     /// The same record with every time in it (`at`, `horizon`, `until`) passed through `f`:
     /// how a record moves from the node's clock to another time base (a checker's global
     /// time, or the wall clock of a record log).
