@@ -372,7 +372,8 @@ mod tests {
             (Some("é"), None, "t\n", ReplyStatus::Error, json!({"reason": "already_joined"})),
         ];
         for (join_ref, msg_ref, topic, status, response) in cases {
-            let frame = Frame::reply(join_ref.map(str::to_owned), msg_ref.map(str::to_owned), topic, status, response.clone());
+            let frame =
+                Frame::reply(join_ref.map(str::to_owned), msg_ref.map(str::to_owned), topic, status, response.clone());
             assert_eq!(encode_reply(join_ref, msg_ref, topic, status, &response), frame.encode());
         }
         let slot = Joined { slot: Some(Slot { token: "17.1" }) };

@@ -1176,7 +1176,8 @@ impl SocketTask {
                 // Written straight from the channel's refs: the reply every join gets.
                 let token = token.map(|t| t.to_string());
                 let response = JoinedResponse { slot: token.as_deref().map(|token| SlotResponse { token }) };
-                let text = encode_reply(c.join_ref.as_deref(), msg_ref.as_deref(), topic.as_str(), ReplyStatus::Ok, &response);
+                let text =
+                    encode_reply(c.join_ref.as_deref(), msg_ref.as_deref(), topic.as_str(), ReplyStatus::Ok, &response);
                 c.state = ChannelState::Joined(channel);
                 self.st.metrics.joins.inc();
                 self.out.push(Message::Text(text.into()));
