@@ -366,7 +366,9 @@ mod tests {
         struct Joined<'a> {
             slot: Option<Slot<'a>>,
         }
-        let cases: [(Option<&str>, Option<&str>, &str, ReplyStatus, Value); 3] = [
+        /// `join_ref`, `ref`, topic, status, response.
+        type Case<'a> = (Option<&'a str>, Option<&'a str>, &'a str, ReplyStatus, Value);
+        let cases: [Case; 3] = [
             (Some("3"), Some("3"), "room:\"42\"", ReplyStatus::Ok, json!({"slot": {"token": "17.1"}})),
             (None, Some("1"), PHOENIX_TOPIC, ReplyStatus::Ok, json!({})),
             (Some("é"), None, "t\n", ReplyStatus::Error, json!({"reason": "already_joined"})),
