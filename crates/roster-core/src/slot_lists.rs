@@ -52,10 +52,7 @@ impl<T> Records<T> {
             Records::Few(one @ None) => *one = Some(item),
             Records::Few(one) => {
                 let first = one.take().expect("checked above");
-                let mut both = Vec::with_capacity(2);
-                both.push(first);
-                both.push(item);
-                *self = Records::Many(both);
+                *self = Records::Many(vec![first, item]);
             }
             Records::Many(many) => {
                 many.reserve_exact(1);
@@ -117,6 +114,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Records<T> {
 
 /// A queue that costs one pointer while it is empty (its storage goes when it empties).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(clippy::box_collection)] // the box is the point: 8 bytes while empty, not 32
 pub(super) struct Queue<T>(Option<Box<VecDeque<T>>>);
 
 impl<T> Default for Queue<T> {

@@ -303,9 +303,8 @@ impl NodeState {
                 if known {
                     continue;
                 }
-                let entry = home
-                    .users
-                    .get_or_insert_with(&s.user, &s.scope, || UserScope { slots: ScopeSlots::new(), rules });
+                let entry =
+                    home.users.get_or_insert_with(&s.user, &s.scope, || UserScope { slots: ScopeSlots::new(), rules });
                 entry.slots.adopt(s.conn, s.tab, s.token);
                 home.reindex(&(s.user, s.scope));
                 news = true;
@@ -602,7 +601,9 @@ impl NodeState {
             if !home.scan_over || self.leases.valid(*p, now).is_none() {
                 continue;
             }
-            for (user, scope, u) in home.outstanding.iter().filter_map(|k| home.users.get(&k.0, &k.1).map(|u| (&k.0, &k.1, u))) {
+            for (user, scope, u) in
+                home.outstanding.iter().filter_map(|k| home.users.get(&k.0, &k.1).map(|u| (&k.0, &k.1, u)))
+            {
                 for r in u.slots.records() {
                     let heard = self.peers.get(&r.conn.gateway.node).is_some_and(|peer| peer.alive);
                     if !heard {

@@ -96,14 +96,14 @@ impl<V> ScopeMap<V> {
 
     /// Every entry, by user and then scope, to change.
     pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (&UserId, &ScopeKey, &mut V)> {
-        self.by_user
-            .iter_mut()
-            .flat_map(|(user, list)| list.iter_mut().map(move |(scope, v)| (&*user, &*scope, v)))
+        self.by_user.iter_mut().flat_map(|(user, list)| list.iter_mut().map(move |(scope, v)| (&*user, &*scope, v)))
     }
 
     /// Every entry, by user and then scope, taken out.
     pub(super) fn into_entries(self) -> impl Iterator<Item = (UserId, ScopeKey, V)> {
-        self.by_user.into_iter().flat_map(|(user, list)| list.into_iter().map(move |(scope, v)| (user.clone(), scope, v)))
+        self.by_user
+            .into_iter()
+            .flat_map(|(user, list)| list.into_iter().map(move |(scope, v)| (user.clone(), scope, v)))
     }
 
     /// Every key, by user and then scope (a copy, to change the map while walking it).
