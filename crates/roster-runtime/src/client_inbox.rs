@@ -19,6 +19,9 @@ use ractor::ActorRef;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
+/// The room a drained inbox keeps: one batch's worth.
+const KEPT_CAPACITY: usize = 128;
+
 /// The node actor has stopped: nothing sent is handled.
 #[derive(Debug)]
 pub(crate) struct NodeStopped;
@@ -85,6 +88,11 @@ impl ClientInbox {
         let mut q = self.lock();
         let n = q.msgs.len().min(max);
         into.extend(q.msgs.drain(..n));
+        // A burst (thousands of joins at once) must not leave its room behind for the node's
+        // lifetime: drained, the queue keeps room for one batch.
+        if q.msgs.is_empty() && q.msgs.capacity() > KEPT_CAPACITY {
+            q.msgs.shrink_to(KEPT_CAPACITY);
+        }
         !q.msgs.is_empty()
     }
 
@@ -105,5 +113,27 @@ pub(crate) struct CloseOnDrop(pub(crate) Arc<ClientInbox>);
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
         self.0.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_drained_inbox_gives_back_the_room_a_burst_took() {
+        let inbox = ClientInbox::new();
+        for _ in 0..10_000 {
+            inbox.send(NodeMsg::ClientWake).expect("open");
+        }
+        assert!(inbox.lock().msgs.capacity() >= 10_000);
+        let mut taken = Vec::new();
+        let mut batches = 1;
+        while inbox.take(128, &mut taken) {
+            batches += 1;
+        }
+        assert_eq!((taken.len(), batches), (10_000, 79), "every message taken, in batches of 128");
+        let kept = inbox.lock().msgs.capacity();
+        assert!(kept <= KEPT_CAPACITY, "kept room for {kept}");
     }
 }
