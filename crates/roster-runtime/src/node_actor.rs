@@ -419,7 +419,9 @@ impl NodeActorState {
                     self.unsubscribe(&topic, channel);
                     deliver(&conn, Outbound::Revoked { topic, channel, reason });
                 }
-                Some(ChannelState::Joining(reply)) => answer(&mut self.callers, &conn, &topic, reply, Err(JoinError::Closed)),
+                Some(ChannelState::Joining(reply)) => {
+                    answer(&mut self.callers, &conn, &topic, reply, Err(JoinError::Closed))
+                }
                 Some(ChannelState::Leaving) | None => {}
             },
             ClientEvent::Closed => match conn.remove(&topic) {
@@ -427,7 +429,9 @@ impl NodeActorState {
                     self.unsubscribe(&topic, channel);
                     deliver(&conn, Outbound::Closed { topic, channel });
                 }
-                Some(ChannelState::Joining(reply)) => answer(&mut self.callers, &conn, &topic, reply, Err(JoinError::Closed)),
+                Some(ChannelState::Joining(reply)) => {
+                    answer(&mut self.callers, &conn, &topic, reply, Err(JoinError::Closed))
+                }
                 Some(ChannelState::Leaving) | None => {}
             },
         }
