@@ -327,7 +327,7 @@ impl JoinRef {
 }
 
 /// A socket's channels: a list, as a socket has a few (at most `max_topics_per_socket`), sized
-/// to what it holds.
+/// to what it holds ([`roster_core::grow_by`]: one place at a time up to 16).
 #[derive(Default)]
 struct Channels(Vec<Channel>);
 
@@ -355,7 +355,7 @@ impl Channels {
         }
         let len = self.0.len();
         if len == self.0.capacity() {
-            self.0.reserve_exact((len / 2).max(1));
+            self.0.reserve_exact(roster_core::grow_by(len));
         }
         self.0.push(channel);
     }
