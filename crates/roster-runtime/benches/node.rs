@@ -77,9 +77,12 @@ fn joins_on_open_connections(c: &mut Criterion) {
         // queue filled with its rooms' presence pushes would be closed as a slow client.
         let drains: Vec<_> =
             conns.into_iter().map(|mut conn| rt.spawn(async move { while conn.recv().await.is_some() {} })).collect();
+        // Every pair run, warm-up included: with `perf stat` around the bench, CPU per pair.
+        let pairs = AtomicU64::new(0);
         group.bench_with_input(BenchmarkId::from_parameter(format!("{threads}_threads")), &threads, |b, _| {
             b.to_async(&rt).iter_custom(|iters| {
                 let handles = handles.clone();
+                pairs.fetch_add(iters * BATCH, Ordering::Relaxed);
                 async move {
                     let started = Instant::now();
                     for i in 0..iters {
@@ -98,6 +101,10 @@ fn joins_on_open_connections(c: &mut Criterion) {
                 }
             });
         });
+        let pairs = pairs.load(Ordering::Relaxed);
+        if pairs > 0 {
+            eprintln!("join_leave_on_open_connections/{threads}_threads: {pairs} join + leave pairs in all");
+        }
         rt.block_on(node.shutdown());
         drains.iter().for_each(tokio::task::JoinHandle::abort);
     }

@@ -35,6 +35,7 @@ use roster_core::{
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::oneshot;
 
 /// Presence lists published for readers, per topic: readers never wait behind the node
 /// actor's writes. Refreshed at most once per `diff_ms` per changed topic.
@@ -252,16 +253,25 @@ pub(crate) struct NodeActorState {
     to_shards: Vec<Vec<ShardMsg>>,
     /// Topics whose list the shards get at the end of this turn.
     listed: HashSet<Topic>,
+    /// Join answers to waiting callers, sent at the end of this turn (see `flush_shards`).
+    callers: Vec<CallerAnswer>,
     _close: CloseOnDrop,
 }
 
-/// Send a join's answer where its connection wants it: to the caller, or into its queue (in
-/// order with everything else it is sent).
-fn answer(conn: &ConnShared, topic: &Topic, reply: JoinReply, result: Result<Joined, JoinError>) {
+/// A join's answer to a caller that awaits it (an embedded `Connection::join`).
+type CallerAnswer = (oneshot::Sender<Result<Joined, JoinError>>, Result<Joined, JoinError>);
+
+/// Send a join's answer where its connection wants it: to the caller (kept in `callers` until
+/// the end of the turn), or into its queue (in order with everything else it is sent).
+fn answer(
+    callers: &mut Vec<CallerAnswer>,
+    conn: &ConnShared,
+    topic: &Topic,
+    reply: JoinReply,
+    result: Result<Joined, JoinError>,
+) {
     match reply {
-        Some(tx) => {
-            let _ = tx.send(result);
-        }
+        Some(tx) => callers.push((tx, result)),
         None => {
             let item = match result {
                 Ok(Joined { token, channel }) => Outbound::Joined { topic: topic.clone(), channel, token },
@@ -289,9 +299,17 @@ impl NodeActorState {
         shard_of(topic, self.shards.len() as u32)
     }
 
-    /// The end of a turn: each shard gets what the turn queued for it, in one message, ending
-    /// with the list of every topic the turn changed or subscribed to.
+    /// The end of a turn: the callers waiting for their joins get their answers, then each
+    /// shard gets what the turn queued for it, in one message, ending with the list of every
+    /// topic the turn changed or subscribed to.
+    ///
+    /// The answers wait for the end of the turn because waking a caller's task is the costly
+    /// part of answering it: the first wake-up of a turn unparks the other worker thread (a
+    /// system call), and while that worker looks for work the rest of the turn's wake-ups
+    /// cost no system call. Sent one by one as each join was granted, each one unparked the
+    /// worker again (`BENCHMARKS.md`, "Embedded join + leave throughput").
     fn flush_shards(&mut self) {
+        self.answer_callers();
         for topic in std::mem::take(&mut self.listed) {
             let list = self.list(&topic);
             let i = self.shard_index(&topic);
@@ -309,6 +327,13 @@ impl NodeActorState {
                     let _ = shard.cast(ShardMsg::Batch(std::mem::take(msgs)));
                 }
             }
+        }
+    }
+
+    /// Send the answers this turn kept for waiting callers, in the order they were decided.
+    fn answer_callers(&mut self) {
+        for (tx, result) in self.callers.drain(..) {
+            let _ = tx.send(result);
         }
     }
 
@@ -378,7 +403,7 @@ impl NodeActorState {
                 let Some(reply) = conn.granted(&topic, channel) else { return };
                 // The answer goes out before the subscription starts: the topic's list (at the
                 // close of the window this join falls in) follows it in the queue.
-                answer(&conn, &topic, reply, Ok(Joined { token, channel }));
+                answer(&mut self.callers, &conn, &topic, reply, Ok(Joined { token, channel }));
                 let sub = Subscriber::Channel { conn, channel };
                 self.listed.insert(topic.clone());
                 let i = self.shard_index(&topic);
@@ -386,7 +411,7 @@ impl NodeActorState {
             }
             ClientEvent::JoinFailed { reason } => {
                 if let Some(ChannelState::Joining(reply)) = conn.remove(&topic) {
-                    answer(&conn, &topic, reply, Err(JoinError::from_reason(&reason)));
+                    answer(&mut self.callers, &conn, &topic, reply, Err(JoinError::from_reason(&reason)));
                 }
             }
             ClientEvent::Revoked { reason } => match conn.remove(&topic) {
@@ -394,7 +419,9 @@ impl NodeActorState {
                     self.unsubscribe(&topic, channel);
                     deliver(&conn, Outbound::Revoked { topic, channel, reason });
                 }
-                Some(ChannelState::Joining(reply)) => answer(&conn, &topic, reply, Err(JoinError::Closed)),
+                Some(ChannelState::Joining(reply)) => {
+                    answer(&mut self.callers, &conn, &topic, reply, Err(JoinError::Closed))
+                }
                 Some(ChannelState::Leaving) | None => {}
             },
             ClientEvent::Closed => match conn.remove(&topic) {
@@ -402,7 +429,9 @@ impl NodeActorState {
                     self.unsubscribe(&topic, channel);
                     deliver(&conn, Outbound::Closed { topic, channel });
                 }
-                Some(ChannelState::Joining(reply)) => answer(&conn, &topic, reply, Err(JoinError::Closed)),
+                Some(ChannelState::Joining(reply)) => {
+                    answer(&mut self.callers, &conn, &topic, reply, Err(JoinError::Closed))
+                }
                 Some(ChannelState::Leaving) | None => {}
             },
         }
@@ -524,6 +553,7 @@ impl Actor for NodeActor {
             batch: Vec::new(),
             to_shards: (0..shard_count).map(|_| Vec::new()).collect(),
             listed: HashSet::new(),
+            callers: Vec::new(),
         };
         st.run(Input::Tick)?;
         st.flush_shards();
@@ -679,6 +709,7 @@ impl NodeActorState {
                     conn.shut_down();
                 }
                 st.publish();
+                st.answer_callers();
                 let _ = reply.send(());
             }
             // After the shutdown (the core has stopped but still sends its flush).

@@ -451,12 +451,12 @@ impl NodeState {
         fx: &mut Vec<Effect>,
     ) {
         let live = self.homes.get(&p).is_some_and(|h| h.has_user(user));
-        if let Some(a) = self.users.active.get(user) {
+        if let Some(a) = self.users.active.get_mut(user) {
             if a.partition != p {
                 return; // an orphan of an ablation run: its partition is not here
             }
             let token = a.token;
-            let mut view = std::mem::take(&mut self.users.active.get_mut(user).expect("active").view);
+            let mut view = std::mem::take(&mut a.view);
             let mut events = Events::default();
             for scope in scopes {
                 let range = scope_range(&view, scope);
@@ -476,16 +476,18 @@ impl NodeState {
                 }
                 view.splice(range, after);
             }
-            if view.capacity() > 2 * view.len() + 2 {
-                view.shrink_to_fit();
-            }
             for event in events.in_order() {
                 fx.push(Effect::User(UserEffect::Session { user: user.clone(), token, event }));
             }
-            if let Some(a) = self.users.active.get_mut(user) {
-                a.view = view;
-            }
-            if !live {
+            if live {
+                if view.capacity() > 2 * view.len() + 2 {
+                    view.shrink_to_fit();
+                }
+                if let Some(a) = self.users.active.get_mut(user) {
+                    a.view = view;
+                }
+            } else {
+                // Its last session ended: the activation ends with it (its view goes too).
                 self.end_activation(user, ActivationEnd::Idle, now, fx);
                 self.users.forget_topics(user);
             }
