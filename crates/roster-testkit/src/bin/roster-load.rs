@@ -237,7 +237,11 @@ fn scenario(a: &Args) -> Result<Scenario, String> {
         hold: Duration::from_millis(a.hold_ms),
         threads: a.threads.unwrap_or(defaults.threads),
         procs: usize::from(a.procs),
-        worker_binary: if a.procs > 1 { Some(std::env::current_exe().map_err(|e| format!("--procs: cannot find this executable: {e}"))?) } else { None },
+        worker_binary: if a.procs > 1 {
+            Some(std::env::current_exe().map_err(|e| format!("--procs: cannot find this executable: {e}"))?)
+        } else {
+            None
+        },
     })
 }
 

@@ -314,7 +314,10 @@ mod tests {
         coordinator.store_membership(1, &worker.membership_record(1));
         assert_eq!(coordinator.socket_record(1), worker.socket_record(1));
         assert_eq!(coordinator.membership_record(1), worker.membership_record(1));
-        assert_eq!((coordinator.sockets[1].state(), coordinator.memberships[1].state()), (SocketState::Open, Membership::Joined));
+        assert_eq!(
+            (coordinator.sockets[1].state(), coordinator.memberships[1].state()),
+            (SocketState::Open, Membership::Joined)
+        );
         assert_eq!(coordinator.generation.load(Relaxed), 1);
         coordinator.store_membership(1, &worker.membership_record(1));
         assert_eq!(coordinator.generation.load(Relaxed), 1, "the same state again is no change");

@@ -8,7 +8,6 @@ use crate::cluster::{Cluster, ClusterSpec, API_KEY, SECRET};
 use crate::http::{http_get, percent_encode};
 use crate::load::board::{Board, Membership, SocketState};
 use crate::load::client::{self, ClientEnv, ClientSpec, Stage, SHUTDOWN_TIMEOUT};
-use crate::load::worker::{WorkerSetup, Workers};
 use crate::load::plan::Plan;
 use crate::load::protocol::{for_each_meta, mint_token};
 use crate::load::report::{
@@ -16,6 +15,7 @@ use crate::load::report::{
     ViewsReport,
 };
 use crate::load::view::{key_id, meta_id};
+use crate::load::worker::{WorkerSetup, Workers};
 use crate::load::{system, LoadError, Progress, Scenario, Target};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -352,11 +352,18 @@ enum Clients {
 }
 
 impl Clients {
-    fn start(scenario: &Scenario, specs: Vec<ClientSpec>, addr: SocketAddr, board: Arc<Board>) -> Result<Clients, LoadError> {
+    fn start(
+        scenario: &Scenario,
+        specs: Vec<ClientSpec>,
+        addr: SocketAddr,
+        board: Arc<Board>,
+    ) -> Result<Clients, LoadError> {
         let procs = scenario.procs.max(1);
         if procs > 1 {
             let Some(binary) = &scenario.worker_binary else {
-                return Err(LoadError::BadScenario("procs > 1 needs the roster-load executable (worker_binary)".into()));
+                return Err(LoadError::BadScenario(
+                    "procs > 1 needs the roster-load executable (worker_binary)".into(),
+                ));
             };
             let setup = WorkerSetup {
                 addr,
@@ -384,7 +391,8 @@ impl Clients {
             connect_gate: Semaphore::new(scenario.connect_concurrency.max(1)),
         });
         let (stages, stage_rx) = watch::channel(Stage::Connect);
-        let handles = specs.into_iter().map(|spec| runtime.spawn(client::run(spec, env.clone(), stage_rx.clone()))).collect();
+        let handles =
+            specs.into_iter().map(|spec| runtime.spawn(client::run(spec, env.clone(), stage_rx.clone()))).collect();
         Ok(Clients::Here { runtime, handles, stages })
     }
 
@@ -402,9 +410,7 @@ impl Clients {
     fn pids(&self) -> Vec<u32> {
         match self {
             Clients::Here { .. } => vec![std::process::id()],
-            Clients::Workers(w) => {
-                std::iter::once(std::process::id()).chain(w.iter().flat_map(|w| w.pids())).collect()
-            }
+            Clients::Workers(w) => std::iter::once(std::process::id()).chain(w.iter().flat_map(|w| w.pids())).collect(),
         }
     }
 

@@ -77,7 +77,8 @@ fn unix_us(t: SystemTime) -> u64 {
 
 impl StageWire {
     fn of(stage: Stage, board: &Board) -> StageWire {
-        let on_board = |at: tokio::time::Instant| at.into_std().saturating_duration_since(board.start()).as_micros() as u64;
+        let on_board =
+            |at: tokio::time::Instant| at.into_std().saturating_duration_since(board.start()).as_micros() as u64;
         match stage {
             Stage::Connect => StageWire::Connect,
             Stage::JoinWatchers { at } => StageWire::JoinWatchers(on_board(at)),
@@ -153,7 +154,8 @@ pub fn serve(input: impl BufRead + Send + 'static, mut output: impl Write) -> Re
     loop {
         std::thread::sleep(PUBLISH);
         sent.publish(&board, &mut output).map_err(|e| format!("writing to the coordinator: {e}"))?;
-        let ended = sockets.iter().all(|&i| matches!(board.sockets[i].state(), SocketState::Closed | SocketState::Failed));
+        let ended =
+            sockets.iter().all(|&i| matches!(board.sockets[i].state(), SocketState::Closed | SocketState::Failed));
         if shut_down.load(Relaxed) {
             shutdown_at.get_or_insert_with(Instant::now);
         }
