@@ -168,7 +168,8 @@ pub struct ServerConfig {
     /// client answered (pings carry the offset of the data before them, one in line with every
     /// 16 KiB); the rest waits in the node's queue. A client process reading thousands of
     /// sockets reads each one's window in turn, so a smaller window keeps its turns short; a
-    /// client far away reads at most a window per round trip. Default: 32768. At least
+    /// client far away reads at most a window per round trip. Default: 16384 (measured:
+    /// `BENCHMARKS.md`, issue 13 fifth round). At least
     /// [`MIN_FLOW_WINDOW_BYTES`] (one in-line ping's worth, or the window would fill before a
     /// ping goes out with it).
     pub flow_window_bytes: u64,
@@ -211,7 +212,7 @@ impl Default for ServerConfig {
             outbound_queue: 1024,
             outbound_queue_bytes: 16 << 20,
             ping_ms: 5000,
-            flow_window_bytes: 32 * 1024,
+            flow_window_bytes: 16 * 1024,
             join_wait_ms: 10_000,
             demo: false,
             header_read_timeout_ms: 5000,
@@ -792,7 +793,7 @@ impl ServerConfig {
         if self.flow_window_bytes < MIN_FLOW_WINDOW_BYTES {
             problems.push(format!(
                 "server.flow_window_bytes = {} is below {MIN_FLOW_WINDOW_BYTES}, the data between two in-line pings: \
-                 the window would fill before a ping goes out with it (default 32768)",
+                 the window would fill before a ping goes out with it (default 16384)",
                 self.flow_window_bytes
             ));
         }
@@ -1723,7 +1724,7 @@ mod tests {
         c.validate().unwrap();
         c.server.flow_window_bytes = MIN_FLOW_WINDOW_BYTES - 1;
         assert_invalid(&c, &["server.flow_window_bytes = 16383"]);
-        let sample = SAMPLE.replace("flow_window_bytes = 32768", "flow_window_bytes = 65536");
+        let sample = SAMPLE.replace("flow_window_bytes = 16384", "flow_window_bytes = 65536");
         let parsed = Config::from_toml_str(&sample).unwrap();
         assert_eq!(parsed.server.flow_window_bytes, 65536);
     }

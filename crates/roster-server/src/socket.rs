@@ -653,7 +653,7 @@ struct Io<'a> {
 /// the node writes carries the offset of the data written before it (8 bytes, big-endian);
 /// the client's pong echoes it (RFC 6455, 5.5.3), and a pong can only come once the client
 /// has read up to there. The node writes at most `window` bytes beyond the last answered
-/// offset (`[server] flow_window_bytes`: why 32 KiB by default is in `docs/architecture.md`). A pong that names an offset not yet written, or a payload of another shape, moves
+/// offset (`[server] flow_window_bytes`: why 16 KiB by default is in `docs/architecture.md`). A pong that names an offset not yet written, or a payload of another shape, moves
 /// nothing (the client only holds itself back).
 #[derive(Clone, Copy, Debug)]
 struct FlowWindow {
@@ -1263,7 +1263,7 @@ mod tests {
     use super::*;
     use roster_core::{ServerConfig, MIN_FLOW_WINDOW_BYTES};
 
-    const DEFAULT_WINDOW: u64 = 32 * 1024;
+    const DEFAULT_WINDOW: u64 = 16 * 1024;
 
     fn answer(flow: &FlowWindow) -> [u8; 8] {
         flow.sent.to_be_bytes()
@@ -1295,7 +1295,7 @@ mod tests {
 
     #[test]
     fn the_configured_window_closes_after_its_bytes_and_an_answered_ping_opens_it() {
-        for window in [MIN_FLOW_WINDOW_BYTES, DEFAULT_WINDOW, 64 * 1024, 100_000] {
+        for window in [MIN_FLOW_WINDOW_BYTES, 32 * 1024, 64 * 1024, 100_000] {
             let t0 = Instant::now();
             let mut flow = FlowWindow::new(t0, window);
             assert_eq!(flow.room(), window);
