@@ -23,9 +23,9 @@
 //! topic (`roster:admin`) is a feed of snapshots, not a presence topic (`dashboard.rs`).
 //!
 //! Flow control by pings ([`FlowWindow`]): a socket is written at most `[server]
-//! flow_window_bytes` of data beyond the last ping its client answered (pings carry the offset of the data before
-//! them, one in line with every [`IN_LINE_PING_BYTES`]); the rest waits in the connection's
-//! queue, as the shared pushes it already is, not in the kernel.
+//! flow_window_bytes` of data beyond the last ping its client answered (pings carry the
+//! offset of the data before them, one in line with every [`IN_LINE_PING_BYTES`]); the rest
+//! waits in the connection's queue, as the shared pushes it already is, not in the kernel.
 //!
 //! Every close the server starts carries a code and a reason: 1001 (nothing heard for two
 //! `ping_ms`), 1002 (a WebSocket protocol violation), 1007 (a text frame not UTF-8), 1008 (the
@@ -653,8 +653,9 @@ struct Io<'a> {
 /// the node writes carries the offset of the data written before it (8 bytes, big-endian);
 /// the client's pong echoes it (RFC 6455, 5.5.3), and a pong can only come once the client
 /// has read up to there. The node writes at most `window` bytes beyond the last answered
-/// offset (`[server] flow_window_bytes`: why 16 KiB by default is in `docs/architecture.md`). A pong that names an offset not yet written, or a payload of another shape, moves
-/// nothing (the client only holds itself back).
+/// offset (`[server] flow_window_bytes`; why 16 KiB by default: `docs/architecture.md`). A
+/// pong that names an offset not yet written, or a payload of another shape, moves nothing
+/// (the client only holds itself back).
 #[derive(Clone, Copy, Debug)]
 struct FlowWindow {
     /// Data written (pings aside) since the socket opened.
