@@ -270,9 +270,89 @@ impl fmt::Display for ConnId {
 }
 
 /// A unique reference carried by every presence meta (16 url-safe characters), as Phoenix does.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct PhxRef(pub String);
+///
+/// Kept in place up to 22 bytes (every reference this code makes; a peer's or a test's may
+/// be longer, and is then kept on the heap): a `String` cost an allocation of its own per
+/// presence. Equality, order, hashing and the encoding are those of the string.
+#[derive(Clone)]
+pub struct PhxRef(RefText);
+
+#[derive(Clone)]
+enum RefText {
+    Inline(u8, [u8; PhxRef::INLINE]),
+    Heap(Box<str>),
+}
+
+impl PhxRef {
+    const INLINE: usize = 22;
+
+    /// A reference with this text.
+    pub fn new(text: &str) -> Self {
+        if text.len() <= Self::INLINE {
+            let mut bytes = [0; Self::INLINE];
+            bytes[..text.len()].copy_from_slice(text.as_bytes());
+            PhxRef(RefText::Inline(text.len() as u8, bytes))
+        } else {
+            PhxRef(RefText::Heap(text.into()))
+        }
+    }
+}
+
+impl From<String> for PhxRef {
+    fn from(text: String) -> Self {
+        PhxRef::new(&text)
+    }
+}
+
+impl From<&str> for PhxRef {
+    fn from(text: &str) -> Self {
+        PhxRef::new(text)
+    }
+}
+
+impl PartialEq for PhxRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for PhxRef {}
+
+impl PartialOrd for PhxRef {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for PhxRef {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl std::hash::Hash for PhxRef {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl fmt::Debug for PhxRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PhxRef").field(&self.as_str()).finish()
+    }
+}
+
+impl Serialize for PhxRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for PhxRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(PhxRef::from)
+    }
+}
 
 const URL_SAFE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
@@ -282,13 +362,21 @@ impl PhxRef {
 
     /// A reference from 96 random bits supplied by the caller (6 bits per character).
     pub fn from_random(random: u128) -> Self {
-        let s = (0..Self::LEN).map(|i| URL_SAFE[((random >> (6 * i)) & 63) as usize] as char).collect();
-        Self(s)
+        let mut bytes = [0; Self::INLINE];
+        for (i, b) in bytes.iter_mut().take(Self::LEN).enumerate() {
+            *b = URL_SAFE[((random >> (6 * i)) & 63) as usize];
+        }
+        PhxRef(RefText::Inline(Self::LEN as u8, bytes))
     }
 
     /// The reference as a string slice.
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            RefText::Inline(len, bytes) => {
+                std::str::from_utf8(&bytes[..*len as usize]).expect("made from a str or URL_SAFE bytes")
+            }
+            RefText::Heap(text) => text,
+        }
     }
 }
 

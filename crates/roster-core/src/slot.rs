@@ -31,7 +31,9 @@
 use crate::config::{OnConflict, Policy};
 use crate::ids::{ConnId, Incarnation, Millis, Role, SlotToken, TabId};
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+#[path = "slot_lists.rs"]
+mod lists;
+use lists::{Queue, Records};
 
 /// The resolved rules for one `(user, scope)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -257,8 +259,8 @@ struct PendingJoin {
 /// Every slot record and waiting join of one `(user, scope)` on its home.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScopeSlots {
-    records: Vec<SlotRecord>,
-    pending: VecDeque<PendingJoin>,
+    records: Records<SlotRecord>,
+    pending: Queue<PendingJoin>,
     /// Rule 9: right after a recovery scan the home cannot list every slot, so it admits
     /// resumes of tabs it knows but no new tab. Set by the node before each input.
     new_tabs_blocked: bool,
@@ -329,7 +331,6 @@ impl ScopeSlots {
     /// once every answer is in.
     pub fn adopt(&mut self, conn: ConnId, tab: TabKey, token: SlotToken) {
         if !self.records.iter().any(|r| r.conn == conn && r.token == token) {
-            self.records.reserve_exact(1);
             self.records.push(SlotRecord { tab, conn, token, state: SlotState::Held, in_doubt_until: None });
             self.records.sort_by_key(|r| r.token);
         }
@@ -417,7 +418,8 @@ impl ScopeSlots {
         // A join behind waiters queues behind them (wait is first come, first served); a
         // takeover is the newest join and supersedes an earlier pending takeover.
         if rules.on_conflict == OnConflict::Takeover {
-            if let Some(i) = self.pending.iter().position(|p| p.victim.is_some()) {
+            let superseded = self.pending.iter().position(|p| p.victim.is_some());
+            if let Some(i) = superseded {
                 let old = self.pending.remove(i).expect("index from position");
                 fx.push(SlotEffect::Reject { conn: old.conn, reason: RejectReason::LoggedInElsewhere });
                 let victim = old.victim;
@@ -527,8 +529,8 @@ impl ScopeSlots {
             !lapsed
         });
         self.admit(rules, mint, &mut fx);
-        let (late, kept): (Vec<_>, Vec<_>) = self.pending.drain(..).partition(|p| p.deadline <= now);
-        self.pending = kept.into();
+        let (late, kept): (Vec<_>, Vec<_>) = self.pending.take_all().into_iter().partition(|p| p.deadline <= now);
+        self.pending.set(kept.into());
         for p in late {
             fx.push(SlotEffect::Reject { conn: p.conn, reason: RejectReason::WaitTimedOut });
         }
@@ -658,9 +660,7 @@ impl ScopeSlots {
     /// Record a new holder with the next token and tell it (a fresh grant, or a resume).
     fn grant_as(&mut self, conn: ConnId, tab: TabKey, resumed: bool, mint: &mut TokenMint, fx: &mut Vec<SlotEffect>) {
         let token = mint.next_token();
-        // Nearly every scope holds one record: the default growth (4 records, 512 B) was the
-        // largest part of a presence's memory.
-        self.records.reserve_exact(1);
+        // Nearly every scope holds one record, kept in place (`slot_lists.rs`).
         self.records.push(SlotRecord {
             tab: tab.clone(),
             conn: conn.clone(),

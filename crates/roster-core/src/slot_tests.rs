@@ -1,7 +1,7 @@
 use super::*;
 use crate::ids::{Incarnation, SocketId};
 use proptest::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 fn gw(n: u8) -> Incarnation {
     Incarnation::new(format!("n{n}").as_str(), n as u128)

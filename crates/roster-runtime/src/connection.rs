@@ -282,11 +282,12 @@ impl ConnShared {
             if channels.len() >= self.max_topics {
                 return Err(JoinError::TooManyTopics);
             }
-            // Nearly sized to what it holds: doubling would leave a socket in ten topics room for
-            // sixteen, and growing by one a connection in hundreds of topics a trail of freed blocks.
+            // Sized to what it holds up to 16, then by half (`grow_by`): doubling would leave a
+            // socket in ten topics room for sixteen, and growing by one a connection in hundreds
+            // of topics a trail of freed blocks.
             let len = channels.len();
             if len == channels.capacity() {
-                channels.reserve_exact((len / 2).max(1));
+                channels.reserve_exact(roster_core::grow_by(len));
             }
             channels.push((topic.clone(), ChannelState::Joining(reply)));
         }

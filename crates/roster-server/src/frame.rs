@@ -100,10 +100,12 @@ impl Frame {
         })
     }
 
-    /// Encode as a v2 text frame.
+    /// Encode as a v2 text frame (written straight from the fields: nothing is copied into an
+    /// intermediate JSON value first).
     pub fn encode(&self) -> String {
-        let array = json!([self.join_ref, self.msg_ref, self.topic, self.event, self.payload]);
-        array.to_string()
+        // Strings and JSON values always serialize; nothing here can fail.
+        serde_json::to_string(&(&self.join_ref, &self.msg_ref, &self.topic, &self.event, &self.payload))
+            .unwrap_or_default()
     }
 
     /// A `phx_reply` to the message `msg_ref` of the join `join_ref`: payload
@@ -140,6 +142,27 @@ impl Frame {
     pub fn push(join_ref: Option<String>, topic: impl Into<String>, event: impl Into<String>, payload: Value) -> Frame {
         Frame { join_ref, msg_ref: None, topic: topic.into(), event: event.into(), payload }
     }
+}
+
+/// A `phx_reply` to the message `msg_ref` of the join `join_ref`, encoded straight to its
+/// text: `[join_ref, msg_ref, topic, "phx_reply", {"status": status, "response": response}]`,
+/// the same text as [`Frame::reply`] then [`Frame::encode`] without building either (a socket
+/// answers every join, heartbeat and push with one).
+pub fn encode_reply(
+    join_ref: Option<&str>,
+    msg_ref: Option<&str>,
+    topic: &str,
+    status: ReplyStatus,
+    response: &impl Serialize,
+) -> String {
+    #[derive(Serialize)]
+    struct Payload<'a, R> {
+        status: &'static str,
+        response: &'a R,
+    }
+    let payload = Payload { status: status.as_str(), response };
+    // What is written here (strings, a JSON value or a derived struct) always serializes.
+    serde_json::to_string(&(join_ref, msg_ref, topic, "phx_reply", payload)).unwrap_or_default()
 }
 
 /// The Phoenix v2 encoder of shared pushes: see the module documentation.
@@ -330,6 +353,39 @@ mod tests {
         assert_eq!(
             refused.encode(),
             r#"["3","3","room:42","phx_reply",{"status":"error","response":{"reason":"already_joined"}}]"#
+        );
+    }
+
+    #[test]
+    fn a_reply_encoded_straight_is_the_text_of_the_reply_frame() {
+        #[derive(Serialize)]
+        struct Slot<'a> {
+            token: &'a str,
+        }
+        #[derive(Serialize)]
+        struct Joined<'a> {
+            slot: Option<Slot<'a>>,
+        }
+        /// `join_ref`, `ref`, topic, status, response.
+        type Case<'a> = (Option<&'a str>, Option<&'a str>, &'a str, ReplyStatus, Value);
+        let cases: [Case; 3] = [
+            (Some("3"), Some("3"), "room:\"42\"", ReplyStatus::Ok, json!({"slot": {"token": "17.1"}})),
+            (None, Some("1"), PHOENIX_TOPIC, ReplyStatus::Ok, json!({})),
+            (Some("é"), None, "t\n", ReplyStatus::Error, json!({"reason": "already_joined"})),
+        ];
+        for (join_ref, msg_ref, topic, status, response) in cases {
+            let frame =
+                Frame::reply(join_ref.map(str::to_owned), msg_ref.map(str::to_owned), topic, status, response.clone());
+            assert_eq!(encode_reply(join_ref, msg_ref, topic, status, &response), frame.encode());
+        }
+        let slot = Joined { slot: Some(Slot { token: "17.1" }) };
+        assert_eq!(
+            encode_reply(Some("3"), Some("3"), "room:42", ReplyStatus::Ok, &slot),
+            r#"["3","3","room:42","phx_reply",{"status":"ok","response":{"slot":{"token":"17.1"}}}]"#
+        );
+        assert_eq!(
+            encode_reply(Some("3"), Some("3"), "room:42", ReplyStatus::Ok, &Joined { slot: None }),
+            r#"["3","3","room:42","phx_reply",{"status":"ok","response":{"slot":null}}]"#
         );
     }
 

@@ -37,7 +37,7 @@
 
 use crate::app::AppState;
 use crate::dashboard::{self, AdminFeed};
-use crate::frame::{join_ref_prefix, Frame, PhoenixEncoder, ReplyStatus, PHOENIX_TOPIC};
+use crate::frame::{encode_reply, join_ref_prefix, Frame, PhoenixEncoder, ReplyStatus, PHOENIX_TOPIC};
 use crate::guard::{self, Counter, Refusal, SocketGuard};
 use crate::limits::{ConnectionPermit, UserPermit};
 use crate::meta_json::{meta_from_json, meta_value_from_json};
@@ -56,7 +56,7 @@ use roster_core::{Meta, Role, TabId, Topic, UserId};
 use roster_runtime::{
     ChannelId, CloseReason, Connection, ConnectionHandle, JoinError, Outbound, Push, PushBody, PushEncoder, PushError,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -315,7 +315,7 @@ impl JoinRef {
 }
 
 /// A socket's channels: a list, as a socket has a few (at most `max_topics_per_socket`), sized
-/// to what it holds.
+/// to what it holds ([`roster_core::grow_by`]: one place at a time up to 16).
 #[derive(Default)]
 struct Channels(Vec<Channel>);
 
@@ -343,7 +343,7 @@ impl Channels {
         }
         let len = self.0.len();
         if len == self.0.capacity() {
-            self.0.reserve_exact((len / 2).max(1));
+            self.0.reserve_exact(roster_core::grow_by(len));
         }
         self.0.push(channel);
     }
@@ -514,7 +514,12 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
                         final_close = Some(close(CLOSE_GOING_AWAY, "no answer to pings"));
                         break;
                     }
-                    None => ping_due = true,
+                    // A client heard from within the last half `ping_ms` is not pinged: a ping
+                    // only asks for a sign of life it gave just now (a join, a pong, a
+                    // heartbeat). Idle clients are pinged every `ping_ms` as before, so a dead
+                    // one is closed at the same tick; busy ones (a burst of joins) cost the node
+                    // no ping, pong and two wake-ups each.
+                    None => ping_due = needs_ping(last_seen, Instant::now(), ping_every),
                 }
             }
         }
@@ -626,6 +631,13 @@ fn staleness(flow: &FlowWindow, waiting: bool, last_seen: Instant, now: Instant,
     } else {
         silent.then_some(Staleness::Silent)
     }
+}
+
+/// Whether the regular ping goes out at a tick: only to a client not heard from for half a
+/// `ping_ms`. A live client is then pinged at least once in every `ping_ms` it is silent, and
+/// answers well before it has been silent for two (the verdict in [`staleness`]).
+fn needs_ping(last_seen: Instant, now: Instant, ping_every: Duration) -> bool {
+    now.saturating_duration_since(last_seen) >= ping_every / 2
 }
 
 /// How [`write_queued`] ended.
@@ -905,6 +917,28 @@ fn parse_join(payload: &Value) -> Option<(Option<TabId>, Meta)> {
     Some((tab, meta))
 }
 
+/// `{}`: the response of a plain `ok` reply.
+#[derive(Serialize)]
+struct Empty {}
+
+/// `{"reason": ...}`: the response of an `error` reply.
+#[derive(Serialize)]
+struct Reason {
+    reason: &'static str,
+}
+
+/// `{"slot": {"token": ...}}` (or `{"slot": null}` for a join that holds no slot): the
+/// response to a join.
+#[derive(Serialize)]
+struct JoinedResponse<'a> {
+    slot: Option<SlotResponse<'a>>,
+}
+
+#[derive(Serialize)]
+struct SlotResponse<'a> {
+    token: &'a str,
+}
+
 /// What the socket's loop does after a frame from the client.
 enum Flow {
     /// Go on.
@@ -975,12 +1009,17 @@ impl SocketTask {
         self.out.push(Message::Text(frame.encode().into()));
     }
 
-    fn reply(&mut self, f: &Frame, status: ReplyStatus, response: Value) {
-        self.send(Frame::reply(f.join_ref.clone(), f.msg_ref.clone(), f.topic.clone(), status, response));
+    fn reply(&mut self, f: &Frame, status: ReplyStatus, response: &impl Serialize) {
+        let text = encode_reply(f.join_ref.as_deref(), f.msg_ref.as_deref(), &f.topic, status, response);
+        self.out.push(Message::Text(text.into()));
+    }
+
+    fn reply_ok(&mut self, f: &Frame) {
+        self.reply(f, ReplyStatus::Ok, &Empty {});
     }
 
     fn reply_error(&mut self, f: &Frame, reason: &'static str) {
-        self.reply(f, ReplyStatus::Error, json!({ "reason": reason }));
+        self.reply(f, ReplyStatus::Error, &Reason { reason });
     }
 
     /// Count a refusal; log it once per socket.
@@ -1004,7 +1043,7 @@ impl SocketTask {
             return self.refuse_frame(&frame, refusal);
         }
         match (frame.topic.as_str(), frame.event.as_str()) {
-            (PHOENIX_TOPIC, "heartbeat") => self.reply(&frame, ReplyStatus::Ok, json!({})),
+            (PHOENIX_TOPIC, "heartbeat") => self.reply_ok(&frame),
             (dashboard::ADMIN_TOPIC, "phx_join" | "phx_leave") => self.on_admin(frame),
             (_, "phx_join") => self.on_join(frame),
             (_, "phx_leave") => self.on_leave(frame),
@@ -1055,13 +1094,13 @@ impl SocketTask {
     fn on_admin(&mut self, f: Frame) {
         if f.event == "phx_leave" {
             self.admin = None;
-            self.reply(&f, ReplyStatus::Ok, json!({}));
+            self.reply_ok(&f);
             return self.send(Frame::close(f.join_ref.clone(), f.topic.clone()));
         }
         match dashboard::join(&self.st, &f.payload, f.join_ref.clone()) {
             Ok(feed) => {
                 self.admin = Some(feed);
-                self.reply(&f, ReplyStatus::Ok, json!({}));
+                self.reply_ok(&f);
             }
             Err(reason) => {
                 Metrics::inc(&self.st.metrics.join_rejects, reason);
@@ -1074,7 +1113,7 @@ impl SocketTask {
         if self.channels.remove(&f.topic).is_some() {
             self.handle.leave(Topic::from(f.topic.as_str()));
         }
-        self.reply(&f, ReplyStatus::Ok, json!({}));
+        self.reply_ok(&f);
         self.send(Frame::close(f.join_ref.clone(), f.topic.clone()));
     }
 
@@ -1109,7 +1148,7 @@ impl SocketTask {
             self.handle.push(topic, event, meta_value_from_json(&f.payload))
         };
         match result {
-            Ok(()) => self.reply(&f, ReplyStatus::Ok, json!({})),
+            Ok(()) => self.reply_ok(&f),
             Err(PushError::Unauthorized) => self.reply_error(&f, "unauthorized"),
             Err(_) => self.reply_error(&f, "bad_request"),
         }
@@ -1125,12 +1164,14 @@ impl SocketTask {
             Outbound::Joined { topic, channel, token } => {
                 let Some(c) = self.channels.get_mut(topic.as_str()) else { return };
                 let ChannelState::Joining { msg_ref } = &c.state else { return };
-                let msg_ref = msg_ref.as_deref().map(str::to_owned);
-                let f = Frame::reply(c.join_ref.to_option(), msg_ref, topic.as_str(), ReplyStatus::Ok, json!({}));
+                // Written straight from the channel's refs: the reply every join gets.
+                let token = token.map(|t| t.to_string());
+                let response = JoinedResponse { slot: token.as_deref().map(|token| SlotResponse { token }) };
+                let text =
+                    encode_reply(c.join_ref.as_deref(), msg_ref.as_deref(), topic.as_str(), ReplyStatus::Ok, &response);
                 c.state = ChannelState::Joined(channel);
                 self.st.metrics.joins.inc();
-                let slot = token.map_or(Value::Null, |t| json!({ "token": t.to_string() }));
-                self.reply(&f, ReplyStatus::Ok, json!({ "slot": slot }));
+                self.out.push(Message::Text(text.into()));
             }
             Outbound::JoinFailed { topic, error } => {
                 let Some(c) = self.channels.get(topic.as_str()) else { return };
@@ -1292,6 +1333,23 @@ mod tests {
         let idle = FlowWindow::new(t0, DEFAULT_WINDOW);
         assert!(matches!(staleness(&idle, false, t0, t2, limit), Some(Staleness::Silent)));
         assert!(staleness(&idle, false, t0, t0 + Duration::from_millis(1900), limit).is_none());
+    }
+
+    #[test]
+    fn a_client_heard_within_half_a_ping_period_is_not_pinged_an_idle_one_is() {
+        let every = Duration::from_secs(5);
+        let t0 = Instant::now();
+        assert!(!needs_ping(t0, t0 + Duration::from_millis(2499), every), "heard 2.499 s ago");
+        assert!(needs_ping(t0, t0 + Duration::from_millis(2500), every), "silent for half a period");
+        assert!(needs_ping(t0, t0 + every, every), "silent for a whole period");
+        // A client that dies just after it was heard is still pinged before its verdict:
+        // the tick after half a period pings it, and two periods after it was heard it is silent.
+        let flow = FlowWindow::new(t0, DEFAULT_WINDOW);
+        let ticks: Vec<Instant> = (0..4).map(|i| t0 + Duration::from_millis(300) + every * i).collect();
+        let pinged: Vec<bool> = ticks.iter().map(|&t| needs_ping(t0, t, every)).collect();
+        assert_eq!(pinged, [false, true, true, true]);
+        let verdicts: Vec<bool> = ticks.iter().map(|&t| staleness(&flow, false, t0, t, every * 2).is_some()).collect();
+        assert_eq!(verdicts, [false, false, true, true], "closed 2.3 periods after it was last heard, as before");
     }
 
     #[test]

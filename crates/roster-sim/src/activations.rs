@@ -161,11 +161,18 @@ impl fmt::Display for ActivationViolation {
 /// Rebuild every activation span from the records, earliest start first.
 pub fn activation_spans(history: &History) -> Vec<ActivationSpan> {
     let mut open: BTreeMap<(Incarnation, UserId, SlotToken), ActivationSpan> = BTreeMap::new();
+    // Ends met before their starts. A real cluster's record logs are merged by time, and an
+    // end keeps its own date (it may be a lease's deadline) while a start takes its step's
+    // microsecond stamp: an activation that ended within a millisecond of its start can sort
+    // before it (chaos seed 15 in the suite). A token is minted once per incarnation, so the
+    // end still names its activation.
+    let mut early: BTreeMap<(Incarnation, UserId, SlotToken), (Millis, ActivationEnd)> = BTreeMap::new();
     let mut done = Vec::new();
     for NodeRecord { node, record } in &history.records {
         match record {
             Record::ActivationStarted { at, user, partition, token, handed_from, fenced, .. } => {
-                let span = ActivationSpan {
+                let key = (node.clone(), user.clone(), *token);
+                let mut span = ActivationSpan {
                     user: user.clone(),
                     node: node.clone(),
                     partition: *partition,
@@ -176,13 +183,28 @@ pub fn activation_spans(history: &History) -> Vec<ActivationSpan> {
                     ended_by: None,
                     fenced: *fenced,
                 };
-                open.insert((node.clone(), user.clone(), *token), span);
+                match early.remove(&key) {
+                    Some((end, why)) => {
+                        span.end = end.max(span.start);
+                        span.ended_by = Some(why);
+                        done.push(span);
+                    }
+                    None => {
+                        open.insert(key, span);
+                    }
+                }
             }
             Record::ActivationEnded { at, user, token, why } => {
-                if let Some(mut span) = open.remove(&(node.clone(), user.clone(), *token)) {
-                    span.end = (*at).max(span.start);
-                    span.ended_by = Some(why.clone());
-                    done.push(span);
+                let key = (node.clone(), user.clone(), *token);
+                match open.remove(&key) {
+                    Some(mut span) => {
+                        span.end = (*at).max(span.start);
+                        span.ended_by = Some(why.clone());
+                        done.push(span);
+                    }
+                    None => {
+                        early.insert(key, (*at, why.clone()));
+                    }
                 }
             }
             _ => {}

@@ -1560,7 +1560,7 @@ mod tests {
     fn presence_lists_must_match_and_come_from_live_nodes() {
         let (n0, n1) = (inc("n0"), inc("n1"));
         let live: Vec<NodeName> = vec!["n0".into(), "n1".into()];
-        let entry = |k: &str, r: &str, o: &str| (k.to_owned(), PhxRef(r.into()), NodeName::from(o));
+        let entry = |k: &str, r: &str, o: &str| (k.to_owned(), PhxRef::new(r), NodeName::from(o));
         let topic = Topic::from("room:1");
         let same = vec![(topic.clone(), vec![entry("alice", "r1", "n0")])];
         assert!(check_presence(&[(n0.clone(), same.clone()), (n1.clone(), same.clone())], &live).is_empty());

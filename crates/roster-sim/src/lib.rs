@@ -116,7 +116,7 @@ impl NodeMachine for NodeState {
                             Some(MetaValue::Str(s)) => s.clone(),
                             other => format!("{other:?}"),
                         };
-                        entries.push((key.to_owned(), PhxRef(text("phx_ref")), NodeName::from(text("node"))));
+                        entries.push((key.to_owned(), PhxRef::from(text("phx_ref")), NodeName::from(text("node"))));
                     }
                 }
                 entries.sort();

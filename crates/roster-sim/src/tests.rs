@@ -95,7 +95,7 @@ impl NodeMachine for Toy {
     fn presence_digest(&self) -> Option<PresenceDigest> {
         let mut by_topic: std::collections::BTreeMap<Topic, Vec<(String, PhxRef, NodeName)>> = Default::default();
         for (conn, topic, key) in &self.shown {
-            let phx_ref = PhxRef(conn.to_string());
+            let phx_ref = PhxRef::from(conn.to_string());
             by_topic.entry(topic.clone()).or_default().push((key.clone(), phx_ref, conn.gateway.node.clone()));
         }
         Some(by_topic.into_iter().collect())

@@ -208,6 +208,61 @@ mod tests {
     }
 
     #[test]
+    fn an_activation_that_ended_within_a_millisecond_of_its_start_is_not_taken_for_one_still_running() {
+        // Node a's core clock runs 0.9 ms behind the Unix clock: its steps at core ms 999 are
+        // stamped 1_000_100 us. u0's activation .1 starts (its date taken from the stamp: 1000)
+        // and ends idle in the next step at core ms 999 (an end keeps its own date), so the
+        // merged log lists the end first; .3 starts at 1047 and ends at shutdown, 2000.
+        let dir = std::env::temp_dir().join(format!("roster-testkit-records-act-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = Incarnation::new("a", 1);
+        let token = |generation| SlotToken { epoch: 7, generation };
+        let started = |at, generation| Record::ActivationStarted {
+            at,
+            user: "u0".into(),
+            partition: PartitionId(3),
+            token: token(generation),
+            until: at + 5_000,
+            handed_from: None,
+            fenced: false,
+        };
+        let ended =
+            |at, generation, why| Record::ActivationEnded { at, user: "u0".into(), token: token(generation), why };
+        let text: String = [
+            (started(999, 1), 1_000_100),
+            (ended(999, 1, roster_core::ActivationEnd::Idle), 1_000_600),
+            (started(1047, 3), 1_047_200),
+            (ended(2000, 3, roster_core::ActivationEnd::Shutdown), 2_000_200),
+        ]
+        .iter()
+        .map(|(record, us)| {
+            let mut v = serde_json::to_value(Out { node: &a, record }).unwrap();
+            v["at_us"] = (*us).into();
+            v.to_string() + "\n"
+        })
+        .collect();
+        let path = dir.join("a.records.jsonl");
+        std::fs::write(&path, text).unwrap();
+        let h = read_history(&Config::single_node(), &[&path], &[], 10_000).unwrap();
+        let order: Vec<Millis> = h.records.iter().map(|r| r.record.at()).collect();
+        assert_eq!(order, [999, 1000, 1047, 2000], "the end sorts before its start");
+        let spans: Vec<(u64, Millis, Millis, Option<roster_core::ActivationEnd>)> =
+            roster_sim::activations::activation_spans(&h)
+                .into_iter()
+                .map(|s| (s.token.generation, s.start, s.end, s.ended_by))
+                .collect();
+        assert_eq!(
+            spans,
+            [
+                (1, 1000, 1000, Some(roster_core::ActivationEnd::Idle)),
+                (3, 1047, 2000, Some(roster_core::ActivationEnd::Shutdown))
+            ],
+            "each activation ends at its own end: no two at once"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn two_logs_that_each_pass_alone_break_p1_together_when_two_tabs_hold_one_slot() {
         let dir = std::env::temp_dir().join(format!("roster-testkit-records-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

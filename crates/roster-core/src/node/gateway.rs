@@ -191,15 +191,23 @@ impl SlotMap {
     fn iter(&self) -> impl Iterator<Item = (SocketId, &ScopeKey, &GwSlot)> {
         self.by_socket.iter().flat_map(|(socket, list)| list.iter().map(move |(scope, slot)| (*socket, scope, slot)))
     }
+
+    /// Every slot, by socket and then scope, to change.
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut GwSlot> {
+        self.by_socket.values_mut().flat_map(|list| list.iter_mut().map(|(_, slot)| slot))
+    }
 }
 
 /// The slots attached to one `(partition, epoch)`. Their horizon is one value: the send time
 /// of the latest heartbeat of this node that the home echoed while announcing that partition
 /// at that epoch (a grant carries such an echo too), plus `isolation_ms × (1 − max_drift)`.
+/// Its members are the slots whose `(partition, epoch)` it is: only counted here (a set of
+/// their keys cost about 48 bytes per slot), and found by a walk of the slots on the rare
+/// occasions they are needed (a horizon passed, a scan re-attached the group).
 #[derive(Clone, Debug, Default)]
 struct Group {
     echoed: Millis,
-    members: BTreeSet<(SocketId, ScopeKey)>,
+    members: usize,
 }
 
 /// A join waiting for its home's answer.
@@ -309,14 +317,19 @@ impl Gateway {
     /// Take a slot out (it ended), keeping its group's membership right.
     fn remove_slot(&mut self, key: &(SocketId, ScopeKey)) -> Option<GwSlot> {
         let s = self.slots.remove(key)?;
+        self.leave_group(&s);
+        Some(s)
+    }
+
+    /// `s` is no longer a member of its group.
+    fn leave_group(&mut self, s: &GwSlot) {
         let gk = (s.partition, s.epoch);
         if let Some(g) = self.groups.get_mut(&gk) {
-            g.members.remove(key);
-            if g.members.is_empty() {
+            g.members = g.members.saturating_sub(1);
+            if g.members == 0 {
                 self.groups.remove(&gk);
             }
         }
-        Some(s)
     }
 }
 
@@ -487,7 +500,7 @@ impl NodeState {
         let w = self.gateway.waiting.remove(&key).expect("checked above");
         let tab = TabKey::of(w.tab.as_ref(), &conn);
         let group = self.gateway.groups.entry((p, token.epoch)).or_default();
-        group.members.insert(key.clone());
+        group.members += 1;
         let raised = echo > group.echoed;
         group.echoed = group.echoed.max(echo);
         let horizon = group.echoed + valid_ms;
@@ -518,7 +531,9 @@ impl NodeState {
             });
         }
         let slot = GwSlot { user: w.user, partition: p, tab: w.tab, token, epoch: token.epoch, topics };
-        self.gateway.slots.insert(key, slot);
+        if let Some(old) = self.gateway.slots.insert(key, slot) {
+            self.gateway.leave_group(&old);
+        }
     }
 
     pub(super) fn gw_reject(
@@ -727,17 +742,28 @@ impl NodeState {
             return;
         }
         let valid_ms = self.isolation_valid_ms();
-        let expired: Vec<(SocketId, ScopeKey)> = self
+        let groups: BTreeSet<(PartitionId, u64)> =
+            self.gateway.groups.iter().filter(|(_, g)| g.echoed + valid_ms <= now).map(|(k, _)| *k).collect();
+        if groups.is_empty() {
+            return;
+        }
+        // By group, then by socket and scope (a stable sort of slots listed in that order).
+        let mut expired: Vec<((PartitionId, u64), (SocketId, ScopeKey))> = self
             .gateway
-            .groups
-            .values()
-            .filter(|g| g.echoed + valid_ms <= now)
-            .flat_map(|g| g.members.iter().cloned())
+            .slots
+            .iter()
+            .filter(|(_, _, s)| groups.contains(&(s.partition, s.epoch)))
+            .map(|(socket, scope, s)| ((s.partition, s.epoch), (socket, scope.clone())))
             .collect();
-        for key in expired {
+        expired.sort_by_key(|(group, _)| *group);
+        for (_, key) in expired {
             let s = self.gateway.remove_slot(&key).expect("a group member is a slot");
             self.end_slot(key.0, &key.1, &s, "node_isolated", true, now, fx);
             self.queue_release(self.conn(key.0), s.user, key.1, s.token, true, now, fx);
+        }
+        // Each emptied as its last member went; a count that went wrong would leave one behind.
+        for g in groups {
+            self.gateway.groups.remove(&g);
         }
     }
 
@@ -787,12 +813,11 @@ impl NodeState {
             for k in older {
                 let g = self.gateway.groups.remove(&k).expect("listed");
                 merged.echoed = merged.echoed.max(g.echoed);
-                for m in &g.members {
-                    if let Some(s) = self.gateway.slots.get_mut(m) {
-                        s.epoch = epoch;
-                    }
-                }
-                merged.members.extend(g.members);
+                merged.members += g.members;
+            }
+            // The members of the older groups: every slot of `p` attached below `epoch`.
+            for s in self.gateway.slots.values_mut().filter(|s| s.partition == p && s.epoch < epoch) {
+                s.epoch = epoch;
             }
             self.gateway.groups.insert((p, epoch), merged);
             fx.push(Effect::Record(Record::Reattached { at: now, gateway: me.clone(), partition: p, epoch }));

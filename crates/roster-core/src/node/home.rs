@@ -5,6 +5,7 @@
 //! answer may still hold slots it could not list (until `isolation_ms × (1 + max_drift)` after
 //! the later of the lease start and its last heartbeat), only tabs the home knows may join.
 
+use super::scope_map::ScopeMap;
 use super::{Effect, HeldSlot, NodeState, PeerMsg};
 use crate::config::{PolicyId, ScopeKey};
 use crate::ids::{ConnId, Incarnation, Millis, NodeName, Role, SlotToken, TabId, Topic, UserId};
@@ -29,7 +30,7 @@ pub(super) struct Home {
     epoch: u64,
     mint: TokenMint,
     lease_start: Millis,
-    users: BTreeMap<UserKey, UserScope>,
+    users: ScopeMap<UserScope>,
     /// Index: when each user next needs a tick, so a tick touches only what is due.
     deadlines: BTreeSet<(Millis, UserKey)>,
     deadline_of: BTreeMap<UserKey, Millis>,
@@ -93,9 +94,8 @@ impl Home {
         if !self.scan_over {
             self.collected.retain(|s| &s.conn.gateway != gateway);
         }
-        let keys: Vec<UserKey> = self.users.keys().cloned().collect();
-        for k in keys {
-            if let Some(u) = self.users.get_mut(&k) {
+        for k in self.users.keys() {
+            if let Some(u) = self.users.get_mut(&k.0, &k.1) {
                 u.slots.gateway_departed(gateway, now);
             }
             self.reindex(&k);
@@ -103,9 +103,8 @@ impl Home {
     }
 
     pub(super) fn gateway_heard(&mut self, gateway: &Incarnation) {
-        let keys: Vec<UserKey> = self.users.keys().cloned().collect();
-        for k in keys {
-            if let Some(u) = self.users.get_mut(&k) {
+        for k in self.users.keys() {
+            if let Some(u) = self.users.get_mut(&k.0, &k.1) {
                 u.slots.gateway_heard(gateway);
             }
             self.reindex(&k);
@@ -113,9 +112,8 @@ impl Home {
     }
 
     pub(super) fn gateway_unheard(&mut self, gateway: &Incarnation, until: Millis) {
-        let keys: Vec<UserKey> = self.users.keys().cloned().collect();
-        for k in keys {
-            if let Some(u) = self.users.get_mut(&k) {
+        for k in self.users.keys() {
+            if let Some(u) = self.users.get_mut(&k.0, &k.1) {
                 u.slots.gateway_unheard(gateway, until);
             }
             self.reindex(&k);
@@ -130,9 +128,9 @@ impl Home {
         }
         self.outstanding.remove(key);
         self.waiters.remove(key);
-        let Some(u) = self.users.get(key) else { return };
+        let Some(u) = self.users.get(&key.0, &key.1) else { return };
         if u.slots.is_idle() {
-            self.users.remove(key);
+            self.users.remove(&key.0, &key.1);
             return;
         }
         if let Some(d) = u.slots.next_deadline() {
@@ -153,8 +151,8 @@ impl Home {
     }
 
     /// Install rebuilt user states (end of a scan), indexing them.
-    fn install(&mut self, users: BTreeMap<UserKey, UserScope>) {
-        let keys: Vec<UserKey> = users.keys().cloned().collect();
+    fn install(&mut self, users: ScopeMap<UserScope>) {
+        let keys = users.keys();
         self.users = users;
         for k in keys {
             self.reindex(&k);
@@ -210,7 +208,7 @@ impl NodeState {
             epoch,
             mint: TokenMint::new(epoch),
             lease_start: now,
-            users: BTreeMap::new(),
+            users: ScopeMap::default(),
             deadlines: BTreeSet::new(),
             deadline_of: BTreeMap::new(),
             outstanding: BTreeSet::new(),
@@ -241,7 +239,7 @@ impl NodeState {
         self.users_partition_lost(p, now, fx);
         let Some(home) = self.homes.remove(&p) else { return };
         // Joins waiting here are told to ask again; the next home will answer them.
-        for ((_, scope), u) in home.users {
+        for (_, scope, u) in home.users.into_entries() {
             for conn in u.slots.waiting_conns() {
                 let msg = PeerMsg::SlotReject {
                     from: self.me.clone(),
@@ -298,18 +296,17 @@ impl NodeState {
             for s in slots {
                 let rules = self.rules_for(&s.scope);
                 let home = self.homes.get_mut(&p).expect("checked above");
-                let key = (s.user, s.scope);
                 let known = home
                     .users
-                    .get(&key)
+                    .get(&s.user, &s.scope)
                     .is_some_and(|u| u.slots.records().iter().any(|r| r.conn == s.conn && r.token == s.token));
                 if known {
                     continue;
                 }
                 let entry =
-                    home.users.entry(key.clone()).or_insert_with(|| UserScope { slots: ScopeSlots::new(), rules });
+                    home.users.get_or_insert_with(&s.user, &s.scope, || UserScope { slots: ScopeSlots::new(), rules });
                 entry.slots.adopt(s.conn, s.tab, s.token);
-                home.reindex(&key);
+                home.reindex(&(s.user, s.scope));
                 news = true;
             }
             if news {
@@ -374,10 +371,10 @@ impl NodeState {
         }
         let collected: Vec<HeldSlot> =
             self.homes.get_mut(&p).map(|h| std::mem::take(&mut h.collected)).unwrap_or_default();
-        let mut built: BTreeMap<(UserId, ScopeKey), UserScope> = BTreeMap::new();
+        let mut built: ScopeMap<UserScope> = ScopeMap::default();
         for s in collected {
             let rules = self.rules_for(&s.scope);
-            let u = built.entry((s.user, s.scope)).or_insert_with(|| UserScope { slots: ScopeSlots::new(), rules });
+            let u = built.get_or_insert_with(&s.user, &s.scope, || UserScope { slots: ScopeSlots::new(), rules });
             u.slots.adopt(s.conn, s.tab, s.token);
         }
         // Slots of gateways that answered but are unheard now are in doubt, as always.
@@ -391,7 +388,7 @@ impl NodeState {
                 Some((peer.incarnation.clone()?, until))
             })
             .collect();
-        for u in built.values_mut() {
+        for (_, _, u) in built.iter_mut() {
             u.slots.set_unsafe_switches(switches);
             for (inc, until) in &unheard {
                 u.slots.gateway_unheard(inc, *until);
@@ -409,7 +406,7 @@ impl NodeState {
         }
         let Some(home) = self.homes.get_mut(&p) else { return };
         let mut out = Vec::new();
-        for ((user, scope), u) in home.users.iter_mut() {
+        for (user, scope, u) in home.users.iter_mut() {
             for e in u.slots.dedup_tabs() {
                 out.push((user.clone(), scope.clone(), e));
             }
@@ -452,7 +449,7 @@ impl NodeState {
             return None;
         }
         let home = self.homes.get(&p)?;
-        Some(home.users.get(&(user.clone(), scope.clone())).is_some_and(|u| u.slots.holds(token)))
+        Some(home.users.get(user, scope).is_some_and(|u| u.slots.holds(token)))
     }
 
     /// Whether this node may act as home of `p` at `now`: a valid lease and a finished scan.
@@ -489,10 +486,7 @@ impl NodeState {
             self.rules_for(&scope)
         };
         let home = self.homes.get_mut(&p).expect("serving");
-        let u = home
-            .users
-            .entry((user.clone(), scope.clone()))
-            .or_insert_with(|| UserScope { slots: ScopeSlots::new(), rules });
+        let u = home.users.get_or_insert_with(&user, &scope, || UserScope { slots: ScopeSlots::new(), rules });
         u.slots.set_unsafe_switches(switches);
         u.slots.set_new_tabs_blocked(blocked);
         self.users.note_topic(&user, &conn, &scope, &topic);
@@ -522,7 +516,7 @@ impl NodeState {
         let blocked = self.new_tabs_blocked(p, now);
         let home = self.homes.get_mut(&p).expect("serving");
         let mut effects = Vec::new();
-        if let Some(u) = home.users.get_mut(&(user.clone(), scope.clone())) {
+        if let Some(u) = home.users.get_mut(&user, &scope) {
             u.slots.set_new_tabs_blocked(blocked);
             effects = u.slots.released(&conn, token, clean, &u.rules, &mut home.mint, now);
         }
@@ -550,8 +544,8 @@ impl NodeState {
         let home = self.homes.get_mut(&p).expect("serving");
         let mut effects = Vec::new();
         let mut kicked = Vec::new();
-        for ((u, s), us) in home.users.iter_mut() {
-            if *u == user && scope.as_ref().is_none_or(|sc| sc == s) {
+        for (s, us) in home.users.of_user_mut(&user) {
+            if scope.as_ref().is_none_or(|sc| sc == s) {
                 effects.extend(us.slots.kick(&reason).into_iter().map(|e| (s.clone(), e)));
                 kicked.push(s.clone());
             }
@@ -588,7 +582,7 @@ impl NodeState {
             }
             for key in due {
                 let home = self.homes.get_mut(&p).expect("listed");
-                let Some(u) = home.users.get_mut(&key) else { continue };
+                let Some(u) = home.users.get_mut(&key.0, &key.1) else { continue };
                 u.slots.set_new_tabs_blocked(blocked);
                 let effects = u.slots.tick(&u.rules, &mut home.mint, now);
                 home.reindex(&key);
@@ -607,7 +601,9 @@ impl NodeState {
             if !home.scan_over || self.leases.valid(*p, now).is_none() {
                 continue;
             }
-            for (user, scope, u) in home.outstanding.iter().filter_map(|k| home.users.get(k).map(|u| (&k.0, &k.1, u))) {
+            for (user, scope, u) in
+                home.outstanding.iter().filter_map(|k| home.users.get(&k.0, &k.1).map(|u| (&k.0, &k.1, u)))
+            {
                 for r in u.slots.records() {
                     let heard = self.peers.get(&r.conn.gateway.node).is_some_and(|peer| peer.alive);
                     if !heard {
@@ -713,23 +709,17 @@ impl Home {
         &'a self,
         user: &'a UserId,
     ) -> impl Iterator<Item = (&'a ScopeKey, &'a [crate::slot::SlotRecord])> + 'a {
-        self.users
-            .range((user.clone(), ScopeKey::Topic(Topic::default()))..)
-            .take_while(move |((u, _), _)| u == user)
-            .map(|((_, scope), us)| (scope, us.slots.records()))
+        self.users.of_user(user).map(|(scope, us)| (scope, us.slots.records()))
     }
 
     /// The slot records of `user` in `scope` (none once the scope is idle).
     pub(super) fn records_in(&self, user: &UserId, scope: &ScopeKey) -> &[crate::slot::SlotRecord] {
-        self.users.get(&(user.clone(), scope.clone())).map_or(&[], |us| us.slots.records())
+        self.users.get(user, scope).map_or(&[], |us| us.slots.records())
     }
 
     /// Whether `user` holds a slot, reservation or waiting join here.
     pub(super) fn has_user(&self, user: &UserId) -> bool {
-        self.users
-            .range((user.clone(), ScopeKey::Topic(Topic::default()))..)
-            .next()
-            .is_some_and(|((u, _), _)| u == user)
+        self.users.has_user(user)
     }
 
     /// The next token of this home's mint (an activation's fencing token).
@@ -774,10 +764,9 @@ impl NodeState {
             return;
         }
         let home = self.homes.get_mut(&p).expect("serving");
-        let key = (user.clone(), scope.clone());
-        let Some(us) = home.users.get_mut(&key) else { return };
+        let Some(us) = home.users.get_mut(&user, &scope) else { return };
         let effects = us.slots.kick_conn(&conn, &reason);
-        home.reindex(&key);
+        home.reindex(&(user.clone(), scope.clone()));
         for e in effects {
             self.slot_effect(&user, &scope, e, now, fx);
         }

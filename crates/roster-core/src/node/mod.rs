@@ -19,6 +19,7 @@ pub use liveness::PeerView;
 mod presence;
 mod relay;
 mod safeguards;
+mod scope_map;
 #[cfg(feature = "ablation")]
 pub use safeguards::Safeguards;
 #[cfg(not(feature = "ablation"))]

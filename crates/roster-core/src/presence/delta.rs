@@ -170,7 +170,7 @@ impl EntryRecord {
         text(self.topic.as_str())
             + text(&self.key)
             + NUMBER // socket
-            + text(&self.phx_ref.0)
+            + text(self.phx_ref.as_str())
             + 1
             + self.tab_id.as_ref().map_or(0, |t| text(t.as_str()))
             + NUMBER // online_at

@@ -25,8 +25,10 @@ pub(super) type TopicEntries = imbl::OrdMap<Arc<str>, KeyEntries>;
 /// one or two, kept in a small sorted slice copied on write (a persistent set would cost a
 /// B-tree node per key). The `anonymous` key of a room with many viewers holds one meta per
 /// viewer: past [`FEW`] metas they move to a persistent set, so a join costs O(log n), not a copy.
+/// One meta, the usual case, is kept in place (a slice of one is an allocation of its own).
 #[derive(Clone, Debug)]
 pub(super) enum KeyEntries {
+    One(ByAge),
     Few(Arc<[ByAge]>),
     Many(imbl::OrdSet<ByAge>),
 }
@@ -36,11 +38,12 @@ const FEW: usize = 16;
 
 impl KeyEntries {
     pub(super) fn unit(meta: ByAge) -> Self {
-        KeyEntries::Few(Arc::from([meta]))
+        KeyEntries::One(meta)
     }
 
     pub(super) fn len(&self) -> usize {
         match self {
+            KeyEntries::One(_) => 1,
             KeyEntries::Few(few) => few.len(),
             KeyEntries::Many(many) => many.len(),
         }
@@ -53,6 +56,7 @@ impl KeyEntries {
     /// The metas, oldest first.
     pub(super) fn iter(&self) -> KeyIter<'_> {
         match self {
+            KeyEntries::One(one) => KeyIter::Few(std::slice::from_ref(one).iter()),
             KeyEntries::Few(few) => KeyIter::Few(few.iter()),
             KeyEntries::Many(many) => KeyIter::Many(many.iter()),
         }
@@ -60,6 +64,10 @@ impl KeyEntries {
 
     pub(super) fn insert(&mut self, meta: ByAge) {
         match self {
+            KeyEntries::One(one) => {
+                let both = if *one < meta { [one.clone(), meta] } else { [meta, one.clone()] };
+                *self = KeyEntries::Few(Arc::from(both));
+            }
             KeyEntries::Few(few) if few.len() < FEW => {
                 let at = few.partition_point(|m| *m < meta);
                 let mut grown = Vec::with_capacity(few.len() + 1);
@@ -82,11 +90,21 @@ impl KeyEntries {
     /// Removes this very meta; whether it was there.
     pub(super) fn remove(&mut self, meta: &ByAge) -> bool {
         match self {
+            KeyEntries::One(one) => {
+                if one != meta {
+                    return false;
+                }
+                *self = KeyEntries::Few(Arc::from([]));
+                true
+            }
             KeyEntries::Few(few) => {
                 let Ok(at) = few.binary_search(meta) else { return false };
-                let shrunk: Vec<ByAge> =
+                let mut shrunk: Vec<ByAge> =
                     few.iter().enumerate().filter(|(i, _)| *i != at).map(|(_, m)| m.clone()).collect();
-                *few = shrunk.into();
+                *self = match shrunk.len() {
+                    1 => KeyEntries::One(shrunk.pop().expect("one")),
+                    _ => KeyEntries::Few(shrunk.into()),
+                };
                 true
             }
             KeyEntries::Many(many) => many.remove(meta).is_some(),

@@ -176,7 +176,7 @@ impl PresenceMeta {
     /// cannot forge them.
     pub fn to_flat(&self) -> Meta {
         let mut flat = self.meta.to_meta();
-        flat.insert("phx_ref".into(), MetaValue::Str(self.phx_ref.0.clone()));
+        flat.insert("phx_ref".into(), MetaValue::Str(self.phx_ref.as_str().to_owned()));
         match &self.tab_id {
             Some(t) => flat.insert("tab_id".into(), MetaValue::Str(t.as_str().to_owned())),
             None => flat.remove("tab_id"),

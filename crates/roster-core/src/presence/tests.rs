@@ -170,7 +170,7 @@ fn list_serializes_to_the_phoenix_shape_with_plain_values() {
     let user = meta(&[("name", name("Ada")), ("tags", MetaValue::List(vec![MetaValue::Int(1)]))]);
     let w = a.track(topic("room:1"), "42", SocketId(1), Some("t1".into()), user, 1000, phx(1));
     let expected_meta = serde_json::json!({
-        "name": "Ada", "tags": [1], "phx_ref": phx(1).0, "tab_id": "t1", "node": "a", "online_at": 1000
+        "name": "Ada", "tags": [1], "phx_ref": phx(1).as_str().to_owned(), "tab_id": "t1", "node": "a", "online_at": 1000
     });
     let list = serde_json::to_value(a.list(&topic("room:1"), COUNT)).unwrap();
     assert_eq!(list, serde_json::json!({ "42": { "metas": [expected_meta.clone()] } }));
@@ -190,7 +190,7 @@ fn list_groups_metas_by_key_oldest_first() {
     let keys: Vec<&str> = list.keys().collect();
     assert_eq!(keys, ["u1", "u2"]);
     let u1: Vec<String> = list.get("u1").unwrap().iter().map(ref_of).collect();
-    assert_eq!(u1, [phx(2).0, phx(1).0]);
+    assert_eq!(u1, [phx(2).as_str().to_owned(), phx(1).as_str().to_owned()]);
     assert_eq!((a.count(&room), a.len()), (3, 3));
     assert!(a.list(&topic("room:none"), LIST).is_empty());
 }
@@ -321,8 +321,8 @@ fn local_writes_take_consecutive_sequence_numbers_and_return_their_changes() {
     assert_eq!((d.seq_from, d.seq_to), (2, 2));
     assert!(matches!(&d.changes[..], [Change::Update(e)] if e.phx_ref == phx(2)));
     let diff = updated.changes.topic(&room).unwrap().to_diff(COUNT);
-    assert_eq!(diff.leaves["u1"].metas.iter().map(ref_of).collect::<Vec<_>>(), [phx(1).0]);
-    assert_eq!(diff.joins["u1"].metas.iter().map(ref_of).collect::<Vec<_>>(), [phx(2).0]);
+    assert_eq!(diff.leaves["u1"].metas.iter().map(ref_of).collect::<Vec<_>>(), [phx(1).as_str().to_owned()]);
+    assert_eq!(diff.joins["u1"].metas.iter().map(ref_of).collect::<Vec<_>>(), [phx(2).as_str().to_owned()]);
     assert_eq!(diff.joins["u1"].metas[0]["typing"], MetaValue::Bool(true));
     assert_eq!(diff.joins["u1"].metas[0]["online_at"], MetaValue::Int(1001), "update keeps online_at");
 
@@ -893,10 +893,10 @@ fn an_update_is_one_leave_and_one_join_per_window() {
     let refs = |side: &BTreeMap<String, MetaList>| -> Vec<(String, String)> {
         side.iter().flat_map(|(k, l)| l.metas.iter().map(move |m| (k.clone(), ref_of(m)))).collect()
     };
-    assert_eq!(refs(&diff.leaves), [("u1".to_owned(), phx(1).0)]);
+    assert_eq!(refs(&diff.leaves), [("u1".to_owned(), phx(1).as_str().to_owned())]);
     let mut joins = refs(&diff.joins);
     joins.sort();
-    assert_eq!(joins, [("u1".to_owned(), phx(3).0), ("u2".to_owned(), phx(5).0)]);
+    assert_eq!(joins, [("u1".to_owned(), phx(3).as_str().to_owned()), ("u2".to_owned(), phx(5).as_str().to_owned())]);
 }
 
 #[test]
@@ -1092,7 +1092,7 @@ fn a_subscriber_that_joins_between_a_leave_and_a_rejoin_in_one_window_ends_with_
     let list = shown(&a.list(&room, LIST));
     assert_eq!(list["u1"].len(), 1);
     assert_eq!(list["u1"][0].get("status"), Some(&name("away")));
-    assert_eq!(ref_of(&list["u1"][0]), phx(2).0);
+    assert_eq!(ref_of(&list["u1"][0]), phx(2).as_str().to_owned());
     assert_eq!(late.shown(), list, "the late subscriber shows u1, with its new metas");
     assert_eq!(old.shown(), list);
 }
@@ -1420,7 +1420,7 @@ impl Sim {
                 let expected = self.shown_refs_of(&node);
                 let dropped = self.receiver.table.drop_node(&node);
                 prop_assert_eq!(dropped.joins().count(), 0);
-                let left: BTreeSet<String> = dropped.leaves().map(|(_, _, m)| m.phx_ref.0.clone()).collect();
+                let left: BTreeSet<String> = dropped.leaves().map(|(_, _, m)| m.phx_ref.as_str().to_owned()).collect();
                 prop_assert_eq!(left, expected, "drop_origin leaves exactly that origin's entries");
                 self.observe(dropped)?;
                 self.origins[*o].link.clear();

@@ -92,7 +92,7 @@ pub(crate) fn sample_envelopes() -> Vec<Envelope> {
         topic: "room:1".into(),
         key: "u1".into(),
         socket: SocketId(12),
-        phx_ref: PhxRef("F3x".into()),
+        phx_ref: PhxRef::new("F3x"),
         tab_id: Some("tab-1".into()),
         online_at: 1_700_000_000_000,
         meta: meta.clone(),
