@@ -164,6 +164,15 @@ pub struct ServerConfig {
     pub outbound_queue_bytes: u64,
     /// WebSocket ping interval; a socket silent for two pings is closed. Default: 5000.
     pub ping_ms: u64,
+    /// Flow control by pings: bytes of data written to a socket beyond the last ping its
+    /// client answered (pings carry the offset of the data before them, one in line with every
+    /// 16 KiB); the rest waits in the node's queue. A client process reading thousands of
+    /// sockets reads each one's window in turn, so a smaller window keeps its turns short; a
+    /// client far away reads at most a window per round trip. Default: 16384 (measured:
+    /// `BENCHMARKS.md`, issue 13 fifth round). At least
+    /// [`MIN_FLOW_WINDOW_BYTES`] (one in-line ping's worth, or the window would fill before a
+    /// ping goes out with it).
+    pub flow_window_bytes: u64,
     /// Longest a join may wait (policy `wait`, an in-doubt slot, a partition without a home)
     /// before it fails with `wait_timed_out` or `no_quorum`. Default: 10000.
     pub join_wait_ms: u64,
@@ -183,6 +192,10 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
 }
 
+/// The smallest `[server] flow_window_bytes`: the data a socket is written between two
+/// in-line pings.
+pub const MIN_FLOW_WINDOW_BYTES: u64 = 16 * 1024;
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
@@ -199,6 +212,7 @@ impl Default for ServerConfig {
             outbound_queue: 1024,
             outbound_queue_bytes: 16 << 20,
             ping_ms: 5000,
+            flow_window_bytes: 16 * 1024,
             join_wait_ms: 10_000,
             demo: false,
             header_read_timeout_ms: 5000,
@@ -775,6 +789,13 @@ impl ServerConfig {
         }
         if self.ping_ms == 0 {
             problems.push("server.ping_ms = 0: set it to at least 1 (default 5000)".to_owned());
+        }
+        if self.flow_window_bytes < MIN_FLOW_WINDOW_BYTES {
+            problems.push(format!(
+                "server.flow_window_bytes = {} is below {MIN_FLOW_WINDOW_BYTES}, the data between two in-line pings: \
+                 the window would fill before a ping goes out with it (default 16384)",
+                self.flow_window_bytes
+            ));
         }
         for (key, value, default) in [
             ("max_joins_per_second", self.max_joins_per_second, 100),
@@ -1697,6 +1718,18 @@ mod tests {
     }
 
     #[test]
+    fn validate_rejects_a_flow_window_smaller_than_the_in_line_ping_spacing() {
+        let mut c = Config::single_node();
+        c.server.flow_window_bytes = MIN_FLOW_WINDOW_BYTES;
+        c.validate().unwrap();
+        c.server.flow_window_bytes = MIN_FLOW_WINDOW_BYTES - 1;
+        assert_invalid(&c, &["server.flow_window_bytes = 16383"]);
+        let sample = SAMPLE.replace("flow_window_bytes = 16384", "flow_window_bytes = 65536");
+        let parsed = Config::from_toml_str(&sample).unwrap();
+        assert_eq!(parsed.server.flow_window_bytes, 65536);
+    }
+
+    #[test]
     fn validate_rejects_zero_socket_limits_and_ping() {
         let mut c = Config::single_node();
         c.server.max_topics_per_socket = 0;
@@ -1862,6 +1895,7 @@ mod tests {
                 outbound_queue: queue,
                 outbound_queue_bytes: 16 << 20,
                 ping_ms,
+                flow_window_bytes: 32 * 1024,
                 join_wait_ms,
                 header_read_timeout_ms: header_ms,
                 request_timeout_ms: request_ms,

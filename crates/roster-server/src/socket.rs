@@ -22,10 +22,10 @@
 //! token's topics and expiry, joins and leaves per second, meta size). The dashboard's admin
 //! topic (`roster:admin`) is a feed of snapshots, not a presence topic (`dashboard.rs`).
 //!
-//! Flow control by pings ([`FlowWindow`]): a socket is written at most [`WINDOW_BYTES`] of
-//! data beyond the last ping its client answered (pings carry the offset of the data before
-//! them, one in line with every [`IN_LINE_PING_BYTES`]); the rest waits in the connection's
-//! queue, as the shared pushes it already is, not in the kernel.
+//! Flow control by pings ([`FlowWindow`]): a socket is written at most `[server]
+//! flow_window_bytes` of data beyond the last ping its client answered (pings carry the
+//! offset of the data before them, one in line with every [`IN_LINE_PING_BYTES`]); the rest
+//! waits in the connection's queue, as the shared pushes it already is, not in the kernel.
 //!
 //! Every close the server starts carries a code and a reason: 1001 (nothing heard for two
 //! `ping_ms`), 1002 (a WebSocket protocol violation), 1007 (a text frame not UTF-8), 1008 (the
@@ -103,18 +103,6 @@ const FRAGMENT: usize = 4096;
 /// answers one every 16 KiB it reads: it is heard as long as it reads 16 KiB per two `ping_ms`
 /// (1.6 KiB/s at the default 5 s).
 const IN_LINE_PING_BYTES: u64 = 16 * 1024;
-/// Flow control by pings: at most this much data is written beyond the last answered ping;
-/// the rest waits in the connection's queue as the shared pushes it already is (one
-/// allocation per push for every socket, counted by `outbound_queue_bytes`), not in the
-/// kernel. 32 KiB, from a 10,000-member room on this machine (`BENCHMARKS.md`, issue 13 fourth
-/// round): every member takes in its list at once, and a client process reads each socket's
-/// window in turn, so one turn over its sockets costs it sockets × window bytes, and a socket
-/// it reaches after two `ping_ms` is closed. At 64 KiB (655 MB a turn) the node closed 35-84 %
-/// of the sockets, at 32 KiB 0.04-9.5 % (at load 7-11). The kernel holds at most 0.33 GB for
-/// 10,000 sockets, far under this machine's `net.ipv4.tcp_mem` pressure mark (1.5 GB; without
-/// a window 8.8 GB went to it). The price: a client 100 ms away reads at most 320 KB/s (a 10,000-member room's list
-/// in under 3 s). Two in-line pings are in flight when the window is full.
-const WINDOW_BYTES: u64 = 32 * 1024;
 /// Items taken from the connection's queue before they are written (one write, one flush).
 const BATCH_ITEMS: usize = 64;
 
@@ -426,7 +414,7 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
         auth_refused: id.refused,
         channels: Channels::default(),
         out: Outbox::default(),
-        flow: FlowWindow::new(Instant::now()),
+        flow: FlowWindow::new(Instant::now(), server.flow_window_bytes),
         window: (Instant::now(), 0),
         logged: HashSet::new(),
         user: id.user,
@@ -676,9 +664,10 @@ struct Io<'a> {
 /// Flow control by pings: what a socket's client has been written and has read. Every ping
 /// the node writes carries the offset of the data written before it (8 bytes, big-endian);
 /// the client's pong echoes it (RFC 6455, 5.5.3), and a pong can only come once the client
-/// has read up to there. The node writes at most [`WINDOW_BYTES`] beyond the last answered
-/// offset. A pong that names an offset not yet written, or a payload of another shape, moves
-/// nothing (the client only holds itself back).
+/// has read up to there. The node writes at most `window` bytes beyond the last answered
+/// offset (`[server] flow_window_bytes`; why 16 KiB by default: `docs/architecture.md`). A
+/// pong that names an offset not yet written, or a payload of another shape, moves nothing
+/// (the client only holds itself back).
 #[derive(Clone, Copy, Debug)]
 struct FlowWindow {
     /// Data written (pings aside) since the socket opened.
@@ -690,16 +679,18 @@ struct FlowWindow {
     since: Instant,
     /// Data written since the last ping.
     since_ping: u64,
+    /// Data that may be written beyond `read`.
+    window: u64,
 }
 
 impl FlowWindow {
-    fn new(now: Instant) -> Self {
-        FlowWindow { sent: 0, read: 0, since: now, since_ping: 0 }
+    fn new(now: Instant, window: u64) -> Self {
+        FlowWindow { sent: 0, read: 0, since: now, since_ping: 0, window }
     }
 
     /// How much more data may be written now.
     fn room(&self) -> u64 {
-        WINDOW_BYTES.saturating_sub(self.sent - self.read)
+        self.window.saturating_sub(self.sent - self.read)
     }
 
     /// `bytes` of data written at `now`; true when a ping should follow in line.
@@ -1312,6 +1303,9 @@ impl SocketTask {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use roster_core::{ServerConfig, MIN_FLOW_WINDOW_BYTES};
+
+    const DEFAULT_WINDOW: u64 = 16 * 1024;
 
     fn answer(flow: &FlowWindow) -> [u8; 8] {
         flow.sent.to_be_bytes()
@@ -1321,7 +1315,7 @@ mod tests {
     fn a_client_silent_before_its_data_came_is_stalled_two_pings_after_it_was_last_heard() {
         let limit = Duration::from_secs(2);
         let t0 = Instant::now();
-        let mut flow = FlowWindow::new(t0);
+        let mut flow = FlowWindow::new(t0, DEFAULT_WINDOW);
         // Last heard at t0; it stops reading. Data comes for it 1.5 s later and fills the window.
         let t1 = t0 + Duration::from_millis(1500);
         while flow.room() > 0 {
@@ -1336,7 +1330,7 @@ mod tests {
         );
         assert!(staleness(&flow, true, t2, t2, limit).is_none(), "heard just now, data fresh");
         // Nothing waits: silence alone closes it as gone (1001).
-        let idle = FlowWindow::new(t0);
+        let idle = FlowWindow::new(t0, DEFAULT_WINDOW);
         assert!(matches!(staleness(&idle, false, t0, t2, limit), Some(Staleness::Silent)));
         assert!(staleness(&idle, false, t0, t0 + Duration::from_millis(1900), limit).is_none());
     }
@@ -1350,7 +1344,7 @@ mod tests {
         assert!(needs_ping(t0, t0 + every, every), "silent for a whole period");
         // A client that dies just after it was heard is still pinged before its verdict:
         // the tick after half a period pings it, and two periods after it was heard it is silent.
-        let flow = FlowWindow::new(t0);
+        let flow = FlowWindow::new(t0, DEFAULT_WINDOW);
         let ticks: Vec<Instant> = (0..4).map(|i| t0 + Duration::from_millis(300) + every * i).collect();
         let pinged: Vec<bool> = ticks.iter().map(|&t| needs_ping(t0, t, every)).collect();
         assert_eq!(pinged, [false, true, true, true]);
@@ -1359,32 +1353,43 @@ mod tests {
     }
 
     #[test]
-    fn the_window_closes_after_its_bytes_and_an_answered_ping_opens_it() {
-        let t0 = Instant::now();
-        let mut flow = FlowWindow::new(t0);
-        assert_eq!(flow.room(), WINDOW_BYTES);
-        assert_eq!(flow.unanswered_since(), None);
-        let mut pings = Vec::new();
-        for _ in 0..WINDOW_BYTES / 4096 {
-            if flow.wrote(t0, 4096) {
-                pings.push(flow.ping());
+    fn the_configured_window_closes_after_its_bytes_and_an_answered_ping_opens_it() {
+        for window in [MIN_FLOW_WINDOW_BYTES, 32 * 1024, 64 * 1024, 100_000] {
+            let t0 = Instant::now();
+            let mut flow = FlowWindow::new(t0, window);
+            assert_eq!(flow.room(), window);
+            assert_eq!(flow.unanswered_since(), None);
+            let mut pings = Vec::new();
+            // Written as the socket task writes: never more than the room left.
+            while flow.room() > 0 {
+                let len = flow.room().min(4096);
+                if flow.wrote(t0, len) {
+                    pings.push(flow.ping());
+                }
             }
+            assert_eq!(flow.sent, window, "exactly the window is written, never more ({window})");
+            assert_eq!(pings.len() as u64, window / IN_LINE_PING_BYTES, "a ping every 16 KiB ({window})");
+            assert_eq!(flow.unanswered_since(), Some(t0));
+            let t1 = t0 + Duration::from_secs(3);
+            flow.pong(&pings[0], t1);
+            assert_eq!(flow.room(), IN_LINE_PING_BYTES, "the first ping's bytes were read ({window})");
+            let rest_unread = window > IN_LINE_PING_BYTES;
+            assert_eq!(flow.unanswered_since(), rest_unread.then_some(t1), "progress seen at the pong ({window})");
+            flow.pong(&answer(&flow), t1);
+            assert_eq!((flow.room(), flow.unanswered_since()), (window, None));
         }
-        assert_eq!(flow.room(), 0, "a full window");
-        assert_eq!(pings.len() as u64, WINDOW_BYTES / IN_LINE_PING_BYTES, "a ping every 16 KiB");
-        assert_eq!(flow.unanswered_since(), Some(t0));
-        let t1 = t0 + Duration::from_secs(3);
-        flow.pong(&pings[0], t1);
-        assert_eq!(flow.room(), IN_LINE_PING_BYTES, "the first ping's bytes were read");
-        assert_eq!(flow.unanswered_since(), Some(t1), "progress seen at the pong");
-        flow.pong(pings.last().unwrap(), t1);
-        assert_eq!((flow.room(), flow.unanswered_since()), (WINDOW_BYTES, None));
+    }
+
+    #[test]
+    fn the_smallest_window_allowed_holds_one_in_line_ping() {
+        assert_eq!(MIN_FLOW_WINDOW_BYTES, IN_LINE_PING_BYTES);
+        assert_eq!(ServerConfig::default().flow_window_bytes, DEFAULT_WINDOW);
     }
 
     #[test]
     fn a_pong_naming_unwritten_bytes_or_an_old_offset_or_another_payload_moves_nothing() {
         let t0 = Instant::now();
-        let mut flow = FlowWindow::new(t0);
+        let mut flow = FlowWindow::new(t0, DEFAULT_WINDOW);
         flow.wrote(t0, 50_000);
         let t1 = t0 + Duration::from_secs(1);
         flow.pong(&(flow.sent + 1).to_be_bytes(), t1);
@@ -1401,7 +1406,7 @@ mod tests {
     #[test]
     fn a_client_that_stops_reading_is_waited_on_from_its_last_answer_while_small_diffs_keep_coming() {
         let t0 = Instant::now();
-        let mut flow = FlowWindow::new(t0);
+        let mut flow = FlowWindow::new(t0, DEFAULT_WINDOW);
         flow.wrote(t0, 300);
         flow.pong(&answer(&flow), t0);
         // Three seconds of diffs after the client stopped reading: 40 of 300 bytes.

@@ -220,3 +220,52 @@ fn a_wrong_api_key_is_an_error_naming_it() {
     let err = load::run(&scenario, &NoProgress).unwrap_err().to_string();
     assert!(err.contains("401") && err.contains("--api-key"), "{err}");
 }
+
+#[test]
+fn sockets_spread_over_worker_processes_report_as_one_run() {
+    let _one = lock();
+    let node = InProcessNode::start(&[]);
+    let scenario = Scenario {
+        sockets: 90,
+        room_size: 30,
+        watchers: 2,
+        watched_rooms: Some(1),
+        close_fraction: 1.0 / 3.0,
+        procs: 3,
+        threads: 3,
+        worker_binary: Some(env!("CARGO_BIN_EXE_roster-load").into()),
+        ..quick(&node)
+    };
+    let report = load::run(&scenario, &NoProgress).unwrap();
+    assert_clean(&report);
+    assert_eq!(report.scenario.procs, 3);
+    assert_eq!((report.connect.open, report.connect.failed), (92, 0));
+    let watchers = report.watchers_join.as_ref().unwrap();
+    assert_eq!((watchers.acked, watchers.unanswered), (2, 0));
+    assert_eq!((report.join.joins, report.join.acked, report.join.latency_ms.count), (90, 90, 90));
+    // Every view in every worker equals its room: 32 in room 0, 30 in the others.
+    assert_eq!((report.views.checked, report.views.exact, report.views.node_entries), (92, 92, 92));
+    assert!(report.traffic.floor_ratio.unwrap() >= 1.0, "{}", report.table());
+    let close = report.close.as_ref().unwrap();
+    assert_eq!(close.closed, 30);
+    assert_eq!((close.views.checked, close.views.exact, close.views.node_entries), (62, 62, 62));
+    // The workers' own memory is in the figure: three processes, each at least 1 MB.
+    assert!(report.client_peak_rss.unwrap() > 3 << 20);
+
+    // A close the server starts reaches the report from a worker, by its code.
+    let limited = InProcessNode::start(&["max_frame_bytes = 1024"]);
+    let name = "x".repeat(2000);
+    let refused = Scenario {
+        sockets: 10,
+        room_size: 5,
+        meta: Some(format!(r#"{{"name":"{name}"}}"#)),
+        join_timeout: Duration::from_secs(5),
+        settle_timeout: Duration::from_secs(2),
+        procs: 2,
+        worker_binary: Some(env!("CARGO_BIN_EXE_roster-load").into()),
+        ..quick(&limited)
+    };
+    let report = load::run(&refused, &NoProgress).unwrap();
+    assert_eq!(report.closes_by_server, BTreeMap::from([(1009, 10)]), "{}", report.table());
+    assert_eq!((report.join.acked, report.join.unanswered), (0, 10));
+}

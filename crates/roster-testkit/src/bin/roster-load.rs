@@ -116,9 +116,16 @@ struct Args {
     /// Keep every socket open this long after measuring.
     #[arg(long, default_value_t = 0)]
     hold_ms: u64,
-    /// Client worker threads; default: one per core.
+    /// Client worker threads; default: one per core (with --procs, shared among them).
     #[arg(long)]
     threads: Option<usize>,
+    /// Client processes: more than 1 spreads the sockets over that many child processes
+    /// of this executable, whose figures are merged into one report.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    procs: u16,
+    /// Run as a worker process of another roster-load (its sockets and stages come on stdin).
+    #[arg(long, hide = true, exclusive = true)]
+    worker: bool,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -133,6 +140,15 @@ enum CloseArg {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.worker {
+        return match load::serve_worker(std::io::BufReader::new(std::io::stdin()), std::io::stdout().lock()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("roster-load --worker: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let scenario = match scenario(&args) {
         Ok(s) => s,
         Err(e) => {
@@ -220,6 +236,12 @@ fn scenario(a: &Args) -> Result<Scenario, String> {
         settle_timeout: Duration::from_millis(a.settle_timeout_ms),
         hold: Duration::from_millis(a.hold_ms),
         threads: a.threads.unwrap_or(defaults.threads),
+        procs: usize::from(a.procs),
+        worker_binary: if a.procs > 1 {
+            Some(std::env::current_exe().map_err(|e| format!("--procs: cannot find this executable: {e}"))?)
+        } else {
+            None
+        },
     })
 }
 
@@ -308,6 +330,9 @@ mod tests {
         assert_eq!(node.pid, Some(42));
         assert_eq!((s.sockets, s.room_size, s.close_fraction, s.close_mode), (2000, 1000, 0.5, CloseMode::Drop));
         assert_eq!(s.meta.as_deref(), Some(r#"{"name":"x"}"#));
+        assert_eq!((s.procs, s.worker_binary.is_none()), (1, true));
+        let s = scenario(&parse(&["--procs", "4"]).unwrap()).unwrap();
+        assert_eq!((s.procs, s.worker_binary), (4, Some(std::env::current_exe().unwrap())));
     }
 
     #[test]
@@ -322,6 +347,8 @@ mod tests {
     #[test]
     fn bad_flags_are_refused() {
         assert!(parse(&["--url", "127.0.0.1:1", "--secret", "s", "--api-key", "k", "--server-bin", "x"]).is_err());
+        assert!(parse(&["--procs", "0"]).is_err());
+        assert!(parse(&["--worker", "--sockets", "5"]).is_err(), "--worker takes no other flag");
         let a = parse(&["--meta", "[1]"]).unwrap();
         assert!(scenario(&a).unwrap_err().contains("JSON object"));
         assert_eq!(node_addr("ws://127.0.0.1:4001/socket").unwrap().port(), 4001);

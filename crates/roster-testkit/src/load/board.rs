@@ -135,13 +135,23 @@ pub(crate) struct Board {
 
 impl Board {
     pub(crate) fn new(sockets: usize, memberships: usize) -> Board {
+        Board::starting_at(Instant::now(), sockets, memberships)
+    }
+
+    /// A board whose clock started at `start` (a worker's board shares the coordinator's).
+    pub(crate) fn starting_at(start: Instant, sockets: usize, memberships: usize) -> Board {
         Board {
-            start: Instant::now(),
+            start,
             sockets: (0..sockets).map(|_| SocketCell::default()).collect(),
             memberships: (0..memberships).map(|_| MembershipCell::default()).collect(),
             generation: AtomicU64::new(0),
             tallies: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// When the run started.
+    pub(crate) fn start(&self) -> Instant {
+        self.start
     }
 
     /// Microseconds since the run started (at least 1, so 0 can mean "not yet").
@@ -177,6 +187,104 @@ impl Board {
     pub(crate) fn tallies(&self) -> BTreeMap<String, u64> {
         self.tallies.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    /// Add `n` to tally `what` (what a worker counted).
+    pub(crate) fn add_tally(&self, what: String, n: u64) {
+        *self.tallies.lock().unwrap_or_else(|e| e.into_inner()).entry(what).or_insert(0) += n;
+    }
+
+    /// Socket `i`'s cell as a value (a worker sends it to the coordinator).
+    pub(crate) fn socket_record(&self, i: usize) -> SocketRecord {
+        let c = &self.sockets[i];
+        SocketRecord {
+            state: c.state.load(Relaxed),
+            server_close: c.server_close.load(Relaxed),
+            opened_us: c.opened_us.load(Relaxed),
+            source_ip: c.source_ip.load(Relaxed),
+            frames_in: c.frames_in.load(Relaxed),
+            bytes_in: c.bytes_in.load(Relaxed),
+            frames_out: c.frames_out.load(Relaxed),
+            bytes_out: c.bytes_out.load(Relaxed),
+            pings: c.pings.load(Relaxed),
+        }
+    }
+
+    /// Store a worker's record of socket `i`.
+    pub(crate) fn store_socket(&self, i: usize, r: &SocketRecord) {
+        let c = &self.sockets[i];
+        c.server_close.store(r.server_close, Relaxed);
+        c.opened_us.store(r.opened_us, Relaxed);
+        c.source_ip.store(r.source_ip, Relaxed);
+        c.frames_in.store(r.frames_in, Relaxed);
+        c.bytes_in.store(r.bytes_in, Relaxed);
+        c.frames_out.store(r.frames_out, Relaxed);
+        c.bytes_out.store(r.bytes_out, Relaxed);
+        c.pings.store(r.pings, Relaxed);
+        c.state.store(r.state, Relaxed);
+    }
+
+    /// Membership `m`'s cell as a value.
+    pub(crate) fn membership_record(&self, m: usize) -> MembershipRecord {
+        let c = &self.memberships[m];
+        MembershipRecord {
+            state: c.state.load(Relaxed),
+            sent_us: c.sent_us.load(Relaxed),
+            replied_us: c.replied_us.load(Relaxed),
+            digest: c.digest.load(Relaxed),
+            size: c.size.load(Relaxed),
+            changed_us: c.changed_us.load(Relaxed),
+            state_bytes: c.state_bytes.load(Relaxed),
+            diff_bytes: c.diff_bytes.load(Relaxed),
+            duplicate_joins: c.duplicate_joins.load(Relaxed),
+            unknown_leaves: c.unknown_leaves.load(Relaxed),
+        }
+    }
+
+    /// Store a worker's record of membership `m`; a change of state bumps the generation.
+    pub(crate) fn store_membership(&self, m: usize, r: &MembershipRecord) {
+        let c = &self.memberships[m];
+        c.sent_us.store(r.sent_us, Relaxed);
+        c.replied_us.store(r.replied_us, Relaxed);
+        c.size.store(r.size, Relaxed);
+        c.changed_us.store(r.changed_us, Relaxed);
+        c.state_bytes.store(r.state_bytes, Relaxed);
+        c.diff_bytes.store(r.diff_bytes, Relaxed);
+        c.duplicate_joins.store(r.duplicate_joins, Relaxed);
+        c.unknown_leaves.store(r.unknown_leaves, Relaxed);
+        c.digest.store(r.digest, Relaxed);
+        if c.state.swap(r.state, Relaxed) != r.state {
+            self.generation.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// A [`SocketCell`] as a value, as a worker process sends it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SocketRecord {
+    state: u8,
+    server_close: u16,
+    opened_us: u64,
+    source_ip: u32,
+    frames_in: u64,
+    bytes_in: u64,
+    frames_out: u64,
+    bytes_out: u64,
+    pings: u64,
+}
+
+/// A [`MembershipCell`] as a value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct MembershipRecord {
+    state: u8,
+    sent_us: u64,
+    replied_us: u64,
+    digest: u64,
+    size: u32,
+    changed_us: u64,
+    state_bytes: u64,
+    diff_bytes: u64,
+    duplicate_joins: u32,
+    unknown_leaves: u32,
 }
 
 #[cfg(test)]
@@ -193,6 +301,26 @@ mod tests {
         board.move_membership(0, &[Membership::Joined, Membership::Joining], Membership::Left);
         assert_eq!(board.memberships[0].state(), Membership::Ended);
         assert_eq!(board.generation.load(Relaxed), 3);
+    }
+
+    #[test]
+    fn a_record_stored_on_another_board_reproduces_the_cell_and_a_state_change_bumps_the_generation() {
+        let (worker, coordinator) = (Board::new(2, 2), Board::new(2, 2));
+        worker.sockets[1].set_state(SocketState::Open);
+        worker.sockets[1].bytes_in.store(77, Relaxed);
+        worker.set_membership(1, Membership::Joined);
+        worker.memberships[1].digest.store(0xfeed, Relaxed);
+        coordinator.store_socket(1, &worker.socket_record(1));
+        coordinator.store_membership(1, &worker.membership_record(1));
+        assert_eq!(coordinator.socket_record(1), worker.socket_record(1));
+        assert_eq!(coordinator.membership_record(1), worker.membership_record(1));
+        assert_eq!(
+            (coordinator.sockets[1].state(), coordinator.memberships[1].state()),
+            (SocketState::Open, Membership::Joined)
+        );
+        assert_eq!(coordinator.generation.load(Relaxed), 1);
+        coordinator.store_membership(1, &worker.membership_record(1));
+        assert_eq!(coordinator.generation.load(Relaxed), 1, "the same state again is no change");
     }
 
     #[test]

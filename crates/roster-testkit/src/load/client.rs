@@ -4,15 +4,18 @@
 //!
 //! The task reads its socket all the time, so the WebSocket pings the server sends are
 //! answered at once (tungstenite queues the pong while reading and flushes it on the next
-//! read); parsing a frame reads its header and, for presence frames, only `(key, phx_ref)`
-//! per meta. A frame whose `join_ref` names an earlier join of its topic is dropped, as
+//! read). The node writes a socket only a window beyond its last answered ping, so after a
+//! text frame the task first reads whatever frames are already there (the pings among them
+//! answered as they are read) and only then parses the text frames: a 1 MB `presence_state`
+//! takes milliseconds to parse, and the node can write the next window meanwhile. Parsing a
+//! frame reads its header and, for presence frames, only `(key, phx_ref)` per meta. A frame whose `join_ref` names an earlier join of its topic is dropped, as
 //! phoenix.js's `Channel.isMember` drops it.
 
 use crate::load::board::{Board, Membership, SocketState, NO_CLOSE_FRAME, NO_STATUS};
 use crate::load::protocol::{self, Parsed, Payload, ReplyStatus};
 use crate::load::view::{meta_id, View};
 use crate::load::CloseMode;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -22,13 +25,17 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 /// How long a connect (TCP and WebSocket handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a closing socket waits for the server's close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the sockets get to close at the end.
+pub(crate) const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
+/// Frames read past a text frame before it is parsed, to answer the pings among them first.
+const READ_AHEAD: usize = 64;
 
 /// What the coordinator tells every client, in this order; a client acts on every stage up
 /// to the current one, so it never misses one.
@@ -78,6 +85,7 @@ pub(crate) struct ClientEnv {
 }
 
 /// One client's part in the run.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(crate) struct ClientSpec {
     /// Its socket on the board.
     pub socket: usize,
@@ -180,6 +188,14 @@ struct Client {
     replies: Vec<(u64, Awaiting)>,
 }
 
+/// A frame read, for the socket loop.
+enum Read {
+    Text(Utf8Bytes),
+    /// Nothing for the loop to do (a ping, a pong, the server's answer to our close).
+    Other,
+    End(End),
+}
+
 /// Why the socket loop ended.
 enum End {
     /// The server closed it (with this code; 1005 and 1006 included).
@@ -238,19 +254,30 @@ impl Client {
                 }
             }
             tokio::select! {
-                msg = self.ws.next() => match msg {
-                    Some(Ok(Message::Text(text))) => self.on_text(text.as_str()),
-                    Some(Ok(Message::Ping(_))) => {
-                        self.board.sockets[idx].pings.fetch_add(1, Relaxed);
-                    }
-                    Some(Ok(Message::Close(frame))) => {
-                        if !closing {
-                            let code = frame.map(|f| u16::from(f.code)).unwrap_or(NO_STATUS);
-                            break End::ByServer(code);
+                msg = self.ws.next() => match self.on_message(msg, closing) {
+                    Read::Text(text) => {
+                        let mut texts = vec![text];
+                        let mut ended = None;
+                        for _ in 0..READ_AHEAD {
+                            let Some(next) = self.ws.next().now_or_never() else { break };
+                            match self.on_message(next, closing) {
+                                Read::Text(text) => texts.push(text),
+                                Read::Other => {}
+                                Read::End(end) => {
+                                    ended = Some(end);
+                                    break;
+                                }
+                            }
+                        }
+                        for text in texts {
+                            self.on_text(text.as_str());
+                        }
+                        if let Some(end) = ended {
+                            break end;
                         }
                     }
-                    Some(Ok(_)) => {}
-                    Some(Err(_)) | None => break if closing { End::ByClient } else { End::ByServer(NO_CLOSE_FRAME) },
+                    Read::Other => {}
+                    Read::End(end) => break end,
                 },
                 changed = stages.changed(), if !closing => {
                     if changed.is_err() {
@@ -282,6 +309,22 @@ impl Client {
             }
         }
         cell.set_state(SocketState::Closed);
+    }
+
+    /// What a frame read means; pings are counted (tungstenite answers them).
+    fn on_message(&self, msg: Option<Result<Message, WsError>>, closing: bool) -> Read {
+        match msg {
+            Some(Ok(Message::Text(text))) => Read::Text(text),
+            Some(Ok(Message::Ping(_))) => {
+                self.board.sockets[self.spec.socket].pings.fetch_add(1, Relaxed);
+                Read::Other
+            }
+            Some(Ok(Message::Close(frame))) if !closing => {
+                Read::End(End::ByServer(frame.map(|f| u16::from(f.code)).unwrap_or(NO_STATUS)))
+            }
+            Some(Ok(_)) => Read::Other,
+            Some(Err(_)) | None => Read::End(if closing { End::ByClient } else { End::ByServer(NO_CLOSE_FRAME) }),
+        }
     }
 
     /// Send a frame; a failed send ends nothing here (the read side sees the socket end).

@@ -7,8 +7,9 @@
 //! 1. **Node.** [`Target::Start`] starts `roster serve` (one node, a config written by
 //!    [`ClusterSpec`](crate::ClusterSpec) with the testkit's secret and API key);
 //!    [`Target::Url`] uses a running node, its secret and API key.
-//! 2. **Connect.** Every socket opens (`/socket/websocket?vsn=2.0.0&token=…`, a token minted
-//!    per user), at most `connect_concurrency` at a time. The soft descriptor limit is raised
+//! 2. **Connect.** With `procs > 1` the clients run in that many child processes
+//!    (`worker`), which send what they see back to this one. Every socket opens
+//!    (`/socket/websocket?vsn=2.0.0&token=…`, a token minted per user), at most `connect_concurrency` at a time. The soft descriptor limit is raised
 //!    to the hard one first; past one loopback address's ephemeral ports, sockets are spread
 //!    over 127.0.0.2, 127.0.0.3, … as source addresses.
 //! 3. **Watchers join** (if any) and their views settle; then **members join**, all at once
@@ -36,6 +37,7 @@
 //! | `board` | the atomics the client tasks write and the coordinator reads |
 //! | `client` | one client: a tokio task around one WebSocket |
 //! | `run` | the coordinator: stages, settling, measuring |
+//! | `worker` | `--procs N`: the clients spread over child processes, their boards mirrored |
 //! | `report` | [`Report`], its table and its JSON |
 //! | `system` | `/proc` memory, the descriptor limit, the ephemeral port range |
 
@@ -47,6 +49,7 @@ mod report;
 mod run;
 mod system;
 mod view;
+mod worker;
 
 use crate::cluster::Timings;
 use std::net::SocketAddr;
@@ -59,6 +62,7 @@ pub use report::{
     ViewsReport,
 };
 pub use run::run;
+pub use worker::serve as serve_worker;
 
 /// Why a run could not be made (a run that was made but found problems is a [`Report`]
 /// whose [`Report::problems`] say so).
@@ -90,6 +94,9 @@ pub enum LoadError {
     /// The async runtime could not be built.
     #[error("starting the runtime failed: {0}")]
     Runtime(std::io::Error),
+    /// A worker process (`procs > 1`) could not be started or given its sockets.
+    #[error("worker process: {0}")]
+    Worker(String),
 }
 
 /// Which node to load.
@@ -132,7 +139,7 @@ pub struct RemoteNode {
 }
 
 /// How the closing fraction goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CloseMode {
     /// A WebSocket close frame (1000), then the server's answer.
@@ -191,8 +198,16 @@ pub struct Scenario {
     pub settle_timeout: Duration,
     /// How long to keep every socket open after measuring (to look at the node meanwhile).
     pub hold: Duration,
-    /// Tokio worker threads of the clients.
+    /// Tokio worker threads of the clients (in all: with `procs > 1`, each process gets
+    /// its share, at least one).
     pub threads: usize,
+    /// Processes the clients run in: 1, this one; more, that many child processes of
+    /// `worker_binary` (`roster-load --worker`), socket `i` in process `i % procs`, while this
+    /// one coordinates. A client process reads each of its sockets' flow-control windows in
+    /// turn, so a turn over a share is shorter than a turn over all.
+    pub procs: usize,
+    /// The `roster-load` executable the worker processes run (needed when `procs > 1`).
+    pub worker_binary: Option<PathBuf>,
 }
 
 impl Default for Scenario {
@@ -227,6 +242,8 @@ impl Default for Scenario {
             settle_timeout: Duration::from_secs(60),
             hold: Duration::ZERO,
             threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            procs: 1,
+            worker_binary: None,
         }
     }
 }

@@ -65,6 +65,8 @@ pub struct ScenarioReport {
     pub source_addrs: usize,
     /// Client worker threads.
     pub threads: usize,
+    /// Processes the clients ran in (`--procs`).
+    pub procs: usize,
 }
 
 /// The node loaded.
@@ -356,7 +358,8 @@ impl Report {
         row(
             "client",
             format!(
-                "peak RSS {}, {} pings answered, descriptor limit {}",
+                "{} process(es), peak RSS {} (summed), {} pings answered, descriptor limit {}",
+                self.scenario.procs,
                 mb(self.client_peak_rss),
                 self.pings_answered,
                 self.client_nofile_limit

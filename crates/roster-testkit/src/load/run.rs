@@ -7,7 +7,7 @@
 use crate::cluster::{Cluster, ClusterSpec, API_KEY, SECRET};
 use crate::http::{http_get, percent_encode};
 use crate::load::board::{Board, Membership, SocketState};
-use crate::load::client::{self, ClientEnv, ClientSpec, Stage};
+use crate::load::client::{self, ClientEnv, ClientSpec, Stage, SHUTDOWN_TIMEOUT};
 use crate::load::plan::Plan;
 use crate::load::protocol::{for_each_meta, mint_token};
 use crate::load::report::{
@@ -15,6 +15,7 @@ use crate::load::report::{
     ViewsReport,
 };
 use crate::load::view::{key_id, meta_id};
+use crate::load::worker::{WorkerSetup, Workers};
 use crate::load::{system, LoadError, Progress, Scenario, Target};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -29,8 +30,6 @@ const POLL: Duration = Duration::from_millis(20);
 const UNSETTLED_SHOWN: usize = 5;
 /// How many of a started node's last log lines a report that found problems shows.
 const NODE_LOG_LINES: usize = 20;
-/// How long the sockets get to close at the end.
-const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Run `scenario` and report what it measured. Errors are runs that could not be made; a
 /// run that found problems returns a report whose `problems` list them.
@@ -53,20 +52,25 @@ pub fn run(scenario: &Scenario, progress: &dyn Progress) -> Result<Report, LoadE
             node.addr
         )));
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(scenario.threads.max(1))
-        .enable_all()
-        .build()
-        .map_err(LoadError::Runtime)?;
     let board = Arc::new(Board::new(needed, plan.memberships.len()));
-    let env = Arc::new(ClientEnv {
-        board: board.clone(),
-        addr: node.addr,
-        heartbeat: scenario.heartbeat,
-        close_mode: scenario.close_mode,
-        connect_gate: Semaphore::new(scenario.connect_concurrency.max(1)),
-    });
-    let (stages, stage_rx) = watch::channel(Stage::Connect);
+    let exp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) + 24 * 3600;
+    let shared_payload = join_payload(scenario, None);
+    let specs: Vec<ClientSpec> = plan
+        .sockets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| ClientSpec {
+            socket: i,
+            token: mint_token(&node.secret, &s.user, &scenario.role, exp),
+            join_payload: if scenario.tab_ids { join_payload(scenario, Some(i)) } else { shared_payload.clone() },
+            source: (!sources.is_empty()).then(|| sources[i % sources.len()]),
+            topics: s.memberships.iter().map(|&m| (m, topic_name(&plan, m))).collect(),
+            watcher: s.watcher,
+            closes: s.closes,
+            join_offset: scenario.join_rate.map_or(Duration::ZERO, |r| Duration::from_secs_f64(s.join_rank as f64 / r)),
+        })
+        .collect();
+    let clients = Clients::start(scenario, specs, node.addr, board.clone())?;
     let mut run = Coordinator {
         scenario,
         key_ids: plan.sockets.iter().map(|s| key_id(&s.user)).collect(),
@@ -74,27 +78,9 @@ pub fn run(scenario: &Scenario, progress: &dyn Progress) -> Result<Report, LoadE
         board,
         node,
         progress,
-        stages,
+        clients,
     };
     let server_base = run.node.rss();
-
-    let exp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) + 24 * 3600;
-    let shared_payload = join_payload(scenario, None);
-    let mut handles = Vec::with_capacity(needed);
-    for (i, s) in run.plan.sockets.iter().enumerate() {
-        let spec = ClientSpec {
-            socket: i,
-            token: mint_token(&run.node.secret, &s.user, &scenario.role, exp),
-            join_payload: if scenario.tab_ids { join_payload(scenario, Some(i)) } else { shared_payload.clone() },
-            source: (!sources.is_empty()).then(|| sources[i % sources.len()]),
-            topics: s.memberships.iter().map(|&m| (m, run.topic_name(m))).collect(),
-            watcher: s.watcher,
-            closes: s.closes,
-            join_offset: scenario.join_rate.map_or(Duration::ZERO, |r| Duration::from_secs_f64(s.join_rank as f64 / r)),
-        };
-        handles.push(runtime.spawn(client::run(spec, env.clone(), stage_rx.clone())));
-    }
-    drop(stage_rx);
 
     let connect = run.connect_stage();
     let server_connected = run.node.rss();
@@ -114,7 +100,7 @@ pub fn run(scenario: &Scenario, progress: &dyn Progress) -> Result<Report, LoadE
     let members: Vec<usize> = run.memberships_where(|s| !s.watcher);
     let member_sockets: Vec<usize> = (0..run.plan.sockets.len()).filter(|&i| !run.plan.sockets[i].watcher).collect();
     let before = run.traffic_snapshot();
-    let cpu_before = (run.node.cpu(), system::cpu_seconds(std::process::id()));
+    let cpu_before = (run.node.cpu(), run.clients.cpu());
     let (since, join) = run.join_stage(false, &members);
     let all_topics: Vec<usize> = (0..run.plan.topics.len()).collect();
     run.progress.stage("views", members.len() as u64);
@@ -122,7 +108,7 @@ pub fn run(scenario: &Scenario, progress: &dyn Progress) -> Result<Report, LoadE
     let traffic = run.traffic_since(&before, &member_sockets, &members, Some(&lists));
     let server_joined = run.node.rss();
     let (open_joined, live_joined) = (run.open_sockets(), run.live_joins());
-    let cpu_after = (run.node.cpu(), system::cpu_seconds(std::process::id()));
+    let cpu_after = (run.node.cpu(), run.clients.cpu());
     let spent = |a: Option<f64>, b: Option<f64>| Some(a? - b?);
 
     let mut server_after_close = None;
@@ -132,7 +118,7 @@ pub fn run(scenario: &Scenario, progress: &dyn Progress) -> Result<Report, LoadE
             .collect();
         let before = run.traffic_snapshot();
         let since = run.board.now_us();
-        run.stages.send_replace(Stage::Close);
+        run.clients.stage(Stage::Close);
         run.progress.stage("views after close", 0);
         let (views, _) = run.settle(&all_topics, since, scenario.settle_timeout)?;
         let remaining: Vec<usize> = member_sockets.iter().copied().filter(|&i| !run.plan.sockets[i].closes).collect();
@@ -153,12 +139,9 @@ pub fn run(scenario: &Scenario, progress: &dyn Progress) -> Result<Report, LoadE
     // Collect before shutdown: the closes this client starts now are not the server's.
     let closes_by_server = run.closes_by_server();
     let events = run.board.tallies();
-    run.stages.send_replace(Stage::Shutdown);
+    let client_peak_rss = run.clients.peak_rss();
     run.progress.stage("closing", 0);
-    runtime.block_on(async {
-        let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, futures_util::future::join_all(handles)).await;
-    });
-    runtime.shutdown_timeout(Duration::from_secs(1));
+    run.clients.shutdown();
     let node_log = run.node.log_tail(NODE_LOG_LINES);
     let node_exited = run.node.stop();
     run.progress.finish();
@@ -192,6 +175,7 @@ pub fn run(scenario: &Scenario, progress: &dyn Progress) -> Result<Report, LoadE
             join_rate: scenario.join_rate,
             source_addrs: sources.len(),
             threads: scenario.threads,
+            procs: scenario.procs.max(1),
         },
         node: NodeReport {
             url: format!("ws://{}/socket/websocket", run.node.addr),
@@ -210,7 +194,7 @@ pub fn run(scenario: &Scenario, progress: &dyn Progress) -> Result<Report, LoadE
         duplicate_joins: sum(&|m| board.memberships[m].duplicate_joins.load(Relaxed) as u64, board.memberships.len()),
         unknown_leaves: sum(&|m| board.memberships[m].unknown_leaves.load(Relaxed) as u64, board.memberships.len()),
         pings_answered: sum(&|s| board.sockets[s].pings.load(Relaxed), board.sockets.len()),
-        client_peak_rss: system::status_bytes(std::process::id(), "VmHWM"),
+        client_peak_rss,
         client_cpu_join_seconds: spent(cpu_after.1, cpu_before.1),
         load_average: (load_at_start, system::load_average()),
         client_nofile_limit: soft,
@@ -225,6 +209,11 @@ pub fn run(scenario: &Scenario, progress: &dyn Progress) -> Result<Report, LoadE
         report.node_log_tail = node_log;
     }
     Ok(report)
+}
+
+/// The topic of membership `m`.
+fn topic_name(plan: &Plan, m: usize) -> Arc<str> {
+    plan.topics[plan.memberships[m].topic].as_str().into()
 }
 
 /// The `phx_join` payload: the meta, and a `tab_id` for `socket` when asked.
@@ -352,7 +341,103 @@ struct Coordinator<'a> {
     board: Arc<Board>,
     node: NodeHandle,
     progress: &'a dyn Progress,
-    stages: watch::Sender<Stage>,
+    clients: Clients,
+}
+
+/// Where the client tasks run: on a runtime in this process, or in worker processes that
+/// mirror their boards onto this one's.
+enum Clients {
+    Here { runtime: tokio::runtime::Runtime, handles: Vec<tokio::task::JoinHandle<()>>, stages: watch::Sender<Stage> },
+    Workers(Option<Workers>),
+}
+
+impl Clients {
+    fn start(
+        scenario: &Scenario,
+        specs: Vec<ClientSpec>,
+        addr: SocketAddr,
+        board: Arc<Board>,
+    ) -> Result<Clients, LoadError> {
+        let procs = scenario.procs.max(1);
+        if procs > 1 {
+            let Some(binary) = &scenario.worker_binary else {
+                return Err(LoadError::BadScenario(
+                    "procs > 1 needs the roster-load executable (worker_binary)".into(),
+                ));
+            };
+            let setup = WorkerSetup {
+                addr,
+                heartbeat: scenario.heartbeat,
+                close_mode: scenario.close_mode,
+                connect_concurrency: scenario.connect_concurrency.div_ceil(procs).max(1),
+                threads: (scenario.threads / procs).max(1),
+                sockets: board.sockets.len(),
+                memberships: board.memberships.len(),
+                origin_unix_us: WorkerSetup::origin_of(&board),
+                clients: specs,
+            };
+            return Ok(Clients::Workers(Some(Workers::start(binary, procs, setup, board)?)));
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(scenario.threads.max(1))
+            .enable_all()
+            .build()
+            .map_err(LoadError::Runtime)?;
+        let env = Arc::new(ClientEnv {
+            board,
+            addr,
+            heartbeat: scenario.heartbeat,
+            close_mode: scenario.close_mode,
+            connect_gate: Semaphore::new(scenario.connect_concurrency.max(1)),
+        });
+        let (stages, stage_rx) = watch::channel(Stage::Connect);
+        let handles =
+            specs.into_iter().map(|spec| runtime.spawn(client::run(spec, env.clone(), stage_rx.clone()))).collect();
+        Ok(Clients::Here { runtime, handles, stages })
+    }
+
+    fn stage(&mut self, stage: Stage) {
+        match self {
+            Clients::Here { stages, .. } => {
+                stages.send_replace(stage);
+            }
+            Clients::Workers(Some(w)) => w.stage(stage),
+            Clients::Workers(None) => {}
+        }
+    }
+
+    /// The processes the clients run in.
+    fn pids(&self) -> Vec<u32> {
+        match self {
+            Clients::Here { .. } => vec![std::process::id()],
+            Clients::Workers(w) => std::iter::once(std::process::id()).chain(w.iter().flat_map(|w| w.pids())).collect(),
+        }
+    }
+
+    /// CPU seconds of this process and the workers.
+    fn cpu(&self) -> Option<f64> {
+        self.pids().into_iter().map(system::cpu_seconds).sum()
+    }
+
+    /// Peak RSS of this process and the workers, summed.
+    fn peak_rss(&self) -> Option<u64> {
+        self.pids().into_iter().map(|pid| system::status_bytes(pid, "VmHWM")).sum()
+    }
+
+    /// Every socket closes (at most [`SHUTDOWN_TIMEOUT`]).
+    fn shutdown(&mut self) {
+        match std::mem::replace(self, Clients::Workers(None)) {
+            Clients::Here { runtime, handles, stages } => {
+                stages.send_replace(Stage::Shutdown);
+                runtime.block_on(async {
+                    let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, futures_util::future::join_all(handles)).await;
+                });
+                runtime.shutdown_timeout(Duration::from_secs(1));
+            }
+            Clients::Workers(Some(w)) => w.shutdown(SHUTDOWN_TIMEOUT + Duration::from_secs(5)),
+            Clients::Workers(None) => {}
+        }
+    }
 }
 
 /// Frames and bytes each socket and each membership had received at one instant.
@@ -363,10 +448,6 @@ struct TrafficSnapshot {
 }
 
 impl Coordinator<'_> {
-    fn topic_name(&self, m: usize) -> Arc<str> {
-        self.plan.topics[self.plan.memberships[m].topic].as_str().into()
-    }
-
     /// Sockets open now (the server may have closed some).
     fn open_sockets(&self) -> usize {
         self.board.sockets.iter().filter(|s| s.state() == SocketState::Open).count()
@@ -420,12 +501,12 @@ impl Coordinator<'_> {
 
     /// Start a join stage and wait until every join of `memberships` is answered, its socket
     /// ended, or the join timeout passed. Returns the stage's start (µs) and its figures.
-    fn join_stage(&self, watchers: bool, memberships: &[usize]) -> (u64, JoinReport) {
+    fn join_stage(&mut self, watchers: bool, memberships: &[usize]) -> (u64, JoinReport) {
         let label = if watchers { "watchers join" } else { "join" };
         self.progress.stage(label, memberships.len() as u64);
         let since = self.board.now_us();
         let at = tokio::time::Instant::from_std(Instant::now());
-        self.stages.send_replace(if watchers { Stage::JoinWatchers { at } } else { Stage::JoinMembers { at } });
+        self.clients.stage(if watchers { Stage::JoinWatchers { at } } else { Stage::JoinMembers { at } });
         let rate_time = self.scenario.join_rate.map_or(Duration::ZERO, |r| {
             Duration::from_secs_f64(memberships.len() as f64 / self.scenario.topics_per_socket.max(1) as f64 / r)
         });
