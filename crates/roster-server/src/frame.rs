@@ -209,16 +209,17 @@ impl PushEncoder for PhoenixEncoder {
 
 /// What a socket writes in front of a shared push: `[` and its channel's `join_ref`.
 pub fn join_ref_prefix(join_ref: Option<&str>) -> String {
-    match join_ref {
-        None => "[null".to_owned(),
-        Some(r) => {
-            let mut s = String::with_capacity(r.len() + 3);
-            s.push('[');
-            // A string always serializes.
-            s.push_str(&serde_json::to_string(r).unwrap_or_default());
-            s
-        }
-    }
+    let mut out = Vec::with_capacity(join_ref.map_or(5, |r| r.len() + 3));
+    // Writing to a `Vec` never fails; the JSON of a string or `null` is UTF-8.
+    let _ = write_join_ref_prefix(join_ref, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`join_ref_prefix`], written into `out` (a socket writes it into a small buffer in place:
+/// no allocation per push). Fails only when `out` does (a buffer too short).
+pub fn write_join_ref_prefix(join_ref: Option<&str>, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    out.write_all(b"[")?;
+    serde_json::to_writer(out, &join_ref).map_err(std::io::Error::other)
 }
 
 /// The `status` of a `phx_reply`.

@@ -48,6 +48,7 @@ mod metrics;
 mod socket;
 mod token;
 mod user_api;
+mod wire;
 
 pub use app::{router, serve, AppState};
 pub use cli::*;

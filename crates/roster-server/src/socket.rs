@@ -37,19 +37,19 @@
 
 use crate::app::AppState;
 use crate::dashboard::{self, AdminFeed};
-use crate::frame::{encode_reply, join_ref_prefix, Frame, PhoenixEncoder, ReplyStatus, PHOENIX_TOPIC};
+use crate::frame::{encode_reply, write_join_ref_prefix, Frame, PhoenixEncoder, ReplyStatus, PHOENIX_TOPIC};
 use crate::guard::{self, Counter, Refusal, SocketGuard};
 use crate::limits::{ConnectionPermit, UserPermit};
 use crate::meta_json::{meta_from_json, meta_value_from_json};
 use crate::metrics::Metrics;
 use crate::token::{verify_at, Claims};
+use crate::wire::{OpCode, OutFrame, Wire, MAX_PREFIX};
 use axum::body::Body;
 use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use roster_core::{Meta, Role, TabId, Topic, UserId};
@@ -60,11 +60,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role as WsRole, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
@@ -88,14 +88,13 @@ const MAX_ID_BYTES: usize = 256;
 /// one grows the buffer for its own read. tungstenite's default, 128 KiB zero-filled on the
 /// first read, was most of a socket's memory.
 const READ_BUFFER: usize = 4096;
-/// Frames are written out once this much is buffered, and at every flush. tungstenite never
-/// gives its write buffer's room back: it keeps the most it ever held, about this plus one
-/// frame (it doubles as it grows). Small, so a socket that once took ten rooms' lists at once
-/// does not keep 16-32 KiB for good (measured with heaptrack: 1 KB per extra presence with
-/// 8 KiB and 8 KiB fragments); small diffs still share a write.
-const WRITE_BUFFER: usize = 1024;
-/// A shared push longer than this goes out as fragments of this size, so no socket's write
-/// buffer grows to the size of a big room's `presence_state` and stays there.
+/// tungstenite writes only its pongs and the close handshake (every other frame is written by
+/// [`Wire`]), each at once: its write buffer, which keeps the most it ever held, stays at the
+/// size of one control frame.
+const WRITE_BUFFER: usize = 0;
+/// A message longer than this goes out as fragments of this size: the flow window's in-line
+/// pings go between them, and a window's room lets a big room's `presence_state` out a part
+/// at a time.
 const FRAGMENT: usize = 4096;
 /// After this much data written since the last ping, a ping goes out in line with it, carrying
 /// the offset of the data written before it ([`FlowWindow`]). A pong can only come once the
@@ -198,7 +197,8 @@ pub(crate) async fn upgrade(
                 return;
             }
         };
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), WsRole::Server, Some(config)).await;
+        let wire = Wire::new(TokioIo::new(upgraded));
+        let ws = WebSocketStream::from_raw_socket(wire, WsRole::Server, Some(config)).await;
         run(task_st, ws, conn, Identity { refused, user, guard }, permits).await;
     });
     if spawned.is_err() {
@@ -257,7 +257,7 @@ fn subprotocol_token(headers: &HeaderMap) -> Option<String> {
         .and_then(|bytes| String::from_utf8(bytes).ok())
 }
 
-type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+type Socket = WebSocketStream<Wire<TokioIo<hyper::upgrade::Upgraded>>>;
 
 /// A channel of this socket: one join of one topic. 64 bytes and no allocation of its own in
 /// the usual case: the topic is the one the runtime keeps for the join (a shared `Arc<str>`),
@@ -402,11 +402,10 @@ struct Identity {
     guard: SocketGuard,
 }
 
-async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, _permits: Permits) {
+async fn run(st: Arc<AppState>, mut ws: Socket, mut conn: Connection, id: Identity, _permits: Permits) {
     let server = st.node.config().server.clone();
     st.metrics.sockets.inc();
     st.metrics.sockets_opened.inc();
-    let (mut sink, mut stream) = ws.split();
     let mut task = SocketTask {
         anonymous: conn.user().is_none(),
         handle: conn.handle(),
@@ -438,7 +437,7 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
         // written and the window has room: a backlog waits in the queue, as shared pushes.
         let can_take = task.out.is_empty() && task.flow.room() > 0;
         tokio::select! {
-            msg = stream.next() => match task.on_message(msg, &mut last_seen) {
+            msg = ws.next() => match task.on_message(msg, &mut last_seen) {
                 Flow::Go => {}
                 Flow::End { close, clean: c } => {
                     final_close = close;
@@ -486,7 +485,7 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
                     // read every frame already here before judging (a busy node must not
                     // close clients whose pongs wait unread in its own buffers).
                     let mut end = None;
-                    while let Some(msg) = stream.next().now_or_never() {
+                    while let Some(msg) = ws.next().now_or_never() {
                         if let Flow::End { close, clean } = task.on_message(msg, &mut last_seen) {
                             end = Some((close, clean));
                             break;
@@ -536,8 +535,7 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
         // Frames read while a write was blocked may have queued answers: they are written in
         // the same call, as the window allows.
         if ping_due || (!task.out.is_empty() && task.flow.room() > 0) {
-            let io = Io { sink: &mut sink, stream: &mut stream };
-            match write_queued(io, &mut task, &conn, send_timeout, (&mut last_seen, std::mem::take(&mut ping_due)))
+            match write_queued(&mut ws, &mut task, &conn, send_timeout, (&mut last_seen, std::mem::take(&mut ping_due)))
                 .await
             {
                 Written::All => {}
@@ -565,6 +563,8 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
     // The node forgets the socket now; its last frames go out after (best effort).
     let reason = conn.close_reason();
     conn.close(clean);
+    // The client sent a close: no data frame may follow tungstenite's answer to it.
+    let peer_closed = clean && final_close.is_none();
     let last =
         final_close.or_else(|| (reason == CloseReason::Shutdown).then(|| close(CLOSE_RESTART, "node shutting down")));
     let mut pending = std::mem::take(&mut task.out);
@@ -577,23 +577,28 @@ async fn run(st: Arc<AppState>, ws: Socket, mut conn: Connection, id: Identity, 
         _ => (ping_every * 2).max(Duration::from_secs(1)),
     };
     let _ = tokio::time::timeout(last_write, async {
-        while let Some(m) = pending.next_frame() {
-            sink.feed(m).await?;
+        if !peer_closed {
+            // tungstenite's pending writes first, then the outbox, whatever the window.
+            ws.flush().await?;
+            while let Some((frame, _)) = pending.next_frame() {
+                ws.get_mut().queue(frame);
+            }
+            std::future::poll_fn(|cx| ws.get_mut().poll_drain(cx)).await?;
         }
         if let Some(m) = last {
-            sink.feed(m).await?;
+            ws.feed(m).await?;
         }
-        sink.flush().await?;
-        sink.close().await?;
+        ws.flush().await?;
+        SinkExt::close(&mut ws).await?;
         // The TCP connection closes once the client answers the close (or ends): a client
         // still reading its backlog answers the pings in it meanwhile, and those reaching a
         // closed socket would reset the connection, which discards what the client has not
         // read yet, the close frame included (it would see 1006).
-        while let Some(Ok(_)) = stream.next().await {}
+        while let Some(Ok(_)) = ws.next().await {}
         Ok::<(), WsError>(())
     })
     .await;
-    drop(stream);
+    drop(ws);
     st.metrics.sockets.dec();
 }
 
@@ -653,12 +658,6 @@ enum Written {
     ConnectionEnded,
     /// A frame read while a write was blocked ends the socket (as [`Flow::End`]).
     Ended { close: Option<Message>, clean: bool },
-}
-
-/// The socket's two halves, for a write that reads while it waits.
-struct Io<'a> {
-    sink: &'a mut SplitSink<Socket, Message>,
-    stream: &'a mut SplitStream<Socket>,
 }
 
 /// Flow control by pings: what a socket's client has been written and has read. Every ping
@@ -724,121 +723,135 @@ impl FlowWindow {
     }
 }
 
-/// A frame waiting to be written: a whole message, or a large shared push written as
-/// fragments of [`FRAGMENT`] bytes, sliced from the shared bytes as they go out (a backlog
-/// of big lists holds no per-socket copy).
-enum Pending {
-    Whole(Message),
-    Fragments {
-        /// The channel's `join_ref` prefix, written as the first fragment (taken once sent).
-        prefix: Option<Bytes>,
-        shared: Bytes,
-        at: usize,
-    },
+/// A message waiting to be written: a short prefix kept in place (a shared push's `[` and
+/// `join_ref`), then its body (a reply's text, or the shared bytes of a push, never copied).
+/// A long one is cut into fragments of [`FRAGMENT`] bytes as they go out (a backlog of big
+/// lists holds no per-socket copy).
+struct Pending {
+    prefix: [u8; MAX_PREFIX],
+    prefix_len: u8,
+    body: Bytes,
+    /// Bytes of the message (prefix, then body) already cut into frames.
+    at: usize,
 }
 
-/// The frames a socket writes next, in order, and their bytes.
+impl Pending {
+    fn len(&self) -> usize {
+        self.prefix_len as usize + self.body.len()
+    }
+
+    /// The message's next frame, and its payload's length; true when it was the last.
+    fn next_frame(&mut self) -> (OutFrame, usize, bool) {
+        let (len, plen) = (self.len(), self.prefix_len as usize);
+        if self.at == 0 && len <= FRAGMENT {
+            self.at = len;
+            let frame = OutFrame::new(true, OpCode::Text, &self.prefix[..plen], self.body.clone());
+            return (frame, len, true);
+        }
+        let (start, end) = (self.at, (self.at + FRAGMENT).min(len));
+        let (opcode, prefix) = if start == 0 { (OpCode::Text, &self.prefix[..plen]) } else { (OpCode::Continue, &[][..]) };
+        // A fragment after the first starts past the prefix (a fragment is longer than it).
+        let body = self.body.slice(start.max(plen) - plen..end - plen);
+        self.at = end;
+        (OutFrame::new(end == len, opcode, prefix, body), end - start, end == len)
+    }
+}
+
+/// The messages a socket writes next, in order, and their bytes.
 #[derive(Default)]
 struct Outbox {
-    frames: VecDeque<Pending>,
+    messages: VecDeque<Pending>,
     /// Data bytes still to write.
     bytes: u64,
 }
 
 impl Outbox {
     fn is_empty(&self) -> bool {
-        self.frames.is_empty()
+        self.messages.is_empty()
     }
 
-    fn push(&mut self, m: Message) {
+    /// A message of its own (a reply, `phx_close`, a snapshot of the dashboard's).
+    fn push(&mut self, text: String) {
+        self.push_message(&[], Bytes::from(text));
+    }
+
+    /// A shared push: `[` and the channel's `join_ref` (kept in place), then the shared bytes.
+    fn push_shared(&mut self, join_ref: Option<&str>, shared: Bytes) {
+        let mut prefix = [0; MAX_PREFIX];
+        let mut room = &mut prefix[..];
+        if write_join_ref_prefix(join_ref, &mut room).is_ok() {
+            let len = MAX_PREFIX - room.len();
+            self.push_message(&prefix[..len], shared);
+        } else {
+            // A `join_ref` too long to keep in place: a copy in front of the shared bytes.
+            let mut joined = Vec::new();
+            let _ = write_join_ref_prefix(join_ref, &mut joined);
+            joined.extend_from_slice(&shared);
+            self.push_message(&[], Bytes::from(joined));
+        }
+    }
+
+    fn push_message(&mut self, prefix: &[u8], body: Bytes) {
+        let mut m = Pending { prefix: [0; MAX_PREFIX], prefix_len: prefix.len() as u8, body, at: 0 };
+        m.prefix[..prefix.len()].copy_from_slice(prefix);
         self.bytes += m.len() as u64;
-        self.frames.push_back(Pending::Whole(m));
-    }
-
-    fn push_fragments(&mut self, prefix: Bytes, shared: Bytes) {
-        self.bytes += (prefix.len() + shared.len()) as u64;
-        self.frames.push_back(Pending::Fragments { prefix: Some(prefix), shared, at: 0 });
+        self.messages.push_back(m);
     }
 
     fn clear(&mut self) {
         *self = Outbox::default();
     }
 
-    /// The next frame to write.
-    fn next_frame(&mut self) -> Option<Message> {
-        let (m, len) = match self.frames.front_mut()? {
-            Pending::Whole(_) => match self.frames.pop_front() {
-                Some(Pending::Whole(m)) => {
-                    let len = m.len();
-                    (m, len)
-                }
-                _ => return None,
-            },
-            Pending::Fragments { prefix, shared, at } => {
-                if let Some(prefix) = prefix.take() {
-                    let len = prefix.len();
-                    (Message::Frame(WsFrame::message(prefix, OpCode::Data(Data::Text), false)), len)
-                } else {
-                    let end = (*at + FRAGMENT).min(shared.len());
-                    let last = end == shared.len();
-                    let fragment = shared.slice(*at..end);
-                    *at = end;
-                    if last {
-                        self.frames.pop_front();
-                    }
-                    let len = fragment.len();
-                    (Message::Frame(WsFrame::message(fragment, OpCode::Data(Data::Continue), last)), len)
-                }
-            }
-        };
+    /// The next frame to write, and its payload's length.
+    fn next_frame(&mut self) -> Option<(OutFrame, usize)> {
+        let (frame, len, last) = self.messages.front_mut()?.next_frame();
+        if last {
+            self.messages.pop_front();
+        }
         self.bytes = self.bytes.saturating_sub(len as u64);
         // An idle socket keeps no room: most of 10,000 sockets are idle most of the time.
-        if self.frames.is_empty() {
-            self.frames = VecDeque::new();
+        if self.messages.is_empty() {
+            self.messages = VecDeque::new();
         }
-        Some(m)
+        Some((frame, len))
     }
 }
 
-/// Write what the outbox holds, frame by frame, as far as the flow window allows, with a
-/// ping in line every [`IN_LINE_PING_BYTES`] (and the regular ping first when `ping_due`). A
-/// write that has to wait for the client (its receive window is full) and then goes on shows
-/// the client reading: that counts as hearing from it (`last_seen`). While a write waits, the
-/// client's frames are read as usual, and a pong shows it reading: the wait starts afresh. So
-/// a write is a slow client's (1013) only once it stayed blocked for `send_timeout` with no
-/// pong. While a write is blocked, the connection's queue keeps filling; past its bounds the
-/// connection ends as a slow client, which ends this wait at once.
+/// Write what the outbox holds, as far as the flow window allows, with a ping in line every
+/// [`IN_LINE_PING_BYTES`] (and the regular ping first when `ping_due`): tungstenite's pending
+/// writes first (a pong), then every frame in one vectored write ([`Wire`]) when the socket
+/// takes it. A write that has to wait for the client (its receive window is full) and then
+/// goes on shows the client reading: that counts as hearing from it (`last_seen`). While a
+/// write waits, the client's frames are read as usual, and a pong shows it reading: the wait
+/// starts afresh. So a write is a slow client's (1013) only once it stayed blocked for
+/// `send_timeout` with no pong. While a write is blocked, the connection's queue keeps
+/// filling; past its bounds the connection ends as a slow client, which ends this wait at once.
 async fn write_queued(
-    io: Io<'_>,
+    ws: &mut Socket,
     task: &mut SocketTask,
     conn: &Connection,
     send_timeout: Duration,
     (last_seen, ping_due): (&mut Instant, bool),
 ) -> Written {
-    let Io { sink, stream } = io;
     let mut waited = false;
-    let mut w = Waiting { stream, task, conn, send_timeout, waited: &mut waited, last_seen: &mut *last_seen };
+    let mut w = Waiting { task, conn, send_timeout, waited: &mut waited, last_seen: &mut *last_seen };
+    if let Err(outcome) = w.write(ws, |ws, cx| ws.poll_flush_unpin(cx).map_err(|_| ())).await {
+        return outcome;
+    }
+    let wire = ws.get_mut();
+    let flow = &mut w.task.flow;
     if ping_due {
-        let ping = Message::Ping(w.task.flow.ping());
-        if let Err(outcome) = w.write(sink.feed(ping)).await {
-            return outcome;
-        }
+        wire.queue(OutFrame::ping(&flow.ping()));
     }
-    while w.task.flow.room() > 0 {
-        let Some(m) = w.task.out.next_frame() else { break };
-        let len = m.len() as u64;
-        if let Err(outcome) = w.write(sink.feed(m)).await {
-            return outcome;
-        }
+    while flow.room() > 0 {
+        let Some((frame, len)) = w.task.out.next_frame() else { break };
+        wire.queue(frame);
         // Control frames may come between a message's fragments (RFC 6455, 5.4).
-        if w.task.flow.wrote(Instant::now(), len) {
-            let ping = Message::Ping(w.task.flow.ping());
-            if let Err(outcome) = w.write(sink.feed(ping)).await {
-                return outcome;
-            }
+        if flow.wrote(Instant::now(), len as u64) {
+            wire.queue(OutFrame::ping(&flow.ping()));
         }
     }
-    if let Err(outcome) = w.write(sink.flush()).await {
+    if let Err(outcome) = w.write(ws, |ws, cx| ws.get_mut().poll_drain(cx).map_err(|_| ())).await {
         return outcome;
     }
     if waited {
@@ -849,7 +862,6 @@ async fn write_queued(
 
 /// What a blocked write reads and updates while it waits.
 struct Waiting<'a> {
-    stream: &'a mut SplitStream<Socket>,
     task: &'a mut SocketTask,
     conn: &'a Connection,
     send_timeout: Duration,
@@ -857,40 +869,53 @@ struct Waiting<'a> {
     last_seen: &'a mut Instant,
 }
 
+/// A blocked write's next event: the write done, or a frame read meanwhile.
+enum Step {
+    Written(Result<(), ()>),
+    Read(Option<Result<Message, WsError>>),
+}
+
 impl Waiting<'_> {
-    /// One write: at once if the socket takes it, else within `send_timeout` of the last pong
-    /// (`waited` set).
-    async fn write<F>(&mut self, write: F) -> Result<(), Written>
+    /// One write, polled by `write`: at once if the socket takes it, else within
+    /// `send_timeout` of the last pong (`waited` set), the client's frames read meanwhile.
+    async fn write<F>(&mut self, ws: &mut Socket, mut write: F) -> Result<(), Written>
     where
-        F: std::future::Future<Output = Result<(), WsError>>,
+        F: FnMut(&mut Socket, &mut Context<'_>) -> Poll<Result<(), ()>>,
     {
-        let mut write = std::pin::pin!(write);
         // The usual case, a socket with room in its buffers: no timer.
-        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
+        let first = std::future::poll_fn(|cx| Poll::Ready(write(ws, cx))).await;
         let written = match first {
-            std::task::Poll::Ready(written) => written,
-            std::task::Poll::Pending => {
+            Poll::Ready(written) => written,
+            Poll::Pending => {
                 *self.waited = true;
                 let mut deadline = tokio::time::Instant::now() + self.send_timeout;
                 loop {
+                    let step = std::future::poll_fn(|cx| {
+                        if let Poll::Ready(written) = write(ws, cx) {
+                            return Poll::Ready(Step::Written(written));
+                        }
+                        ws.poll_next_unpin(cx).map(Step::Read)
+                    });
                     tokio::select! {
                         biased;
-                        written = &mut write => break written,
+                        step = step => match step {
+                            Step::Written(written) => break written,
+                            Step::Read(msg) => {
+                                let pong = matches!(msg, Some(Ok(Message::Pong(_))));
+                                match self.task.on_message(msg, self.last_seen) {
+                                    Flow::Go if pong => deadline = tokio::time::Instant::now() + self.send_timeout,
+                                    Flow::Go => {}
+                                    Flow::End { close, clean } => return Err(Written::Ended { close, clean }),
+                                }
+                            }
+                        },
                         () = self.conn.ended() => return Err(Written::ConnectionEnded),
                         () = tokio::time::sleep_until(deadline) => return Err(Written::TooSlow),
-                        msg = self.stream.next() => {
-                            let pong = matches!(msg, Some(Ok(Message::Pong(_))));
-                            match self.task.on_message(msg, self.last_seen) {
-                                Flow::Go if pong => deadline = tokio::time::Instant::now() + self.send_timeout,
-                                Flow::Go => {}
-                                Flow::End { close, clean } => return Err(Written::Ended { close, clean }),
-                            }
-                        }
                     }
                 }
             }
         };
-        written.map_err(|_| Written::Failed)
+        written.map_err(|()| Written::Failed)
     }
 }
 
@@ -1006,12 +1031,12 @@ impl SocketTask {
     }
 
     fn send(&mut self, frame: Frame) {
-        self.out.push(Message::Text(frame.encode().into()));
+        self.out.push(frame.encode());
     }
 
     fn reply(&mut self, f: &Frame, status: ReplyStatus, response: &impl Serialize) {
         let text = encode_reply(f.join_ref.as_deref(), f.msg_ref.as_deref(), &f.topic, status, response);
-        self.out.push(Message::Text(text.into()));
+        self.out.push(text);
     }
 
     fn reply_ok(&mut self, f: &Frame) {
@@ -1171,7 +1196,7 @@ impl SocketTask {
                     encode_reply(c.join_ref.as_deref(), msg_ref.as_deref(), topic.as_str(), ReplyStatus::Ok, &response);
                 c.state = ChannelState::Joined(channel);
                 self.st.metrics.joins.inc();
-                self.out.push(Message::Text(text.into()));
+                self.out.push(text);
             }
             Outbound::JoinFailed { topic, error } => {
                 let Some(c) = self.channels.get(topic.as_str()) else { return };
@@ -1219,25 +1244,14 @@ impl SocketTask {
     }
 
     /// A shared push: its bytes, encoded once for every receiver, with this channel's
-    /// `join_ref` in front. A long one goes out as fragments of [`FRAGMENT`] bytes, the shared
-    /// bytes sliced, not copied.
+    /// `join_ref` in front, both written as they are (a long one as fragments of [`FRAGMENT`]
+    /// bytes, the shared bytes sliced, not copied).
     fn send_shared(&mut self, join_ref: Option<&str>, push: &Push) {
         let shared = match push.encoded() {
             Some(bytes) => bytes.clone(),
             None => PhoenixEncoder.encode(push.topic(), push.body()),
         };
-        let prefix = join_ref_prefix(join_ref);
-        if shared.len() <= FRAGMENT {
-            let mut text = Vec::with_capacity(prefix.len() + shared.len());
-            text.extend_from_slice(prefix.as_bytes());
-            text.extend_from_slice(&shared);
-            match String::from_utf8(text) {
-                Ok(text) => self.out.push(Message::Text(text.into())),
-                Err(_) => tracing::error!("a shared push is not UTF-8: not sent"),
-            }
-            return;
-        }
-        self.out.push_fragments(Bytes::from(prefix), shared);
+        self.out.push_shared(join_ref, shared);
     }
 
     /// Answer a frame the guard refused, count it, and log it once per socket and kind.
@@ -1417,20 +1431,19 @@ mod tests {
     }
 
     #[test]
-    fn a_big_push_goes_out_as_its_prefix_then_fragments_sliced_from_the_shared_bytes() {
+    fn a_big_push_goes_out_as_fragments_sliced_from_the_shared_bytes_its_prefix_in_the_first() {
         let shared = Bytes::from(vec![b'x'; 2 * FRAGMENT + 10]);
         let mut out = Outbox::default();
-        out.push_fragments(Bytes::from_static(b"[\"1\""), shared.clone());
-        out.push(Message::Text("after".into()));
-        assert_eq!(out.bytes, (4 + shared.len() + 5) as u64);
+        out.push_shared(Some("1"), shared.clone());
+        out.push("after".to_owned());
+        let prefix = br#"["1""#.len();
+        assert_eq!(out.bytes, (prefix + shared.len() + 5) as u64);
         let mut lens = Vec::new();
-        while let Some(m) = out.next_frame() {
-            lens.push(match m {
-                Message::Frame(f) => f.payload().len(),
-                m => m.len(),
-            });
+        while let Some((frame, len)) = out.next_frame() {
+            lens.push(len);
+            let _ = frame;
         }
-        assert_eq!(lens, [4, FRAGMENT, FRAGMENT, 10, 5]);
+        assert_eq!(lens, [FRAGMENT, FRAGMENT, prefix + 10, 5]);
         assert_eq!((out.bytes, out.is_empty()), (0, true));
     }
 }
