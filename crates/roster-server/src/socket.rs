@@ -50,6 +50,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
+use futures_util::stream::FusedStream;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use roster_core::{Meta, Role, TabId, Topic, UserId};
@@ -585,6 +586,9 @@ async fn run(st: Arc<AppState>, mut ws: Socket, mut conn: Connection, id: Identi
             }
             std::future::poll_fn(|cx| ws.get_mut().poll_drain(cx)).await?;
         }
+        // tungstenite stopped reading at bad input (a frame over the transport's limits, a
+        // protocol error): the rest of what the client sends is unread.
+        let stopped_reading = ws.is_terminated();
         if let Some(m) = last {
             ws.feed(m).await?;
         }
@@ -593,8 +597,14 @@ async fn run(st: Arc<AppState>, mut ws: Socket, mut conn: Connection, id: Identi
         // The TCP connection closes once the client answers the close (or ends): a client
         // still reading its backlog answers the pings in it meanwhile, and those reaching a
         // closed socket would reset the connection, which discards what the client has not
-        // read yet, the close frame included (it would see 1006).
-        while let Some(Ok(_)) = ws.next().await {}
+        // read yet, the close frame included (it would see 1006). For the same reason, what
+        // follows bad input (the rest of a huge frame) is read and dropped until the client
+        // ends.
+        if stopped_reading {
+            tokio::io::copy(ws.get_mut(), &mut tokio::io::sink()).await?;
+        } else {
+            while let Some(Ok(_)) = ws.next().await {}
+        }
         Ok::<(), WsError>(())
     })
     .await;
