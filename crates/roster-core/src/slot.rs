@@ -190,7 +190,13 @@ struct RecordFields {
 
 impl From<SlotRecord> for RecordFields {
     fn from(r: SlotRecord) -> Self {
-        RecordFields { tab: r.tab(), state: r.state(), in_doubt_until: r.in_doubt_until(), conn: r.conn, token: r.token }
+        RecordFields {
+            tab: r.tab(),
+            state: r.state(),
+            in_doubt_until: r.in_doubt_until(),
+            conn: r.conn,
+            token: r.token,
+        }
     }
 }
 
@@ -512,7 +518,9 @@ impl ScopeSlots {
         }
         let mut fx = Vec::new();
         // The same tab on the same socket shares its slot (another topic of a global scope).
-        if let Some(r) = self.records.iter().find(|r| r.conn == conn && r.counts_for(&tab) && r.state() == SlotState::Held) {
+        if let Some(r) =
+            self.records.iter().find(|r| r.conn == conn && r.counts_for(&tab) && r.state() == SlotState::Held)
+        {
             fx.push(SlotEffect::Grant { conn, tab, token: r.token, resumed: false });
             return fx;
         }

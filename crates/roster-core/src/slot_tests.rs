@@ -426,3 +426,44 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_record_serializes_as_the_five_fields_it_stands_for_and_reads_back_the_same() {
+    // The record keeps its tab and deadlines compactly; what it encodes is unchanged.
+    #[derive(serde::Serialize)]
+    struct Fields {
+        tab: TabKey,
+        conn: ConnId,
+        token: SlotToken,
+        state: SlotState,
+        in_doubt_until: Option<Millis>,
+    }
+    let (mut s, mut m) = (ScopeSlots::new(), TokenMint::new(3));
+    let r = SlotRules { max_slots: 2, reserve_ms: 500, ..rules(OnConflict::Reject) };
+    let a = token_of(&s.join(conn(1, 1), tab("t1"), None, &r, &mut m, 0));
+    let b = token_of(&s.join(conn(2, 2), None, None, &r, &mut m, 0));
+    s.released(&conn(1, 1), a, false, &r, &mut m, 100);
+    s.gateway_unheard(&gw(2), 900);
+    let want = [
+        Fields {
+            tab: TabKey::Tab("t1".into()),
+            conn: conn(1, 1),
+            token: a,
+            state: SlotState::Reserved { until: 600 },
+            in_doubt_until: None,
+        },
+        Fields {
+            tab: TabKey::Conn(conn(2, 2)),
+            conn: conn(2, 2),
+            token: b,
+            state: SlotState::Held,
+            in_doubt_until: Some(900),
+        },
+    ];
+    assert_eq!(serde_json::to_value(s.records()).unwrap(), serde_json::to_value(&want).unwrap());
+    let back: Vec<SlotRecord> = serde_json::from_value(serde_json::to_value(s.records()).unwrap()).unwrap();
+    assert_eq!(back, s.records());
+    assert_eq!(back[1].tab(), TabKey::Conn(conn(2, 2)));
+    assert_eq!((back[0].state(), back[1].in_doubt_until()), (SlotState::Reserved { until: 600 }, Some(900)));
+    assert!(back[1].counts_for(&TabKey::Conn(conn(2, 2))) && !back[1].counts_for(&TabKey::Conn(conn(1, 1))));
+}

@@ -659,13 +659,11 @@ impl PresenceTable {
         let users_before = index.users();
         let key = index.insert(key, Arc::clone(&meta));
         self.len += 1;
-        let old = self
-            .conns
-            .entry(conn.gateway.clone())
-            .or_default()
-            .entry(conn.socket)
-            .or_default()
-            .insert(topic.clone(), Arc::clone(&key), Arc::clone(&meta));
+        let old = self.conns.entry(conn.gateway.clone()).or_default().entry(conn.socket).or_default().insert(
+            topic.clone(),
+            Arc::clone(&key),
+            Arc::clone(&meta),
+        );
         if let Some(old) = &old {
             if index.remove(&old.key, &old.meta) {
                 self.len -= 1;
