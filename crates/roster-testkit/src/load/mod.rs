@@ -33,6 +33,8 @@
 //! |---|---|
 //! | `plan` | who joins what ([`Scenario`] → sockets, users, topics, closers) |
 //! | `protocol` | frames, presence payloads streamed as `(key, phx_ref)`, [`mint_token`] |
+//! | `wire` | WebSocket frames read as their bytes come (tungstenite's header parser and handshake) |
+//! | `message` | a text message parsed fragment by fragment into a header and meta ids |
 //! | `view` | one client's list of one topic, as 64-bit meta ids and a digest |
 //! | `board` | the atomics the client tasks write and the coordinator reads |
 //! | `client` | one client: a tokio task around one WebSocket |
@@ -43,12 +45,14 @@
 
 mod board;
 mod client;
+mod message;
 mod plan;
 pub(crate) mod protocol;
 mod report;
 mod run;
 mod system;
 mod view;
+mod wire;
 mod worker;
 
 use crate::cluster::Timings;
