@@ -59,8 +59,10 @@ pub(crate) enum Stage {
     JoinMembers {
         at: Instant,
     },
-    /// The sockets chosen to go close (or leave).
-    Close,
+    /// The sockets chosen to go close (or leave), spread from `at` as their offsets say.
+    Close {
+        at: Instant,
+    },
     /// Everyone closes.
     Shutdown,
 }
@@ -72,7 +74,7 @@ impl Stage {
             Stage::Connect => 0,
             Stage::JoinWatchers { .. } => 1,
             Stage::JoinMembers { .. } => 2,
-            Stage::Close => 3,
+            Stage::Close { .. } => 3,
             Stage::Shutdown => 4,
         }
     }
@@ -109,6 +111,9 @@ pub(crate) struct ClientSpec {
     pub closes: bool,
     /// When it sends its joins, after its join stage starts (`--join-rate`).
     pub join_offset: Duration,
+    /// When it closes, after the close stage starts (`--close-rate`).
+    #[serde(default)]
+    pub close_offset: Duration,
 }
 
 /// Run one client until its socket ends.
@@ -228,6 +233,10 @@ impl Client {
         let mut joined = false;
         let mut closing = false;
         let mut close_deadline = far;
+        // When this client closes (or leaves), and how.
+        let mut close_due: Option<(Instant, CloseMode)> = None;
+        let board = self.board.clone();
+        let cell = &board.sockets[idx];
         let mut heartbeat = tokio::time::interval_at(Instant::now() + self.env.heartbeat, self.env.heartbeat);
         let mut stage = *stages.borrow_and_update();
         let mut stage_seen = false;
@@ -251,24 +260,35 @@ impl Client {
                     };
                     join_at = Some(start + self.spec.join_offset);
                 }
-                let my_close = if self.spec.closes { Stage::Close } else { Stage::Shutdown };
+                let my_close = if self.spec.closes { Stage::Close { at: now } } else { Stage::Shutdown };
                 if !closing && stage.reached(my_close) {
-                    let mode = if stage == Stage::Close { self.env.close_mode } else { CloseMode::Frame };
-                    if mode == CloseMode::Leave {
-                        self.leave_all().await;
-                        // Leaving keeps the socket; it still closes at shutdown.
-                        self.spec.closes = false;
-                    } else {
-                        self.forget_all();
-                        if mode == CloseMode::Drop {
-                            break End::ByClient;
-                        }
-                        closing = true;
-                        close_deadline = Instant::now() + CLOSE_TIMEOUT;
-                        let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
-                        if self.stream.write_all(&wire::client_frame(Frame::close(Some(frame)))).await.is_err() {
-                            break End::ByClient;
-                        }
+                    close_due = Some(match stage {
+                        Stage::Close { at } => (at + self.spec.close_offset, self.env.close_mode),
+                        _ => (now, CloseMode::Frame),
+                    });
+                }
+            }
+            if let Some((_, mode)) = close_due.filter(|(at, _)| *at <= Instant::now()) {
+                close_due = None;
+                if mode == CloseMode::Leave {
+                    self.leave_all().await;
+                    // Leaving keeps the socket; it still closes at shutdown.
+                    self.spec.closes = false;
+                    cell.close_sent_us.store(self.board.now_us(), Relaxed);
+                } else {
+                    self.forget_all();
+                    if mode == CloseMode::Drop {
+                        // The connection ends when the task does, right after.
+                        cell.close_sent_us.store(self.board.now_us(), Relaxed);
+                        break End::ByClient;
+                    }
+                    closing = true;
+                    close_deadline = Instant::now() + CLOSE_TIMEOUT;
+                    let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+                    let sent = self.stream.write_all(&wire::client_frame(Frame::close(Some(frame)))).await;
+                    cell.close_sent_us.store(self.board.now_us(), Relaxed);
+                    if sent.is_err() {
+                        break End::ByClient;
                     }
                 }
             }
@@ -297,6 +317,7 @@ impl Client {
                 }
                 _ = heartbeat.tick(), if !closing => self.heartbeat().await,
                 _ = tokio::time::sleep_until(close_deadline), if closing => break End::ByClient,
+                _ = tokio::time::sleep_until(close_due.map_or(far, |d| d.0)), if close_due.is_some() && !closing => {}
             }
         };
         let cell = &self.board.sockets[idx];
@@ -608,6 +629,7 @@ mod tests {
             watcher: false,
             closes: false,
             join_offset: Duration::ZERO,
+            close_offset: Duration::ZERO,
         };
         let (stages, rx) = watch::channel(stage);
         let client = tokio::spawn(run(spec, env, rx));
@@ -677,6 +699,56 @@ mod tests {
         .await;
         assert_eq!(board.sockets[0].pings.load(Relaxed), 1);
         assert_eq!(board.sockets[0].server_close.load(Relaxed), 1000);
+    }
+
+    #[tokio::test]
+    async fn a_fragmented_state_is_parsed_as_it_comes_and_a_ping_between_its_fragments_is_answered_first() {
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::OpCode;
+        let board = against(
+            |mut ws: Ws| async move {
+                let Some(Ok(Message::Text(join))) = ws.next().await else { panic!("no join") };
+                let join: serde_json::Value = serde_json::from_str(join.as_str()).unwrap();
+                let jr = join[0].as_str().unwrap().to_owned();
+                ws.send(Message::text(format!(r#"["{jr}","{jr}","room:1","phx_reply",{{"status":"ok","response":{{}}}}]"#)))
+                    .await
+                    .unwrap();
+                // 300 members, "ü" in every key: cut into fragments of 7 bytes, which fall
+                // inside strings and inside the two-byte "ü".
+                let entries: Vec<String> =
+                    (0..300).map(|i| format!(r#""ü{i}":{{"metas":[{{"phx_ref":"r{i}"}}]}}"#)).collect();
+                let text = format!(r#"["{jr}",null,"room:1","presence_state",{{{}}}]"#, entries.join(","));
+                let chunks: Vec<&[u8]> = text.as_bytes().chunks(7).collect();
+                let last = chunks.len() - 1;
+                for (i, chunk) in chunks.into_iter().enumerate() {
+                    let opcode = if i == 0 { OpCode::Data(Data::Text) } else { OpCode::Data(Data::Continue) };
+                    ws.send(Message::Frame(Frame::message(chunk.to_vec(), opcode, i == last))).await.unwrap();
+                    if i == 1 {
+                        // A ping in the middle of the message: its pong comes before the rest.
+                        ws.send(Message::Ping(b"mid".to_vec().into())).await.unwrap();
+                        loop {
+                            match ws.next().await {
+                                Some(Ok(Message::Pong(p))) => {
+                                    assert_eq!(&p[..], b"mid");
+                                    break;
+                                }
+                                other => panic!("not the pong: {other:?}"),
+                            }
+                        }
+                    }
+                }
+                ws.send(close(1012)).await.unwrap();
+                while ws.next().await.is_some() {}
+            },
+            Stage::JoinMembers { at: Instant::now() },
+        )
+        .await;
+        let cell = &board.memberships[0];
+        let want = View::digest_of((0..300).map(|i| meta_id(&format!("ü{i}"), &format!("r{i}"))));
+        assert_eq!((cell.digest.load(Relaxed), cell.size.load(Relaxed)), (want, 300));
+        assert_eq!(board.sockets[0].pings.load(Relaxed), 1);
+        // The reply and the state: two messages, whatever their fragments.
+        assert_eq!(board.sockets[0].frames_in.load(Relaxed), 2);
+        assert_eq!(board.tallies(), Default::default());
     }
 
     #[tokio::test]

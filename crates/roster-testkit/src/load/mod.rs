@@ -35,6 +35,7 @@
 //! | `protocol` | frames, presence payloads streamed as `(key, phx_ref)`, [`mint_token`] |
 //! | `wire` | WebSocket frames read as their bytes come (tungstenite's header parser and handshake) |
 //! | `message` | a text message parsed fragment by fragment into a header and meta ids |
+//! | `node_api` | the node's `GET /presence` over one kept-alive connection (hyper) |
 //! | `view` | one client's list of one topic, as 64-bit meta ids and a digest |
 //! | `board` | the atomics the client tasks write and the coordinator reads |
 //! | `client` | one client: a tokio task around one WebSocket |
@@ -46,6 +47,7 @@
 mod board;
 mod client;
 mod message;
+mod node_api;
 mod plan;
 pub(crate) mod protocol;
 mod report;
@@ -175,6 +177,8 @@ pub struct Scenario {
     pub close_mode: CloseMode,
     /// Joins per second within a stage; `None`: all at once.
     pub join_rate: Option<f64>,
+    /// Closes per second in the close stage; `None`: all at once.
+    pub close_rate: Option<f64>,
     /// Connects in flight at once.
     pub connect_concurrency: usize,
     /// Loopback source addresses to spread the sockets over; `None`: as many as the
@@ -233,6 +237,7 @@ impl Default for Scenario {
             close_fraction: 0.0,
             close_mode: CloseMode::Frame,
             join_rate: None,
+            close_rate: None,
             connect_concurrency: 256,
             source_addrs: None,
             topic_prefix: "room:".to_owned(),
