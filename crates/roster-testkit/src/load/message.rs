@@ -225,6 +225,36 @@ impl MessageParser {
                 }
                 continue;
             }
+            if let Some(entry_depth) = self.inside_entry_value() {
+                // The hot path: bytes inside an entry's value (its metas) outside strings are
+                // kept in one run up to the next string or the value's end.
+                let start = i;
+                while i < bytes.len() {
+                    match bytes[i] {
+                        b'"' => {
+                            self.in_string = true;
+                            i += 1;
+                            break;
+                        }
+                        b'{' | b'[' => self.depth += 1,
+                        b'}' | b']' => {
+                            self.depth -= 1;
+                            if self.depth == entry_depth {
+                                i += 1;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                    i += 1;
+                }
+                self.payload_last = self.offset + i - 1;
+                if let Err(e) = self.keep(&bytes[start..i]) {
+                    self.error = Some(e);
+                    break;
+                }
+                continue;
+            }
             let b = bytes[i];
             if let Err(e) = self.structural(b, self.offset + i) {
                 self.error = Some(e);
@@ -233,6 +263,16 @@ impl MessageParser {
             i += 1;
         }
         self.offset += bytes.len();
+    }
+
+    /// The depth of the entries when the scan is inside an entry's value (outside strings).
+    fn inside_entry_value(&self) -> Option<u32> {
+        let entry_depth = match self.phase {
+            Phase::StateMap => 2,
+            Phase::DiffMap => 3,
+            _ => return None,
+        };
+        (self.depth > entry_depth).then_some(entry_depth)
     }
 
     /// The message ended: what it was.
@@ -463,6 +503,10 @@ impl MessageParser {
         self.entry_started = false;
         self.entries = 0;
         self.kept.clear();
+        if matches!(phase, Phase::StateMap | Phase::DiffMap) {
+            // An entry is parsed as the one-entry map `{` entry `}`.
+            self.kept.push(b'{');
+        }
     }
 
     /// A `,` or `}` at depth 2 after a diff member's value.
@@ -505,10 +549,8 @@ impl MessageParser {
             if !(closing && self.entries == 0) {
                 return Err(presence_error("an empty entry"));
             }
-            self.kept.clear();
             return Ok(());
         }
-        self.kept.insert(0, b'{');
         self.kept.push(b'}');
         let id = self.id;
         let result = match self.phase {
@@ -528,7 +570,7 @@ impl MessageParser {
             }
         };
         result.map_err(|e| presence_error(&e.to_string()))?;
-        self.kept.clear();
+        self.kept.truncate(1);
         self.entry_started = false;
         self.entries += 1;
         Ok(())
