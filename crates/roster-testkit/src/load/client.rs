@@ -419,7 +419,8 @@ impl Client {
                         [a, b, ..] => u16::from_be_bytes([*a, *b]),
                         [_] => NO_CLOSE_FRAME,
                     };
-                    let echo = (code != NO_STATUS).then(|| CloseFrame { code: CloseCode::from(code), reason: "".into() });
+                    let echo =
+                        (code != NO_STATUS).then(|| CloseFrame { code: CloseCode::from(code), reason: "".into() });
                     answers.extend(wire::client_frame(Frame::close(echo)));
                     return Some(End::ByServer(code));
                 }
@@ -709,9 +710,11 @@ mod tests {
                 let Some(Ok(Message::Text(join))) = ws.next().await else { panic!("no join") };
                 let join: serde_json::Value = serde_json::from_str(join.as_str()).unwrap();
                 let jr = join[0].as_str().unwrap().to_owned();
-                ws.send(Message::text(format!(r#"["{jr}","{jr}","room:1","phx_reply",{{"status":"ok","response":{{}}}}]"#)))
-                    .await
-                    .unwrap();
+                ws.send(Message::text(format!(
+                    r#"["{jr}","{jr}","room:1","phx_reply",{{"status":"ok","response":{{}}}}]"#
+                )))
+                .await
+                .unwrap();
                 // 300 members, "ü" in every key: cut into fragments of 7 bytes, which fall
                 // inside strings and inside the two-byte "ü".
                 let entries: Vec<String> =

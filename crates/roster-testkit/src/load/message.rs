@@ -199,8 +199,48 @@ impl MessageParser {
         }
         let mut i = 0;
         while i < bytes.len() {
+            if let Some(entry_depth) = self.inside_entry() {
+                // The hot path: an entry's bytes (its key's string, its value) are kept in one
+                // run, scanned byte by byte (its strings are short: memchr would not pay)
+                // until the value ends or the fragment does.
+                let start = i;
+                while i < bytes.len() {
+                    let b = bytes[i];
+                    i += 1;
+                    if self.in_string {
+                        if self.escaped {
+                            self.escaped = false;
+                        } else if b == b'\\' {
+                            self.escaped = true;
+                        } else if b == b'"' {
+                            self.in_string = false;
+                            if self.depth == entry_depth {
+                                break;
+                            }
+                        }
+                        continue;
+                    }
+                    match b {
+                        b'"' => self.in_string = true,
+                        b'{' | b'[' => self.depth += 1,
+                        b'}' | b']' => {
+                            self.depth -= 1;
+                            if self.depth == entry_depth {
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                self.payload_last = self.offset + i - 1;
+                if let Err(e) = self.keep(&bytes[start..i]) {
+                    self.error = Some(e);
+                    break;
+                }
+                continue;
+            }
             if self.in_string {
-                // The bulk of a message is strings: skip to the next quote or backslash.
+                // A string elsewhere (the header, a raw payload): to the next quote or backslash.
                 let start = i;
                 if self.escaped {
                     self.escaped = false;
@@ -225,36 +265,6 @@ impl MessageParser {
                 }
                 continue;
             }
-            if let Some(entry_depth) = self.inside_entry_value() {
-                // The hot path: bytes inside an entry's value (its metas) outside strings are
-                // kept in one run up to the next string or the value's end.
-                let start = i;
-                while i < bytes.len() {
-                    match bytes[i] {
-                        b'"' => {
-                            self.in_string = true;
-                            i += 1;
-                            break;
-                        }
-                        b'{' | b'[' => self.depth += 1,
-                        b'}' | b']' => {
-                            self.depth -= 1;
-                            if self.depth == entry_depth {
-                                i += 1;
-                                break;
-                            }
-                        }
-                        _ => {}
-                    }
-                    i += 1;
-                }
-                self.payload_last = self.offset + i - 1;
-                if let Err(e) = self.keep(&bytes[start..i]) {
-                    self.error = Some(e);
-                    break;
-                }
-                continue;
-            }
             let b = bytes[i];
             if let Err(e) = self.structural(b, self.offset + i) {
                 self.error = Some(e);
@@ -265,14 +275,15 @@ impl MessageParser {
         self.offset += bytes.len();
     }
 
-    /// The depth of the entries when the scan is inside an entry's value (outside strings).
-    fn inside_entry_value(&self) -> Option<u32> {
+    /// The depth of a presence map's entries when the scan is inside an entry: in its key
+    /// or inside its value.
+    fn inside_entry(&self) -> Option<u32> {
         let entry_depth = match self.phase {
             Phase::StateMap => 2,
             Phase::DiffMap => 3,
             _ => return None,
         };
-        (self.depth > entry_depth).then_some(entry_depth)
+        (self.depth > entry_depth || self.in_string).then_some(entry_depth)
     }
 
     /// The message ended: what it was.

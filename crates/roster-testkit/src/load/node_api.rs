@@ -62,8 +62,9 @@ impl NodeApi {
                         opened = true;
                         let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
                         let _ = stream.set_nodelay(true);
-                        let (sender, conn) =
-                            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+                        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                            .await
+                            .map_err(|e| e.to_string())?;
                         // Driven while the runtime runs, which is during each request.
                         tokio::spawn(conn);
                         sender
@@ -116,7 +117,11 @@ mod tests {
                     if head.is_empty() {
                         break;
                     }
-                    seen.push(head.lines().next().unwrap().to_owned() + " " + &head.contains("authorization: Bearer k").to_string());
+                    seen.push(
+                        head.lines().next().unwrap().to_owned()
+                            + " "
+                            + &head.contains("authorization: Bearer k").to_string(),
+                    );
                     answered += 1;
                     let body = answered.to_string();
                     write!(writer, "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len()).unwrap();

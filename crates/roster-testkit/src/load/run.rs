@@ -6,9 +6,9 @@
 
 use crate::cluster::{Cluster, ClusterSpec, API_KEY, SECRET};
 use crate::http::percent_encode;
-use crate::load::node_api::NodeApi;
 use crate::load::board::{Board, Membership, SocketState};
 use crate::load::client::{self, ClientEnv, ClientSpec, Stage, SHUTDOWN_TIMEOUT};
+use crate::load::node_api::NodeApi;
 use crate::load::plan::Plan;
 use crate::load::protocol::{for_each_meta, mint_token};
 use crate::load::report::{

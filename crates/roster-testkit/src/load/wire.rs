@@ -274,7 +274,11 @@ mod tests {
                     Piece::Payload(b) => payload.extend_from_slice(b),
                     Piece::End { fin } => {
                         let bytes = std::mem::take(&mut payload);
-                        let shown = if bytes.len() > 16 { format!("{} bytes", bytes.len()) } else { String::from_utf8(bytes).unwrap() };
+                        let shown = if bytes.len() > 16 {
+                            format!("{} bytes", bytes.len())
+                        } else {
+                            String::from_utf8(bytes).unwrap()
+                        };
                         out.push(format!("{shown} end {fin}"))
                     }
                     Piece::Control { opcode, payload } => out.push(format!("{opcode} {payload:?}")),
