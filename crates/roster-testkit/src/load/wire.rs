@@ -331,7 +331,7 @@ mod tests {
         rsv[0] |= 0x40;
         let mut fragmented_ping = bytes_of(Frame::ping(&b"p"[..]));
         fragmented_ping[0] &= 0x7f;
-        for (what, mut wire) in [
+        for (what, wire) in [
             ("masked", bytes_of(masked)),
             ("long control", std::mem::take(&mut long_ping)),
             ("rsv", rsv),
@@ -339,8 +339,7 @@ mod tests {
             ("reserved opcode", vec![0x83, 0x00]),
         ] {
             let mut reader = FrameReader::default();
-            let mut input = &mut wire[..];
-            let mut input: &[u8] = &mut input;
+            let mut input: &[u8] = &wire;
             assert!(matches!(reader.next(&mut input), Err(WireError::Protocol(_))), "{what}");
         }
     }
