@@ -20,7 +20,9 @@
 //!    live member's view equals that list, and confirms it with a second full read. "Views
 //!    exact after" is the last instant any of those views changed, from the stage's start.
 //! 5. **Close** (if `close_fraction > 0`): that fraction of every room closes its socket (or
-//!    drops it, or leaves: [`CloseMode`]); the remaining views must settle again.
+//!    drops it, or leaves: [`CloseMode`]), at once or at `close_rate` per second; once every
+//!    one of them has sent its close and none of their joins is live, the remaining views
+//!    must settle again ("exact after" counts from the last close sent).
 //! 6. **Report.** Join latency p50/p99, time to all acks, views exact after, frames and bytes
 //!    per socket, the node's RSS before and after (from `/proc/<pid>/status`), closes the
 //!    server started by code (1005: a close frame without a code, 1006: no close frame),
