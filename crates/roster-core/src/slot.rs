@@ -144,18 +144,133 @@ pub enum SlotState {
 }
 
 /// One connection's (possible) hold on a slot, as the home knows it.
+///
+/// Laid out for the home's table, which keeps one per presence (72 bytes, where the plain
+/// fields took 88): the tab is the join's `tab_id` alone, since a join without one counts for
+/// its own connection ([`TabKey::Conn`] of [`SlotRecord::conn`]); the state's deadline and the
+/// in-doubt deadline are two plain numbers beside a one-byte stage. Read it through its methods;
+/// it serializes as the five fields it stands for (`tab`, `conn`, `token`, `state`,
+/// `in_doubt_until`), as before.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "RecordFields", into = "RecordFields")]
 pub struct SlotRecord {
-    /// The tab it counts for.
-    pub tab: TabKey,
+    /// The join's `tab_id`; `None`: the connection is its own tab.
+    tab_id: Option<TabId>,
     /// The connection (gateway incarnation and socket).
     pub conn: ConnId,
     /// The token it was granted.
     pub token: SlotToken,
+    /// `SlotState::Reserved`'s deadline (0 in every other stage).
+    reserved_until: Millis,
+    /// The in-doubt deadline, when `in_doubt` (0 otherwise).
+    in_doubt_until: Millis,
+    stage: Stage,
+    in_doubt: bool,
+}
+
+/// [`SlotState`] without its deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    Held,
+    Revoking,
+    Replaced,
+    Reserved,
+}
+
+/// What a [`SlotRecord`] serializes as.
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "SlotRecord")]
+struct RecordFields {
+    tab: TabKey,
+    conn: ConnId,
+    token: SlotToken,
+    state: SlotState,
+    in_doubt_until: Option<Millis>,
+}
+
+impl From<SlotRecord> for RecordFields {
+    fn from(r: SlotRecord) -> Self {
+        RecordFields {
+            tab: r.tab(),
+            state: r.state(),
+            in_doubt_until: r.in_doubt_until(),
+            conn: r.conn,
+            token: r.token,
+        }
+    }
+}
+
+impl From<RecordFields> for SlotRecord {
+    fn from(f: RecordFields) -> Self {
+        let mut r = SlotRecord::new(f.tab, f.conn, f.token);
+        r.set_state(f.state);
+        r.set_in_doubt_until(f.in_doubt_until);
+        r
+    }
+}
+
+impl SlotRecord {
+    /// A held record of `conn` for `tab`. A [`TabKey::Conn`] always names the record's own
+    /// connection (it is what [`TabKey::of`] makes for a join without a `tab_id`).
+    fn new(tab: TabKey, conn: ConnId, token: SlotToken) -> Self {
+        let tab_id = match tab {
+            TabKey::Tab(t) => Some(t),
+            TabKey::Conn(_) => None,
+        };
+        SlotRecord { tab_id, conn, token, reserved_until: 0, in_doubt_until: 0, stage: Stage::Held, in_doubt: false }
+    }
+
+    /// The tab it counts for.
+    pub fn tab(&self) -> TabKey {
+        TabKey::of(self.tab_id.as_ref(), &self.conn)
+    }
+
+    /// Whether it counts for `tab`.
+    pub fn counts_for(&self, tab: &TabKey) -> bool {
+        match (tab, &self.tab_id) {
+            (TabKey::Tab(t), Some(mine)) => t == mine,
+            (TabKey::Conn(c), None) => *c == self.conn,
+            _ => false,
+        }
+    }
+
+    /// Whether it counts for a browser `tab_id` (not for its connection alone).
+    pub fn has_tab_id(&self) -> bool {
+        self.tab_id.is_some()
+    }
+
     /// Where it stands.
-    pub state: SlotState,
+    pub fn state(&self) -> SlotState {
+        match self.stage {
+            Stage::Held => SlotState::Held,
+            Stage::Revoking => SlotState::Revoking,
+            Stage::Replaced => SlotState::Replaced,
+            Stage::Reserved => SlotState::Reserved { until: self.reserved_until },
+        }
+    }
+
+    fn set_state(&mut self, state: SlotState) {
+        (self.stage, self.reserved_until) = match state {
+            SlotState::Held => (Stage::Held, 0),
+            SlotState::Revoking => (Stage::Revoking, 0),
+            SlotState::Replaced => (Stage::Replaced, 0),
+            SlotState::Reserved { until } => (Stage::Reserved, until),
+        };
+    }
+
+    fn is_reserved(&self) -> bool {
+        self.stage == Stage::Reserved
+    }
+
     /// Set while the home cannot hear the gateway: freed at this instant unless heard again.
-    pub in_doubt_until: Option<Millis>,
+    pub fn in_doubt_until(&self) -> Option<Millis> {
+        self.in_doubt.then_some(self.in_doubt_until)
+    }
+
+    fn set_in_doubt_until(&mut self, until: Option<Millis>) {
+        self.in_doubt = until.is_some();
+        self.in_doubt_until = until.unwrap_or(0);
+    }
 }
 
 /// Why a join is refused.
@@ -331,7 +446,7 @@ impl ScopeSlots {
     /// once every answer is in.
     pub fn adopt(&mut self, conn: ConnId, tab: TabKey, token: SlotToken) {
         if !self.records.iter().any(|r| r.conn == conn && r.token == token) {
-            self.records.push(SlotRecord { tab, conn, token, state: SlotState::Held, in_doubt_until: None });
+            self.records.push(SlotRecord::new(tab, conn, token));
             self.records.sort_by_key(|r| r.token);
         }
     }
@@ -343,11 +458,11 @@ impl ScopeSlots {
         let newest: Vec<(TabKey, SlotToken)> = self
             .tabs_counted()
             .into_iter()
-            .filter_map(|t| self.records.iter().filter(|r| &r.tab == t).map(|r| r.token).max().map(|m| (t.clone(), m)))
+            .filter_map(|t| self.records.iter().filter(|r| r.counts_for(&t)).map(|r| r.token).max().map(|m| (t, m)))
             .collect();
-        for r in self.records.iter_mut().filter(|r| r.state == SlotState::Held) {
-            if newest.iter().any(|(t, m)| *t == r.tab && *m != r.token) {
-                r.state = SlotState::Replaced;
+        for r in self.records.iter_mut().filter(|r| r.state() == SlotState::Held) {
+            if newest.iter().any(|(t, m)| r.counts_for(t) && *m != r.token) {
+                r.set_state(SlotState::Replaced);
                 fx.push(SlotEffect::Close { conn: r.conn.clone(), token: r.token });
             }
         }
@@ -375,8 +490,8 @@ impl ScopeSlots {
     }
 
     /// The distinct tabs that count against `max_slots` now.
-    pub fn tabs_counted(&self) -> Vec<&TabKey> {
-        let mut tabs: Vec<&TabKey> = self.records.iter().map(|r| &r.tab).collect();
+    pub fn tabs_counted(&self) -> Vec<TabKey> {
+        let mut tabs: Vec<TabKey> = self.records.iter().map(SlotRecord::tab).collect();
         tabs.sort();
         tabs.dedup();
         tabs
@@ -384,7 +499,7 @@ impl ScopeSlots {
 
     /// Whether `token` still holds a slot here (held, being revoked, or in doubt).
     pub fn holds(&self, token: SlotToken) -> bool {
-        self.records.iter().any(|r| r.token == token && matches!(r.state, SlotState::Held | SlotState::Revoking))
+        self.records.iter().any(|r| r.token == token && matches!(r.state(), SlotState::Held | SlotState::Revoking))
     }
 
     /// A join from `conn` for `tab`. Exempt roles get a token and no record.
@@ -403,7 +518,9 @@ impl ScopeSlots {
         }
         let mut fx = Vec::new();
         // The same tab on the same socket shares its slot (another topic of a global scope).
-        if let Some(r) = self.records.iter().find(|r| r.conn == conn && r.tab == tab && r.state == SlotState::Held) {
+        if let Some(r) =
+            self.records.iter().find(|r| r.conn == conn && r.counts_for(&tab) && r.state() == SlotState::Held)
+        {
             fx.push(SlotEffect::Grant { conn, tab, token: r.token, resumed: false });
             return fx;
         }
@@ -453,11 +570,10 @@ impl ScopeSlots {
         let mut fx = Vec::new();
         if let Some(i) = self.records.iter().position(|r| &r.conn == conn && r.token == token) {
             let rec = &mut self.records[i];
-            let reserve =
-                !clean && rules.reserve_ms > 0 && rec.state == SlotState::Held && matches!(rec.tab, TabKey::Tab(_));
+            let reserve = !clean && rules.reserve_ms > 0 && rec.state() == SlotState::Held && rec.has_tab_id();
             if reserve {
-                rec.state = SlotState::Reserved { until: now + rules.reserve_ms };
-                rec.in_doubt_until = None;
+                rec.set_state(SlotState::Reserved { until: now + rules.reserve_ms });
+                rec.set_in_doubt_until(None);
             } else {
                 self.records.remove(i);
             }
@@ -474,8 +590,8 @@ impl ScopeSlots {
     /// a gateway that lives asks again.
     pub fn gateway_unheard(&mut self, gateway: &Incarnation, until: Millis) {
         for r in self.records.iter_mut().filter(|r| &r.conn.gateway == gateway) {
-            if !matches!(r.state, SlotState::Reserved { .. }) {
-                r.in_doubt_until = Some(r.in_doubt_until.map_or(until, |u| u.max(until)));
+            if !r.is_reserved() {
+                r.set_in_doubt_until(Some(r.in_doubt_until().map_or(until, |u| u.max(until))));
             }
         }
         if !self.unsafe_switches.keep_joins_of_unheard_gateways {
@@ -488,8 +604,8 @@ impl ScopeSlots {
     /// joins are dropped. Reservations stay: they belong to the tab, not the connection.
     pub fn gateway_departed(&mut self, gateway: &Incarnation, now: Millis) {
         for r in self.records.iter_mut().filter(|r| &r.conn.gateway == gateway) {
-            if !matches!(r.state, SlotState::Reserved { .. }) {
-                r.in_doubt_until = Some(now);
+            if !r.is_reserved() {
+                r.set_in_doubt_until(Some(now));
             }
         }
         self.pending.retain(|p| &p.conn.gateway != gateway);
@@ -498,16 +614,16 @@ impl ScopeSlots {
     /// The home hears `gateway` again (the same incarnation): its records are no longer in doubt.
     pub fn gateway_heard(&mut self, gateway: &Incarnation) {
         for r in self.records.iter_mut().filter(|r| &r.conn.gateway == gateway) {
-            r.in_doubt_until = None;
+            r.set_in_doubt_until(None);
         }
     }
 
     /// Revoke every slot of this scope (a kick), then admit whoever waits.
     pub fn kick(&mut self, reason: &str) -> Vec<SlotEffect> {
         let mut fx = Vec::new();
-        self.records.retain(|r| !matches!(r.state, SlotState::Reserved { .. }));
-        for r in self.records.iter_mut().filter(|r| r.state == SlotState::Held) {
-            r.state = SlotState::Revoking;
+        self.records.retain(|r| !r.is_reserved());
+        for r in self.records.iter_mut().filter(|r| r.state() == SlotState::Held) {
+            r.set_state(SlotState::Revoking);
             fx.push(SlotEffect::Revoke {
                 conn: r.conn.clone(),
                 token: r.token,
@@ -521,8 +637,8 @@ impl ScopeSlots {
     pub fn tick(&mut self, rules: &SlotRules, mint: &mut TokenMint, now: Millis) -> Vec<SlotEffect> {
         let mut fx = Vec::new();
         self.records.retain(|r| {
-            let lapsed = matches!(r.state, SlotState::Reserved { until } if until <= now)
-                || r.in_doubt_until.is_some_and(|u| u <= now);
+            let lapsed = matches!(r.state(), SlotState::Reserved { until } if until <= now)
+                || r.in_doubt_until().is_some_and(|u| u <= now);
             if lapsed {
                 fx.push(SlotEffect::Freed { conn: r.conn.clone(), token: r.token });
             }
@@ -539,9 +655,9 @@ impl ScopeSlots {
 
     /// The earliest instant at which [`ScopeSlots::tick`] has something to do.
     pub fn next_deadline(&self) -> Option<Millis> {
-        let records = self.records.iter().filter_map(|r| match r.state {
+        let records = self.records.iter().filter_map(|r| match r.state() {
             SlotState::Reserved { until } => Some(until),
-            _ => r.in_doubt_until,
+            _ => r.in_doubt_until(),
         });
         records.chain(self.pending.iter().map(|p| p.deadline)).min()
     }
@@ -549,8 +665,8 @@ impl ScopeSlots {
     /// A tab that holds here may come back on another socket: everything but a tab being
     /// revoked (it is no longer the current holder; it joins like anyone else).
     fn resumable(&self, tab: &TabKey) -> bool {
-        let mut of_tab = self.records.iter().filter(|r| &r.tab == tab).peekable();
-        of_tab.peek().is_some() && of_tab.all(|r| r.state != SlotState::Revoking)
+        let mut of_tab = self.records.iter().filter(|r| r.counts_for(tab)).peekable();
+        of_tab.peek().is_some() && of_tab.all(|r| r.state() != SlotState::Revoking)
     }
 
     /// Rule 7: grant at once, tell the old connections to close, keep them as replaced.
@@ -563,22 +679,22 @@ impl ScopeSlots {
     /// held connections are told to close and stay as replaced until they confirm; records
     /// being revoked stay as they are. Returns whether any connection was replaced.
     fn replace_tab_elsewhere(&mut self, tab: &TabKey, fx: &mut Vec<SlotEffect>) -> bool {
-        self.records.retain(|r| !(&r.tab == tab && matches!(r.state, SlotState::Reserved { .. })));
+        self.records.retain(|r| !(r.counts_for(tab) && r.is_reserved()));
         let mut replaced = false;
-        for r in self.records.iter_mut().filter(|r| &r.tab == tab && r.state == SlotState::Held) {
-            r.state = SlotState::Replaced;
+        for r in self.records.iter_mut().filter(|r| r.counts_for(tab) && r.state() == SlotState::Held) {
+            r.set_state(SlotState::Replaced);
             fx.push(SlotEffect::Close { conn: r.conn.clone(), token: r.token });
             replaced = true;
         }
         if self.unsafe_switches.forget_replaced {
-            self.records.retain(|r| !(&r.tab == tab && r.state == SlotState::Replaced));
+            self.records.retain(|r| !(r.counts_for(tab) && r.state() == SlotState::Replaced));
         }
         replaced
     }
 
     fn verdict(&self, tab: &TabKey, rules: &SlotRules) -> Verdict {
         let tabs = self.tabs_counted();
-        if tabs.contains(&tab) {
+        if tabs.contains(tab) {
             return Verdict::Grant;
         }
         if self.new_tabs_blocked {
@@ -588,9 +704,9 @@ impl ScopeSlots {
             return Verdict::Grant;
         }
         // Every slot is taken. The oldest tab is the one a takeover would revoke.
-        let oldest = self.records.iter().min_by_key(|r| r.token).map(|r| r.tab.clone()).expect("slots are taken");
-        let of_oldest = || self.records.iter().filter(|r| r.tab == oldest);
-        let in_doubt = of_oldest().any(|r| r.in_doubt_until.is_some());
+        let oldest = self.records.iter().min_by_key(|r| r.token).map(SlotRecord::tab).expect("slots are taken");
+        let of_oldest = || self.records.iter().filter(|r| r.counts_for(&oldest));
+        let in_doubt = of_oldest().any(|r| r.in_doubt_until().is_some());
         match rules.on_conflict {
             // Rule 8: what cannot be reached is neither taken over nor a reason to reject.
             _ if in_doubt => Verdict::Pend(None),
@@ -632,9 +748,9 @@ impl ScopeSlots {
 
     /// Revoke every record of `tab`; a reservation simply goes (no connection to tell).
     fn revoke_tab(&mut self, tab: &TabKey, fx: &mut Vec<SlotEffect>) {
-        self.records.retain(|r| !(&r.tab == tab && matches!(r.state, SlotState::Reserved { .. })));
-        for r in self.records.iter_mut().filter(|r| &r.tab == tab && r.state == SlotState::Held) {
-            r.state = SlotState::Revoking;
+        self.records.retain(|r| !(r.counts_for(tab) && r.is_reserved()));
+        for r in self.records.iter_mut().filter(|r| r.counts_for(tab) && r.state() == SlotState::Held) {
+            r.set_state(SlotState::Revoking);
             fx.push(SlotEffect::Revoke {
                 conn: r.conn.clone(),
                 token: r.token,
@@ -644,7 +760,7 @@ impl ScopeSlots {
         if self.unsafe_switches.grant_before_revoke {
             // Ablation of rule 6: forget the victim at once, so the newcomer is granted while
             // the revoke is still on its way.
-            self.records.retain(|r| &r.tab != tab);
+            self.records.retain(|r| !r.counts_for(tab));
         }
     }
 
@@ -661,13 +777,7 @@ impl ScopeSlots {
     fn grant_as(&mut self, conn: ConnId, tab: TabKey, resumed: bool, mint: &mut TokenMint, fx: &mut Vec<SlotEffect>) {
         let token = mint.next_token();
         // Nearly every scope holds one record, kept in place (`slot_lists.rs`).
-        self.records.push(SlotRecord {
-            tab: tab.clone(),
-            conn: conn.clone(),
-            token,
-            state: SlotState::Held,
-            in_doubt_until: None,
-        });
+        self.records.push(SlotRecord::new(tab.clone(), conn.clone(), token));
         fx.push(SlotEffect::Grant { conn, tab, token, resumed });
     }
 
@@ -679,7 +789,7 @@ impl ScopeSlots {
                 self.resume(p.conn, p.tab, mint, fx);
                 continue;
             }
-            let victim_gone = p.victim.as_ref().is_some_and(|v| !self.records.iter().any(|r| &r.tab == v));
+            let victim_gone = p.victim.as_ref().is_some_and(|v| !self.records.iter().any(|r| r.counts_for(v)));
             match self.verdict(&p.tab, rules) {
                 Verdict::Grant => {
                     let p = self.pending.pop_front().expect("front exists");
@@ -717,9 +827,9 @@ impl ScopeSlots {
     /// goes at once. Other connections keep theirs.
     pub fn kick_conn(&mut self, conn: &ConnId, reason: &str) -> Vec<SlotEffect> {
         let mut fx = Vec::new();
-        self.records.retain(|r| !(&r.conn == conn && matches!(r.state, SlotState::Reserved { .. })));
-        for r in self.records.iter_mut().filter(|r| &r.conn == conn && r.state == SlotState::Held) {
-            r.state = SlotState::Revoking;
+        self.records.retain(|r| !(&r.conn == conn && r.is_reserved()));
+        for r in self.records.iter_mut().filter(|r| &r.conn == conn && r.state() == SlotState::Held) {
+            r.set_state(SlotState::Revoking);
             fx.push(SlotEffect::Revoke {
                 conn: r.conn.clone(),
                 token: r.token,

@@ -60,7 +60,7 @@ fn takeover_revokes_the_old_tab_first_and_grants_only_on_confirmation() {
     assert_eq!(g.len(), 1);
     assert_eq!(g[0].0, conn(2, 1));
     assert!(g[0].1 > old);
-    assert_eq!(s.tabs_counted(), vec![&TabKey::Tab("b".into())]);
+    assert_eq!(s.tabs_counted(), vec![TabKey::Tab("b".into())]);
 }
 
 #[test]
@@ -104,7 +104,7 @@ fn same_tab_on_a_new_socket_resumes_at_once_and_closes_the_old_one() {
         let fx = s.join(conn(2, 9), tab("a"), None, &r, &mut m, 5);
         assert_eq!(fx[0], SlotEffect::Close { conn: conn(1, 1), token: old });
         assert!(matches!(&fx[1], SlotEffect::Grant { conn: c, resumed: true, .. } if *c == conn(2, 9)));
-        assert_eq!(s.records()[0].state, SlotState::Replaced, "the replaced record stays (rule 7)");
+        assert_eq!(s.records()[0].state(), SlotState::Replaced, "the replaced record stays (rule 7)");
         assert_eq!(s.tabs_counted().len(), 1);
     }
 }
@@ -138,7 +138,7 @@ fn reserve_keeps_the_slot_for_the_same_tab_after_an_unclean_drop() {
     let (mut s, mut m) = (ScopeSlots::new(), TokenMint::new(1));
     let t = token_of(&s.join(conn(1, 1), tab("a"), None, &r, &mut m, 0));
     assert!(s.released(&conn(1, 1), t, false, &r, &mut m, 100).is_empty());
-    assert_eq!(s.records()[0].state, SlotState::Reserved { until: 3100 });
+    assert_eq!(s.records()[0].state(), SlotState::Reserved { until: 3100 });
     let other = s.join(conn(1, 2), tab("b"), None, &r, &mut m, 200);
     assert_eq!(other, vec![SlotEffect::Reject { conn: conn(1, 2), reason: RejectReason::AlreadyJoined }]);
     let back = s.join(conn(1, 3), tab("a"), None, &r, &mut m, 300);
@@ -280,9 +280,9 @@ fn a_tab_granted_while_it_is_being_revoked_keeps_one_connection_that_is_not_clos
     let fx = s.join(conn(3, 1), tab("a"), None, &r, &mut m, 30);
     assert_eq!(fx[0], SlotEffect::Close { conn: conn(2, 2), token: a2 });
     assert!(matches!(&fx[1], SlotEffect::Grant { conn: c, resumed: true, .. } if *c == conn(3, 1)));
-    let held: Vec<&SlotRecord> = s.records().iter().filter(|r| r.state == SlotState::Held).collect();
+    let held: Vec<&SlotRecord> = s.records().iter().filter(|r| r.state() == SlotState::Held).collect();
     assert_eq!(held.len(), 1, "one held connection for tab a: {:?}", s.records());
-    assert!(s.records().iter().any(|r| r.token == a1 && r.state == SlotState::Revoking));
+    assert!(s.records().iter().any(|r| r.token == a1 && r.state() == SlotState::Revoking));
 }
 
 #[test]
@@ -425,4 +425,45 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_record_serializes_as_the_five_fields_it_stands_for_and_reads_back_the_same() {
+    // The record keeps its tab and deadlines compactly; what it encodes is unchanged.
+    #[derive(serde::Serialize)]
+    struct Fields {
+        tab: TabKey,
+        conn: ConnId,
+        token: SlotToken,
+        state: SlotState,
+        in_doubt_until: Option<Millis>,
+    }
+    let (mut s, mut m) = (ScopeSlots::new(), TokenMint::new(3));
+    let r = SlotRules { max_slots: 2, reserve_ms: 500, ..rules(OnConflict::Reject) };
+    let a = token_of(&s.join(conn(1, 1), tab("t1"), None, &r, &mut m, 0));
+    let b = token_of(&s.join(conn(2, 2), None, None, &r, &mut m, 0));
+    s.released(&conn(1, 1), a, false, &r, &mut m, 100);
+    s.gateway_unheard(&gw(2), 900);
+    let want = [
+        Fields {
+            tab: TabKey::Tab("t1".into()),
+            conn: conn(1, 1),
+            token: a,
+            state: SlotState::Reserved { until: 600 },
+            in_doubt_until: None,
+        },
+        Fields {
+            tab: TabKey::Conn(conn(2, 2)),
+            conn: conn(2, 2),
+            token: b,
+            state: SlotState::Held,
+            in_doubt_until: Some(900),
+        },
+    ];
+    assert_eq!(serde_json::to_value(s.records()).unwrap(), serde_json::to_value(&want).unwrap());
+    let back: Vec<SlotRecord> = serde_json::from_value(serde_json::to_value(s.records()).unwrap()).unwrap();
+    assert_eq!(back, s.records());
+    assert_eq!(back[1].tab(), TabKey::Conn(conn(2, 2)));
+    assert_eq!((back[0].state(), back[1].in_doubt_until()), (SlotState::Reserved { until: 600 }, Some(900)));
+    assert!(back[1].counts_for(&TabKey::Conn(conn(2, 2))) && !back[1].counts_for(&TabKey::Conn(conn(1, 1))));
 }

@@ -20,7 +20,7 @@ use crate::error::{JoinError, PushError, RuntimeError};
 use crate::gateway::Gateway;
 use crate::node_actor::{NodeActor, NodeArgs, NodeMsg, NodeStatus, PeerInbox, Published};
 use crate::outbound::PushEncoder;
-use crate::presence_shard::{PresenceFeed, PresenceShard, ShardArgs, ShardMsg, Subscriber};
+use crate::presence_shard::{FeedSub, PresenceFeed, PresenceShard, ShardArgs, ShardMsg, Subscriber};
 use crate::record_log::RecordLog;
 use crate::users::{self, host::Shared, KeepSessions, UserBehaviour, UserRef};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -723,7 +723,7 @@ impl TopicPresence {
     pub fn subscribe(&self) -> PresenceSubscription {
         let (tx, rx) = mpsc::channel(1024);
         let id = SubscriberId(self.node.inner.subscriptions.fetch_add(1, Ordering::Relaxed));
-        let sub = Subscriber::Feed { id, tx };
+        let sub = Subscriber::Feed(Arc::new(FeedSub { id, tx }));
         let _ = self.node.inner.clients.send(NodeMsg::Subscribe { topic: self.topic.clone(), id, sub });
         PresenceSubscription { rx, topic: self.topic.clone(), id, node: self.node.inner.clients.clone() }
     }

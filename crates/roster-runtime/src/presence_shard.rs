@@ -47,13 +47,18 @@ pub(crate) enum Subscriber {
         /// Its channel in the topic.
         channel: ChannelId,
     },
-    /// An embedding subscription; a full or closed channel ends it.
-    Feed {
-        /// Its id, to unsubscribe.
-        id: SubscriberId,
-        /// Where the list and the diffs go.
-        tx: mpsc::Sender<PresenceFeed>,
-    },
+    /// An embedding subscription; a full or closed channel ends it. Behind a pointer, so a
+    /// `Subscriber` is 16 bytes (a topic's fan-out keeps one per channel, each a presence).
+    Feed(Arc<FeedSub>),
+}
+
+/// An embedding subscription, as a shard keeps it.
+#[derive(Debug)]
+pub(crate) struct FeedSub {
+    /// Its id, to unsubscribe.
+    pub(crate) id: SubscriberId,
+    /// Where the list and the diffs go.
+    pub(crate) tx: mpsc::Sender<PresenceFeed>,
 }
 
 /// Messages to a presence shard.
@@ -141,7 +146,8 @@ impl ShardState {
             Subscriber::Channel { conn, channel } => {
                 deliver(conn, Outbound::Push { channel: *channel, push: push.clone() });
             }
-            Subscriber::Feed { id, tx } => {
+            Subscriber::Feed(sub) => {
+                let FeedSub { id, tx } = &**sub;
                 let feed = match push.body() {
                     PushBody::State(state) => PresenceFeed::State(state.clone()),
                     PushBody::Diff(diff) => PresenceFeed::Diff(diff.clone()),

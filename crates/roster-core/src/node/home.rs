@@ -141,7 +141,7 @@ impl Home {
             .slots
             .records()
             .iter()
-            .any(|r| matches!(r.state, crate::slot::SlotState::Revoking | crate::slot::SlotState::Replaced));
+            .any(|r| matches!(r.state(), crate::slot::SlotState::Revoking | crate::slot::SlotState::Replaced));
         if unconfirmed {
             self.outstanding.insert(key.clone());
         }
@@ -609,7 +609,7 @@ impl NodeState {
                     if !heard {
                         continue;
                     }
-                    match r.state {
+                    match r.state() {
                         crate::slot::SlotState::Revoking => {
                             again.push((user.clone(), scope.clone(), r.conn.clone(), r.token, true))
                         }

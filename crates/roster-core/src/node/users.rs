@@ -334,7 +334,7 @@ impl NodeState {
     /// One session of `user` in `scope`; `earlier`: what the activation was last told of
     /// that scope.
     fn session_of(&self, user: &UserId, scope: &ScopeKey, r: &SlotRecord, earlier: &[SessionView]) -> SessionView {
-        let state = match r.state {
+        let state = match r.state() {
             SlotState::Held => SessionState::Held,
             SlotState::Replaced => SessionState::Replaced,
             SlotState::Reserved { .. } => SessionState::Reserved,
@@ -367,10 +367,10 @@ impl NodeState {
             conn: r.conn.clone(),
             scope: scope.clone(),
             topic,
-            tab: r.tab.clone(),
+            tab: r.tab(),
             token: r.token,
             state,
-            in_doubt: r.in_doubt_until.is_some(),
+            in_doubt: r.in_doubt_until().is_some(),
         }
     }
 

@@ -22,18 +22,23 @@ use std::sync::Arc;
 pub(super) type TopicEntries = imbl::OrdMap<Arc<str>, KeyEntries>;
 
 /// One key's metas, oldest first. A key is a user, and a user has a meta per tab: nearly always
-/// one or two, kept in a small sorted slice copied on write (a persistent set would cost a
+/// one or two, kept in a small sorted list copied on write (a persistent set would cost a
 /// B-tree node per key). The `anonymous` key of a room with many viewers holds one meta per
 /// viewer: past [`FEW`] metas they move to a persistent set, so a join costs O(log n), not a copy.
-/// One meta, the usual case, is kept in place (a slice of one is an allocation of its own).
+/// One meta, the usual case, is kept in place (a list of one is an allocation of its own).
+///
+/// 16 bytes: every entry of a topic's map holds one (the map's nodes keep their entries in
+/// place, a third of them empty on average), so a `Few` or `Many` is one pointer to shared
+/// storage, not a 16-byte slice or set header.
 #[derive(Clone, Debug)]
 pub(super) enum KeyEntries {
     One(ByAge),
-    Few(Arc<[ByAge]>),
-    Many(imbl::OrdSet<ByAge>),
+    /// None (for a moment: the table drops an empty key), or two up to [`FEW`], sorted.
+    Few(Arc<Vec<ByAge>>),
+    Many(Arc<imbl::OrdSet<ByAge>>),
 }
 
-/// The most metas a key keeps in a copied-on-write slice.
+/// The most metas a key keeps in a copied-on-write list.
 const FEW: usize = 16;
 
 impl KeyEntries {
@@ -65,8 +70,8 @@ impl KeyEntries {
     pub(super) fn insert(&mut self, meta: ByAge) {
         match self {
             KeyEntries::One(one) => {
-                let both = if *one < meta { [one.clone(), meta] } else { [meta, one.clone()] };
-                *self = KeyEntries::Few(Arc::from(both));
+                let both = if *one < meta { vec![one.clone(), meta] } else { vec![meta, one.clone()] };
+                *self = KeyEntries::Few(Arc::new(both));
             }
             KeyEntries::Few(few) if few.len() < FEW => {
                 let at = few.partition_point(|m| *m < meta);
@@ -74,15 +79,15 @@ impl KeyEntries {
                 grown.extend_from_slice(&few[..at]);
                 grown.push(meta);
                 grown.extend_from_slice(&few[at..]);
-                *few = grown.into();
+                *few = Arc::new(grown);
             }
             KeyEntries::Few(few) => {
                 let mut many: imbl::OrdSet<ByAge> = few.iter().cloned().collect();
                 many.insert(meta);
-                *self = KeyEntries::Many(many);
+                *self = KeyEntries::Many(Arc::new(many));
             }
             KeyEntries::Many(many) => {
-                many.insert(meta);
+                Arc::make_mut(many).insert(meta);
             }
         }
     }
@@ -94,7 +99,7 @@ impl KeyEntries {
                 if one != meta {
                     return false;
                 }
-                *self = KeyEntries::Few(Arc::from([]));
+                *self = KeyEntries::Few(Arc::new(Vec::new()));
                 true
             }
             KeyEntries::Few(few) => {
@@ -103,11 +108,16 @@ impl KeyEntries {
                     few.iter().enumerate().filter(|(i, _)| *i != at).map(|(_, m)| m.clone()).collect();
                 *self = match shrunk.len() {
                     1 => KeyEntries::One(shrunk.pop().expect("one")),
-                    _ => KeyEntries::Few(shrunk.into()),
+                    _ => KeyEntries::Few(Arc::new(shrunk)),
                 };
                 true
             }
-            KeyEntries::Many(many) => many.remove(meta).is_some(),
+            KeyEntries::Many(many) => {
+                if !many.contains(meta) {
+                    return false;
+                }
+                Arc::make_mut(many).remove(meta).is_some()
+            }
         }
     }
 }

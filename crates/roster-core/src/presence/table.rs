@@ -97,52 +97,120 @@ struct ConnEntry {
 }
 
 /// A connection's entries by topic. A socket is in a few topics (at most
-/// `max_topics_per_socket`): a list is a fifth of a hash map's size for one, and as fast.
-#[derive(Clone, Debug, Default)]
-struct SocketTopics(Vec<(Topic, ConnEntry)>);
+/// `max_topics_per_socket`): a list is a fifth of a hash map's size for one, and as fast. A
+/// socket is one user's (or an anonymous viewer's), so its entries share one key, kept once:
+/// an entry is its topic and meta (24 bytes), not those and the key again (40). Entries under
+/// several keys (a peer, or a caller of the table, may track them) keep a key each.
+#[derive(Clone, Debug)]
+enum SocketTopics {
+    /// Every entry under `key`.
+    Uniform { key: Arc<str>, entries: Vec<(Topic, Arc<PresenceMeta>)> },
+    /// Entries under several keys (or none yet).
+    Mixed(Vec<(Topic, ConnEntry)>),
+}
+
+impl Default for SocketTopics {
+    fn default() -> Self {
+        SocketTopics::Mixed(Vec::new())
+    }
+}
+
+/// Room for one more entry: one place at a time up to 16, then by half ([`crate::grow_by`]).
+fn make_room<T>(list: &mut Vec<T>) {
+    if list.len() == list.capacity() {
+        list.reserve_exact(crate::grow_by(list.len()));
+    }
+}
 
 impl SocketTopics {
-    fn get(&self, topic: &Topic) -> Option<&ConnEntry> {
-        self.0.iter().find(|(t, _)| t == topic).map(|(_, e)| e)
+    fn get(&self, topic: &Topic) -> Option<(&Arc<str>, &Arc<PresenceMeta>)> {
+        match self {
+            SocketTopics::Uniform { key, entries } => entries.iter().find(|(t, _)| t == topic).map(|(_, m)| (key, m)),
+            SocketTopics::Mixed(entries) => entries.iter().find(|(t, _)| t == topic).map(|(_, e)| (&e.key, &e.meta)),
+        }
     }
 
-    fn insert(&mut self, topic: Topic, entry: ConnEntry) -> Option<ConnEntry> {
-        match self.0.iter_mut().find(|(t, _)| *t == topic) {
+    /// Adds or replaces the entry of `topic`; returns the one replaced.
+    fn insert(&mut self, topic: Topic, key: Arc<str>, meta: Arc<PresenceMeta>) -> Option<ConnEntry> {
+        if let SocketTopics::Mixed(entries) = self {
+            if entries.is_empty() {
+                *self = SocketTopics::Uniform { key: Arc::clone(&key), entries: Vec::new() };
+            }
+        }
+        if let SocketTopics::Uniform { key: mine, entries } = self {
+            if **mine == *key {
+                if let Some((_, old)) = entries.iter_mut().find(|(t, _)| *t == topic) {
+                    let old = std::mem::replace(old, meta);
+                    return Some(ConnEntry { key: Arc::clone(mine), meta: old });
+                }
+                make_room(entries);
+                entries.push((topic, meta));
+                return None;
+            }
+            // Another key: every entry keeps its own from now on.
+            let mine = Arc::clone(mine);
+            let each = std::mem::take(entries)
+                .into_iter()
+                .map(|(t, meta)| (t, ConnEntry { key: Arc::clone(&mine), meta }))
+                .collect();
+            *self = SocketTopics::Mixed(each);
+        }
+        let SocketTopics::Mixed(entries) = self else { unreachable!("made mixed above") };
+        let entry = ConnEntry { key, meta };
+        match entries.iter_mut().find(|(t, _)| *t == topic) {
             Some((_, old)) => Some(std::mem::replace(old, entry)),
             None => {
-                if self.0.len() == self.0.capacity() {
-                    self.0.reserve_exact(crate::grow_by(self.0.len()));
-                }
-                self.0.push((topic, entry));
+                make_room(entries);
+                entries.push((topic, entry));
                 None
             }
         }
     }
 
     fn remove(&mut self, topic: &Topic) -> Option<ConnEntry> {
-        let at = self.0.iter().position(|(t, _)| t == topic)?;
-        Some(self.0.swap_remove(at).1)
+        match self {
+            SocketTopics::Uniform { key, entries } => {
+                let at = entries.iter().position(|(t, _)| t == topic)?;
+                let meta = entries.swap_remove(at).1;
+                Some(ConnEntry { key: Arc::clone(key), meta })
+            }
+            SocketTopics::Mixed(entries) => {
+                let at = entries.iter().position(|(t, _)| t == topic)?;
+                Some(entries.swap_remove(at).1)
+            }
+        }
     }
 
     fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        match self {
+            SocketTopics::Uniform { entries, .. } => entries.is_empty(),
+            SocketTopics::Mixed(entries) => entries.is_empty(),
+        }
     }
 
-    fn keys(&self) -> impl Iterator<Item = &Topic> {
-        self.0.iter().map(|(t, _)| t)
+    fn keys(&self) -> Box<dyn Iterator<Item = &Topic> + '_> {
+        match self {
+            SocketTopics::Uniform { entries, .. } => Box::new(entries.iter().map(|(t, _)| t)),
+            SocketTopics::Mixed(entries) => Box::new(entries.iter().map(|(t, _)| t)),
+        }
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&Topic, &ConnEntry)> {
-        self.0.iter().map(|(t, e)| (t, e))
+    /// Each entry: its topic, key and meta.
+    fn iter(&self) -> Box<dyn Iterator<Item = (&Topic, &Arc<str>, &Arc<PresenceMeta>)> + '_> {
+        match self {
+            SocketTopics::Uniform { key, entries } => Box::new(entries.iter().map(move |(t, m)| (t, key, m))),
+            SocketTopics::Mixed(entries) => Box::new(entries.iter().map(|(t, e)| (t, &e.key, &e.meta))),
+        }
     }
-}
 
-impl IntoIterator for SocketTopics {
-    type Item = (Topic, ConnEntry);
-    type IntoIter = std::vec::IntoIter<(Topic, ConnEntry)>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
+    /// Every entry, taken out.
+    fn into_entries(self) -> Vec<(Topic, ConnEntry)> {
+        match self {
+            SocketTopics::Uniform { key, entries } => {
+                entries.into_iter().map(|(t, meta)| (t, ConnEntry { key: Arc::clone(&key), meta })).collect()
+            }
+            SocketTopics::Mixed(entries) => entries,
+        }
     }
 }
 
@@ -354,7 +422,7 @@ impl PresenceTable {
             .into_iter()
             .flatten()
             .flat_map(|(socket, topics)| {
-                topics.iter().map(|(topic, entry)| EntryRecord::new(topic, &entry.key, *socket, &entry.meta))
+                topics.iter().map(|(topic, key, meta)| EntryRecord::new(topic, key, *socket, meta))
             })
             .collect();
         entries.sort_by(|a, b| (&a.topic, a.socket).cmp(&(&b.topic, b.socket)));
@@ -509,7 +577,7 @@ impl PresenceTable {
         let Some(sockets) = self.conns.remove(origin) else {
             return;
         };
-        for (topic, entry) in sockets.into_values().flatten() {
+        for (topic, entry) in sockets.into_values().flat_map(SocketTopics::into_entries) {
             self.remove_from_topic(&topic, &entry, out);
         }
     }
@@ -560,11 +628,11 @@ impl PresenceTable {
             .and_then(|sockets| sockets.get(&conn.socket))
             .into_iter()
             .flat_map(SocketTopics::iter)
-            .map(|(topic, entry)| PresenceEntry {
+            .map(|(topic, key, meta)| PresenceEntry {
                 topic: topic.clone(),
-                key: entry.key.to_string(),
+                key: key.to_string(),
                 conn: conn.clone(),
-                meta: PresenceMeta::clone(&entry.meta),
+                meta: PresenceMeta::clone(meta),
             })
             .collect();
         entries.sort_by(|a, b| a.topic.cmp(&b.topic));
@@ -574,8 +642,7 @@ impl PresenceTable {
     // ---- the two indexes ----------------------------------------------------------------
 
     fn lookup(&self, topic: &Topic, conn: &ConnId) -> Option<(&Arc<str>, &Arc<PresenceMeta>)> {
-        let entry = self.conns.get(&conn.gateway)?.get(&conn.socket)?.get(topic)?;
-        Some((&entry.key, &entry.meta))
+        self.conns.get(&conn.gateway)?.get(&conn.socket)?.get(topic)
     }
 
     /// Inserts or replaces the entry of `(topic, conn)`; returns whether one was replaced.
@@ -592,14 +659,11 @@ impl PresenceTable {
         let users_before = index.users();
         let key = index.insert(key, Arc::clone(&meta));
         self.len += 1;
-        let entry = ConnEntry { key: Arc::clone(&key), meta: Arc::clone(&meta) };
-        let old = self
-            .conns
-            .entry(conn.gateway.clone())
-            .or_default()
-            .entry(conn.socket)
-            .or_default()
-            .insert(topic.clone(), entry);
+        let old = self.conns.entry(conn.gateway.clone()).or_default().entry(conn.socket).or_default().insert(
+            topic.clone(),
+            Arc::clone(&key),
+            Arc::clone(&meta),
+        );
         if let Some(old) = &old {
             if index.remove(&old.key, &old.meta) {
                 self.len -= 1;

@@ -372,6 +372,32 @@ fn untrack_conn_leaves_every_topic_of_the_connection_only() {
     assert_eq!(a.untrack_conn(SocketId(1)), LocalWrite::default());
 }
 
+#[test]
+fn a_socket_tracked_under_several_keys_keeps_each_entrys_own_key() {
+    // A socket's entries share its key, kept once; a caller (or a peer) that tracks one socket
+    // under several keys still finds each entry under its own.
+    let me = inc("a", 1);
+    let mut a = PresenceTable::new(me.clone());
+    track(&mut a, "room:1", "u1", 1, 1);
+    track(&mut a, "room:2", "u1", 1, 2);
+    track(&mut a, "room:3", "anonymous", 1, 3);
+    track(&mut a, "room:2", "u9", 1, 4);
+    let conn = ConnId { gateway: me, socket: SocketId(1) };
+    let keys: Vec<(String, String)> =
+        a.entries_of(&conn).into_iter().map(|e| (e.topic.as_str().to_owned(), e.key)).collect();
+    let want = [("room:1", "u1"), ("room:2", "u9"), ("room:3", "anonymous")];
+    assert_eq!(keys, want.map(|(t, k)| (t.to_owned(), k.to_owned())));
+    assert_eq!(a.list(&topic("room:2"), AnonymousView::List).keys().collect::<Vec<_>>(), ["u9"]);
+    let snapshot = a.snapshot();
+    let keys: Vec<&str> = snapshot.entries.iter().map(|e| &*e.key).collect();
+    assert_eq!(keys, ["u1", "u9", "anonymous"]);
+    let gone = a.untrack_conn(SocketId(1));
+    let left: BTreeSet<(String, String)> =
+        leaves_of(&gone.changes).into_iter().map(|(t, k, _)| (t.as_str().to_owned(), k)).collect();
+    assert_eq!(left, want.iter().map(|(t, k)| (t.to_string(), k.to_string())).collect());
+    assert!(a.is_empty());
+}
+
 // ---- deltas ------------------------------------------------------------------------------
 
 #[test]
