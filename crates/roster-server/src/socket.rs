@@ -759,7 +759,8 @@ impl Pending {
             return (frame, len, true);
         }
         let (start, end) = (self.at, (self.at + FRAGMENT).min(len));
-        let (opcode, prefix) = if start == 0 { (OpCode::Text, &self.prefix[..plen]) } else { (OpCode::Continue, &[][..]) };
+        let (opcode, prefix) =
+            if start == 0 { (OpCode::Text, &self.prefix[..plen]) } else { (OpCode::Continue, &[][..]) };
         // A fragment after the first starts past the prefix (a fragment is longer than it).
         let body = self.body.slice(start.max(plen) - plen..end - plen);
         self.at = end;

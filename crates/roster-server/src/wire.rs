@@ -281,10 +281,11 @@ mod tests {
 
     #[test]
     fn frames_are_the_bytes_tungstenite_writes_for_them() {
-        let cases = [(true, OpCode::Text, WsOpCode::Data(Data::Text)), (false, OpCode::Text, WsOpCode::Data(Data::Text))]
-            .into_iter()
-            .chain([(true, OpCode::Continue, WsOpCode::Data(Data::Continue))])
-            .chain([(false, OpCode::Continue, WsOpCode::Data(Data::Continue))]);
+        let cases =
+            [(true, OpCode::Text, WsOpCode::Data(Data::Text)), (false, OpCode::Text, WsOpCode::Data(Data::Text))]
+                .into_iter()
+                .chain([(true, OpCode::Continue, WsOpCode::Data(Data::Continue))])
+                .chain([(false, OpCode::Continue, WsOpCode::Data(Data::Continue))]);
         for (fin, ours, theirs) in cases {
             for len in [0, 1, 5, 124, 125, 126, 127, 4096, 65_535, 65_536, 70_000] {
                 let payload: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
@@ -428,7 +429,12 @@ mod tests {
             wire.queue(OutFrame::new(true, OpCode::Text, b"", Bytes::from_static(b"hello")));
             wire.queue(OutFrame::new(false, OpCode::Text, b"[\"7\"", Bytes::copy_from_slice(&big.as_bytes()[..4000])));
             wire.queue(OutFrame::ping(&4004u64.to_be_bytes()));
-            wire.queue(OutFrame::new(false, OpCode::Continue, b"", Bytes::copy_from_slice(&big.as_bytes()[4000..8000])));
+            wire.queue(OutFrame::new(
+                false,
+                OpCode::Continue,
+                b"",
+                Bytes::copy_from_slice(&big.as_bytes()[4000..8000]),
+            ));
             wire.queue(OutFrame::new(true, OpCode::Continue, b"", Bytes::copy_from_slice(&big.as_bytes()[8000..])));
         }
         // Drain while reading, as the socket task does: the client's ping is read mid-write.
