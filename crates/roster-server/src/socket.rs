@@ -14,9 +14,13 @@
 //! ([`PhoenixEncoder`]) with only the channel's `join_ref` written in front. A push for a
 //! channel the socket has since left (a `join_ref` it no longer uses) is dropped.
 //!
-//! The upgrade is done here, not by axum's extractor, to size the WebSocket's buffers (4 KiB to
-//! read, 1 KiB to write, instead of 128 KiB each) and to write a large shared push as
-//! fragments: tungstenite keeps its write buffer as large as the largest frame it ever wrote.
+//! The upgrade is done here, not by axum's extractor, to size tungstenite's read buffer (4 KiB
+//! instead of 128 KiB) and to put [`Wire`] under it. tungstenite reads every frame and writes
+//! only its pongs and the close handshake; every other frame (replies, pushes, pings) is
+//! written by `Wire` as `[header, join_ref prefix, shared bytes]`, one vectored write per batch,
+//! with no per-socket copy and no write buffer kept (tungstenite's keeps the largest size it
+//! ever reached). A message longer than [`FRAGMENT`] goes out as fragments sliced from the
+//! shared bytes, so in-line pings fit between them.
 //!
 //! Every frame a client sends passes the socket's guard first (`guard.rs`: reserved events, the
 //! token's topics and expiry, joins and leaves per second, meta size). The dashboard's admin
