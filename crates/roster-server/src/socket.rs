@@ -601,10 +601,11 @@ async fn run(st: Arc<AppState>, mut ws: Socket, mut conn: Connection, id: Identi
         // The TCP connection closes once the client answers the close (or ends): a client
         // still reading its backlog answers the pings in it meanwhile, and those reaching a
         // closed socket would reset the connection, which discards what the client has not
-        // read yet, the close frame included (it would see 1006). For the same reason, what
-        // follows bad input (the rest of a huge frame) is read and dropped until the client
-        // ends.
+        // read yet, the close frame included (it would see 1006). For the same reason, after
+        // bad input the node ends its side (the client sees the close, then the end) and reads
+        // and drops what the client still sends (the rest of a huge frame) until it ends too.
         if stopped_reading {
+            tokio::io::AsyncWriteExt::shutdown(ws.get_mut()).await?;
             tokio::io::copy(ws.get_mut(), &mut tokio::io::sink()).await?;
         } else {
             while let Some(Ok(_)) = ws.next().await {}
