@@ -6,7 +6,8 @@ use super::diff::PresenceChanges;
 use super::list::{ByAge, KeyEntries, PresenceList, TopicEntries};
 use super::{conn_of, is_anonymous, PresenceEntry, PresenceMeta, PresenceView};
 use crate::ids::{ConnId, Incarnation, Meta, Millis, NodeName, PhxRef, SocketId, TabId, Topic, UserId};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use foldhash::{HashMap, HashSet};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 /// How many replaced incarnations per node name are remembered (and refused) so a delayed
@@ -75,14 +76,25 @@ impl TopicIndex {
 
     /// Removes this very `meta` from under `key`; whether it was there.
     fn remove(&mut self, key: &str, meta: &Arc<PresenceMeta>) -> bool {
-        let Some(metas) = self.by_key.get_mut(key) else {
-            return false;
-        };
-        if !metas.remove(&ByAge(Arc::clone(meta))) {
-            return false;
-        }
-        if metas.is_empty() {
-            self.by_key.remove(key);
+        match self.by_key.get(key) {
+            None => return false,
+            // A key's only meta (the usual case): the key goes, with no copy of its entry
+            // made first (`get_mut` copies the path a published list shares).
+            Some(KeyEntries::One(one)) => {
+                if !Arc::ptr_eq(&one.0, meta) {
+                    return false;
+                }
+                self.by_key.remove(key);
+            }
+            Some(_) => {
+                let Some(metas) = self.by_key.get_mut(key) else { return false };
+                if !metas.remove(&ByAge(Arc::clone(meta))) {
+                    return false;
+                }
+                if metas.is_empty() {
+                    self.by_key.remove(key);
+                }
+            }
         }
         self.len -= 1;
         true
@@ -188,11 +200,11 @@ impl PresenceTable {
         Self {
             me,
             seq: 0,
-            topics: HashMap::new(),
-            conns: HashMap::new(),
-            origins: HashMap::new(),
-            retired: HashMap::new(),
-            assemblies: HashMap::new(),
+            topics: HashMap::default(),
+            conns: HashMap::default(),
+            origins: HashMap::default(),
+            retired: HashMap::default(),
+            assemblies: HashMap::default(),
             len: 0,
         }
     }
