@@ -129,7 +129,12 @@ impl NodeState {
         Self {
             leases: lease::Leases::new(partitions, floor, stored),
             gateway: gateway::Gateway::new(partitions),
-            presence: PresenceTable::new(boot.me.clone()),
+            presence: {
+                // A cluster of one node has nobody to send deltas to: the table builds none.
+                let mut table = PresenceTable::new(boot.me.clone());
+                table.set_replicated(!alone);
+                table
+            },
             topics: shared_topics::SharedTopics::default(),
             outbox: DeltaBuffer::new(boot.config.presence.broadcast_ms),
             phx_refs: 0,

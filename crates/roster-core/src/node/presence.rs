@@ -63,9 +63,7 @@ impl NodeState {
     }
 
     fn local_write(&mut self, w: LocalWrite, now: Millis, fx: &mut Vec<Effect>) {
-        // A cluster of one node has nobody to send deltas to: none is gathered (the table's
-        // sequence still counts every change).
-        if let Some(delta) = w.delta.filter(|_| !self.alone) {
+        if let Some(delta) = w.delta {
             if let Some(earlier) = self.outbox.push(delta, now) {
                 self.broadcast_delta(earlier, fx);
             }

@@ -44,6 +44,8 @@ pub struct PresenceTable {
     retired: HashMap<NodeName, VecDeque<uuid::Uuid>>,
     assemblies: HashMap<NodeName, Assembly>,
     len: usize,
+    /// Whether local writes make deltas for peers (see [`set_replicated`](Self::set_replicated)).
+    replicated: bool,
 }
 
 /// One topic's entries: persistent maps, so [`PresenceTable::list`] hands out a snapshot in O(1).
@@ -206,7 +208,15 @@ impl PresenceTable {
             retired: HashMap::default(),
             assemblies: HashMap::default(),
             len: 0,
+            replicated: true,
         }
+    }
+
+    /// Whether local writes make a [`Delta`] for the peers (the default). A node alone in its
+    /// cluster has no peers: with `false`, local writes return no delta (and build none), and
+    /// the sequence still counts every change.
+    pub fn set_replicated(&mut self, on: bool) {
+        self.replicated = on;
     }
 
     /// This node's incarnation: the origin of its local writes.
@@ -250,11 +260,14 @@ impl PresenceTable {
         let conn = conn_of(&self.me, socket);
         let key: Arc<str> = key.into();
         let meta = PresenceMeta { phx_ref, tab_id, node: self.me.node.clone(), online_at: now, meta: meta.into() };
-        let record = EntryRecord::new(&topic, &key, socket, &meta);
+        let record = self.replicated.then(|| EntryRecord::new(&topic, &key, socket, &meta));
         let mut out = PresenceChanges::default();
         let replaced = self.put(&topic, &conn, key, Arc::new(meta), &mut out);
-        let change = if replaced { Change::Update(record) } else { Change::Join(record) };
-        self.local(vec![change], out)
+        match record {
+            Some(record) if replaced => self.local(vec![Change::Update(record)], out),
+            Some(record) => self.local(vec![Change::Join(record)], out),
+            None => self.unreplicated(1, out),
+        }
     }
 
     /// Replaces the user meta of `socket`'s entry in `topic`, under a new `phx_ref` (as
@@ -280,6 +293,9 @@ impl PresenceTable {
         if self.take(topic, &conn, &mut out).is_none() {
             return LocalWrite::default();
         }
+        if !self.replicated {
+            return self.unreplicated(1, out);
+        }
         self.local(vec![Change::Leave { topic: topic.clone(), socket }], out)
     }
 
@@ -304,13 +320,20 @@ impl PresenceTable {
     }
 
     fn local(&mut self, changes: Vec<Change>, out: PresenceChanges) -> LocalWrite {
-        if changes.is_empty() {
-            return LocalWrite { delta: None, changes: out.prune() };
+        if changes.is_empty() || !self.replicated {
+            return self.unreplicated(changes.len() as u64, out);
         }
         let seq_from = self.seq + 1;
         self.seq += changes.len() as u64;
         let delta = Delta { origin: self.me.clone(), seq_from, seq_to: self.seq, changes };
         LocalWrite { delta: Some(delta), changes: out.prune() }
+    }
+
+    /// `count` local changes that no peer is told of: they take their sequence numbers all
+    /// the same.
+    fn unreplicated(&mut self, count: u64, out: PresenceChanges) -> LocalWrite {
+        self.seq += count;
+        LocalWrite { delta: None, changes: out.prune() }
     }
 
     // ---- replication --------------------------------------------------------------------
