@@ -189,6 +189,22 @@ fn drop_and_leave_closes_settle_and_sockets_spread_over_three_source_addresses()
 }
 
 #[test]
+fn the_views_after_the_close_are_checked_only_once_every_close_was_sent() {
+    let _one = lock();
+    let node = InProcessNode::start(&[]);
+    // 10 of the room's 20 close, one every 125 ms: the last goes 1.125 s after the first.
+    // Between two closes the node's list and every view agree on the room as it then is, so
+    // a check that started with the stage would find it settled with closes still to come.
+    let scenario = Scenario { sockets: 20, room_size: 20, close_fraction: 0.5, close_rate: Some(8.0), ..quick(&node) };
+    let report = load::run(&scenario, &NoProgress).unwrap();
+    assert_clean(&report);
+    let close = report.close.as_ref().unwrap();
+    assert_eq!((close.closed, close.unsent), (10, 0));
+    assert_eq!((close.views.checked, close.views.exact, close.views.node_entries), (10, 10, 10), "{}", report.table());
+    assert!(close.seconds_to_send >= 1.125, "the last close goes out 9 / 8 s in: {}", close.seconds_to_send);
+}
+
+#[test]
 fn closes_the_server_starts_are_reported_by_code_and_the_run_is_not_clean() {
     let _one = lock();
     // A join frame above max_frame_bytes makes the node close the socket with 1009.
@@ -231,6 +247,8 @@ fn sockets_spread_over_worker_processes_report_as_one_run() {
         watchers: 2,
         watched_rooms: Some(1),
         close_fraction: 1.0 / 3.0,
+        // 30 closes over half a second: the views are checked after the last.
+        close_rate: Some(60.0),
         procs: 3,
         threads: 3,
         worker_binary: Some(env!("CARGO_BIN_EXE_roster-load").into()),
@@ -247,7 +265,8 @@ fn sockets_spread_over_worker_processes_report_as_one_run() {
     assert_eq!((report.views.checked, report.views.exact, report.views.node_entries), (92, 92, 92));
     assert!(report.traffic.floor_ratio.unwrap() >= 1.0, "{}", report.table());
     let close = report.close.as_ref().unwrap();
-    assert_eq!(close.closed, 30);
+    assert_eq!((close.closed, close.unsent), (30, 0));
+    assert!(close.seconds_to_send >= 29.0 / 60.0, "{}", close.seconds_to_send);
     assert_eq!((close.views.checked, close.views.exact, close.views.node_entries), (62, 62, 62));
     // The workers' own memory is in the figure: three processes, each at least 1 MB.
     assert!(report.client_peak_rss.unwrap() > 3 << 20);

@@ -50,6 +50,9 @@ struct Args {
     /// Joins per second; default: all at once.
     #[arg(long)]
     join_rate: Option<f64>,
+    /// Closes per second in the close stage; default: all at once.
+    #[arg(long)]
+    close_rate: Option<f64>,
 
     /// A running node: http://HOST:PORT, ws://HOST:PORT or HOST:PORT (its http_addr).
     #[arg(long)]
@@ -223,6 +226,7 @@ fn scenario(a: &Args) -> Result<Scenario, String> {
             CloseArg::Leave => CloseMode::Leave,
         },
         join_rate: a.join_rate.filter(|&r| r > 0.0),
+        close_rate: a.close_rate.filter(|&r| r > 0.0),
         connect_concurrency: a.connect_concurrency,
         source_addrs: a.source_addrs,
         topic_prefix: a.topic_prefix.clone(),

@@ -83,6 +83,10 @@ pub(crate) struct SocketCell {
     pub(crate) bytes_out: AtomicU64,
     /// WebSocket pings answered (the server closes a socket silent for two pings).
     pub(crate) pings: AtomicU64,
+    /// When this client sent its close (or dropped the connection, or sent its leaves), µs
+    /// since the start (0: not yet). The settle after the close stage starts only once every
+    /// closing socket has one.
+    pub(crate) close_sent_us: AtomicU64,
 }
 
 impl SocketCell {
@@ -206,6 +210,7 @@ impl Board {
             frames_out: c.frames_out.load(Relaxed),
             bytes_out: c.bytes_out.load(Relaxed),
             pings: c.pings.load(Relaxed),
+            close_sent_us: c.close_sent_us.load(Relaxed),
         }
     }
 
@@ -220,6 +225,7 @@ impl Board {
         c.frames_out.store(r.frames_out, Relaxed);
         c.bytes_out.store(r.bytes_out, Relaxed);
         c.pings.store(r.pings, Relaxed);
+        c.close_sent_us.store(r.close_sent_us, Relaxed);
         c.state.store(r.state, Relaxed);
     }
 
@@ -270,6 +276,7 @@ pub(crate) struct SocketRecord {
     frames_out: u64,
     bytes_out: u64,
     pings: u64,
+    close_sent_us: u64,
 }
 
 /// A [`MembershipCell`] as a value.

@@ -2,31 +2,34 @@
 //! coordinator's stage says so, keeps a [`View`] per topic, and publishes what it sees on the
 //! [`Board`].
 //!
-//! The task reads its socket all the time, so the WebSocket pings the server sends are
-//! answered at once (tungstenite queues the pong while reading and flushes it on the next
-//! read). The node writes a socket only a window beyond its last answered ping, so after a
-//! text frame the task first reads whatever frames are already there (the pings among them
-//! answered as they are read) and only then parses the text frames: a 1 MB `presence_state`
-//! takes milliseconds to parse, and the node can write the next window meanwhile. Parsing a
-//! frame reads its header and, for presence frames, only `(key, phx_ref)` per meta. A frame whose `join_ref` names an earlier join of its topic is dropped, as
-//! phoenix.js's `Channel.isMember` drops it.
+//! The task reads its socket all the time and takes each read's bytes as they come
+//! ([`wire::FrameReader`]): a ping is answered as soon as the read that holds it has been
+//! gone through (one read is at most 64 KiB), also between the fragments of a long message,
+//! and a text message is parsed fragment by fragment into the ids of its metas
+//! ([`MessageParser`]) without the message ever being held whole. The node writes a socket
+//! only a window beyond its last answered ping, so a client that sat on a 1 MB
+//! `presence_state` until it had all of it would stall its own socket. A message whose
+//! `join_ref` names an earlier join of its topic is dropped, as phoenix.js's
+//! `Channel.isMember` drops it.
 
 use crate::load::board::{Board, Membership, SocketState, NO_CLOSE_FRAME, NO_STATUS};
-use crate::load::protocol::{self, Parsed, Payload, ReplyStatus};
+use crate::load::message::{Body, Message, MessageError, MessageParser};
+use crate::load::protocol::{self, ReplyStatus};
 use crate::load::view::{meta_id, View};
+use crate::load::wire::{self, FrameReader, Piece};
 use crate::load::CloseMode;
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use std::cell::RefCell;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, Data};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 /// How long a connect (TCP and WebSocket handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,8 +37,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the sockets get to close at the end.
 pub(crate) const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
-/// Frames read past a text frame before it is parsed, to answer the pings among them first.
-const READ_AHEAD: usize = 64;
+/// One read's most bytes; the buffer is the thread's, shared by all its sockets.
+const READ_BYTES: usize = 64 * 1024;
+/// Reads one socket takes in a row before the other tasks get their turn.
+const READS_PER_TURN: usize = 4;
+
+thread_local! {
+    static READ_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BYTES]);
+}
 
 /// What the coordinator tells every client, in this order; a client acts on every stage up
 /// to the current one, so it never misses one.
@@ -50,8 +59,10 @@ pub(crate) enum Stage {
     JoinMembers {
         at: Instant,
     },
-    /// The sockets chosen to go close (or leave).
-    Close,
+    /// The sockets chosen to go close (or leave), spread from `at` as their offsets say.
+    Close {
+        at: Instant,
+    },
     /// Everyone closes.
     Shutdown,
 }
@@ -63,7 +74,7 @@ impl Stage {
             Stage::Connect => 0,
             Stage::JoinWatchers { .. } => 1,
             Stage::JoinMembers { .. } => 2,
-            Stage::Close => 3,
+            Stage::Close { .. } => 3,
             Stage::Shutdown => 4,
         }
     }
@@ -100,6 +111,9 @@ pub(crate) struct ClientSpec {
     pub closes: bool,
     /// When it sends its joins, after its join stage starts (`--join-rate`).
     pub join_offset: Duration,
+    /// When it closes, after the close stage starts (`--close-rate`).
+    #[serde(default)]
+    pub close_offset: Duration,
 }
 
 /// Run one client until its socket ends.
@@ -110,12 +124,12 @@ pub(crate) async fn run(spec: ClientSpec, env: Arc<ClientEnv>, mut stages: watch
         let _permit = env.connect_gate.acquire().await;
         connect(&env, &spec).await
     };
-    let ws = match connected {
-        Ok((ws, source)) => {
+    let (stream, tail) = match connected {
+        Ok((stream, source, tail)) => {
             cell.source_ip.store(source.into(), Relaxed);
             cell.opened_us.store(board.now_us(), Relaxed);
             cell.set_state(SocketState::Open);
-            ws
+            (stream, tail)
         }
         Err(e) => {
             board.tally(format!("connect failed: {e}"));
@@ -124,11 +138,23 @@ pub(crate) async fn run(spec: ClientSpec, env: Arc<ClientEnv>, mut stages: watch
         }
     };
     let channels = spec.topics.iter().map(|(m, t)| Channel::new(*m, t.clone())).collect();
-    let mut client = Client { spec, env, board: board.clone(), ws, channels, next_ref: 1, replies: Vec::new() };
-    client.serve(&mut stages).await;
+    let mut client = Client {
+        spec,
+        env,
+        board: board.clone(),
+        stream,
+        frames: FrameReader::default(),
+        parser: MessageParser::new(meta_id),
+        reading: None,
+        channels,
+        next_ref: 1,
+        replies: Vec::new(),
+    };
+    client.serve(&mut stages, tail).await;
 }
 
-async fn connect(env: &ClientEnv, spec: &ClientSpec) -> Result<(WebSocketStream<TcpStream>, Ipv4Addr), String> {
+/// The socket open, its source address, and the bytes the server sent after the handshake.
+async fn connect(env: &ClientEnv, spec: &ClientSpec) -> Result<(TcpStream, Ipv4Addr, Vec<u8>), String> {
     let attempt = async {
         let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
         if let Some(ip) = spec.source {
@@ -142,12 +168,8 @@ async fn connect(env: &ClientEnv, spec: &ClientSpec) -> Result<(WebSocketStream<
             _ => Ipv4Addr::UNSPECIFIED,
         };
         let url = format!("ws://{}/socket/websocket?vsn=2.0.0&token={}", env.addr, spec.token);
-        // Small eager buffers: 20,000 sockets with tungstenite's 128 KiB defaults would need 5 GB.
-        let config = WebSocketConfig::default().read_buffer_size(8 * 1024).write_buffer_size(0);
-        let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
-        Ok((ws, source))
+        let tail = wire::handshake(&stream, &url).await.map_err(|e| format!("handshake: {e}"))?;
+        Ok((stream, source, tail))
     };
     tokio::time::timeout(CONNECT_TIMEOUT, attempt).await.unwrap_or_else(|_| Err("timed out".to_owned()))
 }
@@ -181,19 +203,15 @@ struct Client {
     spec: ClientSpec,
     env: Arc<ClientEnv>,
     board: Arc<Board>,
-    ws: WebSocketStream<TcpStream>,
+    stream: TcpStream,
+    frames: FrameReader,
+    parser: MessageParser,
+    /// The data message being read: text (parsed) or binary (skipped).
+    reading: Option<Data>,
     channels: Vec<Channel>,
     next_ref: u64,
     /// `(ref, what it answers)` of requests not answered yet.
     replies: Vec<(u64, Awaiting)>,
-}
-
-/// A frame read, for the socket loop.
-enum Read {
-    Text(Utf8Bytes),
-    /// Nothing for the loop to do (a ping, a pong, the server's answer to our close).
-    Other,
-    End(End),
 }
 
 /// Why the socket loop ended.
@@ -205,17 +223,27 @@ enum End {
 }
 
 impl Client {
-    async fn serve(&mut self, stages: &mut watch::Receiver<Stage>) {
+    async fn serve(&mut self, stages: &mut watch::Receiver<Stage>, tail: Vec<u8>) {
         let idx = self.spec.socket;
+        let mut answers = Vec::new();
+        let early = self.on_bytes(&tail, false, &mut answers);
+        self.write(&answers).await;
         let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
         let mut join_at: Option<Instant> = None;
         let mut joined = false;
         let mut closing = false;
         let mut close_deadline = far;
+        // When this client closes (or leaves), and how.
+        let mut close_due: Option<(Instant, CloseMode)> = None;
+        let board = self.board.clone();
+        let cell = &board.sockets[idx];
         let mut heartbeat = tokio::time::interval_at(Instant::now() + self.env.heartbeat, self.env.heartbeat);
         let mut stage = *stages.borrow_and_update();
         let mut stage_seen = false;
         let end = loop {
+            if let Some(end) = early {
+                break end;
+            }
             if !stage_seen {
                 stage_seen = true;
                 let now = Instant::now();
@@ -232,53 +260,47 @@ impl Client {
                     };
                     join_at = Some(start + self.spec.join_offset);
                 }
-                let my_close = if self.spec.closes { Stage::Close } else { Stage::Shutdown };
+                let my_close = if self.spec.closes { Stage::Close { at: now } } else { Stage::Shutdown };
                 if !closing && stage.reached(my_close) {
-                    let mode = if stage == Stage::Close { self.env.close_mode } else { CloseMode::Frame };
-                    if mode == CloseMode::Leave {
-                        self.leave_all().await;
-                        // Leaving keeps the socket; it still closes at shutdown.
-                        self.spec.closes = false;
-                    } else {
-                        self.forget_all();
-                        if mode == CloseMode::Drop {
-                            break End::ByClient;
-                        }
-                        closing = true;
-                        close_deadline = Instant::now() + CLOSE_TIMEOUT;
-                        let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
-                        if self.ws.send(Message::Close(Some(frame))).await.is_err() {
-                            break End::ByClient;
-                        }
+                    close_due = Some(match stage {
+                        Stage::Close { at } => (at + self.spec.close_offset, self.env.close_mode),
+                        _ => (now, CloseMode::Frame),
+                    });
+                }
+            }
+            if let Some((_, mode)) = close_due.filter(|(at, _)| *at <= Instant::now()) {
+                close_due = None;
+                if mode == CloseMode::Leave {
+                    self.leave_all().await;
+                    // Leaving keeps the socket; it still closes at shutdown.
+                    self.spec.closes = false;
+                    cell.close_sent_us.store(self.board.now_us(), Relaxed);
+                } else {
+                    self.forget_all();
+                    if mode == CloseMode::Drop {
+                        // The connection ends when the task does, right after.
+                        cell.close_sent_us.store(self.board.now_us(), Relaxed);
+                        break End::ByClient;
+                    }
+                    closing = true;
+                    close_deadline = Instant::now() + CLOSE_TIMEOUT;
+                    let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+                    let sent = self.stream.write_all(&wire::client_frame(Frame::close(Some(frame)))).await;
+                    cell.close_sent_us.store(self.board.now_us(), Relaxed);
+                    if sent.is_err() {
+                        break End::ByClient;
                     }
                 }
             }
             tokio::select! {
-                msg = self.ws.next() => match self.on_message(msg, closing) {
-                    Read::Text(text) => {
-                        let mut texts = vec![text];
-                        let mut ended = None;
-                        for _ in 0..READ_AHEAD {
-                            let Some(next) = self.ws.next().now_or_never() else { break };
-                            match self.on_message(next, closing) {
-                                Read::Text(text) => texts.push(text),
-                                Read::Other => {}
-                                Read::End(end) => {
-                                    ended = Some(end);
-                                    break;
-                                }
-                            }
-                        }
-                        for text in texts {
-                            self.on_text(text.as_str());
-                        }
-                        if let Some(end) = ended {
-                            break end;
-                        }
+                ready = self.stream.readable() => {
+                    if ready.is_err() {
+                        break if closing { End::ByClient } else { End::ByServer(NO_CLOSE_FRAME) };
                     }
-                    Read::Other => {}
-                    Read::End(end) => break end,
-                },
+                    if let Some(end) = self.on_readable(closing).await {
+                        break end;
+                    }
+                }
                 changed = stages.changed(), if !closing => {
                     if changed.is_err() {
                         break End::ByClient;
@@ -295,6 +317,7 @@ impl Client {
                 }
                 _ = heartbeat.tick(), if !closing => self.heartbeat().await,
                 _ = tokio::time::sleep_until(close_deadline), if closing => break End::ByClient,
+                _ = tokio::time::sleep_until(close_due.map_or(far, |d| d.0)), if close_due.is_some() && !closing => {}
             }
         };
         let cell = &self.board.sockets[idx];
@@ -311,28 +334,116 @@ impl Client {
         cell.set_state(SocketState::Closed);
     }
 
-    /// What a frame read means; pings are counted (tungstenite answers them).
-    fn on_message(&self, msg: Option<Result<Message, WsError>>, closing: bool) -> Read {
-        match msg {
-            Some(Ok(Message::Text(text))) => Read::Text(text),
-            Some(Ok(Message::Ping(_))) => {
-                self.board.sockets[self.spec.socket].pings.fetch_add(1, Relaxed);
-                Read::Other
+    /// Read what the socket has (a few reads at most), then send what that called for
+    /// (pongs, the answer to a close). `Some` when the socket ended.
+    async fn on_readable(&mut self, closing: bool) -> Option<End> {
+        let mut answers = Vec::new();
+        let mut end = None;
+        for _ in 0..READS_PER_TURN {
+            let read = READ_BUFFER.with(|buffer| {
+                let mut buffer = buffer.borrow_mut();
+                match self.stream.try_read(&mut buffer[..]) {
+                    Ok(0) => Err(Some(if closing { End::ByClient } else { End::ByServer(NO_CLOSE_FRAME) })),
+                    Ok(n) => Ok(self.on_bytes(&buffer[..n], closing, &mut answers)),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(None),
+                    Err(_) => Err(Some(if closing { End::ByClient } else { End::ByServer(NO_CLOSE_FRAME) })),
+                }
+            });
+            match read {
+                Ok(None) => {}
+                Ok(Some(ended)) | Err(Some(ended)) => {
+                    end = Some(ended);
+                    break;
+                }
+                Err(None) => break,
             }
-            Some(Ok(Message::Close(frame))) if !closing => {
-                Read::End(End::ByServer(frame.map(|f| u16::from(f.code)).unwrap_or(NO_STATUS)))
+        }
+        self.write(&answers).await;
+        end
+    }
+
+    /// Go through the bytes of one read: frames, pings (their pongs appended to `answers`),
+    /// message fragments fed to the parser, whole messages acted on. `Some` when the socket
+    /// ended: a close frame (answered in `answers` when the server started it) or a frame the
+    /// server must not send.
+    fn on_bytes(&mut self, mut input: &[u8], closing: bool, answers: &mut Vec<u8>) -> Option<End> {
+        let board = self.board.clone();
+        let cell = &board.sockets[self.spec.socket];
+        loop {
+            let piece = match self.frames.next(&mut input) {
+                Ok(Some(piece)) => piece,
+                Ok(None) => return None,
+                Err(e) => {
+                    self.board.tally(e.to_string());
+                    return Some(if closing { End::ByClient } else { End::ByServer(NO_CLOSE_FRAME) });
+                }
+            };
+            match piece {
+                Piece::Start { opcode, .. } => match (self.reading, opcode) {
+                    (None, Data::Text) => {
+                        self.parser.begin();
+                        self.reading = Some(Data::Text);
+                    }
+                    (None, Data::Binary) => self.reading = Some(Data::Binary),
+                    (Some(_), Data::Continue) => {}
+                    _ => {
+                        self.board.tally("WebSocket protocol error: a fragment out of order");
+                        return Some(if closing { End::ByClient } else { End::ByServer(NO_CLOSE_FRAME) });
+                    }
+                },
+                Piece::Payload(bytes) => {
+                    if self.reading == Some(Data::Text) {
+                        cell.bytes_in.fetch_add(bytes.len() as u64, Relaxed);
+                        self.parser.feed(bytes);
+                    }
+                }
+                Piece::End { fin: false } => {}
+                Piece::End { fin: true } => match self.reading.take() {
+                    Some(Data::Text) => {
+                        cell.frames_in.fetch_add(1, Relaxed);
+                        let message = self.parser.finish();
+                        self.on_message(message);
+                    }
+                    _ => self.board.tally("binary messages (skipped)"),
+                },
+                Piece::Control { opcode: Control::Ping, payload } => {
+                    cell.pings.fetch_add(1, Relaxed);
+                    answers.extend(wire::client_frame(Frame::pong(payload)));
+                }
+                Piece::Control { opcode: Control::Close, payload } => {
+                    if closing {
+                        return Some(End::ByClient);
+                    }
+                    let code = match payload.as_slice() {
+                        [] => NO_STATUS,
+                        [a, b, ..] => u16::from_be_bytes([*a, *b]),
+                        [_] => NO_CLOSE_FRAME,
+                    };
+                    let echo =
+                        (code != NO_STATUS).then(|| CloseFrame { code: CloseCode::from(code), reason: "".into() });
+                    answers.extend(wire::client_frame(Frame::close(echo)));
+                    return Some(End::ByServer(code));
+                }
+                Piece::Control { .. } => {}
             }
-            Some(Ok(_)) => Read::Other,
-            Some(Err(_)) | None => Read::End(if closing { End::ByClient } else { End::ByServer(NO_CLOSE_FRAME) }),
         }
     }
 
-    /// Send a frame; a failed send ends nothing here (the read side sees the socket end).
+    /// Send bytes already framed; a failed send ends nothing here (the read side sees the
+    /// socket end).
+    async fn write(&mut self, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            let _ = self.stream.write_all(bytes).await;
+        }
+    }
+
+    /// Send a text frame.
     async fn send(&mut self, text: String) {
         let cell = &self.board.sockets[self.spec.socket];
         cell.frames_out.fetch_add(1, Relaxed);
         cell.bytes_out.fetch_add(text.len() as u64, Relaxed);
-        let _ = self.ws.send(Message::text(text)).await;
+        let frame = wire::text_frame(text);
+        self.write(&frame).await;
     }
 
     fn take_ref(&mut self, awaiting: Awaiting) -> String {
@@ -380,15 +491,13 @@ impl Client {
         self.send(protocol::encode(None, &msg_ref, "phoenix", "heartbeat", "{}")).await;
     }
 
-    fn on_text(&mut self, text: &str) {
-        let cell = &self.board.sockets[self.spec.socket];
-        cell.frames_in.fetch_add(1, Relaxed);
-        cell.bytes_in.fetch_add(text.len() as u64, Relaxed);
-        let frame = match Parsed::parse(text, meta_id) {
+    fn on_message(&mut self, message: Result<Message, MessageError>) {
+        let frame = match message {
             Ok(f) => f,
+            Err(MessageError::Presence(_)) => return self.board.tally("presence frames not understood"),
             Err(_) => return self.board.tally("frames not understood"),
         };
-        match frame.event() {
+        match frame.event.as_str() {
             "phx_reply" => self.on_reply(&frame),
             "presence_state" | "presence_diff" => {
                 if let Some(i) = self.channel_for(&frame) {
@@ -398,8 +507,8 @@ impl Client {
             "phx_close" | "phx_error" => {
                 if let Some(i) = self.channel_for(&frame) {
                     let ch = &self.channels[i];
-                    if !(ch.leaving && frame.event() == "phx_close") {
-                        self.board.tally(format!("channel ended by the server: {}", frame.event()));
+                    if !(ch.leaving && frame.event == "phx_close") {
+                        self.board.tally(format!("channel ended by the server: {}", frame.event));
                         self.board.move_membership(
                             ch.membership,
                             &[Membership::Joining, Membership::Joined],
@@ -415,13 +524,13 @@ impl Client {
 
     /// The channel a server push is for, or `None` (counted) when its topic is not joined
     /// here or its `join_ref` names an earlier join (phoenix's `isMember`).
-    fn channel_for(&self, frame: &Parsed) -> Option<usize> {
-        let i = self.channels.iter().position(|c| *c.topic == *frame.topic());
+    fn channel_for(&self, frame: &Message) -> Option<usize> {
+        let i = self.channels.iter().position(|c| *c.topic == *frame.topic);
         let Some(i) = i else {
             self.board.tally("pushes for a topic not joined");
             return None;
         };
-        match (frame.join_ref(), &self.channels[i].join_ref) {
+        match (&frame.join_ref, &self.channels[i].join_ref) {
             (Some(got), Some(current)) if got != current => {
                 self.board.tally("pushes for an earlier join (dropped)");
                 None
@@ -430,8 +539,8 @@ impl Client {
         }
     }
 
-    fn on_reply(&mut self, frame: &Parsed) {
-        let Some(r) = frame.msg_ref().and_then(|r| r.parse::<u64>().ok()) else {
+    fn on_reply(&mut self, frame: &Message) {
+        let Some(r) = frame.msg_ref.as_deref().and_then(|r| r.parse::<u64>().ok()) else {
             return self.board.tally("replies to no request");
         };
         let Some(pos) = self.replies.iter().position(|(x, _)| *x == r) else {
@@ -441,7 +550,11 @@ impl Client {
         let Awaiting::Join(i) = awaiting else { return };
         let m = self.channels[i].membership;
         self.board.memberships[m].replied_us.store(self.board.now_us(), Relaxed);
-        match protocol::reply_status(frame.raw_payload()) {
+        let payload = match &frame.body {
+            Body::Raw(raw) => raw.as_str(),
+            _ => "",
+        };
+        match protocol::reply_status(payload) {
             Ok(ReplyStatus::Ok) => self.board.move_membership(m, &[Membership::Joining], Membership::Joined),
             Ok(ReplyStatus::Error(reason)) => {
                 self.board.tally(format!("joins refused: {reason}"));
@@ -454,22 +567,22 @@ impl Client {
         }
     }
 
-    fn on_presence(&mut self, i: usize, frame: Parsed) {
+    fn on_presence(&mut self, i: usize, frame: Message) {
         let ch = &mut self.channels[i];
         let cell = &self.board.memberships[ch.membership];
         let before = ch.view.digest();
-        match frame.payload {
-            Payload::State(ids) => {
+        match frame.body {
+            Body::State(ids) => {
                 cell.state_bytes.fetch_add(frame.payload_len as u64, Relaxed);
-                ch.view.sync_state(ids);
+                ch.view.sync_state_set(ids);
             }
-            Payload::Diff { joins, leaves } => {
+            Body::Diff { joins, leaves } => {
                 cell.diff_bytes.fetch_add(frame.payload_len as u64, Relaxed);
                 let anomalies = ch.view.sync_diff(joins, leaves);
                 cell.duplicate_joins.fetch_add(anomalies.duplicate_joins, Relaxed);
                 cell.unknown_leaves.fetch_add(anomalies.unknown_leaves, Relaxed);
             }
-            Payload::Raw(_) => return self.board.tally("presence frames not understood"),
+            Body::Raw(_) => return self.board.tally("presence frames not understood"),
         }
         cell.size.store(ch.view.len() as u32, Relaxed);
         if ch.view.digest() != before {
@@ -482,7 +595,10 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::{SinkExt, StreamExt};
     use tokio::net::TcpListener;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::WebSocketStream;
 
     /// A client of one topic against a fake server `serve`, driven to the members' join
     /// stage; returns the board once the client's socket has ended.
@@ -514,6 +630,7 @@ mod tests {
             watcher: false,
             closes: false,
             join_offset: Duration::ZERO,
+            close_offset: Duration::ZERO,
         };
         let (stages, rx) = watch::channel(stage);
         let client = tokio::spawn(run(spec, env, rx));
@@ -583,6 +700,53 @@ mod tests {
         .await;
         assert_eq!(board.sockets[0].pings.load(Relaxed), 1);
         assert_eq!(board.sockets[0].server_close.load(Relaxed), 1000);
+    }
+
+    #[tokio::test]
+    async fn a_fragmented_state_is_parsed_as_it_comes_and_a_ping_between_its_fragments_is_answered_first() {
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::OpCode;
+        let board = against(
+            |mut ws: Ws| async move {
+                let Some(Ok(Message::Text(join))) = ws.next().await else { panic!("no join") };
+                let join: serde_json::Value = serde_json::from_str(join.as_str()).unwrap();
+                let jr = join[0].as_str().unwrap().to_owned();
+                ws.send(Message::text(format!(
+                    r#"["{jr}","{jr}","room:1","phx_reply",{{"status":"ok","response":{{}}}}]"#
+                )))
+                .await
+                .unwrap();
+                // 300 members, "ü" in every key: cut into fragments of 7 bytes, which fall
+                // inside strings and inside the two-byte "ü".
+                let entries: Vec<String> =
+                    (0..300).map(|i| format!(r#""ü{i}":{{"metas":[{{"phx_ref":"r{i}"}}]}}"#)).collect();
+                let text = format!(r#"["{jr}",null,"room:1","presence_state",{{{}}}]"#, entries.join(","));
+                let chunks: Vec<&[u8]> = text.as_bytes().chunks(7).collect();
+                let last = chunks.len() - 1;
+                for (i, chunk) in chunks.into_iter().enumerate() {
+                    let opcode = if i == 0 { OpCode::Data(Data::Text) } else { OpCode::Data(Data::Continue) };
+                    ws.send(Message::Frame(Frame::message(chunk.to_vec(), opcode, i == last))).await.unwrap();
+                    if i == 1 {
+                        // A ping in the middle of the message: its pong comes before the rest.
+                        ws.send(Message::Ping(b"mid".to_vec().into())).await.unwrap();
+                        match ws.next().await {
+                            Some(Ok(Message::Pong(p))) => assert_eq!(&p[..], b"mid"),
+                            other => panic!("not the pong: {other:?}"),
+                        }
+                    }
+                }
+                ws.send(close(1012)).await.unwrap();
+                while ws.next().await.is_some() {}
+            },
+            Stage::JoinMembers { at: Instant::now() },
+        )
+        .await;
+        let cell = &board.memberships[0];
+        let want = View::digest_of((0..300).map(|i| meta_id(&format!("ü{i}"), &format!("r{i}"))));
+        assert_eq!((cell.digest.load(Relaxed), cell.size.load(Relaxed)), (want, 300));
+        assert_eq!(board.sockets[0].pings.load(Relaxed), 1);
+        // The reply and the state: two messages, whatever their fragments.
+        assert_eq!(board.sockets[0].frames_in.load(Relaxed), 2);
+        assert_eq!(board.tallies(), Default::default());
     }
 
     #[tokio::test]

@@ -20,7 +20,9 @@
 //!    live member's view equals that list, and confirms it with a second full read. "Views
 //!    exact after" is the last instant any of those views changed, from the stage's start.
 //! 5. **Close** (if `close_fraction > 0`): that fraction of every room closes its socket (or
-//!    drops it, or leaves: [`CloseMode`]); the remaining views must settle again.
+//!    drops it, or leaves: [`CloseMode`]), at once or at `close_rate` per second; once every
+//!    one of them has sent its close and none of their joins is live, the remaining views
+//!    must settle again ("exact after" counts from the last close sent).
 //! 6. **Report.** Join latency p50/p99, time to all acks, views exact after, frames and bytes
 //!    per socket, the node's RSS before and after (from `/proc/<pid>/status`), closes the
 //!    server started by code (1005: a close frame without a code, 1006: no close frame),
@@ -33,6 +35,9 @@
 //! |---|---|
 //! | `plan` | who joins what ([`Scenario`] → sockets, users, topics, closers) |
 //! | `protocol` | frames, presence payloads streamed as `(key, phx_ref)`, [`mint_token`] |
+//! | `wire` | WebSocket frames read as their bytes come (tungstenite's header parser and handshake) |
+//! | `message` | a text message parsed fragment by fragment into a header and meta ids |
+//! | `node_api` | the node's `GET /presence` over one kept-alive connection (hyper) |
 //! | `view` | one client's list of one topic, as 64-bit meta ids and a digest |
 //! | `board` | the atomics the client tasks write and the coordinator reads |
 //! | `client` | one client: a tokio task around one WebSocket |
@@ -43,12 +48,15 @@
 
 mod board;
 mod client;
+mod message;
+mod node_api;
 mod plan;
 pub(crate) mod protocol;
 mod report;
 mod run;
 mod system;
 mod view;
+mod wire;
 mod worker;
 
 use crate::cluster::Timings;
@@ -171,6 +179,8 @@ pub struct Scenario {
     pub close_mode: CloseMode,
     /// Joins per second within a stage; `None`: all at once.
     pub join_rate: Option<f64>,
+    /// Closes per second in the close stage; `None`: all at once.
+    pub close_rate: Option<f64>,
     /// Connects in flight at once.
     pub connect_concurrency: usize,
     /// Loopback source addresses to spread the sockets over; `None`: as many as the
@@ -229,6 +239,7 @@ impl Default for Scenario {
             close_fraction: 0.0,
             close_mode: CloseMode::Frame,
             join_rate: None,
+            close_rate: None,
             connect_concurrency: 256,
             source_addrs: None,
             topic_prefix: "room:".to_owned(),

@@ -75,7 +75,9 @@ impl<'a> Incoming<'a> {
     }
 }
 
-/// A server frame read in one pass: its header, and its payload as its event needs it. A
+#[cfg(test)]
+/// A whole server frame read in one pass (the oracle the fragment-by-fragment parse of
+/// `message` is checked against): its header, and its payload as its event needs it. A
 /// `presence_state` or `presence_diff` payload becomes the ids of its metas (`id(key,
 /// phx_ref)`) as it is parsed, never kept or scanned twice: a member of a 10,000-member room
 /// takes in about 880 KB of them, and the one client process reads every member's.
@@ -89,6 +91,7 @@ pub(crate) struct Parsed<'a> {
     pub payload: Payload<'a>,
 }
 
+#[cfg(test)]
 /// A [`Parsed`] frame's payload.
 pub(crate) enum Payload<'a> {
     /// `presence_state`: the ids of its metas.
@@ -102,6 +105,7 @@ pub(crate) enum Payload<'a> {
 /// The id of a meta from its key and `phx_ref`.
 pub(crate) type MetaId = fn(&str, &str) -> u64;
 
+#[cfg(test)]
 impl<'a> Parsed<'a> {
     /// Parse a text frame; an error for anything that is not a five-element v2 array, or a
     /// presence payload that is not a presence map (a diff: `joins` and `leaves`).
@@ -138,6 +142,7 @@ impl<'a> Parsed<'a> {
     }
 }
 
+#[cfg(test)]
 /// The length of a frame's fifth element: from after the fourth comma outside strings (the
 /// four before it are strings or `null`) to the closing bracket, whitespace aside.
 fn payload_len(text: &str) -> usize {
@@ -163,10 +168,12 @@ fn payload_len(text: &str) -> usize {
     0
 }
 
+#[cfg(test)]
 struct FrameSeed {
     id: MetaId,
 }
 
+#[cfg(test)]
 impl<'de> DeserializeSeed<'de> for FrameSeed {
     type Value = Parsed<'de>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Parsed<'de>, D::Error> {
@@ -174,6 +181,7 @@ impl<'de> DeserializeSeed<'de> for FrameSeed {
     }
 }
 
+#[cfg(test)]
 impl<'de> Visitor<'de> for FrameSeed {
     type Value = Parsed<'de>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -200,11 +208,13 @@ impl<'de> Visitor<'de> for FrameSeed {
     }
 }
 
+#[cfg(test)]
 /// A presence map, as the ids of its metas.
 struct Ids {
     id: MetaId,
 }
 
+#[cfg(test)]
 impl<'de> DeserializeSeed<'de> for Ids {
     type Value = Vec<u64>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<u64>, D::Error> {
@@ -215,11 +225,13 @@ impl<'de> DeserializeSeed<'de> for Ids {
     }
 }
 
+#[cfg(test)]
 /// A diff `{"joins": map, "leaves": map}`, as the ids of each side's metas.
 struct DiffIds {
     id: MetaId,
 }
 
+#[cfg(test)]
 impl<'de> DeserializeSeed<'de> for DiffIds {
     type Value = (Vec<u64>, Vec<u64>);
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
@@ -227,6 +239,7 @@ impl<'de> DeserializeSeed<'de> for DiffIds {
     }
 }
 
+#[cfg(test)]
 impl<'de> Visitor<'de> for DiffIds {
     type Value = (Vec<u64>, Vec<u64>);
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -308,6 +321,13 @@ pub(crate) fn diff_parts(payload: &str) -> Result<(&str, &str), serde_json::Erro
 /// skipped unread.
 pub(crate) fn for_each_meta(json: &str, mut each: impl FnMut(&str, &str)) -> Result<(), serde_json::Error> {
     let mut de = serde_json::Deserializer::from_str(json);
+    PresenceMap { each: &mut each }.deserialize(&mut de)?;
+    de.end()
+}
+
+/// [`for_each_meta`] over bytes (one entry of a presence map as it arrives: `message`).
+pub(crate) fn for_each_meta_bytes(json: &[u8], mut each: impl FnMut(&str, &str)) -> Result<(), serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(json);
     PresenceMap { each: &mut each }.deserialize(&mut de)?;
     de.end()
 }

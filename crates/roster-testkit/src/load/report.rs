@@ -154,6 +154,12 @@ pub struct TrafficReport {
 pub struct CloseReport {
     /// Sockets that closed (or left).
     pub closed: usize,
+    /// Seconds from the close stage's start until the last of them had sent its close (or
+    /// dropped its connection, or sent its leaves): the views are checked only after it,
+    /// and "exact after" counts from it.
+    pub seconds_to_send: f64,
+    /// Sockets chosen to close that had not sent their close when the wait for them gave up.
+    pub unsent: usize,
     /// How.
     pub mode: super::CloseMode,
     /// The remaining views.
@@ -256,6 +262,9 @@ impl Report {
         let mut views = vec![("after the joins", &self.views)];
         if let Some(close) = &self.close {
             views.push(("after the closes", &close.views));
+            if close.unsent > 0 {
+                out.push(format!("{} of {} sockets never sent their close", close.unsent, close.closed));
+            }
         }
         for (when, v) in views {
             if v.seconds_until_exact.is_none() {
@@ -306,7 +315,11 @@ impl Report {
         row("views", views_line(&self.views));
         traffic_rows(&mut row, "", &self.traffic);
         if let Some(close) = &self.close {
-            row("close", format!("{} sockets ({:?})", close.closed, close.mode).to_lowercase());
+            row(
+                "close",
+                format!("{} sockets ({:?}), all sent after {:.2} s", close.closed, close.mode, close.seconds_to_send)
+                    .to_lowercase(),
+            );
             row("views after close", views_line(&close.views));
             traffic_rows(&mut row, "after close: ", &close.traffic);
         }

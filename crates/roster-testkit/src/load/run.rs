@@ -5,9 +5,10 @@
 //! runtime of their own.
 
 use crate::cluster::{Cluster, ClusterSpec, API_KEY, SECRET};
-use crate::http::{http_get, percent_encode};
+use crate::http::percent_encode;
 use crate::load::board::{Board, Membership, SocketState};
 use crate::load::client::{self, ClientEnv, ClientSpec, Stage, SHUTDOWN_TIMEOUT};
+use crate::load::node_api::NodeApi;
 use crate::load::plan::Plan;
 use crate::load::protocol::{for_each_meta, mint_token};
 use crate::load::report::{
@@ -26,6 +27,8 @@ use tokio::sync::{watch, Semaphore};
 
 /// How often a wait looks at the board again.
 const POLL: Duration = Duration::from_millis(20);
+/// How long the closing sockets get to send their closes (beyond `--close-rate`'s spread).
+const CLOSES_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many unsettled topics a report describes.
 const UNSETTLED_SHOWN: usize = 5;
 /// How many of a started node's last log lines a report that found problems shows.
@@ -55,6 +58,15 @@ pub fn run(scenario: &Scenario, progress: &dyn Progress) -> Result<Report, LoadE
     let board = Arc::new(Board::new(needed, plan.memberships.len()));
     let exp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) + 24 * 3600;
     let shared_payload = join_payload(scenario, None);
+    // Each closing socket's place among them (for `--close-rate`).
+    let close_ranks: Vec<usize> = plan
+        .sockets
+        .iter()
+        .scan(0, |n, s| {
+            *n += usize::from(s.closes);
+            Some(*n - usize::from(s.closes))
+        })
+        .collect();
     let specs: Vec<ClientSpec> = plan
         .sockets
         .iter()
@@ -68,10 +80,16 @@ pub fn run(scenario: &Scenario, progress: &dyn Progress) -> Result<Report, LoadE
             watcher: s.watcher,
             closes: s.closes,
             join_offset: scenario.join_rate.map_or(Duration::ZERO, |r| Duration::from_secs_f64(s.join_rank as f64 / r)),
+            close_offset: match (s.closes, scenario.close_rate) {
+                (true, Some(r)) => Duration::from_secs_f64(close_ranks[i] as f64 / r),
+                _ => Duration::ZERO,
+            },
         })
         .collect();
     let clients = Clients::start(scenario, specs, node.addr, board.clone())?;
+    let api = NodeApi::new(node.addr, Some(node.api_key.clone())).map_err(LoadError::Runtime)?;
     let mut run = Coordinator {
+        api: std::cell::RefCell::new(api),
         scenario,
         key_ids: plan.sockets.iter().map(|s| key_id(&s.user)).collect(),
         plan,
@@ -117,8 +135,16 @@ pub fn run(scenario: &Scenario, progress: &dyn Progress) -> Result<Report, LoadE
             .filter(|&i| run.plan.sockets[i].closes && run.board.sockets[i].state() == SocketState::Open)
             .collect();
         let before = run.traffic_snapshot();
-        let since = run.board.now_us();
-        run.clients.stage(Stage::Close);
+        let stage_us = run.board.now_us();
+        run.clients.stage(Stage::Close { at: tokio::time::Instant::now() });
+        // The views are checked, and "exact after" counts, only once every chosen socket has
+        // sent its close and no longer counts as live: before that the node's list and the
+        // views still agree on the room as it was, which would pass for settled.
+        run.progress.stage("closes sent", closers.len() as u64);
+        let rate_time =
+            scenario.close_rate.map_or(Duration::ZERO, |r| Duration::from_secs_f64(closers.len() as f64 / r));
+        let (sent_us, unsent) = run.wait_for_closes(&closers, Instant::now() + CLOSES_TIMEOUT + rate_time);
+        let since = sent_us.max(stage_us);
         run.progress.stage("views after close", 0);
         let (views, _) = run.settle(&all_topics, since, scenario.settle_timeout)?;
         let remaining: Vec<usize> = member_sockets.iter().copied().filter(|&i| !run.plan.sockets[i].closes).collect();
@@ -126,7 +152,14 @@ pub fn run(scenario: &Scenario, progress: &dyn Progress) -> Result<Report, LoadE
             members.iter().copied().filter(|&m| !run.plan.sockets[run.plan.memberships[m].socket].closes).collect();
         let traffic = run.traffic_since(&before, &remaining, &remaining_memberships, None);
         server_after_close = run.node.rss();
-        Some(CloseReport { closed: closers.len(), mode: scenario.close_mode, views, traffic })
+        Some(CloseReport {
+            closed: closers.len(),
+            seconds_to_send: since.saturating_sub(stage_us) as f64 / 1e6,
+            unsent,
+            mode: scenario.close_mode,
+            views,
+            traffic,
+        })
     } else {
         None
     };
@@ -334,6 +367,8 @@ struct NodeList {
 }
 
 struct Coordinator<'a> {
+    /// `GET /presence`, over one kept-alive connection.
+    api: std::cell::RefCell<NodeApi>,
     scenario: &'a Scenario,
     plan: Plan,
     /// `key_id` of each socket's user.
@@ -555,6 +590,29 @@ impl Coordinator<'_> {
         }
     }
 
+    /// Wait until every socket of `closers` has sent its close (or ended) and none of its
+    /// memberships is live any more, or `deadline`. Returns when the last close was sent (µs)
+    /// and how many never were.
+    fn wait_for_closes(&self, closers: &[usize], deadline: Instant) -> (u64, usize) {
+        let done = |i: usize| {
+            let cell = &self.board.sockets[i];
+            let sent = cell.close_sent_us.load(Relaxed) > 0 || cell.state() != SocketState::Open;
+            sent && self.plan.sockets[i]
+                .memberships
+                .iter()
+                .all(|&m| !matches!(self.board.memberships[m].state(), Membership::Joining | Membership::Joined))
+        };
+        loop {
+            let pending = closers.iter().filter(|&&i| !done(i)).count();
+            self.progress.set((closers.len() - pending) as u64);
+            if pending == 0 || Instant::now() >= deadline {
+                let last = closers.iter().map(|&i| self.board.sockets[i].close_sent_us.load(Relaxed)).max();
+                return (last.unwrap_or(0), pending);
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
     /// The memberships of topic `t` the node should list now.
     fn live(&self, t: usize) -> Vec<usize> {
         self.plan.by_topic[t]
@@ -566,7 +624,8 @@ impl Coordinator<'_> {
 
     fn fetch(&self, t: usize) -> Result<Result<NodeList, String>, LoadError> {
         let path = format!("/presence?topic={}", percent_encode(&self.plan.topics[t]));
-        let (status, body) = match http_get(self.node.addr, &path, Some(&self.node.api_key)) {
+        let got = self.api.borrow_mut().get(&path);
+        let (status, body) = match got {
             Ok(r) => r,
             Err(e) => return Ok(Err(format!("the node did not answer GET /presence: {e}"))),
         };

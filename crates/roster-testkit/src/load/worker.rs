@@ -56,7 +56,7 @@ pub(crate) enum StageWire {
     Connect,
     JoinWatchers(u64),
     JoinMembers(u64),
-    Close,
+    Close(u64),
     Shutdown,
 }
 
@@ -83,7 +83,7 @@ impl StageWire {
             Stage::Connect => StageWire::Connect,
             Stage::JoinWatchers { at } => StageWire::JoinWatchers(on_board(at)),
             Stage::JoinMembers { at } => StageWire::JoinMembers(on_board(at)),
-            Stage::Close => StageWire::Close,
+            Stage::Close { at } => StageWire::Close(on_board(at)),
             Stage::Shutdown => StageWire::Shutdown,
         }
     }
@@ -94,7 +94,7 @@ impl StageWire {
             StageWire::Connect => Stage::Connect,
             StageWire::JoinWatchers(us) => Stage::JoinWatchers { at: at(us) },
             StageWire::JoinMembers(us) => Stage::JoinMembers { at: at(us) },
-            StageWire::Close => Stage::Close,
+            StageWire::Close(us) => Stage::Close { at: at(us) },
             StageWire::Shutdown => Stage::Shutdown,
         }
     }
