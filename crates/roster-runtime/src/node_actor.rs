@@ -32,7 +32,7 @@ use roster_core::{
     shard_of, ClientEvent, Effect, Input, Millis, NodeBoot, NodeCounts, NodeName, NodeState, PartitionId, PeerMsg,
     PeerView, PresenceChanges, PresenceList, SlotToken, SocketId, SubscriberId, Topic, UserId,
 };
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::oneshot;
@@ -230,9 +230,9 @@ pub(crate) struct NodeActorState {
     shards: Vec<ActorRef<ShardMsg>>,
     published: Published,
     links: Option<Arc<Links>>,
-    conns: HashMap<SocketId, Arc<ConnShared>>,
+    conns: foldhash::HashMap<SocketId, Arc<ConnShared>>,
     subscriptions: Arc<AtomicU64>,
-    dirty: HashSet<Topic>,
+    dirty: foldhash::HashSet<Topic>,
     publish_scheduled: bool,
     tick_at: Option<Millis>,
     /// Sends `Tick` at `tick_at` (one wake-up in flight, moved when `tick_at` moves).
@@ -252,9 +252,13 @@ pub(crate) struct NodeActorState {
     /// What each shard is sent at the end of this turn, in order: one message per shard per turn.
     to_shards: Vec<Vec<ShardMsg>>,
     /// Topics whose list the shards get at the end of this turn.
-    listed: HashSet<Topic>,
+    listed: foldhash::HashSet<Topic>,
     /// Join answers to waiting callers, sent at the end of this turn (see `flush_shards`).
     callers: Vec<CallerAnswer>,
+    /// `run`'s inputs still to feed (one and the messages it sends this node) and the effects
+    /// of the one being carried out: their room is reused from input to input.
+    inputs: VecDeque<Input>,
+    effects: Vec<Effect>,
     _close: CloseOnDrop,
 }
 
@@ -340,11 +344,26 @@ impl NodeActorState {
     /// Feed one input and carry out every effect, handling messages to this node in the same
     /// turn.
     fn run(&mut self, input: Input) -> Result<(), ActorProcessingErr> {
-        let mut queue = VecDeque::from([input]);
+        let mut queue = std::mem::take(&mut self.inputs);
+        let mut effects = std::mem::take(&mut self.effects);
+        queue.push_back(input);
+        let done = self.run_queue(&mut queue, &mut effects);
+        // Kept for the next input, at most a few dozen places (one input may bring thousands).
+        queue.clear();
+        queue.shrink_to(16);
+        effects.clear();
+        effects.shrink_to(64);
+        self.inputs = queue;
+        self.effects = effects;
+        done
+    }
+
+    fn run_queue(&mut self, queue: &mut VecDeque<Input>, effects: &mut Vec<Effect>) -> Result<(), ActorProcessingErr> {
         while let Some(input) = queue.pop_front() {
             let instant = std::time::Instant::now();
             let now = self.clock.at(instant);
-            for effect in self.core.handle(input, now) {
+            self.core.handle_into(input, now, effects);
+            for effect in effects.drain(..) {
                 match effect {
                     Effect::Send { to, msg } if to == self.me => {
                         queue.push_back(Input::Receive { from: to, msg });
@@ -535,8 +554,8 @@ impl Actor for NodeActor {
             shards: args.shards,
             published: args.published,
             links: args.links,
-            conns: HashMap::new(),
-            dirty: HashSet::new(),
+            conns: Default::default(),
+            dirty: Default::default(),
             publish_scheduled: false,
             tick_at: None,
             timer: WakeTimer::start(args.clock, myself.clone(), || NodeMsg::Tick),
@@ -552,8 +571,10 @@ impl Actor for NodeActor {
             clients: args.clients,
             batch: Vec::new(),
             to_shards: (0..shard_count).map(|_| Vec::new()).collect(),
-            listed: HashSet::new(),
+            listed: Default::default(),
             callers: Vec::new(),
+            inputs: VecDeque::new(),
+            effects: Vec::new(),
         };
         st.run(Input::Tick)?;
         st.flush_shards();

@@ -20,6 +20,7 @@ mod presence;
 mod relay;
 mod safeguards;
 mod scope_map;
+mod shared_topics;
 #[cfg(feature = "ablation")]
 pub use safeguards::Safeguards;
 #[cfg(not(feature = "ablation"))]
@@ -88,6 +89,8 @@ pub struct NodeState {
     touches: home::Touches,
     gateway: gateway::Gateway,
     presence: PresenceTable,
+    /// One shared copy of each topic name that clients' joins and leaves bring.
+    topics: shared_topics::SharedTopics,
     outbox: DeltaBuffer,
     phx_refs: u64,
     /// When this node last asked each peer for its presence snapshot.
@@ -126,7 +129,13 @@ impl NodeState {
         Self {
             leases: lease::Leases::new(partitions, floor, stored),
             gateway: gateway::Gateway::new(partitions),
-            presence: PresenceTable::new(boot.me.clone()),
+            presence: {
+                // A cluster of one node has nobody to send deltas to: the table builds none.
+                let mut table = PresenceTable::new(boot.me.clone());
+                table.set_replicated(!alone);
+                table
+            },
+            topics: shared_topics::SharedTopics::default(),
             outbox: DeltaBuffer::new(boot.config.presence.broadcast_ms),
             phx_refs: 0,
             snapshot_asked: BTreeMap::new(),
@@ -167,36 +176,48 @@ impl NodeState {
     /// Feed one input; returns the effects in order.
     pub fn handle(&mut self, input: Input, now: Millis) -> Vec<Effect> {
         let mut fx = Vec::new();
+        self.handle_into(input, now, &mut fx);
+        fx
+    }
+
+    /// [`handle`](Self::handle), adding the effects in order to the end of `fx`: a caller that
+    /// feeds many inputs reuses one buffer instead of allocating (and growing) one per input.
+    pub fn handle_into(&mut self, input: Input, now: Millis, fx: &mut Vec<Effect>) {
         if self.stopped {
-            self.relay_after_stop(input, &mut fx);
-            return fx;
+            self.relay_after_stop(input, fx);
+            return;
         }
         // Rule 5: before any action, drop every slot whose horizon has passed.
-        self.expire_horizons(now, &mut fx);
-        self.drop_lapsed_leases(now, &mut fx);
+        self.expire_horizons(now, fx);
+        self.drop_lapsed_leases(now, fx);
         match input {
-            Input::Tick => self.tick(now, &mut fx),
-            Input::Receive { from, msg } => self.receive(from, msg, now, &mut fx),
-            Input::LinkDown { peer } => self.peer_down(&peer, now, &mut fx),
-            Input::Join(join) => self.client_join(join, now, &mut fx),
-            Input::Leave { socket, topic } => self.client_leave(socket, &topic, now, &mut fx),
-            Input::SocketClosed { socket, clean } => self.socket_closed(socket, clean, now, &mut fx),
-            Input::UpdateMeta { socket, topic, meta } => self.update_meta(socket, &topic, meta, now, &mut fx),
-            Input::Kick { user, topic, reason } => self.kick(user, topic, reason, now, &mut fx),
-            Input::Shutdown => self.shutdown(now, &mut fx),
+            Input::Tick => self.tick(now, fx),
+            Input::Receive { from, msg } => self.receive(from, msg, now, fx),
+            Input::LinkDown { peer } => self.peer_down(&peer, now, fx),
+            Input::Join(mut join) => {
+                join.topic = self.topics.share(join.topic);
+                self.client_join(join, now, fx)
+            }
+            Input::Leave { socket, topic } => {
+                let topic = self.topics.share(topic);
+                self.client_leave(socket, &topic, now, fx)
+            }
+            Input::SocketClosed { socket, clean } => self.socket_closed(socket, clean, now, fx),
+            Input::UpdateMeta { socket, topic, meta } => self.update_meta(socket, &topic, meta, now, fx),
+            Input::Kick { user, topic, reason } => self.kick(user, topic, reason, now, fx),
+            Input::Shutdown => self.shutdown(now, fx),
             input @ (Input::UserCall { .. }
             | Input::UserInfo { .. }
             | Input::KickSession { .. }
-            | Input::ActivationStopped { .. }) => self.user_input(input, now, &mut fx),
+            | Input::ActivationStopped { .. }) => self.user_input(input, now, fx),
             input @ (Input::Validate { .. } | Input::Broadcast { .. } | Input::Flush { .. }) => {
-                self.relay_input(input, now, &mut fx)
+                self.relay_input(input, now, fx)
             }
         }
-        self.sync_users(now, &mut fx);
+        self.sync_users(now, fx);
         if !self.started && self.all_homed(now) {
             self.started = true;
         }
-        fx
     }
 
     /// The latest instant by which the runtime must call `handle(Input::Tick, ..)`.

@@ -6,7 +6,8 @@ use super::diff::PresenceChanges;
 use super::list::{ByAge, KeyEntries, PresenceList, TopicEntries};
 use super::{conn_of, is_anonymous, PresenceEntry, PresenceMeta, PresenceView};
 use crate::ids::{ConnId, Incarnation, Meta, Millis, NodeName, PhxRef, SocketId, TabId, Topic, UserId};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use foldhash::{HashMap, HashSet};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 /// How many replaced incarnations per node name are remembered (and refused) so a delayed
@@ -43,6 +44,8 @@ pub struct PresenceTable {
     retired: HashMap<NodeName, VecDeque<uuid::Uuid>>,
     assemblies: HashMap<NodeName, Assembly>,
     len: usize,
+    /// Whether local writes make deltas for peers (see [`set_replicated`](Self::set_replicated)).
+    replicated: bool,
 }
 
 /// One topic's entries: persistent maps, so [`PresenceTable::list`] hands out a snapshot in O(1).
@@ -75,14 +78,25 @@ impl TopicIndex {
 
     /// Removes this very `meta` from under `key`; whether it was there.
     fn remove(&mut self, key: &str, meta: &Arc<PresenceMeta>) -> bool {
-        let Some(metas) = self.by_key.get_mut(key) else {
-            return false;
-        };
-        if !metas.remove(&ByAge(Arc::clone(meta))) {
-            return false;
-        }
-        if metas.is_empty() {
-            self.by_key.remove(key);
+        match self.by_key.get(key) {
+            None => return false,
+            // A key's only meta (the usual case): the key goes, with no copy of its entry
+            // made first (`get_mut` copies the path a published list shares).
+            Some(KeyEntries::One(one)) => {
+                if !Arc::ptr_eq(&one.0, meta) {
+                    return false;
+                }
+                self.by_key.remove(key);
+            }
+            Some(_) => {
+                let Some(metas) = self.by_key.get_mut(key) else { return false };
+                if !metas.remove(&ByAge(Arc::clone(meta))) {
+                    return false;
+                }
+                if metas.is_empty() {
+                    self.by_key.remove(key);
+                }
+            }
         }
         self.len -= 1;
         true
@@ -256,13 +270,21 @@ impl PresenceTable {
         Self {
             me,
             seq: 0,
-            topics: HashMap::new(),
-            conns: HashMap::new(),
-            origins: HashMap::new(),
-            retired: HashMap::new(),
-            assemblies: HashMap::new(),
+            topics: HashMap::default(),
+            conns: HashMap::default(),
+            origins: HashMap::default(),
+            retired: HashMap::default(),
+            assemblies: HashMap::default(),
             len: 0,
+            replicated: true,
         }
+    }
+
+    /// Whether local writes make a [`Delta`] for the peers (the default). A node alone in its
+    /// cluster has no peers: with `false`, local writes return no delta (and build none), and
+    /// the sequence still counts every change.
+    pub fn set_replicated(&mut self, on: bool) {
+        self.replicated = on;
     }
 
     /// This node's incarnation: the origin of its local writes.
@@ -306,11 +328,14 @@ impl PresenceTable {
         let conn = conn_of(&self.me, socket);
         let key: Arc<str> = key.into();
         let meta = PresenceMeta { phx_ref, tab_id, node: self.me.node.clone(), online_at: now, meta: meta.into() };
-        let record = EntryRecord::new(&topic, &key, socket, &meta);
+        let record = self.replicated.then(|| EntryRecord::new(&topic, &key, socket, &meta));
         let mut out = PresenceChanges::default();
         let replaced = self.put(&topic, &conn, key, Arc::new(meta), &mut out);
-        let change = if replaced { Change::Update(record) } else { Change::Join(record) };
-        self.local(vec![change], out)
+        match record {
+            Some(record) if replaced => self.local(vec![Change::Update(record)], out),
+            Some(record) => self.local(vec![Change::Join(record)], out),
+            None => self.unreplicated(1, out),
+        }
     }
 
     /// Replaces the user meta of `socket`'s entry in `topic`, under a new `phx_ref` (as
@@ -336,6 +361,9 @@ impl PresenceTable {
         if self.take(topic, &conn, &mut out).is_none() {
             return LocalWrite::default();
         }
+        if !self.replicated {
+            return self.unreplicated(1, out);
+        }
         self.local(vec![Change::Leave { topic: topic.clone(), socket }], out)
     }
 
@@ -360,13 +388,20 @@ impl PresenceTable {
     }
 
     fn local(&mut self, changes: Vec<Change>, out: PresenceChanges) -> LocalWrite {
-        if changes.is_empty() {
-            return LocalWrite { delta: None, changes: out.prune() };
+        if changes.is_empty() || !self.replicated {
+            return self.unreplicated(changes.len() as u64, out);
         }
         let seq_from = self.seq + 1;
         self.seq += changes.len() as u64;
         let delta = Delta { origin: self.me.clone(), seq_from, seq_to: self.seq, changes };
         LocalWrite { delta: Some(delta), changes: out.prune() }
+    }
+
+    /// `count` local changes that no peer is told of: they take their sequence numbers all
+    /// the same.
+    fn unreplicated(&mut self, count: u64, out: PresenceChanges) -> LocalWrite {
+        self.seq += count;
+        LocalWrite { delta: None, changes: out.prune() }
     }
 
     // ---- replication --------------------------------------------------------------------

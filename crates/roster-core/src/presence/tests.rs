@@ -134,6 +134,35 @@ fn leaves_of(c: &PresenceChanges) -> BTreeSet<(Topic, String, PhxRef)> {
     refs(c.leaves().map(|(t, k, m)| (t.clone(), k.to_owned(), m.phx_ref.clone())))
 }
 
+// ---- a table with no peers ----------------------------------------------------------------
+
+#[test]
+fn an_unreplicated_table_makes_no_delta_but_counts_its_changes_and_reports_them() {
+    let mut t = PresenceTable::new(inc("a", 1));
+    t.set_replicated(false);
+    let joined = track(&mut t, "room:1", "u1", 1, 1);
+    assert_eq!(joined.delta, None);
+    assert_eq!(joins_of(&joined.changes), BTreeSet::from([(topic("room:1"), "u1".to_owned(), phx(1))]));
+    let replaced = track(&mut t, "room:1", "u1", 1, 2);
+    assert_eq!(replaced.delta, None);
+    assert_eq!(leaves_of(&replaced.changes), BTreeSet::from([(topic("room:1"), "u1".to_owned(), phx(1))]));
+    track(&mut t, "room:2", "u1", 1, 3);
+    let updated = t.update(&topic("room:2"), SocketId(1), Meta::new(), phx(4));
+    assert_eq!(updated.delta, None);
+    let left = t.untrack(&topic("room:1"), SocketId(1));
+    assert_eq!(left.delta, None);
+    assert_eq!(leaves_of(&left.changes), BTreeSet::from([(topic("room:1"), "u1".to_owned(), phx(2))]));
+    let closed = t.untrack_conn(SocketId(1));
+    assert_eq!(closed.delta, None);
+    assert_eq!(leaves_of(&closed.changes), BTreeSet::from([(topic("room:2"), "u1".to_owned(), phx(4))]));
+    // Every change took its number, as a replicated table's would: 3 tracks, an update, 2 leaves.
+    assert_eq!(t.seq(), 6);
+    assert!(t.is_empty());
+    // Untracking what is not there changes nothing.
+    assert_eq!(t.untrack(&topic("room:1"), SocketId(1)), LocalWrite::default());
+    assert_eq!(t.seq(), 6);
+}
+
 // ---- metas and lists ----------------------------------------------------------------------
 
 #[test]
