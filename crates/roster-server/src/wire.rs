@@ -317,16 +317,7 @@ mod tests {
 
     impl AsyncWrite for Trickle {
         fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-            let t = self.get_mut();
-            t.refuse = !t.refuse;
-            if t.refuse {
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            t.writes += 1;
-            let n = buf.len().min(t.step);
-            t.written.extend_from_slice(&buf[..n]);
-            Poll::Ready(Ok(n))
+            self.poll_write_vectored(cx, &[IoSlice::new(buf)])
         }
 
         fn poll_write_vectored(
