@@ -329,6 +329,12 @@ impl ConnShared {
             if channels.len() >= self.max_topics {
                 return Err(JoinError::TooManyTopics);
             }
+            // Sized exactly as well: a burst of joins leaves no bigger block freed among the
+            // connection's long-lived ones (`Vec`'s first growth would make room for four).
+            let len = channels.waiting.len();
+            if len == channels.waiting.capacity() {
+                channels.waiting.reserve_exact(roster_core::grow_by(len));
+            }
             channels.waiting.push((topic.clone(), ChannelState::Joining(reply)));
         }
         let join = ClientJoin {

@@ -100,6 +100,12 @@ impl Channels {
     /// A join of `topic` starts (the caller checked that the socket is not in it).
     pub(crate) fn start_join(&mut self, topic: Topic, join_ref: Option<&str>, msg_ref: Option<&str>) {
         debug_assert!(!self.contains(topic.as_str()));
+        // Sized exactly as well: a burst of joins leaves no bigger block freed among the
+        // socket's long-lived ones (`Vec`'s first growth would make room for four).
+        let len = self.joining.len();
+        if len == self.joining.capacity() {
+            self.joining.reserve_exact(roster_core::grow_by(len));
+        }
         self.joining.push(Joining { topic, join_ref: join_ref.map(Box::from), msg_ref: msg_ref.map(Box::from) });
     }
 

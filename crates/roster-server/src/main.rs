@@ -2,17 +2,6 @@
 
 mod serve;
 
-#[cfg(all(feature = "mimalloc", feature = "jemalloc"))]
-compile_error!("features `mimalloc` and `jemalloc` each choose the global allocator: enable one");
-
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-#[cfg(feature = "jemalloc")]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 use clap::Parser;
 use roster_server::{status_command, token_command, Cli, Command, API_KEY_ENV, SECRET_ENV};
 use std::process::ExitCode;
