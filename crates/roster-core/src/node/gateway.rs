@@ -13,10 +13,11 @@ use crate::ring::{partition_of, PartitionId};
 use crate::slot::TabKey;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// A slot held by one of this node's sockets.
+/// A slot held by one of this node's sockets (64 bytes). Its user is the socket's
+/// ([`Socket::user`]): a socket is one user's, so the user is kept once per socket, not in
+/// every slot.
 #[derive(Clone, Debug)]
 struct GwSlot {
-    user: UserId,
     partition: PartitionId,
     /// The join's `tab_id`; without one the connection is its own tab ([`GwSlot::tab_key`]),
     /// which is this node's socket: no need to keep the 16-byte `ConnId` here again.
@@ -237,13 +238,54 @@ struct Waiting {
 
 #[derive(Clone, Debug, Default)]
 struct Socket {
+    /// The user of its joins, set by its first join that names one: a socket is one user's (a
+    /// join naming another user is refused, `unauthorized`). Every slot of the socket is this
+    /// user's, so the slots do not keep it again.
+    user: Option<UserId>,
     /// Topics joined (with or without a slot).
     joined: BTreeSet<Topic>,
     /// Rule 14, per scope: the highest token this socket has given up (left, given back
     /// unwanted, revoke or close confirmed, horizon passed). Tokens only grow per
     /// `(user, scope)` and a socket is one user's, so a grant at or below it is a late copy
     /// of a grant the home may already have forgotten, and is refused.
-    given_up: BTreeMap<ScopeKey, SlotToken>,
+    given_up: Fences,
+}
+
+/// Rule 14's fences of one socket: per scope it ever gave a token up in, the highest such
+/// token, in a list sorted by scope and grown as [`crate::grow_by`] says (32 bytes an entry).
+/// A socket gives tokens up in a few scopes (those of its topics; a socket that wanders over
+/// many topics keeps one entry each for its life, as rule 14 needs): a `BTreeMap` cost a whole
+/// leaf (about 370 bytes) for the first entry and a tree search for every grant and release.
+#[derive(Clone, Debug, Default)]
+struct Fences(Vec<(ScopeKey, SlotToken)>);
+
+impl Fences {
+    fn find(&self, scope: &ScopeKey) -> Result<usize, usize> {
+        self.0.binary_search_by(|(s, _)| s.cmp(scope))
+    }
+
+    /// The fence of `scope`, if the socket ever gave a token up there.
+    fn get(&self, scope: &ScopeKey) -> Option<SlotToken> {
+        self.find(scope).ok().map(|at| self.0[at].1)
+    }
+
+    /// Raise the fence of `scope` to `token` (it never goes down).
+    fn raise(&mut self, scope: &ScopeKey, token: SlotToken) {
+        match self.find(scope) {
+            Ok(at) => self.0[at].1 = self.0[at].1.max(token),
+            Err(at) => {
+                if self.0.len() == self.0.capacity() {
+                    self.0.reserve_exact(crate::grow_by(self.0.len()));
+                }
+                self.0.insert(at, (scope.clone(), token));
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
 }
 
 /// A release not yet acknowledged by the partition's home.
@@ -318,6 +360,12 @@ impl Gateway {
         self.sockets.len()
     }
 
+    /// The user of `socket`, which holds a slot: set by the join that asked for the slot, and
+    /// kept while the socket is open (a closed socket's slots go with it).
+    fn user_of(&self, socket: SocketId) -> UserId {
+        self.sockets.get(&socket).and_then(|s| s.user.clone()).expect("a socket with a slot has its user")
+    }
+
     /// Take a slot out (it ended), keeping its group's membership right.
     fn remove_slot(&mut self, key: &(SocketId, ScopeKey)) -> Option<GwSlot> {
         let s = self.slots.remove(key)?;
@@ -340,7 +388,7 @@ impl Gateway {
 impl NodeState {
     /// Rule 14: the highest token `socket` gave up in `scope`, if any.
     fn given_up(&self, socket: SocketId, scope: &ScopeKey) -> Option<SlotToken> {
-        self.gateway.sockets.get(&socket).and_then(|s| s.given_up.get(scope)).copied()
+        self.gateway.sockets.get(&socket).and_then(|s| s.given_up.get(scope))
     }
 
     fn conn(&self, socket: SocketId) -> ConnId {
@@ -387,6 +435,12 @@ impl NodeState {
         };
         if user.is_reserved() {
             return fail("unauthorized", fx);
+        }
+        // A socket is one user's (rule 14's fences and the slots' user rely on it).
+        match &socket.user {
+            Some(mine) if *mine != user => return fail("unauthorized", fx),
+            Some(_) => {}
+            None => socket.user = Some(user.clone()),
         }
         if j.role.as_ref().is_some_and(|r| policy.is_exempt(r)) {
             socket.joined.insert(j.topic.clone());
@@ -534,7 +588,7 @@ impl NodeState {
                 event: ClientEvent::Joined { token: Some(token) },
             });
         }
-        let slot = GwSlot { user: w.user, partition: p, tab: w.tab, token, epoch: token.epoch, topics };
+        let slot = GwSlot { partition: p, tab: w.tab, token, epoch: token.epoch, topics };
         if let Some(old) = self.gateway.slots.insert(key, slot) {
             self.gateway.leave_group(&old);
         }
@@ -609,8 +663,7 @@ impl NodeState {
         }
         if !self.safeguards.fence_released_tokens {
             // As before rule 14: only a confirmation fenced (and re-created a closed socket).
-            let g = self.gateway.sockets.entry(conn.socket).or_default().given_up.entry(scope.clone()).or_insert(token);
-            *g = (*g).max(token);
+            self.gateway.sockets.entry(conn.socket).or_default().given_up.raise(&scope, token);
         }
         // The confirmation is a release, kept until a home acknowledges it.
         self.queue_release(conn, user, scope, token, true, now, fx);
@@ -657,8 +710,7 @@ impl NodeState {
             // Rule 14: a socket never takes back a token it gave up. A closed socket has no
             // entry and gets none: a grant for it finds nobody waiting and goes back.
             if let Some(socket) = self.gateway.sockets.get_mut(&conn.socket) {
-                let g = socket.given_up.entry(scope.clone()).or_insert(token);
-                *g = (*g).max(token);
+                socket.given_up.raise(&scope, token);
             }
         }
         let p = partition_of(&user, self.config.cluster.partitions);
@@ -690,7 +742,8 @@ impl NodeState {
                     scope: key.1.clone(),
                     why: "left".into(),
                 }));
-                self.queue_release(self.conn(socket), s.user, key.1, s.token, true, now, fx);
+                let user = self.gateway.user_of(socket);
+                self.queue_release(self.conn(socket), user, key.1, s.token, true, now, fx);
             }
         }
         let waiting: Vec<_> = self.gateway.waiting_of(socket).collect();
@@ -704,7 +757,7 @@ impl NodeState {
     }
 
     pub(super) fn socket_closed(&mut self, socket: SocketId, clean: bool, now: Millis, fx: &mut Vec<Effect>) {
-        self.gateway.sockets.remove(&socket);
+        let user = self.gateway.sockets.remove(&socket).and_then(|s| s.user);
         self.untrack_socket(socket, now, fx);
         for k in self.gateway.waiting_of(socket).collect::<Vec<_>>() {
             self.gateway.waiting.remove(&k);
@@ -719,7 +772,8 @@ impl NodeState {
                 scope: key.1.clone(),
                 why: why.into(),
             }));
-            self.queue_release(self.conn(socket), s.user, key.1, s.token, clean, now, fx);
+            let user = user.clone().expect("a socket with a slot has its user");
+            self.queue_release(self.conn(socket), user, key.1, s.token, clean, now, fx);
         }
     }
 
@@ -763,7 +817,8 @@ impl NodeState {
         for (_, key) in expired {
             let s = self.gateway.remove_slot(&key).expect("a group member is a slot");
             self.end_slot(key.0, &key.1, &s, "node_isolated", true, now, fx);
-            self.queue_release(self.conn(key.0), s.user, key.1, s.token, true, now, fx);
+            let user = self.gateway.user_of(key.0);
+            self.queue_release(self.conn(key.0), user, key.1, s.token, true, now, fx);
         }
         // Each emptied as its last member went; a count that went wrong would leave one behind.
         for g in groups {
@@ -830,7 +885,7 @@ impl NodeState {
         for (socket, scope, s) in self.gateway.slots.iter().filter(|(_, _, s)| s.partition == p) {
             let conn = ConnId { gateway: me.clone(), socket };
             slots.push(HeldSlot {
-                user: s.user.clone(),
+                user: self.gateway.user_of(socket),
                 scope: scope.clone(),
                 tab: s.tab_key(&conn),
                 conn,
@@ -927,7 +982,6 @@ mod tests {
 
     fn slot(token: u64) -> GwSlot {
         GwSlot {
-            user: UserId::from("u"),
             partition: PartitionId(0),
             tab: None,
             token: SlotToken { epoch: 1, generation: token },
@@ -938,6 +992,41 @@ mod tests {
 
     fn topic(s: &str) -> ScopeKey {
         ScopeKey::Topic(Topic::from(s))
+    }
+
+    #[test]
+    fn a_slot_and_the_homes_scope_entry_are_as_small_as_their_docs_say() {
+        use std::mem::size_of;
+        assert_eq!(size_of::<GwSlot>(), 64);
+        assert_eq!(size_of::<(ScopeKey, GwSlot)>(), 80);
+        assert_eq!(size_of::<super::super::home::UserScope>(), 88);
+        assert_eq!(size_of::<(ScopeKey, super::super::home::UserScope)>(), 104);
+        assert_eq!(size_of::<(ScopeKey, SlotToken)>(), 32, "a fence");
+    }
+
+    #[test]
+    fn a_sockets_fences_keep_the_highest_token_of_every_scope_it_ever_gave_one_up_in() {
+        let tok = |g| SlotToken { epoch: 2, generation: g };
+        let mut f = Fences::default();
+        let mut reference: BTreeMap<ScopeKey, SlotToken> = BTreeMap::new();
+        // 40 scopes (more than the 16 a list grows one place at a time for), each raised a few
+        // times, out of order and sometimes lower: the fence of each is the highest, none lost.
+        for step in 0..200u64 {
+            let scope = topic(&format!("room:{}", step * 13 % 40));
+            let token = tok(step * 7 % 23);
+            f.raise(&scope, token);
+            let r = reference.entry(scope).or_insert(token);
+            *r = (*r).max(token);
+        }
+        assert_eq!(f.len(), 40);
+        assert_eq!(f.0, reference.iter().map(|(s, t)| (s.clone(), *t)).collect::<Vec<_>>(), "sorted by scope");
+        for (scope, token) in &reference {
+            assert_eq!(f.get(scope), Some(*token));
+        }
+        assert_eq!(f.get(&topic("room:40")), None, "a scope never given up has no fence");
+        assert_eq!(f.get(&ScopeKey::Global(crate::config::PolicyId::BuiltIn)), None);
+        f.raise(&topic("room:3"), tok(1));
+        assert_eq!(f.get(&topic("room:3")), reference.get(&topic("room:3")).copied(), "a fence never goes down");
     }
 
     #[test]

@@ -191,6 +191,40 @@ fn a_lone_node_admits_joins_at_once() {
     assert!(matches!(c.events_of("n0", 1)[..], [ClientEvent::Joined { token: Some(_) }]));
 }
 
+/// A socket is one user's: the gateway keeps the user once per socket (not in every slot), so a
+/// join on the same socket naming another user is refused, and the socket's own user keeps its
+/// slot and can still join other topics.
+#[test]
+fn a_join_naming_another_user_than_its_sockets_is_refused() {
+    let mut c = Cluster::new(1, "takeover");
+    c.run_until(50);
+    c.join("n0", 1, "carol", "t");
+    c.run_until(60);
+    let other = ClientJoin {
+        socket: SocketId(1),
+        topic: Topic::from("room:2"),
+        user: Some(UserId::from("dave")),
+        role: None,
+        tab: Some(TabId::from("t")),
+        meta: Default::default(),
+    };
+    c.input("n0", Input::Join(other.clone()));
+    c.run_until(70);
+    let failed = ClientEvent::JoinFailed { reason: "unauthorized".into() };
+    assert!(matches!(c.events_of("n0", 1)[..], [ClientEvent::Joined { token: Some(_) }, ref f] if *f == failed));
+    c.input("n0", Input::Join(ClientJoin { user: Some(UserId::from("carol")), ..other }));
+    c.run_until(80);
+    assert!(
+        matches!(c.events_of("n0", 1)[..], [ClientEvent::Joined { .. }, _, ClientEvent::Joined { token: Some(_) }]),
+        "{:?}",
+        c.events_of("n0", 1)
+    );
+    // Another socket of the other user is not affected.
+    c.join("n0", 2, "dave", "u");
+    c.run_until(90);
+    assert!(matches!(c.events_of("n0", 2)[..], [ClientEvent::Joined { token: Some(_) }]));
+}
+
 /// A node alone that was starved (no tick for ten times `isolation_ms`, as under a burst of
 /// joins) keeps its clients' slots: nobody else could take its partitions over (rule 12).
 #[test]
