@@ -13,26 +13,19 @@ use crate::ring::{partition_of, PartitionId};
 use crate::slot::TabKey;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// A slot held by one of this node's sockets (64 bytes). Its user is the socket's
+/// A slot held by one of this node's sockets (48 bytes). Its user is the socket's
 /// ([`Socket::user`]): a socket is one user's, so the user is kept once per socket, not in
-/// every slot.
+/// every slot. So is its tab, nearly always: the join's `tab_id` is the socket's
+/// ([`Socket::tab`]) unless the socket lists another for the slot's scope
+/// ([`Socket::other_tabs`]); without a `tab_id` the connection is its own tab, which is this
+/// node's socket ([`Gateway::tab_key`]).
 #[derive(Clone, Debug)]
 struct GwSlot {
     partition: PartitionId,
-    /// The join's `tab_id`; without one the connection is its own tab ([`GwSlot::tab_key`]),
-    /// which is this node's socket: no need to keep the 16-byte `ConnId` here again.
-    tab: Option<TabId>,
     token: SlotToken,
     /// The attachment epoch: announcements of `(partition, epoch)` extend the horizon.
     epoch: u64,
     topics: SlotTopics,
-}
-
-impl GwSlot {
-    /// The tab it counts for, `conn` being its connection.
-    fn tab_key(&self, conn: &ConnId) -> TabKey {
-        TabKey::of(self.tab.as_ref(), conn)
-    }
 }
 
 /// The topics a slot serves, sorted: nearly always one (a topic's own scope), a few for a
@@ -132,7 +125,7 @@ impl<'a> IntoIterator for &'a SlotTopics {
 
 /// The slots held by this node's sockets, by socket and then scope, in that order. Per socket
 /// a list sorted by scope (a socket holds a few slots, rarely more than its topics), grown as
-/// [`crate::grow_by`] says: an entry costs its 104 bytes, where one map over `(socket, scope)` cost
+/// [`crate::grow_by`] says: an entry costs its 64 bytes, where one map over `(socket, scope)` cost
 /// about 170 (a B-tree's leaves are a third empty on average).
 #[derive(Debug, Default)]
 struct SlotMap {
@@ -242,6 +235,12 @@ struct Socket {
     /// join naming another user is refused, `unauthorized`). Every slot of the socket is this
     /// user's, so the slots do not keep it again.
     user: Option<UserId>,
+    /// The `tab_id` of its first join that names a user: the tab of every slot of the socket
+    /// but those listed in `other_tabs`.
+    tab: Option<TabId>,
+    /// The slots whose join named another `tab_id` than `tab` (rare: a client sends one per
+    /// socket), by scope.
+    other_tabs: Vec<(ScopeKey, Option<TabId>)>,
     /// Topics joined (with or without a slot).
     joined: BTreeSet<Topic>,
     /// Rule 14, per scope: the highest token this socket has given up (left, given back
@@ -360,6 +359,29 @@ impl Gateway {
         self.sockets.len()
     }
 
+    /// The `tab_id` of the slot of `socket` in `scope` (the socket's unless it lists another).
+    fn slot_tab(&self, socket: SocketId, scope: &ScopeKey) -> Option<&TabId> {
+        let Some(s) = self.sockets.get(&socket) else { return None };
+        match s.other_tabs.iter().find(|(sc, _)| sc == scope) {
+            Some((_, tab)) => tab.as_ref(),
+            None => s.tab.as_ref(),
+        }
+    }
+
+    /// The tab the slot of `socket` in `scope` counts for, `conn` being its connection.
+    fn tab_key(&self, socket: SocketId, scope: &ScopeKey, conn: &ConnId) -> TabKey {
+        TabKey::of(self.slot_tab(socket, scope), conn)
+    }
+
+    /// The slot of `socket` in `scope` is (about to be) granted to a join naming `tab`.
+    fn set_slot_tab(&mut self, socket: SocketId, scope: &ScopeKey, tab: Option<TabId>) {
+        let s = self.sockets.entry(socket).or_default();
+        s.other_tabs.retain(|(sc, _)| sc != scope);
+        if tab != s.tab {
+            s.other_tabs.push((scope.clone(), tab));
+        }
+    }
+
     /// The user of `socket`, which holds a slot: set by the join that asked for the slot, and
     /// kept while the socket is open (a closed socket's slots go with it).
     fn user_of(&self, socket: SocketId) -> UserId {
@@ -369,6 +391,9 @@ impl Gateway {
     /// Take a slot out (it ended), keeping its group's membership right.
     fn remove_slot(&mut self, key: &(SocketId, ScopeKey)) -> Option<GwSlot> {
         let s = self.slots.remove(key)?;
+        if let Some(socket) = self.sockets.get_mut(&key.0) {
+            socket.other_tabs.retain(|(scope, _)| *scope != key.1);
+        }
         self.leave_group(&s);
         Some(s)
     }
@@ -440,7 +465,7 @@ impl NodeState {
         match &socket.user {
             Some(mine) if *mine != user => return fail("unauthorized", fx),
             Some(_) => {}
-            None => socket.user = Some(user.clone()),
+            None => (socket.user, socket.tab) = (Some(user.clone()), j.tab.clone()),
         }
         if j.role.as_ref().is_some_and(|r| policy.is_exempt(r)) {
             socket.joined.insert(j.topic.clone());
@@ -451,9 +476,10 @@ impl NodeState {
         let scope = policy.scope_key(&j.topic);
         let key = (j.socket, scope.clone());
         // Another topic of the same scope on the same socket and tab shares the slot.
+        let same_tab = self.gateway.slot_tab(j.socket, &scope) == j.tab.as_ref();
         if let Some(slot) = self.gateway.slots.get_mut(&key) {
             // Same socket: the same tab exactly when the same `tab_id` (or none).
-            if slot.tab == j.tab {
+            if same_tab {
                 slot.topics.insert(j.topic.clone());
                 let token = slot.token;
                 self.gateway.sockets.entry(j.socket).or_default().joined.insert(j.topic.clone());
@@ -588,7 +614,8 @@ impl NodeState {
                 event: ClientEvent::Joined { token: Some(token) },
             });
         }
-        let slot = GwSlot { partition: p, tab: w.tab, token, epoch: token.epoch, topics };
+        self.gateway.set_slot_tab(key.0, &key.1, w.tab);
+        let slot = GwSlot { partition: p, token, epoch: token.epoch, topics };
         if let Some(old) = self.gateway.slots.insert(key, slot) {
             self.gateway.leave_group(&old);
         }
@@ -887,7 +914,7 @@ impl NodeState {
             slots.push(HeldSlot {
                 user: self.gateway.user_of(socket),
                 scope: scope.clone(),
-                tab: s.tab_key(&conn),
+                tab: self.gateway.tab_key(socket, scope, &conn),
                 conn,
                 token: s.token,
             });
@@ -983,7 +1010,6 @@ mod tests {
     fn slot(token: u64) -> GwSlot {
         GwSlot {
             partition: PartitionId(0),
-            tab: None,
             token: SlotToken { epoch: 1, generation: token },
             epoch: 1,
             topics: SlotTopics::default(),
@@ -997,8 +1023,8 @@ mod tests {
     #[test]
     fn a_slot_and_the_homes_scope_entry_are_as_small_as_their_docs_say() {
         use std::mem::size_of;
-        assert_eq!(size_of::<GwSlot>(), 64);
-        assert_eq!(size_of::<(ScopeKey, GwSlot)>(), 80);
+        assert_eq!(size_of::<GwSlot>(), 48);
+        assert_eq!(size_of::<(ScopeKey, GwSlot)>(), 64);
         assert_eq!(size_of::<super::super::home::UserScope>(), 88);
         assert_eq!(size_of::<(ScopeKey, super::super::home::UserScope)>(), 104);
         assert_eq!(size_of::<(ScopeKey, SlotToken)>(), 32, "a fence");
