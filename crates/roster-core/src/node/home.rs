@@ -322,8 +322,7 @@ impl NodeState {
                 if known {
                     continue;
                 }
-                let entry =
-                    home.users.get_or_insert_with(&s.user, &s.scope, || UserScope::new(rules));
+                let entry = home.users.get_or_insert_with(&s.user, &s.scope, || UserScope::new(rules));
                 entry.slots.adopt(s.conn, s.tab, s.token);
                 home.reindex(&(s.user, s.scope));
                 news = true;
