@@ -361,7 +361,7 @@ impl Gateway {
 
     /// The `tab_id` of the slot of `socket` in `scope` (the socket's unless it lists another).
     fn slot_tab(&self, socket: SocketId, scope: &ScopeKey) -> Option<&TabId> {
-        let Some(s) = self.sockets.get(&socket) else { return None };
+        let s = self.sockets.get(&socket)?;
         match s.other_tabs.iter().find(|(sc, _)| sc == scope) {
             Some((_, tab)) => tab.as_ref(),
             None => s.tab.as_ref(),
