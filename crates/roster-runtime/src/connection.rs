@@ -151,8 +151,48 @@ pub(crate) struct ConnShared {
     /// Open connections of the node (this one counts until its end is reported).
     open: Arc<AtomicUsize>,
     max_topics: usize,
-    /// Its topics; a socket rarely has more than a few, so a list.
-    channels: Mutex<Vec<(Topic, ChannelState)>>,
+    channels: Mutex<ConnChannels>,
+}
+
+/// A connection's topics; a socket rarely has more than a few, so lists. A joined one is 24
+/// bytes, named by the node's shared copy of the topic (handed over as the join is granted);
+/// joins waiting for their answer (and leaves of them) are kept apart, a list empty between
+/// bursts of joins.
+#[derive(Debug, Default)]
+struct ConnChannels {
+    joined: Vec<(Topic, ChannelId)>,
+    waiting: Vec<(Topic, ChannelState)>,
+}
+
+impl ConnChannels {
+    fn joined_at(&self, topic: &Topic) -> Option<usize> {
+        self.joined.iter().position(|(t, _)| t == topic)
+    }
+
+    fn waiting_at(&self, topic: &Topic) -> Option<usize> {
+        self.waiting.iter().position(|(t, _)| t == topic)
+    }
+
+    fn len(&self) -> usize {
+        self.joined.len() + self.waiting.len()
+    }
+
+    fn take_joined(&mut self, i: usize) -> (Topic, ChannelId) {
+        let c = self.joined.swap_remove(i);
+        if self.joined.capacity() > 2 * self.joined.len() + 4 {
+            self.joined.shrink_to_fit();
+        }
+        c
+    }
+
+    fn take_waiting(&mut self, i: usize) -> (Topic, ChannelState) {
+        let c = self.waiting.swap_remove(i);
+        // Empty between bursts of joins: its room is given back.
+        if self.waiting.is_empty() {
+            self.waiting = Vec::new();
+        }
+        c
+    }
 }
 
 /// What a new connection is made of.
@@ -180,7 +220,7 @@ impl ConnShared {
             reported: AtomicBool::new(false),
             open: p.open,
             max_topics: p.max_topics,
-            channels: Mutex::new(Vec::new()),
+            channels: Mutex::new(ConnChannels::default()),
         }
     }
 
@@ -220,76 +260,82 @@ impl ConnShared {
         self.queue.end();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Topic, ChannelState)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ConnChannels> {
         self.channels.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The node granted the join of `topic`: it becomes `channel`. `None` if the connection
-    /// left the topic meanwhile (nothing to subscribe); otherwise where the answer goes.
+    /// The node granted the join of `topic` (the node's shared copy, which the connection
+    /// keeps from then on): it becomes `channel`. `None` if the connection left the topic
+    /// meanwhile (nothing to subscribe); otherwise where the answer goes.
     pub(crate) fn granted(&self, topic: &Topic, channel: ChannelId) -> Option<JoinReply> {
         let mut channels = self.lock();
-        let i = channels.iter().position(|(t, _)| t == topic)?;
-        match &mut channels[i].1 {
+        let i = channels.waiting_at(topic)?;
+        match channels.take_waiting(i).1 {
             ChannelState::Joining(reply) => {
-                let reply = reply.take();
-                channels[i].1 = ChannelState::Joined(channel);
+                // Sized to what it holds up to 16, then by half (`grow_by`): doubling would
+                // leave a socket in ten topics room for sixteen, and growing by one a
+                // connection in hundreds of topics a trail of freed blocks.
+                let len = channels.joined.len();
+                if len == channels.joined.capacity() {
+                    channels.joined.reserve_exact(roster_core::grow_by(len));
+                }
+                channels.joined.push((topic.clone(), channel));
                 Some(reply)
             }
-            ChannelState::Leaving => {
-                channels.swap_remove(i);
-                None
-            }
-            ChannelState::Joined(_) => None,
+            ChannelState::Leaving | ChannelState::Joined(_) => None,
         }
     }
 
     /// The leave of a topic whose join was still waiting has gone through.
     pub(crate) fn left(&self, topic: &Topic) {
         let mut channels = self.lock();
-        if let Some(i) = channels.iter().position(|(t, s)| t == topic && matches!(s, ChannelState::Leaving)) {
-            channels.swap_remove(i);
+        if let Some(i) = channels.waiting.iter().position(|(t, s)| t == topic && matches!(s, ChannelState::Leaving)) {
+            channels.take_waiting(i);
         }
     }
 
     /// Forget `topic`; what it was.
     pub(crate) fn remove(&self, topic: &Topic) -> Option<ChannelState> {
         let mut channels = self.lock();
-        let i = channels.iter().position(|(t, _)| t == topic)?;
-        Some(channels.swap_remove(i).1)
+        if let Some(i) = channels.joined_at(topic) {
+            return Some(ChannelState::Joined(channels.take_joined(i).1));
+        }
+        let i = channels.waiting_at(topic)?;
+        Some(channels.take_waiting(i).1)
     }
 
     /// Forget every topic (the connection ended); what they were.
     pub(crate) fn take_channels(&self) -> Vec<(Topic, ChannelState)> {
-        std::mem::take(&mut *self.lock())
+        let ConnChannels { joined, waiting } = std::mem::take(&mut *self.lock());
+        joined.into_iter().map(|(t, c)| (t, ChannelState::Joined(c))).chain(waiting).collect()
     }
 
     /// Whether `topic` is joined as `channel` now.
     fn is_current(&self, topic: &Topic, channel: ChannelId) -> bool {
-        self.lock().iter().any(|(t, s)| t == topic && matches!(s, ChannelState::Joined(c) if *c == channel))
+        self.lock().joined.iter().any(|(t, c)| t == topic && *c == channel)
     }
 
     fn is_joined(&self, topic: &Topic) -> bool {
-        self.lock().iter().any(|(t, s)| t == topic && matches!(s, ChannelState::Joined(_)))
+        self.lock().joined_at(topic).is_some()
     }
 
     /// Start a join of `topic`; its answer goes to `reply`.
     fn join(&self, topic: Topic, tab: Option<TabId>, meta: Meta, reply: JoinReply) -> Result<(), JoinError> {
         {
             let mut channels = self.lock();
-            if channels.iter().any(|(t, _)| *t == topic) {
+            if channels.joined_at(&topic).is_some() || channels.waiting_at(&topic).is_some() {
                 return Err(JoinError::AlreadyJoined);
             }
             if channels.len() >= self.max_topics {
                 return Err(JoinError::TooManyTopics);
             }
-            // Sized to what it holds up to 16, then by half (`grow_by`): doubling would leave a
-            // socket in ten topics room for sixteen, and growing by one a connection in hundreds
-            // of topics a trail of freed blocks.
-            let len = channels.len();
-            if len == channels.capacity() {
-                channels.reserve_exact(roster_core::grow_by(len));
+            // Sized exactly as well: a burst of joins leaves no bigger block freed among the
+            // connection's long-lived ones (`Vec`'s first growth would make room for four).
+            let len = channels.waiting.len();
+            if len == channels.waiting.capacity() {
+                channels.waiting.reserve_exact(roster_core::grow_by(len));
             }
-            channels.push((topic.clone(), ChannelState::Joining(reply)));
+            channels.waiting.push((topic.clone(), ChannelState::Joining(reply)));
         }
         let join = ClientJoin {
             socket: self.socket,
@@ -309,18 +355,18 @@ impl ConnShared {
     fn leave(&self, topic: Topic) {
         let channel = {
             let mut channels = self.lock();
-            let Some(i) = channels.iter().position(|(t, _)| *t == topic) else { return };
-            match channels[i].1 {
-                ChannelState::Joined(c) => {
-                    channels.swap_remove(i);
-                    Some(c)
+            if let Some(i) = channels.joined_at(&topic) {
+                Some(channels.take_joined(i).1)
+            } else {
+                let Some(i) = channels.waiting_at(&topic) else { return };
+                match channels.waiting[i].1 {
+                    // A waiting caller hears `Closed` (its reply is dropped).
+                    ChannelState::Joining(_) => {
+                        channels.waiting[i].1 = ChannelState::Leaving;
+                        None
+                    }
+                    ChannelState::Leaving | ChannelState::Joined(_) => return,
                 }
-                // A waiting caller hears `Closed` (its reply is dropped).
-                ChannelState::Joining(_) => {
-                    channels[i].1 = ChannelState::Leaving;
-                    None
-                }
-                ChannelState::Leaving => return,
             }
         };
         let _ = self.node.send(NodeMsg::Leave { socket: self.socket, topic, channel });
@@ -534,5 +580,113 @@ impl ConnectionHandle {
     /// See [`Connection::push`] (it does not wait).
     pub fn push(&self, topic: impl Into<Topic>, event: impl Into<String>, body: MetaValue) -> Result<(), PushError> {
         self.shared.push(topic.into(), event.into(), body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roster_core::SubscriberId;
+
+    fn conn(max_topics: usize) -> ConnShared {
+        ConnShared::new(ConnParts {
+            socket: SocketId(1),
+            user: Some(UserId::from("u")),
+            role: None,
+            node: ClientInbox::new(),
+            max_frames: 16,
+            max_bytes: 1 << 16,
+            max_topics,
+            open: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    fn join(c: &ConnShared, topic: &str) -> Result<(), JoinError> {
+        c.join(Topic::from(topic), None, Meta::default(), None)
+    }
+
+    #[test]
+    fn a_joined_topic_is_24_bytes() {
+        assert_eq!(std::mem::size_of::<(Topic, ChannelId)>(), 24);
+    }
+
+    #[test]
+    fn a_granted_join_keeps_the_nodes_copy_of_the_topic() {
+        let c = conn(10);
+        join(&c, "room:1").unwrap();
+        assert!(!c.is_joined(&Topic::from("room:1")), "not joined while its join waits");
+        let shared = Topic::from("room:1");
+        assert!(matches!(c.granted(&shared, SubscriberId(3)), Some(None)));
+        assert!(c.is_current(&Topic::from("room:1"), SubscriberId(3)));
+        assert!(!c.is_current(&Topic::from("room:1"), SubscriberId(4)));
+        let held = c.lock();
+        assert!(Arc::ptr_eq(&held.joined[0].0 .0, &shared.0));
+        assert!(held.waiting.is_empty() && held.waiting.capacity() == 0, "the waiting list gives its room back");
+    }
+
+    #[test]
+    fn joins_count_waiting_and_joined_topics_against_the_limit_and_refuse_a_second_join() {
+        let c = conn(2);
+        join(&c, "a").unwrap();
+        assert!(matches!(join(&c, "a"), Err(JoinError::AlreadyJoined)));
+        c.granted(&Topic::from("a"), SubscriberId(1));
+        assert!(matches!(join(&c, "a"), Err(JoinError::AlreadyJoined)));
+        join(&c, "b").unwrap();
+        assert!(matches!(join(&c, "c"), Err(JoinError::TooManyTopics)));
+    }
+
+    #[test]
+    fn a_leave_while_joining_drops_the_grant_and_a_rejoin_waits_for_the_leave() {
+        let c = conn(10);
+        let t = Topic::from("room:1");
+        join(&c, "room:1").unwrap();
+        c.leave(t.clone());
+        assert!(matches!(join(&c, "room:1"), Err(JoinError::AlreadyJoined)), "its leave has not gone through");
+        assert!(c.granted(&t, SubscriberId(1)).is_none(), "the answer to the left join is dropped");
+        assert!(!c.is_joined(&t));
+        join(&c, "room:1").unwrap();
+        assert!(c.granted(&t, SubscriberId(2)).is_some());
+        assert!(c.is_current(&t, SubscriberId(2)));
+    }
+
+    #[test]
+    fn a_leave_of_a_joined_topic_then_a_rejoin_is_a_new_channel() {
+        let c = conn(10);
+        let t = Topic::from("room:1");
+        join(&c, "room:1").unwrap();
+        c.granted(&t, SubscriberId(1));
+        c.leave(t.clone());
+        assert!(!c.is_joined(&t));
+        join(&c, "room:1").unwrap();
+        c.granted(&t, SubscriberId(2));
+        assert!(!c.is_current(&t, SubscriberId(1)));
+        assert!(c.is_current(&t, SubscriberId(2)));
+    }
+
+    #[test]
+    fn remove_and_take_say_what_each_topic_was() {
+        let c = conn(10);
+        for t in ["a", "b", "c"] {
+            join(&c, t).unwrap();
+        }
+        c.granted(&Topic::from("a"), SubscriberId(1));
+        c.leave(Topic::from("b"));
+        assert!(matches!(c.remove(&Topic::from("a")), Some(ChannelState::Joined(SubscriberId(1)))));
+        assert!(c.remove(&Topic::from("a")).is_none());
+        let mut all: Vec<(String, &str)> = c
+            .take_channels()
+            .into_iter()
+            .map(|(t, s)| {
+                let what = match s {
+                    ChannelState::Joining(_) => "joining",
+                    ChannelState::Leaving => "leaving",
+                    ChannelState::Joined(_) => "joined",
+                };
+                (t.as_str().to_owned(), what)
+            })
+            .collect();
+        all.sort();
+        assert_eq!(all, vec![("b".to_owned(), "leaving"), ("c".to_owned(), "joining")]);
+        assert!(c.take_channels().is_empty());
     }
 }

@@ -35,6 +35,7 @@
 
 mod app;
 mod assets;
+mod channels;
 mod cli;
 mod connections;
 mod dashboard;

@@ -40,6 +40,7 @@
 //! reads every frame already there: a node too busy to read its pongs closes nobody for it.
 
 use crate::app::AppState;
+use crate::channels::Channels;
 use crate::dashboard::{self, AdminFeed};
 use crate::frame::{encode_reply, write_join_ref_prefix, Frame, PhoenixEncoder, ReplyStatus, PHOENIX_TOPIC};
 use crate::guard::{self, Counter, Refusal, SocketGuard};
@@ -59,7 +60,7 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use roster_core::{Meta, Role, TabId, Topic, UserId};
 use roster_runtime::{
-    ChannelId, CloseReason, Connection, ConnectionHandle, JoinError, Outbound, Push, PushBody, PushEncoder, PushError,
+    CloseReason, Connection, ConnectionHandle, JoinError, Outbound, Push, PushBody, PushEncoder, PushError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -263,115 +264,6 @@ fn subprotocol_token(headers: &HeaderMap) -> Option<String> {
 }
 
 type Socket = WebSocketStream<Wire<TokioIo<hyper::upgrade::Upgraded>>>;
-
-/// A channel of this socket: one join of one topic. 64 bytes and no allocation of its own in
-/// the usual case: the topic is the one the runtime keeps for the join (a shared `Arc<str>`),
-/// and a short `join_ref` (phoenix.js numbers its joins) is kept inline.
-struct Channel {
-    topic: Topic,
-    join_ref: JoinRef,
-    state: ChannelState,
-}
-
-enum ChannelState {
-    /// Its `phx_join` (with this `ref`) waits for the node's answer.
-    Joining { msg_ref: Option<Box<str>> },
-    /// Joined as this runtime channel.
-    Joined(ChannelId),
-}
-
-/// The longest `join_ref` kept inline.
-const INLINE_REF: usize = 22;
-
-/// A channel's `join_ref` as the client sent it (or `null`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum JoinRef {
-    Null,
-    /// Up to [`INLINE_REF`] bytes of UTF-8, held in place.
-    Inline(u8, [u8; INLINE_REF]),
-    Long(Box<str>),
-}
-
-impl JoinRef {
-    fn new(r: Option<&str>) -> Self {
-        match r {
-            None => JoinRef::Null,
-            Some(r) if r.len() <= INLINE_REF => {
-                let mut bytes = [0; INLINE_REF];
-                bytes[..r.len()].copy_from_slice(r.as_bytes());
-                JoinRef::Inline(r.len() as u8, bytes)
-            }
-            Some(r) => JoinRef::Long(r.into()),
-        }
-    }
-
-    fn as_deref(&self) -> Option<&str> {
-        match self {
-            JoinRef::Null => None,
-            // Copied from a `&str` whole: always UTF-8.
-            JoinRef::Inline(len, bytes) => std::str::from_utf8(&bytes[..*len as usize]).ok(),
-            JoinRef::Long(r) => Some(r),
-        }
-    }
-
-    fn to_option(&self) -> Option<String> {
-        self.as_deref().map(str::to_owned)
-    }
-}
-
-/// A socket's channels: a list, as a socket has a few (at most `max_topics_per_socket`), sized
-/// to what it holds ([`roster_core::grow_by`]: one place at a time up to 16).
-#[derive(Default)]
-struct Channels(Vec<Channel>);
-
-impl Channels {
-    fn position(&self, topic: &str) -> Option<usize> {
-        self.0.iter().position(|c| c.topic.as_str() == topic)
-    }
-
-    fn contains(&self, topic: &str) -> bool {
-        self.position(topic).is_some()
-    }
-
-    fn get(&self, topic: &str) -> Option<&Channel> {
-        self.position(topic).map(|i| &self.0[i])
-    }
-
-    fn get_mut(&mut self, topic: &str) -> Option<&mut Channel> {
-        self.position(topic).map(|i| &mut self.0[i])
-    }
-
-    fn insert(&mut self, channel: Channel) {
-        if let Some(i) = self.position(channel.topic.as_str()) {
-            self.0[i] = channel;
-            return;
-        }
-        let len = self.0.len();
-        if len == self.0.capacity() {
-            self.0.reserve_exact(roster_core::grow_by(len));
-        }
-        self.0.push(channel);
-    }
-
-    fn remove(&mut self, topic: &str) -> Option<Channel> {
-        let i = self.position(topic)?;
-        let c = self.0.swap_remove(i);
-        if self.0.capacity() > 2 * self.0.len() + 4 {
-            self.0.shrink_to_fit();
-        }
-        Some(c)
-    }
-
-    /// Every channel, as `(topic, join_ref)`, sorted by topic; the list is left empty.
-    fn drain(&mut self) -> Vec<(String, Option<String>)> {
-        let mut all: Vec<(String, Option<String>)> = std::mem::take(&mut self.0)
-            .into_iter()
-            .map(|c| (c.topic.as_str().to_owned(), c.join_ref.to_option()))
-            .collect();
-        all.sort();
-        all
-    }
-}
 
 /// One socket's state in its task.
 struct SocketTask {
@@ -1117,13 +1009,11 @@ impl SocketTask {
             Metrics::inc(&self.st.metrics.join_rejects, "already_joined");
             return self.reply_error(&f, "already_joined");
         }
-        // The answer comes through the connection's queue, ahead of the topic's pushes.
+        // The answer comes through the connection's queue, ahead of the topic's pushes, with
+        // the node's shared copy of the topic, which the channel keeps from then on.
         let topic = Topic::from(f.topic.as_str());
         match self.handle.send_join(topic.clone(), tab, meta) {
-            Ok(()) => {
-                let state = ChannelState::Joining { msg_ref: f.msg_ref.as_deref().map(Box::from) };
-                self.channels.insert(Channel { topic, join_ref: JoinRef::new(f.join_ref.as_deref()), state });
-            }
+            Ok(()) => self.channels.start_join(topic, f.join_ref.as_deref(), f.msg_ref.as_deref()),
             Err(e) => {
                 Metrics::inc(&self.st.metrics.join_rejects, e.reason());
                 self.reply_error(&f, e.reason());
@@ -1151,18 +1041,19 @@ impl SocketTask {
     }
 
     fn on_leave(&mut self, f: Frame) {
-        if self.channels.remove(&f.topic).is_some() {
-            self.handle.leave(Topic::from(f.topic.as_str()));
+        let topic = self.channels.joined_topic(&f.topic).cloned();
+        if self.channels.leave(&f.topic) {
+            self.handle.leave(topic.unwrap_or_else(|| Topic::from(f.topic.as_str())));
         }
         self.reply_ok(&f);
         self.send(Frame::close(f.join_ref.clone(), f.topic.clone()));
     }
 
     fn on_push(&mut self, f: Frame, event: String) {
-        if !self.channels.get(&f.topic).is_some_and(|c| matches!(c.state, ChannelState::Joined(_))) {
+        let Some(topic) = self.channels.joined_topic(&f.topic).cloned() else {
             self.refuse("not_joined", "push to a topic the socket has not joined");
             return self.reply_error(&f, "bad_request");
-        }
+        };
         if self.anonymous {
             Metrics::inc(&self.st.metrics.join_rejects, "push_unauthorized");
             return self.reply_error(&f, "unauthorized");
@@ -1179,7 +1070,6 @@ impl SocketTask {
             }
             return self.reply_error(&f, "rate_limited");
         }
-        let topic = Topic::from(f.topic.as_str());
         let result = if event == "presence:update" {
             match meta_from_json(&f.payload) {
                 Ok(meta) => self.handle.update_meta(topic, meta),
@@ -1195,61 +1085,50 @@ impl SocketTask {
         }
     }
 
-    /// The joined channel of `topic` whose runtime channel is `channel`, if it still is.
-    fn joined(&self, topic: &str, channel: ChannelId) -> Option<&Channel> {
-        self.channels.get(topic).filter(|c| matches!(c.state, ChannelState::Joined(id) if id == channel))
-    }
-
     fn on_outbound(&mut self, item: Outbound) {
         match item {
             Outbound::Joined { topic, channel, token } => {
-                let Some(c) = self.channels.get_mut(topic.as_str()) else { return };
-                let ChannelState::Joining { msg_ref } = &c.state else { return };
+                let reply_topic = topic.clone();
+                let Some(refs) = self.channels.granted(topic, channel) else { return };
                 // Written straight from the channel's refs: the reply every join gets.
                 let token = token.map(|t| t.to_string());
                 let response = JoinedResponse { slot: token.as_deref().map(|token| SlotResponse { token }) };
-                let text =
-                    encode_reply(c.join_ref.as_deref(), msg_ref.as_deref(), topic.as_str(), ReplyStatus::Ok, &response);
-                c.state = ChannelState::Joined(channel);
+                let text = encode_reply(
+                    refs.join_ref.as_deref(),
+                    refs.msg_ref.as_deref(),
+                    reply_topic.as_str(),
+                    ReplyStatus::Ok,
+                    &response,
+                );
                 self.st.metrics.joins.inc();
                 self.out.push(text);
             }
             Outbound::JoinFailed { topic, error } => {
-                let Some(c) = self.channels.get(topic.as_str()) else { return };
-                let ChannelState::Joining { msg_ref } = &c.state else { return };
-                let msg_ref = msg_ref.as_deref().map(str::to_owned);
-                let f = Frame::reply(c.join_ref.to_option(), msg_ref, topic.as_str(), ReplyStatus::Ok, json!({}));
-                self.channels.remove(topic.as_str());
+                let Some(refs) = self.channels.refused(topic.as_str()) else { return };
+                let msg_ref = refs.msg_ref.map(String::from);
+                let f = Frame::reply(refs.join_ref, msg_ref, topic.as_str(), ReplyStatus::Ok, json!({}));
                 self.join_refused(&f, &error);
             }
             Outbound::Revoked { topic, channel, reason } => {
-                let Some(join_ref) = self.joined(topic.as_str(), channel).map(|c| c.join_ref.to_option()) else {
-                    return;
-                };
+                let Some(join_ref) = self.channels.remove_joined(topic.as_str(), channel) else { return };
                 Metrics::inc(&self.st.metrics.revokes, guard::revoke_label(&reason));
                 self.st.dashboard.revoked(self.user.as_ref(), topic.as_str(), &reason);
-                self.channels.remove(topic.as_str());
                 let topic = topic.as_str().to_owned();
                 self.send(Frame::push(join_ref.clone(), topic.clone(), "slot_revoked", json!({ "reason": reason })));
                 self.send(Frame::close(join_ref, topic));
             }
             Outbound::Closed { topic, channel } => {
-                let Some(join_ref) = self.joined(topic.as_str(), channel).map(|c| c.join_ref.to_option()) else {
-                    return;
-                };
-                self.channels.remove(topic.as_str());
+                let Some(join_ref) = self.channels.remove_joined(topic.as_str(), channel) else { return };
                 self.send(Frame::close(join_ref, topic.as_str()));
             }
             Outbound::Push { channel, push } => {
                 // A push for a channel since left (or for an earlier join of the topic) is dropped.
-                let Some(join_ref) = self.joined(push.topic().as_str(), channel).map(|c| c.join_ref.clone()) else {
-                    return;
-                };
+                let Some(join_ref) = self.channels.join_ref(push.topic().as_str(), channel) else { return };
                 // A reserved event relayed by a node of an older version is never passed on.
                 if matches!(push.body(), PushBody::Broadcast { event, .. } if guard::is_reserved_event(event)) {
                     return;
                 }
-                self.send_shared(join_ref.as_deref(), &push);
+                send_shared(&mut self.out, join_ref, &push);
             }
         }
     }
@@ -1257,17 +1136,6 @@ impl SocketTask {
     fn join_refused(&mut self, f: &Frame, error: &JoinError) {
         Metrics::inc(&self.st.metrics.join_rejects, error.reason());
         self.reply_error(f, error.reason());
-    }
-
-    /// A shared push: its bytes, encoded once for every receiver, with this channel's
-    /// `join_ref` in front, both written as they are (a long one as fragments of [`FRAGMENT`]
-    /// bytes, the shared bytes sliced, not copied).
-    fn send_shared(&mut self, join_ref: Option<&str>, push: &Push) {
-        let shared = match push.encoded() {
-            Some(bytes) => bytes.clone(),
-            None => PhoenixEncoder.encode(push.topic(), push.body()),
-        };
-        self.out.push_shared(join_ref, shared);
     }
 
     /// Answer a frame the guard refused, count it, and log it once per socket and kind.
@@ -1328,6 +1196,17 @@ impl SocketTask {
             }
         }
     }
+}
+
+/// A shared push: its bytes, encoded once for every receiver, with this channel's `join_ref`
+/// in front, both written as they are (a long one as fragments of [`FRAGMENT`] bytes, the
+/// shared bytes sliced, not copied).
+fn send_shared(out: &mut Outbox, join_ref: Option<&str>, push: &Push) {
+    let shared = match push.encoded() {
+        Some(bytes) => bytes.clone(),
+        None => PhoenixEncoder.encode(push.topic(), push.body()),
+    };
+    out.push_shared(join_ref, shared);
 }
 
 #[cfg(test)]
