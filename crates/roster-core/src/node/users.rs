@@ -454,6 +454,9 @@ impl NodeState {
     /// Handover waits that ran out, parcels nobody took, restarts that are due: touch their
     /// users so this turn decides them.
     fn users_timers(&mut self, now: Millis) {
+        if self.users.expected.is_empty() && self.users.restart_at.is_empty() && self.users.parcels.is_empty() {
+            return; // nothing waits (every turn but a handover's or a failure's)
+        }
         let mut due: Vec<UserId> = Vec::new();
         if self.users.expected.values().any(|e| e.until <= now) {
             let (late, kept): (BTreeMap<_, _>, BTreeMap<_, _>) =
