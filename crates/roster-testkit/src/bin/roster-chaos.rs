@@ -45,7 +45,7 @@ struct Args {
     /// The product's default timings instead of the fast test timings.
     #[arg(long)]
     default_timings: bool,
-    /// Where to write the history (JSON lines); default: roster-chaos-<seed>.jsonl in the
+    /// Where to write the history (JSON lines); default: `roster-chaos-<seed>.jsonl` in the
     /// current directory.
     #[arg(long)]
     history: Option<PathBuf>,

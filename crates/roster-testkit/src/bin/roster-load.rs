@@ -57,10 +57,10 @@ struct Args {
     /// A running node: http://HOST:PORT, ws://HOST:PORT or HOST:PORT (its http_addr).
     #[arg(long)]
     url: Option<String>,
-    /// With --url: the node's [auth] secret, to mint tokens (default: $ROSTER_SECRET).
+    /// With --url: the node's `[auth]` secret, to mint tokens (default: $ROSTER_SECRET).
     #[arg(long)]
     secret: Option<String>,
-    /// With --url: the node's [auth] api_key, for GET /presence (default: $ROSTER_API_KEY).
+    /// With --url: the node's `[auth]` api_key, for GET /presence (default: $ROSTER_API_KEY).
     #[arg(long)]
     api_key: Option<String>,
     /// With --url: the node's process id, for its memory figures.
@@ -69,13 +69,13 @@ struct Args {
     /// The `roster` binary to start; default: `roster` beside this executable.
     #[arg(long, conflicts_with = "url")]
     server_bin: Option<PathBuf>,
-    /// A `key = value` line for the started node's [server] (repeatable).
+    /// A `key = value` line for the started node's `[server]` (repeatable).
     #[arg(long, value_name = "LINE", conflicts_with = "url")]
     server_key: Vec<String>,
-    /// A `key = value` line for the started node's [presence] (repeatable).
+    /// A `key = value` line for the started node's `[presence]` (repeatable).
     #[arg(long, value_name = "LINE", conflicts_with = "url")]
     presence_key: Vec<String>,
-    /// The body of a [[policy]] table for the started node (repeatable, in order).
+    /// The body of a `[[policy]]` table for the started node (repeatable, in order).
     #[arg(long, value_name = "TOML", conflicts_with = "url")]
     policy: Vec<String>,
     /// Start the node with the test harness's fast cluster timings (ready in 1.7 s, not 4 s).
@@ -100,7 +100,7 @@ struct Args {
     /// The meta object every join carries, as JSON.
     #[arg(long, value_name = "JSON")]
     meta: Option<String>,
-    /// Joins carry a tab_id (t<socket>).
+    /// Joins carry a `tab_id` (`t<socket>`).
     #[arg(long)]
     tab_ids: bool,
     /// Compare views with the node's list only, not the list with the joined users (for
