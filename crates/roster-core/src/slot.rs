@@ -381,6 +381,12 @@ pub struct ScopeSlots {
     new_tabs_blocked: bool,
     /// Test-only switches (rules 6 and 7); `true` outside ablation tests.
     unsafe_switches: UnsafeSwitches,
+    /// Which rules this scope runs under, as its keeper numbers them (the home: an index in
+    /// the node's table of distinct rules). Two bytes in the struct's padding where a pointer
+    /// to the rules beside it cost eight in every `(user, scope)` of a home: 88 bytes in all.
+    /// Not part of the encoding (it is the keeper's, as the rules passed to each input are).
+    #[serde(skip)]
+    rules_id: u16,
 }
 
 /// The ablation switches of one scope: public only with the `ablation` feature.
@@ -435,6 +441,17 @@ impl ScopeSlots {
     #[cfg(not(feature = "ablation"))]
     pub(crate) fn set_unsafe_switches(&mut self, switches: UnsafeSwitches) {
         self.unsafe_switches = switches;
+    }
+
+    /// Which rules this scope runs under, as [`ScopeSlots::set_rules_id`] numbered them (0 if
+    /// never set).
+    pub(crate) fn rules_id(&self) -> u16 {
+        self.rules_id
+    }
+
+    /// Number the rules this scope runs under (its keeper's numbering; this type only keeps it).
+    pub(crate) fn set_rules_id(&mut self, id: u16) {
+        self.rules_id = id;
     }
 
     /// Rule 9: block (or allow again) joins of tabs this scope does not know.

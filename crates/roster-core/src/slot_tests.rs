@@ -467,3 +467,20 @@ fn a_record_serializes_as_the_five_fields_it_stands_for_and_reads_back_the_same(
     assert_eq!((back[0].state(), back[1].in_doubt_until()), (SlotState::Reserved { until: 600 }, Some(900)));
     assert!(back[1].counts_for(&TabKey::Conn(conn(2, 2))) && !back[1].counts_for(&TabKey::Conn(conn(1, 1))));
 }
+
+/// The number of a scope's rules (`rules_id`, its keeper's, in the struct's padding) is not
+/// part of a `ScopeSlots`'s encoding: the same four fields as before, whatever the number.
+#[test]
+fn a_scope_encodes_as_before_whatever_its_rules_number() {
+    let (mut s, mut m) = (ScopeSlots::new(), TokenMint::new(3));
+    let r = rules(OnConflict::Reject);
+    s.join(conn(1, 1), tab("t1"), None, &r, &mut m, 0);
+    let plain = serde_json::to_value(&s).unwrap();
+    let keys: Vec<&String> = plain.as_object().expect("a struct").keys().collect();
+    assert_eq!(keys, ["new_tabs_blocked", "pending", "records", "unsafe_switches"]);
+    s.set_rules_id(7);
+    assert_eq!(serde_json::to_value(&s).unwrap(), plain);
+    let back: ScopeSlots = serde_json::from_value(plain).unwrap();
+    assert_eq!((back.rules_id(), back.records()), (0, s.records()));
+    assert_eq!(std::mem::size_of::<ScopeSlots>(), 88, "the number fits in the padding");
+}

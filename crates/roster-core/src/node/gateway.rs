@@ -13,25 +13,19 @@ use crate::ring::{partition_of, PartitionId};
 use crate::slot::TabKey;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// A slot held by one of this node's sockets.
+/// A slot held by one of this node's sockets (48 bytes). Its user is the socket's
+/// ([`Socket::user`]): a socket is one user's, so the user is kept once per socket, not in
+/// every slot. So is its tab, nearly always: the join's `tab_id` is the socket's
+/// ([`Socket::tab`]) unless the socket lists another for the slot's scope
+/// ([`Socket::other_tabs`]); without a `tab_id` the connection is its own tab, which is this
+/// node's socket ([`Gateway::tab_key`]).
 #[derive(Clone, Debug)]
 struct GwSlot {
-    user: UserId,
     partition: PartitionId,
-    /// The join's `tab_id`; without one the connection is its own tab ([`GwSlot::tab_key`]),
-    /// which is this node's socket: no need to keep the 16-byte `ConnId` here again.
-    tab: Option<TabId>,
     token: SlotToken,
     /// The attachment epoch: announcements of `(partition, epoch)` extend the horizon.
     epoch: u64,
     topics: SlotTopics,
-}
-
-impl GwSlot {
-    /// The tab it counts for, `conn` being its connection.
-    fn tab_key(&self, conn: &ConnId) -> TabKey {
-        TabKey::of(self.tab.as_ref(), conn)
-    }
 }
 
 /// The topics a slot serves, sorted: nearly always one (a topic's own scope), a few for a
@@ -131,7 +125,7 @@ impl<'a> IntoIterator for &'a SlotTopics {
 
 /// The slots held by this node's sockets, by socket and then scope, in that order. Per socket
 /// a list sorted by scope (a socket holds a few slots, rarely more than its topics), grown as
-/// [`crate::grow_by`] says: an entry costs its 104 bytes, where one map over `(socket, scope)` cost
+/// [`crate::grow_by`] says: an entry costs its 64 bytes, where one map over `(socket, scope)` cost
 /// about 170 (a B-tree's leaves are a third empty on average).
 #[derive(Debug, Default)]
 struct SlotMap {
@@ -237,13 +231,60 @@ struct Waiting {
 
 #[derive(Clone, Debug, Default)]
 struct Socket {
+    /// The user of its joins, set by its first join that names one: a socket is one user's (a
+    /// join naming another user is refused, `unauthorized`). Every slot of the socket is this
+    /// user's, so the slots do not keep it again.
+    user: Option<UserId>,
+    /// The `tab_id` of its first join that names a user: the tab of every slot of the socket
+    /// but those listed in `other_tabs`.
+    tab: Option<TabId>,
+    /// The slots whose join named another `tab_id` than `tab` (rare: a client sends one per
+    /// socket), by scope.
+    other_tabs: Vec<(ScopeKey, Option<TabId>)>,
     /// Topics joined (with or without a slot).
     joined: BTreeSet<Topic>,
     /// Rule 14, per scope: the highest token this socket has given up (left, given back
     /// unwanted, revoke or close confirmed, horizon passed). Tokens only grow per
     /// `(user, scope)` and a socket is one user's, so a grant at or below it is a late copy
     /// of a grant the home may already have forgotten, and is refused.
-    given_up: BTreeMap<ScopeKey, SlotToken>,
+    given_up: Fences,
+}
+
+/// Rule 14's fences of one socket: per scope it ever gave a token up in, the highest such
+/// token, in a list sorted by scope and grown as [`crate::grow_by`] says (32 bytes an entry).
+/// A socket gives tokens up in a few scopes (those of its topics; a socket that wanders over
+/// many topics keeps one entry each for its life, as rule 14 needs): a `BTreeMap` cost a whole
+/// leaf (about 370 bytes) for the first entry and a tree search for every grant and release.
+#[derive(Clone, Debug, Default)]
+struct Fences(Vec<(ScopeKey, SlotToken)>);
+
+impl Fences {
+    fn find(&self, scope: &ScopeKey) -> Result<usize, usize> {
+        self.0.binary_search_by(|(s, _)| s.cmp(scope))
+    }
+
+    /// The fence of `scope`, if the socket ever gave a token up there.
+    fn get(&self, scope: &ScopeKey) -> Option<SlotToken> {
+        self.find(scope).ok().map(|at| self.0[at].1)
+    }
+
+    /// Raise the fence of `scope` to `token` (it never goes down).
+    fn raise(&mut self, scope: &ScopeKey, token: SlotToken) {
+        match self.find(scope) {
+            Ok(at) => self.0[at].1 = self.0[at].1.max(token),
+            Err(at) => {
+                if self.0.len() == self.0.capacity() {
+                    self.0.reserve_exact(crate::grow_by(self.0.len()));
+                }
+                self.0.insert(at, (scope.clone(), token));
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
 }
 
 /// A release not yet acknowledged by the partition's home.
@@ -318,9 +359,41 @@ impl Gateway {
         self.sockets.len()
     }
 
+    /// The `tab_id` of the slot of `socket` in `scope` (the socket's unless it lists another).
+    fn slot_tab(&self, socket: SocketId, scope: &ScopeKey) -> Option<&TabId> {
+        let s = self.sockets.get(&socket)?;
+        match s.other_tabs.iter().find(|(sc, _)| sc == scope) {
+            Some((_, tab)) => tab.as_ref(),
+            None => s.tab.as_ref(),
+        }
+    }
+
+    /// The tab the slot of `socket` in `scope` counts for, `conn` being its connection.
+    fn tab_key(&self, socket: SocketId, scope: &ScopeKey, conn: &ConnId) -> TabKey {
+        TabKey::of(self.slot_tab(socket, scope), conn)
+    }
+
+    /// The slot of `socket` in `scope` is (about to be) granted to a join naming `tab`.
+    fn set_slot_tab(&mut self, socket: SocketId, scope: &ScopeKey, tab: Option<TabId>) {
+        let s = self.sockets.entry(socket).or_default();
+        s.other_tabs.retain(|(sc, _)| sc != scope);
+        if tab != s.tab {
+            s.other_tabs.push((scope.clone(), tab));
+        }
+    }
+
+    /// The user of `socket`, which holds a slot: set by the join that asked for the slot, and
+    /// kept while the socket is open (a closed socket's slots go with it).
+    fn user_of(&self, socket: SocketId) -> UserId {
+        self.sockets.get(&socket).and_then(|s| s.user.clone()).expect("a socket with a slot has its user")
+    }
+
     /// Take a slot out (it ended), keeping its group's membership right.
     fn remove_slot(&mut self, key: &(SocketId, ScopeKey)) -> Option<GwSlot> {
         let s = self.slots.remove(key)?;
+        if let Some(socket) = self.sockets.get_mut(&key.0) {
+            socket.other_tabs.retain(|(scope, _)| *scope != key.1);
+        }
         self.leave_group(&s);
         Some(s)
     }
@@ -340,7 +413,7 @@ impl Gateway {
 impl NodeState {
     /// Rule 14: the highest token `socket` gave up in `scope`, if any.
     fn given_up(&self, socket: SocketId, scope: &ScopeKey) -> Option<SlotToken> {
-        self.gateway.sockets.get(&socket).and_then(|s| s.given_up.get(scope)).copied()
+        self.gateway.sockets.get(&socket).and_then(|s| s.given_up.get(scope))
     }
 
     fn conn(&self, socket: SocketId) -> ConnId {
@@ -388,6 +461,12 @@ impl NodeState {
         if user.is_reserved() {
             return fail("unauthorized", fx);
         }
+        // A socket is one user's (rule 14's fences and the slots' user rely on it).
+        match &socket.user {
+            Some(mine) if *mine != user => return fail("unauthorized", fx),
+            Some(_) => {}
+            None => (socket.user, socket.tab) = (Some(user.clone()), j.tab.clone()),
+        }
         if j.role.as_ref().is_some_and(|r| policy.is_exempt(r)) {
             socket.joined.insert(j.topic.clone());
             self.track(j.socket, j.topic.clone(), user.0, j.tab, j.meta, now, fx);
@@ -397,9 +476,10 @@ impl NodeState {
         let scope = policy.scope_key(&j.topic);
         let key = (j.socket, scope.clone());
         // Another topic of the same scope on the same socket and tab shares the slot.
+        let same_tab = self.gateway.slot_tab(j.socket, &scope) == j.tab.as_ref();
         if let Some(slot) = self.gateway.slots.get_mut(&key) {
             // Same socket: the same tab exactly when the same `tab_id` (or none).
-            if slot.tab == j.tab {
+            if same_tab {
                 slot.topics.insert(j.topic.clone());
                 let token = slot.token;
                 self.gateway.sockets.entry(j.socket).or_default().joined.insert(j.topic.clone());
@@ -534,7 +614,8 @@ impl NodeState {
                 event: ClientEvent::Joined { token: Some(token) },
             });
         }
-        let slot = GwSlot { user: w.user, partition: p, tab: w.tab, token, epoch: token.epoch, topics };
+        self.gateway.set_slot_tab(key.0, &key.1, w.tab);
+        let slot = GwSlot { partition: p, token, epoch: token.epoch, topics };
         if let Some(old) = self.gateway.slots.insert(key, slot) {
             self.gateway.leave_group(&old);
         }
@@ -609,8 +690,7 @@ impl NodeState {
         }
         if !self.safeguards.fence_released_tokens {
             // As before rule 14: only a confirmation fenced (and re-created a closed socket).
-            let g = self.gateway.sockets.entry(conn.socket).or_default().given_up.entry(scope.clone()).or_insert(token);
-            *g = (*g).max(token);
+            self.gateway.sockets.entry(conn.socket).or_default().given_up.raise(&scope, token);
         }
         // The confirmation is a release, kept until a home acknowledges it.
         self.queue_release(conn, user, scope, token, true, now, fx);
@@ -657,8 +737,7 @@ impl NodeState {
             // Rule 14: a socket never takes back a token it gave up. A closed socket has no
             // entry and gets none: a grant for it finds nobody waiting and goes back.
             if let Some(socket) = self.gateway.sockets.get_mut(&conn.socket) {
-                let g = socket.given_up.entry(scope.clone()).or_insert(token);
-                *g = (*g).max(token);
+                socket.given_up.raise(&scope, token);
             }
         }
         let p = partition_of(&user, self.config.cluster.partitions);
@@ -690,7 +769,8 @@ impl NodeState {
                     scope: key.1.clone(),
                     why: "left".into(),
                 }));
-                self.queue_release(self.conn(socket), s.user, key.1, s.token, true, now, fx);
+                let user = self.gateway.user_of(socket);
+                self.queue_release(self.conn(socket), user, key.1, s.token, true, now, fx);
             }
         }
         let waiting: Vec<_> = self.gateway.waiting_of(socket).collect();
@@ -704,7 +784,7 @@ impl NodeState {
     }
 
     pub(super) fn socket_closed(&mut self, socket: SocketId, clean: bool, now: Millis, fx: &mut Vec<Effect>) {
-        self.gateway.sockets.remove(&socket);
+        let user = self.gateway.sockets.remove(&socket).and_then(|s| s.user);
         self.untrack_socket(socket, now, fx);
         for k in self.gateway.waiting_of(socket).collect::<Vec<_>>() {
             self.gateway.waiting.remove(&k);
@@ -719,7 +799,8 @@ impl NodeState {
                 scope: key.1.clone(),
                 why: why.into(),
             }));
-            self.queue_release(self.conn(socket), s.user, key.1, s.token, clean, now, fx);
+            let user = user.clone().expect("a socket with a slot has its user");
+            self.queue_release(self.conn(socket), user, key.1, s.token, clean, now, fx);
         }
     }
 
@@ -763,7 +844,8 @@ impl NodeState {
         for (_, key) in expired {
             let s = self.gateway.remove_slot(&key).expect("a group member is a slot");
             self.end_slot(key.0, &key.1, &s, "node_isolated", true, now, fx);
-            self.queue_release(self.conn(key.0), s.user, key.1, s.token, true, now, fx);
+            let user = self.gateway.user_of(key.0);
+            self.queue_release(self.conn(key.0), user, key.1, s.token, true, now, fx);
         }
         // Each emptied as its last member went; a count that went wrong would leave one behind.
         for g in groups {
@@ -830,9 +912,9 @@ impl NodeState {
         for (socket, scope, s) in self.gateway.slots.iter().filter(|(_, _, s)| s.partition == p) {
             let conn = ConnId { gateway: me.clone(), socket };
             slots.push(HeldSlot {
-                user: s.user.clone(),
+                user: self.gateway.user_of(socket),
                 scope: scope.clone(),
-                tab: s.tab_key(&conn),
+                tab: self.gateway.tab_key(socket, scope, &conn),
                 conn,
                 token: s.token,
             });
@@ -927,9 +1009,7 @@ mod tests {
 
     fn slot(token: u64) -> GwSlot {
         GwSlot {
-            user: UserId::from("u"),
             partition: PartitionId(0),
-            tab: None,
             token: SlotToken { epoch: 1, generation: token },
             epoch: 1,
             topics: SlotTopics::default(),
@@ -938,6 +1018,41 @@ mod tests {
 
     fn topic(s: &str) -> ScopeKey {
         ScopeKey::Topic(Topic::from(s))
+    }
+
+    #[test]
+    fn a_slot_and_the_homes_scope_entry_are_as_small_as_their_docs_say() {
+        use std::mem::size_of;
+        assert_eq!(size_of::<GwSlot>(), 48);
+        assert_eq!(size_of::<(ScopeKey, GwSlot)>(), 64);
+        assert_eq!(size_of::<super::super::home::UserScope>(), 88);
+        assert_eq!(size_of::<(ScopeKey, super::super::home::UserScope)>(), 104);
+        assert_eq!(size_of::<(ScopeKey, SlotToken)>(), 32, "a fence");
+    }
+
+    #[test]
+    fn a_sockets_fences_keep_the_highest_token_of_every_scope_it_ever_gave_one_up_in() {
+        let tok = |g| SlotToken { epoch: 2, generation: g };
+        let mut f = Fences::default();
+        let mut reference: BTreeMap<ScopeKey, SlotToken> = BTreeMap::new();
+        // 40 scopes (more than the 16 a list grows one place at a time for), each raised a few
+        // times, out of order and sometimes lower: the fence of each is the highest, none lost.
+        for step in 0..200u64 {
+            let scope = topic(&format!("room:{}", step * 13 % 40));
+            let token = tok(step * 7 % 23);
+            f.raise(&scope, token);
+            let r = reference.entry(scope).or_insert(token);
+            *r = (*r).max(token);
+        }
+        assert_eq!(f.len(), 40);
+        assert_eq!(f.0, reference.iter().map(|(s, t)| (s.clone(), *t)).collect::<Vec<_>>(), "sorted by scope");
+        for (scope, token) in &reference {
+            assert_eq!(f.get(scope), Some(*token));
+        }
+        assert_eq!(f.get(&topic("room:40")), None, "a scope never given up has no fence");
+        assert_eq!(f.get(&ScopeKey::Global(crate::config::PolicyId::BuiltIn)), None);
+        f.raise(&topic("room:3"), tok(1));
+        assert_eq!(f.get(&topic("room:3")), reference.get(&topic("room:3")).copied(), "a fence never goes down");
     }
 
     #[test]

@@ -191,6 +191,93 @@ fn a_lone_node_admits_joins_at_once() {
     assert!(matches!(c.events_of("n0", 1)[..], [ClientEvent::Joined { token: Some(_) }]));
 }
 
+/// A socket is one user's: the gateway keeps the user once per socket (not in every slot), so a
+/// join on the same socket naming another user is refused, and the socket's own user keeps its
+/// slot and can still join other topics.
+#[test]
+fn a_join_naming_another_user_than_its_sockets_is_refused() {
+    let mut c = Cluster::new(1, "takeover");
+    c.run_until(50);
+    c.join("n0", 1, "carol", "t");
+    c.run_until(60);
+    let other = ClientJoin {
+        socket: SocketId(1),
+        topic: Topic::from("room:2"),
+        user: Some(UserId::from("dave")),
+        role: None,
+        tab: Some(TabId::from("t")),
+        meta: Default::default(),
+    };
+    c.input("n0", Input::Join(other.clone()));
+    c.run_until(70);
+    let failed = ClientEvent::JoinFailed { reason: "unauthorized".into() };
+    assert!(matches!(c.events_of("n0", 1)[..], [ClientEvent::Joined { token: Some(_) }, ref f] if *f == failed));
+    c.input("n0", Input::Join(ClientJoin { user: Some(UserId::from("carol")), ..other }));
+    c.run_until(80);
+    assert!(
+        matches!(c.events_of("n0", 1)[..], [ClientEvent::Joined { .. }, _, ClientEvent::Joined { token: Some(_) }]),
+        "{:?}",
+        c.events_of("n0", 1)
+    );
+    // Another socket of the other user is not affected.
+    c.join("n0", 2, "dave", "u");
+    c.run_until(90);
+    assert!(matches!(c.events_of("n0", 2)[..], [ClientEvent::Joined { token: Some(_) }]));
+}
+
+/// A slot's tab is kept once per socket, with the rare slot of another `tab_id` listed beside
+/// it: a second topic of a `global` scope shares the slot exactly when its join names the
+/// slot's tab, whichever tab the socket's first join named.
+#[test]
+fn a_slot_of_another_tab_than_its_sockets_first_is_shared_by_its_own_tab_only() {
+    let mut c = Cluster::new(1, "reject");
+    let mut cfg = config(1, "reject");
+    let mut global = PolicyConfig::new("g:*");
+    global.scope = crate::config::ScopeKind::Global;
+    global.on_conflict = crate::OnConflict::Reject;
+    cfg.policy.insert(0, global);
+    cfg.validate().expect("valid");
+    let me = Incarnation::new("n0", 1);
+    c.nodes.insert(
+        NodeName::from("n0"),
+        NodeState::new(NodeBoot { me, config: cfg, stored_epoch: 0, wall_clock_ms: 1_000 }, 0),
+    );
+    c.run_until(50);
+    let join = |c: &mut Cluster, topic: &str, tab: &str| {
+        let j = ClientJoin {
+            socket: SocketId(1),
+            topic: Topic::from(topic),
+            user: Some(UserId::from("carol")),
+            role: None,
+            tab: Some(TabId::from(tab)),
+            meta: Default::default(),
+        };
+        c.input("n0", Input::Join(j));
+        let until = c.now + 10;
+        c.run_until(until);
+        c.events_of("n0", 1).last().cloned().expect("an answer")
+    };
+    let token = |e: ClientEvent| match e {
+        ClientEvent::Joined { token: Some(t) } => t,
+        other => panic!("not granted: {other:?}"),
+    };
+    let _ = token(join(&mut c, "room:1", "x")); // the socket's tab: x
+    let g = token(join(&mut c, "g:1", "y")); // a global slot of tab y
+    assert_eq!(token(join(&mut c, "g:2", "y")), g, "the same tab shares the slot");
+    assert_eq!(join(&mut c, "g:3", "x"), ClientEvent::JoinFailed { reason: "already_joined".into() });
+    // The slot ends (both its topics left): its listed tab goes with it, and a new slot of
+    // the socket's own tab is shared by that tab.
+    for t in ["g:1", "g:2"] {
+        c.input("n0", Input::Leave { socket: SocketId(1), topic: Topic::from(t) });
+    }
+    let until = c.now + 10;
+    c.run_until(until);
+    let h = token(join(&mut c, "g:4", "x"));
+    assert!(h > g);
+    assert_eq!(token(join(&mut c, "g:5", "x")), h);
+    assert_eq!(join(&mut c, "g:6", "y"), ClientEvent::JoinFailed { reason: "already_joined".into() });
+}
+
 /// A node alone that was starved (no tick for ten times `isolation_ms`, as under a burst of
 /// joins) keeps its clients' slots: nobody else could take its partitions over (rule 12).
 #[test]
