@@ -289,6 +289,11 @@ fn answer(
 /// The most client messages the node actor handles before it yields its thread.
 const BATCH: usize = 128;
 
+/// How many inputs of one turn's cascade (an input and the messages it sends this node) share
+/// one reading of the clock: a join on one node is three (the join, the home's request, the
+/// grant), and one reading serves at most eight inputs' work.
+const READ_CLOCK_EVERY: usize = 8;
+
 /// How long a validation forwarded to the user's home may take.
 const VALIDATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -359,9 +364,19 @@ impl NodeActorState {
     }
 
     fn run_queue(&mut self, queue: &mut VecDeque<Input>, effects: &mut Vec<Effect>) -> Result<(), ActorProcessingErr> {
+        // One reading of the clock for the input and the first few messages it sends this
+        // node, handled right after it in the same turn (a join's request to its home here,
+        // the grant back): they happen at one instant, as over a link with no delay. A long
+        // cascade (a recovery scan's replies) reads it again every `READ_CLOCK_EVERY` inputs.
+        let mut instant = std::time::Instant::now();
+        let mut now = self.clock.at(instant);
+        let mut handled = 0usize;
         while let Some(input) = queue.pop_front() {
-            let instant = std::time::Instant::now();
-            let now = self.clock.at(instant);
+            if handled > 0 && handled.is_multiple_of(READ_CLOCK_EVERY) {
+                instant = std::time::Instant::now();
+                now = self.clock.at(instant);
+            }
+            handled += 1;
             self.core.handle_into(input, now, effects);
             for effect in effects.drain(..) {
                 match effect {
@@ -381,7 +396,7 @@ impl NodeActorState {
                     }
                     Effect::Client { socket, topic, event } => self.deliver(socket, topic, event),
                     Effect::PresenceChanged(changes) => self.presence_changed(changes),
-                    Effect::User(u) => self.users.execute(u),
+                    Effect::User(u) => self.users.execute_at(u, now),
                     Effect::Validated { call, answer } => {
                         if let Some(reply) = self.validations.remove(&call) {
                             let _ = reply.send(answer);
@@ -544,6 +559,7 @@ impl Actor for NodeActor {
         let me = args.boot.me.node.clone();
         let mut core = NodeState::new(args.boot, args.clock.now());
         core.set_user_actors(args.users.enabled());
+        core.set_activation_sessions(args.users.keeps_sessions());
         args.users.set_inbox(args.clients.clone());
         let shard_count = args.shards.len();
         let mut st = NodeActorState {

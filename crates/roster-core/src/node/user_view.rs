@@ -213,7 +213,8 @@ pub enum UserEffect {
         token: SlotToken,
         /// The lease's deadline now (node clock).
         until: Millis,
-        /// The user's sessions now.
+        /// The user's sessions now; none when the runtime keeps no copy of them
+        /// ([`NodeState::set_activation_sessions`](super::NodeState::set_activation_sessions)).
         sessions: Vec<SessionView>,
         /// The state handed over by the previous activation (a handover), or `None`.
         state: Option<Vec<u8>>,

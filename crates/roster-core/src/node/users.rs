@@ -88,7 +88,18 @@ struct Parcel {
 #[derive(Debug)]
 pub(super) struct Users {
     enabled: bool,
-    active: BTreeMap<UserId, Activation>,
+    /// Whether [`UserEffect::Start`] lists the user's sessions (the runtime's behaviour keeps
+    /// them; see [`NodeState::set_activation_sessions`]).
+    start_with_sessions: bool,
+    /// The live activations. A hash map: every join that makes a user live and every leave
+    /// that makes one idle looks its user up here, and a search of a tree of thousands of
+    /// users touched a cold node and compared a user's text at every level. Nothing iterates
+    /// it in an order that matters: [`NodeState::users_of`] and the shutdown sort what they
+    /// collect.
+    active: foldhash::HashMap<UserId, Activation>,
+    /// The partitions touched by the last turn, kept to take the next turn's into (no new
+    /// vector per turn).
+    touched_parts: Vec<PartitionId>,
     /// Per partition held: the lease's epoch and deadline, as last fenced.
     deadlines: BTreeMap<PartitionId, (u64, Millis)>,
     /// Per partition held: the highest epoch at which another lease on it may have run
@@ -113,7 +124,9 @@ impl Default for Users {
     fn default() -> Self {
         Self {
             enabled: true,
-            active: BTreeMap::new(),
+            start_with_sessions: true,
+            active: foldhash::HashMap::default(),
+            touched_parts: Vec::new(),
             deadlines: BTreeMap::new(),
             successor_of: BTreeMap::new(),
             notes: BTreeMap::new(),
@@ -167,6 +180,13 @@ impl NodeState {
     /// decided, recorded or told.
     pub fn set_user_actors(&mut self, on: bool) {
         self.users.enabled = on;
+    }
+
+    /// Whether [`UserEffect::Start`] carries the user's sessions (`true` unless set): the
+    /// runtime says `false` when its behaviour keeps no copy of them, and the start then
+    /// lists none (the home keeps them anyway, and session events still carry each one).
+    pub fn set_activation_sessions(&mut self, listed: bool) {
+        self.users.start_with_sessions = listed;
     }
 
     /// Whether the runtime fences activations at their lease's deadline (always, outside
@@ -254,15 +274,19 @@ impl NodeState {
 
     /// Graceful shutdown: every activation ends.
     pub(super) fn users_shutdown(&mut self, now: Millis, fx: &mut Vec<Effect>) {
-        let users: Vec<UserId> = self.users.active.keys().cloned().collect();
+        let mut users: Vec<UserId> = self.users.active.keys().cloned().collect();
+        users.sort_unstable();
         for user in users {
             self.end_activation(&user, ActivationEnd::Shutdown, now, fx);
         }
     }
 
-    /// The users of `p` with an activation here.
+    /// The users of `p` with an activation here, in order.
     fn users_of(&self, p: PartitionId) -> Vec<UserId> {
-        self.users.active.iter().filter(|(_, a)| a.partition == p).map(|(u, _)| u.clone()).collect()
+        let mut users: Vec<UserId> =
+            self.users.active.iter().filter(|(_, a)| a.partition == p).map(|(u, _)| u.clone()).collect();
+        users.sort_unstable();
+        users
     }
 
     /// End `user`'s activation at `at` (record and stop); returns its token.
@@ -297,6 +321,7 @@ impl NodeState {
         }
         let handed_from = parcel.as_ref().map(|parcel| parcel.token);
         let view = self.sessions_of(p, user, None);
+        let sessions = if self.users.start_with_sessions { view.clone() } else { Vec::new() };
         fx.push(Effect::Record(Record::ActivationStarted {
             at: now,
             user: user.clone(),
@@ -311,7 +336,7 @@ impl NodeState {
             partition: p,
             token,
             until,
-            sessions: view.clone(),
+            sessions,
             state: parcel.map(|parcel| parcel.state),
         }));
         self.users.deferred.remove(user);
@@ -380,36 +405,58 @@ impl NodeState {
         if !self.users.enabled || self.stopped {
             self.users.notes.clear();
             // Nobody reads what was touched: forget it (it would grow with every user seen).
-            for p in self.take_touched_partitions() {
-                if let Some(home) = self.homes.get_mut(&p) {
+            let parts = self.take_touched_partitions();
+            for p in &parts {
+                if let Some(home) = self.homes.get_mut(p) {
                     home.take_touched();
                 }
             }
+            self.put_back_partitions(parts);
             return;
         }
         self.users_timers(now);
         // In partition order, as a walk over every home would visit them.
-        for p in self.take_touched_partitions() {
+        let parts = self.take_touched_partitions();
+        for &p in &parts {
             let touched = self.homes.get_mut(&p).map(|h| h.take_touched()).unwrap_or_default();
             let serving = self.serving(p, now);
             for (user, scopes) in touched {
                 self.sync_user(p, &user, &scopes, serving, now, fx);
             }
         }
-        self.users.notes.clear();
+        self.put_back_partitions(parts);
+        if !self.users.notes.is_empty() {
+            self.users.notes.clear();
+        }
     }
 
-    /// The partitions touched since the last call, in order, each once.
+    /// The partitions touched since the last call, in order, each once (give the vector
+    /// back with [`NodeState::put_back_partitions`]).
     fn take_touched_partitions(&mut self) -> Vec<PartitionId> {
-        let mut parts = std::mem::take(&mut *self.touches.lock().unwrap_or_else(|e| e.into_inner()));
-        parts.sort_unstable();
-        parts.dedup();
+        let mut parts = std::mem::take(&mut self.users.touched_parts);
+        parts.clear();
+        std::mem::swap(&mut parts, &mut *self.touches.lock().unwrap_or_else(|e| e.into_inner()));
+        if parts.len() > 1 {
+            parts.sort_unstable();
+            parts.dedup();
+        }
         parts
+    }
+
+    /// Keep the vector of a turn's partitions for the next turn (at most a few dozen places:
+    /// a turn that touched every partition leaves no large vector behind).
+    fn put_back_partitions(&mut self, mut parts: Vec<PartitionId>) {
+        parts.clear();
+        parts.shrink_to(64);
+        self.users.touched_parts = parts;
     }
 
     /// Handover waits that ran out, parcels nobody took, restarts that are due: touch their
     /// users so this turn decides them.
     fn users_timers(&mut self, now: Millis) {
+        if self.users.expected.is_empty() && self.users.restart_at.is_empty() && self.users.parcels.is_empty() {
+            return; // nothing waits (every turn but a handover's or a failure's)
+        }
         let mut due: Vec<UserId> = Vec::new();
         if self.users.expected.values().any(|e| e.until <= now) {
             let (late, kept): (BTreeMap<_, _>, BTreeMap<_, _>) =

@@ -189,6 +189,30 @@ fn the_first_join_starts_one_activation_and_the_last_leave_stops_it() {
 }
 
 #[test]
+fn a_start_lists_no_sessions_when_the_runtime_keeps_none_and_the_events_and_view_are_unchanged() {
+    let mut one = One::new(policy(OnConflict::Takeover, 0, 2));
+    one.node.set_activation_sessions(false);
+    let fx = one.join(1, "erin", "t1");
+    let starts = started(&fx);
+    assert_eq!(starts.len(), 1, "{fx:?}");
+    assert!(starts[0].1.is_empty(), "no session list in the start: {:?}", starts[0].1);
+    // The home still knows the session, and the activation is still told of each change.
+    let view = one.node.user_view(&UserId::from("erin"), one.now).expect("served here");
+    assert_eq!(view.sessions.len(), 1);
+    assert_eq!(view.sessions[0].conn, one.conn(1));
+    let fx = one.join(2, "erin", "t2");
+    assert!(matches!(&events(&fx)[..], [SessionEvent::Started { how: SessionStart::Granted, session }]
+        if session.conn == one.conn(2)));
+    let fx = one.close(1, true);
+    assert!(matches!(&events(&fx)[..], [SessionEvent::Ended { end: SessionEnd::Closed { clean: true }, session }]
+        if session.conn == one.conn(1)));
+    let fx = one.close(2, true);
+    assert!(matches!(&events(&fx)[..], [SessionEvent::Ended { end: SessionEnd::Closed { clean: true }, session }]
+        if session.conn == one.conn(2)));
+    assert_eq!(stopped(&fx), vec![(starts[0].0, ActivationEnd::Idle)]);
+}
+
+#[test]
 fn a_takeover_is_told_as_revoking_then_revoked_then_granted() {
     let mut one = One::new(policy(OnConflict::Takeover, 0, 1));
     one.join(1, "bob", "old");

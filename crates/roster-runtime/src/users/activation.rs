@@ -16,7 +16,7 @@ use super::host::{lock, Shared, Spawner};
 use crate::codec;
 use futures_util::FutureExt;
 use roster_core::{
-    ActivationEnd, Incarnation, Input, PartitionId, SessionEvent, SessionView, SlotToken, UserAnswer, UserId,
+    ActivationEnd, Incarnation, Input, Millis, PartitionId, SessionEvent, SessionView, SlotToken, UserAnswer, UserId,
 };
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -61,8 +61,10 @@ pub(crate) enum Reply {
 pub(crate) trait Mailbox: Send + Sync {
     /// Its fencing token.
     fn token(&self) -> SlotToken;
-    /// Queue `mail`, and run the activation if it is not running.
-    fn post(self: Arc<Self>, mail: Mail);
+    /// Queue `mail`, and run the activation if it is not running. `now`: the node clock's
+    /// reading of the node actor's turn that posts it (the reading the core decided with), for
+    /// the fence check of a hook run at once; `None` reads the clock.
+    fn post(self: Arc<Self>, mail: Mail, now: Option<Millis>);
 }
 
 /// Makes activations of one behaviour.
@@ -92,6 +94,10 @@ impl<B: UserBehaviour> Spawner for Behaviour<B> {
             }),
         })
     }
+
+    fn keeps_sessions(&self) -> bool {
+        B::KEEPS_SESSIONS
+    }
 }
 
 struct Activation<B: UserBehaviour> {
@@ -119,7 +125,7 @@ impl<B: UserBehaviour> Mailbox for Activation<B> {
         self.token
     }
 
-    fn post(self: Arc<Self>, mail: Mail) {
+    fn post(self: Arc<Self>, mail: Mail, now: Option<Millis>) {
         let mut inner = lock(&self.inner);
         if inner.done {
             let shared = inner.ctx.as_ref().map(|c| c.shared.clone());
@@ -145,14 +151,19 @@ impl<B: UserBehaviour> Mailbox for Activation<B> {
         // An idle activation runs a synchronous hook (start, a session event, stop) at once,
         // in the poster's turn: a task per hook cost the node actor a spawn and a cross-thread
         // wake-up for every join and leave. Only a call (async) gets a task.
-        let (ctx, state, stopping) = (inner.ctx.take(), inner.state.take(), inner.stopping);
+        let (ctx, state) = (inner.ctx.take(), inner.state.take());
         drop(inner);
         let Some(mut ctx) = ctx else { return };
         let mut state = state;
-        let outcome = self
-            .handle(mail, &mut ctx, &mut state, stopping)
-            .now_or_never()
-            .expect("hooks other than a call's never wait");
+        let now = now.unwrap_or_else(|| ctx.shared.now());
+        let outcome = match self.hook(mail, &mut ctx, &mut state, now) {
+            Ok(outcome) => outcome,
+            // A call went to a task above; were one to come here, a task runs it.
+            Err(call) => {
+                lock(&self.inner).queue.push_front(*call);
+                Outcome::Continue
+            }
+        };
         if self.settle(outcome, ctx, state) {
             let mut inner = lock(&self.inner);
             if inner.queue.is_empty() {
@@ -186,7 +197,11 @@ impl<B: UserBehaviour> Activation<B> {
             };
             let Some(mut ctx) = ctx else { return };
             let mut state = state;
-            let outcome = self.handle(mail, &mut ctx, &mut state, stopping).await;
+            let now = ctx.shared.now();
+            let outcome = match self.hook(mail, &mut ctx, &mut state, now) {
+                Ok(outcome) => outcome,
+                Err(call) => self.call(*call, &mut ctx, &mut state, stopping).await,
+            };
             if !self.settle(outcome, ctx, state) {
                 return;
             }
@@ -196,14 +211,16 @@ impl<B: UserBehaviour> Activation<B> {
     /// Put the context and state back after a hook; once the activation has stopped or
     /// failed, answer what is queued and tell the core of a failure. `false`: it is done.
     fn settle(&self, outcome: Outcome, ctx: UserCtx, state: Option<B::State>) -> bool {
-        let shared = ctx.shared.clone();
-        let (user, token) = (ctx.user.clone(), ctx.token);
         let mut inner = lock(&self.inner);
-        inner.ctx = Some(ctx);
-        inner.state = state;
         if matches!(outcome, Outcome::Continue) {
+            inner.ctx = Some(ctx);
+            inner.state = state;
             return true;
         }
+        let shared = ctx.shared.clone();
+        let (user, token) = (ctx.user.clone(), ctx.token);
+        inner.ctx = Some(ctx);
+        inner.state = state;
         inner.done = true;
         inner.running = false;
         let left = std::mem::take(&mut inner.queue);
@@ -221,17 +238,23 @@ impl<B: UserBehaviour> Activation<B> {
         false
     }
 
-    async fn handle(&self, mail: Mail, ctx: &mut UserCtx, state: &mut Option<B::State>, stopping: bool) -> Outcome {
+    /// Run a synchronous hook (start, a session event, stop) with the fence checked at `now`;
+    /// a call is handed back (`Err`) for [`Activation::call`].
+    fn hook(
+        &self,
+        mail: Mail,
+        ctx: &mut UserCtx,
+        state: &mut Option<B::State>,
+        now: Millis,
+    ) -> Result<Outcome, Box<Mail>> {
         let b = &*self.behaviour;
-        // Past the lease's deadline nothing runs. Once told to stop, a call queued before the
-        // stop is answered `Moving` (its caller finds the next home); the session events that
-        // led to the stop, and the stop itself, still run.
-        let current = ctx.shared.fenced_ok(ctx.partition, ctx.token.epoch);
-        let current = current && !(stopping && matches!(mail, Mail::Call { .. }));
+        // Past the lease's deadline nothing runs. The session events that led to a stop, and
+        // the stop itself, still run.
+        let current = ctx.shared.fenced_ok_at(ctx.partition, ctx.token.epoch, now);
         match mail {
             Mail::Start(handed) => {
                 if !current {
-                    return Outcome::Continue; // fenced from the start: the core stops it
+                    return Ok(Outcome::Continue); // fenced from the start: the core stops it
                 }
                 let handed = handed.and_then(|bytes| match codec::decode::<B::State>(&bytes) {
                     Ok(s) => Some(s),
@@ -242,28 +265,60 @@ impl<B: UserBehaviour> Activation<B> {
                 });
                 match catch_unwind(AssertUnwindSafe(|| b.start(ctx, handed))) {
                     Ok(s) => *state = Some(s),
-                    Err(_) => return Outcome::Failed,
+                    Err(_) => return Ok(Outcome::Failed),
                 }
             }
             Mail::Session(event) => {
                 if B::KEEPS_SESSIONS {
                     apply(&mut ctx.sessions, &event);
                 }
-                let Some(s) = state.as_mut().filter(|_| current) else { return Outcome::Continue };
+                let Some(s) = state.as_mut().filter(|_| current) else { return Ok(Outcome::Continue) };
                 let run = || match &event {
                     SessionEvent::Started { session, how } => b.session_started(ctx, s, session, *how),
                     SessionEvent::Changed { session } => b.session_changed(ctx, s, session),
                     SessionEvent::Ended { session, end } => b.session_ended(ctx, s, session, end),
                 };
                 if catch_unwind(AssertUnwindSafe(run)).is_err() {
-                    return Outcome::Failed;
+                    return Ok(Outcome::Failed);
                 }
             }
-            Mail::Call { body, reply } => {
-                let Some(s) = state.as_mut().filter(|_| current) else {
-                    ctx.shared.reply(reply, UserAnswer::Moving);
-                    return Outcome::Continue;
-                };
+            call @ Mail::Call { .. } => return Err(Box::new(call)),
+            Mail::Stop(why) => {
+                // The stop hook runs while the lease allows; then, for a handover, the state
+                // goes to the new home (or, if there is none to give, the core is told anyway
+                // and the new home starts fresh after its wait).
+                let mut handed = None;
+                if let Some(s) = state.as_mut().filter(|_| current) {
+                    if catch_unwind(AssertUnwindSafe(|| b.stop(ctx, s, &why))).is_err() {
+                        return Ok(Outcome::Failed);
+                    }
+                    if matches!(why, ActivationEnd::HandedOver { .. }) {
+                        handed = codec::encode(&*s)
+                            .inspect_err(|e| {
+                                tracing::warn!(user = %ctx.user, error = %e, "a state does not encode: the next home starts fresh")
+                            })
+                            .ok();
+                    }
+                }
+                if matches!(why, ActivationEnd::HandedOver { .. }) {
+                    let (user, token) = (ctx.user.clone(), ctx.token);
+                    ctx.shared.input(Input::ActivationStopped { user, token, state: handed, failed: false });
+                }
+                return Ok(Outcome::Stopped);
+            }
+        }
+        Ok(Outcome::Continue)
+    }
+
+    /// Run a call (`handle`, async), with the fence checked as it starts. Once told to stop,
+    /// a call queued before the stop is answered `Moving` (its caller finds the next home).
+    async fn call(&self, mail: Mail, ctx: &mut UserCtx, state: &mut Option<B::State>, stopping: bool) -> Outcome {
+        let b = &*self.behaviour;
+        let Mail::Call { body, reply } = mail else { return Outcome::Continue };
+        let current = ctx.shared.fenced_ok(ctx.partition, ctx.token.epoch) && !stopping;
+        match state.as_mut().filter(|_| current) {
+            None => ctx.shared.reply(reply, UserAnswer::Moving),
+            Some(s) => {
                 let msg = match codec::decode::<B::Msg>(&body) {
                     Ok(m) => m,
                     Err(e) => {
@@ -284,29 +339,6 @@ impl<B: UserBehaviour> Activation<B> {
                         return Outcome::Failed;
                     }
                 }
-            }
-            Mail::Stop(why) => {
-                // The stop hook runs while the lease allows; then, for a handover, the state
-                // goes to the new home (or, if there is none to give, the core is told anyway
-                // and the new home starts fresh after its wait).
-                let mut handed = None;
-                if let Some(s) = state.as_mut().filter(|_| current) {
-                    if catch_unwind(AssertUnwindSafe(|| b.stop(ctx, s, &why))).is_err() {
-                        return Outcome::Failed;
-                    }
-                    if matches!(why, ActivationEnd::HandedOver { .. }) {
-                        handed = codec::encode(&*s)
-                            .inspect_err(|e| {
-                                tracing::warn!(user = %ctx.user, error = %e, "a state does not encode: the next home starts fresh")
-                            })
-                            .ok();
-                    }
-                }
-                if matches!(why, ActivationEnd::HandedOver { .. }) {
-                    let (user, token) = (ctx.user.clone(), ctx.token);
-                    ctx.shared.input(Input::ActivationStopped { user, token, state: handed, failed: false });
-                }
-                return Outcome::Stopped;
             }
         }
         Outcome::Continue

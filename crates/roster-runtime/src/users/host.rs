@@ -14,6 +14,7 @@ use roster_core::{
     Input, Millis, NodeName, PartitionId, PeerMsg, ReplyTo, SessionView, SlotToken, UserAnswer, UserEffect, UserId,
     UserView,
 };
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -38,6 +39,11 @@ pub(crate) trait Spawner: Send + Sync {
         token: SlotToken,
         sessions: Vec<SessionView>,
     ) -> Arc<dyn Mailbox>;
+
+    /// Whether its activations keep a copy of the user's sessions
+    /// ([`UserBehaviour::KEEPS_SESSIONS`](super::UserBehaviour::KEEPS_SESSIONS)): if not, the
+    /// core's starts list none.
+    fn keeps_sessions(&self) -> bool;
 }
 
 /// What every activation and caller of one node shares.
@@ -86,6 +92,11 @@ impl Shared {
         self.spawner.is_some()
     }
 
+    /// Whether the activations keep a copy of the user's sessions (so a start must list them).
+    pub(crate) fn keeps_sessions(&self) -> bool {
+        self.spawner.as_ref().is_some_and(|s| s.keeps_sessions())
+    }
+
     /// The node actor's client inbox, once it runs (activations send it their inputs).
     pub(crate) fn set_inbox(&self, inbox: Arc<ClientInbox>) {
         let _ = self.inbox.set(inbox);
@@ -101,12 +112,22 @@ impl Shared {
     /// Whether an activation of `partition` at `epoch` may run now: the node holds that lease
     /// and its deadline has not passed.
     pub(crate) fn fenced_ok(&self, partition: PartitionId, epoch: u64) -> bool {
+        self.fenced_ok_at(partition, epoch, self.clock.now())
+    }
+
+    /// [`fenced_ok`](Self::fenced_ok) at the node clock's reading `now`.
+    pub(crate) fn fenced_ok_at(&self, partition: PartitionId, epoch: u64, now: Millis) -> bool {
         if !self.fence_at_deadline {
             return true;
         }
         let Some(fence) = self.fences.get(partition.0 as usize) else { return false };
         let (e, until) = *lock(fence);
-        e == epoch && self.clock.now() < until
+        e == epoch && now < until
+    }
+
+    /// The node clock now.
+    pub(crate) fn now(&self) -> Millis {
+        self.clock.now()
     }
 
     /// The activation of `user` on this node, if any.
@@ -154,34 +175,42 @@ impl Shared {
     }
 
     /// Carry out one of the core's user effects (from the node actor, in order).
+    #[cfg(test)]
     pub(crate) fn execute(self: &Arc<Self>, effect: UserEffect) {
+        self.execute_at(effect, self.clock.now())
+    }
+
+    /// [`execute`](Self::execute) in a node actor's turn whose clock reading is `now` (the one
+    /// the core decided the effect with): a hook run at once checks its fence at `now`.
+    pub(crate) fn execute_at(self: &Arc<Self>, effect: UserEffect, now: Millis) {
+        let now = Some(now);
         match effect {
             UserEffect::Start { user, partition, token, sessions, state, .. } => {
                 let Some(spawner) = &self.spawner else { return };
                 let act = spawner.activation(self.clone(), user.clone(), partition, token, sessions);
-                act.clone().post(Mail::Start(state));
+                act.clone().post(Mail::Start(state), now);
                 let old = self.table.write().unwrap_or_else(|e| e.into_inner()).insert(user, act);
                 if let Some(old) = old {
                     // The core stops an activation before it starts the next; a leftover is
                     // stopped rather than left to answer.
-                    old.post(Mail::Stop(roster_core::ActivationEnd::Idle));
+                    old.post(Mail::Stop(roster_core::ActivationEnd::Idle), now);
                 }
             }
             UserEffect::Session { user, token, event } => {
                 if let Some(act) = self.local(&user).filter(|a| a.token() == token) {
-                    act.post(Mail::Session(event));
+                    act.post(Mail::Session(event), now);
                 }
             }
             UserEffect::Stop { user, token, why } => {
                 let act = {
                     let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
-                    match table.get(&user) {
-                        Some(a) if a.token() == token => table.remove(&user),
+                    match table.entry(user) {
+                        Entry::Occupied(e) if e.get().token() == token => Some(e.remove()),
                         _ => None,
                     }
                 };
                 if let Some(act) = act {
-                    act.post(Mail::Stop(why));
+                    act.post(Mail::Stop(why), now);
                 }
             }
             UserEffect::Fence { partition, epoch, until } => {
@@ -196,7 +225,7 @@ impl Shared {
                     Some(ReplyTo::Peer { node, call }) => Reply::Peer { node, call },
                 };
                 match self.local(&user).filter(|a| a.token() == token) {
-                    Some(act) => act.post(Mail::Call { body, reply }),
+                    Some(act) => act.post(Mail::Call { body, reply }, now),
                     None => self.reply(reply, UserAnswer::Moving),
                 }
             }

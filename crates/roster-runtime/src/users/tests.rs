@@ -69,7 +69,7 @@ fn start(shared: &Arc<Shared>, until: u64) {
 async fn call(shared: &Arc<Shared>, msg: ProbeMsg) -> UserAnswer {
     let (tx, rx) = oneshot::channel();
     let act = shared.local(&UserId::from("u")).expect("the activation is in the table");
-    act.post(Mail::Call { body: codec::encode(&msg).unwrap(), reply: Reply::Direct(tx) });
+    act.post(Mail::Call { body: codec::encode(&msg).unwrap(), reply: Reply::Direct(tx) }, None);
     rx.await.expect("an answer")
 }
 
@@ -181,7 +181,7 @@ async fn sessions_seen<const KEEP: bool>() -> (usize, u64) {
     shared.execute(UserEffect::Session { user, token: TOKEN, event });
     let (tx, rx) = oneshot::channel();
     let act = shared.local(&UserId::from("u")).expect("the activation is in the table");
-    act.post(Mail::Call { body: codec::encode(&()).unwrap(), reply: Reply::Direct(tx) });
+    act.post(Mail::Call { body: codec::encode(&()).unwrap(), reply: Reply::Direct(tx) }, None);
     match rx.await.expect("an answer") {
         UserAnswer::Reply(bytes) => codec::decode(&bytes).unwrap(),
         other => panic!("not a reply: {other:?}"),

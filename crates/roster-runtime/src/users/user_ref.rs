@@ -108,11 +108,11 @@ impl UserRef {
                 // On the user's home: straight into the activation's queue.
                 Some(act) => {
                     if !reply {
-                        act.post(Mail::Call { body, reply: Reply::None });
+                        act.post(Mail::Call { body, reply: Reply::None }, None);
                         return Ok(None);
                     }
                     let (tx, rx) = oneshot::channel();
-                    act.post(Mail::Call { body: body.clone(), reply: Reply::Direct(tx) });
+                    act.post(Mail::Call { body: body.clone(), reply: Reply::Direct(tx) }, None);
                     match tokio::time::timeout_at(deadline, rx).await {
                         Ok(Ok(answer)) => answer,
                         Ok(Err(_)) => UserAnswer::Moving, // stopped before it answered
