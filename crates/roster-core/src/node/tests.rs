@@ -110,15 +110,7 @@ impl Cluster {
     }
 
     fn join(&mut self, at: &str, socket: u64, user: &str, tab: &str) {
-        let j = ClientJoin {
-            socket: SocketId(socket),
-            topic: Topic::from("room:1"),
-            user: Some(UserId::from(user)),
-            role: None,
-            tab: Some(TabId::from(tab)),
-            meta: Default::default(),
-        };
-        self.input(at, Input::Join(j));
+        self.input(at, Input::Join(client_join(socket, "room:1", user, tab)));
     }
 
     fn events_of(&self, at: &str, socket: u64) -> Vec<ClientEvent> {
@@ -138,6 +130,18 @@ impl Cluster {
 /// The first node that is not `a` nor `b`.
 fn other(a: &NodeName, b: &NodeName) -> String {
     (0..3).map(|i| format!("n{i}")).find(|n| n != a.as_str() && n != b.as_str()).expect("three nodes")
+}
+
+/// A signed-in user's join of `topic` on `socket`, with a tab and no meta.
+fn client_join(socket: u64, topic: &str, user: &str, tab: &str) -> ClientJoin {
+    ClientJoin {
+        socket: SocketId(socket),
+        topic: Topic::from(topic),
+        user: Some(UserId::from(user)),
+        role: None,
+        tab: Some(TabId::from(tab)),
+        meta: Default::default(),
+    }
 }
 
 #[test]
@@ -200,14 +204,7 @@ fn a_join_naming_another_user_than_its_sockets_is_refused() {
     c.run_until(50);
     c.join("n0", 1, "carol", "t");
     c.run_until(60);
-    let other = ClientJoin {
-        socket: SocketId(1),
-        topic: Topic::from("room:2"),
-        user: Some(UserId::from("dave")),
-        role: None,
-        tab: Some(TabId::from("t")),
-        meta: Default::default(),
-    };
+    let other = client_join(1, "room:2", "dave", "t");
     c.input("n0", Input::Join(other.clone()));
     c.run_until(70);
     let failed = ClientEvent::JoinFailed { reason: "unauthorized".into() };
@@ -244,15 +241,7 @@ fn a_slot_of_another_tab_than_its_sockets_first_is_shared_by_its_own_tab_only() 
     );
     c.run_until(50);
     let join = |c: &mut Cluster, topic: &str, tab: &str| {
-        let j = ClientJoin {
-            socket: SocketId(1),
-            topic: Topic::from(topic),
-            user: Some(UserId::from("carol")),
-            role: None,
-            tab: Some(TabId::from(tab)),
-            meta: Default::default(),
-        };
-        c.input("n0", Input::Join(j));
+        c.input("n0", Input::Join(client_join(1, topic, "carol", tab)));
         let until = c.now + 10;
         c.run_until(until);
         c.events_of("n0", 1).last().cloned().expect("an answer")
