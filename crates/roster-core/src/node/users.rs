@@ -425,9 +425,7 @@ impl NodeState {
             }
         }
         self.put_back_partitions(parts);
-        if !self.users.notes.is_empty() {
-            self.users.notes.clear();
-        }
+        self.users.notes.clear();
     }
 
     /// The partitions touched since the last call, in order, each once (give the vector
