@@ -48,3 +48,10 @@ pub fn grow_by(len: usize) -> usize {
         len / 2
     }
 }
+
+/// Room in `list` for one more entry, as [`grow_by`] says (nothing when it has room already).
+pub fn make_room<T>(list: &mut Vec<T>) {
+    if list.len() == list.capacity() {
+        list.reserve_exact(grow_by(list.len()));
+    }
+}

@@ -275,10 +275,7 @@ impl ConnShared {
                 // Sized to what it holds up to 16, then by half (`grow_by`): doubling would
                 // leave a socket in ten topics room for sixteen, and growing by one a
                 // connection in hundreds of topics a trail of freed blocks.
-                let len = channels.joined.len();
-                if len == channels.joined.capacity() {
-                    channels.joined.reserve_exact(roster_core::grow_by(len));
-                }
+                roster_core::make_room(&mut channels.joined);
                 channels.joined.push((topic.clone(), channel));
                 Some(reply)
             }
@@ -331,10 +328,7 @@ impl ConnShared {
             }
             // Sized exactly as well: a burst of joins leaves no bigger block freed among the
             // connection's long-lived ones (`Vec`'s first growth would make room for four).
-            let len = channels.waiting.len();
-            if len == channels.waiting.capacity() {
-                channels.waiting.reserve_exact(roster_core::grow_by(len));
-            }
+            roster_core::make_room(&mut channels.waiting);
             channels.waiting.push((topic.clone(), ChannelState::Joining(reply)));
         }
         let join = ClientJoin {

@@ -102,10 +102,7 @@ impl Channels {
         debug_assert!(!self.contains(topic.as_str()));
         // Sized exactly as well: a burst of joins leaves no bigger block freed among the
         // socket's long-lived ones (`Vec`'s first growth would make room for four).
-        let len = self.joining.len();
-        if len == self.joining.capacity() {
-            self.joining.reserve_exact(roster_core::grow_by(len));
-        }
+        roster_core::make_room(&mut self.joining);
         self.joining.push(Joining { topic, join_ref: join_ref.map(Box::from), msg_ref: msg_ref.map(Box::from) });
     }
 
@@ -122,10 +119,7 @@ impl Channels {
                 Ref::LONG
             }
         };
-        let len = self.joined.len();
-        if len == self.joined.capacity() {
-            self.joined.reserve_exact(roster_core::grow_by(len));
-        }
+        roster_core::make_room(&mut self.joined);
         self.joined.push(Joined { topic, channel, join_ref: packed });
         Some(JoinRefs { join_ref: join_ref.map(String::from), msg_ref })
     }

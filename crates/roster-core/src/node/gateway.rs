@@ -153,9 +153,7 @@ impl SlotMap {
         match Self::find(list, &key.1) {
             Ok(at) => Some(std::mem::replace(&mut list[at].1, slot)),
             Err(at) => {
-                if list.len() == list.capacity() {
-                    list.reserve_exact(crate::grow_by(list.len()));
-                }
+                crate::make_room(list);
                 list.insert(at, (key.1, slot));
                 self.len += 1;
                 None
@@ -273,9 +271,7 @@ impl Fences {
         match self.find(scope) {
             Ok(at) => self.0[at].1 = self.0[at].1.max(token),
             Err(at) => {
-                if self.0.len() == self.0.capacity() {
-                    self.0.reserve_exact(crate::grow_by(self.0.len()));
-                }
+                crate::make_room(&mut self.0);
                 self.0.insert(at, (scope.clone(), token));
             }
         }

@@ -50,9 +50,7 @@ impl<V> ScopeMap<V> {
         let at = match Self::find(list, scope) {
             Ok(at) => at,
             Err(at) => {
-                if list.len() == list.capacity() {
-                    list.reserve_exact(crate::grow_by(list.len()));
-                }
+                crate::make_room(list);
                 list.insert(at, (scope.clone(), make()));
                 self.len += 1;
                 at

@@ -129,13 +129,6 @@ impl Default for SocketTopics {
     }
 }
 
-/// Room for one more entry: one place at a time up to 16, then by half ([`crate::grow_by`]).
-fn make_room<T>(list: &mut Vec<T>) {
-    if list.len() == list.capacity() {
-        list.reserve_exact(crate::grow_by(list.len()));
-    }
-}
-
 impl SocketTopics {
     fn get(&self, topic: &Topic) -> Option<(&Arc<str>, &Arc<PresenceMeta>)> {
         match self {
@@ -157,7 +150,7 @@ impl SocketTopics {
                     let old = std::mem::replace(old, meta);
                     return Some(ConnEntry { key: Arc::clone(mine), meta: old });
                 }
-                make_room(entries);
+                crate::make_room(entries);
                 entries.push((topic, meta));
                 return None;
             }
@@ -174,7 +167,7 @@ impl SocketTopics {
         match entries.iter_mut().find(|(t, _)| *t == topic) {
             Some((_, old)) => Some(std::mem::replace(old, entry)),
             None => {
-                make_room(entries);
+                crate::make_room(entries);
                 entries.push((topic, entry));
                 None
             }

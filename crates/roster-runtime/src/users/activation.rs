@@ -352,10 +352,7 @@ fn apply(sessions: &mut Vec<SessionView>, event: &SessionEvent) {
         // Nearly sized to what it holds (`grow_by`): most users have a session or two, and a
         // doubled list kept room for as many again on every activation.
         SessionEvent::Started { session, .. } => {
-            let len = sessions.len();
-            if len == sessions.capacity() {
-                sessions.reserve_exact(roster_core::grow_by(len));
-            }
+            roster_core::make_room(sessions);
             sessions.push(session.clone());
         }
         SessionEvent::Changed { session } => {
