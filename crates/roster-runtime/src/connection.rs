@@ -17,6 +17,7 @@
 //! once as well, so its slots are free before the socket's last frames are written.
 
 use crate::client_inbox::ClientInbox;
+use crate::conn_channels::{ChannelTag, ConnChannels};
 use crate::error::{JoinError, PushError};
 use crate::node_actor::NodeMsg;
 use crate::outbound::{ChannelId, Outbound, OutboundQueue, PushBody};
@@ -154,47 +155,6 @@ pub(crate) struct ConnShared {
     channels: Mutex<ConnChannels>,
 }
 
-/// A connection's topics; a socket rarely has more than a few, so lists. A joined one is 24
-/// bytes, named by the node's shared copy of the topic (handed over as the join is granted);
-/// joins waiting for their answer (and leaves of them) are kept apart, a list empty between
-/// bursts of joins.
-#[derive(Debug, Default)]
-struct ConnChannels {
-    joined: Vec<(Topic, ChannelId)>,
-    waiting: Vec<(Topic, ChannelState)>,
-}
-
-impl ConnChannels {
-    fn joined_at(&self, topic: &Topic) -> Option<usize> {
-        self.joined.iter().position(|(t, _)| t == topic)
-    }
-
-    fn waiting_at(&self, topic: &Topic) -> Option<usize> {
-        self.waiting.iter().position(|(t, _)| t == topic)
-    }
-
-    fn len(&self) -> usize {
-        self.joined.len() + self.waiting.len()
-    }
-
-    fn take_joined(&mut self, i: usize) -> (Topic, ChannelId) {
-        let c = self.joined.swap_remove(i);
-        if self.joined.capacity() > 2 * self.joined.len() + 4 {
-            self.joined.shrink_to_fit();
-        }
-        c
-    }
-
-    fn take_waiting(&mut self, i: usize) -> (Topic, ChannelState) {
-        let c = self.waiting.swap_remove(i);
-        // Empty between bursts of joins: its room is given back.
-        if self.waiting.is_empty() {
-            self.waiting = Vec::new();
-        }
-        c
-    }
-}
-
 /// What a new connection is made of.
 pub(crate) struct ConnParts {
     pub(crate) socket: SocketId,
@@ -268,68 +228,52 @@ impl ConnShared {
     /// keeps from then on): it becomes `channel`. `None` if the connection left the topic
     /// meanwhile (nothing to subscribe); otherwise where the answer goes.
     pub(crate) fn granted(&self, topic: &Topic, channel: ChannelId) -> Option<JoinReply> {
-        let mut channels = self.lock();
-        let i = channels.waiting_at(topic)?;
-        match channels.take_waiting(i).1 {
-            ChannelState::Joining(reply) => {
-                // Sized to what it holds up to 16, then by half (`grow_by`): doubling would
-                // leave a socket in ten topics room for sixteen, and growing by one a
-                // connection in hundreds of topics a trail of freed blocks.
-                roster_core::make_room(&mut channels.joined);
-                channels.joined.push((topic.clone(), channel));
-                Some(reply)
-            }
-            ChannelState::Leaving | ChannelState::Joined(_) => None,
-        }
+        self.lock().granted(topic, channel)
     }
 
     /// The leave of a topic whose join was still waiting has gone through.
     pub(crate) fn left(&self, topic: &Topic) {
-        let mut channels = self.lock();
-        if let Some(i) = channels.waiting.iter().position(|(t, s)| t == topic && matches!(s, ChannelState::Leaving)) {
-            channels.take_waiting(i);
-        }
+        self.lock().left(topic)
     }
 
-    /// Forget `topic`; what it was.
+    /// Forget `topic` (the node side); what it was.
     pub(crate) fn remove(&self, topic: &Topic) -> Option<ChannelState> {
-        let mut channels = self.lock();
-        if let Some(i) = channels.joined_at(topic) {
-            return Some(ChannelState::Joined(channels.take_joined(i).1));
-        }
-        let i = channels.waiting_at(topic)?;
-        Some(channels.take_waiting(i).1)
+        self.lock().remove(topic)
     }
 
-    /// Forget every topic (the connection ended); what they were.
+    /// Forget every topic (the connection ended); what they were. A reader that tracks its
+    /// channels keeps them until it is done.
     pub(crate) fn take_channels(&self) -> Vec<(Topic, ChannelState)> {
-        let ConnChannels { joined, waiting } = std::mem::take(&mut *self.lock());
-        joined.into_iter().map(|(t, c)| (t, ChannelState::Joined(c))).chain(waiting).collect()
+        self.lock().take_node_side()
     }
 
     /// Whether `topic` is joined as `channel` now.
     fn is_current(&self, topic: &Topic, channel: ChannelId) -> bool {
-        self.lock().joined.iter().any(|(t, c)| t == topic && *c == channel)
+        self.lock().is_current(topic, channel)
     }
 
     fn is_joined(&self, topic: &Topic) -> bool {
-        self.lock().joined_at(topic).is_some()
+        self.lock().is_joined(topic)
     }
 
-    /// Start a join of `topic`; its answer goes to `reply`.
-    fn join(&self, topic: Topic, tab: Option<TabId>, meta: Meta, reply: JoinReply) -> Result<(), JoinError> {
+    /// Start a join of `topic`; its answer goes to `reply`; `tag`: the reader tracks it.
+    fn join(
+        &self,
+        topic: Topic,
+        tab: Option<TabId>,
+        meta: Meta,
+        reply: JoinReply,
+        tag: Option<ChannelTag>,
+    ) -> Result<(), JoinError> {
         {
             let mut channels = self.lock();
-            if channels.joined_at(&topic).is_some() || channels.waiting_at(&topic).is_some() {
+            if channels.has(topic.as_str()) {
                 return Err(JoinError::AlreadyJoined);
             }
-            if channels.len() >= self.max_topics {
+            if channels.node_count() >= self.max_topics {
                 return Err(JoinError::TooManyTopics);
             }
-            // Sized exactly as well: a burst of joins leaves no bigger block freed among the
-            // connection's long-lived ones (`Vec`'s first growth would make room for four).
-            roster_core::make_room(&mut channels.waiting);
-            channels.waiting.push((topic.clone(), ChannelState::Joining(reply)));
+            channels.start(topic.clone(), reply, tag);
         }
         let join = ClientJoin {
             socket: self.socket,
@@ -340,30 +284,32 @@ impl ConnShared {
             meta,
         };
         if self.node.send(NodeMsg::Input(Input::Join(join))).is_err() {
-            self.remove(&topic);
+            self.lock().forget(topic.as_str());
             return Err(JoinError::Closed);
         }
         Ok(())
     }
 
     fn leave(&self, topic: Topic) {
-        let channel = {
-            let mut channels = self.lock();
-            if let Some(i) = channels.joined_at(&topic) {
-                Some(channels.take_joined(i).1)
-            } else {
-                let Some(i) = channels.waiting_at(&topic) else { return };
-                match channels.waiting[i].1 {
-                    // A waiting caller hears `Closed` (its reply is dropped).
-                    ChannelState::Joining(_) => {
-                        channels.waiting[i].1 = ChannelState::Leaving;
-                        None
-                    }
-                    ChannelState::Leaving | ChannelState::Joined(_) => return,
+        let msg = self.lock().leave(topic.as_str());
+        if let Some((topic, channel)) = msg {
+            let _ = self.node.send(NodeMsg::Leave { socket: self.socket, topic, channel });
+        }
+    }
+
+    /// The reader leaves `topic`, joined or joining (and so does the node side): whether it
+    /// was in it.
+    fn reader_leave(&self, topic: &str) -> bool {
+        let msg = self.lock().reader_leave(topic);
+        match msg {
+            None => false,
+            Some(msg) => {
+                if let Some((topic, channel)) = msg {
+                    let _ = self.node.send(NodeMsg::Leave { socket: self.socket, topic, channel });
                 }
+                true
             }
-        };
-        let _ = self.node.send(NodeMsg::Leave { socket: self.socket, topic, channel });
+        }
     }
 
     fn update_meta(&self, topic: Topic, meta: Meta) -> Result<(), PushError> {
@@ -430,7 +376,7 @@ impl Connection {
     /// [`recv_outbound`](Self::recv_outbound)), as a gateway wants it. Refused at once when the
     /// connection is in the topic already or in `max_topics_per_socket` topics.
     pub fn send_join(&self, topic: impl Into<Topic>, tab: Option<TabId>, meta: Meta) -> Result<(), JoinError> {
-        self.shared.join(topic.into(), tab, meta, None)
+        self.shared.join(topic.into(), tab, meta, None, None)
     }
 
     /// Leave `topic` cleanly.
@@ -549,7 +495,7 @@ impl ConnectionHandle {
     /// See [`Connection::join`].
     pub async fn join(&self, topic: impl Into<Topic>, tab: Option<TabId>, meta: Meta) -> Result<Joined, JoinError> {
         let (tx, rx) = oneshot::channel();
-        self.shared.join(topic.into(), tab, meta, Some(tx))?;
+        self.shared.join(topic.into(), tab, meta, Some(tx), None)?;
         match tokio::time::timeout(self.join_wait + JOIN_MARGIN, rx).await {
             Ok(Ok(result)) => result,
             _ => Err(JoinError::Closed),
@@ -558,7 +504,73 @@ impl ConnectionHandle {
 
     /// See [`Connection::send_join`].
     pub fn send_join(&self, topic: impl Into<Topic>, tab: Option<TabId>, meta: Meta) -> Result<(), JoinError> {
-        self.shared.join(topic.into(), tab, meta, None)
+        self.shared.join(topic.into(), tab, meta, None, None)
+    }
+
+    /// [`send_join`](Self::send_join) for a reader that keeps its channels here (a gateway
+    /// reading [`Connection::recv_outbound`]), with `tag` (seven bytes of its own: a gateway
+    /// packs the client's `join_ref` in it). The channel is then the reader's too, joining
+    /// until it reads the answer ([`read_granted`](Self::read_granted),
+    /// [`read_refused`](Self::read_refused)), joined until it reads its close
+    /// ([`read_closed`](Self::read_closed)) or leaves ([`leave_tracked`](Self::leave_tracked)):
+    /// what the reader writes for a channel follows the order of its queue, not the node's
+    /// turns. Refused at once when the connection is in the topic already, on either side.
+    pub fn send_join_tracked(
+        &self,
+        topic: impl Into<Topic>,
+        tab: Option<TabId>,
+        meta: Meta,
+        tag: ChannelTag,
+    ) -> Result<(), JoinError> {
+        self.shared.join(topic.into(), tab, meta, None, Some(tag))
+    }
+
+    /// Whether the reader is in `topic` or joining it.
+    pub fn tracks(&self, topic: &str) -> bool {
+        self.shared.lock().reader_has(topic)
+    }
+
+    /// The node's shared copy of `topic`, if the reader is in it (it read the grant).
+    pub fn tracked_topic(&self, topic: &str) -> Option<Topic> {
+        self.shared.lock().reader_topic(topic)
+    }
+
+    /// The reader read [`Outbound::Joined`] for `topic` as `channel`: the channel is joined for
+    /// it; its tag. `None` if the reader left the topic, or the grant answers an earlier join of
+    /// it (drop it).
+    pub fn read_granted(&self, topic: &str, channel: ChannelId) -> Option<ChannelTag> {
+        self.shared.lock().reader_granted(topic, channel)
+    }
+
+    /// The reader read [`Outbound::JoinFailed`] for `topic`: its join is forgotten; its tag.
+    /// `None` if the reader left the topic, or the refusal answers an earlier join of it (drop
+    /// it).
+    pub fn read_refused(&self, topic: &str) -> Option<ChannelTag> {
+        self.shared.lock().reader_refused(topic)
+    }
+
+    /// The reader read [`Outbound::Revoked`] or [`Outbound::Closed`] for `topic`'s `channel`:
+    /// forgotten if the reader is in it as `channel`; its tag (`None`: drop it).
+    pub fn read_closed(&self, topic: &str, channel: ChannelId) -> Option<ChannelTag> {
+        self.shared.lock().reader_closed(topic, channel)
+    }
+
+    /// The tag of `topic` if the reader is in it as `channel` (`None`: a push for a channel
+    /// since left, or for an earlier join of the topic; drop it).
+    pub fn tag(&self, topic: &str, channel: ChannelId) -> Option<ChannelTag> {
+        self.shared.lock().reader_tag(topic, channel)
+    }
+
+    /// The reader leaves `topic`, joined or joining, and the connection leaves it: whether
+    /// the reader was in it.
+    pub fn leave_tracked(&self, topic: &str) -> bool {
+        self.shared.reader_leave(topic)
+    }
+
+    /// Every channel the reader is in or joining, with its tag; the reader is done with them
+    /// (the connection is about to end).
+    pub fn drain_tracked(&self) -> Vec<(Topic, ChannelTag)> {
+        self.shared.lock().reader_drain()
     }
 
     /// See [`Connection::leave`].
@@ -596,12 +608,23 @@ mod tests {
     }
 
     fn join(c: &ConnShared, topic: &str) -> Result<(), JoinError> {
-        c.join(Topic::from(topic), None, Meta::default(), None)
+        c.join(Topic::from(topic), None, Meta::default(), None, None)
     }
 
-    #[test]
-    fn a_joined_topic_is_24_bytes() {
-        assert_eq!(std::mem::size_of::<(Topic, ChannelId)>(), 24);
+    fn join_tracked(c: &ConnShared, topic: &str, tag: u8) -> Result<(), JoinError> {
+        c.join(Topic::from(topic), None, Meta::default(), None, Some([tag; 7]))
+    }
+
+    /// The leaves the node actor was sent, in order.
+    fn leaves(c: &ConnShared) -> Vec<(String, Option<ChannelId>)> {
+        let mut msgs = Vec::new();
+        c.node.take(usize::MAX, &mut msgs);
+        msgs.into_iter()
+            .filter_map(|m| match m {
+                NodeMsg::Leave { topic, channel, .. } => Some((topic.as_str().to_owned(), channel)),
+                _ => None,
+            })
+            .collect()
     }
 
     #[test]
@@ -613,9 +636,8 @@ mod tests {
         assert!(matches!(c.granted(&shared, SubscriberId(3)), Some(None)));
         assert!(c.is_current(&Topic::from("room:1"), SubscriberId(3)));
         assert!(!c.is_current(&Topic::from("room:1"), SubscriberId(4)));
-        let held = c.lock();
-        assert!(Arc::ptr_eq(&held.joined[0].0 .0, &shared.0));
-        assert!(held.waiting.is_empty() && held.waiting.capacity() == 0, "the waiting list gives its room back");
+        let taken = c.take_channels();
+        assert!(matches!(&taken[..], [(t, ChannelState::Joined(SubscriberId(3)))] if Arc::ptr_eq(&t.0, &shared.0)));
     }
 
     #[test]
@@ -635,6 +657,7 @@ mod tests {
         let t = Topic::from("room:1");
         join(&c, "room:1").unwrap();
         c.leave(t.clone());
+        assert_eq!(leaves(&c), vec![("room:1".to_owned(), None)]);
         assert!(matches!(join(&c, "room:1"), Err(JoinError::AlreadyJoined)), "its leave has not gone through");
         assert!(c.granted(&t, SubscriberId(1)).is_none(), "the answer to the left join is dropped");
         assert!(!c.is_joined(&t));
@@ -650,6 +673,7 @@ mod tests {
         join(&c, "room:1").unwrap();
         c.granted(&t, SubscriberId(1));
         c.leave(t.clone());
+        assert_eq!(leaves(&c), vec![("room:1".to_owned(), Some(SubscriberId(1)))]);
         assert!(!c.is_joined(&t));
         join(&c, "room:1").unwrap();
         c.granted(&t, SubscriberId(2));
@@ -682,5 +706,30 @@ mod tests {
         all.sort();
         assert_eq!(all, vec![("b".to_owned(), "leaving"), ("c".to_owned(), "joining")]);
         assert!(c.take_channels().is_empty());
+    }
+
+    #[test]
+    fn a_tracked_channel_stays_the_readers_until_it_reads_its_close_and_a_rejoin_waits_for_that() {
+        let c = conn(1);
+        let t = Topic::from("room:1");
+        join_tracked(&c, "room:1", 7).unwrap();
+        c.granted(&t, SubscriberId(1));
+        assert_eq!(c.lock().reader_granted("room:1", SubscriberId(1)), Some([7; 7]));
+        // The node revokes it: no longer joined, nor counted against the limit, but the
+        // reader writes what was queued before the revoke and refuses a rejoin until it reads it.
+        assert!(matches!(c.remove(&t), Some(ChannelState::Joined(SubscriberId(1)))));
+        assert!(!c.is_joined(&t));
+        assert!(matches!(join_tracked(&c, "room:1", 8), Err(JoinError::AlreadyJoined)));
+        join(&c, "room:2").unwrap();
+        assert!(matches!(join(&c, "room:3"), Err(JoinError::TooManyTopics)), "room:1 no longer counts");
+        assert_eq!(c.lock().reader_tag("room:1", SubscriberId(1)), Some([7; 7]));
+        assert!(!c.reader_leave("room:2"), "not the reader's");
+        assert_eq!(c.lock().reader_closed("room:1", SubscriberId(1)), Some([7; 7]));
+        assert!(!c.reader_leave("room:1"), "the reader is done with it");
+        assert!(leaves(&c).is_empty());
+        c.leave(Topic::from("room:2"));
+        join_tracked(&c, "room:1", 8).unwrap();
+        assert!(c.reader_leave("room:1"));
+        assert_eq!(leaves(&c), vec![("room:2".to_owned(), None), ("room:1".to_owned(), None)]);
     }
 }

@@ -8,6 +8,7 @@
 //! - `node_actor`: `NodeActor`, which runs `NodeState` and executes its effects.
 //! - `gateway`: `Gateway`, the task that watches every connection task and reports its end.
 //! - `connection`: `Connection`, one per socket or session: a value, not an actor.
+//! - `conn_channels`: a connection's channels, as the node side and its reader see them.
 //! - `outbound`: what a connection is sent, the shared pushes, its bounded queue.
 //! - `presence_shard`: `PresenceShard`s: the core's `Fanout` per topic (each subscriber's
 //!   state and diffs), shared pushes, broadcasts.
@@ -33,6 +34,7 @@ mod client_inbox;
 mod clock;
 mod cluster;
 mod codec;
+mod conn_channels;
 mod connection;
 mod epoch_store;
 mod error;
@@ -47,6 +49,7 @@ mod wake_timer;
 
 pub use clock::Clock;
 pub use cluster::{LinkCounters, LinkEvent, LinkStatus};
+pub use conn_channels::ChannelTag;
 pub use connection::{CloseReason, ConnEvent, Connection, ConnectionHandle, Joined};
 pub use epoch_store::EpochStore;
 pub use error::{JoinError, PushError, RuntimeError, UserError};

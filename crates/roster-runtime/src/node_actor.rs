@@ -560,6 +560,7 @@ impl Actor for NodeActor {
         let mut core = NodeState::new(args.boot, args.clock.now());
         core.set_user_actors(args.users.enabled());
         core.set_activation_sessions(args.users.keeps_sessions());
+        core.set_session_events(args.users.session_events());
         args.users.set_inbox(args.clients.clone());
         let shard_count = args.shards.len();
         let mut st = NodeActorState {

@@ -1,65 +1,44 @@
-//! A socket's channels: one entry per topic it joined or is joining, with the client's
-//! `join_ref` for that join.
+//! A socket's channels: what the socket writes each topic's frames with (the client's
+//! `join_ref` for that join, and the `phx_join`'s `ref` for its answer).
 //!
-//! A joined channel is 32 bytes and no allocation of its own in the usual case: its topic is
-//! the node's shared copy (handed back with the join's answer, so the string the client's
-//! frame was parsed into is freed once the join is through), its `join_ref` is kept in 8 bytes
-//! (phoenix.js numbers its joins: `"1"`, `"2"`, …) and its runtime channel is a number. Joins
-//! waiting for their answer live in a list of their own, empty between bursts of joins; a
-//! `join_ref` longer than [`INLINE_REF`] bytes is kept apart, by topic.
-//!
-//! A socket has a few channels (at most `max_topics_per_socket`), so these are lists, sized to
-//! what they hold ([`roster_core::grow_by`]: one place at a time up to 16).
+//! The channels themselves are the connection's (`roster-runtime`'s `conn_channels.rs`): one
+//! entry per topic, 32 bytes, that the connection and the node actor keep their side of and
+//! the socket its own (joining until it reads the join's answer, joined until it reads the
+//! close or the client leaves), with seven bytes of the socket's, the [`ChannelTag`]. The
+//! socket packs the `join_ref` in it (phoenix.js numbers its joins: `"1"`, `"2"`, …, up to six
+//! bytes in place) and a mark for a `phx_join` whose `ref` differs from its `join_ref`
+//! (phoenix.js sends the same). So a join, in the usual case, adds nothing here: its entry is
+//! made in place in the connection's list, and nothing short-lived is allocated for it. What
+//! does not fit is kept apart, by topic: a longer `join_ref` for the channel's life, a
+//! differing `ref` until the join's answer is written.
 
-use roster_core::Topic;
-use roster_runtime::ChannelId;
+use roster_core::{Meta, TabId, Topic};
+use roster_runtime::{ChannelId, ChannelTag, ConnectionHandle, JoinError};
 
-/// The longest `join_ref` kept inline.
-const INLINE_REF: usize = 7;
-/// [`Ref::len`] of a `null` `join_ref`.
-const NULL_REF: u8 = u8::MAX - 1;
-/// [`Ref::len`] of a `join_ref` kept in [`Channels::long_refs`].
-const LONG_REF: u8 = u8::MAX;
+/// The longest `join_ref` kept in the tag.
+const INLINE_REF: usize = 6;
+/// The tag's first byte: the `join_ref`'s length (0 to [`INLINE_REF`]), or one of these.
+const NULL_REF: u8 = 0x0e;
+const LONG_REF: u8 = 0x0f;
+/// The tag's first byte: the `phx_join`'s `ref` is kept apart (it differs from the `join_ref`).
+const MSG_REF_APART: u8 = 0x10;
 
-/// A `join_ref` in 8 bytes: up to [`INLINE_REF`] bytes of UTF-8 in place, or a mark for `null`
-/// or for a longer one kept apart.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Ref {
-    len: u8,
-    bytes: [u8; INLINE_REF],
-}
-
-impl Ref {
-    const NULL: Ref = Ref { len: NULL_REF, bytes: [0; INLINE_REF] };
-    const LONG: Ref = Ref { len: LONG_REF, bytes: [0; INLINE_REF] };
-
-    /// `r` in place, or `None` when it is too long for that.
-    fn inline(r: Option<&str>) -> Option<Ref> {
-        match r {
-            None => Some(Ref::NULL),
-            Some(r) if r.len() <= INLINE_REF => {
-                let mut bytes = [0; INLINE_REF];
-                bytes[..r.len()].copy_from_slice(r.as_bytes());
-                Some(Ref { len: r.len() as u8, bytes })
-            }
-            Some(_) => None,
+/// The tag of a join with `join_ref` (marked long when it does not fit: kept apart then),
+/// whose `phx_join`'s `ref` is the same or (`msg_apart`) kept apart.
+fn pack(join_ref: Option<&str>, msg_apart: bool) -> ChannelTag {
+    let mut tag = [0; 7];
+    tag[0] = match join_ref {
+        None => NULL_REF,
+        Some(r) if r.len() <= INLINE_REF => {
+            tag[1..=r.len()].copy_from_slice(r.as_bytes());
+            r.len() as u8
         }
+        Some(_) => LONG_REF,
+    };
+    if msg_apart {
+        tag[0] |= MSG_REF_APART;
     }
-}
-
-/// A joined channel.
-struct Joined {
-    topic: Topic,
-    channel: ChannelId,
-    join_ref: Ref,
-}
-
-/// A join waiting for the node's answer.
-struct Joining {
-    topic: Topic,
-    join_ref: Option<Box<str>>,
-    /// Its `phx_join`'s `ref`, for the answer.
-    msg_ref: Option<Box<str>>,
+    tag
 }
 
 /// What a join's answer is written with.
@@ -70,263 +49,288 @@ pub(crate) struct JoinRefs {
 }
 
 /// A socket's channels. See the module documentation.
-#[derive(Default)]
 pub(crate) struct Channels {
-    joined: Vec<Joined>,
-    joining: Vec<Joining>,
-    /// The `join_ref`s of joined channels too long for [`Ref`], by topic.
+    handle: ConnectionHandle,
+    /// The `join_ref`s too long for the tag, by topic, for the channel's life.
     long_refs: Vec<(Topic, Box<str>)>,
+    /// The `ref`s of joins waiting for their answer that differ from their `join_ref`.
+    msg_refs: Vec<(Topic, Option<Box<str>>)>,
 }
 
 impl Channels {
-    fn joined_at(&self, topic: &str) -> Option<usize> {
-        self.joined.iter().position(|c| c.topic.as_str() == topic)
-    }
-
-    fn joining_at(&self, topic: &str) -> Option<usize> {
-        self.joining.iter().position(|c| c.topic.as_str() == topic)
+    pub(crate) fn new(handle: ConnectionHandle) -> Self {
+        Self { handle, long_refs: Vec::new(), msg_refs: Vec::new() }
     }
 
     /// Whether the socket is in `topic` or joining it.
     pub(crate) fn contains(&self, topic: &str) -> bool {
-        self.joined_at(topic).is_some() || self.joining_at(topic).is_some()
+        self.handle.tracks(topic)
     }
 
     /// The topic's shared name, if the socket is in it (joined).
-    pub(crate) fn joined_topic(&self, topic: &str) -> Option<&Topic> {
-        self.joined_at(topic).map(|i| &self.joined[i].topic)
+    pub(crate) fn joined_topic(&self, topic: &str) -> Option<Topic> {
+        self.handle.tracked_topic(topic)
     }
 
-    /// A join of `topic` starts (the caller checked that the socket is not in it).
-    pub(crate) fn start_join(&mut self, topic: Topic, join_ref: Option<&str>, msg_ref: Option<&str>) {
-        debug_assert!(!self.contains(topic.as_str()));
-        // Sized exactly as well: a burst of joins leaves no bigger block freed among the
-        // socket's long-lived ones (`Vec`'s first growth would make room for four).
-        roster_core::make_room(&mut self.joining);
-        self.joining.push(Joining { topic, join_ref: join_ref.map(Box::from), msg_ref: msg_ref.map(Box::from) });
-    }
-
-    /// The node granted the join of `topic` as `channel`: it becomes a joined channel, named by
-    /// `topic` (the node's shared copy). `None` if no join of it waits (the socket left it).
-    pub(crate) fn granted(&mut self, topic: Topic, channel: ChannelId) -> Option<JoinRefs> {
-        let i = self.joining_at(topic.as_str())?;
-        let Joining { join_ref, msg_ref, .. } = self.take_joining(i);
-        let packed = match Ref::inline(join_ref.as_deref()) {
-            Some(r) => r,
-            None => {
-                let long = join_ref.as_deref().unwrap_or_default();
-                self.long_refs.push((topic.clone(), long.into()));
-                Ref::LONG
-            }
-        };
-        roster_core::make_room(&mut self.joined);
-        self.joined.push(Joined { topic, channel, join_ref: packed });
-        Some(JoinRefs { join_ref: join_ref.map(String::from), msg_ref })
-    }
-
-    /// The node refused the join of `topic`: it is forgotten. `None` if no join of it waits.
-    pub(crate) fn refused(&mut self, topic: &str) -> Option<JoinRefs> {
-        let i = self.joining_at(topic)?;
-        let Joining { join_ref, msg_ref, .. } = self.take_joining(i);
-        Some(JoinRefs { join_ref: join_ref.map(String::from), msg_ref })
-    }
-
-    /// The `join_ref` of `topic` if it is joined as `channel` now (`Some(None)`: a `null` one).
-    pub(crate) fn join_ref(&self, topic: &str, channel: ChannelId) -> Option<Option<&str>> {
-        let c = self.joined.iter().find(|c| c.topic.as_str() == topic && c.channel == channel)?;
-        Some(self.ref_text(c))
-    }
-
-    /// Forget `topic` if it is joined as `channel` now; its `join_ref`.
-    pub(crate) fn remove_joined(&mut self, topic: &str, channel: ChannelId) -> Option<Option<String>> {
-        let i = self.joined.iter().position(|c| c.topic.as_str() == topic && c.channel == channel)?;
-        Some(self.take_joined(i))
-    }
-
-    /// The client left `topic`: forget it, joined or joining. Whether the socket was in it.
-    pub(crate) fn leave(&mut self, topic: &str) -> bool {
-        if let Some(i) = self.joined_at(topic) {
-            self.take_joined(i);
-            true
-        } else if let Some(i) = self.joining_at(topic) {
-            self.take_joining(i);
-            true
-        } else {
-            false
+    /// Join `topic` with `join_ref`, answering the `phx_join` whose `ref` is `msg_ref` (the
+    /// caller checked that the socket is not in it). The answer comes through the
+    /// connection's queue.
+    pub(crate) fn join(
+        &mut self,
+        topic: Topic,
+        tab: Option<TabId>,
+        meta: Meta,
+        join_ref: Option<&str>,
+        msg_ref: Option<&str>,
+    ) -> Result<(), JoinError> {
+        let msg_apart = msg_ref != join_ref;
+        let tag = pack(join_ref, msg_apart);
+        self.handle.send_join_tracked(topic.clone(), tab, meta, tag)?;
+        if let Some(r) = join_ref.filter(|r| r.len() > INLINE_REF) {
+            self.long_refs.push((topic.clone(), r.into()));
         }
+        if msg_apart {
+            self.msg_refs.push((topic, msg_ref.map(Box::from)));
+        }
+        Ok(())
     }
 
-    /// Every channel, joined or joining, as `(topic, join_ref)`, sorted by topic; the lists
-    /// are left empty.
+    /// The connection's queue says the node granted the join of `topic` as `channel`: the
+    /// answer's refs. `None` if the socket left the topic, or the grant answers an earlier
+    /// join of it.
+    pub(crate) fn granted(&mut self, topic: &Topic, channel: ChannelId) -> Option<JoinRefs> {
+        let tag = self.handle.read_granted(topic.as_str(), channel)?;
+        let refs = self.join_refs(topic.as_str(), tag);
+        // Kept under the node's copy of the topic from now on, as the channel is.
+        if let Some(entry) = self.long_refs.iter_mut().find(|(t, _)| t == topic) {
+            entry.0 = topic.clone();
+        }
+        Some(refs)
+    }
+
+    /// The connection's queue says the node refused the join of `topic`: it is forgotten; the
+    /// answer's refs. `None` if the socket left the topic, or the refusal answers an earlier
+    /// join of it.
+    pub(crate) fn refused(&mut self, topic: &str) -> Option<JoinRefs> {
+        let tag = self.handle.read_refused(topic)?;
+        let refs = self.join_refs(topic, tag);
+        self.forget_long_ref(topic, tag);
+        Some(refs)
+    }
+
+    /// `f` of the `join_ref` of `topic` (`None`: a `null` one) if it is joined as `channel`
+    /// now.
+    pub(crate) fn with_join_ref<R>(
+        &self,
+        topic: &str,
+        channel: ChannelId,
+        f: impl FnOnce(Option<&str>) -> R,
+    ) -> Option<R> {
+        let tag = self.handle.tag(topic, channel)?;
+        Some(f(self.ref_text(topic, &tag)))
+    }
+
+    /// The connection's queue says `topic`'s `channel` was closed (or revoked): forget it if
+    /// it is joined as `channel` now; its `join_ref`.
+    pub(crate) fn remove_joined(&mut self, topic: &str, channel: ChannelId) -> Option<Option<String>> {
+        let tag = self.handle.read_closed(topic, channel)?;
+        let text = self.ref_text(topic, &tag).map(str::to_owned);
+        self.forget_long_ref(topic, tag);
+        Some(text)
+    }
+
+    /// The client left `topic`: forget it, joined or joining, and leave it. Whether the
+    /// socket was in it.
+    pub(crate) fn leave(&mut self, topic: &str) -> bool {
+        let was_in = self.handle.leave_tracked(topic);
+        if was_in {
+            self.long_refs.retain(|(t, _)| t.as_str() != topic);
+            self.msg_refs.retain(|(t, _)| t.as_str() != topic);
+        }
+        was_in
+    }
+
+    /// Every channel, joined or joining, as `(topic, join_ref)`, sorted by topic; the socket
+    /// is done with them.
     pub(crate) fn drain(&mut self) -> Vec<(String, Option<String>)> {
         let mut all: Vec<(String, Option<String>)> = self
-            .joined
-            .iter()
-            .map(|c| (c.topic.as_str().to_owned(), self.ref_text(c).map(str::to_owned)))
-            .chain(self.joining.iter().map(|c| (c.topic.as_str().to_owned(), c.join_ref.as_deref().map(str::to_owned))))
+            .handle
+            .drain_tracked()
+            .into_iter()
+            .map(|(topic, tag)| (topic.as_str().to_owned(), self.ref_text(topic.as_str(), &tag).map(str::to_owned)))
             .collect();
-        *self = Channels::default();
+        self.long_refs = Vec::new();
+        self.msg_refs = Vec::new();
         all.sort();
         all
     }
 
-    fn ref_text<'a>(&'a self, c: &'a Joined) -> Option<&'a str> {
-        match c.join_ref.len {
+    /// The refs of a join whose answer is written now (its differing `ref` is forgotten).
+    fn join_refs(&mut self, topic: &str, tag: ChannelTag) -> JoinRefs {
+        let join_ref = self.ref_text(topic, &tag).map(String::from);
+        let msg_ref = if tag[0] & MSG_REF_APART != 0 {
+            let i = self.msg_refs.iter().position(|(t, _)| t.as_str() == topic);
+            debug_assert!(i.is_some(), "a differing ref is kept for every join marked so");
+            i.and_then(|i| self.msg_refs.swap_remove(i).1)
+        } else {
+            join_ref.as_deref().map(Box::from)
+        };
+        if self.msg_refs.is_empty() {
+            self.msg_refs = Vec::new();
+        }
+        JoinRefs { join_ref, msg_ref }
+    }
+
+    fn forget_long_ref(&mut self, topic: &str, tag: ChannelTag) {
+        if tag[0] & !MSG_REF_APART == LONG_REF {
+            self.long_refs.retain(|(t, _)| t.as_str() != topic);
+        }
+    }
+
+    /// The `join_ref` a tag stands for (`None`: a `null` one).
+    fn ref_text<'a>(&'a self, topic: &str, tag: &'a ChannelTag) -> Option<&'a str> {
+        match tag[0] & !MSG_REF_APART {
             NULL_REF => None,
-            LONG_REF => self.long_refs.iter().find(|(t, _)| *t == c.topic).map(|(_, r)| &**r).or_else(|| {
+            LONG_REF => self.long_refs.iter().find(|(t, _)| t.as_str() == topic).map(|(_, r)| &**r).or_else(|| {
                 debug_assert!(false, "a long join_ref is kept for every channel marked so");
                 None
             }),
             // Copied from a `&str` whole: always UTF-8.
-            len => std::str::from_utf8(&c.join_ref.bytes[..len as usize]).ok(),
+            len => std::str::from_utf8(&tag[1..=len as usize]).ok(),
         }
-    }
-
-    fn take_joined(&mut self, i: usize) -> Option<String> {
-        let text = self.ref_text(&self.joined[i]).map(str::to_owned);
-        let c = self.joined.swap_remove(i);
-        if c.join_ref.len == LONG_REF {
-            self.long_refs.retain(|(t, _)| *t != c.topic);
-        }
-        if self.joined.capacity() > 2 * self.joined.len() + 4 {
-            self.joined.shrink_to_fit();
-        }
-        text
-    }
-
-    fn take_joining(&mut self, i: usize) -> Joining {
-        let c = self.joining.swap_remove(i);
-        // Empty between bursts of joins: its room is given back.
-        if self.joining.is_empty() {
-            self.joining = Vec::new();
-        }
-        c
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use roster_core::SubscriberId;
+    use roster_runtime::{Connection, Node, NodeOptions, Outbound};
+    use std::time::Duration;
 
-    fn topic(s: &str) -> Topic {
+    async fn node() -> Node {
+        let node = Node::start(NodeOptions::single()).await.expect("a node starts");
+        assert!(node.ready(Duration::from_secs(10)).await, "the node serves");
+        node
+    }
+
+    async fn conn(node: &Node) -> Connection {
+        node.connect(Some("u".into()), None, 64).await.expect("a connection")
+    }
+
+    /// The next item of the connection's queue that answers a join or closes a channel.
+    async fn answer(c: &mut Connection) -> Outbound {
+        loop {
+            let item = tokio::time::timeout(Duration::from_secs(10), c.recv_outbound())
+                .await
+                .expect("an answer in time")
+                .expect("the connection is open");
+            if !matches!(item, Outbound::Push { .. }) {
+                return item;
+            }
+        }
+    }
+
+    async fn grant(ch: &mut Channels, c: &mut Connection) -> (ChannelId, Option<JoinRefs>) {
+        match answer(c).await {
+            Outbound::Joined { topic, channel, .. } => (channel, ch.granted(&topic, channel)),
+            other => panic!("not a grant: {other:?}"),
+        }
+    }
+
+    fn t(s: &str) -> Topic {
         Topic::from(s)
     }
 
     #[test]
-    fn a_joined_channel_is_32_bytes() {
-        assert_eq!(std::mem::size_of::<Joined>(), 32);
-        assert_eq!(std::mem::size_of::<Ref>(), 8);
+    fn a_tag_keeps_a_join_ref_of_up_to_six_bytes_and_marks_the_rest() {
+        assert_eq!(pack(Some("123456"), false), [6, b'1', b'2', b'3', b'4', b'5', b'6']);
+        assert_eq!(pack(Some(""), false), [0; 7]);
+        assert_eq!(pack(None, true), [NULL_REF | MSG_REF_APART, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(pack(Some("1234567"), false)[0], LONG_REF);
     }
 
-    #[test]
-    fn a_join_waits_then_is_granted_with_its_refs_and_the_shared_topic() {
-        let mut ch = Channels::default();
-        ch.start_join(topic("room:1"), Some("3"), Some("4"));
+    #[tokio::test]
+    async fn a_join_waits_then_is_granted_with_its_refs_and_the_shared_topic() {
+        let node = node().await;
+        let mut c = conn(&node).await;
+        let mut ch = Channels::new(c.handle());
+        ch.join(t("room:1"), None, Meta::default(), Some("3"), Some("4")).unwrap();
         assert!(ch.contains("room:1"));
         assert_eq!(ch.joined_topic("room:1"), None, "not joined while its join waits");
-        assert_eq!(ch.join_ref("room:1", SubscriberId(7)), None);
-
-        let shared = topic("room:1");
-        let refs = ch.granted(shared.clone(), SubscriberId(7)).expect("a join waited");
-        assert_eq!(refs, JoinRefs { join_ref: Some("3".into()), msg_ref: Some("4".into()) });
-        let held = ch.joined_topic("room:1").expect("joined");
-        assert!(std::sync::Arc::ptr_eq(&held.0, &shared.0), "the channel keeps the node's copy");
-        assert_eq!(ch.join_ref("room:1", SubscriberId(7)), Some(Some("3")));
-        assert_eq!(ch.join_ref("room:1", SubscriberId(8)), None, "another channel of the topic");
-        assert!(ch.joining.is_empty() && ch.joining.capacity() == 0, "the waiting list gives its room back");
+        let (channel, refs) = match answer(&mut c).await {
+            Outbound::Joined { topic, channel, .. } => {
+                let refs = ch.granted(&topic, channel);
+                let held = ch.joined_topic("room:1").expect("joined");
+                assert!(std::sync::Arc::ptr_eq(&held.0, &topic.0), "the channel keeps the node's copy");
+                (channel, refs)
+            }
+            other => panic!("not a grant: {other:?}"),
+        };
+        assert_eq!(refs, Some(JoinRefs { join_ref: Some("3".into()), msg_ref: Some("4".into()) }));
+        assert!(ch.msg_refs.is_empty() && ch.msg_refs.capacity() == 0, "the differing ref is given back");
+        assert_eq!(ch.with_join_ref("room:1", channel, |r| r.map(str::to_owned)), Some(Some("3".into())));
+        let other = roster_core::SubscriberId(channel.0 + 1);
+        assert_eq!(ch.with_join_ref("room:1", other, |_| ()), None, "another channel of the topic");
         // A second answer for the same topic finds no waiting join.
-        assert_eq!(ch.granted(topic("room:1"), SubscriberId(9)), None);
+        assert_eq!(ch.granted(&t("room:1"), channel), None);
+        node.shutdown().await;
     }
 
-    #[test]
-    fn null_inline_and_long_join_refs_read_back_as_given() {
-        let mut ch = Channels::default();
-        let long = "a-join-ref-longer-than-seven";
-        for (i, (t, r)) in [("a", None), ("b", Some("")), ("c", Some("1234567")), ("d", Some(long)), ("e", Some("é1"))]
-            .into_iter()
-            .enumerate()
-        {
-            ch.start_join(topic(t), r, None);
-            ch.granted(topic(t), SubscriberId(i as u64)).expect("granted");
+    #[tokio::test]
+    async fn null_inline_and_long_join_refs_read_back_as_given() {
+        let node = node().await;
+        let mut c = conn(&node).await;
+        let mut ch = Channels::new(c.handle());
+        let long = "a-join-ref-longer-than-six";
+        let joins = [("a", None), ("b", Some("")), ("c", Some("123456")), ("d", Some(long)), ("e", Some("é1"))];
+        let mut channels = Vec::new();
+        for (topic, r) in joins {
+            ch.join(t(topic), None, Meta::default(), r, r).unwrap();
+            let (channel, refs) = grant(&mut ch, &mut c).await;
+            assert_eq!(refs, Some(JoinRefs { join_ref: r.map(String::from), msg_ref: r.map(Box::from) }));
+            channels.push(channel);
         }
-        assert_eq!(ch.join_ref("a", SubscriberId(0)), Some(None));
-        assert_eq!(ch.join_ref("b", SubscriberId(1)), Some(Some("")));
-        assert_eq!(ch.join_ref("c", SubscriberId(2)), Some(Some("1234567")));
-        assert_eq!(ch.join_ref("d", SubscriberId(3)), Some(Some(long)));
-        assert_eq!(ch.join_ref("e", SubscriberId(4)), Some(Some("é1")));
+        for ((topic, r), channel) in joins.into_iter().zip(&channels) {
+            assert_eq!(ch.with_join_ref(topic, *channel, |r| r.map(str::to_owned)), Some(r.map(String::from)));
+        }
         assert_eq!(ch.long_refs.len(), 1);
-        assert_eq!(ch.remove_joined("d", SubscriberId(3)), Some(Some(long.to_owned())));
+        assert!(ch.leave("d"));
         assert!(ch.long_refs.is_empty(), "a long ref goes with its channel");
-        assert_eq!(ch.join_ref("c", SubscriberId(2)), Some(Some("1234567")), "the others stay");
+        assert_eq!(ch.with_join_ref("c", channels[2], |r| r.map(str::to_owned)), Some(Some("123456".into())));
+        assert_eq!(
+            ch.drain(),
+            vec![
+                ("a".into(), None),
+                ("b".into(), Some("".into())),
+                ("c".into(), Some("123456".into())),
+                ("e".into(), Some("é1".into()))
+            ]
+        );
+        assert!(!ch.contains("a") && ch.drain().is_empty());
+        node.shutdown().await;
     }
 
-    #[test]
-    fn a_refused_join_is_forgotten_with_its_refs() {
-        let mut ch = Channels::default();
-        ch.start_join(topic("room:1"), Some("1"), Some("1"));
-        ch.start_join(topic("room:2"), None, Some("2"));
-        assert_eq!(ch.refused("room:2"), Some(JoinRefs { join_ref: None, msg_ref: Some("2".into()) }));
-        assert!(!ch.contains("room:2"));
-        assert!(ch.contains("room:1"));
-        assert_eq!(ch.refused("room:2"), None);
-    }
-
-    #[test]
-    fn a_leave_then_a_rejoin_of_the_topic_is_a_new_channel() {
-        let mut ch = Channels::default();
-        ch.start_join(topic("room:1"), Some("1"), None);
-        ch.granted(topic("room:1"), SubscriberId(1));
+    #[tokio::test]
+    async fn a_leave_then_a_rejoin_of_the_topic_is_a_new_channel_and_the_old_answers_are_dropped() {
+        let node = node().await;
+        let mut c = conn(&node).await;
+        let mut ch = Channels::new(c.handle());
+        // Left before the socket read the grant: that grant is not the rejoin's.
+        ch.join(t("room:1"), None, Meta::default(), Some("1"), Some("1")).unwrap();
+        let stale = answer(&mut c).await;
         assert!(ch.leave("room:1"));
         assert!(!ch.contains("room:1"));
         assert!(!ch.leave("room:1"), "left already");
-        ch.start_join(topic("room:1"), Some("5"), None);
-        // The first join's answer for a stale channel is not this join's.
-        ch.granted(topic("room:1"), SubscriberId(2)).expect("the rejoin waited");
-        assert_eq!(ch.join_ref("room:1", SubscriberId(1)), None, "the old channel is gone");
-        assert_eq!(ch.join_ref("room:1", SubscriberId(2)), Some(Some("5")));
-        assert_eq!(ch.remove_joined("room:1", SubscriberId(1)), None, "a close of the old channel is ignored");
+        ch.join(t("room:1"), None, Meta::default(), Some("5"), Some("5")).unwrap();
+        let Outbound::Joined { topic, channel: old, .. } = stale else { panic!("not a grant: {stale:?}") };
+        assert_eq!(ch.granted(&topic, old), None, "the first join's grant is dropped");
+        let (new, refs) = grant(&mut ch, &mut c).await;
+        assert_ne!(old, new);
+        assert_eq!(refs, Some(JoinRefs { join_ref: Some("5".into()), msg_ref: Some("5".into()) }));
+        assert_eq!(ch.with_join_ref("room:1", old, |_| ()), None, "the old channel is gone");
+        assert_eq!(ch.with_join_ref("room:1", new, |r| r.map(str::to_owned)), Some(Some("5".into())));
+        assert_eq!(ch.remove_joined("room:1", old), None, "a close of the old channel is ignored");
         assert!(ch.contains("room:1"));
-    }
-
-    #[test]
-    fn a_leave_while_joining_drops_the_later_answer() {
-        let mut ch = Channels::default();
-        ch.start_join(topic("room:1"), Some("1"), None);
-        assert!(ch.leave("room:1"));
-        assert_eq!(ch.granted(topic("room:1"), SubscriberId(1)), None);
-        assert!(!ch.contains("room:1"));
-    }
-
-    #[test]
-    fn drain_lists_joined_and_joining_sorted_and_empties() {
-        let mut ch = Channels::default();
-        for (i, t) in ["c", "a", "b"].into_iter().enumerate() {
-            ch.start_join(topic(t), Some(&i.to_string()), None);
-        }
-        ch.granted(topic("b"), SubscriberId(1));
-        ch.granted(topic("c"), SubscriberId(2));
-        assert_eq!(
-            ch.drain(),
-            vec![("a".into(), Some("1".into())), ("b".into(), Some("2".into())), ("c".into(), Some("0".into()))]
-        );
-        assert!(!ch.contains("a") && !ch.contains("b") && !ch.contains("c"));
-        assert!(ch.drain().is_empty());
-    }
-
-    #[test]
-    fn the_joined_list_is_sized_to_what_it_holds() {
-        let mut ch = Channels::default();
-        for i in 0..10u64 {
-            let t = format!("room:{i}");
-            ch.start_join(topic(&t), Some(&i.to_string()), None);
-            ch.granted(topic(&t), SubscriberId(i));
-        }
-        assert_eq!(ch.joined.capacity(), 10);
-        for i in 0..8u64 {
-            ch.remove_joined(&format!("room:{i}"), SubscriberId(i));
-        }
-        assert!(ch.joined.capacity() <= 2 * 2 + 4);
-        assert_eq!(ch.join_ref("room:9", SubscriberId(9)), Some(Some("9")));
+        node.shutdown().await;
     }
 }

@@ -308,7 +308,7 @@ async fn run(st: Arc<AppState>, mut ws: Socket, mut conn: Connection, id: Identi
         handle: conn.handle(),
         st: st.clone(),
         auth_refused: id.refused,
-        channels: Channels::default(),
+        channels: Channels::new(conn.handle()),
         out: Outbox::default(),
         flow: FlowWindow::new(Instant::now(), server.flow_window_bytes),
         window: (Instant::now(), 0),
@@ -1012,8 +1012,8 @@ impl SocketTask {
         // The answer comes through the connection's queue, ahead of the topic's pushes, with
         // the node's shared copy of the topic, which the channel keeps from then on.
         let topic = Topic::from(f.topic.as_str());
-        match self.handle.send_join(topic.clone(), tab, meta) {
-            Ok(()) => self.channels.start_join(topic, f.join_ref.as_deref(), f.msg_ref.as_deref()),
+        match self.channels.join(topic, tab, meta, f.join_ref.as_deref(), f.msg_ref.as_deref()) {
+            Ok(()) => {}
             Err(e) => {
                 Metrics::inc(&self.st.metrics.join_rejects, e.reason());
                 self.reply_error(&f, e.reason());
@@ -1041,16 +1041,13 @@ impl SocketTask {
     }
 
     fn on_leave(&mut self, f: Frame) {
-        let topic = self.channels.joined_topic(&f.topic).cloned();
-        if self.channels.leave(&f.topic) {
-            self.handle.leave(topic.unwrap_or_else(|| Topic::from(f.topic.as_str())));
-        }
+        self.channels.leave(&f.topic);
         self.reply_ok(&f);
         self.send(Frame::close(f.join_ref.clone(), f.topic.clone()));
     }
 
     fn on_push(&mut self, f: Frame, event: String) {
-        let Some(topic) = self.channels.joined_topic(&f.topic).cloned() else {
+        let Some(topic) = self.channels.joined_topic(&f.topic) else {
             self.refuse("not_joined", "push to a topic the socket has not joined");
             return self.reply_error(&f, "bad_request");
         };
@@ -1088,15 +1085,14 @@ impl SocketTask {
     fn on_outbound(&mut self, item: Outbound) {
         match item {
             Outbound::Joined { topic, channel, token } => {
-                let reply_topic = topic.clone();
-                let Some(refs) = self.channels.granted(topic, channel) else { return };
+                let Some(refs) = self.channels.granted(&topic, channel) else { return };
                 // Written straight from the channel's refs: the reply every join gets.
                 let token = token.map(|t| t.to_string());
                 let response = JoinedResponse { slot: token.as_deref().map(|token| SlotResponse { token }) };
                 let text = encode_reply(
                     refs.join_ref.as_deref(),
                     refs.msg_ref.as_deref(),
-                    reply_topic.as_str(),
+                    topic.as_str(),
                     ReplyStatus::Ok,
                     &response,
                 );
@@ -1122,13 +1118,14 @@ impl SocketTask {
                 self.send(Frame::close(join_ref, topic.as_str()));
             }
             Outbound::Push { channel, push } => {
-                // A push for a channel since left (or for an earlier join of the topic) is dropped.
-                let Some(join_ref) = self.channels.join_ref(push.topic().as_str(), channel) else { return };
                 // A reserved event relayed by a node of an older version is never passed on.
                 if matches!(push.body(), PushBody::Broadcast { event, .. } if guard::is_reserved_event(event)) {
                     return;
                 }
-                send_shared(&mut self.out, join_ref, &push);
+                // A push for a channel since left (or for an earlier join of the topic) is dropped.
+                let out = &mut self.out;
+                self.channels
+                    .with_join_ref(push.topic().as_str(), channel, |join_ref| send_shared(out, join_ref, &push));
             }
         }
     }

@@ -57,6 +57,9 @@ struct Activation {
     /// [`Home::scopes_of`](super::home::Home::scopes_of) lists them): a scope's sessions are
     /// found by binary search and replaced in place. (A sorted vector rather than a map per
     /// scope: most users have one or two sessions, and a map's node costs more than they do.)
+    /// When activations are told nothing of their sessions
+    /// ([`NodeState::set_session_events`]), only what the home's records cannot tell: the
+    /// sessions being revoked, with the reason they were told.
     view: Vec<SessionView>,
 }
 
@@ -91,6 +94,9 @@ pub(super) struct Users {
     /// Whether [`UserEffect::Start`] lists the user's sessions (the runtime's behaviour keeps
     /// them; see [`NodeState::set_activation_sessions`]).
     start_with_sessions: bool,
+    /// Whether activations are told of their sessions ([`UserEffect::Session`]; see
+    /// [`NodeState::set_session_events`]).
+    session_events: bool,
     /// The live activations. A hash map: every join that makes a user live and every leave
     /// that makes one idle looks its user up here, and a search of a tree of thousands of
     /// users touched a cold node and compared a user's text at every level. Nothing iterates
@@ -125,6 +131,7 @@ impl Default for Users {
         Self {
             enabled: true,
             start_with_sessions: true,
+            session_events: true,
             active: foldhash::HashMap::default(),
             touched_parts: Vec::new(),
             deadlines: BTreeMap::new(),
@@ -173,6 +180,17 @@ impl Users {
     fn forget_topics(&mut self, user: &UserId) {
         self.topics.remove(user);
     }
+
+    /// What an activation's view keeps of `sessions` (see [`Activation::view`]).
+    fn kept(&self, mut sessions: Vec<SessionView>) -> Vec<SessionView> {
+        if !self.session_events {
+            sessions.retain(|s| matches!(s.state, SessionState::Revoking { .. }));
+            if sessions.is_empty() {
+                return Vec::new();
+            }
+        }
+        sessions
+    }
 }
 
 impl NodeState {
@@ -187,6 +205,16 @@ impl NodeState {
     /// lists none (the home keeps them anyway, and session events still carry each one).
     pub fn set_activation_sessions(&mut self, listed: bool) {
         self.users.start_with_sessions = listed;
+    }
+
+    /// Whether activations are told of their sessions (`true` unless set): the runtime says
+    /// `false` when its behaviour has no session hook and keeps no copy of them. No
+    /// [`UserEffect::Session`] is sent then, starts list no sessions, and the home keeps of
+    /// each activation's view only the sessions being revoked (the reason it was told, which
+    /// [`NodeState::user_view`] shows until the revoke is confirmed), not a copy of every
+    /// session its records hold anyway.
+    pub fn set_session_events(&mut self, on: bool) {
+        self.users.session_events = on;
     }
 
     /// Whether the runtime fences activations at their lease's deadline (always, outside
@@ -321,7 +349,9 @@ impl NodeState {
         }
         let handed_from = parcel.as_ref().map(|parcel| parcel.token);
         let view = self.sessions_of(p, user, None);
-        let sessions = if self.users.start_with_sessions { view.clone() } else { Vec::new() };
+        let sessions =
+            if self.users.start_with_sessions && self.users.session_events { view.clone() } else { Vec::new() };
+        let view = self.users.kept(view);
         fx.push(Effect::Record(Record::ActivationStarted {
             at: now,
             user: user.clone(),
@@ -512,7 +542,10 @@ impl NodeState {
                     }
                     None => Vec::new(),
                 };
-                session_events(&view[range.clone()], &after, &self.users.notes, &mut events);
+                if self.users.session_events {
+                    session_events(&view[range.clone()], &after, &self.users.notes, &mut events);
+                }
+                let after = self.users.kept(after);
                 // Grown as `grow_by` says, not doubled: one view per active user, and most
                 // hold a few sessions.
                 let grow = after.len().saturating_sub(range.len());

@@ -483,3 +483,113 @@ fn a_user_with_a_thousand_sessions_is_told_each_change_exactly() {
     assert!(matches!(&stopped(&fx)[..], [(_, ActivationEnd::Idle)]), "{fx:?}");
     assert_eq!(one.node.activations(), 0);
 }
+
+/// Two nodes given the same inputs turn by turn, one telling activations of their sessions,
+/// the other not ([`NodeState::set_session_events`]): what the runtime and `GET /user` see
+/// must not differ, but for the session events.
+struct Lockstep {
+    on: One,
+    off: One,
+}
+
+impl Lockstep {
+    fn new(policy: PolicyConfig) -> Self {
+        let mut on = One::new(policy.clone());
+        let mut off = One::new(policy);
+        // As the runtime sets a behaviour that keeps no sessions (and, off, has no hooks).
+        on.node.set_activation_sessions(false);
+        off.node.set_activation_sessions(false);
+        off.node.set_session_events(false);
+        Lockstep { on, off }
+    }
+
+    /// One turn of each; their sends, as the inputs they become.
+    fn turn(&mut self, input: Input, users: &[&str]) -> Vec<Input> {
+        let now = self.on.now;
+        let on: Vec<Effect> = self.on.node.handle(input.clone(), now);
+        let off: Vec<Effect> = self.off.node.handle(input, now);
+        let not_session = |e: &&Effect| !matches!(e, Effect::User(UserEffect::Session { .. }));
+        assert!(off.iter().all(|e| not_session(&e)), "no session events: {off:?}");
+        assert_eq!(on.iter().filter(not_session).collect::<Vec<_>>(), off.iter().collect::<Vec<_>>());
+        for user in users {
+            let user = UserId::from(*user);
+            assert_eq!(self.on.node.user_view(&user, now), self.off.node.user_view(&user, now), "{user}");
+            // Off, an activation's view keeps the sessions being revoked alone.
+            if let Some(a) = self.off.node.users.active.get(&user) {
+                assert!(a.view.iter().all(|s| matches!(s.state, SessionState::Revoking { .. })), "{:?}", a.view);
+            }
+        }
+        on.into_iter()
+            .filter_map(|e| match e {
+                Effect::Send { to, msg } => Some(Input::Receive { from: to, msg }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// `input`, then every send it leads to, turn by turn.
+    fn run(&mut self, input: Input, users: &[&str]) {
+        let mut queue = vec![input];
+        while !queue.is_empty() {
+            let next = queue.remove(0);
+            queue.extend(self.turn(next, users));
+        }
+    }
+
+    fn join(socket: u64, user: &str, tab: &str, topic: &str) -> Input {
+        Input::Join(ClientJoin {
+            socket: SocketId(socket),
+            topic: Topic::from(topic),
+            user: Some(UserId::from(user)),
+            role: None,
+            tab: Some(TabId::from(tab)),
+            meta: Default::default(),
+        })
+    }
+}
+
+#[test]
+fn without_session_events_the_home_keeps_only_revokes_and_shows_the_same_sessions() {
+    let mut both = Lockstep::new(policy(OnConflict::Takeover, 200, 2));
+    let users = ["ann", "ben"];
+    for i in 0..5u64 {
+        both.run(Lockstep::join(1, "ann", "a", &format!("room:{i}")), &users);
+        both.run(Lockstep::join(2, "ben", "b", &format!("room:{i}")), &users);
+    }
+    let ann = UserId::from("ann");
+    assert_eq!(both.off.node.user_view(&ann, both.off.now).map(|v| v.sessions.len()), Some(5));
+    assert!(both.off.node.users.active.get(&ann).is_some_and(|a| a.view.is_empty() && a.view.capacity() == 0));
+
+    // A kick whose revoke is still on its way when another turn looks at the scope again: the
+    // session is told (and shown) as revoked for the kick's reason, not a takeover's.
+    let scope = crate::ScopeKey::Topic("room:0".into());
+    let kick = Input::KickSession { user: ann.clone(), conn: both.on.conn(1), scope, reason: "spam".into() };
+    let pending = both.turn(kick, &users);
+    assert!(!pending.is_empty(), "the revoke goes to the gateway");
+    let revoking = both.off.node.user_view(&ann, both.off.now).expect("served");
+    assert!(revoking.sessions.iter().any(|s| s.state == SessionState::Revoking { reason: "spam".into() }));
+    // Another tab of hers joins room:0 (a second slot: nothing revoked) before the revoke
+    // arrives.
+    both.run(Lockstep::join(3, "ann", "c", "room:0"), &users);
+    let revoking = both.off.node.user_view(&ann, both.off.now).expect("served");
+    assert!(revoking.sessions.iter().any(|s| s.state == SessionState::Revoking { reason: "spam".into() }));
+    for input in pending {
+        both.run(input, &users);
+    }
+
+    // Takeovers, a leave, an unclean drop kept as reservations that lapse, and the last leave.
+    both.run(Lockstep::join(4, "ann", "d", "room:1"), &users);
+    both.run(Lockstep::join(5, "ann", "e", "room:1"), &users);
+    both.run(Input::Leave { socket: SocketId(1), topic: Topic::from("room:2") }, &users);
+    both.run(Input::SocketClosed { socket: SocketId(2), clean: false }, &users);
+    for _ in 0..40 {
+        both.on.now += 10;
+        both.off.now += 10;
+        both.run(Input::Tick, &users);
+    }
+    for socket in [1, 3, 4, 5] {
+        both.run(Input::SocketClosed { socket: SocketId(socket), clean: true }, &users);
+    }
+    assert_eq!(both.off.node.activations(), 0);
+    assert_eq!(both.on.node.activations(), 0);
+}

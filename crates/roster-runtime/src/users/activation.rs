@@ -98,6 +98,10 @@ impl<B: UserBehaviour> Spawner for Behaviour<B> {
     fn keeps_sessions(&self) -> bool {
         B::KEEPS_SESSIONS
     }
+
+    fn session_events(&self) -> bool {
+        B::KEEPS_SESSIONS || B::SESSION_HOOKS
+    }
 }
 
 struct Activation<B: UserBehaviour> {

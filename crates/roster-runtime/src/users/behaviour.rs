@@ -26,6 +26,15 @@ pub trait UserBehaviour: Send + Sync + 'static {
     /// each session as before, and [`UserRef::info`](super::UserRef::info) asks the home.
     const KEEPS_SESSIONS: bool = true;
 
+    /// Whether the behaviour has session hooks ([`session_started`](Self::session_started),
+    /// [`session_changed`](Self::session_changed), [`session_ended`](Self::session_ended)). A
+    /// behaviour that overrides none of them and keeps no sessions (`KEEPS_SESSIONS` is
+    /// `false`) may say `false`: its activations are then told nothing of their sessions, and
+    /// the home keeps no copy of what it would have told them (about 80 bytes per session).
+    /// Its session hooks are never called; [`UserRef::info`](super::UserRef::info) still lists
+    /// the user's sessions.
+    const SESSION_HOOKS: bool = true;
+
     /// Per-user state. Handed over to the next home when a partition moves between two
     /// running nodes; lost on a failover (the home died, hung or was cut off), so write what
     /// must last elsewhere, with [`UserCtx::token`] as the fencing token.
@@ -75,12 +84,14 @@ pub trait UserBehaviour: Send + Sync + 'static {
 /// The behaviour of a node started without one: the user's sessions are kept by the home
 /// ([`UserRef::info`](super::UserRef::info)), and the activation answers `()` to `()`. It has
 /// no hook that reads [`UserCtx::sessions`], so it keeps no second copy of them
-/// ([`UserBehaviour::KEEPS_SESSIONS`] is `false`).
+/// ([`UserBehaviour::KEEPS_SESSIONS`] is `false`), and no session hook, so it is told nothing
+/// of them ([`UserBehaviour::SESSION_HOOKS`] is `false`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KeepSessions;
 
 impl UserBehaviour for KeepSessions {
     const KEEPS_SESSIONS: bool = false;
+    const SESSION_HOOKS: bool = false;
     type State = ();
     type Msg = ();
     type Reply = ();

@@ -44,6 +44,10 @@ pub(crate) trait Spawner: Send + Sync {
     /// ([`UserBehaviour::KEEPS_SESSIONS`](super::UserBehaviour::KEEPS_SESSIONS)): if not, the
     /// core's starts list none.
     fn keeps_sessions(&self) -> bool;
+
+    /// Whether its activations are told of their sessions: they keep a copy, or have session
+    /// hooks ([`UserBehaviour::SESSION_HOOKS`](super::UserBehaviour::SESSION_HOOKS)).
+    fn session_events(&self) -> bool;
 }
 
 /// What every activation and caller of one node shares.
@@ -95,6 +99,11 @@ impl Shared {
     /// Whether the activations keep a copy of the user's sessions (so a start must list them).
     pub(crate) fn keeps_sessions(&self) -> bool {
         self.spawner.as_ref().is_some_and(|s| s.keeps_sessions())
+    }
+
+    /// Whether the activations are told of their sessions (so the core must send the events).
+    pub(crate) fn session_events(&self) -> bool {
+        self.spawner.as_ref().is_some_and(|s| s.session_events())
     }
 
     /// The node actor's client inbox, once it runs (activations send it their inputs).
