@@ -728,6 +728,7 @@ mod tests {
         assert!(!c.reader_leave("room:1"), "the reader is done with it");
         assert!(leaves(&c).is_empty());
         c.leave(Topic::from("room:2"));
+        c.left(&Topic::from("room:2"));
         join_tracked(&c, "room:1", 8).unwrap();
         assert!(c.reader_leave("room:1"));
         assert_eq!(leaves(&c), vec![("room:2".to_owned(), None), ("room:1".to_owned(), None)]);

@@ -207,10 +207,19 @@ mod tests {
     use roster_runtime::{Connection, Node, NodeOptions, Outbound};
     use std::time::Duration;
 
-    async fn node() -> Node {
-        let node = Node::start(NodeOptions::single()).await.expect("a node starts");
+    /// A node of its own for one test (`test`: the test's name, for its data directory).
+    async fn node(test: &str) -> Node {
+        let dir = std::env::temp_dir().join(format!("roster-channels-{}-{test}", std::process::id()));
+        let node = Node::start(NodeOptions::single().data_dir(&dir)).await.expect("a node starts");
         assert!(node.ready(Duration::from_secs(10)).await, "the node serves");
         node
+    }
+
+    async fn stop(node: Node, test: &str) {
+        node.shutdown().await;
+        let _ = std::fs::remove_dir_all(
+            std::env::temp_dir().join(format!("roster-channels-{}-{test}", std::process::id())),
+        );
     }
 
     async fn conn(node: &Node) -> Connection {
@@ -251,7 +260,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_join_waits_then_is_granted_with_its_refs_and_the_shared_topic() {
-        let node = node().await;
+        let node = node("grant").await;
         let mut c = conn(&node).await;
         let mut ch = Channels::new(c.handle());
         ch.join(t("room:1"), None, Meta::default(), Some("3"), Some("4")).unwrap();
@@ -273,12 +282,12 @@ mod tests {
         assert_eq!(ch.with_join_ref("room:1", other, |_| ()), None, "another channel of the topic");
         // A second answer for the same topic finds no waiting join.
         assert_eq!(ch.granted(&t("room:1"), channel), None);
-        node.shutdown().await;
+        stop(node, "grant").await;
     }
 
     #[tokio::test]
     async fn null_inline_and_long_join_refs_read_back_as_given() {
-        let node = node().await;
+        let node = node("refs").await;
         let mut c = conn(&node).await;
         let mut ch = Channels::new(c.handle());
         let long = "a-join-ref-longer-than-six";
@@ -307,12 +316,12 @@ mod tests {
             ]
         );
         assert!(!ch.contains("a") && ch.drain().is_empty());
-        node.shutdown().await;
+        stop(node, "refs").await;
     }
 
     #[tokio::test]
     async fn a_leave_then_a_rejoin_of_the_topic_is_a_new_channel_and_the_old_answers_are_dropped() {
-        let node = node().await;
+        let node = node("rejoin").await;
         let mut c = conn(&node).await;
         let mut ch = Channels::new(c.handle());
         // Left before the socket read the grant: that grant is not the rejoin's.
@@ -331,6 +340,6 @@ mod tests {
         assert_eq!(ch.with_join_ref("room:1", new, |r| r.map(str::to_owned)), Some(Some("5".into())));
         assert_eq!(ch.remove_joined("room:1", old), None, "a close of the old channel is ignored");
         assert!(ch.contains("room:1"));
-        node.shutdown().await;
+        stop(node, "rejoin").await;
     }
 }
