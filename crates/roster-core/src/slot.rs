@@ -145,14 +145,17 @@ pub enum SlotState {
 
 /// One connection's (possible) hold on a slot, as the home knows it.
 ///
-/// Laid out for the home's table, which keeps one per presence (72 bytes, where the plain
+/// Laid out for the home's table, which keeps one per presence (64 bytes, where the plain
 /// fields took 88): the tab is the join's `tab_id` alone, since a join without one counts for
 /// its own connection ([`TabKey::Conn`] of [`SlotRecord::conn`]); the state's deadline and the
-/// in-doubt deadline are two plain numbers beside a one-byte stage. Read it through its methods;
-/// it serializes as the five fields it stands for (`tab`, `conn`, `token`, `state`,
-/// `in_doubt_until`), as before.
+/// in-doubt deadline share one number beside a one-byte stage and a flag, since a reserved
+/// record is never in doubt (it has no socket whose gateway could go unheard: reserving clears
+/// the doubt, and doubt is never set on a reservation). Read it through its methods; it
+/// serializes as the five fields it stands for (`tab`, `conn`, `token`, `state`,
+/// `in_doubt_until`), as before; an encoding of a reservation in doubt, which no record
+/// produces, is refused.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "RecordFields", into = "RecordFields")]
+#[serde(try_from = "RecordFields", into = "RecordFields")]
 pub struct SlotRecord {
     /// The join's `tab_id`; `None`: the connection is its own tab.
     tab_id: Option<TabId>,
@@ -160,11 +163,11 @@ pub struct SlotRecord {
     pub conn: ConnId,
     /// The token it was granted.
     pub token: SlotToken,
-    /// `SlotState::Reserved`'s deadline (0 in every other stage).
-    reserved_until: Millis,
-    /// The in-doubt deadline, when `in_doubt` (0 otherwise).
-    in_doubt_until: Millis,
+    /// In the `Reserved` stage, `SlotState::Reserved`'s deadline; in any other, the in-doubt
+    /// deadline while `in_doubt` (0 otherwise).
+    deadline: Millis,
     stage: Stage,
+    /// Never set in the `Reserved` stage.
     in_doubt: bool,
 }
 
@@ -200,12 +203,17 @@ impl From<SlotRecord> for RecordFields {
     }
 }
 
-impl From<RecordFields> for SlotRecord {
-    fn from(f: RecordFields) -> Self {
+impl TryFrom<RecordFields> for SlotRecord {
+    type Error = &'static str;
+
+    fn try_from(f: RecordFields) -> Result<Self, Self::Error> {
+        if matches!(f.state, SlotState::Reserved { .. }) && f.in_doubt_until.is_some() {
+            return Err("a reserved slot record is never in doubt");
+        }
         let mut r = SlotRecord::new(f.tab, f.conn, f.token);
         r.set_state(f.state);
         r.set_in_doubt_until(f.in_doubt_until);
-        r
+        Ok(r)
     }
 }
 
@@ -217,7 +225,7 @@ impl SlotRecord {
             TabKey::Tab(t) => Some(t),
             TabKey::Conn(_) => None,
         };
-        SlotRecord { tab_id, conn, token, reserved_until: 0, in_doubt_until: 0, stage: Stage::Held, in_doubt: false }
+        SlotRecord { tab_id, conn, token, deadline: 0, stage: Stage::Held, in_doubt: false }
     }
 
     /// The tab it counts for.
@@ -245,17 +253,25 @@ impl SlotRecord {
             Stage::Held => SlotState::Held,
             Stage::Revoking => SlotState::Revoking,
             Stage::Replaced => SlotState::Replaced,
-            Stage::Reserved => SlotState::Reserved { until: self.reserved_until },
+            Stage::Reserved => SlotState::Reserved { until: self.deadline },
         }
     }
 
+    /// A reservation ends any doubt (its caller says so too: a reserved record has no socket).
     fn set_state(&mut self, state: SlotState) {
-        (self.stage, self.reserved_until) = match state {
-            SlotState::Held => (Stage::Held, 0),
-            SlotState::Revoking => (Stage::Revoking, 0),
-            SlotState::Replaced => (Stage::Replaced, 0),
-            SlotState::Reserved { until } => (Stage::Reserved, until),
+        let stage = match state {
+            SlotState::Held => Stage::Held,
+            SlotState::Revoking => Stage::Revoking,
+            SlotState::Replaced => Stage::Replaced,
+            SlotState::Reserved { until } => {
+                (self.stage, self.deadline, self.in_doubt) = (Stage::Reserved, until, false);
+                return;
+            }
         };
+        if self.stage == Stage::Reserved {
+            self.deadline = 0; // the reservation's, not an in-doubt deadline
+        }
+        self.stage = stage;
     }
 
     fn is_reserved(&self) -> bool {
@@ -264,12 +280,19 @@ impl SlotRecord {
 
     /// Set while the home cannot hear the gateway: freed at this instant unless heard again.
     pub fn in_doubt_until(&self) -> Option<Millis> {
-        self.in_doubt.then_some(self.in_doubt_until)
+        self.in_doubt.then_some(self.deadline)
     }
 
+    /// Set or clear the doubt; a reserved record is never in doubt (every caller checks), so
+    /// setting one there is refused in debug builds and ignored otherwise, and clearing keeps
+    /// the reservation's deadline.
     fn set_in_doubt_until(&mut self, until: Option<Millis>) {
+        if self.is_reserved() {
+            debug_assert!(until.is_none(), "a reserved slot record is never in doubt");
+            return;
+        }
         self.in_doubt = until.is_some();
-        self.in_doubt_until = until.unwrap_or(0);
+        self.deadline = until.unwrap_or(0);
     }
 }
 
@@ -383,7 +406,7 @@ pub struct ScopeSlots {
     unsafe_switches: UnsafeSwitches,
     /// Which rules this scope runs under, as its keeper numbers them (the home: an index in
     /// the node's table of distinct rules). Two bytes in the struct's padding where a pointer
-    /// to the rules beside it cost eight in every `(user, scope)` of a home: 88 bytes in all.
+    /// to the rules beside it cost eight in every `(user, scope)` of a home: 80 bytes in all.
     /// Not part of the encoding (it is the keeper's, as the rules passed to each input are).
     #[serde(skip)]
     rules_id: u16,
