@@ -144,8 +144,7 @@ impl SlotMap {
     /// Insert the slot of `key` in `partition` (the socket's user's: the same for every slot
     /// of the socket), returning the one it replaces.
     fn insert(&mut self, key: (SocketId, ScopeKey), partition: PartitionId, slot: GwSlot) -> Option<GwSlot> {
-        let entry =
-            self.by_socket.entry(key.0).or_insert_with(|| SocketSlots { partition, list: Vec::new() });
+        let entry = self.by_socket.entry(key.0).or_insert_with(|| SocketSlots { partition, list: Vec::new() });
         debug_assert_eq!(entry.partition, partition, "a socket's slots are its user's");
         let list = &mut entry.list;
         match Self::find(list, &key.1) {
@@ -1030,8 +1029,8 @@ mod tests {
         use std::mem::size_of;
         assert_eq!(size_of::<GwSlot>(), 32);
         assert_eq!(size_of::<(ScopeKey, GwSlot)>(), 48);
-        assert_eq!(size_of::<super::super::home::UserScope>(), 80);
-        assert_eq!(size_of::<(ScopeKey, super::super::home::UserScope)>(), 96);
+        assert_eq!(size_of::<super::super::home::UserScope>(), 72);
+        assert_eq!(size_of::<(ScopeKey, super::super::home::UserScope)>(), 88);
         assert_eq!(size_of::<(ScopeKey, SlotToken)>(), 32, "a fence");
     }
 
