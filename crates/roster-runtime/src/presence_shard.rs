@@ -52,6 +52,16 @@ pub(crate) enum Subscriber {
     Feed(Arc<FeedSub>),
 }
 
+impl roster_core::Subscriber for Subscriber {
+    /// A channel's id is its subscription's (the fan-out keeps no other copy of it).
+    fn id(&self) -> SubscriberId {
+        match self {
+            Subscriber::Channel { channel, .. } => *channel,
+            Subscriber::Feed(sub) => sub.id,
+        }
+    }
+}
+
 /// An embedding subscription, as a shard keeps it.
 #[derive(Debug)]
 pub(crate) struct FeedSub {
@@ -76,9 +86,7 @@ pub(crate) enum ShardMsg {
     Subscribe {
         /// The topic.
         topic: Topic,
-        /// The subscription.
-        id: SubscriberId,
-        /// Who.
+        /// Who (it knows its subscription's id).
         sub: Subscriber,
     },
     /// A topic's list at the end of the node actor's turn, after the changes and subscriptions
@@ -222,9 +230,7 @@ impl ShardState {
         match msg {
             // The batch's `Latest` replaces the placeholder lists before any window closes.
             ShardMsg::Change { topic, changes } => st.fanout.changes(&topic, changes, PresenceList::default(), now),
-            ShardMsg::Subscribe { topic, id, sub } => {
-                st.fanout.subscribe(&topic, id, sub, PresenceList::default(), now)
-            }
+            ShardMsg::Subscribe { topic, sub } => st.fanout.subscribe(&topic, sub, PresenceList::default(), now),
             ShardMsg::Latest { topic, list } => st.fanout.latest(&topic, list),
             ShardMsg::Unsubscribe { topic, id } => {
                 st.fanout.unsubscribe(&topic, id);
@@ -233,8 +239,8 @@ impl ShardState {
                 let members: Vec<Subscriber> = st
                     .fanout
                     .members(&topic)
-                    .filter(|(_, s)| !matches!(s, Subscriber::Channel { conn, .. } if Some(conn.socket()) == except))
-                    .map(|(_, s)| s.clone())
+                    .filter(|s| !matches!(s, Subscriber::Channel { conn, .. } if Some(conn.socket()) == except))
+                    .cloned()
                     .collect();
                 if !members.is_empty() {
                     let push = st.push(&topic, PushBody::Broadcast { from, event, body });
