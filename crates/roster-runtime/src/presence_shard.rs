@@ -261,3 +261,18 @@ impl ShardState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roster_core::Subscriber as _;
+
+    #[test]
+    fn a_subscriber_is_16_bytes_and_carries_its_own_id() {
+        // A topic's fan-out keeps one per channel (each a presence), and no id beside it.
+        assert_eq!(std::mem::size_of::<Subscriber>(), 16);
+        let (tx, _rx) = mpsc::channel(1);
+        let feed = Subscriber::Feed(Arc::new(FeedSub { id: SubscriberId(7), tx }));
+        assert_eq!(feed.id(), SubscriberId(7));
+    }
+}

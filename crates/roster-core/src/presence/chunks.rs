@@ -6,7 +6,8 @@
 //! pointer per [`CHUNK`] entries) and the one chunk it changes, never the rest. The B-tree map
 //! this replaces (`imbl::OrdMap`, nodes of 16 entries, 528 bytes each however full) cost about
 //! 58 bytes per entry in rooms of 50; a chunk is grown as [`grow_by`](crate::grow_by) says,
-//! so an entry costs its 32 bytes and a little room: about 36.
+//! and a chunk copied for a write gets room for that write only, so an entry costs its 32 bytes
+//! and a little room: about 36.
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -125,6 +126,13 @@ impl<V: Clone> ChunkMap<V> {
             return None;
         };
         let chunks = self.chunks_mut();
+        if Arc::get_mut(&mut chunks[c]).is_none() {
+            // A clone shares it: copy it with room for this entry only (a copy sized as the
+            // list grows would keep half a chunk of room in every chunk a list was taken of).
+            let mut copy = Vec::with_capacity(chunks[c].len() + 1);
+            copy.extend(chunks[c].iter().cloned());
+            chunks[c] = Arc::new(copy);
+        }
         let chunk = Arc::make_mut(&mut chunks[c]);
         let i = match at {
             Ok(i) => return Some(std::mem::replace(&mut chunk[i].1, value)),
@@ -270,6 +278,12 @@ mod tests {
         assert_eq!(before["k0500"], 500);
         assert_eq!(map["k0500"], 7);
         assert!(!map.ptr_eq(&before));
+        // A new key into a shared chunk: the copy has room for it alone.
+        let before = map.clone();
+        map.insert(Arc::from("k0500a"), 1);
+        let (c, _) = map.find("k0500a").expect("there");
+        assert_eq!(map.chunks()[c].capacity(), map.chunks()[c].len(), "no room kept in a copy");
+        assert_eq!((before.len() + 1, before.get("k0500a")), (map.len(), None));
     }
 
     #[test]

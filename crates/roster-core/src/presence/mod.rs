@@ -24,7 +24,8 @@
 //! `delta.rs` (what travels between nodes, and the outgoing [`DeltaBuffer`]), `diff.rs`
 //! (netted joins/leaves, the diff frame), `fanout.rs` (each topic's subscribers and window:
 //! what every subscriber receives, [`Fanout`]), `list.rs` (a topic's persistent entries and the
-//! [`PresenceList`] snapshot of them).
+//! [`PresenceList`] snapshot of them), `chunks.rs` (the persistent sorted map those entries are
+//! kept in).
 
 mod chunks;
 mod delta;
