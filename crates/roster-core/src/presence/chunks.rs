@@ -7,7 +7,7 @@
 //! this replaces (`imbl::OrdMap`, nodes of 16 entries, 528 bytes each however full) cost about
 //! 58 bytes per entry in rooms of 50; a chunk is grown as [`grow_by`](crate::grow_by) says,
 //! and a chunk copied for a write gets room for that write only, so an entry costs its 32 bytes
-//! and a little room: about 36.
+//! and some room: about 43 in rooms of 50 (`BENCHMARKS.md`, issue 13's eighth round).
 
 use std::borrow::Borrow;
 use std::fmt;

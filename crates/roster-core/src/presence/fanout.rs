@@ -136,8 +136,9 @@ impl<S: Subscriber> Feed<S> {
 /// A topic's subscribers of one kind, sorted by id: one entry per subscriber, the subscriber
 /// alone (16 bytes for a channel), in a list grown as [`grow_by`] says. A hash map from id to
 /// subscriber kept the id twice and a control byte, at 7/8 load at best: about 40 bytes per
-/// subscriber in rooms of 50, against 17 here. Ids are drawn in increasing order, so a new
-/// subscriber is nearly always appended; one that leaves is found by binary search.
+/// subscriber in rooms of 50, against 26 here (`BENCHMARKS.md`, issue 13's eighth round). Ids
+/// are drawn in increasing order, so a new subscriber is nearly always appended; one that
+/// leaves is found by binary search.
 #[derive(Clone, Debug)]
 struct Subscribers<S>(Vec<S>);
 
