@@ -75,7 +75,7 @@ impl TopicIndex {
     /// Adds `meta` under `key`; returns the key as the index holds it, to share.
     fn insert(&mut self, key: Arc<str>, meta: Arc<PresenceMeta>) -> Arc<str> {
         self.len += 1;
-        if let Some((shared, metas)) = self.by_key.get_key_value_mut(&*key) {
+        if let Some((shared, metas)) = self.by_key.get_key_value_mut(&key) {
             metas.insert(ByAge(meta));
             return Arc::clone(shared);
         }
