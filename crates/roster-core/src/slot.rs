@@ -33,7 +33,8 @@ use crate::ids::{ConnId, Incarnation, Millis, Role, SlotToken, TabId};
 use serde::{Deserialize, Serialize};
 #[path = "slot_lists.rs"]
 mod lists;
-use lists::{Queue, Records};
+use lists::Lists;
+use std::collections::VecDeque;
 
 /// The resolved rules for one `(user, scope)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -145,14 +146,17 @@ pub enum SlotState {
 
 /// One connection's (possible) hold on a slot, as the home knows it.
 ///
-/// Laid out for the home's table, which keeps one per presence (72 bytes, where the plain
+/// Laid out for the home's table, which keeps one per presence (64 bytes, where the plain
 /// fields took 88): the tab is the join's `tab_id` alone, since a join without one counts for
 /// its own connection ([`TabKey::Conn`] of [`SlotRecord::conn`]); the state's deadline and the
-/// in-doubt deadline are two plain numbers beside a one-byte stage. Read it through its methods;
-/// it serializes as the five fields it stands for (`tab`, `conn`, `token`, `state`,
-/// `in_doubt_until`), as before.
+/// in-doubt deadline share one number beside a one-byte stage and a flag, since a reserved
+/// record is never in doubt (it has no socket whose gateway could go unheard: reserving clears
+/// the doubt, and doubt is never set on a reservation). Read it through its methods; it
+/// serializes as the five fields it stands for (`tab`, `conn`, `token`, `state`,
+/// `in_doubt_until`), as before; an encoding of a reservation in doubt, which no record
+/// produces, is refused.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "RecordFields", into = "RecordFields")]
+#[serde(try_from = "RecordFields", into = "RecordFields")]
 pub struct SlotRecord {
     /// The join's `tab_id`; `None`: the connection is its own tab.
     tab_id: Option<TabId>,
@@ -160,11 +164,11 @@ pub struct SlotRecord {
     pub conn: ConnId,
     /// The token it was granted.
     pub token: SlotToken,
-    /// `SlotState::Reserved`'s deadline (0 in every other stage).
-    reserved_until: Millis,
-    /// The in-doubt deadline, when `in_doubt` (0 otherwise).
-    in_doubt_until: Millis,
+    /// In the `Reserved` stage, `SlotState::Reserved`'s deadline; in any other, the in-doubt
+    /// deadline while `in_doubt` (0 otherwise).
+    deadline: Millis,
     stage: Stage,
+    /// Never set in the `Reserved` stage.
     in_doubt: bool,
 }
 
@@ -200,12 +204,17 @@ impl From<SlotRecord> for RecordFields {
     }
 }
 
-impl From<RecordFields> for SlotRecord {
-    fn from(f: RecordFields) -> Self {
+impl TryFrom<RecordFields> for SlotRecord {
+    type Error = &'static str;
+
+    fn try_from(f: RecordFields) -> Result<Self, Self::Error> {
+        if matches!(f.state, SlotState::Reserved { .. }) && f.in_doubt_until.is_some() {
+            return Err("a reserved slot record is never in doubt");
+        }
         let mut r = SlotRecord::new(f.tab, f.conn, f.token);
         r.set_state(f.state);
         r.set_in_doubt_until(f.in_doubt_until);
-        r
+        Ok(r)
     }
 }
 
@@ -217,7 +226,7 @@ impl SlotRecord {
             TabKey::Tab(t) => Some(t),
             TabKey::Conn(_) => None,
         };
-        SlotRecord { tab_id, conn, token, reserved_until: 0, in_doubt_until: 0, stage: Stage::Held, in_doubt: false }
+        SlotRecord { tab_id, conn, token, deadline: 0, stage: Stage::Held, in_doubt: false }
     }
 
     /// The tab it counts for.
@@ -245,17 +254,25 @@ impl SlotRecord {
             Stage::Held => SlotState::Held,
             Stage::Revoking => SlotState::Revoking,
             Stage::Replaced => SlotState::Replaced,
-            Stage::Reserved => SlotState::Reserved { until: self.reserved_until },
+            Stage::Reserved => SlotState::Reserved { until: self.deadline },
         }
     }
 
+    /// A reservation ends any doubt (its caller says so too: a reserved record has no socket).
     fn set_state(&mut self, state: SlotState) {
-        (self.stage, self.reserved_until) = match state {
-            SlotState::Held => (Stage::Held, 0),
-            SlotState::Revoking => (Stage::Revoking, 0),
-            SlotState::Replaced => (Stage::Replaced, 0),
-            SlotState::Reserved { until } => (Stage::Reserved, until),
+        let stage = match state {
+            SlotState::Held => Stage::Held,
+            SlotState::Revoking => Stage::Revoking,
+            SlotState::Replaced => Stage::Replaced,
+            SlotState::Reserved { until } => {
+                (self.stage, self.deadline, self.in_doubt) = (Stage::Reserved, until, false);
+                return;
+            }
         };
+        if self.stage == Stage::Reserved {
+            self.deadline = 0; // the reservation's, not an in-doubt deadline
+        }
+        self.stage = stage;
     }
 
     fn is_reserved(&self) -> bool {
@@ -264,12 +281,19 @@ impl SlotRecord {
 
     /// Set while the home cannot hear the gateway: freed at this instant unless heard again.
     pub fn in_doubt_until(&self) -> Option<Millis> {
-        self.in_doubt.then_some(self.in_doubt_until)
+        self.in_doubt.then_some(self.deadline)
     }
 
+    /// Set or clear the doubt; a reserved record is never in doubt (every caller checks), so
+    /// setting one there is refused in debug builds and ignored otherwise, and clearing keeps
+    /// the reservation's deadline.
     fn set_in_doubt_until(&mut self, until: Option<Millis>) {
+        if self.is_reserved() {
+            debug_assert!(until.is_none(), "a reserved slot record is never in doubt");
+            return;
+        }
         self.in_doubt = until.is_some();
-        self.in_doubt_until = until.unwrap_or(0);
+        self.deadline = until.unwrap_or(0);
     }
 }
 
@@ -371,11 +395,14 @@ struct PendingJoin {
     victim: Option<TabKey>,
 }
 
-/// Every slot record and waiting join of one `(user, scope)` on its home.
+/// Every slot record and waiting join of one `(user, scope)` on its home. It serializes as its
+/// four fields (`records`, `pending`, `new_tabs_blocked`, `unsafe_switches`), as before.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "ScopeFields", into = "ScopeFields")]
 pub struct ScopeSlots {
-    records: Records<SlotRecord>,
-    pending: Queue<PendingJoin>,
+    /// The records, in grant order (what it derefs to), and the waiting joins, first come
+    /// first served (`pending_*`): one record in place, anything more in one allocation.
+    lists: Lists<SlotRecord, PendingJoin>,
     /// Rule 9: right after a recovery scan the home cannot list every slot, so it admits
     /// resumes of tabs it knows but no new tab. Set by the node before each input.
     new_tabs_blocked: bool,
@@ -383,10 +410,39 @@ pub struct ScopeSlots {
     unsafe_switches: UnsafeSwitches,
     /// Which rules this scope runs under, as its keeper numbers them (the home: an index in
     /// the node's table of distinct rules). Two bytes in the struct's padding where a pointer
-    /// to the rules beside it cost eight in every `(user, scope)` of a home: 88 bytes in all.
+    /// to the rules beside it cost eight in every `(user, scope)` of a home: 72 bytes in all.
     /// Not part of the encoding (it is the keeper's, as the rules passed to each input are).
-    #[serde(skip)]
     rules_id: u16,
+}
+
+/// What a [`ScopeSlots`] serializes as: its lists as plain sequences, without `rules_id`.
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "ScopeSlots")]
+struct ScopeFields {
+    records: Vec<SlotRecord>,
+    pending: VecDeque<PendingJoin>,
+    new_tabs_blocked: bool,
+    unsafe_switches: UnsafeSwitches,
+}
+
+impl From<ScopeSlots> for ScopeFields {
+    fn from(s: ScopeSlots) -> Self {
+        let mut lists = s.lists;
+        let pending = lists.pending_take_all();
+        let records = lists.to_vec();
+        ScopeFields { records, pending, new_tabs_blocked: s.new_tabs_blocked, unsafe_switches: s.unsafe_switches }
+    }
+}
+
+impl From<ScopeFields> for ScopeSlots {
+    fn from(f: ScopeFields) -> Self {
+        ScopeSlots {
+            lists: Lists::from_parts(f.records, f.pending),
+            new_tabs_blocked: f.new_tabs_blocked,
+            unsafe_switches: f.unsafe_switches,
+            rules_id: 0,
+        }
+    }
 }
 
 /// The ablation switches of one scope: public only with the `ablation` feature.
@@ -428,7 +484,7 @@ impl ScopeSlots {
 
     /// The records, in grant order.
     pub fn records(&self) -> &[SlotRecord] {
-        &self.records
+        &self.lists
     }
 
     /// Switch safeguards off (ablation tests only).
@@ -462,9 +518,9 @@ impl ScopeSlots {
     /// Adopt a slot a gateway reported in a recovery scan. Call [`ScopeSlots::dedup_tabs`]
     /// once every answer is in.
     pub fn adopt(&mut self, conn: ConnId, tab: TabKey, token: SlotToken) {
-        if !self.records.iter().any(|r| r.conn == conn && r.token == token) {
-            self.records.push(SlotRecord::new(tab, conn, token));
-            self.records.sort_by_key(|r| r.token);
+        if !self.lists.iter().any(|r| r.conn == conn && r.token == token) {
+            self.lists.push(SlotRecord::new(tab, conn, token));
+            self.lists.sort_by_key(|r| r.token);
         }
     }
 
@@ -475,9 +531,9 @@ impl ScopeSlots {
         let newest: Vec<(TabKey, SlotToken)> = self
             .tabs_counted()
             .into_iter()
-            .filter_map(|t| self.records.iter().filter(|r| r.counts_for(&t)).map(|r| r.token).max().map(|m| (t, m)))
+            .filter_map(|t| self.lists.iter().filter(|r| r.counts_for(&t)).map(|r| r.token).max().map(|m| (t, m)))
             .collect();
-        for r in self.records.iter_mut().filter(|r| r.state() == SlotState::Held) {
+        for r in self.lists.iter_mut().filter(|r| r.state() == SlotState::Held) {
             if newest.iter().any(|(t, m)| r.counts_for(t) && *m != r.token) {
                 r.set_state(SlotState::Replaced);
                 fx.push(SlotEffect::Close { conn: r.conn.clone(), token: r.token });
@@ -488,27 +544,27 @@ impl ScopeSlots {
 
     /// The connections whose joins wait here.
     pub fn waiting_conns(&self) -> impl Iterator<Item = &ConnId> {
-        self.pending.iter().map(|p| &p.conn)
+        self.lists.pending_iter().map(|p| &p.conn)
     }
 
     /// The connections of every record.
     pub fn connections(&self) -> impl Iterator<Item = &ConnId> {
-        self.records.iter().map(|r| &r.conn)
+        self.lists.iter().map(|r| &r.conn)
     }
 
     /// Nothing held, reserved or waiting: the user actor may stop.
     pub fn is_idle(&self) -> bool {
-        self.records.is_empty() && self.pending.is_empty()
+        self.lists.is_empty() && self.lists.pending_is_empty()
     }
 
     /// How many joins wait.
     pub fn waiting(&self) -> usize {
-        self.pending.len()
+        self.lists.pending_len()
     }
 
     /// The distinct tabs that count against `max_slots` now.
     pub fn tabs_counted(&self) -> Vec<TabKey> {
-        let mut tabs: Vec<TabKey> = self.records.iter().map(SlotRecord::tab).collect();
+        let mut tabs: Vec<TabKey> = self.lists.iter().map(SlotRecord::tab).collect();
         tabs.sort();
         tabs.dedup();
         tabs
@@ -516,7 +572,7 @@ impl ScopeSlots {
 
     /// Whether `token` still holds a slot here (held, being revoked, or in doubt).
     pub fn holds(&self, token: SlotToken) -> bool {
-        self.records.iter().any(|r| r.token == token && matches!(r.state(), SlotState::Held | SlotState::Revoking))
+        self.lists.iter().any(|r| r.token == token && matches!(r.state(), SlotState::Held | SlotState::Revoking))
     }
 
     /// A join from `conn` for `tab`. Exempt roles get a token and no record.
@@ -536,7 +592,7 @@ impl ScopeSlots {
         let mut fx = Vec::new();
         // The same tab on the same socket shares its slot (another topic of a global scope).
         if let Some(r) =
-            self.records.iter().find(|r| r.conn == conn && r.counts_for(&tab) && r.state() == SlotState::Held)
+            self.lists.iter().find(|r| r.conn == conn && r.counts_for(&tab) && r.state() == SlotState::Held)
         {
             fx.push(SlotEffect::Grant { conn, tab, token: r.token, resumed: false });
             return fx;
@@ -546,26 +602,27 @@ impl ScopeSlots {
             return fx;
         }
         // A retried join that already waits here changes nothing.
-        if self.pending.iter().any(|p| p.conn == conn && p.tab == tab) {
+        if self.lists.pending_iter().any(|p| p.conn == conn && p.tab == tab) {
             return fx;
         }
         // A join behind waiters queues behind them (wait is first come, first served); a
         // takeover is the newest join and supersedes an earlier pending takeover.
         if rules.on_conflict == OnConflict::Takeover {
-            let superseded = self.pending.iter().position(|p| p.victim.is_some());
+            let superseded = self.lists.pending_iter().position(|p| p.victim.is_some());
             if let Some(i) = superseded {
-                let old = self.pending.remove(i).expect("index from position");
+                let old = self.lists.pending_remove(i).expect("index from position");
                 fx.push(SlotEffect::Reject { conn: old.conn, reason: RejectReason::LoggedInElsewhere });
                 let victim = old.victim;
                 let deadline = now + rules.join_wait_ms;
-                self.pending.push_back(PendingJoin { conn, tab, deadline, victim });
+                self.lists.pending_push_back(PendingJoin { conn, tab, deadline, victim });
                 self.admit(rules, mint, &mut fx);
                 return fx;
             }
         }
         let pending = PendingJoin { conn, tab, deadline: now + rules.join_wait_ms, victim: None };
-        if !self.pending.is_empty() && rules.on_conflict == OnConflict::Wait {
-            self.pending.push_back(PendingJoin { deadline: now + rules.wait_ms.min(rules.join_wait_ms), ..pending });
+        if !self.lists.pending_is_empty() && rules.on_conflict == OnConflict::Wait {
+            self.lists
+                .pending_push_back(PendingJoin { deadline: now + rules.wait_ms.min(rules.join_wait_ms), ..pending });
             return fx;
         }
         self.decide(pending, rules, mint, now, &mut fx);
@@ -585,18 +642,18 @@ impl ScopeSlots {
         now: Millis,
     ) -> Vec<SlotEffect> {
         let mut fx = Vec::new();
-        if let Some(i) = self.records.iter().position(|r| &r.conn == conn && r.token == token) {
-            let rec = &mut self.records[i];
+        if let Some(i) = self.lists.iter().position(|r| &r.conn == conn && r.token == token) {
+            let rec = &mut self.lists[i];
             let reserve = !clean && rules.reserve_ms > 0 && rec.state() == SlotState::Held && rec.has_tab_id();
             if reserve {
                 rec.set_state(SlotState::Reserved { until: now + rules.reserve_ms });
                 rec.set_in_doubt_until(None);
             } else {
-                self.records.remove(i);
+                self.lists.remove(i);
             }
         }
         // A pending join from this connection is void too.
-        self.pending.retain(|p| &p.conn != conn);
+        self.lists.pending_retain(|p| &p.conn != conn);
         self.admit(rules, mint, &mut fx);
         fx
     }
@@ -606,13 +663,13 @@ impl ScopeSlots {
     /// make a record that nobody confirms and, made after this call, nothing puts in doubt;
     /// a gateway that lives asks again.
     pub fn gateway_unheard(&mut self, gateway: &Incarnation, until: Millis) {
-        for r in self.records.iter_mut().filter(|r| &r.conn.gateway == gateway) {
+        for r in self.lists.iter_mut().filter(|r| &r.conn.gateway == gateway) {
             if !r.is_reserved() {
                 r.set_in_doubt_until(Some(r.in_doubt_until().map_or(until, |u| u.max(until))));
             }
         }
         if !self.unsafe_switches.keep_joins_of_unheard_gateways {
-            self.pending.retain(|p| &p.conn.gateway != gateway);
+            self.lists.pending_retain(|p| &p.conn.gateway != gateway);
         }
     }
 
@@ -620,17 +677,17 @@ impl ScopeSlots {
     /// lost on the way) are freed at the next tick at `now`, not kept in doubt; its waiting
     /// joins are dropped. Reservations stay: they belong to the tab, not the connection.
     pub fn gateway_departed(&mut self, gateway: &Incarnation, now: Millis) {
-        for r in self.records.iter_mut().filter(|r| &r.conn.gateway == gateway) {
+        for r in self.lists.iter_mut().filter(|r| &r.conn.gateway == gateway) {
             if !r.is_reserved() {
                 r.set_in_doubt_until(Some(now));
             }
         }
-        self.pending.retain(|p| &p.conn.gateway != gateway);
+        self.lists.pending_retain(|p| &p.conn.gateway != gateway);
     }
 
     /// The home hears `gateway` again (the same incarnation): its records are no longer in doubt.
     pub fn gateway_heard(&mut self, gateway: &Incarnation) {
-        for r in self.records.iter_mut().filter(|r| &r.conn.gateway == gateway) {
+        for r in self.lists.iter_mut().filter(|r| &r.conn.gateway == gateway) {
             r.set_in_doubt_until(None);
         }
     }
@@ -638,8 +695,8 @@ impl ScopeSlots {
     /// Revoke every slot of this scope (a kick), then admit whoever waits.
     pub fn kick(&mut self, reason: &str) -> Vec<SlotEffect> {
         let mut fx = Vec::new();
-        self.records.retain(|r| !r.is_reserved());
-        for r in self.records.iter_mut().filter(|r| r.state() == SlotState::Held) {
+        self.lists.retain(|r| !r.is_reserved());
+        for r in self.lists.iter_mut().filter(|r| r.state() == SlotState::Held) {
             r.set_state(SlotState::Revoking);
             fx.push(SlotEffect::Revoke {
                 conn: r.conn.clone(),
@@ -653,7 +710,7 @@ impl ScopeSlots {
     /// Time passes: reservations lapse, in-doubt records clear, waits time out.
     pub fn tick(&mut self, rules: &SlotRules, mint: &mut TokenMint, now: Millis) -> Vec<SlotEffect> {
         let mut fx = Vec::new();
-        self.records.retain(|r| {
+        self.lists.retain(|r| {
             let lapsed = matches!(r.state(), SlotState::Reserved { until } if until <= now)
                 || r.in_doubt_until().is_some_and(|u| u <= now);
             if lapsed {
@@ -662,8 +719,8 @@ impl ScopeSlots {
             !lapsed
         });
         self.admit(rules, mint, &mut fx);
-        let (late, kept): (Vec<_>, Vec<_>) = self.pending.take_all().into_iter().partition(|p| p.deadline <= now);
-        self.pending.set(kept.into());
+        let (late, kept): (Vec<_>, Vec<_>) = self.lists.pending_take_all().into_iter().partition(|p| p.deadline <= now);
+        self.lists.pending_set(kept.into());
         for p in late {
             fx.push(SlotEffect::Reject { conn: p.conn, reason: RejectReason::WaitTimedOut });
         }
@@ -672,17 +729,17 @@ impl ScopeSlots {
 
     /// The earliest instant at which [`ScopeSlots::tick`] has something to do.
     pub fn next_deadline(&self) -> Option<Millis> {
-        let records = self.records.iter().filter_map(|r| match r.state() {
+        let records = self.lists.iter().filter_map(|r| match r.state() {
             SlotState::Reserved { until } => Some(until),
             _ => r.in_doubt_until(),
         });
-        records.chain(self.pending.iter().map(|p| p.deadline)).min()
+        records.chain(self.lists.pending_iter().map(|p| p.deadline)).min()
     }
 
     /// A tab that holds here may come back on another socket: everything but a tab being
     /// revoked (it is no longer the current holder; it joins like anyone else).
     fn resumable(&self, tab: &TabKey) -> bool {
-        let mut of_tab = self.records.iter().filter(|r| r.counts_for(tab)).peekable();
+        let mut of_tab = self.lists.iter().filter(|r| r.counts_for(tab)).peekable();
         of_tab.peek().is_some() && of_tab.all(|r| r.state() != SlotState::Revoking)
     }
 
@@ -696,15 +753,15 @@ impl ScopeSlots {
     /// held connections are told to close and stay as replaced until they confirm; records
     /// being revoked stay as they are. Returns whether any connection was replaced.
     fn replace_tab_elsewhere(&mut self, tab: &TabKey, fx: &mut Vec<SlotEffect>) -> bool {
-        self.records.retain(|r| !(r.counts_for(tab) && r.is_reserved()));
+        self.lists.retain(|r| !(r.counts_for(tab) && r.is_reserved()));
         let mut replaced = false;
-        for r in self.records.iter_mut().filter(|r| r.counts_for(tab) && r.state() == SlotState::Held) {
+        for r in self.lists.iter_mut().filter(|r| r.counts_for(tab) && r.state() == SlotState::Held) {
             r.set_state(SlotState::Replaced);
             fx.push(SlotEffect::Close { conn: r.conn.clone(), token: r.token });
             replaced = true;
         }
         if self.unsafe_switches.forget_replaced {
-            self.records.retain(|r| !(r.counts_for(tab) && r.state() == SlotState::Replaced));
+            self.lists.retain(|r| !(r.counts_for(tab) && r.state() == SlotState::Replaced));
         }
         replaced
     }
@@ -721,8 +778,8 @@ impl ScopeSlots {
             return Verdict::Grant;
         }
         // Every slot is taken. The oldest tab is the one a takeover would revoke.
-        let oldest = self.records.iter().min_by_key(|r| r.token).map(SlotRecord::tab).expect("slots are taken");
-        let of_oldest = || self.records.iter().filter(|r| r.counts_for(&oldest));
+        let oldest = self.lists.iter().min_by_key(|r| r.token).map(SlotRecord::tab).expect("slots are taken");
+        let of_oldest = || self.lists.iter().filter(|r| r.counts_for(&oldest));
         let in_doubt = of_oldest().any(|r| r.in_doubt_until().is_some());
         match rules.on_conflict {
             // Rule 8: what cannot be reached is neither taken over nor a reason to reject.
@@ -758,15 +815,15 @@ impl ScopeSlots {
                     }
                 }
                 p.victim = victim;
-                self.pending.push_back(p);
+                self.lists.pending_push_back(p);
             }
         }
     }
 
     /// Revoke every record of `tab`; a reservation simply goes (no connection to tell).
     fn revoke_tab(&mut self, tab: &TabKey, fx: &mut Vec<SlotEffect>) {
-        self.records.retain(|r| !(r.counts_for(tab) && r.is_reserved()));
-        for r in self.records.iter_mut().filter(|r| r.counts_for(tab) && r.state() == SlotState::Held) {
+        self.lists.retain(|r| !(r.counts_for(tab) && r.is_reserved()));
+        for r in self.lists.iter_mut().filter(|r| r.counts_for(tab) && r.state() == SlotState::Held) {
             r.set_state(SlotState::Revoking);
             fx.push(SlotEffect::Revoke {
                 conn: r.conn.clone(),
@@ -777,7 +834,7 @@ impl ScopeSlots {
         if self.unsafe_switches.grant_before_revoke {
             // Ablation of rule 6: forget the victim at once, so the newcomer is granted while
             // the revoke is still on its way.
-            self.records.retain(|r| !r.counts_for(tab));
+            self.lists.retain(|r| !r.counts_for(tab));
         }
     }
 
@@ -794,22 +851,22 @@ impl ScopeSlots {
     fn grant_as(&mut self, conn: ConnId, tab: TabKey, resumed: bool, mint: &mut TokenMint, fx: &mut Vec<SlotEffect>) {
         let token = mint.next_token();
         // Nearly every scope holds one record, kept in place (`slot_lists.rs`).
-        self.records.push(SlotRecord::new(tab.clone(), conn.clone(), token));
+        self.lists.push(SlotRecord::new(tab.clone(), conn.clone(), token));
         fx.push(SlotEffect::Grant { conn, tab, token, resumed });
     }
 
     /// Admit waiting joins in order while slots are free.
     fn admit(&mut self, rules: &SlotRules, mint: &mut TokenMint, fx: &mut Vec<SlotEffect>) {
-        while let Some(p) = self.pending.front() {
+        while let Some(p) = self.lists.pending_front() {
             if self.resumable(&p.tab) {
-                let p = self.pending.pop_front().expect("front exists");
+                let p = self.lists.pending_pop_front().expect("front exists");
                 self.resume(p.conn, p.tab, mint, fx);
                 continue;
             }
-            let victim_gone = p.victim.as_ref().is_some_and(|v| !self.records.iter().any(|r| r.counts_for(v)));
+            let victim_gone = p.victim.as_ref().is_some_and(|v| !self.lists.iter().any(|r| r.counts_for(v)));
             match self.verdict(&p.tab, rules) {
                 Verdict::Grant => {
-                    let p = self.pending.pop_front().expect("front exists");
+                    let p = self.lists.pending_pop_front().expect("front exists");
                     self.grant(p.conn, p.tab, mint, fx);
                 }
                 // A takeover whose victim is still there keeps waiting for its confirmation;
@@ -817,19 +874,19 @@ impl ScopeSlots {
                 // the next oldest tab for a takeover).
                 Verdict::Pend(_) if p.victim.is_some() && !victim_gone => break,
                 Verdict::Pend(Some(v)) if p.victim.is_none() || victim_gone => {
-                    let mut p = self.pending.pop_front().expect("front exists");
+                    let mut p = self.lists.pending_pop_front().expect("front exists");
                     self.revoke_tab(&v, fx);
                     if self.tabs_counted().len() < rules.max_slots as usize {
                         self.grant(p.conn, p.tab, mint, fx);
                         continue;
                     }
                     p.victim = Some(v);
-                    self.pending.push_front(p);
+                    self.lists.pending_push_front(p);
                     break;
                 }
                 Verdict::Pend(_) => break,
                 Verdict::Reject(reason) => {
-                    let p = self.pending.pop_front().expect("front exists");
+                    let p = self.lists.pending_pop_front().expect("front exists");
                     fx.push(SlotEffect::Reject { conn: p.conn, reason });
                 }
             }
@@ -844,8 +901,8 @@ impl ScopeSlots {
     /// goes at once. Other connections keep theirs.
     pub fn kick_conn(&mut self, conn: &ConnId, reason: &str) -> Vec<SlotEffect> {
         let mut fx = Vec::new();
-        self.records.retain(|r| !(&r.conn == conn && r.is_reserved()));
-        for r in self.records.iter_mut().filter(|r| &r.conn == conn && r.state() == SlotState::Held) {
+        self.lists.retain(|r| !(&r.conn == conn && r.is_reserved()));
+        for r in self.lists.iter_mut().filter(|r| &r.conn == conn && r.state() == SlotState::Held) {
             r.set_state(SlotState::Revoking);
             fx.push(SlotEffect::Revoke {
                 conn: r.conn.clone(),

@@ -485,5 +485,55 @@ fn a_scope_encodes_as_before_whatever_its_rules_number() {
     assert_eq!(serde_json::to_value(&s).unwrap(), plain);
     let back: ScopeSlots = serde_json::from_value(plain).unwrap();
     assert_eq!((back.rules_id(), back.records()), (0, s.records()));
-    assert_eq!(std::mem::size_of::<ScopeSlots>(), 88, "the number fits in the padding");
+    assert_eq!(std::mem::size_of::<ScopeSlots>(), 72, "the number fits in the padding");
+}
+
+#[test]
+fn a_records_reservation_and_doubt_share_one_deadline_without_mixing_them() {
+    let token = SlotToken { epoch: 3, generation: 1 };
+    let mut r = SlotRecord::new(TabKey::Tab(TabId::from("t")), conn(1, 1), token);
+    assert_eq!((r.state(), r.in_doubt_until()), (SlotState::Held, None));
+    r.set_in_doubt_until(Some(500));
+    r.set_state(SlotState::Revoking);
+    assert_eq!((r.state(), r.in_doubt_until()), (SlotState::Revoking, Some(500)), "a change of stage keeps the doubt");
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["in_doubt_until"], 500);
+    assert_eq!(serde_json::from_value::<SlotRecord>(json).unwrap(), r);
+    r.set_state(SlotState::Held);
+    r.set_state(SlotState::Reserved { until: 900 });
+    assert_eq!((r.state(), r.in_doubt_until()), (SlotState::Reserved { until: 900 }, None), "reserving ends the doubt");
+    r.set_in_doubt_until(None);
+    assert_eq!(r.state(), SlotState::Reserved { until: 900 }, "clearing a doubt keeps the reservation's deadline");
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!((json["state"]["Reserved"]["until"].as_u64(), json["in_doubt_until"].is_null()), (Some(900), true));
+    assert_eq!(serde_json::from_value::<SlotRecord>(json.clone()).unwrap(), r);
+    r.set_state(SlotState::Held);
+    assert_eq!((r.state(), r.in_doubt_until()), (SlotState::Held, None), "the reservation's deadline is not a doubt");
+    // An encoding of a reservation in doubt, which no record produces, is refused.
+    let mut both = json;
+    both["in_doubt_until"] = 700.into();
+    assert!(serde_json::from_value::<SlotRecord>(both).is_err());
+    assert_eq!(std::mem::size_of::<SlotRecord>(), 64);
+}
+
+#[test]
+fn a_scope_with_records_and_waiting_joins_encodes_both_as_sequences_and_decodes_equal() {
+    let (mut s, mut m) = (ScopeSlots::new(), TokenMint::new(3));
+    let r = SlotRules { max_slots: 2, ..rules(OnConflict::Wait) };
+    s.join(conn(1, 1), tab("t1"), None, &r, &mut m, 0);
+    s.join(conn(1, 2), tab("t2"), None, &r, &mut m, 0);
+    s.join(conn(2, 3), tab("t3"), None, &r, &mut m, 0);
+    assert_eq!((s.records().len(), s.waiting()), (2, 1));
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["records"].as_array().map(Vec::len), Some(2));
+    assert_eq!(json["pending"].as_array().map(Vec::len), Some(1));
+    let back: ScopeSlots = serde_json::from_value(json).unwrap();
+    assert_eq!(back, s);
+    let bytes = crate::codec::encode(&s).unwrap();
+    assert_eq!(crate::codec::decode::<ScopeSlots>(&bytes).unwrap(), s);
+    // Once the waiting join timed out: an empty sequence, and nothing else changed shape.
+    s.tick(&r, &mut m, 1_000_000);
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["pending"].as_array().map(Vec::len), Some(0));
+    assert_eq!(serde_json::from_value::<ScopeSlots>(json).unwrap(), s);
 }

@@ -13,123 +13,116 @@ use crate::ring::{partition_of, PartitionId};
 use crate::slot::TabKey;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// A slot held by one of this node's sockets (48 bytes). Its user is the socket's
+/// A slot held by one of this node's sockets (32 bytes). Its user is the socket's
 /// ([`Socket::user`]): a socket is one user's, so the user is kept once per socket, not in
-/// every slot. So is its tab, nearly always: the join's `tab_id` is the socket's
-/// ([`Socket::tab`]) unless the socket lists another for the slot's scope
-/// ([`Socket::other_tabs`]); without a `tab_id` the connection is its own tab, which is this
-/// node's socket ([`Gateway::tab_key`]).
+/// every slot, and so is its partition (the user's, [`SocketSlots::partition`]). So is its tab,
+/// nearly always: the join's `tab_id` is the socket's ([`Socket::tab`]) unless the socket lists
+/// another for the slot's scope ([`Socket::other_tabs`]); without a `tab_id` the connection is
+/// its own tab, which is this node's socket ([`Gateway::tab_key`]).
 #[derive(Clone, Debug)]
 struct GwSlot {
-    partition: PartitionId,
     token: SlotToken,
     /// The attachment epoch: announcements of `(partition, epoch)` extend the horizon.
     epoch: u64,
     topics: SlotTopics,
 }
 
-/// The topics a slot serves, sorted: nearly always one (a topic's own scope), a few for a
-/// `global` scope. A `BTreeSet` would cost a whole B-tree leaf (about 190 B) per slot, and a
-/// `Vec` of one a 32-byte allocation; one topic is kept inline. 16 bytes: the rare list is one
-/// pointer away, so it costs no slot the 24 bytes of a `Vec` in place.
-#[derive(Clone, Debug)]
-enum SlotTopics {
-    /// Exactly one.
-    One(Topic),
-    /// None (`None`), or two or more, sorted.
-    #[allow(clippy::box_collection)] // the box is the point: 8 bytes in every slot, not 24
-    Many(Option<Box<Vec<Topic>>>),
-}
-
-impl Default for SlotTopics {
-    fn default() -> Self {
-        SlotTopics::Many(None)
-    }
-}
+/// The topics a slot serves, sorted; read with the slot's scope. A `topic` scope's slot
+/// serves its scope's own topic and nothing else (a join joins the slot of its topic's scope,
+/// and the slot goes when its last topic leaves), so the topic is not kept again: `None`
+/// stands for it (for a `global` scope, for no topic). Anything else, a `global` scope's few
+/// topics above all, is a sorted list one pointer away. 8 bytes in every slot, where keeping
+/// the one topic in place cost 16.
+#[derive(Clone, Debug, Default)]
+#[allow(clippy::box_collection)] // the box is the point: 8 bytes in every slot, not 24
+struct SlotTopics(Option<Box<Vec<Topic>>>);
 
 impl SlotTopics {
-    /// The topics of `sorted`, a sorted list without repeats.
-    fn from_sorted(mut sorted: Vec<Topic>) -> Self {
-        match sorted.len() {
-            0 => SlotTopics::default(),
-            1 => SlotTopics::One(sorted.pop().expect("one")),
-            _ => {
-                sorted.shrink_to_fit();
-                SlotTopics::Many(Some(Box::new(sorted)))
-            }
+    /// The topics of `sorted`, a sorted list without repeats, for a slot of `scope`.
+    fn from_sorted(scope: &ScopeKey, mut sorted: Vec<Topic>) -> Self {
+        let mut topics = SlotTopics(None);
+        if topics.as_slice(scope) != sorted.as_slice() {
+            sorted.shrink_to_fit();
+            topics.0 = Some(Box::new(sorted));
+        }
+        topics
+    }
+
+    /// Back to `None` when the list says what `None` does for `scope`.
+    fn settle(&mut self, scope: &ScopeKey) {
+        let implied: &[Topic] = match scope {
+            ScopeKey::Topic(own) => std::slice::from_ref(own),
+            ScopeKey::Global(_) => &[],
+        };
+        if self.0.as_deref().is_some_and(|list| list.as_slice() == implied) {
+            self.0 = None;
         }
     }
 
-    fn insert(&mut self, topic: Topic) {
-        match self {
-            SlotTopics::One(one) if *one == topic => {}
-            SlotTopics::One(one) => {
-                let one = one.clone();
-                let both = if one < topic { vec![one, topic] } else { vec![topic, one] };
-                *self = SlotTopics::Many(Some(Box::new(both)));
-            }
-            SlotTopics::Many(None) => *self = SlotTopics::One(topic),
-            SlotTopics::Many(Some(many)) => {
-                if let Err(at) = many.binary_search(&topic) {
-                    many.reserve_exact(1);
-                    many.insert(at, topic);
-                }
-            }
+    /// The list, taken out of `None` to change it.
+    fn list_mut(&mut self, scope: &ScopeKey) -> &mut Vec<Topic> {
+        if self.0.is_none() {
+            let list = self.as_slice(scope).to_vec();
+            self.0 = Some(Box::new(list));
         }
+        self.0.as_mut().expect("set above")
     }
 
-    fn remove(&mut self, topic: &Topic) {
-        match self {
-            SlotTopics::One(one) if one == topic => *self = SlotTopics::default(),
-            SlotTopics::One(_) | SlotTopics::Many(None) => {}
-            SlotTopics::Many(Some(many)) => {
-                if let Ok(at) = many.binary_search(topic) {
-                    many.remove(at);
-                    if many.len() == 1 {
-                        *self = SlotTopics::One(many.pop().expect("one"));
-                    }
-                }
-            }
+    fn insert(&mut self, scope: &ScopeKey, topic: Topic) {
+        if self.contains(scope, &topic) {
+            return;
         }
+        let list = self.list_mut(scope);
+        let at = list.binary_search(&topic).unwrap_err();
+        list.reserve_exact(1);
+        list.insert(at, topic);
+        self.settle(scope);
     }
 
-    fn contains(&self, topic: &Topic) -> bool {
-        self.as_slice().binary_search(topic).is_ok()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.as_slice().is_empty()
-    }
-
-    fn as_slice(&self) -> &[Topic] {
-        match self {
-            SlotTopics::One(one) => std::slice::from_ref(one),
-            SlotTopics::Many(Some(many)) => many,
-            SlotTopics::Many(None) => &[],
+    fn remove(&mut self, scope: &ScopeKey, topic: &Topic) {
+        if !self.contains(scope, topic) {
+            return;
         }
+        let list = self.list_mut(scope);
+        if let Ok(at) = list.binary_search(topic) {
+            list.remove(at);
+            list.shrink_to_fit();
+        }
+        self.settle(scope);
     }
 
-    fn iter(&self) -> std::slice::Iter<'_, Topic> {
-        self.as_slice().iter()
+    fn contains(&self, scope: &ScopeKey, topic: &Topic) -> bool {
+        self.as_slice(scope).binary_search(topic).is_ok()
+    }
+
+    fn is_empty(&self, scope: &ScopeKey) -> bool {
+        self.as_slice(scope).is_empty()
+    }
+
+    fn as_slice<'a>(&'a self, scope: &'a ScopeKey) -> &'a [Topic] {
+        match (&self.0, scope) {
+            (Some(list), _) => list,
+            (None, ScopeKey::Topic(own)) => std::slice::from_ref(own),
+            (None, ScopeKey::Global(_)) => &[],
+        }
     }
 }
 
-impl<'a> IntoIterator for &'a SlotTopics {
-    type Item = &'a Topic;
-    type IntoIter = std::slice::Iter<'a, Topic>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter()
-    }
+/// The slots of one socket, by scope, and their partition: the socket's user's (every slot of
+/// a socket is its user's), kept once here rather than in every slot.
+#[derive(Debug)]
+struct SocketSlots {
+    partition: PartitionId,
+    list: Vec<(ScopeKey, GwSlot)>,
 }
 
 /// The slots held by this node's sockets, by socket and then scope, in that order. Per socket
 /// a list sorted by scope (a socket holds a few slots, rarely more than its topics), grown as
-/// [`crate::grow_by`] says: an entry costs its 64 bytes, where one map over `(socket, scope)` cost
+/// [`crate::grow_by`] says: an entry costs its 48 bytes, where one map over `(socket, scope)` cost
 /// about 170 (a B-tree's leaves are a third empty on average).
 #[derive(Debug, Default)]
 struct SlotMap {
-    by_socket: BTreeMap<SocketId, Vec<(ScopeKey, GwSlot)>>,
+    by_socket: BTreeMap<SocketId, SocketSlots>,
     len: usize,
 }
 
@@ -139,17 +132,21 @@ impl SlotMap {
     }
 
     fn get(&self, key: &(SocketId, ScopeKey)) -> Option<&GwSlot> {
-        let list = self.by_socket.get(&key.0)?;
+        let list = &self.by_socket.get(&key.0)?.list;
         Self::find(list, &key.1).ok().map(|at| &list[at].1)
     }
 
     fn get_mut(&mut self, key: &(SocketId, ScopeKey)) -> Option<&mut GwSlot> {
-        let list = self.by_socket.get_mut(&key.0)?;
+        let list = &mut self.by_socket.get_mut(&key.0)?.list;
         Self::find(list, &key.1).ok().map(|at| &mut list[at].1)
     }
 
-    fn insert(&mut self, key: (SocketId, ScopeKey), slot: GwSlot) -> Option<GwSlot> {
-        let list = self.by_socket.entry(key.0).or_default();
+    /// Insert the slot of `key` in `partition` (the socket's user's: the same for every slot
+    /// of the socket), returning the one it replaces.
+    fn insert(&mut self, key: (SocketId, ScopeKey), partition: PartitionId, slot: GwSlot) -> Option<GwSlot> {
+        let entry = self.by_socket.entry(key.0).or_insert_with(|| SocketSlots { partition, list: Vec::new() });
+        debug_assert_eq!(entry.partition, partition, "a socket's slots are its user's");
+        let list = &mut entry.list;
         match Self::find(list, &key.1) {
             Ok(at) => Some(std::mem::replace(&mut list[at].1, slot)),
             Err(at) => {
@@ -161,8 +158,11 @@ impl SlotMap {
         }
     }
 
-    fn remove(&mut self, key: &(SocketId, ScopeKey)) -> Option<GwSlot> {
-        let list = self.by_socket.get_mut(&key.0)?;
+    /// Take the slot of `key` out, with its partition.
+    fn remove(&mut self, key: &(SocketId, ScopeKey)) -> Option<(PartitionId, GwSlot)> {
+        let entry = self.by_socket.get_mut(&key.0)?;
+        let partition = entry.partition;
+        let list = &mut entry.list;
         let at = Self::find(list, &key.1).ok()?;
         let (_, slot) = list.remove(at);
         self.len -= 1;
@@ -171,7 +171,7 @@ impl SlotMap {
         } else if list.capacity() > 2 * list.len() + 2 {
             list.shrink_to_fit();
         }
-        Some(slot)
+        Some((partition, slot))
     }
 
     fn len(&self) -> usize {
@@ -180,17 +180,30 @@ impl SlotMap {
 
     /// The slots of one socket, by scope.
     fn of_socket(&self, socket: SocketId) -> impl Iterator<Item = (&ScopeKey, &GwSlot)> {
-        self.by_socket.get(&socket).into_iter().flatten().map(|(scope, slot)| (scope, slot))
+        self.by_socket.get(&socket).into_iter().flat_map(|e| e.list.iter()).map(|(scope, slot)| (scope, slot))
     }
 
-    /// Every slot, by socket and then scope.
-    fn iter(&self) -> impl Iterator<Item = (SocketId, &ScopeKey, &GwSlot)> {
-        self.by_socket.iter().flat_map(|(socket, list)| list.iter().map(move |(scope, slot)| (*socket, scope, slot)))
+    /// Every slot, by socket and then scope, with its partition.
+    fn iter(&self) -> impl Iterator<Item = (SocketId, PartitionId, &ScopeKey, &GwSlot)> {
+        self.by_socket
+            .iter()
+            .flat_map(|(socket, e)| e.list.iter().map(move |(scope, slot)| (*socket, e.partition, scope, slot)))
     }
 
-    /// Every slot, by socket and then scope, to change.
-    fn values_mut(&mut self) -> impl Iterator<Item = &mut GwSlot> {
-        self.by_socket.values_mut().flat_map(|list| list.iter_mut().map(|(_, slot)| slot))
+    /// The slots of partition `p`, by socket and then scope.
+    fn of_partition(&self, p: PartitionId) -> impl Iterator<Item = (SocketId, &ScopeKey, &GwSlot)> {
+        self.by_socket
+            .iter()
+            .filter(move |(_, e)| e.partition == p)
+            .flat_map(|(socket, e)| e.list.iter().map(move |(scope, slot)| (*socket, scope, slot)))
+    }
+
+    /// The slots of partition `p`, to change.
+    fn of_partition_mut(&mut self, p: PartitionId) -> impl Iterator<Item = &mut GwSlot> {
+        self.by_socket
+            .values_mut()
+            .filter(move |e| e.partition == p)
+            .flat_map(|e| e.list.iter_mut().map(|(_, slot)| slot))
     }
 }
 
@@ -386,17 +399,17 @@ impl Gateway {
 
     /// Take a slot out (it ended), keeping its group's membership right.
     fn remove_slot(&mut self, key: &(SocketId, ScopeKey)) -> Option<GwSlot> {
-        let s = self.slots.remove(key)?;
+        let (p, s) = self.slots.remove(key)?;
         if let Some(socket) = self.sockets.get_mut(&key.0) {
             socket.other_tabs.retain(|(scope, _)| *scope != key.1);
         }
-        self.leave_group(&s);
+        self.leave_group(p, &s);
         Some(s)
     }
 
-    /// `s` is no longer a member of its group.
-    fn leave_group(&mut self, s: &GwSlot) {
-        let gk = (s.partition, s.epoch);
+    /// `s`, a slot of partition `p`, is no longer a member of its group.
+    fn leave_group(&mut self, p: PartitionId, s: &GwSlot) {
+        let gk = (p, s.epoch);
         if let Some(g) = self.groups.get_mut(&gk) {
             g.members = g.members.saturating_sub(1);
             if g.members == 0 {
@@ -476,7 +489,7 @@ impl NodeState {
         if let Some(slot) = self.gateway.slots.get_mut(&key) {
             // Same socket: the same tab exactly when the same `tab_id` (or none).
             if same_tab {
-                slot.topics.insert(j.topic.clone());
+                slot.topics.insert(&scope, j.topic.clone());
                 let token = slot.token;
                 self.gateway.sockets.entry(j.socket).or_default().joined.insert(j.topic.clone());
                 self.track(j.socket, j.topic.clone(), user.0, j.tab, j.meta, now, fx);
@@ -600,7 +613,7 @@ impl NodeState {
             horizon,
         }));
         // `w.topics` is a BTreeMap: its keys come sorted.
-        let topics = SlotTopics::from_sorted(w.topics.keys().cloned().collect());
+        let topics = SlotTopics::from_sorted(&scope, w.topics.keys().cloned().collect());
         for (t, meta) in w.topics {
             self.gateway.sockets.entry(conn.socket).or_default().joined.insert(t.clone());
             self.track(conn.socket, t.clone(), w.user.0.clone(), w.tab.clone(), meta, now, fx);
@@ -611,9 +624,9 @@ impl NodeState {
             });
         }
         self.gateway.set_slot_tab(key.0, &key.1, w.tab);
-        let slot = GwSlot { partition: p, token, epoch: token.epoch, topics };
-        if let Some(old) = self.gateway.slots.insert(key, slot) {
-            self.gateway.leave_group(&old);
+        let slot = GwSlot { token, epoch: token.epoch, topics };
+        if let Some(old) = self.gateway.slots.insert(key, p, slot) {
+            self.gateway.leave_group(p, &old);
         }
     }
 
@@ -710,7 +723,7 @@ impl NodeState {
             scope: scope.clone(),
             why: why.into(),
         }));
-        for t in &s.topics {
+        for t in s.topics.as_slice(scope) {
             self.gateway.sockets.entry(socket).or_default().joined.remove(t);
             self.untrack(socket, t, now, fx);
             let event = if revoked { ClientEvent::Revoked { reason: why.into() } } else { ClientEvent::Closed };
@@ -752,12 +765,12 @@ impl NodeState {
         let key = self
             .gateway
             .slots_of(socket)
-            .find(|(_, s)| s.topics.contains(topic))
+            .find(|(scope, s)| s.topics.contains(scope, topic))
             .map(|(scope, _)| (socket, scope.clone()));
         if let Some(key) = key {
             let slot = self.gateway.slots.get_mut(&key).expect("found");
-            slot.topics.remove(topic);
-            if slot.topics.is_empty() {
+            slot.topics.remove(&key.1, topic);
+            if slot.topics.is_empty(&key.1) {
                 let s = self.gateway.remove_slot(&key).expect("found");
                 fx.push(Effect::Record(Record::Ended {
                     at: now,
@@ -833,8 +846,8 @@ impl NodeState {
             .gateway
             .slots
             .iter()
-            .filter(|(_, _, s)| groups.contains(&(s.partition, s.epoch)))
-            .map(|(socket, scope, s)| ((s.partition, s.epoch), (socket, scope.clone())))
+            .filter(|(_, p, _, s)| groups.contains(&(*p, s.epoch)))
+            .map(|(socket, p, scope, s)| ((p, s.epoch), (socket, scope.clone())))
             .collect();
         expired.sort_by_key(|(group, _)| *group);
         for (_, key) in expired {
@@ -898,14 +911,14 @@ impl NodeState {
                 merged.members += g.members;
             }
             // The members of the older groups: every slot of `p` attached below `epoch`.
-            for s in self.gateway.slots.values_mut().filter(|s| s.partition == p && s.epoch < epoch) {
+            for s in self.gateway.slots.of_partition_mut(p).filter(|s| s.epoch < epoch) {
                 s.epoch = epoch;
             }
             self.gateway.groups.insert((p, epoch), merged);
             fx.push(Effect::Record(Record::Reattached { at: now, gateway: me.clone(), partition: p, epoch }));
         }
         let mut slots = Vec::new();
-        for (socket, scope, s) in self.gateway.slots.iter().filter(|(_, _, s)| s.partition == p) {
+        for (socket, scope, s) in self.gateway.slots.of_partition(p) {
             let conn = ConnId { gateway: me.clone(), socket };
             slots.push(HeldSlot {
                 user: self.gateway.user_of(socket),
@@ -1004,12 +1017,7 @@ mod tests {
     use super::*;
 
     fn slot(token: u64) -> GwSlot {
-        GwSlot {
-            partition: PartitionId(0),
-            token: SlotToken { epoch: 1, generation: token },
-            epoch: 1,
-            topics: SlotTopics::default(),
-        }
+        GwSlot { token: SlotToken { epoch: 1, generation: token }, epoch: 1, topics: SlotTopics::default() }
     }
 
     fn topic(s: &str) -> ScopeKey {
@@ -1019,10 +1027,10 @@ mod tests {
     #[test]
     fn a_slot_and_the_homes_scope_entry_are_as_small_as_their_docs_say() {
         use std::mem::size_of;
-        assert_eq!(size_of::<GwSlot>(), 48);
-        assert_eq!(size_of::<(ScopeKey, GwSlot)>(), 64);
-        assert_eq!(size_of::<super::super::home::UserScope>(), 88);
-        assert_eq!(size_of::<(ScopeKey, super::super::home::UserScope)>(), 104);
+        assert_eq!(size_of::<GwSlot>(), 32);
+        assert_eq!(size_of::<(ScopeKey, GwSlot)>(), 48);
+        assert_eq!(size_of::<super::super::home::UserScope>(), 72);
+        assert_eq!(size_of::<(ScopeKey, super::super::home::UserScope)>(), 88);
         assert_eq!(size_of::<(ScopeKey, SlotToken)>(), 32, "a fence");
     }
 
@@ -1058,14 +1066,18 @@ mod tests {
         // A fixed shuffle of inserts, replacements and removals over 3 sockets × 5 scopes.
         for step in 0..200u64 {
             let key = (SocketId(step * 7 % 3), topic(&format!("t{}", step * 11 % 5)));
+            // Socket n's user is in partition n % 2.
+            let p = PartitionId((key.0 .0 % 2) as u32);
             if step % 4 == 3 {
-                assert_eq!(map.remove(&key).map(|s| s.token.generation), reference.remove(&key));
+                let removed = map.remove(&key).map(|(rp, s)| (rp, s.token.generation));
+                assert_eq!(removed, reference.remove(&key).map(|g| (p, g)));
             } else {
-                let old = map.insert(key.clone(), slot(step)).map(|s| s.token.generation);
+                let old = map.insert(key.clone(), p, slot(step)).map(|s| s.token.generation);
                 assert_eq!(old, reference.insert(key, step));
             }
             assert_eq!(map.len(), reference.len());
-            let listed: Vec<_> = map.iter().map(|(so, sc, s)| ((so, sc.clone()), s.token.generation)).collect();
+            assert!(map.iter().all(|(so, p, _, _)| p.0 == (so.0 % 2) as u32), "each slot with its socket's partition");
+            let listed: Vec<_> = map.iter().map(|(so, _, sc, s)| ((so, sc.clone()), s.token.generation)).collect();
             let expected: Vec<_> = reference.iter().map(|(k, v)| (k.clone(), *v)).collect();
             assert_eq!(listed, expected);
             for (k, v) in &reference {
@@ -1074,6 +1086,13 @@ mod tests {
             let of_1: Vec<_> = map.of_socket(SocketId(1)).map(|(sc, _)| sc.clone()).collect();
             let expected_1: Vec<_> = reference.keys().filter(|k| k.0 == SocketId(1)).map(|k| k.1.clone()).collect();
             assert_eq!(of_1, expected_1);
+            for p in [PartitionId(0), PartitionId(1)] {
+                let of_p: Vec<_> = map.of_partition(p).map(|(so, sc, _)| (so, sc.clone())).collect();
+                let expected_p: Vec<_> = reference.keys().filter(|k| (k.0 .0 % 2) as u32 == p.0).cloned().collect();
+                assert_eq!(of_p, expected_p);
+            }
+            let bumped = map.of_partition_mut(PartitionId(1)).map(|s| s.epoch += 1).count();
+            assert_eq!(bumped, reference.keys().filter(|k| k.0 .0 % 2 == 1).count());
         }
         for k in reference.keys() {
             map.remove(k).expect("held");
@@ -1083,24 +1102,41 @@ mod tests {
     }
 
     #[test]
-    fn slot_topics_keep_one_topic_inline_and_several_sorted() {
+    fn slot_topics_keep_a_topic_scopes_own_topic_implied_and_any_other_list_sorted() {
         let t = |s: &str| Topic::from(s);
+        let own = topic("b");
+        // A `topic` scope's slot with its own topic keeps nothing.
+        let mut topics = SlotTopics::from_sorted(&own, vec![t("b")]);
+        assert!(topics.0.is_none());
+        assert_eq!(topics.as_slice(&own), &[t("b")]);
+        assert!(topics.contains(&own, &t("b")) && !topics.contains(&own, &t("a")));
+        topics.insert(&own, t("b"));
+        assert!(topics.0.is_none(), "inserting the implied topic keeps nothing");
+        // Anything else is a list, exact (never met in a topic scope, but kept right).
+        topics.insert(&own, t("a"));
+        assert_eq!(topics.as_slice(&own), &[t("a"), t("b")]);
+        topics.remove(&own, &t("a"));
+        assert!(topics.0.is_none(), "back to the implied topic");
+        topics.remove(&own, &t("b"));
+        assert!(topics.is_empty(&own), "a topic scope's slot can be emptied");
+        assert!(topics.0.is_some());
+        // A `global` scope: a sorted list, none kept while empty.
+        let global = ScopeKey::Global(crate::config::PolicyId::BuiltIn);
         let mut topics = SlotTopics::default();
-        assert!(topics.is_empty());
-        topics.insert(t("b"));
-        assert!(matches!(&topics, SlotTopics::One(one) if *one == t("b")));
-        topics.insert(t("b"));
-        topics.insert(t("a"));
-        topics.insert(t("c"));
-        assert_eq!(topics.iter().cloned().collect::<Vec<_>>(), vec![t("a"), t("b"), t("c")]);
-        assert!(topics.contains(&t("c")) && !topics.contains(&t("d")));
-        topics.remove(&t("a"));
-        topics.remove(&t("d"));
-        topics.remove(&t("c"));
-        assert!(matches!(&topics, SlotTopics::One(one) if *one == t("b")));
-        topics.remove(&t("b"));
-        assert!(topics.is_empty());
-        let from = SlotTopics::from_sorted(vec![t("x")]);
-        assert!(matches!(&from, SlotTopics::One(one) if *one == t("x")));
+        assert!(topics.is_empty(&global));
+        topics.insert(&global, t("b"));
+        topics.insert(&global, t("b"));
+        topics.insert(&global, t("a"));
+        topics.insert(&global, t("c"));
+        assert_eq!(topics.as_slice(&global), &[t("a"), t("b"), t("c")]);
+        assert!(topics.contains(&global, &t("c")) && !topics.contains(&global, &t("d")));
+        topics.remove(&global, &t("a"));
+        topics.remove(&global, &t("d"));
+        topics.remove(&global, &t("c"));
+        assert_eq!(topics.as_slice(&global), &[t("b")]);
+        topics.remove(&global, &t("b"));
+        assert!(topics.is_empty(&global) && topics.0.is_none());
+        let from = SlotTopics::from_sorted(&global, vec![t("x"), t("y")]);
+        assert_eq!(from.as_slice(&global), &[t("x"), t("y")]);
     }
 }
