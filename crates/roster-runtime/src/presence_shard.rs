@@ -252,6 +252,13 @@ impl Holds {
         self.joiners.retain(|topic, _| keep(topic) || held.contains_key(topic));
     }
 
+    /// Forget `topic`'s joiners unless it holds something.
+    fn forget_topic(&mut self, topic: &Topic) {
+        if !self.held.contains_key(topic) {
+            self.joiners.remove(topic);
+        }
+    }
+
     /// When to look at the held topics again, if any is held.
     fn next_look(&self, now: u64) -> Option<u64> {
         (!self.held.is_empty()).then(|| now + HOLD_STEP_MS)
@@ -378,8 +385,9 @@ impl ShardState {
             ShardMsg::Unsubscribe { topic, id } => {
                 st.fanout.unsubscribe(&topic, id);
                 // The topic's last subscriber gone: no window of it closes to forget its joiners.
-                let fanout = &st.fanout;
-                st.holds.forget(|t| t != &topic || fanout.is_pending(t));
+                if !st.fanout.is_pending(&topic) {
+                    st.holds.forget_topic(&topic);
+                }
             }
             ShardMsg::Broadcast { topic, from, event, body, except } => {
                 let members: Vec<Subscriber> = st
@@ -553,5 +561,14 @@ mod tests {
         holds.forget(|t| t == &other);
         assert_eq!(Arc::strong_count(&joiner), 2, "the room's joiners are forgotten, the other topic's kept");
         assert!(holds.joiners.contains_key(&other) && !holds.joiners.contains_key(&room));
+        holds.forget_topic(&other);
+        assert_eq!(Arc::strong_count(&joiner), 1);
+        // A topic that holds pushes keeps its joiners: they say when the hold ends.
+        answer(&joiner, &room);
+        holds.joined(&room, &joiner, 100);
+        assert!(holds.window(&room, state(&room, &joiner), 100).is_none());
+        holds.forget(|_| false);
+        holds.forget_topic(&room);
+        assert!(holds.joiners.contains_key(&room));
     }
 }
