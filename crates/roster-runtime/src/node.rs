@@ -724,7 +724,7 @@ impl TopicPresence {
         let (tx, rx) = mpsc::channel(1024);
         let id = SubscriberId(self.node.inner.subscriptions.fetch_add(1, Ordering::Relaxed));
         let sub = Subscriber::Feed(Arc::new(FeedSub { id, tx }));
-        let _ = self.node.inner.clients.send(NodeMsg::Subscribe { topic: self.topic.clone(), id, sub });
+        let _ = self.node.inner.clients.send(NodeMsg::Subscribe { topic: self.topic.clone(), sub });
         PresenceSubscription { rx, topic: self.topic.clone(), id, node: self.node.inner.clients.clone() }
     }
 }

@@ -138,9 +138,7 @@ pub(crate) enum NodeMsg {
     Subscribe {
         /// The topic.
         topic: Topic,
-        /// The subscription.
-        id: SubscriberId,
-        /// The subscriber.
+        /// The subscriber (it knows its subscription's id).
         sub: Subscriber,
     },
     /// End an embedding subscription.
@@ -441,7 +439,7 @@ impl NodeActorState {
                 let sub = Subscriber::Channel { conn, channel };
                 self.listed.insert(topic.clone());
                 let i = self.shard_index(&topic);
-                self.to_shards[i].push(ShardMsg::Subscribe { topic, id: channel, sub });
+                self.to_shards[i].push(ShardMsg::Subscribe { topic, sub });
             }
             ClientEvent::JoinFailed { reason } => {
                 if let Some(ChannelState::Joining(reply)) = conn.remove(&topic) {
@@ -693,10 +691,10 @@ impl NodeActorState {
                 st.run(Input::Broadcast { except, topic, user: from, event, body })?
             }
             NodeMsg::LinkDown(peer) => st.run(Input::LinkDown { peer })?,
-            NodeMsg::Subscribe { topic, id, sub } => {
+            NodeMsg::Subscribe { topic, sub } => {
                 st.listed.insert(topic.clone());
                 let i = st.shard_index(&topic);
-                st.to_shards[i].push(ShardMsg::Subscribe { topic, id, sub });
+                st.to_shards[i].push(ShardMsg::Subscribe { topic, sub });
             }
             NodeMsg::Unsubscribe { topic, id } => st.unsubscribe(&topic, id),
             NodeMsg::Validate { user, topic, token, reply } => {

@@ -19,6 +19,7 @@ use crate::error::JoinError;
 use bytes::Bytes;
 use roster_core::{MetaValue, PresenceDiff, PresenceList, SlotToken, SubscriberId, Topic, UserId};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
@@ -141,6 +142,11 @@ pub enum Outbound {
 }
 
 impl Outbound {
+    /// Whether this is a join's answer (granted or refused).
+    fn is_answer(&self) -> bool {
+        matches!(self, Outbound::Joined { .. } | Outbound::JoinFailed { .. })
+    }
+
     fn weight(&self) -> usize {
         match self {
             Outbound::Push { push, .. } => push.weight(),
@@ -156,6 +162,12 @@ pub(crate) struct OutboundQueue {
     ready: Notify,
     max_frames: usize,
     max_bytes: usize,
+    /// Join answers queued and not taken yet (changed under `state`'s lock, read without it).
+    answers: AtomicU32,
+    /// The reader is parked on something other than this queue (its client's flow window is
+    /// full, or a write to it is blocked): what is queued here waits for the client, not for
+    /// the node's threads. See [`OutboundQueue::answer_due`].
+    stalled: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -176,7 +188,24 @@ pub(crate) struct Overflow;
 
 impl OutboundQueue {
     pub(crate) fn new(max_frames: usize, max_bytes: usize) -> Self {
-        Self { state: Mutex::default(), ready: Notify::new(), max_frames: max_frames.max(1), max_bytes }
+        Self {
+            state: Mutex::default(),
+            ready: Notify::new(),
+            max_frames: max_frames.max(1),
+            max_bytes,
+            answers: AtomicU32::new(0),
+            stalled: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether a join's answer waits here for a reader that is about to take it: queued, not
+    /// taken, the queue not ended, and the reader not parked on its client
+    /// ([`wait_ended`](Self::wait_ended)). A
+    /// presence shard holds a topic's window while one of the topic's joiners has one (the
+    /// answers of a burst go out before the room's lists); an answer behind a client that
+    /// does not read holds nothing.
+    pub(crate) fn answer_due(&self) -> bool {
+        self.answers.load(Ordering::Acquire) > 0 && !self.stalled.load(Ordering::Acquire) && !self.lock().ended
     }
 
     /// Queue `item`; an ended queue drops it. Past either bound the queue ends, drops what it
@@ -200,11 +229,15 @@ impl OutboundQueue {
             st.ended = true;
             st.items.clear();
             st.bytes = 0;
+            self.answers.store(0, Ordering::Release);
             drop(st);
             self.ready.notify_one();
             return Err(Overflow);
         }
         st.bytes += weight;
+        if item.is_answer() {
+            self.answers.fetch_add(1, Ordering::AcqRel);
+        }
         st.items.push_back(item);
         drop(st);
         self.ready.notify_one();
@@ -231,8 +264,10 @@ impl OutboundQueue {
         }
     }
 
-    /// Resolves once the queue has ended.
+    /// Resolves once the queue has ended. The reader waits here instead of taking items
+    /// when its client has to read first: meanwhile the queue counts as stalled.
     pub(crate) async fn wait_ended(&self) {
+        let _stalled = Stalled::new(&self.stalled);
         // A push's notification taken here is harmless: the reader checks for items before it
         // waits again.
         while !self.lock().ended {
@@ -245,6 +280,9 @@ impl OutboundQueue {
         let mut st = self.lock();
         let item = st.items.pop_front()?;
         st.bytes -= item.weight();
+        if item.is_answer() {
+            self.answers.fetch_sub(1, Ordering::AcqRel);
+        }
         // A burst (a join's answers and ten rooms' lists at once) must not leave its room
         // behind for the connection's lifetime.
         if st.items.is_empty() && st.items.capacity() > KEPT_CAPACITY {
@@ -262,6 +300,23 @@ impl OutboundQueue {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Marks a queue's reader as parked on its client while it lives (the reader's wait is a
+/// future: dropped when another event wakes the reader, it clears the mark).
+struct Stalled<'a>(&'a AtomicBool);
+
+impl<'a> Stalled<'a> {
+    fn new(flag: &'a AtomicBool) -> Self {
+        flag.store(true, Ordering::Release);
+        Stalled(flag)
+    }
+}
+
+impl Drop for Stalled<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -293,6 +348,40 @@ mod tests {
         assert_eq!(q.depth(), (0, 0));
         assert_eq!(q.push(broadcast(1)), Ok(()), "an ended queue drops quietly");
         assert!(q.try_recv().is_none());
+    }
+
+    fn answer() -> Outbound {
+        Outbound::Joined { topic: Topic::from("t"), channel: SubscriberId(1), token: None }
+    }
+
+    #[test]
+    fn an_answer_is_due_until_taken_unless_the_reader_waits_for_its_client_or_the_queue_ended() {
+        use std::future::Future;
+        use std::task::{Context, Waker};
+        let q = OutboundQueue::new(10, 10_000);
+        q.push(broadcast(5)).unwrap();
+        assert!(!q.answer_due(), "a push is no answer");
+        q.push(answer()).unwrap();
+        q.push(answer()).unwrap();
+        assert!(q.answer_due());
+        {
+            let mut parked = Box::pin(q.wait_ended());
+            assert!(parked.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending());
+            assert!(!q.answer_due(), "the reader waits for its client: nothing it holds is due");
+        }
+        assert!(q.answer_due(), "the reader's wait ended");
+        assert!(matches!(q.try_recv(), Some(Outbound::Push { .. })));
+        assert!(matches!(q.try_recv(), Some(Outbound::Joined { .. })));
+        assert!(q.answer_due(), "one answer left");
+        assert!(matches!(q.try_recv(), Some(Outbound::Joined { .. })));
+        assert!(!q.answer_due());
+        q.push(answer()).unwrap();
+        q.end();
+        assert!(!q.answer_due(), "an ended queue's reader may be gone");
+        let full = OutboundQueue::new(1, 10_000);
+        full.push(answer()).unwrap();
+        assert_eq!(full.push(answer()), Err(Overflow));
+        assert_eq!(full.answers.load(Ordering::Acquire), 0, "an overflow drops the answers it held");
     }
 
     #[test]

@@ -139,6 +139,9 @@ fn the_binary_joins_every_socket_settles_every_view_and_sees_the_closed_half_lea
         (&200.into(), &200.into(), &0.into(), &0.into())
     );
     assert!(join["seconds_to_all_acks"].as_f64().unwrap() > 0.0, "{join}");
+    // The last join was sent before the last answer came.
+    let sent = join["seconds_to_all_sent"].as_f64().unwrap();
+    assert!(sent <= join["seconds_to_all_acks"].as_f64().unwrap(), "{join}");
     assert_eq!(join["latency_ms"]["count"], 200);
     // Every member and watcher sees its whole room: 103 in room 0, 100 in room 1.
     let views = &r["views"];

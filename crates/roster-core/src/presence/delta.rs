@@ -38,23 +38,17 @@ impl EntryRecord {
             topic: topic.clone(),
             key: key.to_owned(),
             socket,
-            phx_ref: meta.phx_ref.clone(),
-            tab_id: meta.tab_id.clone(),
-            online_at: meta.online_at,
-            meta: meta.meta.to_meta(),
+            phx_ref: meta.phx_ref().clone(),
+            tab_id: meta.tab_id().cloned(),
+            online_at: meta.online_at(),
+            meta: meta.meta().to_meta(),
         }
     }
 
     /// Splits into topic, key, socket and the stored meta, whose `node` is the origin's name
     /// (never taken from the wire).
     pub(super) fn into_parts(self, node: &NodeName) -> (Topic, String, SocketId, PresenceMeta) {
-        let meta = PresenceMeta {
-            phx_ref: self.phx_ref,
-            tab_id: self.tab_id,
-            node: node.clone(),
-            online_at: self.online_at,
-            meta: self.meta.into(),
-        };
+        let meta = PresenceMeta::new(self.phx_ref, self.tab_id, node.clone(), self.online_at, self.meta);
         (self.topic, self.key, self.socket, meta)
     }
 }

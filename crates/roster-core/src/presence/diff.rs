@@ -222,7 +222,7 @@ impl TopicChanges {
     }
 
     fn record(&mut self, key: &str, meta: &Arc<PresenceMeta>, present: bool) {
-        match self.refs.entry(meta.phx_ref.clone()) {
+        match self.refs.entry(meta.phx_ref().clone()) {
             BTreeEntry::Vacant(v) => {
                 v.insert(RefChange { key: key.to_owned(), before: !present, after: present, meta: Arc::clone(meta) });
             }

@@ -35,6 +35,7 @@
 use super::diff::{PresenceDiff, TopicChanges};
 use super::list::PresenceList;
 use crate::ids::{Millis, Topic};
+use crate::{grow_by, make_room};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 
@@ -49,6 +50,19 @@ pub const MAX_WINDOW_MS: Millis = 1000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SubscriberId(pub u64);
 
+/// What a [`Fanout`] keeps per subscriber: whatever reaches it, which knows its own
+/// [`SubscriberId`] (a channel is its id; the fan-out keeps no second copy of it).
+pub trait Subscriber: Clone {
+    /// The subscription's id.
+    fn id(&self) -> SubscriberId;
+}
+
+impl Subscriber for SubscriberId {
+    fn id(&self) -> SubscriberId {
+        *self
+    }
+}
+
 /// What one window of one topic sends, to whom. `to` is never empty.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Delivery<S> {
@@ -58,7 +72,7 @@ pub enum Delivery<S> {
         topic: Topic,
         /// The list when the window closed.
         state: PresenceList,
-        /// Who gets it (from then on they get the diffs).
+        /// Who gets it (from then on they get the diffs), by id.
         to: Vec<S>,
     },
     /// `presence_diff`: the window's joins and leaves, to the subscribers synced before it.
@@ -67,7 +81,7 @@ pub enum Delivery<S> {
         topic: Topic,
         /// Netted per `phx_ref`; never empty.
         diff: PresenceDiff,
-        /// Who gets it.
+        /// Who gets it, by id.
         to: Vec<S>,
     },
 }
@@ -87,9 +101,9 @@ pub struct Fanout<S> {
 #[derive(Clone, Debug)]
 struct Feed<S> {
     /// Hold the list as of the last flush: they get the window's diff.
-    synced: HashMap<SubscriberId, S>,
+    synced: Subscribers<S>,
     /// Arrived during the current window: they get the list when it closes.
-    waiting: HashMap<SubscriberId, S>,
+    waiting: Subscribers<S>,
     /// The changes since the last flush, netted.
     pending: TopicChanges,
     /// The list after the latest change or subscription seen (dropped at each flush, so the
@@ -99,17 +113,106 @@ struct Feed<S> {
     due: Option<Millis>,
 }
 
-impl<S> Feed<S> {
+impl<S: Subscriber> Feed<S> {
     fn new(latest: PresenceList) -> Self {
-        Feed { synced: HashMap::new(), waiting: HashMap::new(), pending: TopicChanges::default(), latest, due: None }
+        Feed {
+            synced: Subscribers::default(),
+            waiting: Subscribers::default(),
+            pending: TopicChanges::default(),
+            latest,
+            due: None,
+        }
     }
 
     fn is_empty(&self) -> bool {
         self.synced.is_empty() && self.waiting.is_empty()
     }
+
+    fn len(&self) -> usize {
+        self.synced.len() + self.waiting.len()
+    }
 }
 
-impl<S: Clone> Fanout<S> {
+/// A topic's subscribers of one kind, sorted by id: one entry per subscriber, the subscriber
+/// alone (16 bytes for a channel), in a list grown as [`grow_by`] says. A hash map from id to
+/// subscriber kept the id twice and a control byte, at 7/8 load at best: about 40 bytes per
+/// subscriber in rooms of 50, against 26 here (`BENCHMARKS.md`, issue 13's eighth round). Ids
+/// are drawn in increasing order, so a new subscriber is nearly always appended; one that
+/// leaves is found by binary search.
+#[derive(Clone, Debug)]
+struct Subscribers<S>(Vec<S>);
+
+impl<S> Default for Subscribers<S> {
+    fn default() -> Self {
+        Subscribers(Vec::new())
+    }
+}
+
+impl<S: Subscriber> Subscribers<S> {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, S> {
+        self.0.iter()
+    }
+
+    fn find(&self, id: SubscriberId) -> Result<usize, usize> {
+        match self.0.last() {
+            // The usual case: a new id, above every other.
+            Some(last) if last.id() < id => Err(self.0.len()),
+            _ => self.0.binary_search_by_key(&id, Subscriber::id),
+        }
+    }
+
+    /// Adds `sub`, or replaces the subscriber of the same id.
+    fn insert(&mut self, sub: S) {
+        match self.find(sub.id()) {
+            Ok(at) => self.0[at] = sub,
+            Err(at) => {
+                make_room(&mut self.0);
+                self.0.insert(at, sub);
+            }
+        }
+    }
+
+    /// Removes the subscriber `id`; whether it was there. A list that shrank to a quarter of
+    /// its room gives the rest back.
+    fn remove(&mut self, id: SubscriberId) -> bool {
+        let Ok(at) = self.find(id) else { return false };
+        self.0.remove(at);
+        if self.0.capacity() > 4 * self.0.len() + 16 {
+            self.0.shrink_to(self.0.len() + grow_by(self.0.len()));
+        }
+        true
+    }
+
+    /// Moves every subscriber of `other` here (ids not here already).
+    fn append(&mut self, other: Subscribers<S>) {
+        if self.0.is_empty() {
+            *self = other;
+            return;
+        }
+        let sorted = match (self.0.last(), other.0.first()) {
+            (Some(a), Some(b)) => a.id() < b.id(),
+            _ => true,
+        };
+        if self.0.len() + other.0.len() > self.0.capacity() {
+            self.0.reserve_exact(other.0.len() + grow_by(self.0.len()));
+        }
+        self.0.extend(other.0);
+        if !sorted {
+            // Two sorted runs: the stable sort merges them in linear time.
+            self.0.sort_by_key(Subscriber::id);
+        }
+    }
+}
+
+impl<S: Subscriber> Fanout<S> {
     /// No subscribers yet; windows last `diff_ms`.
     pub fn new(diff_ms: Millis) -> Self {
         Self { diff_ms, feeds: HashMap::new(), windows: VecDeque::new() }
@@ -127,12 +230,13 @@ impl<S: Clone> Fanout<S> {
         Self::open(&mut self.windows, self.diff_ms, topic, feed, now);
     }
 
-    /// `id` (reached through `sub`) starts to follow `topic` at `now`, when its list is `list`.
-    /// It gets the list when the current window closes (one opens if none is), then the diffs.
-    pub fn subscribe(&mut self, topic: &Topic, id: SubscriberId, sub: S, list: PresenceList, now: Millis) {
+    /// `sub` starts to follow `topic` at `now`, when its list is `list` (a subscriber of the
+    /// same id is replaced). It gets the list when the current window closes (one opens if none
+    /// is), then the diffs.
+    pub fn subscribe(&mut self, topic: &Topic, sub: S, list: PresenceList, now: Millis) {
         let feed = self.feeds.entry(topic.clone()).or_insert_with(|| Feed::new(PresenceList::default()));
-        feed.synced.remove(&id);
-        feed.waiting.insert(id, sub);
+        feed.synced.remove(sub.id());
+        feed.waiting.insert(sub);
         feed.latest = list;
         Self::open(&mut self.windows, self.diff_ms, topic, feed, now);
     }
@@ -152,7 +256,7 @@ impl<S: Clone> Fanout<S> {
     pub fn unsubscribe(&mut self, topic: &Topic, id: SubscriberId) -> bool {
         let Entry::Occupied(mut feed) = self.feeds.entry(topic.clone()) else { return false };
         let f = feed.get_mut();
-        let was = f.synced.remove(&id).is_some() || f.waiting.remove(&id).is_some();
+        let was = f.synced.remove(id) || f.waiting.remove(id);
         if f.is_empty() {
             feed.remove();
         }
@@ -161,7 +265,7 @@ impl<S: Clone> Fanout<S> {
 
     fn open(windows: &mut VecDeque<(Millis, Topic)>, diff_ms: Millis, topic: &Topic, feed: &mut Feed<S>, now: Millis) {
         if feed.due.is_none() {
-            let due = now.saturating_add(window_ms(diff_ms, feed.synced.len() + feed.waiting.len()));
+            let due = now.saturating_add(window_ms(diff_ms, feed.len()));
             feed.due = Some(due);
             // Windows of different lengths: keep the queue ordered by due time.
             let at = windows.partition_point(|(d, _)| *d <= due);
@@ -170,13 +274,13 @@ impl<S: Clone> Fanout<S> {
     }
 
     /// Every subscriber of `topic`, synced or waiting (for a broadcast, which is not windowed).
-    pub fn members<'a>(&'a self, topic: &Topic) -> impl Iterator<Item = (SubscriberId, &'a S)> + 'a {
-        self.feeds.get(topic).into_iter().flat_map(|f| f.synced.iter().chain(f.waiting.iter()).map(|(id, s)| (*id, s)))
+    pub fn members<'a>(&'a self, topic: &Topic) -> impl Iterator<Item = &'a S> + 'a {
+        self.feeds.get(topic).into_iter().flat_map(|f| f.synced.iter().chain(f.waiting.iter()))
     }
 
     /// How many subscribers `topic` has.
     pub fn subscribers(&self, topic: &Topic) -> usize {
-        self.feeds.get(topic).map_or(0, |f| f.synced.len() + f.waiting.len())
+        self.feeds.get(topic).map_or(0, Feed::len)
     }
 
     /// How many topics are followed.
@@ -235,14 +339,14 @@ impl<S: Clone> Fanout<S> {
         if !feed.synced.is_empty() {
             let diff = pending.to_diff(latest.view());
             if !diff.is_empty() {
-                let to = feed.synced.values().cloned().collect();
+                let to = feed.synced.0.clone();
                 out.push(Delivery::Diff { topic: topic.clone(), diff, to });
             }
         }
         if !feed.waiting.is_empty() {
             let waiting = std::mem::take(&mut feed.waiting);
-            let to = waiting.values().cloned().collect();
-            feed.synced.extend(waiting);
+            let to = waiting.0.clone();
+            feed.synced.append(waiting);
             out.push(Delivery::State { topic, state: latest, to });
         }
     }

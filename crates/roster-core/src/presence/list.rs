@@ -3,10 +3,11 @@
 //! flattened for the client ([`PresenceMeta::to_flat`]) only when the list is read or
 //! serialized, never when it is taken.
 //!
-//! The table keeps each topic as [`TopicEntries`], persistent maps: a write copies only the
-//! O(log n) nodes on its path that a live snapshot still shares, and a snapshot nobody holds
-//! costs nothing.
+//! The table keeps each topic as [`TopicEntries`], a persistent map in chunks
+//! ([`ChunkMap`]): a write copies only the chunk it changes (and the list of chunks) when a
+//! live snapshot still shares them, and a snapshot nobody holds costs nothing.
 
+use super::chunks::ChunkMap;
 use super::diff::{MetaList, Plain, PlainMeta};
 use super::{counted_meta, PresenceMeta, PresenceView, UsersView, USERS_KEY};
 use crate::ids::Meta;
@@ -17,9 +18,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-/// One topic's entries by presence key. Keys are `Arc<str>` so that copying a tree node (when a
+/// One topic's entries by presence key. Keys are `Arc<str>` so that copying a chunk (when a
 /// write meets a shared snapshot) bumps reference counts instead of allocating strings.
-pub(super) type TopicEntries = imbl::OrdMap<Arc<str>, KeyEntries>;
+pub(super) type TopicEntries = ChunkMap<KeyEntries>;
 
 /// One key's metas, oldest first. A key is a user, and a user has a meta per tab: nearly always
 /// one or two, kept in a small sorted list copied on write (a persistent set would cost a
@@ -148,8 +149,8 @@ pub(super) struct ByAge(pub(super) Arc<PresenceMeta>);
 impl Ord for ByAge {
     fn cmp(&self, other: &Self) -> Ordering {
         let (a, b) = (&*self.0, &*other.0);
-        (a.online_at, &a.phx_ref, &a.node)
-            .cmp(&(b.online_at, &b.phx_ref, &b.node))
+        (a.online_at(), a.phx_ref(), a.node())
+            .cmp(&(b.online_at(), b.phx_ref(), b.node()))
             .then_with(|| Arc::as_ptr(&self.0).cmp(&Arc::as_ptr(&other.0)))
     }
 }
@@ -390,18 +391,18 @@ impl Serialize for FlatMeta<'_> {
         // Sorted by key, as the flat `BTreeMap` iterates; merged into the user's sorted keys.
         // `tab_id` is left out when the join gave none (14 bytes of every such entry, in every
         // `presence_state` and diff).
-        let tab = m.tab_id.as_ref().map(|t| ("tab_id", Reserved::Str(t.as_str())));
+        let tab = m.tab_id().map(|t| ("tab_id", Reserved::Str(t.as_str())));
         let reserved = [
-            Some(("node", Reserved::Str(m.node.as_str()))),
-            Some(("online_at", Reserved::Int(i64::try_from(m.online_at).unwrap_or(i64::MAX)))),
-            Some(("phx_ref", Reserved::Str(m.phx_ref.as_str()))),
+            Some(("node", Reserved::Str(m.node().as_str()))),
+            Some(("online_at", Reserved::Int(i64::try_from(m.online_at()).unwrap_or(i64::MAX)))),
+            Some(("phx_ref", Reserved::Str(m.phx_ref().as_str()))),
             tab,
         ];
-        let shadowed = PresenceMeta::RESERVED.iter().filter(|k| m.meta.contains_key(k)).count();
+        let shadowed = PresenceMeta::RESERVED.iter().filter(|k| m.meta().contains_key(k)).count();
         let written = reserved.iter().flatten().count();
-        let mut map = s.serialize_map(Some(m.meta.len() - shadowed + written))?;
+        let mut map = s.serialize_map(Some(m.meta().len() - shadowed + written))?;
         let mut reserved = reserved.into_iter().flatten().peekable();
-        for (key, value) in m.meta.iter() {
+        for (key, value) in m.meta().iter() {
             while let Some((k, v)) = reserved.next_if(|(k, _)| *k <= key) {
                 map.serialize_entry(k, &v)?;
             }

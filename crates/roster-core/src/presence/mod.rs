@@ -24,8 +24,10 @@
 //! `delta.rs` (what travels between nodes, and the outgoing [`DeltaBuffer`]), `diff.rs`
 //! (netted joins/leaves, the diff frame), `fanout.rs` (each topic's subscribers and window:
 //! what every subscriber receives, [`Fanout`]), `list.rs` (a topic's persistent entries and the
-//! [`PresenceList`] snapshot of them).
+//! [`PresenceList`] snapshot of them), `chunks.rs` (the persistent sorted map those entries are
+//! kept in).
 
+mod chunks;
 mod delta;
 mod diff;
 mod fanout;
@@ -36,12 +38,13 @@ mod tests;
 
 pub use delta::{Change, Delta, DeltaBuffer, EntryRecord, NeedSnapshot, Snapshot, SnapshotChunk, SnapshotReason};
 pub use diff::{CountChange, MetaList, PresenceChanges, PresenceDiff, TopicChanges};
-pub use fanout::{window_ms, Delivery, Fanout, SubscriberId, MAX_WINDOW_MS, SUBSCRIBERS_PER_WINDOW};
+pub use fanout::{window_ms, Delivery, Fanout, Subscriber, SubscriberId, MAX_WINDOW_MS, SUBSCRIBERS_PER_WINDOW};
 pub use list::PresenceList;
 pub use table::{LocalWrite, PresenceTable};
 
 use crate::ids::{ConnId, Incarnation, Meta, MetaValue, Millis, NodeName, PhxRef, TabId, Topic, UserId};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// How a topic shows its anonymous viewers (from the policy's `anonymous`; `deny` never
 /// reaches the table because such joins are refused).
@@ -98,18 +101,124 @@ impl PresenceView {
 
 /// One presence as the table stores it: who, which tab, on which node, since when, and the
 /// user's own meta. The client sees it flattened by [`PresenceMeta::to_flat`].
+///
+/// 40 bytes (a 64-byte heap block with its `Arc`'s counts, where the five fields in place took
+/// 96): what is this presence's own, its `phx_ref` and `online_at`, in place; the tab, the
+/// node and the user's meta, which a socket's presences in its several topics nearly always
+/// share, behind one shared pointer ([`MetaAbout`]): the table hands a new presence the one of
+/// the socket's other entries (or of a recent one) when they are equal. Equality, order and
+/// the encoding are those of the five fields.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "MetaFieldsOf", into = "MetaFieldsOf")]
 pub struct PresenceMeta {
+    phx_ref: PhxRef,
+    online_at: Millis,
+    about: Arc<MetaAbout>,
+}
+
+/// The part of a [`PresenceMeta`] that a socket's presences share: the browser tab, the node,
+/// the user's meta.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct MetaAbout {
+    tab_id: Option<TabId>,
+    node: NodeName,
+    meta: MetaFields,
+}
+
+/// The five fields of a [`PresenceMeta`], in the order it has always been encoded in.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename = "PresenceMeta")]
+struct MetaFieldsOf {
+    phx_ref: PhxRef,
+    tab_id: Option<TabId>,
+    node: NodeName,
+    online_at: Millis,
+    meta: MetaFields,
+}
+
+impl From<MetaFieldsOf> for PresenceMeta {
+    fn from(f: MetaFieldsOf) -> Self {
+        PresenceMeta::new(f.phx_ref, f.tab_id, f.node, f.online_at, f.meta)
+    }
+}
+
+impl From<PresenceMeta> for MetaFieldsOf {
+    fn from(m: PresenceMeta) -> Self {
+        let about = Arc::unwrap_or_clone(m.about);
+        MetaFieldsOf {
+            phx_ref: m.phx_ref,
+            tab_id: about.tab_id,
+            node: about.node,
+            online_at: m.online_at,
+            meta: about.meta,
+        }
+    }
+}
+
+impl PresenceMeta {
+    /// A presence's meta: `phx_ref` unique per meta (a new one on every update, as Phoenix
+    /// does); the browser tab, when the join carried one; the gateway node holding the
+    /// connection (always the origin's node name); when the connection was tracked, on its
+    /// gateway's clock; and the user's meta from the join payload (or the latest
+    /// `presence:update`).
+    pub fn new(
+        phx_ref: PhxRef,
+        tab_id: Option<TabId>,
+        node: NodeName,
+        online_at: Millis,
+        meta: impl Into<MetaFields>,
+    ) -> Self {
+        PresenceMeta { phx_ref, online_at, about: Arc::new(MetaAbout { tab_id, node, meta: meta.into() }) }
+    }
+
     /// Unique per meta; a new one on every update, as Phoenix does.
-    pub phx_ref: PhxRef,
+    pub fn phx_ref(&self) -> &PhxRef {
+        &self.phx_ref
+    }
+
     /// The browser tab, when the join carried one.
-    pub tab_id: Option<TabId>,
+    pub fn tab_id(&self) -> Option<&TabId> {
+        self.about.tab_id.as_ref()
+    }
+
     /// The gateway node holding the connection (always the origin's node name).
-    pub node: NodeName,
+    pub fn node(&self) -> &NodeName {
+        &self.about.node
+    }
+
     /// When the connection was tracked, on its gateway's clock.
-    pub online_at: Millis,
+    pub fn online_at(&self) -> Millis {
+        self.online_at
+    }
+
     /// The user's meta from the join payload (or the latest `presence:update`).
-    pub meta: MetaFields,
+    pub fn meta(&self) -> &MetaFields {
+        &self.about.meta
+    }
+
+    /// This meta with another `phx_ref` and user meta (an update: tab, node and `online_at` stay).
+    pub fn updated(&self, phx_ref: PhxRef, meta: impl Into<MetaFields>) -> Self {
+        let about = MetaAbout { tab_id: self.about.tab_id.clone(), node: self.about.node.clone(), meta: meta.into() };
+        PresenceMeta { phx_ref, online_at: self.online_at, about: Arc::new(about) }
+    }
+
+    /// The shared part: tab, node and user meta.
+    pub(super) fn about(&self) -> &Arc<MetaAbout> {
+        &self.about
+    }
+
+    /// Shares `about` when it is equal to this meta's own (same tab, node and user meta);
+    /// whether it did.
+    pub(super) fn share(&mut self, about: &Arc<MetaAbout>) -> bool {
+        if Arc::ptr_eq(&self.about, about) {
+            return true;
+        }
+        if *self.about != **about {
+            return false;
+        }
+        self.about = Arc::clone(about);
+        true
+    }
 }
 
 /// A user's meta as a presence stores it: its keys sorted, in one allocation. A [`Meta`]
@@ -175,13 +284,13 @@ impl PresenceMeta {
     /// overwrite (or, for an absent `tab_id`, remove) any user key of the same name so a client
     /// cannot forge them.
     pub fn to_flat(&self) -> Meta {
-        let mut flat = self.meta.to_meta();
+        let mut flat = self.meta().to_meta();
         flat.insert("phx_ref".into(), MetaValue::Str(self.phx_ref.as_str().to_owned()));
-        match &self.tab_id {
+        match self.tab_id() {
             Some(t) => flat.insert("tab_id".into(), MetaValue::Str(t.as_str().to_owned())),
             None => flat.remove("tab_id"),
         };
-        flat.insert("node".into(), MetaValue::Str(self.node.as_str().to_owned()));
+        flat.insert("node".into(), MetaValue::Str(self.node().as_str().to_owned()));
         let online_at = i64::try_from(self.online_at).unwrap_or(i64::MAX);
         flat.insert("online_at".into(), MetaValue::Int(online_at));
         flat

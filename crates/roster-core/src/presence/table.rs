@@ -4,7 +4,7 @@
 use super::delta::{Change, Delta, EntryRecord, NeedSnapshot, Snapshot, SnapshotChunk, SnapshotReason};
 use super::diff::PresenceChanges;
 use super::list::{ByAge, KeyEntries, PresenceList, TopicEntries};
-use super::{conn_of, is_anonymous, PresenceEntry, PresenceMeta, PresenceView};
+use super::{conn_of, is_anonymous, MetaAbout, PresenceEntry, PresenceMeta, PresenceView};
 use crate::ids::{ConnId, Incarnation, Meta, Millis, NodeName, PhxRef, SocketId, TabId, Topic, UserId};
 use foldhash::{HashMap, HashSet};
 use std::collections::{BTreeMap, VecDeque};
@@ -13,6 +13,10 @@ use std::sync::Arc;
 /// How many replaced incarnations per node name are remembered (and refused) so a delayed
 /// message from a previous life cannot bring back its entries.
 const RETIRED_PER_NODE: usize = 8;
+
+/// How many shared meta parts the table keeps at hand for new entries (see
+/// [`PresenceTable::share_about`]).
+const RECENT_ABOUTS: usize = 4;
 
 /// The presence replica table of one node.
 ///
@@ -46,6 +50,9 @@ pub struct PresenceTable {
     len: usize,
     /// Whether local writes make deltas for peers (see [`set_replicated`](Self::set_replicated)).
     replicated: bool,
+    /// The shared parts of the metas stored last (most recent last), handed to an equal new
+    /// one that its socket's other entries could not give one (see [`PresenceMeta`]).
+    recent: Vec<Arc<MetaAbout>>,
 }
 
 /// One topic's entries: persistent maps, so [`PresenceTable::list`] hands out a snapshot in O(1).
@@ -68,7 +75,7 @@ impl TopicIndex {
     /// Adds `meta` under `key`; returns the key as the index holds it, to share.
     fn insert(&mut self, key: Arc<str>, meta: Arc<PresenceMeta>) -> Arc<str> {
         self.len += 1;
-        if let Some((shared, metas)) = self.by_key.get_key_value_mut(&*key) {
+        if let Some((shared, metas)) = self.by_key.get_key_value_mut(&key) {
             metas.insert(ByAge(meta));
             return Arc::clone(shared);
         }
@@ -188,6 +195,14 @@ impl SocketTopics {
         }
     }
 
+    /// The meta of the entry added last.
+    fn last_meta(&self) -> Option<&Arc<PresenceMeta>> {
+        match self {
+            SocketTopics::Uniform { entries, .. } => entries.last().map(|(_, m)| m),
+            SocketTopics::Mixed(entries) => entries.last().map(|(_, e)| &e.meta),
+        }
+    }
+
     fn is_empty(&self) -> bool {
         match self {
             SocketTopics::Uniform { entries, .. } => entries.is_empty(),
@@ -270,6 +285,7 @@ impl PresenceTable {
             assemblies: HashMap::default(),
             len: 0,
             replicated: true,
+            recent: Vec::new(),
         }
     }
 
@@ -320,10 +336,10 @@ impl PresenceTable {
     ) -> LocalWrite {
         let conn = conn_of(&self.me, socket);
         let key: Arc<str> = key.into();
-        let meta = PresenceMeta { phx_ref, tab_id, node: self.me.node.clone(), online_at: now, meta: meta.into() };
+        let meta = PresenceMeta::new(phx_ref, tab_id, self.me.node.clone(), now, meta);
         let record = self.replicated.then(|| EntryRecord::new(&topic, &key, socket, &meta));
         let mut out = PresenceChanges::default();
-        let replaced = self.put(&topic, &conn, key, Arc::new(meta), &mut out);
+        let replaced = self.put(&topic, &conn, key, meta, &mut out);
         match record {
             Some(record) if replaced => self.local(vec![Change::Update(record)], out),
             Some(record) => self.local(vec![Change::Join(record)], out),
@@ -340,10 +356,10 @@ impl PresenceTable {
             return LocalWrite::default();
         };
         let key = Arc::clone(key);
-        let new = PresenceMeta { phx_ref, meta: meta.into(), ..PresenceMeta::clone(old) };
+        let new = old.updated(phx_ref, meta);
         let record = EntryRecord::new(topic, &key, socket, &new);
         let mut out = PresenceChanges::default();
-        self.put(topic, &conn, key, Arc::new(new), &mut out);
+        self.put(topic, &conn, key, new, &mut out);
         self.local(vec![Change::Update(record)], out)
     }
 
@@ -432,7 +448,7 @@ impl PresenceTable {
             match change {
                 Change::Join(record) | Change::Update(record) => {
                     let (topic, key, socket, meta) = record.clone().into_parts(&origin.node);
-                    self.put(&topic, &conn_of(origin, socket), Arc::from(key), Arc::new(meta), &mut out);
+                    self.put(&topic, &conn_of(origin, socket), Arc::from(key), meta, &mut out);
                 }
                 Change::Leave { topic, socket } => {
                     self.take(topic, &conn_of(origin, *socket), &mut out);
@@ -593,10 +609,10 @@ impl PresenceTable {
             let conn = conn_of(origin, record.socket);
             let same = self
                 .lookup(&record.topic, &conn)
-                .is_some_and(|(key, meta)| **key == *record.key && meta.phx_ref == record.phx_ref);
+                .is_some_and(|(key, meta)| **key == *record.key && *meta.phx_ref() == record.phx_ref);
             if !same {
                 let (topic, key, _, meta) = record.into_parts(&origin.node);
-                self.put(&topic, &conn, Arc::from(key), Arc::new(meta), out);
+                self.put(&topic, &conn, Arc::from(key), meta, out);
             }
         }
     }
@@ -667,6 +683,13 @@ impl PresenceTable {
         entries
     }
 
+    /// The metas stored under `key` in `topic`, oldest first (tests: what they share).
+    #[cfg(test)]
+    pub(super) fn stored(&self, topic: &Topic, key: &str) -> Vec<Arc<PresenceMeta>> {
+        let metas = self.topics.get(topic).and_then(|t| t.by_key.get(key));
+        metas.into_iter().flat_map(KeyEntries::iter).map(|m| Arc::clone(&m.0)).collect()
+    }
+
     // ---- the two indexes ----------------------------------------------------------------
 
     fn lookup(&self, topic: &Topic, conn: &ConnId) -> Option<(&Arc<str>, &Arc<PresenceMeta>)> {
@@ -679,9 +702,11 @@ impl PresenceTable {
         topic: &Topic,
         conn: &ConnId,
         key: Arc<str>,
-        meta: Arc<PresenceMeta>,
+        mut meta: PresenceMeta,
         out: &mut PresenceChanges,
     ) -> bool {
+        self.share_about(conn, &mut meta);
+        let meta = Arc::new(meta);
         let index = self.topics.entry(topic.clone()).or_default();
         let anonymous_before = index.anonymous();
         let users_before = index.users();
@@ -706,6 +731,25 @@ impl PresenceTable {
             out.users(topic, users_before, index.users());
         }
         old.is_some()
+    }
+
+    /// Hands `meta` the shared part (tab, node, user meta) of its socket's latest entry, or of
+    /// a meta stored lately, when that is equal to its own: a socket's presences in its several
+    /// topics keep one copy of it, and so do the sockets that joined alike.
+    fn share_about(&mut self, conn: &ConnId, meta: &mut PresenceMeta) {
+        let sibling = self.conns.get(&conn.gateway).and_then(|s| s.get(&conn.socket)).and_then(SocketTopics::last_meta);
+        if sibling.is_some_and(|m| meta.share(m.about())) {
+            return;
+        }
+        if let Some(at) = self.recent.iter().position(|about| meta.share(about)) {
+            let about = self.recent.remove(at);
+            self.recent.push(about);
+            return;
+        }
+        if self.recent.len() == RECENT_ABOUTS {
+            self.recent.remove(0);
+        }
+        self.recent.push(Arc::clone(meta.about()));
     }
 
     /// Removes the entry of `(topic, conn)` from both indexes; `None` if there was none.

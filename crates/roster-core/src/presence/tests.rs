@@ -4,6 +4,7 @@ use super::*;
 use crate::ids::{SocketId, TabId};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 const COUNT: AnonymousView = AnonymousView::Count;
 const LIST: AnonymousView = AnonymousView::List;
@@ -127,11 +128,11 @@ fn refs(changes: impl Iterator<Item = (Topic, String, PhxRef)>) -> BTreeSet<(Top
 }
 
 fn joins_of(c: &PresenceChanges) -> BTreeSet<(Topic, String, PhxRef)> {
-    refs(c.joins().map(|(t, k, m)| (t.clone(), k.to_owned(), m.phx_ref.clone())))
+    refs(c.joins().map(|(t, k, m)| (t.clone(), k.to_owned(), m.phx_ref().clone())))
 }
 
 fn leaves_of(c: &PresenceChanges) -> BTreeSet<(Topic, String, PhxRef)> {
-    refs(c.leaves().map(|(t, k, m)| (t.clone(), k.to_owned(), m.phx_ref.clone())))
+    refs(c.leaves().map(|(t, k, m)| (t.clone(), k.to_owned(), m.phx_ref().clone())))
 }
 
 // ---- a table with no peers ----------------------------------------------------------------
@@ -174,13 +175,7 @@ fn to_flat_reserved_keys_win_over_user_keys() {
         ("node", name("forged")),
         ("online_at", MetaValue::Int(0)),
     ]);
-    let m = PresenceMeta {
-        phx_ref: phx(7),
-        tab_id: Some(TabId::from("tab-1")),
-        node: NodeName::from("a"),
-        online_at: 42,
-        meta: forged.clone().into(),
-    };
+    let m = PresenceMeta::new(phx(7), Some(TabId::from("tab-1")), NodeName::from("a"), 42, forged.clone());
     let flat = m.to_flat();
     assert_eq!(flat.len(), 5);
     assert_eq!(flat["name"], name("Ada"));
@@ -189,7 +184,7 @@ fn to_flat_reserved_keys_win_over_user_keys() {
     assert_eq!(flat["node"], name("a"));
     assert_eq!(flat["online_at"], MetaValue::Int(42));
 
-    let no_tab = PresenceMeta { tab_id: None, ..m }.to_flat();
+    let no_tab = PresenceMeta::new(phx(7), None, NodeName::from("a"), 42, forged).to_flat();
     assert_eq!(no_tab.get("tab_id"), None, "left out, and a user key cannot stand in for a missing tab");
 }
 
@@ -396,7 +391,7 @@ fn untrack_conn_leaves_every_topic_of_the_connection_only() {
     let conn2 = ConnId { gateway: me, socket: SocketId(2) };
     let left = a.entries_of(&conn2);
     assert_eq!(left.len(), 1);
-    assert_eq!((left[0].topic.as_str(), left[0].key.as_str(), &left[0].meta.phx_ref), ("room:1", "u2", &phx(9)));
+    assert_eq!((left[0].topic.as_str(), left[0].key.as_str(), left[0].meta.phx_ref()), ("room:1", "u2", &phx(9)));
     assert_eq!(a.topics().collect::<Vec<_>>(), [&topic("room:1")]);
     assert_eq!(a.untrack_conn(SocketId(1)), LocalWrite::default());
 }
@@ -425,6 +420,52 @@ fn a_socket_tracked_under_several_keys_keeps_each_entrys_own_key() {
         leaves_of(&gone.changes).into_iter().map(|(t, k, _)| (t.as_str().to_owned(), k)).collect();
     assert_eq!(left, want.iter().map(|(t, k)| (t.to_string(), k.to_string())).collect());
     assert!(a.is_empty());
+}
+
+#[test]
+fn a_sockets_presences_share_one_meta_part_when_it_is_equal_and_keep_their_own_otherwise() {
+    let me = inc("a", 1);
+    let mut a = PresenceTable::new(me.clone());
+    let ada = || meta(&[("name", name("Ada"))]);
+    let tab = || Some(TabId::from("t1"));
+    for (i, room) in ["room:1", "room:2", "room:3"].into_iter().enumerate() {
+        a.track(topic(room), "u1", SocketId(1), tab(), ada(), 10 + i as u64, phx(i as u128 + 1));
+    }
+    // Another socket of another tab, and one with another meta: parts of their own.
+    a.track(topic("room:1"), "u2", SocketId(2), Some(TabId::from("t2")), ada(), 20, phx(10));
+    a.track(topic("room:2"), "u3", SocketId(3), tab(), meta(&[("name", name("Bo"))]), 21, phx(11));
+    let stored = |a: &PresenceTable, room: &str, key: &str| {
+        let metas = a.stored(&topic(room), key);
+        assert_eq!(metas.len(), 1);
+        Arc::clone(&metas[0])
+    };
+    let parts: Vec<Arc<PresenceMeta>> = ["room:1", "room:2", "room:3"].map(|r| stored(&a, r, "u1")).into();
+    assert!(parts.iter().all(|m| Arc::ptr_eq(m.about(), parts[0].about())), "one part for the socket's three");
+    assert!(!Arc::ptr_eq(stored(&a, "room:1", "u2").about(), parts[0].about()));
+    assert!(!Arc::ptr_eq(stored(&a, "room:2", "u3").about(), parts[0].about()));
+    // Each still reads as its own five fields, and its own online_at and phx_ref.
+    let m = &parts[1];
+    assert_eq!((m.phx_ref(), m.online_at(), m.tab_id(), m.node().as_str()), (&phx(2), 11, tab().as_ref(), "a"));
+    assert_eq!(m.meta().to_meta(), ada());
+    // An update changes one topic's meta only: that entry gets a part of its own.
+    a.update(&topic("room:2"), SocketId(1), meta(&[("name", name("Ada L."))]), phx(20));
+    let updated = stored(&a, "room:2", "u1");
+    assert_eq!(updated.meta().get("name"), Some(&name("Ada L.")));
+    assert_eq!((updated.tab_id(), updated.online_at()), (tab().as_ref(), 11));
+    assert!(Arc::ptr_eq(stored(&a, "room:3", "u1").about(), parts[0].about()));
+    assert_eq!(stored(&a, "room:1", "u1").meta().get("name"), Some(&name("Ada")));
+    // A peer's copy reads the same and encodes as before: five fields in their order.
+    let mut b = PresenceTable::new(inc("b", 2));
+    b.apply_snapshot(a.snapshot()).expect("applies");
+    assert_eq!(all_lists(&b), all_lists(&a));
+    let encoded = serde_json::to_value(&*parts[0]).expect("encodes");
+    assert_eq!(
+        encoded,
+        serde_json::json!({"phx_ref": phx(1).as_str(), "tab_id": "t1", "node": "a", "online_at": 10, "meta": {"name": {"Str": "Ada"}}})
+    );
+    let decoded: PresenceMeta = serde_json::from_value(encoded).expect("decodes");
+    assert_eq!(decoded, *parts[0]);
+    assert_eq!(std::mem::size_of::<PresenceMeta>(), 40, "a 64-byte block with its Arc's counts");
 }
 
 // ---- deltas ------------------------------------------------------------------------------
@@ -904,7 +945,7 @@ fn feed(f: &mut Fanout<SubscriberId>, t: &PresenceTable, w: LocalWrite, now: Mil
 fn synced(t: &PresenceTable, now: Millis, view: AnonymousView) -> Fanout<SubscriberId> {
     let mut f = fanout();
     let room = topic("room:1");
-    f.subscribe(&room, SubscriberId(1), SubscriberId(1), t.list(&room, view), now);
+    f.subscribe(&room, SubscriberId(1), t.list(&room, view), now);
     let out = f.flush(now + 20);
     assert_eq!(states_of(&out).len(), 1);
     f
@@ -999,7 +1040,7 @@ fn a_subscriber_arriving_mid_window_gets_the_list_at_its_close_and_never_that_wi
     let delta = track(&mut b, "room:1", "u1", 1, 1).delta.unwrap();
     let changes = c.apply_delta(&delta).unwrap();
     feed(&mut f, &c, LocalWrite { delta: None, changes }, 100, LIST);
-    f.subscribe(&room, SubscriberId(2), SubscriberId(2), c.list(&room, LIST), 101);
+    f.subscribe(&room, SubscriberId(2), c.list(&room, LIST), 101);
     let changes = c.drop_node(&NodeName::from("b"));
     feed(&mut f, &c, LocalWrite { delta: None, changes }, 102, LIST);
     let out = f.flush(120);
@@ -1028,7 +1069,7 @@ fn every_subscriber_arriving_in_one_window_shares_one_state() {
     for s in 2..100u64 {
         let w = track(&mut a, "room:1", &format!("u{s}"), s, u128::from(s));
         feed(&mut f, &a, w, 100, LIST);
-        f.subscribe(&room, SubscriberId(s), SubscriberId(s), a.list(&room, LIST), 100);
+        f.subscribe(&room, SubscriberId(s), a.list(&room, LIST), 100);
     }
     let out = f.flush(120);
     assert_eq!(out.len(), 2, "one diff and one state for 98 joins and 98 subscribers");
@@ -1051,12 +1092,12 @@ fn a_bigger_room_gets_a_longer_window_up_to_a_second() {
     let (big, small) = (topic("room:big"), topic("room:small"));
     let mut f = fanout();
     for s in 0..150 {
-        f.subscribe(&big, SubscriberId(s), SubscriberId(s), a.list(&big, LIST), 0);
+        f.subscribe(&big, SubscriberId(s), a.list(&big, LIST), 0);
     }
     assert_eq!(states_of(&f.flush(20)).len(), 1, "the first subscriber opened a 20 ms window");
     let w = track(&mut a, "room:big", "u1", 1, 1);
     feed(&mut f, &a, w, 100, LIST);
-    f.subscribe(&small, SubscriberId(1000), SubscriberId(1000), a.list(&small, LIST), 105);
+    f.subscribe(&small, SubscriberId(1000), a.list(&small, LIST), 105);
     assert_eq!(f.due_at(), Some(125), "the small room's window (20 ms) closes first");
     assert_eq!(states_of(&f.flush(125)).len(), 1);
     assert_eq!(f.due_at(), Some(140), "150 subscribers: a 40 ms window");
@@ -1071,7 +1112,7 @@ fn an_unsubscribed_subscriber_gets_nothing_more_and_an_empty_topic_is_forgotten(
     let mut f = synced(&a, 0, LIST);
     let w = track(&mut a, "room:1", "u1", 1, 1);
     feed(&mut f, &a, w, 100, LIST);
-    f.subscribe(&room, SubscriberId(2), SubscriberId(2), a.list(&room, LIST), 100);
+    f.subscribe(&room, SubscriberId(2), a.list(&room, LIST), 100);
     assert_eq!(f.subscribers(&room), 2);
     assert!(f.unsubscribe(&room, SubscriberId(2)));
     assert!(!f.unsubscribe(&room, SubscriberId(2)), "only once");
@@ -1082,6 +1123,43 @@ fn an_unsubscribed_subscriber_gets_nothing_more_and_an_empty_topic_is_forgotten(
     let w = track(&mut a, "room:1", "u2", 2, 2);
     feed(&mut f, &a, w, 200, LIST);
     assert_eq!(f.due_at(), None, "a topic nobody watches opens no window");
+}
+
+#[test]
+fn subscribers_in_any_order_of_ids_get_exactly_what_is_theirs() {
+    // Ids arrive out of order, one subscribes twice, some leave while waiting or synced: each
+    // delivery goes to exactly the subscribers of its kind, each once, sorted by id.
+    let mut a = PresenceTable::new(inc("a", 1));
+    let room = topic("room:1");
+    let mut f = fanout();
+    for (i, s) in [5u64, 3, 9, 1, 7].into_iter().enumerate() {
+        f.subscribe(&room, SubscriberId(s), a.list(&room, LIST), 100 + i as u64);
+    }
+    f.subscribe(&room, SubscriberId(3), a.list(&room, LIST), 101);
+    assert!(f.unsubscribe(&room, SubscriberId(9)));
+    let out = f.flush(200);
+    let states = states_of(&out);
+    assert_eq!(states.len(), 1);
+    assert_eq!(states[0].2, [1, 3, 5, 7].map(SubscriberId));
+    // Synced now; more arrive, below and above, while a change is pending.
+    f.subscribe(&room, SubscriberId(4), a.list(&room, LIST), 300);
+    f.subscribe(&room, SubscriberId(0), a.list(&room, LIST), 300);
+    f.subscribe(&room, SubscriberId(8), a.list(&room, LIST), 300);
+    assert!(f.unsubscribe(&room, SubscriberId(5)));
+    assert!(!f.unsubscribe(&room, SubscriberId(9)), "gone already");
+    let w = track(&mut a, "room:1", "u1", 1, 1);
+    feed(&mut f, &a, w, 301, LIST);
+    let out = f.flush(400);
+    assert_eq!(diffs_of(&out)[0].2, [1, 3, 7].map(SubscriberId));
+    assert_eq!(states_of(&out)[0].2, [0, 4, 8].map(SubscriberId));
+    let mut members: Vec<SubscriberId> = f.members(&room).copied().collect();
+    members.sort();
+    assert_eq!(members, [0, 1, 3, 4, 7, 8].map(SubscriberId));
+    // The merged list is sorted: every one of them is found again.
+    for s in [0, 1, 3, 4, 7, 8] {
+        assert!(f.unsubscribe(&room, SubscriberId(s)), "{s}");
+    }
+    assert_eq!(f.topics(), 0);
 }
 
 /// Applies what a window sent to subscriber `id`'s view, as phoenix.js would: a state replaces
@@ -1110,7 +1188,7 @@ fn a_subscriber_that_joins_between_a_join_and_a_leave_in_one_window_ends_without
     let w = track(&mut a, "room:1", "u1", 2, 2);
     feed(&mut f, &a, w, 100, LIST);
     // A subscriber arrives now, when the list shows u1.
-    f.subscribe(&room, SubscriberId(2), SubscriberId(2), a.list(&room, LIST), 101);
+    f.subscribe(&room, SubscriberId(2), a.list(&room, LIST), 101);
     let w = a.untrack(&room, SocketId(2));
     feed(&mut f, &a, w, 105, LIST);
     let out = f.flush(120);
@@ -1133,7 +1211,7 @@ fn a_subscriber_that_joins_between_a_leave_and_a_rejoin_in_one_window_ends_with_
     let w = a.untrack(&room, SocketId(1));
     feed(&mut f, &a, w, 100, LIST);
     // Arrives when u1 is gone.
-    f.subscribe(&room, SubscriberId(2), SubscriberId(2), a.list(&room, LIST), 101);
+    f.subscribe(&room, SubscriberId(2), a.list(&room, LIST), 101);
     // The same ref comes back (a peer's snapshot after it was declared down); then, still in
     // the window, its user updates its metas (a new ref, as `presence:update` makes).
     let w = track(&mut a, "room:1", "u1", 1, 1);
@@ -1163,11 +1241,11 @@ fn subscribers_that_join_while_the_anonymous_count_moves_end_on_the_final_count(
     let w = track(&mut a, "room:1", "anonymous", 3, 3);
     feed(&mut f, &a, w, 100, COUNT);
     // One arrives when the count is 3 ...
-    f.subscribe(&room, SubscriberId(2), SubscriberId(2), a.list(&room, COUNT), 100);
+    f.subscribe(&room, SubscriberId(2), a.list(&room, COUNT), 100);
     let w = track(&mut a, "room:1", "anonymous", 4, 4);
     feed(&mut f, &a, w, 101, COUNT);
     // ... one when it is 4; then it goes back to 3.
-    f.subscribe(&room, SubscriberId(3), SubscriberId(3), a.list(&room, COUNT), 101);
+    f.subscribe(&room, SubscriberId(3), a.list(&room, COUNT), 101);
     let w = a.untrack(&room, SocketId(4));
     feed(&mut f, &a, w, 102, COUNT);
     let out = f.flush(120);
@@ -1429,7 +1507,7 @@ impl Sim {
         self.next_sub += 1;
         let id = SubscriberId(self.next_sub);
         let list = self.receiver.table.list(&topic, VIEWS[view]);
-        self.fanouts[view].subscribe(&topic, id, id, list, self.now);
+        self.fanouts[view].subscribe(&topic, id, list, self.now);
         self.subs.insert(id, Sub { topic, view, client: None });
     }
 
@@ -1475,7 +1553,8 @@ impl Sim {
                 let expected = self.shown_refs_of(&node);
                 let dropped = self.receiver.table.drop_node(&node);
                 prop_assert_eq!(dropped.joins().count(), 0);
-                let left: BTreeSet<String> = dropped.leaves().map(|(_, _, m)| m.phx_ref.as_str().to_owned()).collect();
+                let left: BTreeSet<String> =
+                    dropped.leaves().map(|(_, _, m)| m.phx_ref().as_str().to_owned()).collect();
                 prop_assert_eq!(left, expected, "drop_origin leaves exactly that origin's entries");
                 self.observe(dropped)?;
                 self.origins[*o].link.clear();

@@ -110,6 +110,10 @@ pub struct JoinReport {
     pub unanswered: usize,
     /// From the stage's start to the last `ok` (`null` unless every join was answered).
     pub seconds_to_all_acks: Option<f64>,
+    /// From the stage's start to the last `phx_join` the clients started to write (the
+    /// instant join latency counts from): their own sending, part of
+    /// [`seconds_to_all_acks`](Self::seconds_to_all_acks) (`null` if none was sent).
+    pub seconds_to_all_sent: Option<f64>,
     /// Acked joins per second over that time.
     pub acks_per_second: Option<f64>,
     /// `phx_join` sent → `phx_reply`, acked joins, milliseconds.

@@ -566,8 +566,13 @@ impl Coordinator<'_> {
 
     fn join_report(&self, since: u64, memberships: &[usize]) -> JoinReport {
         let (mut acked, mut refused, mut last, mut latencies) = (0, 0, 0, Vec::new());
+        let mut last_sent = None;
         for &m in memberships {
             let cell = &self.board.memberships[m];
+            let sent = cell.sent_us.load(Relaxed);
+            if sent > 0 {
+                last_sent = last_sent.max(Some(sent));
+            }
             let replied = cell.replied_us.load(Relaxed);
             if cell.state() == Membership::Refused {
                 refused += 1;
@@ -585,6 +590,7 @@ impl Coordinator<'_> {
             refused,
             unanswered,
             seconds_to_all_acks: seconds,
+            seconds_to_all_sent: last_sent.map(|sent| sent.saturating_sub(since) as f64 / 1e6),
             acks_per_second: seconds.filter(|&s| s > 0.0).map(|s| acked as f64 / s),
             latency_ms: Dist::of(latencies),
         }
