@@ -25,7 +25,8 @@
 //! on time (the core's [`Fanout`] is not held): every receiver gets the same pushes in the
 //! same order as without the hold, later. An answer behind a client that does not read
 //! ([`OutboundQueue::answer_due`](crate::outbound::OutboundQueue::answer_due)) holds
-//! nothing, and no topic holds another's pushes.
+//! nothing, and no topic holds another's pushes. Only a window to at least
+//! [`HOLD_MIN_RECEIVERS`] receivers starts a hold: a small room's writes delay no answer.
 
 use crate::clock::Clock;
 use crate::connection::ConnShared;
@@ -47,6 +48,9 @@ pub(crate) const BURST_GAP_MS: u64 = 5;
 pub(crate) const HOLD_STEP_MS: u64 = 1;
 /// At most how many `diff_ms` a topic's pushes are held past the close of their window.
 pub(crate) const HOLD_WINDOWS: u64 = 2;
+/// The fewest receivers a window must have to start a hold: a small room's window is a few
+/// small writes that delay no answer, and holding it would only make its views later.
+pub(crate) const HOLD_MIN_RECEIVERS: usize = 64;
 
 /// What an embedding subscription ([`TopicPresence::subscribe`](crate::TopicPresence::subscribe))
 /// receives: the list once, then the diffs that compose with it.
@@ -182,6 +186,8 @@ struct Holds {
     held: HashMap<Topic, Held>,
     /// The longest a topic's pushes are held (ms).
     max: u64,
+    /// The fewest receivers of a window that starts a hold ([`HOLD_MIN_RECEIVERS`]).
+    min_receivers: usize,
 }
 
 /// A topic's recent joiners (see [`Holds::joiners`]).
@@ -200,7 +206,12 @@ struct Held {
 
 impl Holds {
     fn new(diff_ms: u64) -> Self {
-        Holds { joiners: HashMap::new(), held: HashMap::new(), max: HOLD_WINDOWS.saturating_mul(diff_ms) }
+        Holds {
+            joiners: HashMap::new(),
+            held: HashMap::new(),
+            max: HOLD_WINDOWS.saturating_mul(diff_ms),
+            min_receivers: HOLD_MIN_RECEIVERS,
+        }
     }
 
     /// A channel of `conn` joined `topic` at `now` (its answer is in `conn`'s queue already).
@@ -211,9 +222,10 @@ impl Holds {
     }
 
     /// What a window of `topic` sends at `now`: given back to send now, or kept, behind what
-    /// the topic holds already or because a burst of joins into it is being answered.
+    /// the topic holds already or because a burst of joins into it is being answered (a
+    /// window with fewer than [`HOLD_MIN_RECEIVERS`] receivers starts no hold).
     fn window(&mut self, topic: &Topic, sends: Sends, now: u64) -> Option<Sends> {
-        if !self.held.contains_key(topic) && self.answering(topic, now) {
+        if sends.1.len() >= self.min_receivers && !self.held.contains_key(topic) && self.answering(topic, now) {
             self.held.insert(topic.clone(), Held { since: now, pushes: Vec::new() });
         }
         self.behind(topic, sends)
@@ -449,6 +461,29 @@ mod tests {
 
     const DIFF_MS: u64 = 20;
 
+    /// Holds that a window to a single receiver can start (the tests' windows have one).
+    fn holds_of_one() -> Holds {
+        let mut holds = Holds::new(DIFF_MS);
+        holds.min_receivers = 1;
+        holds
+    }
+
+    #[test]
+    fn a_window_to_fewer_receivers_than_the_minimum_starts_no_hold() {
+        let room = Topic::from("room");
+        let joiner = conn(1);
+        answer(&joiner, &room);
+        let mut holds = Holds::new(DIFF_MS);
+        holds.joined(&room, &joiner, 100);
+        let t = 100 + BURST_GAP_MS;
+        // A small room: its joiner's answer waits, yet its window goes at once.
+        assert!(holds.window(&room, state(&room, &joiner), t).is_some(), "one receiver: not held");
+        // The same window to the minimum number of receivers is held.
+        let (push, one) = state(&room, &joiner);
+        let many: Vec<Subscriber> = (0..HOLD_MIN_RECEIVERS).map(|_| one[0].clone()).collect();
+        assert!(holds.window(&room, (push, many), t).is_none(), "a big room's window is held");
+    }
+
     fn conn(socket: u64) -> Arc<ConnShared> {
         Arc::new(ConnShared::new(ConnParts {
             socket: SocketId(socket),
@@ -492,7 +527,7 @@ mod tests {
     fn a_window_closing_while_its_joiners_answers_wait_is_held_until_they_are_taken_and_keeps_its_order() {
         let (room, other) = (Topic::from("room"), Topic::from("other"));
         let (joiner, watcher, elsewhere) = (conn(1), conn(2), conn(3));
-        let mut holds = Holds::new(DIFF_MS);
+        let mut holds = holds_of_one();
         answer(&joiner, &room);
         holds.joined(&room, &joiner, 100);
         // Past the burst gap: only the answer waiting for its reader holds the room.
@@ -524,7 +559,7 @@ mod tests {
     fn a_joiner_that_came_within_the_burst_gap_holds_its_topic_even_with_every_answer_taken() {
         let room = Topic::from("room");
         let joiner = conn(1);
-        let mut holds = Holds::new(DIFF_MS);
+        let mut holds = holds_of_one();
         holds.joined(&room, &joiner, 100);
         assert!(holds.window(&room, state(&room, &joiner), 100 + BURST_GAP_MS - 1).is_none(), "a burst arrives");
         assert!(holds.ended(100 + BURST_GAP_MS - 1).is_empty());
@@ -539,7 +574,7 @@ mod tests {
         // The socket waits for its client (a full flow window), not for the queue.
         let mut parked = Box::pin(joiner.queue().wait_ended());
         assert!(parked.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending());
-        let mut holds = Holds::new(DIFF_MS);
+        let mut holds = holds_of_one();
         holds.joined(&room, &joiner, 100);
         let t = 100 + BURST_GAP_MS;
         assert!(holds.window(&room, state(&room, &joiner), t).is_some(), "sent at once");
@@ -554,7 +589,7 @@ mod tests {
         let room = Topic::from("room");
         let (stuck, gone) = (conn(1), conn(2));
         answer(&stuck, &room);
-        let mut holds = Holds::new(DIFF_MS);
+        let mut holds = holds_of_one();
         holds.joined(&room, &stuck, 100);
         let t = 100 + BURST_GAP_MS;
         assert!(holds.window(&room, state(&room, &stuck), t).is_none());
@@ -572,7 +607,7 @@ mod tests {
     fn the_joiners_of_a_topic_with_no_window_and_no_hold_are_forgotten() {
         let (room, other) = (Topic::from("room"), Topic::from("other"));
         let joiner = conn(1);
-        let mut holds = Holds::new(DIFF_MS);
+        let mut holds = holds_of_one();
         holds.joined(&room, &joiner, 100);
         holds.joined(&other, &joiner, 100);
         assert_eq!(Arc::strong_count(&joiner), 3);
