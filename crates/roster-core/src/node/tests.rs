@@ -133,7 +133,7 @@ fn other(a: &NodeName, b: &NodeName) -> String {
 }
 
 /// A signed-in user's join of `topic` on `socket`, with a tab and no meta.
-fn client_join(socket: u64, topic: &str, user: &str, tab: &str) -> ClientJoin {
+pub(super) fn client_join(socket: u64, topic: &str, user: &str, tab: &str) -> ClientJoin {
     ClientJoin {
         socket: SocketId(socket),
         topic: Topic::from(topic),

@@ -3,8 +3,9 @@
 //! faults are the simulation's (`tests/activations.rs`).
 
 use super::*;
-use crate::ids::{SocketId, TabId, Topic};
-use crate::node::{ClientEvent, ClientJoin, NodeBoot};
+use crate::ids::{SocketId, Topic};
+use crate::node::tests::client_join;
+use crate::node::{ClientEvent, NodeBoot};
 use crate::{Config, OnConflict, PolicyConfig, SlotRules};
 
 struct One {
@@ -59,14 +60,7 @@ impl One {
     }
 
     fn join_topic(&mut self, socket: u64, user: &str, tab: &str, topic: &str) -> Vec<Effect> {
-        self.step(Input::Join(ClientJoin {
-            socket: SocketId(socket),
-            topic: Topic::from(topic),
-            user: Some(UserId::from(user)),
-            role: None,
-            tab: Some(TabId::from(tab)),
-            meta: Default::default(),
-        }))
+        self.step(Input::Join(client_join(socket, topic, user, tab)))
     }
 
     fn close(&mut self, socket: u64, clean: bool) -> Vec<Effect> {
@@ -537,14 +531,7 @@ impl Lockstep {
     }
 
     fn join(socket: u64, user: &str, tab: &str, topic: &str) -> Input {
-        Input::Join(ClientJoin {
-            socket: SocketId(socket),
-            topic: Topic::from(topic),
-            user: Some(UserId::from(user)),
-            role: None,
-            tab: Some(TabId::from(tab)),
-            meta: Default::default(),
-        })
+        Input::Join(client_join(socket, topic, user, tab))
     }
 }
 
