@@ -139,6 +139,18 @@ pub(crate) enum ChannelState {
     Joined(ChannelId),
 }
 
+#[cfg(test)]
+impl ChannelState {
+    /// The state's name, for tests that list channels.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            ChannelState::Joining(_) => "joining",
+            ChannelState::Leaving => "leaving",
+            ChannelState::Joined(_) => "joined",
+        }
+    }
+}
+
 /// What the connection, the node actor and the shards share about one connection.
 #[derive(Debug)]
 pub(crate) struct ConnShared {
@@ -691,18 +703,8 @@ mod tests {
         c.leave(Topic::from("b"));
         assert!(matches!(c.remove(&Topic::from("a")), Some(ChannelState::Joined(SubscriberId(1)))));
         assert!(c.remove(&Topic::from("a")).is_none());
-        let mut all: Vec<(String, &str)> = c
-            .take_channels()
-            .into_iter()
-            .map(|(t, s)| {
-                let what = match s {
-                    ChannelState::Joining(_) => "joining",
-                    ChannelState::Leaving => "leaving",
-                    ChannelState::Joined(_) => "joined",
-                };
-                (t.as_str().to_owned(), what)
-            })
-            .collect();
+        let mut all: Vec<(String, &str)> =
+            c.take_channels().into_iter().map(|(t, s)| (t.as_str().to_owned(), s.name())).collect();
         all.sort();
         assert_eq!(all, vec![("b".to_owned(), "leaving"), ("c".to_owned(), "joining")]);
         assert!(c.take_channels().is_empty());
