@@ -2,7 +2,7 @@
 //! `join_ref` for that join, and the `phx_join`'s `ref` for its answer).
 //!
 //! The channels themselves are the connection's (`roster-runtime`'s `conn_channels.rs`): one
-//! entry per topic, 32 bytes, that the connection and the node actor keep their side of and
+//! entry per topic, 24 bytes, that the connection and the node actor keep their side of and
 //! the socket its own (joining until it reads the join's answer, joined until it reads the
 //! close or the client leaves), with seven bytes of the socket's, the [`ChannelTag`]. The
 //! socket packs the `join_ref` in it (phoenix.js numbers its joins: `"1"`, `"2"`, …, up to six
@@ -270,7 +270,7 @@ mod tests {
             Outbound::Joined { topic, channel, .. } => {
                 let refs = ch.granted(&topic, channel);
                 let held = ch.joined_topic("room:1").expect("joined");
-                assert!(std::sync::Arc::ptr_eq(&held.0, &topic.0), "the channel keeps the node's copy");
+                assert!(held.ptr_eq(&topic), "the channel keeps the node's copy");
                 (channel, refs)
             }
             other => panic!("not a grant: {other:?}"),
