@@ -58,7 +58,7 @@ use bytes::Bytes;
 use futures_util::stream::FusedStream;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
-use roster_core::{Meta, Role, TabId, Topic, UserId};
+use roster_core::{Meta, Role, SlotToken, TabId, Topic, UserId};
 use roster_runtime::{
     CloseReason, Connection, ConnectionHandle, JoinError, Outbound, Push, PushBody, PushEncoder, PushError,
 };
@@ -869,7 +869,14 @@ struct JoinedResponse<'a> {
 
 #[derive(Serialize)]
 struct SlotResponse<'a> {
-    token: &'a str,
+    /// Written as a string straight from the token's `Display`.
+    #[serde(serialize_with = "serialize_display")]
+    token: &'a SlotToken,
+}
+
+/// A value written as the JSON string of its `Display`, with no `String` made for it.
+fn serialize_display<S: serde::Serializer>(value: &impl std::fmt::Display, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
 }
 
 /// What the socket's loop does after a frame from the client.
@@ -1085,17 +1092,13 @@ impl SocketTask {
     fn on_outbound(&mut self, item: Outbound) {
         match item {
             Outbound::Joined { topic, channel, token } => {
-                let Some(refs) = self.channels.granted(&topic, channel) else { return };
-                // Written straight from the channel's refs: the reply every join gets.
-                let token = token.map(|t| t.to_string());
-                let response = JoinedResponse { slot: token.as_deref().map(|token| SlotResponse { token }) };
-                let text = encode_reply(
-                    refs.join_ref.as_deref(),
-                    refs.msg_ref.as_deref(),
-                    topic.as_str(),
-                    ReplyStatus::Ok,
-                    &response,
-                );
+                // Written straight from the channel's refs where they are kept and the slot's
+                // token: the reply every join gets, with nothing copied for it first.
+                let response = JoinedResponse { slot: token.as_ref().map(|token| SlotResponse { token }) };
+                let encode = |join_ref: Option<&str>, msg_ref: Option<&str>| {
+                    encode_reply(join_ref, msg_ref, topic.as_str(), ReplyStatus::Ok, &response)
+                };
+                let Some(text) = self.channels.granted(&topic, channel, encode) else { return };
                 self.st.metrics.joins.inc();
                 self.out.push(text);
             }
