@@ -476,7 +476,7 @@ pub struct ScopeSlots {
     unsafe_switches: UnsafeSwitches,
     /// Which rules this scope runs under, as its keeper numbers them (the home: an index in
     /// the node's table of distinct rules). Two bytes in the struct's padding where a pointer
-    /// to the rules beside it cost eight in every `(user, scope)` of a home: 72 bytes in all.
+    /// to the rules beside it cost eight in every `(user, scope)` of a home: 64 bytes in all.
     /// Not part of the encoding (it is the keeper's, as the rules passed to each input are).
     rules_id: u16,
 }
