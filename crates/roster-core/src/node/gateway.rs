@@ -1184,7 +1184,8 @@ mod tests {
                     assert_eq!(old, reference.insert(key, (token_epoch, token_epoch)));
                 }
             }
-            let listed: Vec<_> = map.iter_attached().map(|(so, _, a, sc, s)| ((so, sc.clone()), (s.token.epoch, a))).collect();
+            let listed: Vec<_> =
+                map.iter_attached().map(|(so, _, a, sc, s)| ((so, sc.clone()), (s.token.epoch, a))).collect();
             let expected: Vec<_> = reference.iter().map(|(k, v)| (k.clone(), *v)).collect();
             assert_eq!(listed, expected, "step {step}");
             kept_below |= !map.attached_below.is_empty();
