@@ -146,7 +146,7 @@ pub enum SlotState {
 
 /// One connection's (possible) hold on a slot, as the home knows it.
 ///
-/// Laid out for the home's table, which keeps one per presence (64 bytes, where the plain
+/// Laid out for the home's table, which keeps one per presence (56 bytes, where the plain
 /// fields took 88): the tab is the join's `tab_id` alone, since a join without one counts for
 /// its own connection ([`TabKey::Conn`] of [`SlotRecord::conn`]); the state's deadline and the
 /// in-doubt deadline share one number beside a one-byte stage and a flag, since a reserved
@@ -410,7 +410,7 @@ pub struct ScopeSlots {
     unsafe_switches: UnsafeSwitches,
     /// Which rules this scope runs under, as its keeper numbers them (the home: an index in
     /// the node's table of distinct rules). Two bytes in the struct's padding where a pointer
-    /// to the rules beside it cost eight in every `(user, scope)` of a home: 72 bytes in all.
+    /// to the rules beside it cost eight in every `(user, scope)` of a home: 64 bytes in all.
     /// Not part of the encoding (it is the keeper's, as the rules passed to each input are).
     rules_id: u16,
 }

@@ -1029,8 +1029,8 @@ mod tests {
         use std::mem::size_of;
         assert_eq!(size_of::<GwSlot>(), 32);
         assert_eq!(size_of::<(ScopeKey, GwSlot)>(), 48);
-        assert_eq!(size_of::<super::super::home::UserScope>(), 72);
-        assert_eq!(size_of::<(ScopeKey, super::super::home::UserScope)>(), 88);
+        assert_eq!(size_of::<super::super::home::UserScope>(), 64);
+        assert_eq!(size_of::<(ScopeKey, super::super::home::UserScope)>(), 80);
         assert_eq!(size_of::<(ScopeKey, SlotToken)>(), 32, "a fence");
     }
 
