@@ -1,9 +1,9 @@
 //! Ids and small values shared by every machine: users, topics, tabs, sockets, roles, metas,
 //! `phx_ref`s, node incarnations and slot tokens.
 //!
-//! The string ids are `Arc<str>`: an id is copied into many indexes (a socket's channels, the
-//! gateway's slots, the home's users, the presence table, the fan-out), and a clone is a
-//! reference count, not a new string.
+//! The string ids are shared, one pointer each (`Arc<Box<str>>`): an id is copied into many
+//! indexes (a socket's channels, the gateway's slots, the home's users, the presence table, the
+//! fan-out), and a clone is a reference count, not a new string.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -14,16 +14,18 @@ use std::sync::Arc;
 /// Milliseconds on some node's clock. The core never reads a clock: callers pass `now`.
 pub type Millis = u64;
 
+/// A string id: `$inner` is `Arc<str>` or, for one pointer (8 bytes, not 16),
+/// `Arc<Box<str>>`; `$make` makes one from a `Box<str>`.
 macro_rules! string_id {
-    ($(#[$doc:meta])* $name:ident) => {
+    ($(#[$doc:meta])* $name:ident, $vis:vis $inner:ty, $make:expr) => {
         $(#[$doc])*
-        #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-        #[serde(transparent)]
-        pub struct $name(pub Arc<str>);
+        #[derive(Clone, Debug)]
+        #[allow(clippy::redundant_allocation)] // `Arc<Box<str>>`: the inner box is the point
+        pub struct $name($vis $inner);
 
         impl std::hash::Hash for $name {
             fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-                self.0.hash(state)
+                self.as_str().hash(state)
             }
         }
 
@@ -32,7 +34,7 @@ macro_rules! string_id {
         // which a look-up in a map keyed by ids would otherwise fetch from memory per key.
         impl PartialEq for $name {
             fn eq(&self, other: &Self) -> bool {
-                Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+                Arc::ptr_eq(&self.0, &other.0) || self.as_str() == other.as_str()
             }
         }
 
@@ -49,13 +51,36 @@ macro_rules! string_id {
                 if Arc::ptr_eq(&self.0, &other.0) {
                     return std::cmp::Ordering::Equal;
                 }
-                self.0.cmp(&other.0)
+                self.as_str().cmp(other.as_str())
             }
         }
 
         impl $name {
             /// The id as a string slice.
             pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            /// Whether two ids are the same copy (not only equal text).
+            pub fn ptr_eq(&self, other: &Self) -> bool {
+                Arc::ptr_eq(&self.0, &other.0)
+            }
+
+            /// How many copies of this id's `Arc` are alive (a shared set forgets names only it
+            /// holds).
+            pub fn strong_count(&self) -> usize {
+                Arc::strong_count(&self.0)
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::from("")
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
                 &self.0
             }
         }
@@ -74,13 +99,34 @@ macro_rules! string_id {
 
         impl From<&str> for $name {
             fn from(s: &str) -> Self {
-                Self(Arc::from(s))
+                Self::from(Box::<str>::from(s))
             }
         }
 
         impl From<String> for $name {
             fn from(s: String) -> Self {
-                Self(Arc::from(s))
+                Self::from(s.into_boxed_str())
+            }
+        }
+
+        impl From<Box<str>> for $name {
+            fn from(s: Box<str>) -> Self {
+                let make: fn(Box<str>) -> $inner = $make;
+                Self(make(s))
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                // A borrowed `&str` would fail for formats that hand out owned strings only.
+                let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                Ok(Self::from(s.as_ref()))
             }
         }
     };
@@ -88,19 +134,39 @@ macro_rules! string_id {
 
 string_id!(
     /// A signed-in user, from the token's `sub`. The id `anonymous` is reserved.
-    UserId
+    ///
+    /// An `Arc<str>`: the presence table keys a user's entries by this very `Arc` (a key may
+    /// also be any string an embedding caller tracks), so it stays the key's type.
+    UserId,
+    pub Arc<str>,
+    Arc::from
 );
 string_id!(
     /// A topic: a room, a lobby, a document (`room:42`).
-    Topic
+    ///
+    /// One pointer (8 bytes, not the 16 of an `Arc<str>`): a topic is kept per presence in
+    /// several indexes (a socket's channels and table entries, the gateway's slots, the home's
+    /// scopes) and made once per topic (`SharedTopics`), so the second hop to the text and the
+    /// second allocation cost less than 8 bytes in every copy.
+    Topic,
+    Arc<Box<str>>,
+    Arc::new
 );
 string_id!(
     /// A browser tab's random id, kept in `sessionStorage`: the same tab reconnecting resumes.
-    TabId
+    ///
+    /// One pointer, as a `Topic` (a slot record keeps its tab).
+    TabId,
+    Arc<Box<str>>,
+    Arc::new
 );
 string_id!(
     /// A user's role, from the token (`user`, `admin`, ...).
-    Role
+    ///
+    /// One pointer, as a `Topic`.
+    Role,
+    Arc<Box<str>>,
+    Arc::new
 );
 /// A node's configured name (`a`, `b`, ...): its identity across restarts.
 ///
@@ -163,7 +229,7 @@ impl UserId {
 
     /// Whether this id is the reserved `anonymous` key, which no token may carry.
     pub fn is_reserved(&self) -> bool {
-        &*self.0 == Self::ANONYMOUS
+        self.as_str() == Self::ANONYMOUS
     }
 }
 
@@ -172,8 +238,8 @@ impl Topic {
     /// ending in `*` matches by prefix, anything else matches exactly.
     pub fn matches(&self, pattern: &str) -> bool {
         match pattern.strip_suffix('*') {
-            Some(prefix) => self.0.starts_with(prefix),
-            None => &*self.0 == pattern,
+            Some(prefix) => self.as_str().starts_with(prefix),
+            None => self.as_str() == pattern,
         }
     }
 }
@@ -507,6 +573,33 @@ mod tests {
     struct OldIncarnation {
         node: NodeName,
         boot: uuid::Uuid,
+    }
+
+    #[test]
+    fn a_thin_string_id_is_one_pointer_and_encodes_and_compares_as_its_text() {
+        use std::mem::size_of;
+        assert_eq!((size_of::<Topic>(), size_of::<TabId>(), size_of::<Role>()), (8, 8, 8));
+        assert_eq!(size_of::<UserId>(), 16, "the presence table's key type");
+        let t = Topic::from("room:42");
+        let text = String::from("room:42");
+        assert_eq!(crate::codec::encode(&t).unwrap(), crate::codec::encode(&text).unwrap());
+        assert_eq!(serde_json::to_string(&t).unwrap(), "\"room:42\"");
+        let back: Topic = crate::codec::decode(&crate::codec::encode(&t).unwrap()).unwrap();
+        assert!(back == t && !back.ptr_eq(&t), "a decoded copy is equal, not the same one");
+        let copy = t.clone();
+        assert!(copy.ptr_eq(&t) && t.strong_count() == 2);
+        assert_eq!(Topic::from("a").cmp(&Topic::from("b")), std::cmp::Ordering::Less);
+        let hash = |x: &dyn Fn(&mut std::collections::hash_map::DefaultHasher)| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            x(&mut h);
+            std::hash::Hasher::finish(&h)
+        };
+        use std::hash::Hash;
+        assert_eq!(hash(&|h| t.hash(h)), hash(&|h| "room:42".hash(h)), "hashes as its text (Borrow<str>)");
+        let mut set = std::collections::HashSet::new();
+        set.insert(back);
+        assert!(set.contains("room:42"));
+        assert_eq!(Topic::default().as_str(), "");
     }
 
     #[test]

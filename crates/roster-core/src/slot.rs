@@ -146,15 +146,17 @@ pub enum SlotState {
 
 /// One connection's (possible) hold on a slot, as the home knows it.
 ///
-/// Laid out for the home's table, which keeps one per presence (64 bytes, where the plain
+/// Laid out for the home's table, which keeps one per presence (48 bytes, where the plain
 /// fields took 88): the tab is the join's `tab_id` alone, since a join without one counts for
 /// its own connection ([`TabKey::Conn`] of [`SlotRecord::conn`]); the state's deadline and the
-/// in-doubt deadline share one number beside a one-byte stage and a flag, since a reserved
-/// record is never in doubt (it has no socket whose gateway could go unheard: reserving clears
-/// the doubt, and doubt is never set on a reservation). Read it through its methods; it
-/// serializes as the five fields it stands for (`tab`, `conn`, `token`, `state`,
-/// `in_doubt_until`), as before; an encoding of a reservation in doubt, which no record
-/// produces, is refused.
+/// in-doubt deadline share one number, since a reserved record is never in doubt (it has no
+/// socket whose gateway could go unheard: reserving clears the doubt, and doubt is never set on
+/// a reservation); that number is kept in seven bytes ([`Deadline`]: up to 2^56 − 1 ms, some
+/// two million years of any clock's milliseconds), and the stage and the doubt in one byte
+/// beside it ([`Stage`]). Read it through its methods; it serializes as the five fields it
+/// stands for (`tab`, `conn`, `token`, `state`, `in_doubt_until`), as before; an encoding of a
+/// reservation in doubt, which no record produces, is refused, and so is one whose deadline
+/// does not fit.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "RecordFields", into = "RecordFields")]
 pub struct SlotRecord {
@@ -165,20 +167,76 @@ pub struct SlotRecord {
     /// The token it was granted.
     pub token: SlotToken,
     /// In the `Reserved` stage, `SlotState::Reserved`'s deadline; in any other, the in-doubt
-    /// deadline while `in_doubt` (0 otherwise).
-    deadline: Millis,
+    /// deadline while the stage says in doubt (0 otherwise).
+    deadline: Deadline,
     stage: Stage,
-    /// Never set in the `Reserved` stage.
-    in_doubt: bool,
 }
 
-/// [`SlotState`] without its deadline.
+/// A deadline in seven bytes (little-endian): the record's 8-byte fields and its stage byte
+/// then fill 48 bytes with no padding. Deadlines are `now` plus a configured wait on a node's
+/// clock in milliseconds (a wall clock's today is about 2^41), so none comes near the bound,
+/// 2^56 − 1 ms (the year 2,280,000 of a wall clock): one computed past it is kept as the bound,
+/// an instant no clock reaches (so nothing is freed earlier than asked), and an encoding past
+/// it is refused, so what a record encodes is what it holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Deadline([u8; 7]);
+
+impl Deadline {
+    /// The latest deadline a record keeps.
+    const MAX: Millis = (1 << 56) - 1;
+
+    /// `at`, if it fits.
+    fn new(at: Millis) -> Option<Self> {
+        if at > Self::MAX {
+            return None;
+        }
+        let mut bytes = [0; 7];
+        bytes.copy_from_slice(&at.to_le_bytes()[..7]);
+        Some(Deadline(bytes))
+    }
+
+    /// `at`, or the bound for a deadline past it (see the type).
+    fn of(at: Millis) -> Self {
+        Self::new(at.min(Self::MAX)).expect("within the bound")
+    }
+
+    fn get(self) -> Millis {
+        let mut bytes = [0; 8];
+        bytes[..7].copy_from_slice(&self.0);
+        Millis::from_le_bytes(bytes)
+    }
+}
+
+/// [`SlotState`] without its deadline, with the doubt (never in the `Reserved` stage): one
+/// byte, whose unused values also tell the scope's lists apart (`slot_lists.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
     Held,
     Revoking,
     Replaced,
     Reserved,
+    HeldInDoubt,
+    RevokingInDoubt,
+    ReplacedInDoubt,
+}
+
+impl Stage {
+    fn in_doubt(self) -> bool {
+        matches!(self, Stage::HeldInDoubt | Stage::RevokingInDoubt | Stage::ReplacedInDoubt)
+    }
+
+    /// The same stage, in doubt or not (a reservation stays one: it is never in doubt).
+    fn with_doubt(self, doubt: bool) -> Self {
+        match (self, doubt) {
+            (Stage::Held | Stage::HeldInDoubt, false) => Stage::Held,
+            (Stage::Held | Stage::HeldInDoubt, true) => Stage::HeldInDoubt,
+            (Stage::Revoking | Stage::RevokingInDoubt, false) => Stage::Revoking,
+            (Stage::Revoking | Stage::RevokingInDoubt, true) => Stage::RevokingInDoubt,
+            (Stage::Replaced | Stage::ReplacedInDoubt, false) => Stage::Replaced,
+            (Stage::Replaced | Stage::ReplacedInDoubt, true) => Stage::ReplacedInDoubt,
+            (Stage::Reserved, _) => Stage::Reserved,
+        }
+    }
 }
 
 /// What a [`SlotRecord`] serializes as.
@@ -211,6 +269,13 @@ impl TryFrom<RecordFields> for SlotRecord {
         if matches!(f.state, SlotState::Reserved { .. }) && f.in_doubt_until.is_some() {
             return Err("a reserved slot record is never in doubt");
         }
+        let until = match f.state {
+            SlotState::Reserved { until } => Some(until),
+            _ => f.in_doubt_until,
+        };
+        if until.is_some_and(|u| Deadline::new(u).is_none()) {
+            return Err("a slot record's deadline is past 2^56 - 1 ms");
+        }
         let mut r = SlotRecord::new(f.tab, f.conn, f.token);
         r.set_state(f.state);
         r.set_in_doubt_until(f.in_doubt_until);
@@ -226,7 +291,7 @@ impl SlotRecord {
             TabKey::Tab(t) => Some(t),
             TabKey::Conn(_) => None,
         };
-        SlotRecord { tab_id, conn, token, deadline: 0, stage: Stage::Held, in_doubt: false }
+        SlotRecord { tab_id, conn, token, deadline: Deadline::default(), stage: Stage::Held }
     }
 
     /// The tab it counts for.
@@ -250,29 +315,30 @@ impl SlotRecord {
 
     /// Where it stands.
     pub fn state(&self) -> SlotState {
-        match self.stage {
-            Stage::Held => SlotState::Held,
+        match self.stage.with_doubt(false) {
             Stage::Revoking => SlotState::Revoking,
             Stage::Replaced => SlotState::Replaced,
-            Stage::Reserved => SlotState::Reserved { until: self.deadline },
+            Stage::Reserved => SlotState::Reserved { until: self.deadline.get() },
+            _ => SlotState::Held,
         }
     }
 
     /// A reservation ends any doubt (its caller says so too: a reserved record has no socket).
+    /// A deadline past [`Deadline::MAX`] is kept as that bound (see [`Deadline`]).
     fn set_state(&mut self, state: SlotState) {
         let stage = match state {
             SlotState::Held => Stage::Held,
             SlotState::Revoking => Stage::Revoking,
             SlotState::Replaced => Stage::Replaced,
             SlotState::Reserved { until } => {
-                (self.stage, self.deadline, self.in_doubt) = (Stage::Reserved, until, false);
+                (self.stage, self.deadline) = (Stage::Reserved, Deadline::of(until));
                 return;
             }
         };
         if self.stage == Stage::Reserved {
-            self.deadline = 0; // the reservation's, not an in-doubt deadline
+            self.deadline = Deadline::default(); // the reservation's, not an in-doubt deadline
         }
-        self.stage = stage;
+        self.stage = stage.with_doubt(self.stage.in_doubt());
     }
 
     fn is_reserved(&self) -> bool {
@@ -281,19 +347,19 @@ impl SlotRecord {
 
     /// Set while the home cannot hear the gateway: freed at this instant unless heard again.
     pub fn in_doubt_until(&self) -> Option<Millis> {
-        self.in_doubt.then_some(self.deadline)
+        self.stage.in_doubt().then(|| self.deadline.get())
     }
 
     /// Set or clear the doubt; a reserved record is never in doubt (every caller checks), so
     /// setting one there is refused in debug builds and ignored otherwise, and clearing keeps
-    /// the reservation's deadline.
+    /// the reservation's deadline. A deadline past [`Deadline::MAX`] is kept as that bound.
     fn set_in_doubt_until(&mut self, until: Option<Millis>) {
         if self.is_reserved() {
             debug_assert!(until.is_none(), "a reserved slot record is never in doubt");
             return;
         }
-        self.in_doubt = until.is_some();
-        self.deadline = until.unwrap_or(0);
+        self.stage = self.stage.with_doubt(until.is_some());
+        self.deadline = until.map_or(Deadline::default(), Deadline::of);
     }
 }
 
@@ -410,7 +476,7 @@ pub struct ScopeSlots {
     unsafe_switches: UnsafeSwitches,
     /// Which rules this scope runs under, as its keeper numbers them (the home: an index in
     /// the node's table of distinct rules). Two bytes in the struct's padding where a pointer
-    /// to the rules beside it cost eight in every `(user, scope)` of a home: 72 bytes in all.
+    /// to the rules beside it cost eight in every `(user, scope)` of a home: 56 bytes in all.
     /// Not part of the encoding (it is the keeper's, as the rules passed to each input are).
     rules_id: u16,
 }

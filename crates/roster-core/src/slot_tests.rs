@@ -485,7 +485,7 @@ fn a_scope_encodes_as_before_whatever_its_rules_number() {
     assert_eq!(serde_json::to_value(&s).unwrap(), plain);
     let back: ScopeSlots = serde_json::from_value(plain).unwrap();
     assert_eq!((back.rules_id(), back.records()), (0, s.records()));
-    assert_eq!(std::mem::size_of::<ScopeSlots>(), 72, "the number fits in the padding");
+    assert_eq!(std::mem::size_of::<ScopeSlots>(), 56, "the number fits in the padding");
 }
 
 #[test]
@@ -513,7 +513,43 @@ fn a_records_reservation_and_doubt_share_one_deadline_without_mixing_them() {
     let mut both = json;
     both["in_doubt_until"] = 700.into();
     assert!(serde_json::from_value::<SlotRecord>(both).is_err());
-    assert_eq!(std::mem::size_of::<SlotRecord>(), 64);
+    assert_eq!(std::mem::size_of::<SlotRecord>(), 48);
+}
+
+/// A record keeps its deadline in seven bytes: every deadline up to 2^56 − 1 ms is kept
+/// exactly and encodes as itself, one computed past it is kept as that bound (no clock gets
+/// there: nothing is freed earlier than asked), and an encoding past it is refused.
+#[test]
+fn a_records_deadline_is_kept_exactly_up_to_its_bound_and_refused_past_it_when_decoded() {
+    let token = SlotToken { epoch: 3, generation: 1 };
+    let max = (1u64 << 56) - 1;
+    for until in [0, 1, 255, 256, 1_764_950_000_123, 1 << 48, max - 1, max] {
+        let mut r = SlotRecord::new(TabKey::Tab(TabId::from("t")), conn(1, 1), token);
+        r.set_in_doubt_until(Some(until));
+        assert_eq!(r.in_doubt_until(), Some(until));
+        let back: SlotRecord = crate::codec::decode(&crate::codec::encode(&r).unwrap()).unwrap();
+        assert_eq!((back.in_doubt_until(), &back), (Some(until), &r));
+        r.set_in_doubt_until(None);
+        r.set_state(SlotState::Reserved { until });
+        assert_eq!(r.state(), SlotState::Reserved { until });
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["state"]["Reserved"]["until"].as_u64(), Some(until));
+        assert_eq!(serde_json::from_value::<SlotRecord>(json).unwrap(), r);
+    }
+    let mut r = SlotRecord::new(TabKey::Conn(conn(1, 1)), conn(1, 1), token);
+    r.set_in_doubt_until(Some(max + 1));
+    assert_eq!(r.in_doubt_until(), Some(max), "past the bound: the bound");
+    r.set_state(SlotState::Revoking);
+    r.set_in_doubt_until(Some(u64::MAX));
+    assert_eq!((r.state(), r.in_doubt_until()), (SlotState::Revoking, Some(max)));
+    let mut json = serde_json::to_value(&r).unwrap();
+    json["in_doubt_until"] = (max + 1).into();
+    assert!(serde_json::from_value::<SlotRecord>(json.clone()).is_err(), "an in-doubt deadline past the bound");
+    json["in_doubt_until"] = serde_json::Value::Null;
+    json["state"] = serde_json::json!({ "Reserved": { "until": u64::MAX } });
+    assert!(serde_json::from_value::<SlotRecord>(json.clone()).is_err(), "a reservation's past the bound");
+    json["state"] = serde_json::json!({ "Reserved": { "until": max } });
+    assert_eq!(serde_json::from_value::<SlotRecord>(json).unwrap().state(), SlotState::Reserved { until: max });
 }
 
 #[test]

@@ -10,7 +10,7 @@
 //!   [`ChannelTag`] of its own (a gateway packs the client's `join_ref` in it).
 //!
 //! One list serves both (it was one list each: the socket's and the connection's, 32 + 24
-//! bytes a joined topic, and a short-lived entry in each per join): an entry is 32 bytes, made
+//! bytes a joined topic, and a short-lived entry in each per join): an entry is 24 bytes, made
 //! in place by the join and kept until both sides are done with it. A new join of a topic
 //! waits until its entry is gone on both sides, so a topic has one entry at most. A socket
 //! has a few channels (at most `max_topics_per_socket`), so this is a list, sized to what it
@@ -395,8 +395,8 @@ mod tests {
     const TAG: ChannelTag = [1, 2, 3, 4, 5, 6, 7];
 
     #[test]
-    fn an_entry_is_32_bytes() {
-        assert_eq!(std::mem::size_of::<Entry>(), 32);
+    fn an_entry_is_24_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 24);
     }
 
     #[test]
@@ -426,7 +426,7 @@ mod tests {
         assert_eq!(ch.reader_tag("room:1", SubscriberId(3)), Some(TAG));
         assert_eq!(ch.reader_tag("room:1", SubscriberId(4)), None);
         let held = ch.reader_topic("room:1").expect("joined");
-        assert!(std::sync::Arc::ptr_eq(&held.0, &shared.0), "the entry keeps the node's copy");
+        assert!(held.ptr_eq(&shared), "the entry keeps the node's copy");
         assert_eq!(ch.entries.len(), 1, "one entry for both sides");
         assert_eq!(ch.entries.capacity(), 1, "made in place, sized to what it holds");
     }

@@ -649,7 +649,7 @@ mod tests {
         assert!(c.is_current(&Topic::from("room:1"), SubscriberId(3)));
         assert!(!c.is_current(&Topic::from("room:1"), SubscriberId(4)));
         let taken = c.take_channels();
-        assert!(matches!(&taken[..], [(t, ChannelState::Joined(SubscriberId(3)))] if Arc::ptr_eq(&t.0, &shared.0)));
+        assert!(matches!(&taken[..], [(t, ChannelState::Joined(SubscriberId(3)))] if t.ptr_eq(&shared)));
     }
 
     #[test]

@@ -295,6 +295,34 @@ const READ_CLOCK_EVERY: usize = 8;
 /// How long a validation forwarded to the user's home may take.
 const VALIDATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The most entries a turn's building lists (each shard's messages, the listed topics) keep
+/// room for between turns: a batch of [`BATCH`] joins queues about three messages each.
+const KEPT_TURN_ROOM: usize = 4 * BATCH;
+
+/// What `buf` holds, moved into a list of exactly its length; `buf` keeps its room (at most
+/// `keep` entries) for the next turn. A turn's list built by pushes into a fresh vector grew
+/// by doubling every turn, on the node actor's thread, among the core's long-lived records:
+/// the blocks it outgrew, freed at once, and the list itself, freed by the shard, stayed as
+/// holes in that thread's heap after a burst of joins.
+fn take_exact<T>(buf: &mut Vec<T>, keep: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(buf.len());
+    out.append(buf);
+    shrink_vec(buf, keep);
+    out
+}
+
+fn shrink_vec<T>(buf: &mut Vec<T>, keep: usize) {
+    if buf.capacity() > keep {
+        buf.shrink_to(keep);
+    }
+}
+
+fn shrink_kept<T: std::hash::Hash + Eq>(set: &mut foldhash::HashSet<T>, keep: usize) {
+    if set.capacity() > keep {
+        set.shrink_to(keep);
+    }
+}
+
 impl NodeActorState {
     /// Queue `msg` for the shard of `topic`; it leaves at the end of the turn.
     fn queue_for_shard(&mut self, topic: &Topic, msg: ShardMsg) {
@@ -317,11 +345,15 @@ impl NodeActorState {
     /// worker again (`BENCHMARKS.md`, "Embedded join + leave throughput").
     fn flush_shards(&mut self) {
         self.answer_callers();
-        for topic in std::mem::take(&mut self.listed) {
+        // Drained, not taken: the set keeps its room for the next turn.
+        let mut listed = std::mem::take(&mut self.listed);
+        for topic in listed.drain() {
             let list = self.list(&topic);
             let i = self.shard_index(&topic);
             self.to_shards[i].push(ShardMsg::Latest { topic, list });
         }
+        shrink_kept(&mut listed, KEPT_TURN_ROOM);
+        self.listed = listed;
         for (shard, msgs) in self.shards.iter().zip(self.to_shards.iter_mut()) {
             match msgs.len() {
                 0 => {}
@@ -331,7 +363,7 @@ impl NodeActorState {
                     }
                 }
                 _ => {
-                    let _ = shard.cast(ShardMsg::Batch(std::mem::take(msgs)));
+                    let _ = shard.cast(ShardMsg::Batch(take_exact(msgs, KEPT_TURN_ROOM)));
                 }
             }
         }
@@ -754,5 +786,36 @@ impl NodeActorState {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_turns_list_is_sent_exactly_sized_in_order_and_its_room_is_kept_up_to_the_bound() {
+        let mut buf: Vec<u32> = Vec::new();
+        buf.extend(0..100);
+        let grown = buf.capacity();
+        let sent = take_exact(&mut buf, 512);
+        assert_eq!(sent, (0..100).collect::<Vec<_>>(), "every entry, in order");
+        assert_eq!(sent.capacity(), 100, "the list sent is exactly its length");
+        assert!(buf.is_empty());
+        assert_eq!(buf.capacity(), grown, "the building list keeps its room for the next turn");
+
+        buf.extend(0..1000);
+        let sent = take_exact(&mut buf, 512);
+        assert_eq!((sent.len(), sent.capacity()), (1000, 1000));
+        assert!(buf.is_empty() && buf.capacity() <= 512, "kept room for {}", buf.capacity());
+    }
+
+    #[test]
+    fn a_drained_set_keeps_at_most_its_bound() {
+        let mut set: foldhash::HashSet<u32> = Default::default();
+        set.extend(0..2000);
+        set.drain().for_each(drop);
+        shrink_kept(&mut set, 512);
+        assert!(set.is_empty() && set.capacity() < 2000 && set.capacity() >= 512, "room {}", set.capacity());
     }
 }

@@ -2,7 +2,7 @@
 //! `join_ref` for that join, and the `phx_join`'s `ref` for its answer).
 //!
 //! The channels themselves are the connection's (`roster-runtime`'s `conn_channels.rs`): one
-//! entry per topic, 32 bytes, that the connection and the node actor keep their side of and
+//! entry per topic, 24 bytes, that the connection and the node actor keep their side of and
 //! the socket its own (joining until it reads the join's answer, joined until it reads the
 //! close or the client leaves), with seven bytes of the socket's, the [`ChannelTag`]. The
 //! socket packs the `join_ref` in it (phoenix.js numbers its joins: `"1"`, `"2"`, …, up to six
@@ -46,6 +46,14 @@ fn pack(join_ref: Option<&str>, msg_apart: bool) -> ChannelTag {
 pub(crate) struct JoinRefs {
     pub(crate) join_ref: Option<String>,
     pub(crate) msg_ref: Option<Box<str>>,
+}
+
+impl JoinRefs {
+    /// The refs, copied.
+    #[cfg(test)]
+    pub(crate) fn of(join_ref: Option<&str>, msg_ref: Option<&str>) -> Self {
+        JoinRefs { join_ref: join_ref.map(String::from), msg_ref: msg_ref.map(Box::from) }
+    }
 }
 
 /// A socket's channels. See the module documentation.
@@ -95,17 +103,28 @@ impl Channels {
         Ok(())
     }
 
-    /// The connection's queue says the node granted the join of `topic` as `channel`: the
-    /// answer's refs. `None` if the socket left the topic, or the grant answers an earlier
-    /// join of it.
-    pub(crate) fn granted(&mut self, topic: &Topic, channel: ChannelId) -> Option<JoinRefs> {
+    /// The connection's queue says the node granted the join of `topic` as `channel`: `answer`
+    /// of the answer's refs (`join_ref`, then the `phx_join`'s `ref`), read where they are
+    /// kept (the tag, or apart): nothing is copied for the answer. `None` if the socket left
+    /// the topic, or the grant answers an earlier join of it.
+    pub(crate) fn granted<R>(
+        &mut self,
+        topic: &Topic,
+        channel: ChannelId,
+        answer: impl FnOnce(Option<&str>, Option<&str>) -> R,
+    ) -> Option<R> {
         let tag = self.handle.read_granted(topic.as_str(), channel)?;
-        let refs = self.join_refs(topic.as_str(), tag);
+        let apart = self.take_msg_ref(topic.as_str(), tag);
         // Kept under the node's copy of the topic from now on, as the channel is.
         if let Some(entry) = self.long_refs.iter_mut().find(|(t, _)| t == topic) {
             entry.0 = topic.clone();
         }
-        Some(refs)
+        let join_ref = self.ref_text(topic.as_str(), &tag);
+        let msg_ref = match &apart {
+            Some(msg_ref) => msg_ref.as_deref(),
+            None => join_ref,
+        };
+        Some(answer(join_ref, msg_ref))
     }
 
     /// The connection's queue says the node refused the join of `topic`: it is forgotten; the
@@ -167,18 +186,25 @@ impl Channels {
 
     /// The refs of a join whose answer is written now (its differing `ref` is forgotten).
     fn join_refs(&mut self, topic: &str, tag: ChannelTag) -> JoinRefs {
+        let apart = self.take_msg_ref(topic, tag);
         let join_ref = self.ref_text(topic, &tag).map(String::from);
-        let msg_ref = if tag[0] & MSG_REF_APART != 0 {
-            let i = self.msg_refs.iter().position(|(t, _)| t.as_str() == topic);
-            debug_assert!(i.is_some(), "a differing ref is kept for every join marked so");
-            i.and_then(|i| self.msg_refs.swap_remove(i).1)
-        } else {
-            join_ref.as_deref().map(Box::from)
-        };
+        let msg_ref = apart.unwrap_or_else(|| join_ref.as_deref().map(Box::from));
+        JoinRefs { join_ref, msg_ref }
+    }
+
+    /// A join's `ref` kept apart (it differs from its `join_ref`), taken for its answer:
+    /// `None` when the tag says it is the `join_ref`.
+    fn take_msg_ref(&mut self, topic: &str, tag: ChannelTag) -> Option<Option<Box<str>>> {
+        if tag[0] & MSG_REF_APART == 0 {
+            return None;
+        }
+        let i = self.msg_refs.iter().position(|(t, _)| t.as_str() == topic);
+        debug_assert!(i.is_some(), "a differing ref is kept for every join marked so");
+        let msg_ref = i.and_then(|i| self.msg_refs.swap_remove(i).1);
         if self.msg_refs.is_empty() {
             self.msg_refs = Vec::new();
         }
-        JoinRefs { join_ref, msg_ref }
+        Some(msg_ref)
     }
 
     fn forget_long_ref(&mut self, topic: &str, tag: ChannelTag) {
@@ -241,7 +267,7 @@ mod tests {
 
     async fn grant(ch: &mut Channels, c: &mut Connection) -> (ChannelId, Option<JoinRefs>) {
         match answer(c).await {
-            Outbound::Joined { topic, channel, .. } => (channel, ch.granted(&topic, channel)),
+            Outbound::Joined { topic, channel, .. } => (channel, ch.granted(&topic, channel, JoinRefs::of)),
             other => panic!("not a grant: {other:?}"),
         }
     }
@@ -268,9 +294,9 @@ mod tests {
         assert_eq!(ch.joined_topic("room:1"), None, "not joined while its join waits");
         let (channel, refs) = match answer(&mut c).await {
             Outbound::Joined { topic, channel, .. } => {
-                let refs = ch.granted(&topic, channel);
+                let refs = ch.granted(&topic, channel, JoinRefs::of);
                 let held = ch.joined_topic("room:1").expect("joined");
-                assert!(std::sync::Arc::ptr_eq(&held.0, &topic.0), "the channel keeps the node's copy");
+                assert!(held.ptr_eq(&topic), "the channel keeps the node's copy");
                 (channel, refs)
             }
             other => panic!("not a grant: {other:?}"),
@@ -281,7 +307,7 @@ mod tests {
         let other = roster_core::SubscriberId(channel.0 + 1);
         assert_eq!(ch.with_join_ref("room:1", other, |_| ()), None, "another channel of the topic");
         // A second answer for the same topic finds no waiting join.
-        assert_eq!(ch.granted(&t("room:1"), channel), None);
+        assert_eq!(ch.granted(&t("room:1"), channel, JoinRefs::of), None);
         stop(node, "grant").await;
     }
 
@@ -332,7 +358,7 @@ mod tests {
         assert!(!ch.leave("room:1"), "left already");
         ch.join(t("room:1"), None, Meta::default(), Some("5"), Some("5")).unwrap();
         let Outbound::Joined { topic, channel: old, .. } = stale else { panic!("not a grant: {stale:?}") };
-        assert_eq!(ch.granted(&topic, old), None, "the first join's grant is dropped");
+        assert_eq!(ch.granted(&topic, old, JoinRefs::of), None, "the first join's grant is dropped");
         let (new, refs) = grant(&mut ch, &mut c).await;
         assert_ne!(old, new);
         assert_eq!(refs, Some(JoinRefs { join_ref: Some("5".into()), msg_ref: Some("5".into()) }));

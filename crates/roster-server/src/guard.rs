@@ -9,7 +9,7 @@
 use crate::frame::{Frame, PHOENIX_TOPIC};
 use crate::limits::RateWindow;
 use crate::token::Claims;
-use roster_core::{ServerConfig, Topic};
+use roster_core::ServerConfig;
 use serde_json::Value;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -111,7 +111,7 @@ impl SocketGuard {
                 if !self.joins.admit(now) {
                     return Err(JOINS_RATE_LIMITED);
                 }
-                if self.claims.as_ref().is_some_and(|c| !c.may_join(&Topic::from(frame.topic.as_str()))) {
+                if self.claims.as_ref().is_some_and(|c| !c.may_join(&frame.topic)) {
                     return Err(TOPIC_NOT_IN_TOKEN);
                 }
                 match frame.payload.get("meta") {

@@ -58,7 +58,7 @@ use bytes::Bytes;
 use futures_util::stream::FusedStream;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
-use roster_core::{Meta, Role, TabId, Topic, UserId};
+use roster_core::{Meta, Role, SlotToken, TabId, Topic, UserId};
 use roster_runtime::{
     CloseReason, Connection, ConnectionHandle, JoinError, Outbound, Push, PushBody, PushEncoder, PushError,
 };
@@ -610,9 +610,9 @@ impl FlowWindow {
     }
 
     /// The payload of a ping written now: the offset of everything written before it.
-    fn ping(&mut self) -> Bytes {
+    fn ping(&mut self) -> [u8; 8] {
         self.since_ping = 0;
-        Bytes::copy_from_slice(&self.sent.to_be_bytes())
+        self.sent.to_be_bytes()
     }
 
     /// A pong with `payload` came at `now`.
@@ -710,6 +710,22 @@ impl Outbox {
         *self = Outbox::default();
     }
 
+    /// The most frames [`write_queued`] makes of what is here when `room` bytes may be
+    /// written: the messages' fragments up to the room, and an in-line ping per
+    /// [`IN_LINE_PING_BYTES`] (and one more, for the ping's count starting part way).
+    fn frames_within(&self, room: u64) -> usize {
+        let (mut frames, mut bytes) = (0, 0);
+        for m in &self.messages {
+            if bytes >= room {
+                break;
+            }
+            let left = (m.len() - m.at) as u64;
+            frames += left.div_ceil(FRAGMENT as u64).max(1) as usize;
+            bytes += left;
+        }
+        frames + (bytes.min(room) / IN_LINE_PING_BYTES) as usize + 1
+    }
+
     /// The next frame to write, and its payload's length.
     fn next_frame(&mut self) -> Option<(OutFrame, usize)> {
         let (frame, len, last) = self.messages.front_mut()?.next_frame();
@@ -748,6 +764,7 @@ async fn write_queued(
     }
     let wire = ws.get_mut();
     let flow = &mut w.task.flow;
+    wire.reserve(w.task.out.frames_within(flow.room()) + usize::from(ping_due));
     if ping_due {
         wire.queue(OutFrame::ping(&flow.ping()));
     }
@@ -869,7 +886,14 @@ struct JoinedResponse<'a> {
 
 #[derive(Serialize)]
 struct SlotResponse<'a> {
-    token: &'a str,
+    /// Written as a string straight from the token's `Display`.
+    #[serde(serialize_with = "serialize_display")]
+    token: &'a SlotToken,
+}
+
+/// A value written as the JSON string of its `Display`, with no `String` made for it.
+fn serialize_display<S: serde::Serializer>(value: &impl std::fmt::Display, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
 }
 
 /// What the socket's loop does after a frame from the client.
@@ -1085,17 +1109,13 @@ impl SocketTask {
     fn on_outbound(&mut self, item: Outbound) {
         match item {
             Outbound::Joined { topic, channel, token } => {
-                let Some(refs) = self.channels.granted(&topic, channel) else { return };
-                // Written straight from the channel's refs: the reply every join gets.
-                let token = token.map(|t| t.to_string());
-                let response = JoinedResponse { slot: token.as_deref().map(|token| SlotResponse { token }) };
-                let text = encode_reply(
-                    refs.join_ref.as_deref(),
-                    refs.msg_ref.as_deref(),
-                    topic.as_str(),
-                    ReplyStatus::Ok,
-                    &response,
-                );
+                // Written straight from the channel's refs where they are kept and the slot's
+                // token: the reply every join gets, with nothing copied for it first.
+                let response = JoinedResponse { slot: token.as_ref().map(|token| SlotResponse { token }) };
+                let encode = |join_ref: Option<&str>, msg_ref: Option<&str>| {
+                    encode_reply(join_ref, msg_ref, topic.as_str(), ReplyStatus::Ok, &response)
+                };
+                let Some(text) = self.channels.granted(&topic, channel, encode) else { return };
                 self.st.metrics.joins.inc();
                 self.out.push(text);
             }
@@ -1320,6 +1340,38 @@ mod tests {
             flow.wrote(t0 + Duration::from_millis(75 * i), 300);
         }
         assert_eq!(flow.unanswered_since(), Some(t0), "counted from the first unread write");
+    }
+
+    #[test]
+    fn the_frames_reserved_for_a_write_are_never_fewer_than_it_queues() {
+        let sizes = [10, FRAGMENT - 1, FRAGMENT, FRAGMENT + 1, 3 * FRAGMENT + 7, 90_000];
+        for window in [DEFAULT_WINDOW, 64 * 1024] {
+            for first in 0..sizes.len() {
+                let mut out = Outbox::default();
+                for &len in sizes[first..].iter().chain(&sizes[..first]) {
+                    out.push_shared(Some("12"), Bytes::from(vec![b'x'; len]));
+                }
+                let mut flow = FlowWindow::new(Instant::now(), window);
+                // A write part way through a message, as after an earlier write.
+                flow.wrote(Instant::now(), 5000);
+                let _ = out.messages.front_mut().map(Pending::next_frame);
+                while !out.is_empty() {
+                    let reserved = out.frames_within(flow.room());
+                    // What write_queued queues: frames while the window has room, pings in line.
+                    let mut queued = 0;
+                    while flow.room() > 0 {
+                        let Some((_, len)) = out.next_frame() else { break };
+                        queued += 1;
+                        if flow.wrote(Instant::now(), len as u64) {
+                            flow.ping();
+                            queued += 1;
+                        }
+                    }
+                    assert!(queued <= reserved, "{queued} frames queued, {reserved} reserved ({window}, {first})");
+                    flow.pong(&answer(&flow), Instant::now());
+                }
+            }
+        }
     }
 
     #[test]

@@ -156,6 +156,12 @@ impl<S> Wire<S> {
         self.frames.push_back(frame);
     }
 
+    /// Room for `frames` more frames, taken at once (a batch's frames queued one by one would
+    /// regrow the queue at every doubling).
+    pub(crate) fn reserve(&mut self, frames: usize) {
+        self.frames.reserve(frames);
+    }
+
     /// Whether every queued frame is written.
     #[cfg(test)]
     fn is_drained(&self) -> bool {

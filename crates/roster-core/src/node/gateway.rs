@@ -13,17 +13,20 @@ use crate::ring::{partition_of, PartitionId};
 use crate::slot::TabKey;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// A slot held by one of this node's sockets (32 bytes). Its user is the socket's
+/// A slot held by one of this node's sockets (24 bytes). Its user is the socket's
 /// ([`Socket::user`]): a socket is one user's, so the user is kept once per socket, not in
 /// every slot, and so is its partition (the user's, [`SocketSlots::partition`]). So is its tab,
 /// nearly always: the join's `tab_id` is the socket's ([`Socket::tab`]) unless the socket lists
 /// another for the slot's scope ([`Socket::other_tabs`]); without a `tab_id` the connection is
 /// its own tab, which is this node's socket ([`Gateway::tab_key`]).
+///
+/// Its attachment epoch (announcements of `(partition, epoch)` extend its horizon) is not kept
+/// in it: it is its token's epoch until a scan re-attaches it to a newer one, and a scan
+/// re-attaches every slot of its partition at once, so the map keeps that per partition
+/// ([`SlotMap::attached`]). The token never changes once the slot is made.
 #[derive(Clone, Debug)]
 struct GwSlot {
     token: SlotToken,
-    /// The attachment epoch: announcements of `(partition, epoch)` extend the horizon.
-    epoch: u64,
     topics: SlotTopics,
 }
 
@@ -118,12 +121,25 @@ struct SocketSlots {
 
 /// The slots held by this node's sockets, by socket and then scope, in that order. Per socket
 /// a list sorted by scope (a socket holds a few slots, rarely more than its topics), grown as
-/// [`crate::grow_by`] says: an entry costs its 48 bytes, where one map over `(socket, scope)` cost
+/// [`crate::grow_by`] says: an entry costs its 40 bytes, where one map over `(socket, scope)` cost
 /// about 170 (a B-tree's leaves are a third empty on average).
+///
+/// It keeps each slot's attachment epoch ([`SlotMap::attached`]) without a number per slot:
+/// a slot is attached at its token's epoch when made, and a scan re-attaches every slot of a
+/// partition attached below its epoch to that epoch ([`SlotMap::reattach`]), so a slot's epoch
+/// is the larger of its token's and the highest epoch its partition was re-attached to
+/// (`reattached`, one number per partition ever re-attached). A slot made after a re-attach
+/// with a token of an older epoch (which the gateway refuses unless `fence_stale_epochs` is
+/// switched off) keeps its own epoch in `attached_below`, as before.
 #[derive(Debug, Default)]
 struct SlotMap {
     by_socket: BTreeMap<SocketId, SocketSlots>,
     len: usize,
+    /// Per partition, the highest epoch its slots were re-attached to.
+    reattached: BTreeMap<PartitionId, u64>,
+    /// The attachment epoch of each slot attached below its partition's `reattached` epoch
+    /// (its token's: made after the re-attach, below it); empty unless a safeguard is off.
+    attached_below: BTreeMap<(SocketId, ScopeKey), u64>,
 }
 
 impl SlotMap {
@@ -141,25 +157,37 @@ impl SlotMap {
         Self::find(list, &key.1).ok().map(|at| &mut list[at].1)
     }
 
+    /// The attachment epoch of `slot`, the slot of `key` in partition `p`.
+    fn attached(&self, key: (SocketId, &ScopeKey), p: PartitionId, slot: &GwSlot) -> u64 {
+        let reattached = self.reattached.get(&p).copied().unwrap_or(0);
+        if slot.token.epoch < reattached && !self.attached_below.is_empty() {
+            if let Some(epoch) = self.attached_below.get(&(key.0, key.1.clone())) {
+                return *epoch;
+            }
+        }
+        slot.token.epoch.max(reattached)
+    }
+
     /// Insert the slot of `key` in `partition` (the socket's user's: the same for every slot
-    /// of the socket), returning the one it replaces.
-    fn insert(&mut self, key: (SocketId, ScopeKey), partition: PartitionId, slot: GwSlot) -> Option<GwSlot> {
+    /// of the socket), attached at its token's epoch, returning the one it replaces with its
+    /// attachment epoch.
+    fn insert(&mut self, key: (SocketId, ScopeKey), partition: PartitionId, slot: GwSlot) -> Option<(u64, GwSlot)> {
+        let old = self.remove(&key).map(|(_, epoch, old)| (epoch, old));
+        if slot.token.epoch < self.reattached.get(&partition).copied().unwrap_or(0) {
+            self.attached_below.insert(key.clone(), slot.token.epoch);
+        }
         let entry = self.by_socket.entry(key.0).or_insert_with(|| SocketSlots { partition, list: Vec::new() });
         debug_assert_eq!(entry.partition, partition, "a socket's slots are its user's");
         let list = &mut entry.list;
-        match Self::find(list, &key.1) {
-            Ok(at) => Some(std::mem::replace(&mut list[at].1, slot)),
-            Err(at) => {
-                crate::make_room(list);
-                list.insert(at, (key.1, slot));
-                self.len += 1;
-                None
-            }
-        }
+        let at = Self::find(list, &key.1).expect_err("removed above");
+        crate::make_room(list);
+        list.insert(at, (key.1, slot));
+        self.len += 1;
+        old
     }
 
-    /// Take the slot of `key` out, with its partition.
-    fn remove(&mut self, key: &(SocketId, ScopeKey)) -> Option<(PartitionId, GwSlot)> {
+    /// Take the slot of `key` out, with its partition and attachment epoch.
+    fn remove(&mut self, key: &(SocketId, ScopeKey)) -> Option<(PartitionId, u64, GwSlot)> {
         let entry = self.by_socket.get_mut(&key.0)?;
         let partition = entry.partition;
         let list = &mut entry.list;
@@ -171,7 +199,29 @@ impl SlotMap {
         } else if list.capacity() > 2 * list.len() + 2 {
             list.shrink_to_fit();
         }
-        Some((partition, slot))
+        let epoch = self.attached((key.0, &key.1), partition, &slot);
+        if !self.attached_below.is_empty() {
+            self.attached_below.remove(key);
+        }
+        Some((partition, epoch, slot))
+    }
+
+    /// Rule 10: every slot of partition `p` attached below `epoch` is attached to `epoch` now.
+    fn reattach(&mut self, p: PartitionId, epoch: u64) {
+        let raised = self.reattached.entry(p).or_insert(0);
+        *raised = (*raised).max(epoch);
+        let by_socket = &self.by_socket;
+        for (key, attached) in self.attached_below.iter_mut() {
+            if by_socket.get(&key.0).is_some_and(|e| e.partition == p) {
+                *attached = (*attached).max(epoch);
+            }
+        }
+        // A slot attached at `epoch` or above is no longer below its partition's number.
+        let reattached = &self.reattached;
+        self.attached_below.retain(|key, attached| {
+            let p = by_socket.get(&key.0).map(|e| e.partition);
+            p.is_some_and(|p| *attached < reattached.get(&p).copied().unwrap_or(0))
+        });
     }
 
     fn len(&self) -> usize {
@@ -190,20 +240,17 @@ impl SlotMap {
             .flat_map(|(socket, e)| e.list.iter().map(move |(scope, slot)| (*socket, e.partition, scope, slot)))
     }
 
+    /// Every slot, by socket and then scope, with its partition and attachment epoch.
+    fn iter_attached(&self) -> impl Iterator<Item = (SocketId, PartitionId, u64, &ScopeKey, &GwSlot)> {
+        self.iter().map(|(socket, p, scope, slot)| (socket, p, self.attached((socket, scope), p, slot), scope, slot))
+    }
+
     /// The slots of partition `p`, by socket and then scope.
     fn of_partition(&self, p: PartitionId) -> impl Iterator<Item = (SocketId, &ScopeKey, &GwSlot)> {
         self.by_socket
             .iter()
             .filter(move |(_, e)| e.partition == p)
             .flat_map(|(socket, e)| e.list.iter().map(move |(scope, slot)| (*socket, scope, slot)))
-    }
-
-    /// The slots of partition `p`, to change.
-    fn of_partition_mut(&mut self, p: PartitionId) -> impl Iterator<Item = &mut GwSlot> {
-        self.by_socket
-            .values_mut()
-            .filter(move |e| e.partition == p)
-            .flat_map(|e| e.list.iter_mut().map(|(_, slot)| slot))
     }
 }
 
@@ -399,17 +446,17 @@ impl Gateway {
 
     /// Take a slot out (it ended), keeping its group's membership right.
     fn remove_slot(&mut self, key: &(SocketId, ScopeKey)) -> Option<GwSlot> {
-        let (p, s) = self.slots.remove(key)?;
+        let (p, epoch, s) = self.slots.remove(key)?;
         if let Some(socket) = self.sockets.get_mut(&key.0) {
             socket.other_tabs.retain(|(scope, _)| *scope != key.1);
         }
-        self.leave_group(p, &s);
+        self.leave_group(p, epoch);
         Some(s)
     }
 
-    /// `s`, a slot of partition `p`, is no longer a member of its group.
-    fn leave_group(&mut self, p: PartitionId, s: &GwSlot) {
-        let gk = (p, s.epoch);
+    /// A slot of partition `p` attached at `epoch` is no longer a member of its group.
+    fn leave_group(&mut self, p: PartitionId, epoch: u64) {
+        let gk = (p, epoch);
         if let Some(g) = self.groups.get_mut(&gk) {
             g.members = g.members.saturating_sub(1);
             if g.members == 0 {
@@ -624,9 +671,9 @@ impl NodeState {
             });
         }
         self.gateway.set_slot_tab(key.0, &key.1, w.tab);
-        let slot = GwSlot { token, epoch: token.epoch, topics };
-        if let Some(old) = self.gateway.slots.insert(key, p, slot) {
-            self.gateway.leave_group(p, &old);
+        let slot = GwSlot { token, topics };
+        if let Some((epoch, _)) = self.gateway.slots.insert(key, p, slot) {
+            self.gateway.leave_group(p, epoch);
         }
     }
 
@@ -845,9 +892,9 @@ impl NodeState {
         let mut expired: Vec<((PartitionId, u64), (SocketId, ScopeKey))> = self
             .gateway
             .slots
-            .iter()
-            .filter(|(_, p, _, s)| groups.contains(&(*p, s.epoch)))
-            .map(|(socket, p, scope, s)| ((p, s.epoch), (socket, scope.clone())))
+            .iter_attached()
+            .filter(|(_, p, epoch, _, _)| groups.contains(&(*p, *epoch)))
+            .map(|(socket, p, epoch, scope, _)| ((p, epoch), (socket, scope.clone())))
             .collect();
         expired.sort_by_key(|(group, _)| *group);
         for (_, key) in expired {
@@ -911,9 +958,7 @@ impl NodeState {
                 merged.members += g.members;
             }
             // The members of the older groups: every slot of `p` attached below `epoch`.
-            for s in self.gateway.slots.of_partition_mut(p).filter(|s| s.epoch < epoch) {
-                s.epoch = epoch;
-            }
+            self.gateway.slots.reattach(p, epoch);
             self.gateway.groups.insert((p, epoch), merged);
             fx.push(Effect::Record(Record::Reattached { at: now, gateway: me.clone(), partition: p, epoch }));
         }
@@ -1017,7 +1062,11 @@ mod tests {
     use super::*;
 
     fn slot(token: u64) -> GwSlot {
-        GwSlot { token: SlotToken { epoch: 1, generation: token }, epoch: 1, topics: SlotTopics::default() }
+        slot_of(1, token)
+    }
+
+    fn slot_of(epoch: u64, generation: u64) -> GwSlot {
+        GwSlot { token: SlotToken { epoch, generation }, topics: SlotTopics::default() }
     }
 
     fn topic(s: &str) -> ScopeKey {
@@ -1027,10 +1076,10 @@ mod tests {
     #[test]
     fn a_slot_and_the_homes_scope_entry_are_as_small_as_their_docs_say() {
         use std::mem::size_of;
-        assert_eq!(size_of::<GwSlot>(), 32);
-        assert_eq!(size_of::<(ScopeKey, GwSlot)>(), 48);
-        assert_eq!(size_of::<super::super::home::UserScope>(), 72);
-        assert_eq!(size_of::<(ScopeKey, super::super::home::UserScope)>(), 88);
+        assert_eq!(size_of::<GwSlot>(), 24);
+        assert_eq!(size_of::<(ScopeKey, GwSlot)>(), 40);
+        assert_eq!(size_of::<super::super::home::UserScope>(), 56);
+        assert_eq!(size_of::<(ScopeKey, super::super::home::UserScope)>(), 72);
         assert_eq!(size_of::<(ScopeKey, SlotToken)>(), 32, "a fence");
     }
 
@@ -1069,10 +1118,10 @@ mod tests {
             // Socket n's user is in partition n % 2.
             let p = PartitionId((key.0 .0 % 2) as u32);
             if step % 4 == 3 {
-                let removed = map.remove(&key).map(|(rp, s)| (rp, s.token.generation));
+                let removed = map.remove(&key).map(|(rp, _, s)| (rp, s.token.generation));
                 assert_eq!(removed, reference.remove(&key).map(|g| (p, g)));
             } else {
-                let old = map.insert(key.clone(), p, slot(step)).map(|s| s.token.generation);
+                let old = map.insert(key.clone(), p, slot(step)).map(|(_, s)| s.token.generation);
                 assert_eq!(old, reference.insert(key, step));
             }
             assert_eq!(map.len(), reference.len());
@@ -1091,14 +1140,61 @@ mod tests {
                 let expected_p: Vec<_> = reference.keys().filter(|k| (k.0 .0 % 2) as u32 == p.0).cloned().collect();
                 assert_eq!(of_p, expected_p);
             }
-            let bumped = map.of_partition_mut(PartitionId(1)).map(|s| s.epoch += 1).count();
-            assert_eq!(bumped, reference.keys().filter(|k| k.0 .0 % 2 == 1).count());
         }
         for k in reference.keys() {
             map.remove(k).expect("held");
         }
         assert_eq!(map.len(), 0);
         assert!(map.by_socket.is_empty(), "a socket without slots keeps no list");
+    }
+
+    /// A slot's attachment epoch is not kept in it: it is its token's until a scan re-attaches
+    /// its partition, and what the map says is what a number per slot, raised by every
+    /// re-attach as before, would say, through grants of older and newer epochs, replacements,
+    /// removals and re-attaches to higher and (a safeguard off) lower epochs.
+    #[test]
+    fn the_slot_map_says_each_slots_attachment_epoch_as_a_number_per_slot_would() {
+        let mut map = SlotMap::default();
+        // (socket, scope) → (token epoch, attachment epoch); socket n's user is in partition n % 2.
+        let mut reference: BTreeMap<(SocketId, ScopeKey), (u64, u64)> = BTreeMap::new();
+        let part = |so: SocketId| PartitionId((so.0 % 2) as u32);
+        let mut kept_below = false;
+        for step in 0..400u64 {
+            let key = (SocketId(step * 7 % 4), topic(&format!("t{}", step * 11 % 5)));
+            let p = part(key.0);
+            match step % 9 {
+                4 | 7 => {
+                    let removed = map.remove(&key).map(|(rp, epoch, s)| (rp, s.token.epoch, epoch));
+                    assert_eq!(removed, reference.remove(&key).map(|(t, a)| (p, t, a)));
+                }
+                5 => {
+                    // A scan of partition `step % 2` at an epoch that goes up and now and then down.
+                    let (rp, epoch) = (PartitionId((step / 9 % 2) as u32), 2 + step * 5 % 7);
+                    map.reattach(rp, epoch);
+                    for (k, (_, a)) in reference.iter_mut() {
+                        if part(k.0) == rp && *a < epoch {
+                            *a = epoch;
+                        }
+                    }
+                }
+                _ => {
+                    let token_epoch = 1 + step * 3 % 8;
+                    let old = map.insert(key.clone(), p, slot_of(token_epoch, step));
+                    let old = old.map(|(epoch, s)| (s.token.epoch, epoch));
+                    assert_eq!(old, reference.insert(key, (token_epoch, token_epoch)));
+                }
+            }
+            let listed: Vec<_> =
+                map.iter_attached().map(|(so, _, a, sc, s)| ((so, sc.clone()), (s.token.epoch, a))).collect();
+            let expected: Vec<_> = reference.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            assert_eq!(listed, expected, "step {step}");
+            kept_below |= !map.attached_below.is_empty();
+        }
+        assert!(kept_below, "some slot was attached below its partition's re-attached epoch");
+        for k in reference.keys() {
+            map.remove(k).expect("held");
+        }
+        assert!(map.attached_below.is_empty(), "a slot's own epoch goes with it");
     }
 
     #[test]

@@ -9,7 +9,6 @@
 //! topics in use.
 
 use crate::ids::Topic;
-use std::sync::Arc;
 
 /// The smallest size a sweep waits for.
 const FIRST_SWEEP_AT: usize = 64;
@@ -36,7 +35,7 @@ impl SharedTopics {
         }
         if self.names.len() >= self.sweep_at {
             // Held by this set alone: no index, message or reader names it.
-            self.names.retain(|t| Arc::strong_count(&t.0) > 1);
+            self.names.retain(|t| t.strong_count() > 1);
             self.sweep_at = (2 * self.names.len()).max(FIRST_SWEEP_AT);
         }
         self.names.insert(topic.clone());
@@ -59,9 +58,9 @@ mod tests {
         let mut shared = SharedTopics::default();
         let first = shared.share(Topic::from("room:1"));
         let again = shared.share(Topic::from(String::from("room:1")));
-        assert!(Arc::ptr_eq(&first.0, &again.0));
+        assert!(first.ptr_eq(&again));
         let other = shared.share(Topic::from("room:2"));
-        assert!(!Arc::ptr_eq(&first.0, &other.0));
+        assert!(!first.ptr_eq(&other));
         assert_eq!(other.as_str(), "room:2");
     }
 
@@ -77,6 +76,6 @@ mod tests {
         shared.share(Topic::from("new"));
         assert_eq!(shared.len(), 11);
         let again = shared.share(Topic::from("held:3"));
-        assert!(Arc::ptr_eq(&again.0, &held[3].0), "a held name stays shared");
+        assert!(again.ptr_eq(&held[3]), "a held name stays shared");
     }
 }
