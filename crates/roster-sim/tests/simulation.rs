@@ -1347,3 +1347,37 @@ fn scenario_seed_5119700793_a_resume_granted_by_a_cut_off_home_meets_a_late_scan
     assert!(run.failed_expectations.is_empty(), "{}", run.text());
     assert!(!duplicate_tab_of(&run, "alice"), "one tab on two connections beyond the bound\n{}", run.text());
 }
+
+/// The same race at its widest, found by sweeping this script's two delays: the cut from n1 to
+/// n0 is one-way at first, so n1 keeps its lease (n2 renews it) while its close and its echoes
+/// to n0 are lost; n1 is cut off entirely 1,300 ms after the resume, n2 takes the partition
+/// and re-attaches the old connection just before its horizon, and the cut heals 5,100 ms
+/// later, just before the new connection's horizon; n0 is paused 28 ms after: 10,101 ms with
+/// one tab on two connections, about `lease_ms × (1 + max_drift) + 2 × isolation_ms × (1 +
+/// max_drift)` (10,100 ms). Ignored while open, like the script above.
+#[test]
+#[ignore = "P1 one-tab overlap of seed 5119700793: open, no fix yet"]
+fn scenario_seed_5119700793_at_its_widest_with_a_one_way_cut_first() {
+    let steps = [
+        FORM,
+        PickUser { alias: "alice", home: "n1", next: Some("n2"), preferred: None },
+        Join { client: "A", node: "n0", user: "alice", tab: "a", topic: "room:1" },
+        AwaitJoined { client: "A", max_ms: 1000 },
+        Advance(100),
+        CutOneWay("n1", "n0"),
+        Advance(230),
+        Resume { client: "A", node: "n1", new: "A2" },
+        AwaitJoined { client: "A2", max_ms: 500 },
+        Advance(1300),
+        Cut("n1", "*"),
+        Advance(5100),
+        HealAll,
+        Advance(28),
+        Pause("n0", 4800),
+        Advance(10_000),
+    ];
+    let run = run_scenario::<NodeState>(SimParams::scripted(1, 3), &steps);
+    println!("{}", run.script.join("\n"));
+    assert!(run.failed_expectations.is_empty(), "{}", run.text());
+    assert!(!duplicate_tab_of(&run, "alice"), "one tab on two connections beyond the bound\n{}", run.text());
+}
