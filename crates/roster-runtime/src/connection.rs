@@ -443,6 +443,12 @@ impl Connection {
         self.shared.queue.try_recv()
     }
 
+    /// How many items are queued now: a gateway that takes them in a batch sizes its list of
+    /// what to write once, instead of regrowing it item by item.
+    pub fn queued_outbound(&self) -> usize {
+        self.shared.queue.len()
+    }
+
     /// Resolves once the connection has ended from the node's side: its queue overflowed (a
     /// slow client) or the node shuts down. A gateway blocked writing to a client waits on it.
     pub async fn ended(&self) {

@@ -291,6 +291,11 @@ impl OutboundQueue {
         Some(item)
     }
 
+    /// Items queued now.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().items.len()
+    }
+
     /// Items and bytes queued now.
     #[cfg(test)]
     pub(crate) fn depth(&self) -> (usize, usize) {
@@ -343,9 +348,9 @@ mod tests {
     fn a_queue_over_its_byte_bound_ends_and_drops_what_it_held() {
         let q = OutboundQueue::new(100, 1000);
         assert_eq!(q.push(broadcast(600)), Ok(()));
-        assert_eq!(q.depth(), (1, 600));
+        assert_eq!((q.depth(), q.len()), ((1, 600), 1));
         assert_eq!(q.push(broadcast(401)), Err(Overflow));
-        assert_eq!(q.depth(), (0, 0));
+        assert_eq!((q.depth(), q.len()), ((0, 0), 0));
         assert_eq!(q.push(broadcast(1)), Ok(()), "an ended queue drops quietly");
         assert!(q.try_recv().is_none());
     }

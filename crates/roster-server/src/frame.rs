@@ -204,24 +204,30 @@ thread_local! {
 
 impl PushEncoder for PhoenixEncoder {
     fn encode(&self, topic: &Topic, body: &PushBody) -> Bytes {
-        ENCODE_BUF.with(|kept| match kept.try_borrow_mut() {
-            Ok(mut buf) => {
-                buf.clear();
-                write_push(&mut buf, topic, body);
-                let bytes = Bytes::copy_from_slice(&buf);
-                if buf.capacity() > KEPT_ENCODE_BYTES {
-                    *buf = Vec::new();
-                }
-                bytes
-            }
-            // Only if an encoding ever encoded another push inside it: a buffer of its own.
-            Err(_) => {
-                let mut out = Vec::new();
-                write_push(&mut out, topic, body);
-                Bytes::from(out)
-            }
-        })
+        written_exactly(|out| write_push(out, topic, body))
     }
+}
+
+/// What `write` writes, written into this thread's kept buffer and copied out exactly sized:
+/// one allocation, whatever its length (a shared push, a `/presence` answer).
+pub(crate) fn written_exactly(write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    ENCODE_BUF.with(|kept| match kept.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            write(&mut buf);
+            let bytes = Bytes::copy_from_slice(&buf);
+            if buf.capacity() > KEPT_ENCODE_BYTES {
+                *buf = Vec::new();
+            }
+            bytes
+        }
+        // Only if a write ever wrote another inside it: a buffer of its own.
+        Err(_) => {
+            let mut out = Vec::new();
+            write(&mut out);
+            Bytes::from(out)
+        }
+    })
 }
 
 /// The room this thread's encoding buffer keeps now.
