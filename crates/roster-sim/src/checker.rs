@@ -543,6 +543,12 @@ pub struct Figures {
     pub validations: [u64; 2],
     /// Broadcasts sent, and deliveries of them to one subscriber (the simulation's count).
     pub broadcasts: [u64; 2],
+    /// Two connections of one tab that both held for longer than [`resume_overlap_bound_ms`],
+    /// within what a new home taking the older one on allows
+    /// ([`duplicate_tab_allowed_until`]): how long, and how far below that allowance (ms).
+    pub one_tab_overlap_after_new_home_ms: Vec<Millis>,
+    /// For each of those, the allowance minus the overlap (ms).
+    pub one_tab_overlap_margin_ms: Vec<Millis>,
 }
 
 /// Percentile `p` (0–100) of unsorted samples, or `None` if empty.
@@ -586,6 +592,8 @@ impl Figures {
             self.validations[k] += other.validations[k];
             self.broadcasts[k] += other.broadcasts[k];
         }
+        self.one_tab_overlap_after_new_home_ms.extend_from_slice(&other.one_tab_overlap_after_new_home_ms);
+        self.one_tab_overlap_margin_ms.extend_from_slice(&other.one_tab_overlap_margin_ms);
     }
 
     /// A multi-line human summary.
@@ -599,7 +607,9 @@ impl Figures {
              node_isolated revocations: {} (healthy gateway and majority: {})\n\
              killed gateway's slots held after the kill (ms): {}\n\
              presence convergence after the quiet period, extra wait (ms): {}\n\
-             validations answered by a home: {} true (judged), {} false; broadcasts: {} sent, {} deliveries",
+             validations answered by a home: {} true (judged), {} false; broadcasts: {} sent, {} deliveries\n\
+             one tab on two connections past the resume bound, after a new home took the older one on (ms): {}; \
+             below the allowance by (ms): {}",
             self.runs,
             self.grants,
             self.joins_ok,
@@ -618,6 +628,8 @@ impl Figures {
             self.validations[1],
             self.broadcasts[0],
             self.broadcasts[1],
+            describe(&self.one_tab_overlap_after_new_home_ms),
+            describe(&self.one_tab_overlap_margin_ms),
         )
     }
 }
@@ -909,45 +921,53 @@ pub fn duplicate_tab_allowed_until(config: &Config, older: &HeldInterval, newer:
     last.map_or(after_resume, |at| after_resume.max(at + tail))
 }
 
-/// Two connections of one tab that both held for longer than [`duplicate_tab_allowed_until`]
-/// allows (at most one violation per `(user, scope)`).
-pub fn check_duplicate_tabs(intervals: &[HeldInterval], config: &Config) -> Vec<Violation> {
+/// Every pair of connections of one tab of one `(user, scope)` whose holds overlapped, as
+/// `(older, newer)` (the older began first).
+fn one_tab_pairs(intervals: &[HeldInterval]) -> Vec<(&HeldInterval, &HeldInterval)> {
     let mut groups: BTreeMap<(&UserId, &ScopeKey, &TabKey), Vec<&HeldInterval>> = BTreeMap::new();
     for i in intervals.iter().filter(|i| i.start < i.end) {
         groups.entry((&i.user, &i.scope, &i.tab)).or_default().push(i);
     }
-    let mut found: BTreeMap<(&UserId, &ScopeKey), Violation> = BTreeMap::new();
-    for ((user, scope, _), group) in groups {
+    let mut pairs = Vec::new();
+    for group in groups.values() {
         for (k, a) in group.iter().enumerate() {
             for b in &group[k + 1..] {
-                let (older, newer) = if (a.start, &a.token) <= (b.start, &b.token) { (a, b) } else { (b, a) };
-                if older.conn == newer.conn || older.end <= newer.start {
-                    continue;
+                let (older, newer) = if (a.start, &a.token) <= (b.start, &b.token) { (*a, *b) } else { (*b, *a) };
+                if older.conn != newer.conn && older.end > newer.start {
+                    pairs.push((older, newer));
                 }
-                let overlap_ms = older.end.min(newer.end) - newer.start;
-                let bound_ms = duplicate_tab_allowed_until(config, older, newer) - newer.start;
-                if overlap_ms <= bound_ms {
-                    continue;
+            }
+        }
+    }
+    pairs
+}
+
+/// Two connections of one tab that both held for longer than [`duplicate_tab_allowed_until`]
+/// allows (at most one violation per `(user, scope)`, the earliest).
+pub fn check_duplicate_tabs(intervals: &[HeldInterval], config: &Config) -> Vec<Violation> {
+    let mut found: BTreeMap<(&UserId, &ScopeKey), Violation> = BTreeMap::new();
+    for (older, newer) in one_tab_pairs(intervals) {
+        let overlap_ms = older.end.min(newer.end) - newer.start;
+        let bound_ms = duplicate_tab_allowed_until(config, older, newer) - newer.start;
+        if overlap_ms <= bound_ms {
+            continue;
+        }
+        let v = Violation::StaleDuplicateTab {
+            user: newer.user.clone(),
+            scope: newer.scope.clone(),
+            older: older.clone(),
+            newer: newer.clone(),
+            overlap_ms,
+            bound_ms,
+        };
+        match found.entry((&newer.user, &newer.scope)) {
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                if v.at() < e.get().at() {
+                    e.insert(v);
                 }
-                let v = Violation::StaleDuplicateTab {
-                    user: user.clone(),
-                    scope: scope.clone(),
-                    older: (*older).clone(),
-                    newer: (*newer).clone(),
-                    overlap_ms,
-                    bound_ms,
-                };
-                let slot = found.entry((user, scope));
-                match slot {
-                    std::collections::btree_map::Entry::Occupied(mut e) => {
-                        if v.at() < e.get().at() {
-                            e.insert(v);
-                        }
-                    }
-                    std::collections::btree_map::Entry::Vacant(e) => {
-                        e.insert(v);
-                    }
-                }
+            }
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(v);
             }
         }
     }
@@ -1134,6 +1154,15 @@ pub fn measure(history: &History, intervals: &[HeldInterval], leases: &[LeaseSpa
     let cluster = &config.cluster;
     let mut f = Figures { runs: 1, ..Figures::default() };
     f.grants = history.records.iter().filter(|r| matches!(r.record, Record::Accepted { .. })).count() as u64;
+    let resume_bound = resume_overlap_bound_ms(config);
+    for (older, newer) in one_tab_pairs(intervals) {
+        let overlap = older.end.min(newer.end) - newer.start;
+        let allowed = duplicate_tab_allowed_until(config, older, newer) - newer.start;
+        if overlap > resume_bound && overlap <= allowed {
+            f.one_tab_overlap_after_new_home_ms.push(overlap);
+            f.one_tab_overlap_margin_ms.push(allowed - overlap);
+        }
+    }
     for r in &history.records {
         if let Record::Validated { holds, .. } = r.record {
             f.validations[usize::from(!holds)] += 1;

@@ -1387,6 +1387,7 @@ fn scenario_seed_5119700793_a_resume_granted_by_a_cut_off_home_meets_a_late_scan
     let kept_home = roster_sim::checker::resume_overlap_bound_ms(&run.report.history.config);
     assert!(overlap > kept_home, "the race needs the change of home: {overlap} ms\n{}", run.text());
     assert!(run.report.passed(), "one tab on two connections beyond the bound\n{}", run.text());
+    assert_eq!(run.report.figures.one_tab_overlap_after_new_home_ms, vec![overlap]);
 }
 
 /// The same race at its widest, found by sweeping this script's two delays: the cut from n1 to
@@ -1423,4 +1424,5 @@ fn scenario_seed_5119700793_at_its_widest_with_a_one_way_cut_first() {
     let kept_home = roster_sim::checker::resume_overlap_bound_ms(&run.report.history.config);
     assert!(overlap > kept_home, "the race needs the change of home: {overlap} ms\n{}", run.text());
     assert!(run.report.passed(), "one tab on two connections beyond the bound\n{}", run.text());
+    assert_eq!(run.report.figures.one_tab_overlap_after_new_home_ms, vec![overlap]);
 }
