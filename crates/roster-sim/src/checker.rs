@@ -157,6 +157,10 @@ pub struct HeldInterval {
     pub end: Millis,
     /// What ended it: an `Ended` reason, `horizon`, or `horizon (gateway gone)`.
     pub ended_by: String,
+    /// Every epoch of its partition it was attached to, with the instant: its token's at
+    /// `start`, then each re-attachment by a scan answered (`Reattached`) or a grant of a newer
+    /// epoch accepted again, in order.
+    pub attached: Vec<(u64, Millis)>,
 }
 
 impl fmt::Display for HeldInterval {
@@ -220,7 +224,7 @@ pub enum Violation {
         holders: Vec<HeldInterval>,
     },
     /// P1, precisely: two connections of one tab held for longer than a resume can take
-    /// ([`resume_overlap_bound_ms`]): the older one should have been closed (rule 7, rule 9's
+    /// ([`duplicate_tab_allowed_until`]): the older one should have been closed (rule 7, rule 9's
     /// duplicate-tab clean-up) or have passed its horizon.
     StaleDuplicateTab {
         /// The user.
@@ -447,7 +451,7 @@ impl fmt::Display for Violation {
                 write!(
                     f,
                     "P1 (one tab, two connections): user {user} scope {scope}: both held for {overlap_ms} ms \
-                     (a resume may take {bound_ms} ms):\n  {older}\n  {newer}"
+                     (a resume may take {bound_ms} ms here):\n  {older}\n  {newer}"
                 )
             }
             Violation::TwoLeaseHolders { partition, at, first, second } => {
@@ -539,6 +543,12 @@ pub struct Figures {
     pub validations: [u64; 2],
     /// Broadcasts sent, and deliveries of them to one subscriber (the simulation's count).
     pub broadcasts: [u64; 2],
+    /// Two connections of one tab that both held for longer than [`resume_overlap_bound_ms`],
+    /// within what a new home taking the older one on allows
+    /// ([`duplicate_tab_allowed_until`]): how long, and how far below that allowance (ms).
+    pub one_tab_overlap_after_new_home_ms: Vec<Millis>,
+    /// For each of those, the allowance minus the overlap (ms).
+    pub one_tab_overlap_margin_ms: Vec<Millis>,
 }
 
 /// Percentile `p` (0–100) of unsorted samples, or `None` if empty.
@@ -582,6 +592,8 @@ impl Figures {
             self.validations[k] += other.validations[k];
             self.broadcasts[k] += other.broadcasts[k];
         }
+        self.one_tab_overlap_after_new_home_ms.extend_from_slice(&other.one_tab_overlap_after_new_home_ms);
+        self.one_tab_overlap_margin_ms.extend_from_slice(&other.one_tab_overlap_margin_ms);
     }
 
     /// A multi-line human summary.
@@ -595,7 +607,9 @@ impl Figures {
              node_isolated revocations: {} (healthy gateway and majority: {})\n\
              killed gateway's slots held after the kill (ms): {}\n\
              presence convergence after the quiet period, extra wait (ms): {}\n\
-             validations answered by a home: {} true (judged), {} false; broadcasts: {} sent, {} deliveries",
+             validations answered by a home: {} true (judged), {} false; broadcasts: {} sent, {} deliveries\n\
+             one tab on two connections past the resume bound, after a new home took the older one on (ms): {}; \
+             below the allowance by (ms): {}",
             self.runs,
             self.grants,
             self.joins_ok,
@@ -614,6 +628,8 @@ impl Figures {
             self.validations[1],
             self.broadcasts[0],
             self.broadcasts[1],
+            describe(&self.one_tab_overlap_after_new_home_ms),
+            describe(&self.one_tab_overlap_margin_ms),
         )
     }
 }
@@ -643,7 +659,7 @@ pub fn check(history: &History) -> Verdict {
     let (intervals, mut violations) = holding_intervals(history);
     let leases = lease_spans(history);
     violations.extend(check_single_slot(&intervals, &history.config));
-    violations.extend(check_duplicate_tabs(&intervals, resume_overlap_bound_ms(&history.config)));
+    violations.extend(check_duplicate_tabs(&intervals, &history.config));
     violations.extend(check_leases(&leases));
     violations.extend(check_tokens(&intervals));
     violations.extend(super::activations::check_activations(history).into_iter().map(Violation::Activation));
@@ -671,6 +687,8 @@ struct Open {
     /// The attachment `(partition, epoch)` whose horizons apply to it.
     partition: PartitionId,
     epoch: u64,
+    /// Every attachment so far, with its instant ([`HeldInterval::attached`]).
+    attached: Vec<(u64, Millis)>,
 }
 
 /// Rebuild every holding interval from the records; also returns the horizon revivals seen.
@@ -693,6 +711,7 @@ pub fn holding_intervals(history: &History) -> (Vec<HeldInterval>, Vec<Violation
             start: o.start,
             end: end.max(o.start),
             ended_by: why,
+            attached: o.attached,
         });
     };
     // Rule 5 is judged only where it applies: a cluster of one node keeps its slots (rule 12).
@@ -725,7 +744,10 @@ pub fn holding_intervals(history: &History) -> (Vec<HeldInterval>, Vec<Violation
                         o.token = o.token.max(*token);
                         o.horizon = o.horizon.max(*horizon);
                         o.partition = *partition;
-                        o.epoch = o.epoch.max(token.epoch);
+                        if token.epoch > o.epoch {
+                            o.epoch = token.epoch;
+                            o.attached.push((token.epoch, *at));
+                        }
                         continue;
                     }
                     let o = open.remove(&key).expect("present");
@@ -740,6 +762,7 @@ pub fn holding_intervals(history: &History) -> (Vec<HeldInterval>, Vec<Violation
                     horizon: *horizon,
                     partition: *partition,
                     epoch: token.epoch,
+                    attached: vec![(token.epoch, *at)],
                 };
                 if *horizon <= *at {
                     close(key, o, *at, "horizon at accept".into(), &mut done);
@@ -785,6 +808,7 @@ pub fn holding_intervals(history: &History) -> (Vec<HeldInterval>, Vec<Violation
                         close(key, o, h, "horizon".into(), &mut done);
                     } else {
                         o.epoch = *epoch;
+                        o.attached.push((*epoch, *at));
                     }
                 }
             }
@@ -854,55 +878,96 @@ pub fn check_single_slot(intervals: &[HeldInterval], config: &Config) -> Vec<Vio
     found
 }
 
-/// How long two connections of one tab may both hold during a resume: until the old one's
-/// close is confirmed (a round trip while its gateway is heard, retried under loss) or its
-/// horizon passes (`isolation_ms` after the last echo). A home may die meanwhile, so a new one
-/// must get the lease and clean up with its scan (rule 9). Generous:
-/// `isolation_ms × (1 + max_drift) + lease_ms × (1 + max_drift) + lease_ms / 4 + heartbeat_timeout_ms`.
+/// How long two connections of one tab may both hold during a resume when the user's partition
+/// keeps its home: until the old one's close is confirmed (a round trip while its gateway is
+/// heard, retried under loss) or its horizon passes (`isolation_ms` after the last echo). A
+/// home may die meanwhile, so a new one must get the lease and clean up with its scan (rule 9).
+/// Generous: `isolation_ms × (1 + max_drift) + lease_ms × (1 + max_drift) + lease_ms / 4 +
+/// heartbeat_timeout_ms`. A new home taking the older connection on during the overlap moves
+/// where the bound counts from ([`duplicate_tab_allowed_until`]).
 pub fn resume_overlap_bound_ms(config: &Config) -> Millis {
     let c = &config.cluster;
     let d = 1.0 + c.max_drift;
     (c.isolation_ms as f64 * d + c.lease_ms as f64 * d) as Millis + c.lease_ms / 4 + c.heartbeat_timeout_ms
 }
 
-/// Two connections of one tab that both held for longer than `bound_ms` (at most one
-/// violation per `(user, scope)`).
-pub fn check_duplicate_tabs(intervals: &[HeldInterval], bound_ms: Millis) -> Vec<Violation> {
+/// Until when the older of two connections of one tab (`older`, `newer`: their intervals) may
+/// hold while the newer one holds: [`resume_overlap_bound_ms`] after the newer one began, or, if
+/// later, `isolation_ms × (1 + max_drift) + lease_ms / 4 + heartbeat_timeout_ms` after the last
+/// instant, before the overlap ended, at which a home other than the one of the resume took
+/// the older one on: the instant the older one was re-attached to that home's epoch by its
+/// gateway's scan answer, or, if the newer one was re-attached to the same epoch later, that
+/// later instant.
+///
+/// Why (`docs/simulation.md`, "How long one tab may have two connections"): a home that knows
+/// both connections closes the older one at once (rule 7, rule 9), which then holds at most
+/// until its close arrives or its horizon passes, `isolation_ms` after the last echo it got
+/// (the rest: a close retried under loss or late on the wire). A new home that has not heard
+/// the newer connection's gateway re-attaches the older one from its scan and renews it (it
+/// must: rule 11, the older one may be the only live one); but then no home renews the newer
+/// one, whose horizon was given by a home whose lease ended before the new lease began, so
+/// the newer one holds at most `isolation_ms` longer, unless the new home hears of it first
+/// and closes the older one. Nothing else renews the older one.
+pub fn duplicate_tab_allowed_until(config: &Config, older: &HeldInterval, newer: &HeldInterval) -> Millis {
+    let c = &config.cluster;
+    let overlap_end = older.end.min(newer.end);
+    let taken_on = older.attached.iter().filter(|(_, at)| *at <= overlap_end).map(|(epoch, at)| {
+        let newer_at = newer.attached.iter().find(|(e, t)| e == epoch && *t <= overlap_end).map(|(_, t)| *t);
+        newer_at.map_or(*at, |t| t.max(*at))
+    });
+    let last = taken_on.filter(|at| *at > newer.start).max();
+    let after_resume = newer.start + resume_overlap_bound_ms(config);
+    let tail = (c.isolation_ms as f64 * (1.0 + c.max_drift)) as Millis + c.lease_ms / 4 + c.heartbeat_timeout_ms;
+    last.map_or(after_resume, |at| after_resume.max(at + tail))
+}
+
+/// Every pair of connections of one tab of one `(user, scope)` whose holds overlapped, as
+/// `(older, newer)` (the older began first).
+fn one_tab_pairs(intervals: &[HeldInterval]) -> Vec<(&HeldInterval, &HeldInterval)> {
     let mut groups: BTreeMap<(&UserId, &ScopeKey, &TabKey), Vec<&HeldInterval>> = BTreeMap::new();
     for i in intervals.iter().filter(|i| i.start < i.end) {
         groups.entry((&i.user, &i.scope, &i.tab)).or_default().push(i);
     }
-    let mut found: BTreeMap<(&UserId, &ScopeKey), Violation> = BTreeMap::new();
-    for ((user, scope, _), group) in groups {
+    let mut pairs = Vec::new();
+    for group in groups.values() {
         for (k, a) in group.iter().enumerate() {
             for b in &group[k + 1..] {
-                let (older, newer) = if (a.start, &a.token) <= (b.start, &b.token) { (a, b) } else { (b, a) };
-                if older.conn == newer.conn || older.end <= newer.start {
-                    continue;
+                let (older, newer) = if (a.start, &a.token) <= (b.start, &b.token) { (*a, *b) } else { (*b, *a) };
+                if older.conn != newer.conn && older.end > newer.start {
+                    pairs.push((older, newer));
                 }
-                let overlap_ms = older.end.min(newer.end) - newer.start;
-                if overlap_ms <= bound_ms {
-                    continue;
+            }
+        }
+    }
+    pairs
+}
+
+/// Two connections of one tab that both held for longer than [`duplicate_tab_allowed_until`]
+/// allows (at most one violation per `(user, scope)`, the earliest).
+pub fn check_duplicate_tabs(intervals: &[HeldInterval], config: &Config) -> Vec<Violation> {
+    let mut found: BTreeMap<(&UserId, &ScopeKey), Violation> = BTreeMap::new();
+    for (older, newer) in one_tab_pairs(intervals) {
+        let overlap_ms = older.end.min(newer.end) - newer.start;
+        let bound_ms = duplicate_tab_allowed_until(config, older, newer) - newer.start;
+        if overlap_ms <= bound_ms {
+            continue;
+        }
+        let v = Violation::StaleDuplicateTab {
+            user: newer.user.clone(),
+            scope: newer.scope.clone(),
+            older: older.clone(),
+            newer: newer.clone(),
+            overlap_ms,
+            bound_ms,
+        };
+        match found.entry((&newer.user, &newer.scope)) {
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                if v.at() < e.get().at() {
+                    e.insert(v);
                 }
-                let v = Violation::StaleDuplicateTab {
-                    user: user.clone(),
-                    scope: scope.clone(),
-                    older: (*older).clone(),
-                    newer: (*newer).clone(),
-                    overlap_ms,
-                    bound_ms,
-                };
-                let slot = found.entry((user, scope));
-                match slot {
-                    std::collections::btree_map::Entry::Occupied(mut e) => {
-                        if v.at() < e.get().at() {
-                            e.insert(v);
-                        }
-                    }
-                    std::collections::btree_map::Entry::Vacant(e) => {
-                        e.insert(v);
-                    }
-                }
+            }
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(v);
             }
         }
     }
@@ -1089,6 +1154,15 @@ pub fn measure(history: &History, intervals: &[HeldInterval], leases: &[LeaseSpa
     let cluster = &config.cluster;
     let mut f = Figures { runs: 1, ..Figures::default() };
     f.grants = history.records.iter().filter(|r| matches!(r.record, Record::Accepted { .. })).count() as u64;
+    let resume_bound = resume_overlap_bound_ms(config);
+    for (older, newer) in one_tab_pairs(intervals) {
+        let overlap = older.end.min(newer.end) - newer.start;
+        let allowed = duplicate_tab_allowed_until(config, older, newer) - newer.start;
+        if overlap > resume_bound && overlap <= allowed {
+            f.one_tab_overlap_after_new_home_ms.push(overlap);
+            f.one_tab_overlap_margin_ms.push(allowed - overlap);
+        }
+    }
     for r in &history.records {
         if let Record::Validated { holds, .. } = r.record {
             f.validations[usize::from(!holds)] += 1;
@@ -1451,6 +1525,48 @@ mod tests {
         let v = check(&h);
         assert_eq!(v.violations.len(), 1);
         assert_eq!(v.violations[0].kind(), "P1-duplicate-tab");
+    }
+
+    #[test]
+    fn a_new_home_taking_the_older_connection_on_moves_where_its_bound_counts_from() {
+        let (a, a2) = (conn("n0", 1), conn("n1", 7));
+        let cfg = config(1);
+        let base = resume_overlap_bound_ms(&cfg);
+        let tail = 4040 + 500 + 1000; // isolation_ms × (1 + max_drift) + lease_ms / 4 + heartbeat_timeout_ms
+                                      // Tab a holds on n0 (epoch 10), resumes on n1 at 200 (epoch 10); n0's scan answer
+                                      // re-attaches the old connection to epoch 11 at 3,000; n1's answers at `newer_at`.
+        let run = |older_end: Millis, newer_at: Option<Millis>| {
+            let mut records = vec![
+                accepted(&a, "tab-a", tok(1), 100, 100_000),
+                accepted(&a2, "tab-a", tok(2), 200, 100_000),
+                reattached(&a, 11, 3000),
+            ];
+            records.extend(newer_at.map(|at| reattached(&a2, 11, at)));
+            records.push(ended(&a, older_end, "closed"));
+            let v = check(&history(records));
+            let dup: Vec<_> = v.violations.iter().filter(|v| v.kind() == "P1-duplicate-tab").cloned().collect();
+            (dup, v)
+        };
+        // Taken on at 3,000 by a home that does not know the newer one.
+        assert!(run(3000 + tail, None).0.is_empty(), "{:?}", run(3000 + tail, None).1.violations);
+        let (dup, _) = run(3001 + tail, None);
+        assert_eq!(dup.len(), 1);
+        assert!(matches!(&dup[0], Violation::StaleDuplicateTab { bound_ms, .. } if *bound_ms == 3000 + tail - 200));
+        // The new home hears of the newer one at 6,000: it counts from then.
+        assert!(run(6000 + tail, Some(6000)).0.is_empty());
+        assert_eq!(run(6001 + tail, Some(6000)).0.len(), 1);
+        // The newer one's re-attachment after the overlap ended does not count.
+        assert_eq!(run(3001 + tail, Some(3001 + tail + 50)).0.len(), 1);
+        // Without any re-attachment the bound is the resume's.
+        let plain = |end| {
+            check(&history(vec![
+                accepted(&a, "tab-a", tok(1), 100, 100_000),
+                accepted(&a2, "tab-a", tok(2), 200, 100_000),
+                ended(&a, end, "closed"),
+            ]))
+        };
+        assert!(plain(200 + base).passed());
+        assert_eq!(plain(201 + base).violations.len(), 1);
     }
 
     #[test]
