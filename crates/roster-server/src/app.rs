@@ -284,7 +284,8 @@ mod tests {
     fn the_presence_answer_is_the_text_of_the_lists_json_value() {
         let mut table = PresenceTable::new(Incarnation::new("a", 1));
         let room = Topic::from("room:\"1\"");
-        let meta = |pairs: &[(&str, MetaValue)]| -> Meta { pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect() };
+        let meta =
+            |pairs: &[(&str, MetaValue)]| -> Meta { pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect() };
         // User keys around and on the reserved ones, nested values, floats, text to escape.
         let user = meta(&[
             ("a", MetaValue::Str("é \"q\"\n".into())),
@@ -293,10 +294,23 @@ mod tests {
             ("tabs", MetaValue::Map(meta(&[("z", MetaValue::Null), ("b", MetaValue::Bool(true))]))),
             ("zzz", MetaValue::List(vec![MetaValue::Int(-3), MetaValue::Float(1e300)])),
         ]);
-        let joins = [("u2", Some("t1"), user.clone()), ("u1", None, Meta::new()), ("u2", None, user), ("anonymous", None, Meta::new())];
+        let joins = [
+            ("u2", Some("t1"), user.clone()),
+            ("u1", None, Meta::new()),
+            ("u2", None, user),
+            ("anonymous", None, Meta::new()),
+        ];
         for (n, (key, tab, m)) in joins.into_iter().enumerate() {
             let n = n as u64 + 1;
-            table.track(room.clone(), key, SocketId(n), tab.map(Into::into), m, 1000 * n, PhxRef::from_random(n.into()));
+            table.track(
+                room.clone(),
+                key,
+                SocketId(n),
+                tab.map(Into::into),
+                m,
+                1000 * n,
+                PhxRef::from_random(n.into()),
+            );
         }
         for view in [AnonymousView::List, AnonymousView::Count] {
             for list in [table.list(&room, view), table.list(&Topic::from("room:none"), view)] {
