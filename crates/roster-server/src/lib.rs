@@ -47,6 +47,7 @@ mod limits;
 mod meta_json;
 mod metrics;
 mod socket;
+mod spare;
 mod token;
 mod user_api;
 mod wire;

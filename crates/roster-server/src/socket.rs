@@ -47,6 +47,7 @@ use crate::guard::{self, Counter, Refusal, SocketGuard};
 use crate::limits::{ConnectionPermit, UserPermit};
 use crate::meta_json::{meta_from_json, meta_value_from_json};
 use crate::metrics::Metrics;
+use crate::spare::Spares;
 use crate::token::{verify_at, Claims};
 use crate::wire::{OpCode, OutFrame, Wire, MAX_PREFIX};
 use axum::body::Body;
@@ -64,6 +65,7 @@ use roster_runtime::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use std::cell::RefCell;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -668,6 +670,11 @@ impl Pending {
     }
 }
 
+thread_local! {
+    /// This thread's spare outbox lists (`spare.rs`).
+    static SPARE_MESSAGES: RefCell<Spares<Pending>> = const { RefCell::new(Spares::new()) };
+}
+
 /// The messages a socket writes next, in order, and their bytes.
 #[derive(Default)]
 struct Outbox {
@@ -702,9 +709,15 @@ impl Outbox {
         }
     }
 
-    /// Room for `messages` more, taken at once.
+    /// Room for `messages` more, taken at once: a spare list of the thread's if there is none.
     fn reserve(&mut self, messages: usize) {
-        self.messages.reserve_exact(messages);
+        if self.messages.capacity() == 0 {
+            if let Ok(list) = SPARE_MESSAGES.with(|s| s.try_borrow_mut().map(|mut s| s.take(messages))) {
+                self.messages = list;
+                return;
+            }
+        }
+        self.messages.reserve(messages);
     }
 
     fn push_message(&mut self, prefix: &[u8], body: Bytes) {
@@ -741,9 +754,15 @@ impl Outbox {
             self.messages.pop_front();
         }
         self.bytes = self.bytes.saturating_sub(len as u64);
-        // An idle socket keeps no room: most of 10,000 sockets are idle most of the time.
+        // An idle socket keeps no room: most of 10,000 sockets are idle most of the time. The
+        // list goes to the thread's spares, for the next batch.
         if self.messages.is_empty() {
-            self.messages = VecDeque::new();
+            let list = std::mem::take(&mut self.messages);
+            SPARE_MESSAGES.with(|s| {
+                if let Ok(mut spares) = s.try_borrow_mut() {
+                    spares.give(list);
+                }
+            });
         }
         Some((frame, len))
     }
@@ -1380,6 +1399,21 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_emptied_outbox_gives_its_list_to_the_threads_spares_and_the_next_batch_takes_it() {
+        let kept = || SPARE_MESSAGES.with(|s| s.borrow().kept());
+        let mut out = Outbox::default();
+        out.reserve(3);
+        let room = out.messages.capacity();
+        out.push("a".to_owned());
+        assert_eq!(kept(), 0);
+        while out.next_frame().is_some() {}
+        assert_eq!((out.messages.capacity(), kept()), (0, 1));
+        let mut next = Outbox::default();
+        next.reserve(2);
+        assert_eq!((next.messages.capacity(), kept()), (room, 0), "the same list, no new one");
     }
 
     #[test]

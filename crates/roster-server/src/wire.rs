@@ -17,7 +17,9 @@
 //! only after flushing tungstenite (its pending pongs and close go out first). A partial write
 //! resumes where it stopped.
 
+use crate::spare::Spares;
 use bytes::Bytes;
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -47,6 +49,11 @@ pub(crate) const MAX_PREFIX: usize = LEAD - MAX_HEAD;
 
 /// The most slices one vectored write takes (Linux takes up to 1,024).
 const MAX_SLICES: usize = 64;
+
+thread_local! {
+    /// This thread's spare frame lists (`spare.rs`).
+    static SPARE_FRAMES: RefCell<Spares<OutFrame>> = const { RefCell::new(Spares::new()) };
+}
 
 /// One frame's header, encoded (RFC 6455, 5.2): FIN and opcode, then the payload length in 7
 /// bits, or 126 and 16 bits, or 127 and 64 bits, big-endian; unmasked.
@@ -157,8 +164,14 @@ impl<S> Wire<S> {
     }
 
     /// Room for `frames` more frames, taken at once (a batch's frames queued one by one would
-    /// regrow the queue at every doubling).
+    /// regrow the queue at every doubling): a spare list of the thread's if there is none.
     pub(crate) fn reserve(&mut self, frames: usize) {
+        if self.frames.capacity() == 0 {
+            if let Ok(list) = SPARE_FRAMES.with(|s| s.try_borrow_mut().map(|mut s| s.take(frames))) {
+                self.frames = list;
+                return;
+            }
+        }
         self.frames.reserve(frames);
     }
 
@@ -222,8 +235,16 @@ impl<S: AsyncWrite + Unpin> Wire<S> {
             }
             self.advance(n);
         }
-        // An idle socket keeps no room: most sockets are idle most of the time.
-        self.frames = VecDeque::new();
+        // An idle socket keeps no room: most sockets are idle most of the time. The list goes
+        // to the thread's spares, for the next write.
+        let list = std::mem::take(&mut self.frames);
+        if list.capacity() > 0 {
+            SPARE_FRAMES.with(|s| {
+                if let Ok(mut spares) = s.try_borrow_mut() {
+                    spares.give(list);
+                }
+            });
+        }
         self.at = 0;
         Poll::Ready(Ok(()))
     }
@@ -397,6 +418,23 @@ mod tests {
                 assert_eq!(wire.io.writes, 2, "one vectored write for the four frames, one for the pong");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_drained_wire_gives_its_list_to_the_threads_spares_and_the_next_write_takes_it() {
+        let kept = || SPARE_FRAMES.with(|s| s.borrow().kept());
+        let mut wire = Wire::new(Trickle { written: Vec::new(), step: 7, refuse: false, writes: 0 });
+        wire.reserve(3);
+        let room = wire.frames.capacity();
+        for n in 0..3u64 {
+            wire.queue(OutFrame::ping(&n.to_be_bytes()));
+        }
+        assert_eq!(kept(), 0);
+        std::future::poll_fn(|cx| wire.poll_drain(cx)).await.unwrap();
+        assert_eq!(wire.io.written.len(), 3 * 10, "three pings written whole");
+        assert_eq!((wire.frames.capacity(), kept()), (0, 1), "the idle socket keeps no room");
+        wire.reserve(2);
+        assert_eq!((wire.frames.capacity(), kept()), (room, 0), "the same list, no new one");
     }
 
     #[tokio::test]
