@@ -1020,6 +1020,43 @@ fn scenario_rule_9_a_scan_closes_a_duplicate_tab_as_soon_as_it_sees_it() {
     assert!(duplicate_tab_of(&weak, "alice"), "without the rule one tab lives on two connections\n{}", weak.text());
 }
 
+/// A scan's early close of a tab's older connection is sent again every heartbeat while the
+/// scan runs (found while proving how long one tab may have two connections: 3-node seed
+/// 10089310547 lost its early close and the retry came only with the scan's end, 1.5 s later).
+///
+/// As above, but the old connection is on n1 and the new one on n2: n0's close to n1 is lost,
+/// the partition is handed over to n2, whose scan hears both at once while n0's answer never
+/// comes (the scan runs `isolation_ms`); its early close to n1 is held on the wire (lost); n1
+/// keeps getting n2's echoes, and is paused 3 s into the scan. Without the retry the old
+/// connection holds until its horizon, 4 s after the pause: both held for about 7.5 s after
+/// n2 heard both, where 5,540 ms are allowed; with it the next heartbeat's close ends it.
+#[test]
+fn scenario_rule_9_an_early_close_is_retried_while_the_scan_runs() {
+    let steps = [
+        FORM,
+        Cut("n2", "*"),
+        Advance(3000),
+        PickUser { alias: "alice", home: "n0", next: None, preferred: Some("n2") },
+        HealAll,
+        Join { client: "A", node: "n1", user: "alice", tab: "a", topic: "room:1" },
+        AwaitJoined { client: "A", max_ms: 1000 },
+        DropAll { from: "n0", to: "n1", kind: "SlotClose" },
+        DropAll { from: "n0", to: "n2", kind: "ScanReply" },
+        HoldNext { from: "n2", to: "n1", kind: "SlotClose" },
+        Resume { client: "A", node: "n2", new: "A2" },
+        AwaitJoined { client: "A2", max_ms: 1000 },
+        AwaitHome { user: "alice", node: "n2", max_ms: 6000 },
+        Advance(1000),
+        ExpectEnded("A"),
+        ExpectJoined("A2"),
+        Advance(2000),
+        Pause("n1", 6000),
+        Advance(10_000),
+    ];
+    let weak = scenario_pair("rule 9 (early close retried)", 3, &steps, |s| s.retry_early_closes = false);
+    assert!(duplicate_tab_of(&weak, "alice"), "without the retry one tab lives on two connections\n{}", weak.text());
+}
+
 // ---- presence, found by the soak ------------------------------------------------------------
 
 /// A node whose snapshot ask goes unanswered asks again once the peer has echoed a heartbeat

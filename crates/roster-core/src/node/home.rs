@@ -618,11 +618,23 @@ impl NodeState {
     }
 
     /// Every heartbeat: revokes and closes not yet confirmed are sent again while their
-    /// gateway is heard; scans are asked again of gateways that have not answered.
+    /// gateway is heard (while a scan runs, the closes it sent early: rule 9); scans are asked
+    /// again of gateways that have not answered.
     pub(super) fn home_retries(&mut self, now: Millis, fx: &mut Vec<Effect>) {
         let mut again = Vec::new();
         for (p, home) in &self.homes {
-            if !home.scan_over || self.leases.valid(*p, now).is_none() {
+            if self.leases.valid(*p, now).is_none() {
+                continue;
+            }
+            if !home.scan_over {
+                // Rule 9: the older connections closed early, while their gateway is heard.
+                if self.safeguards.retry_early_closes {
+                    for s in home.collected.iter().filter(|s| home.closed_early.contains(&(s.conn.clone(), s.token))) {
+                        if self.peers.get(&s.conn.gateway.node).is_some_and(|peer| peer.alive) {
+                            again.push((s.user.clone(), s.scope.clone(), s.conn.clone(), s.token, false));
+                        }
+                    }
+                }
                 continue;
             }
             for (user, scope, u) in

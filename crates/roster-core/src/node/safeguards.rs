@@ -73,6 +73,11 @@ pub struct Safeguards {
     /// Rule 9: a scan closes a tab's older connections as soon as the answers in show it on
     /// two connections, not only once the scan is over.
     pub scan_dedup_at_once: bool,
+    /// Rule 9: such an early close is sent again every heartbeat while the scan runs and the
+    /// gateway is heard, as a replaced record's close is once the scan is over. Off, it was
+    /// sent once: lost, the older connection stayed renewed by this home's echoes until the
+    /// scan ended, up to `isolation_ms` later.
+    pub retry_early_closes: bool,
     /// Rule 16: a node that shuts down gracefully says `Goodbye` to every peer after releasing
     /// everything. Off, its peers find out as after a crash (slower, never unsafe).
     pub say_goodbye: bool,
@@ -115,6 +120,7 @@ impl Default for Safeguards {
             drop_joins_of_unheard_gateways: true,
             ask_again_after_echo: true,
             scan_dedup_at_once: true,
+            retry_early_closes: true,
             say_goodbye: true,
             goodbye_for_one_incarnation: true,
             goodbye_scan_needs_direct_successor: true,
