@@ -996,26 +996,12 @@ fn scenario_rule_8_a_home_drops_the_waiting_joins_of_a_gateway_it_stops_hearing(
 /// soon as both answers are in.
 #[test]
 fn scenario_rule_9_a_scan_closes_a_duplicate_tab_as_soon_as_it_sees_it() {
-    let steps = [
-        FORM,
-        Cut("n2", "*"),
-        Advance(3000),
-        PickUser { alias: "alice", home: "n0", next: None, preferred: Some("n2") },
-        HealAll,
-        Join { client: "A", node: "n2", user: "alice", tab: "a", topic: "room:1" },
-        AwaitJoined { client: "A", max_ms: 1000 },
-        DropAll { from: "n0", to: "n2", kind: "SlotClose" },
-        DropAll { from: "n0", to: "n2", kind: "ScanReply" },
-        Resume { client: "A", node: "n1", new: "A2" },
-        AwaitJoined { client: "A2", max_ms: 1000 },
-        AwaitHome { user: "alice", node: "n2", max_ms: 6000 },
-        Advance(200),
-        ExpectEnded("A"),
-        ExpectJoined("A2"),
-        Advance(2300),
-        Crash("n2"),
-        Advance(10_000),
-    ];
+    let steps = handed_over_to_n2_after_a_lost_close(
+        "n2",
+        "n1",
+        &[],
+        &[Advance(200), ExpectEnded("A"), ExpectJoined("A2"), Advance(2300), Crash("n2"), Advance(10_000)],
+    );
     let weak = scenario_pair("rule 9 (dedup at once)", 3, &steps, |s| s.scan_dedup_at_once = false);
     assert!(duplicate_tab_of(&weak, "alice"), "without the rule one tab lives on two connections\n{}", weak.text());
 }
@@ -1032,29 +1018,45 @@ fn scenario_rule_9_a_scan_closes_a_duplicate_tab_as_soon_as_it_sees_it() {
 /// n2 heard both, where 5,540 ms are allowed; with it the next heartbeat's close ends it.
 #[test]
 fn scenario_rule_9_an_early_close_is_retried_while_the_scan_runs() {
-    let steps = [
+    let steps = handed_over_to_n2_after_a_lost_close(
+        "n1",
+        "n2",
+        &[HoldNext { from: "n2", to: "n1", kind: "SlotClose" }],
+        &[Advance(1000), ExpectEnded("A"), ExpectJoined("A2"), Advance(2000), Pause("n1", 6000), Advance(10_000)],
+    );
+    let weak = scenario_pair("rule 9 (early close retried)", 3, &steps, |s| s.retry_early_closes = false);
+    assert!(duplicate_tab_of(&weak, "alice"), "without the retry one tab lives on two connections\n{}", weak.text());
+}
+
+/// The two scripts above: n2 is cut off, so n0 takes alice's partition, which prefers n2, and
+/// hands it over to n2 once the cut heals. Tab a holds on `old` and resumes on `new`, n0's
+/// close to `old` is lost, and n0's scan answers to n2 too (so n2's scan runs `isolation_ms`);
+/// `hold` comes before the resume and `then` after n2 has become alice's home.
+fn handed_over_to_n2_after_a_lost_close(
+    old: &'static str,
+    new: &'static str,
+    hold: &[Step],
+    then: &[Step],
+) -> Vec<Step> {
+    let mut steps = vec![
         FORM,
         Cut("n2", "*"),
         Advance(3000),
         PickUser { alias: "alice", home: "n0", next: None, preferred: Some("n2") },
         HealAll,
-        Join { client: "A", node: "n1", user: "alice", tab: "a", topic: "room:1" },
+        Join { client: "A", node: old, user: "alice", tab: "a", topic: "room:1" },
         AwaitJoined { client: "A", max_ms: 1000 },
-        DropAll { from: "n0", to: "n1", kind: "SlotClose" },
+        DropAll { from: "n0", to: old, kind: "SlotClose" },
         DropAll { from: "n0", to: "n2", kind: "ScanReply" },
-        HoldNext { from: "n2", to: "n1", kind: "SlotClose" },
-        Resume { client: "A", node: "n2", new: "A2" },
+    ];
+    steps.extend_from_slice(hold);
+    steps.extend([
+        Resume { client: "A", node: new, new: "A2" },
         AwaitJoined { client: "A2", max_ms: 1000 },
         AwaitHome { user: "alice", node: "n2", max_ms: 6000 },
-        Advance(1000),
-        ExpectEnded("A"),
-        ExpectJoined("A2"),
-        Advance(2000),
-        Pause("n1", 6000),
-        Advance(10_000),
-    ];
-    let weak = scenario_pair("rule 9 (early close retried)", 3, &steps, |s| s.retry_early_closes = false);
-    assert!(duplicate_tab_of(&weak, "alice"), "without the retry one tab lives on two connections\n{}", weak.text());
+    ]);
+    steps.extend_from_slice(then);
+    steps
 }
 
 // ---- presence, found by the soak ------------------------------------------------------------
@@ -1398,7 +1400,8 @@ fn ablation_goodbye_scan_needs_direct_successor() {
 /// connection's horizon: n1 answers n2's scan, n2 closes the old connection, but n0 is paused
 /// 28 ms later and holds it to its horizon: one tab on two connections for 7,688 ms, longer
 /// than a resume may take while its home stays (7,560 ms), within what the change of home
-/// allows (two isolations after n2's lease began, then that bound).
+/// allows (`isolation_ms` and a little after n1's answer re-attached the new connection to n2:
+/// `checker::duplicate_tab_allowed_until`).
 #[test]
 fn scenario_seed_5119700793_a_resume_granted_by_a_cut_off_home_meets_a_late_scan_answer() {
     let steps = [
