@@ -545,7 +545,7 @@ pub struct Figures {
     pub broadcasts: [u64; 2],
     /// Two connections of one tab that both held for longer than [`resume_overlap_bound_ms`],
     /// within what a new home taking the older one on allows
-    /// ([`duplicate_tab_allowed_until`]): how long, and how far below that allowance (ms).
+    /// ([`duplicate_tab_allowed_until`]): how long both held (ms).
     pub one_tab_overlap_after_new_home_ms: Vec<Millis>,
     /// For each of those, the allowance minus the overlap (ms).
     pub one_tab_overlap_margin_ms: Vec<Millis>,
@@ -888,7 +888,15 @@ pub fn check_single_slot(intervals: &[HeldInterval], config: &Config) -> Vec<Vio
 pub fn resume_overlap_bound_ms(config: &Config) -> Millis {
     let c = &config.cluster;
     let d = 1.0 + c.max_drift;
-    (c.isolation_ms as f64 * d + c.lease_ms as f64 * d) as Millis + c.lease_ms / 4 + c.heartbeat_timeout_ms
+    (c.lease_ms as f64 * d) as Millis + close_tail_ms(config)
+}
+
+/// How long the older connection of a tab may hold after a home knows both connections:
+/// `isolation_ms × (1 + max_drift)` (its horizon) `+ lease_ms / 4 + heartbeat_timeout_ms` (its
+/// close retried under loss or late on the wire).
+fn close_tail_ms(config: &Config) -> Millis {
+    let c = &config.cluster;
+    (c.isolation_ms as f64 * (1.0 + c.max_drift)) as Millis + c.lease_ms / 4 + c.heartbeat_timeout_ms
 }
 
 /// Until when the older of two connections of one tab (`older`, `newer`: their intervals) may
@@ -909,7 +917,6 @@ pub fn resume_overlap_bound_ms(config: &Config) -> Millis {
 /// the newer one holds at most `isolation_ms` longer, unless the new home hears of it first
 /// and closes the older one. Nothing else renews the older one.
 pub fn duplicate_tab_allowed_until(config: &Config, older: &HeldInterval, newer: &HeldInterval) -> Millis {
-    let c = &config.cluster;
     let overlap_end = older.end.min(newer.end);
     let taken_on = older.attached.iter().filter(|(_, at)| *at <= overlap_end).map(|(epoch, at)| {
         let newer_at = newer.attached.iter().find(|(e, t)| e == epoch && *t <= overlap_end).map(|(_, t)| *t);
@@ -917,8 +924,7 @@ pub fn duplicate_tab_allowed_until(config: &Config, older: &HeldInterval, newer:
     });
     let last = taken_on.filter(|at| *at > newer.start).max();
     let after_resume = newer.start + resume_overlap_bound_ms(config);
-    let tail = (c.isolation_ms as f64 * (1.0 + c.max_drift)) as Millis + c.lease_ms / 4 + c.heartbeat_timeout_ms;
-    last.map_or(after_resume, |at| after_resume.max(at + tail))
+    last.map_or(after_resume, |at| after_resume.max(at + close_tail_ms(config)))
 }
 
 /// Every pair of connections of one tab of one `(user, scope)` whose holds overlapped, as

@@ -629,9 +629,12 @@ impl NodeState {
             if !home.scan_over {
                 // Rule 9: the older connections closed early, while their gateway is heard.
                 if self.safeguards.retry_early_closes {
-                    for s in home.collected.iter().filter(|s| home.closed_early.contains(&(s.conn.clone(), s.token))) {
-                        if self.peers.get(&s.conn.gateway.node).is_some_and(|peer| peer.alive) {
-                            again.push((s.user.clone(), s.scope.clone(), s.conn.clone(), s.token, false));
+                    for (conn, token) in &home.closed_early {
+                        if !self.peers.get(&conn.gateway.node).is_some_and(|peer| peer.alive) {
+                            continue;
+                        }
+                        if let Some(s) = home.collected.iter().find(|s| &s.conn == conn && s.token == *token) {
+                            again.push((s.user.clone(), s.scope.clone(), conn.clone(), *token, false));
                         }
                     }
                 }
