@@ -1,5 +1,6 @@
 //! The `roster` binary: `roster serve`, `roster token`, `roster status`.
 
+mod allocator;
 mod serve;
 
 use clap::Parser;

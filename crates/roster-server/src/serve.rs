@@ -63,6 +63,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.records {
         opts = opts.records(path);
     }
+    tracing::info!(allocator = %crate::allocator::describe(), "memory");
     let node_handle = Node::start(opts).await.context("starting the node")?;
     let listener = tokio::net::TcpListener::bind(&http_addr).await.with_context(|| format!("binding {http_addr}"))?;
     eprintln!("roster node {node} serving ws://{http_addr}/socket/websocket (health: http://{http_addr}/health)");
