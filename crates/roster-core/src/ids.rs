@@ -488,9 +488,17 @@ impl PhxRef {
             return None;
         }
         let mut bits = 0u128;
-        for (i, c) in text.iter().enumerate() {
-            let digit = URL_SAFE.iter().position(|u| u == c)?;
-            bits |= (digit as u128) << (6 * i);
+        for (i, &c) in text.iter().enumerate() {
+            let digit = match c {
+                b'A'..=b'Z' => c - b'A',
+                b'a'..=b'z' => c - b'a' + 26,
+                b'0'..=b'9' => c - b'0' + 52,
+                b'-' => 62,
+                b'_' => 63,
+                _ => return None,
+            };
+            debug_assert_eq!(URL_SAFE[usize::from(digit)], c);
+            bits |= u128::from(digit) << (6 * i);
         }
         let number = bits as u64;
         ((bits >> 64) as u32 == Self::check(number)).then_some(number)
