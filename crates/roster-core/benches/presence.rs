@@ -19,7 +19,7 @@ fn big_room() -> PresenceTable {
     for i in 0..ROOM {
         let meta = Meta::from([("name".to_owned(), MetaValue::Str(format!("User {i}")))]);
         let tab = Some(TabId::from(format!("tab-{i}")));
-        table.track(room(), format!("user-{i}"), SocketId(i), tab, meta, 1_000 + i, PhxRef::from_random(u128::from(i)));
+        table.track(room(), format!("user-{i}"), SocketId(i), tab, meta, 1_000 + i, PhxRef::from_number(i));
     }
     table
 }
@@ -27,7 +27,7 @@ fn big_room() -> PresenceTable {
 fn join(table: &mut PresenceTable) {
     let meta = Meta::from([("name".to_owned(), MetaValue::Str("Joiner".to_owned()))]);
     let tab = Some(TabId::from("tab-joiner"));
-    let phx_ref = PhxRef::from_random(u128::MAX);
+    let phx_ref = PhxRef::from_number(u64::MAX);
     black_box(table.track(room(), "joiner".to_owned(), SocketId(ROOM), tab, meta, 99_999, phx_ref));
 }
 

@@ -372,9 +372,11 @@ impl fmt::Display for ConnId {
 
 /// A unique reference carried by every presence meta (16 url-safe characters), as Phoenix does.
 ///
-/// Kept in place up to 22 bytes (every reference this code makes; a peer's or a test's may
-/// be longer, and is then kept on the heap): a `String` cost an allocation of its own per
-/// presence. Equality, order, hashing and the encoding are those of the string.
+/// Every reference this code makes is the rendering of a number ([`PhxRef::from_number`]), so
+/// a stored meta keeps the number (8 bytes, [`PhxRef::number`]) and renders the text when it is
+/// read; a peer's or a test's text that is no such rendering is kept as text. This value keeps
+/// the text in place up to 22 bytes (longer ones on the heap). Equality, order, hashing and the
+/// encoding are those of the string.
 #[derive(Clone)]
 pub struct PhxRef(RefText);
 
@@ -461,13 +463,45 @@ impl PhxRef {
     /// Length of every generated reference.
     pub const LEN: usize = 16;
 
-    /// A reference from 96 random bits supplied by the caller (6 bits per character).
-    pub fn from_random(random: u128) -> Self {
+    /// The reference that renders `number`: 16 url-safe characters, 6 bits each, for 96 bits,
+    /// the number's 64 and 32 derived from them (so that a random text is seldom a rendering,
+    /// and a rendering looks as random as the 96 random bits references once carried).
+    pub fn from_number(number: u64) -> Self {
+        let bits = u128::from(number) | (u128::from(Self::check(number)) << 64);
         let mut bytes = [0; Self::INLINE];
         for (i, b) in bytes.iter_mut().take(Self::LEN).enumerate() {
-            *b = URL_SAFE[((random >> (6 * i)) & 63) as usize];
+            *b = URL_SAFE[((bits >> (6 * i)) & 63) as usize];
         }
         PhxRef(RefText::Inline(Self::LEN as u8, bytes))
+    }
+
+    /// The 32 bits a rendering carries beside its number.
+    fn check(number: u64) -> u32 {
+        ((number ^ 0xD6E8_FEB8_6659_FD93).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32
+    }
+
+    /// The number this reference renders, when it is the rendering of one
+    /// ([`from_number`](Self::from_number)): then `PhxRef::from_number(n) == self`.
+    pub fn number(&self) -> Option<u64> {
+        let text = self.as_str().as_bytes();
+        if text.len() != Self::LEN {
+            return None;
+        }
+        let mut bits = 0u128;
+        for (i, &c) in text.iter().enumerate() {
+            let digit = match c {
+                b'A'..=b'Z' => c - b'A',
+                b'a'..=b'z' => c - b'a' + 26,
+                b'0'..=b'9' => c - b'0' + 52,
+                b'-' => 62,
+                b'_' => 63,
+                _ => return None,
+            };
+            debug_assert_eq!(URL_SAFE[usize::from(digit)], c);
+            bits |= u128::from(digit) << (6 * i);
+        }
+        let number = bits as u64;
+        ((bits >> 64) as u32 == Self::check(number)).then_some(number)
     }
 
     /// The reference as a string slice.
@@ -562,10 +596,41 @@ mod tests {
 
     #[test]
     fn phx_refs_are_sixteen_url_safe_characters() {
-        let r = PhxRef::from_random(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210);
+        let r = PhxRef::from_number(0x0123_4567_89ab_cdef);
         assert_eq!(r.as_str().len(), PhxRef::LEN);
         assert!(r.as_str().bytes().all(|b| URL_SAFE.contains(&b)));
-        assert_ne!(r, PhxRef::from_random(1));
+        assert_ne!(r, PhxRef::from_number(1));
+        assert_ne!(PhxRef::from_number(0).as_str(), "AAAAAAAAAAAAAAAA", "the check bits are not zero");
+    }
+
+    #[test]
+    fn a_phx_ref_is_a_number_exactly_when_its_text_renders_one() {
+        for n in [0, 1, 2, 63, 64, 0x0123_4567_89ab_cdef, u64::MAX - 1, u64::MAX] {
+            let r = PhxRef::from_number(n);
+            assert_eq!(r.number(), Some(n));
+            let again = PhxRef::new(r.as_str());
+            assert_eq!((again.number(), &again), (Some(n), &r), "the text read back is the same number");
+            let mut text = r.as_str().to_owned();
+            let last = text.pop().unwrap();
+            assert_eq!(PhxRef::new(&text).number(), None, "15 characters");
+            // Another last character: the check bits no longer match the number.
+            text.push(if last == 'A' { 'B' } else { 'A' });
+            assert_eq!(PhxRef::new(&text).number(), None, "{text:?}");
+        }
+        for text in ["", "r1", "F3x", "users:3", "AAAAAAAAAAAAAAAA", "AAAAAAAAAAAAAAA=", "AAAAAAAAAAAAAAAAA"] {
+            assert_eq!(PhxRef::new(text).number(), None, "{text:?}");
+        }
+        // Order, equality and hashing are the text's, whatever the numbers.
+        let refs: Vec<PhxRef> = (0..200).map(|n| PhxRef::from_number(n * 0x0101_0101_0101)).collect();
+        let mut by_ref = refs.clone();
+        by_ref.sort();
+        let mut by_text: Vec<&str> = refs.iter().map(PhxRef::as_str).collect();
+        by_text.sort();
+        assert_eq!(by_ref.iter().map(PhxRef::as_str).collect::<Vec<_>>(), by_text);
+        let hasher = std::collections::hash_map::RandomState::new();
+        use std::hash::BuildHasher;
+        assert_eq!(hasher.hash_one(&refs[7]), hasher.hash_one(refs[7].as_str()));
+        assert_eq!(crate::codec::encode(&refs[7]).unwrap(), crate::codec::encode(&refs[7].as_str()).unwrap());
     }
 
     /// The shape an incarnation had before it was shared: its bytes on the wire must not change.

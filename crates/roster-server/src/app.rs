@@ -302,15 +302,7 @@ mod tests {
         ];
         for (n, (key, tab, m)) in joins.into_iter().enumerate() {
             let n = n as u64 + 1;
-            table.track(
-                room.clone(),
-                key,
-                SocketId(n),
-                tab.map(Into::into),
-                m,
-                1000 * n,
-                PhxRef::from_random(n.into()),
-            );
+            table.track(room.clone(), key, SocketId(n), tab.map(Into::into), m, 1000 * n, PhxRef::from_number(n));
         }
         for view in [AnonymousView::List, AnonymousView::Count] {
             for list in [table.list(&room, view), table.list(&Topic::from("room:none"), view)] {

@@ -13,13 +13,14 @@ const SNAPSHOT_CHUNK_ENTRIES: usize = 1000;
 const SNAPSHOT_CHUNK_BYTES: usize = 256 * 1024;
 
 impl NodeState {
-    /// A fresh `phx_ref`: a hash of this incarnation and a counter, so refs are unique across
-    /// nodes and lives without drawing randomness here.
+    /// A fresh `phx_ref`: the rendering of a number ([`PhxRef::from_number`], which a meta
+    /// keeps in 8 bytes) that mixes a counter with a hash of this incarnation, without drawing
+    /// randomness here. The mix is a bijection of the counter, so one life never repeats a
+    /// reference; other nodes and lives differ by their boot's hash.
     fn next_phx_ref(&mut self) -> PhxRef {
         self.phx_refs += 1;
-        let mut bytes = self.me.boot.as_bytes().to_vec();
-        bytes.extend_from_slice(&self.phx_refs.to_le_bytes());
-        PhxRef::from_random(xxhash_rust::xxh3::xxh3_128(&bytes))
+        let boot = xxhash_rust::xxh3::xxh3_64(self.me.boot.as_bytes());
+        PhxRef::from_number(mix(self.phx_refs ^ boot))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -186,4 +187,11 @@ fn emit(changes: PresenceChanges, fx: &mut Vec<Effect>) {
     if !changes.is_empty() {
         fx.push(Effect::PresenceChanged(changes));
     }
+}
+
+/// splitmix64's finalizer: a bijection of `u64` whose outputs of consecutive inputs look random.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
 }

@@ -2,7 +2,7 @@
 //! to show the composition works end to end. The seeded, faulty simulation lives in `sim`.
 
 use super::*;
-use crate::ids::{MetaValue, SlotToken, SocketId, TabId, Topic, UserId};
+use crate::ids::{MetaValue, PhxRef, SlotToken, SocketId, TabId, Topic, UserId};
 use crate::{partition_of, Config, NodeConfig, PolicyConfig};
 use std::collections::BTreeMap;
 
@@ -300,6 +300,37 @@ fn presence_converges_on_every_node_and_a_dead_peers_entries_leave() {
     c.input("n0", Input::LinkDown { peer: NodeName::from("n2") });
     let list = c.nodes[&NodeName::from("n0")].presence().list(&topic, crate::AnonymousView::Count);
     assert_eq!(list.keys().collect::<Vec<_>>(), vec!["alice", "bob"]);
+}
+
+/// Every `phx_ref` a node makes renders a number (so its meta keeps 8 bytes for it, not the
+/// text), on every node's copy, and no two nodes' references are equal.
+#[test]
+fn every_phx_ref_a_node_makes_is_a_number_and_unique() {
+    let mut c = Cluster::new(3, "takeover");
+    c.run_until(6_000);
+    for (i, node) in ["n0", "n1", "n2"].into_iter().enumerate() {
+        for s in 0..4 {
+            let socket = 10 * i as u64 + s;
+            c.join(node, socket, &format!("user{socket}"), &format!("tab{socket}"));
+        }
+    }
+    c.run_until(6_300);
+    let topic = Topic::from("room:1");
+    for n in c.nodes.values() {
+        let list = n.presence().list(&topic, crate::AnonymousView::Count);
+        let refs: Vec<PhxRef> = list
+            .iter()
+            .flat_map(|(_, metas)| metas)
+            .map(|m| match &m["phx_ref"] {
+                MetaValue::Str(text) => PhxRef::new(text),
+                other => panic!("phx_ref {other:?}"),
+            })
+            .collect();
+        assert_eq!(refs.len(), 12);
+        assert!(refs.iter().all(|r| r.number().is_some()), "{refs:?}");
+        let distinct: std::collections::BTreeSet<&PhxRef> = refs.iter().collect();
+        assert_eq!(distinct.len(), refs.len());
+    }
 }
 
 /// A lost delta makes every later delta fail the same way: the receiver asks for one

@@ -38,7 +38,7 @@ impl EntryRecord {
             topic: topic.clone(),
             key: key.to_owned(),
             socket,
-            phx_ref: meta.phx_ref().clone(),
+            phx_ref: meta.phx_ref(),
             tab_id: meta.tab_id().cloned(),
             online_at: meta.online_at(),
             meta: meta.meta().to_meta(),

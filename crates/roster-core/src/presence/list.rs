@@ -392,10 +392,11 @@ impl Serialize for FlatMeta<'_> {
         // `tab_id` is left out when the join gave none (14 bytes of every such entry, in every
         // `presence_state` and diff).
         let tab = m.tab_id().map(|t| ("tab_id", Reserved::Str(t.as_str())));
+        let phx_ref = m.phx_ref();
         let reserved = [
             Some(("node", Reserved::Str(m.node().as_str()))),
             Some(("online_at", Reserved::Int(i64::try_from(m.online_at()).unwrap_or(i64::MAX)))),
-            Some(("phx_ref", Reserved::Str(m.phx_ref().as_str()))),
+            Some(("phx_ref", Reserved::Str(phx_ref.as_str()))),
             tab,
         ];
         let shadowed = PresenceMeta::RESERVED.iter().filter(|k| m.meta().contains_key(k)).count();

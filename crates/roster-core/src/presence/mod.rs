@@ -102,27 +102,31 @@ impl PresenceView {
 /// One presence as the table stores it: who, which tab, on which node, since when, and the
 /// user's own meta. The client sees it flattened by [`PresenceMeta::to_flat`].
 ///
-/// 40 bytes (a 64-byte heap block with its `Arc`'s counts, where the five fields in place took
-/// 96): what is this presence's own, its `phx_ref` and `online_at`, in place; the tab, the
-/// node and the user's meta, which a socket's presences in its several topics nearly always
-/// share, behind one shared pointer ([`MetaAbout`]): the table hands a new presence the one of
-/// the socket's other entries (or of a recent one) when they are equal. Equality, order and
-/// the encoding are those of the five fields.
+/// 24 bytes (a 48-byte heap block with its `Arc`'s counts, where the five fields in place took
+/// 96): what is this presence's own, its `phx_ref` as the number it renders
+/// ([`PhxRef::number`]: every reference a node makes is one) and `online_at`, in place; the
+/// tab, the node and the user's meta, which a socket's presences in its several topics nearly
+/// always share, behind one shared pointer ([`MetaAbout`]): the table hands a new presence the
+/// one of the socket's other entries (or of a recent one) when they are equal. A reference
+/// that renders no number (a peer's or a test's text) is kept in the [`MetaAbout`], which is
+/// then this presence's own. Equality, order and the encoding are those of the five fields.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(from = "MetaFieldsOf", into = "MetaFieldsOf")]
 pub struct PresenceMeta {
-    phx_ref: PhxRef,
+    /// The number `phx_ref` renders; 0 when `about.text_ref` holds the reference.
+    ref_number: u64,
     online_at: Millis,
     about: Arc<MetaAbout>,
 }
 
 /// The part of a [`PresenceMeta`] that a socket's presences share: the browser tab, the node,
-/// the user's meta.
+/// the user's meta; and a `phx_ref` that renders no number (rare: never one this code makes).
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct MetaAbout {
     tab_id: Option<TabId>,
     node: NodeName,
     meta: MetaFields,
+    text_ref: Option<Box<PhxRef>>,
 }
 
 /// The five fields of a [`PresenceMeta`], in the order it has always been encoded in.
@@ -144,14 +148,9 @@ impl From<MetaFieldsOf> for PresenceMeta {
 
 impl From<PresenceMeta> for MetaFieldsOf {
     fn from(m: PresenceMeta) -> Self {
+        let phx_ref = m.phx_ref();
         let about = Arc::unwrap_or_clone(m.about);
-        MetaFieldsOf {
-            phx_ref: m.phx_ref,
-            tab_id: about.tab_id,
-            node: about.node,
-            online_at: m.online_at,
-            meta: about.meta,
-        }
+        MetaFieldsOf { phx_ref, tab_id: about.tab_id, node: about.node, online_at: m.online_at, meta: about.meta }
     }
 }
 
@@ -168,12 +167,25 @@ impl PresenceMeta {
         online_at: Millis,
         meta: impl Into<MetaFields>,
     ) -> Self {
-        PresenceMeta { phx_ref, online_at, about: Arc::new(MetaAbout { tab_id, node, meta: meta.into() }) }
+        let (ref_number, text_ref) = Self::split_ref(phx_ref);
+        let about = MetaAbout { tab_id, node, meta: meta.into(), text_ref };
+        PresenceMeta { ref_number, online_at, about: Arc::new(about) }
+    }
+
+    /// A reference as a meta keeps it: the number it renders, or else its text.
+    fn split_ref(phx_ref: PhxRef) -> (u64, Option<Box<PhxRef>>) {
+        match phx_ref.number() {
+            Some(number) => (number, None),
+            None => (0, Some(Box::new(phx_ref))),
+        }
     }
 
     /// Unique per meta; a new one on every update, as Phoenix does.
-    pub fn phx_ref(&self) -> &PhxRef {
-        &self.phx_ref
+    pub fn phx_ref(&self) -> PhxRef {
+        match &self.about.text_ref {
+            Some(text) => PhxRef::clone(text),
+            None => PhxRef::from_number(self.ref_number),
+        }
     }
 
     /// The browser tab, when the join carried one.
@@ -198,8 +210,10 @@ impl PresenceMeta {
 
     /// This meta with another `phx_ref` and user meta (an update: tab, node and `online_at` stay).
     pub fn updated(&self, phx_ref: PhxRef, meta: impl Into<MetaFields>) -> Self {
-        let about = MetaAbout { tab_id: self.about.tab_id.clone(), node: self.about.node.clone(), meta: meta.into() };
-        PresenceMeta { phx_ref, online_at: self.online_at, about: Arc::new(about) }
+        let (ref_number, text_ref) = Self::split_ref(phx_ref);
+        let about =
+            MetaAbout { tab_id: self.about.tab_id.clone(), node: self.about.node.clone(), meta: meta.into(), text_ref };
+        PresenceMeta { ref_number, online_at: self.online_at, about: Arc::new(about) }
     }
 
     /// The shared part: tab, node and user meta.
@@ -285,7 +299,7 @@ impl PresenceMeta {
     /// cannot forge them.
     pub fn to_flat(&self) -> Meta {
         let mut flat = self.meta().to_meta();
-        flat.insert("phx_ref".into(), MetaValue::Str(self.phx_ref.as_str().to_owned()));
+        flat.insert("phx_ref".into(), MetaValue::Str(self.phx_ref().as_str().to_owned()));
         match self.tab_id() {
             Some(t) => flat.insert("tab_id".into(), MetaValue::Str(t.as_str().to_owned())),
             None => flat.remove("tab_id"),

@@ -609,7 +609,7 @@ impl PresenceTable {
             let conn = conn_of(origin, record.socket);
             let same = self
                 .lookup(&record.topic, &conn)
-                .is_some_and(|(key, meta)| **key == *record.key && *meta.phx_ref() == record.phx_ref);
+                .is_some_and(|(key, meta)| **key == *record.key && meta.phx_ref() == record.phx_ref);
             if !same {
                 let (topic, key, _, meta) = record.into_parts(&origin.node);
                 self.put(&topic, &conn, Arc::from(key), meta, out);

@@ -26,7 +26,7 @@ fn topic(s: &str) -> Topic {
 }
 
 fn phx(n: u128) -> PhxRef {
-    PhxRef::from_random(n)
+    PhxRef::from_number(n as u64)
 }
 
 fn meta(pairs: &[(&str, MetaValue)]) -> Meta {
@@ -391,7 +391,7 @@ fn untrack_conn_leaves_every_topic_of_the_connection_only() {
     let conn2 = ConnId { gateway: me, socket: SocketId(2) };
     let left = a.entries_of(&conn2);
     assert_eq!(left.len(), 1);
-    assert_eq!((left[0].topic.as_str(), left[0].key.as_str(), left[0].meta.phx_ref()), ("room:1", "u2", &phx(9)));
+    assert_eq!((left[0].topic.as_str(), left[0].key.as_str(), left[0].meta.phx_ref()), ("room:1", "u2", phx(9)));
     assert_eq!(a.topics().collect::<Vec<_>>(), [&topic("room:1")]);
     assert_eq!(a.untrack_conn(SocketId(1)), LocalWrite::default());
 }
@@ -445,7 +445,7 @@ fn a_sockets_presences_share_one_meta_part_when_it_is_equal_and_keep_their_own_o
     assert!(!Arc::ptr_eq(stored(&a, "room:2", "u3").about(), parts[0].about()));
     // Each still reads as its own five fields, and its own online_at and phx_ref.
     let m = &parts[1];
-    assert_eq!((m.phx_ref(), m.online_at(), m.tab_id(), m.node().as_str()), (&phx(2), 11, tab().as_ref(), "a"));
+    assert_eq!((m.phx_ref(), m.online_at(), m.tab_id(), m.node().as_str()), (phx(2), 11, tab().as_ref(), "a"));
     assert_eq!(m.meta().to_meta(), ada());
     // An update changes one topic's meta only: that entry gets a part of its own.
     a.update(&topic("room:2"), SocketId(1), meta(&[("name", name("Ada L."))]), phx(20));
@@ -465,7 +465,38 @@ fn a_sockets_presences_share_one_meta_part_when_it_is_equal_and_keep_their_own_o
     );
     let decoded: PresenceMeta = serde_json::from_value(encoded).expect("decodes");
     assert_eq!(decoded, *parts[0]);
-    assert_eq!(std::mem::size_of::<PresenceMeta>(), 40, "a 64-byte block with its Arc's counts");
+    assert_eq!(std::mem::size_of::<PresenceMeta>(), 24, "a 48-byte block with its Arc's counts");
+}
+
+/// A `phx_ref` that renders no number (a peer's or a test's text) is kept as text, in a part
+/// of its own; either form reads, compares and encodes as its text, as the five fields did.
+#[test]
+fn a_meta_keeps_a_reference_that_is_no_number_as_its_text() {
+    let ada = || meta(&[("name", name("Ada"))]);
+    let tab = || Some(TabId::from("t1"));
+    let made = phx(7);
+    let texts = [made.clone(), PhxRef::new("r1"), PhxRef::new("a-reference-longer-than-22-bytes")];
+    let metas: Vec<PresenceMeta> =
+        texts.iter().map(|r| PresenceMeta::new(r.clone(), tab(), NodeName::from("a"), 10, ada())).collect();
+    for (r, m) in texts.iter().zip(&metas) {
+        assert_eq!(m.phx_ref(), *r);
+        assert_eq!(m.about().text_ref.is_some(), r.number().is_none(), "{r:?}");
+        let encoded = serde_json::to_value(m).expect("encodes");
+        assert_eq!(encoded["phx_ref"], serde_json::json!(r.as_str()));
+        let decoded: PresenceMeta = serde_json::from_value(encoded).expect("decodes");
+        assert_eq!(decoded, *m);
+        let bytes = crate::codec::encode(m).unwrap();
+        assert_eq!(crate::codec::decode::<PresenceMeta>(&bytes).unwrap(), *m);
+        assert_eq!(m.to_flat()["phx_ref"], MetaValue::Str(r.as_str().to_owned()));
+    }
+    assert!(metas[0] != metas[1] && metas[1] != metas[2]);
+    // The same text given as text or as a number is one meta.
+    let as_text = PresenceMeta::new(PhxRef::new(made.as_str()), tab(), NodeName::from("a"), 10, ada());
+    assert_eq!(as_text, metas[0]);
+    // An update to a text reference, and back to a number.
+    let updated = metas[0].updated(PhxRef::new("r2"), ada());
+    assert_eq!((updated.phx_ref(), updated.online_at()), (PhxRef::new("r2"), 10));
+    assert_eq!(updated.updated(phx(8), ada()).phx_ref(), phx(8));
 }
 
 // ---- deltas ------------------------------------------------------------------------------
@@ -1307,7 +1338,7 @@ impl Node {
     fn run(&mut self, op: &Op) -> LocalWrite {
         self.clock += 1;
         self.refs += 1;
-        let fresh = PhxRef::from_random((self.boot << 40) | self.refs);
+        let fresh = PhxRef::from_number(((self.boot << 40) | self.refs) as u64);
         let value = |v: i64| meta(&[("v", MetaValue::Int(v))]);
         match *op {
             Op::Track { room: r, user, socket, tab, value: v } => {
