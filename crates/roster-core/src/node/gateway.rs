@@ -8,6 +8,7 @@
 
 use super::{Announced, ClientEvent, ClientJoin, Effect, HeldSlot, NodeState, PeerMsg, Record};
 use crate::config::{AnonymousMode, ScopeKey};
+use crate::few::Few;
 use crate::ids::{ConnId, Incarnation, Meta, Millis, NodeName, Role, SlotToken, SocketId, TabId, Topic, UserId};
 use crate::ring::{partition_of, PartitionId};
 use crate::slot::TabKey;
@@ -272,8 +273,9 @@ struct Waiting {
     user: UserId,
     tab: Option<TabId>,
     role: Option<Role>,
-    /// The topics that wait on this slot, with the meta each joined with.
-    topics: BTreeMap<Topic, Meta>,
+    /// The topics that wait on this slot, with the meta each joined with, in topic order
+    /// (nearly always one: held in place, see `few.rs`).
+    topics: Few<Topic, Meta>,
     deadline: Millis,
     next_try: Millis,
     /// The last answer was "not home" or no home was known: time out as `no_quorum`.
@@ -558,7 +560,7 @@ impl NodeState {
             user,
             tab: j.tab,
             role: j.role,
-            topics: BTreeMap::from([(j.topic, j.meta)]),
+            topics: Few::One(j.topic, j.meta),
             deadline,
             next_try: now,
             homeless: true,
@@ -659,7 +661,7 @@ impl NodeState {
             partition: p,
             horizon,
         }));
-        // `w.topics` is a BTreeMap: its keys come sorted.
+        // `w.topics` is ordered: its keys come sorted.
         let topics = SlotTopics::from_sorted(&scope, w.topics.keys().cloned().collect());
         for (t, meta) in w.topics {
             self.gateway.sockets.entry(conn.socket).or_default().joined.insert(t.clone());
@@ -699,7 +701,7 @@ impl NodeState {
             return;
         }
         if let Some(w) = self.gateway.waiting.remove(&key) {
-            for t in w.topics.into_keys() {
+            for t in w.topics.into_iter().map(|(t, _)| t) {
                 fx.push(Effect::Client {
                     socket: conn.socket,
                     topic: t,
@@ -736,7 +738,7 @@ impl NodeState {
         } else if let Some(w) = if about_the_waiting_join { self.gateway.waiting.remove(&key) } else { None } {
             // Its grant is still on the wire: the join ends here, or it would ask again and
             // fight the tab that took its place.
-            for t in w.topics.into_keys() {
+            for t in w.topics.into_iter().map(|(t, _)| t) {
                 let event = match &reason {
                     Some(r) => ClientEvent::JoinFailed { reason: r.clone() },
                     None => ClientEvent::Closed,
@@ -1030,7 +1032,7 @@ impl NodeState {
             if w.deadline <= now {
                 let w = self.gateway.waiting.remove(&key).expect("listed");
                 let reason = if w.homeless { "no_quorum" } else { "wait_timed_out" };
-                for t in w.topics.into_keys() {
+                for t in w.topics.into_iter().map(|(t, _)| t) {
                     fx.push(Effect::Client {
                         socket: key.0,
                         topic: t,

@@ -17,8 +17,10 @@ impl NodeState {
     /// nodes and lives without drawing randomness here.
     fn next_phx_ref(&mut self) -> PhxRef {
         self.phx_refs += 1;
-        let mut bytes = self.me.boot.as_bytes().to_vec();
-        bytes.extend_from_slice(&self.phx_refs.to_le_bytes());
+        // The same 24 bytes as ever (boot, then counter), on the stack: no list per join.
+        let mut bytes = [0; 24];
+        bytes[..16].copy_from_slice(self.me.boot.as_bytes());
+        bytes[16..].copy_from_slice(&self.phx_refs.to_le_bytes());
         PhxRef::from_random(xxhash_rust::xxh3::xxh3_128(&bytes))
     }
 
