@@ -137,7 +137,7 @@ impl<K: Ord, V> Few<K, V> {
     }
 
     /// Every entry, in key order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> + Clone + '_ {
         let (one, many) = match self {
             Few::Empty => (None, None),
             Few::One(k, v) => (Some((k, v)), None),
@@ -147,7 +147,7 @@ impl<K: Ord, V> Few<K, V> {
     }
 
     /// Every key, in order.
-    pub(crate) fn keys(&self) -> impl Iterator<Item = &K> + '_ {
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &K> + Clone + '_ {
         self.iter().map(|(k, _)| k)
     }
 

@@ -42,12 +42,14 @@ struct GwSlot {
 struct SlotTopics(Option<Box<Vec<Topic>>>);
 
 impl SlotTopics {
-    /// The topics of `sorted`, a sorted list without repeats, for a slot of `scope`.
-    fn from_sorted(scope: &ScopeKey, mut sorted: Vec<Topic>) -> Self {
+    /// The topics of `sorted`, sorted without repeats, for a slot of `scope` (copied only
+    /// when they are not what `None` says: no list is made for a topic scope's own topic).
+    fn from_sorted<'a>(scope: &ScopeKey, sorted: impl Iterator<Item = &'a Topic> + Clone) -> Self {
         let mut topics = SlotTopics(None);
-        if topics.as_slice(scope) != sorted.as_slice() {
-            sorted.shrink_to_fit();
-            topics.0 = Some(Box::new(sorted));
+        if !topics.as_slice(scope).iter().eq(sorted.clone()) {
+            let mut list: Vec<Topic> = sorted.cloned().collect();
+            list.shrink_to_fit();
+            topics.0 = Some(Box::new(list));
         }
         topics
     }
@@ -662,7 +664,7 @@ impl NodeState {
             horizon,
         }));
         // `w.topics` is ordered: its keys come sorted.
-        let topics = SlotTopics::from_sorted(&scope, w.topics.keys().cloned().collect());
+        let topics = SlotTopics::from_sorted(&scope, w.topics.keys());
         for (t, meta) in w.topics {
             self.gateway.sockets.entry(conn.socket).or_default().joined.insert(t.clone());
             self.track(conn.socket, t.clone(), w.user.0.clone(), w.tab.clone(), meta, now, fx);
@@ -1204,7 +1206,7 @@ mod tests {
         let t = |s: &str| Topic::from(s);
         let own = topic("b");
         // A `topic` scope's slot with its own topic keeps nothing.
-        let mut topics = SlotTopics::from_sorted(&own, vec![t("b")]);
+        let mut topics = SlotTopics::from_sorted(&own, [t("b")].iter());
         assert!(topics.0.is_none());
         assert_eq!(topics.as_slice(&own), &[t("b")]);
         assert!(topics.contains(&own, &t("b")) && !topics.contains(&own, &t("a")));
@@ -1234,7 +1236,7 @@ mod tests {
         assert_eq!(topics.as_slice(&global), &[t("b")]);
         topics.remove(&global, &t("b"));
         assert!(topics.is_empty(&global) && topics.0.is_none());
-        let from = SlotTopics::from_sorted(&global, vec![t("x"), t("y")]);
+        let from = SlotTopics::from_sorted(&global, [t("x"), t("y")].iter());
         assert_eq!(from.as_slice(&global), &[t("x"), t("y")]);
     }
 }

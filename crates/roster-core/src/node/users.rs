@@ -55,6 +55,10 @@ const KEPT_NOTES: usize = 64;
 /// How many touches' room a turn keeps for the next (see [`NodeState::put_back_touches`]).
 const KEPT_TOUCHES: usize = 64;
 
+/// How many sessions' room the list that gathers a scope's keeps (a user holds a few per
+/// scope; more are let go).
+const KEPT_SESSIONS: usize = 16;
+
 /// One live activation.
 #[derive(Debug)]
 struct Activation {
@@ -114,6 +118,10 @@ pub(super) struct Users {
     /// The last turn's touches, emptied, kept to take the next turn's into (no new list per
     /// turn; room for at most [`KEPT_TOUCHES`]).
     touched: Vec<Touch>,
+    /// The list a scope's sessions are gathered in before they go into an activation's view,
+    /// emptied, kept from scope to scope and turn to turn (room for at most
+    /// [`KEPT_SESSIONS`]): one list per join otherwise.
+    gathered: Vec<SessionView>,
     /// Per partition held: the lease's epoch and deadline, as last fenced.
     deadlines: BTreeMap<PartitionId, (u64, Millis)>,
     /// Per partition held: the highest epoch at which another lease on it may have run
@@ -144,6 +152,7 @@ impl Default for Users {
             session_events: true,
             active: foldhash::HashMap::default(),
             touched: Vec::new(),
+            gathered: Vec::new(),
             deadlines: BTreeMap::new(),
             successor_of: BTreeMap::new(),
             notes: foldhash::HashMap::default(),
@@ -556,24 +565,26 @@ impl NodeState {
             let mut events = Events::default();
             for scope in scopes {
                 let range = scope_range(&view, scope);
-                let after: Vec<SessionView> = match self.homes.get(&p) {
-                    Some(home) => {
-                        let earlier = &view[range.clone()];
-                        home.records_in(user, scope).iter().map(|r| self.session_of(user, scope, r, earlier)).collect()
-                    }
-                    None => Vec::new(),
-                };
+                let mut after = std::mem::take(&mut self.users.gathered);
+                if let Some(home) = self.homes.get(&p) {
+                    let earlier = &view[range.clone()];
+                    after.extend(home.records_in(user, scope).iter().map(|r| self.session_of(user, scope, r, earlier)));
+                }
                 if self.users.session_events {
                     session_events(&view[range.clone()], &after, &self.users.notes, &mut events);
+                } else {
+                    after.retain(|s| matches!(s.state, SessionState::Revoking { .. }));
+                    // as `kept` does
                 }
-                let after = self.users.kept(after);
                 // Grown as `grow_by` says, not doubled: one view per active user, and most
                 // hold a few sessions.
                 let grow = after.len().saturating_sub(range.len());
                 if view.len() + grow > view.capacity() {
                     view.reserve_exact(grow.max(crate::grow_by(view.len())));
                 }
-                view.splice(range, after);
+                view.splice(range, after.drain(..));
+                after.shrink_to(KEPT_SESSIONS);
+                self.users.gathered = after;
             }
             for event in events.in_order() {
                 fx.push(Effect::User(UserEffect::Session { user: user.clone(), token, event }));
