@@ -61,6 +61,10 @@ fn resolve_rules(config: &Config, scope: &ScopeKey) -> SlotRules {
 
 type UserKey = (UserId, ScopeKey);
 
+/// How many slot effects' room the list a join's effects are written into keeps between joins
+/// (a join makes one or two; a takeover of many tabs more, let go after).
+pub(super) const KEPT_SLOT_EFFECTS: usize = 8;
+
 /// A partition this node is home of.
 #[derive(Debug)]
 pub(super) struct Home {
@@ -518,10 +522,13 @@ impl NodeState {
         u.slots.set_new_tabs_blocked(blocked);
         self.users.note_topic(&user, &conn, &scope, &topic);
         let rules = rules_of(&self.slot_rules, &self.config, u.slots.rules_id(), &scope);
-        let effects = u.slots.join(conn, tab, role.as_ref(), &rules, &mut home.mint, now);
-        for e in effects {
+        let mut effects = std::mem::take(&mut self.slot_effects);
+        u.slots.join_into(conn, tab, role.as_ref(), &rules, &mut home.mint, now, &mut effects);
+        for e in effects.drain(..) {
             self.slot_effect(&user, &scope, e, now, fx);
         }
+        effects.shrink_to(KEPT_SLOT_EFFECTS);
+        self.slot_effects = effects;
         self.forget_idle(p, &user, &scope);
     }
 

@@ -678,4 +678,7 @@ fn a_scope_with_many_sessions_is_gathered_whole_and_the_kept_list_lets_its_room_
     assert_eq!(conns, (1..=TABS).collect::<Vec<_>>());
     assert!(one.node.users.gathered.is_empty());
     assert!(one.node.users.gathered.capacity() <= KEPT_SESSIONS, "{}", one.node.users.gathered.capacity());
+    // The list each join's slot effects were written into is empty, its room kept and bounded.
+    let effects = &one.node.slot_effects;
+    assert!(effects.is_empty() && (1..=crate::node::home::KEPT_SLOT_EFFECTS).contains(&effects.capacity()));
 }
