@@ -15,9 +15,10 @@ use std::fmt;
 
 /// An ordered map: no entry, one entry in place, or a `BTreeMap` (see the module doc). Equal
 /// maps compare equal whatever their form.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub(crate) enum Few<K, V> {
     /// No entry.
+    #[default]
     Empty,
     /// One entry, held in place.
     One(K, V),
@@ -30,12 +31,6 @@ pub(crate) type IntoIter<K, V> = std::iter::Chain<
     std::option::IntoIter<(K, V)>,
     std::iter::Flatten<std::option::IntoIter<btree_map::IntoIter<K, V>>>,
 >;
-
-impl<K, V> Default for Few<K, V> {
-    fn default() -> Self {
-        Few::Empty
-    }
-}
 
 impl<K: Ord, V> Few<K, V> {
     /// Whether it holds no entry.
