@@ -563,7 +563,9 @@ impl Policy {
     /// The policy of a topic that no `[[policy]]` matches: takeover, one slot per user per
     /// topic, anonymous viewers counted, no reservation, nobody exempt.
     pub fn built_in() -> Self {
-        Self::from_config(PolicyId::BuiltIn, &PolicyConfig::new("*"))
+        // Its entry made once: every join to a topic no `[[policy]]` matches resolves it.
+        static BUILT_IN: std::sync::LazyLock<PolicyConfig> = std::sync::LazyLock::new(|| PolicyConfig::new("*"));
+        Self::from_config(PolicyId::BuiltIn, &BUILT_IN)
     }
 
     fn from_config(id: PolicyId, p: &PolicyConfig) -> Self {

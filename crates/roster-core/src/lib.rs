@@ -24,6 +24,7 @@
 
 pub mod codec;
 mod config;
+mod few;
 mod ids;
 mod node;
 mod presence;

@@ -651,25 +651,43 @@ impl ScopeSlots {
         mint: &mut TokenMint,
         now: Millis,
     ) -> Vec<SlotEffect> {
+        let mut fx = Vec::new();
+        self.join_into(conn, tab, role, rules, mint, now, &mut fx);
+        fx
+    }
+
+    /// [`join`](Self::join), its effects appended to `fx` (a list the caller keeps from join to
+    /// join: a node's homes decide a join per client join).
+    #[allow(clippy::too_many_arguments)] // `join`'s arguments and where its effects go
+    pub fn join_into(
+        &mut self,
+        conn: ConnId,
+        tab: Option<TabId>,
+        role: Option<&Role>,
+        rules: &SlotRules,
+        mint: &mut TokenMint,
+        now: Millis,
+        fx: &mut Vec<SlotEffect>,
+    ) {
         let tab = TabKey::of(tab.as_ref(), &conn);
         if role.is_some_and(|r| rules.exempt_roles.contains(r)) {
-            return vec![SlotEffect::Grant { conn, tab, token: mint.next_token(), resumed: false }];
+            fx.push(SlotEffect::Grant { conn, tab, token: mint.next_token(), resumed: false });
+            return;
         }
-        let mut fx = Vec::new();
         // The same tab on the same socket shares its slot (another topic of a global scope).
         if let Some(r) =
             self.lists.iter().find(|r| r.conn == conn && r.counts_for(&tab) && r.state() == SlotState::Held)
         {
             fx.push(SlotEffect::Grant { conn, tab, token: r.token, resumed: false });
-            return fx;
+            return;
         }
         if self.resumable(&tab) {
-            self.resume(conn, tab, mint, &mut fx);
-            return fx;
+            self.resume(conn, tab, mint, fx);
+            return;
         }
         // A retried join that already waits here changes nothing.
         if self.lists.pending_iter().any(|p| p.conn == conn && p.tab == tab) {
-            return fx;
+            return;
         }
         // A join behind waiters queues behind them (wait is first come, first served); a
         // takeover is the newest join and supersedes an earlier pending takeover.
@@ -681,18 +699,17 @@ impl ScopeSlots {
                 let victim = old.victim;
                 let deadline = now + rules.join_wait_ms;
                 self.lists.pending_push_back(PendingJoin { conn, tab, deadline, victim });
-                self.admit(rules, mint, &mut fx);
-                return fx;
+                self.admit(rules, mint, fx);
+                return;
             }
         }
         let pending = PendingJoin { conn, tab, deadline: now + rules.join_wait_ms, victim: None };
         if !self.lists.pending_is_empty() && rules.on_conflict == OnConflict::Wait {
             self.lists
                 .pending_push_back(PendingJoin { deadline: now + rules.wait_ms.min(rules.join_wait_ms), ..pending });
-            return fx;
+            return;
         }
-        self.decide(pending, rules, mint, now, &mut fx);
-        fx
+        self.decide(pending, rules, mint, now, fx);
     }
 
     /// The gateway says `conn` no longer holds `token` (left, closed, revoke or close

@@ -8,6 +8,7 @@
 
 use super::{Announced, ClientEvent, ClientJoin, Effect, HeldSlot, NodeState, PeerMsg, Record};
 use crate::config::{AnonymousMode, ScopeKey};
+use crate::few::Few;
 use crate::ids::{ConnId, Incarnation, Meta, Millis, NodeName, Role, SlotToken, SocketId, TabId, Topic, UserId};
 use crate::ring::{partition_of, PartitionId};
 use crate::slot::TabKey;
@@ -41,12 +42,14 @@ struct GwSlot {
 struct SlotTopics(Option<Box<Vec<Topic>>>);
 
 impl SlotTopics {
-    /// The topics of `sorted`, a sorted list without repeats, for a slot of `scope`.
-    fn from_sorted(scope: &ScopeKey, mut sorted: Vec<Topic>) -> Self {
+    /// The topics of `sorted`, sorted without repeats, for a slot of `scope` (copied only
+    /// when they are not what `None` says: no list is made for a topic scope's own topic).
+    fn from_sorted<'a>(scope: &ScopeKey, sorted: impl Iterator<Item = &'a Topic> + Clone) -> Self {
         let mut topics = SlotTopics(None);
-        if topics.as_slice(scope) != sorted.as_slice() {
-            sorted.shrink_to_fit();
-            topics.0 = Some(Box::new(sorted));
+        if !topics.as_slice(scope).iter().eq(sorted.clone()) {
+            let mut list: Vec<Topic> = sorted.cloned().collect();
+            list.shrink_to_fit();
+            topics.0 = Some(Box::new(list));
         }
         topics
     }
@@ -272,8 +275,9 @@ struct Waiting {
     user: UserId,
     tab: Option<TabId>,
     role: Option<Role>,
-    /// The topics that wait on this slot, with the meta each joined with.
-    topics: BTreeMap<Topic, Meta>,
+    /// The topics that wait on this slot, with the meta each joined with, in topic order
+    /// (nearly always one: held in place, see `few.rs`).
+    topics: Few<Topic, Meta>,
     deadline: Millis,
     next_try: Millis,
     /// The last answer was "not home" or no home was known: time out as `no_quorum`.
@@ -558,7 +562,7 @@ impl NodeState {
             user,
             tab: j.tab,
             role: j.role,
-            topics: BTreeMap::from([(j.topic, j.meta)]),
+            topics: Few::One(j.topic, j.meta),
             deadline,
             next_try: now,
             homeless: true,
@@ -659,8 +663,8 @@ impl NodeState {
             partition: p,
             horizon,
         }));
-        // `w.topics` is a BTreeMap: its keys come sorted.
-        let topics = SlotTopics::from_sorted(&scope, w.topics.keys().cloned().collect());
+        // `w.topics` is ordered: its keys come sorted.
+        let topics = SlotTopics::from_sorted(&scope, w.topics.keys());
         for (t, meta) in w.topics {
             self.gateway.sockets.entry(conn.socket).or_default().joined.insert(t.clone());
             self.track(conn.socket, t.clone(), w.user.0.clone(), w.tab.clone(), meta, now, fx);
@@ -699,7 +703,7 @@ impl NodeState {
             return;
         }
         if let Some(w) = self.gateway.waiting.remove(&key) {
-            for t in w.topics.into_keys() {
+            for t in w.topics.into_iter().map(|(t, _)| t) {
                 fx.push(Effect::Client {
                     socket: conn.socket,
                     topic: t,
@@ -736,7 +740,7 @@ impl NodeState {
         } else if let Some(w) = if about_the_waiting_join { self.gateway.waiting.remove(&key) } else { None } {
             // Its grant is still on the wire: the join ends here, or it would ask again and
             // fight the tab that took its place.
-            for t in w.topics.into_keys() {
+            for t in w.topics.into_iter().map(|(t, _)| t) {
                 let event = match &reason {
                     Some(r) => ClientEvent::JoinFailed { reason: r.clone() },
                     None => ClientEvent::Closed,
@@ -1030,7 +1034,7 @@ impl NodeState {
             if w.deadline <= now {
                 let w = self.gateway.waiting.remove(&key).expect("listed");
                 let reason = if w.homeless { "no_quorum" } else { "wait_timed_out" };
-                for t in w.topics.into_keys() {
+                for t in w.topics.into_iter().map(|(t, _)| t) {
                     fx.push(Effect::Client {
                         socket: key.0,
                         topic: t,
@@ -1202,7 +1206,7 @@ mod tests {
         let t = |s: &str| Topic::from(s);
         let own = topic("b");
         // A `topic` scope's slot with its own topic keeps nothing.
-        let mut topics = SlotTopics::from_sorted(&own, vec![t("b")]);
+        let mut topics = SlotTopics::from_sorted(&own, [t("b")].iter());
         assert!(topics.0.is_none());
         assert_eq!(topics.as_slice(&own), &[t("b")]);
         assert!(topics.contains(&own, &t("b")) && !topics.contains(&own, &t("a")));
@@ -1232,7 +1236,7 @@ mod tests {
         assert_eq!(topics.as_slice(&global), &[t("b")]);
         topics.remove(&global, &t("b"));
         assert!(topics.is_empty(&global) && topics.0.is_none());
-        let from = SlotTopics::from_sorted(&global, vec![t("x"), t("y")]);
+        let from = SlotTopics::from_sorted(&global, [t("x"), t("y")].iter());
         assert_eq!(from.as_slice(&global), &[t("x"), t("y")]);
     }
 }

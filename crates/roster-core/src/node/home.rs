@@ -61,6 +61,10 @@ fn resolve_rules(config: &Config, scope: &ScopeKey) -> SlotRules {
 
 type UserKey = (UserId, ScopeKey);
 
+/// How many slot effects' room the list a join's effects are written into keeps between joins
+/// (a join makes one or two; a takeover of many tabs more, let go after).
+pub(super) const KEPT_SLOT_EFFECTS: usize = 8;
+
 /// A partition this node is home of.
 #[derive(Debug)]
 pub(super) struct Home {
@@ -85,19 +89,23 @@ pub(super) struct Home {
     collected: Vec<HeldSlot>,
     /// Older connections of a tab already told to close while the scan runs.
     closed_early: BTreeSet<(ConnId, SlotToken)>,
-    /// The scopes whose slots changed in this turn, by user (the user's activation is brought
-    /// up to date at the end of the turn, in those scopes only: `users.rs`). A user with no
-    /// scope listed was touched for its activation alone (a handover wait, a restart).
-    touched: BTreeMap<UserId, BTreeSet<ScopeKey>>,
-    /// This home's partition, written to `touches` when its first user of a turn is touched.
+    /// This home's partition, written with each of its touches.
     partition: PartitionId,
-    /// Shared with the node: the partitions touched this turn, so the end of a turn visits
-    /// only those homes instead of every partition's.
+    /// Shared with the node: the users whose slots changed in this turn, with the scopes that
+    /// changed (the user's activation is brought up to date at the end of the turn, in those
+    /// scopes only: `users.rs`), so the end of a turn visits only those.
     touches: Touches,
 }
 
-/// The partitions whose homes touched a user this turn (in any order, possibly repeated).
-pub(super) type Touches = std::sync::Arc<std::sync::Mutex<Vec<PartitionId>>>;
+/// What the homes touched this turn, one [`Touch`] per change, in any order and possibly
+/// repeated: the end of the turn sorts it. One list for the node, kept from turn to turn
+/// (`users.rs`): a tree of users and of their scopes, per home and per turn, allocated its
+/// nodes anew for each turn's first join.
+pub(super) type Touches = std::sync::Arc<std::sync::Mutex<Vec<Touch>>>;
+
+/// A user whose slots in a scope changed (`None`: touched for its activation alone, a
+/// handover wait or a restart), in a home's partition.
+pub(super) type Touch = (PartitionId, UserId, Option<ScopeKey>);
 
 impl Home {
     pub(super) fn scan_done(&self) -> bool {
@@ -159,7 +167,7 @@ impl Home {
 
     /// Bring the indexes up to date after `key`'s slots changed; forget an idle user.
     fn reindex(&mut self, key: &UserKey) {
-        self.mark(&key.0).insert(key.1.clone());
+        self.mark(&key.0, Some(&key.1));
         if let Some(d) = self.deadline_of.remove(key) {
             self.deadlines.remove(&(d, key.clone()));
         }
@@ -240,7 +248,6 @@ impl NodeState {
             scan_over: false,
             collected: Vec::new(),
             closed_early: BTreeSet::new(),
-            touched: BTreeMap::new(),
             partition: p,
             touches: self.touches.clone(),
         };
@@ -253,6 +260,7 @@ impl NodeState {
             }
             home.unanswered.insert(name.clone(), now);
         }
+        self.forget_touches(p); // an earlier home's, had it one
         self.homes.insert(p, home);
         self.send_scans(p, now, fx);
     }
@@ -260,6 +268,8 @@ impl NodeState {
     pub(super) fn stop_home(&mut self, p: PartitionId, now: Millis, fx: &mut Vec<Effect>) {
         self.users_partition_lost(p, now, fx);
         let Some(home) = self.homes.remove(&p) else { return };
+        // What it touched this turn goes with it (no activation is brought up to date here).
+        self.forget_touches(p);
         // Joins waiting here are told to ask again; the next home will answer them.
         for (_, scope, u) in home.users.into_entries() {
             for conn in u.slots.waiting_conns() {
@@ -512,10 +522,13 @@ impl NodeState {
         u.slots.set_new_tabs_blocked(blocked);
         self.users.note_topic(&user, &conn, &scope, &topic);
         let rules = rules_of(&self.slot_rules, &self.config, u.slots.rules_id(), &scope);
-        let effects = u.slots.join(conn, tab, role.as_ref(), &rules, &mut home.mint, now);
-        for e in effects {
+        let mut effects = std::mem::take(&mut self.slot_effects);
+        u.slots.join_into(conn, tab, role.as_ref(), &rules, &mut home.mint, now, &mut effects);
+        for e in effects.drain(..) {
             self.slot_effect(&user, &scope, e, now, fx);
         }
+        effects.shrink_to(KEPT_SLOT_EFFECTS);
+        self.slot_effects = effects;
         self.forget_idle(p, &user, &scope);
     }
 
@@ -766,23 +779,20 @@ impl Home {
         self.mint.next_token()
     }
 
-    /// The users touched since the last call, each with the scopes that changed.
-    pub(super) fn take_touched(&mut self) -> BTreeMap<UserId, BTreeSet<ScopeKey>> {
-        std::mem::take(&mut self.touched)
-    }
-
     /// Mark `user` for a decision on its activation at the end of the turn (its sessions
     /// did not change).
     pub(super) fn touch(&mut self, user: &UserId) {
-        self.mark(user);
+        self.mark(user, None);
     }
 
-    /// `user`'s entry in `touched` (the home's partition is noted at its first).
-    fn mark(&mut self, user: &UserId) -> &mut BTreeSet<ScopeKey> {
-        if self.touched.is_empty() {
-            self.touches.lock().unwrap_or_else(|e| e.into_inner()).push(self.partition);
+    /// Note that `user`'s slots in `scope` changed (or, with `None`, that it was touched).
+    fn mark(&mut self, user: &UserId, scope: Option<&ScopeKey>) {
+        let mut touches = self.touches.lock().unwrap_or_else(|e| e.into_inner());
+        // The same again (a join's several steps): once is enough.
+        let again = touches.last().is_some_and(|(p, u, s)| *p == self.partition && u == user && s.as_ref() == scope);
+        if !again {
+            touches.push((self.partition, user.clone(), scope.cloned()));
         }
-        self.touched.entry(user.clone()).or_default()
     }
 }
 

@@ -103,6 +103,9 @@ pub struct NodeState {
     relay: relay::Relay,
     /// The slot rules in use, one shared copy per distinct rules (see `home::rules_for`).
     slot_rules: Vec<std::sync::Arc<crate::slot::SlotRules>>,
+    /// The effects of a join's slot decision, emptied, kept from join to join (room for at
+    /// most `home::KEPT_SLOT_EFFECTS`): a fresh list per join otherwise.
+    slot_effects: Vec<crate::slot::SlotEffect>,
 }
 
 impl NodeState {
@@ -155,6 +158,7 @@ impl NodeState {
             users: users::Users::default(),
             relay: relay::Relay::default(),
             slot_rules: Vec::new(),
+            slot_effects: Vec::new(),
         }
     }
 

@@ -33,6 +33,7 @@
 //! [`NodeState::users_lease_started`]), another activation may have run, and the user starts
 //! fresh, as after a failover.
 
+use super::home::Touch;
 use super::{
     ActivationEnd, Effect, Input, NodeState, PeerMsg, Record, ReplyTo, SessionEnd, SessionEvent, SessionStart,
     SessionState, SessionView, UserAnswer, UserEffect, UserView,
@@ -46,6 +47,17 @@ use std::collections::{BTreeMap, BTreeSet};
 /// How long after a failure (a panic in the application's code) a fresh activation starts:
 /// a crash loop costs at most ten starts a second.
 const RESTART_AFTER_FAILURE_MS: Millis = 100;
+
+/// How many notes' room a turn keeps for the next (a burst's turn that noted more gives the
+/// rest back).
+const KEPT_NOTES: usize = 64;
+
+/// How many touches' room a turn keeps for the next (see [`NodeState::put_back_touches`]).
+const KEPT_TOUCHES: usize = 64;
+
+/// How many sessions' room the list that gathers a scope's keeps (a user holds a few per
+/// scope; more are let go).
+const KEPT_SESSIONS: usize = 16;
 
 /// One live activation.
 #[derive(Debug)]
@@ -103,17 +115,23 @@ pub(super) struct Users {
     /// it in an order that matters: [`NodeState::users_of`] and the shutdown sort what they
     /// collect.
     active: foldhash::HashMap<UserId, Activation>,
-    /// The partitions touched by the last turn, kept to take the next turn's into (no new
-    /// vector per turn).
-    touched_parts: Vec<PartitionId>,
+    /// The last turn's touches, emptied, kept to take the next turn's into (no new list per
+    /// turn; room for at most [`KEPT_TOUCHES`]).
+    touched: Vec<Touch>,
+    /// The list a scope's sessions are gathered in before they go into an activation's view,
+    /// emptied, kept from scope to scope and turn to turn (room for at most
+    /// [`KEPT_SESSIONS`]): one list per join otherwise.
+    gathered: Vec<SessionView>,
     /// Per partition held: the lease's epoch and deadline, as last fenced.
     deadlines: BTreeMap<PartitionId, (u64, Millis)>,
     /// Per partition held: the highest epoch at which another lease on it may have run
     /// before this node's (see [`NodeState::users_lease_started`]). A state handed over
     /// under a lower epoch is stale.
     successor_of: BTreeMap<PartitionId, u64>,
-    /// This turn's notes, by `(conn, token)`.
-    notes: BTreeMap<(ConnId, SlotToken), Note>,
+    /// This turn's notes, by `(conn, token)`: looked up, never walked (so a hash map, whose
+    /// room a turn keeps for the next one, up to [`KEPT_NOTES`]; a tree freed its nodes at
+    /// every turn's end and made them again for the next turn's first join).
+    notes: foldhash::HashMap<(ConnId, SlotToken), Note>,
     /// The topic of each join into a global scope, by user, until the user goes idle.
     topics: BTreeMap<UserId, BTreeMap<(ConnId, ScopeKey), Topic>>,
     /// Activations stopped to move, waiting for the runtime's state: → their new home.
@@ -133,10 +151,11 @@ impl Default for Users {
             start_with_sessions: true,
             session_events: true,
             active: foldhash::HashMap::default(),
-            touched_parts: Vec::new(),
+            touched: Vec::new(),
+            gathered: Vec::new(),
             deadlines: BTreeMap::new(),
             successor_of: BTreeMap::new(),
-            notes: BTreeMap::new(),
+            notes: foldhash::HashMap::default(),
             topics: BTreeMap::new(),
             handing: BTreeMap::new(),
             expected: BTreeMap::new(),
@@ -148,6 +167,12 @@ impl Default for Users {
 }
 
 impl Users {
+    /// Forget this turn's notes; the room for a next turn's stays (at most [`KEPT_NOTES`]).
+    fn clear_notes(&mut self) {
+        self.notes.clear();
+        self.notes.shrink_to(KEPT_NOTES);
+    }
+
     /// A slot operation's effect says why a record changed.
     pub(super) fn note_slot_effect(&mut self, e: &SlotEffect) {
         if !self.enabled {
@@ -433,50 +458,55 @@ impl NodeState {
     /// events, stop), and run what is due (handover waits, restarts after a failure).
     pub(super) fn sync_users(&mut self, now: Millis, fx: &mut Vec<Effect>) {
         if !self.users.enabled || self.stopped {
-            self.users.notes.clear();
+            self.users.clear_notes();
             // Nobody reads what was touched: forget it (it would grow with every user seen).
-            let parts = self.take_touched_partitions();
-            for p in &parts {
-                if let Some(home) = self.homes.get_mut(p) {
-                    home.take_touched();
-                }
-            }
-            self.put_back_partitions(parts);
+            let touched = self.take_touches();
+            self.put_back_touches(touched);
             return;
         }
         self.users_timers(now);
-        // In partition order, as a walk over every home would visit them.
-        let parts = self.take_touched_partitions();
-        for &p in &parts {
-            let touched = self.homes.get_mut(&p).map(|h| h.take_touched()).unwrap_or_default();
-            let serving = self.serving(p, now);
-            for (user, scopes) in touched {
-                self.sync_user(p, &user, &scopes, serving, now, fx);
+        // In partition order, then user order, then scope order, as a walk over every home
+        // would visit them.
+        let touched = self.take_touches();
+        let mut rest = &touched[..];
+        while let Some((p, user, _)) = rest.first() {
+            let n = rest.partition_point(|(q, u, _)| q == p && u == user);
+            let (one, next) = rest.split_at(n);
+            rest = next;
+            if !self.homes.contains_key(p) {
+                continue; // its home is gone, and what it touched with it
             }
+            let serving = self.serving(*p, now);
+            let scopes = one.iter().filter_map(|(_, _, scope)| scope.as_ref());
+            self.sync_user(*p, user, scopes, serving, now, fx);
         }
-        self.put_back_partitions(parts);
-        self.users.notes.clear();
+        self.put_back_touches(touched);
+        self.users.clear_notes();
     }
 
-    /// The partitions touched since the last call, in order, each once (give the vector
-    /// back with [`NodeState::put_back_partitions`]).
-    fn take_touched_partitions(&mut self) -> Vec<PartitionId> {
-        let mut parts = std::mem::take(&mut self.users.touched_parts);
-        parts.clear();
-        std::mem::swap(&mut parts, &mut *self.touches.lock().unwrap_or_else(|e| e.into_inner()));
-        if parts.len() > 1 {
-            parts.sort_unstable();
-            parts.dedup();
+    /// What the homes touched since the last call, sorted, each once (give the list back with
+    /// [`NodeState::put_back_touches`]).
+    fn take_touches(&mut self) -> Vec<Touch> {
+        let mut touched = std::mem::take(&mut self.users.touched);
+        std::mem::swap(&mut touched, &mut *self.touches.lock().unwrap_or_else(|e| e.into_inner()));
+        if touched.len() > 1 {
+            touched.sort_unstable();
+            touched.dedup();
         }
-        parts
+        touched
     }
 
-    /// Keep the vector of a turn's partitions for the next turn (at most a few dozen places:
-    /// a turn that touched every partition leaves no large vector behind).
-    fn put_back_partitions(&mut self, mut parts: Vec<PartitionId>) {
-        parts.clear();
-        parts.shrink_to(64);
-        self.users.touched_parts = parts;
+    /// Keep the list of a turn's touches for the next turn, emptied (room for at most
+    /// [`KEPT_TOUCHES`]: a turn that touched every user leaves no large list behind).
+    fn put_back_touches(&mut self, mut touched: Vec<Touch>) {
+        touched.clear();
+        touched.shrink_to(KEPT_TOUCHES);
+        self.users.touched = touched;
+    }
+
+    /// A home of `p` went (or a new one replaced it): what it touched this turn goes with it.
+    pub(super) fn forget_touches(&mut self, p: PartitionId) {
+        self.touches.lock().unwrap_or_else(|e| e.into_inner()).retain(|(q, _, _)| *q != p);
     }
 
     /// Handover waits that ran out, parcels nobody took, restarts that are due: touch their
@@ -516,11 +546,11 @@ impl NodeState {
 
     /// Bring `user`'s activation up to date with its `scopes` that changed this turn, or
     /// start or stop it.
-    fn sync_user(
+    fn sync_user<'a>(
         &mut self,
         p: PartitionId,
         user: &UserId,
-        scopes: &BTreeSet<ScopeKey>,
+        scopes: impl Iterator<Item = &'a ScopeKey>,
         serving: bool,
         now: Millis,
         fx: &mut Vec<Effect>,
@@ -535,24 +565,26 @@ impl NodeState {
             let mut events = Events::default();
             for scope in scopes {
                 let range = scope_range(&view, scope);
-                let after: Vec<SessionView> = match self.homes.get(&p) {
-                    Some(home) => {
-                        let earlier = &view[range.clone()];
-                        home.records_in(user, scope).iter().map(|r| self.session_of(user, scope, r, earlier)).collect()
-                    }
-                    None => Vec::new(),
-                };
+                let mut after = std::mem::take(&mut self.users.gathered);
+                if let Some(home) = self.homes.get(&p) {
+                    let earlier = &view[range.clone()];
+                    after.extend(home.records_in(user, scope).iter().map(|r| self.session_of(user, scope, r, earlier)));
+                }
                 if self.users.session_events {
                     session_events(&view[range.clone()], &after, &self.users.notes, &mut events);
+                } else {
+                    after.retain(|s| matches!(s.state, SessionState::Revoking { .. }));
+                    // as `kept` does
                 }
-                let after = self.users.kept(after);
                 // Grown as `grow_by` says, not doubled: one view per active user, and most
                 // hold a few sessions.
                 let grow = after.len().saturating_sub(range.len());
                 if view.len() + grow > view.capacity() {
                     view.reserve_exact(grow.max(crate::grow_by(view.len())));
                 }
-                view.splice(range, after);
+                view.splice(range, after.drain(..));
+                after.shrink_to(KEPT_SESSIONS);
+                self.users.gathered = after;
             }
             for event in events.in_order() {
                 fx.push(Effect::User(UserEffect::Session { user: user.clone(), token, event }));
@@ -795,7 +827,7 @@ impl Events {
 fn session_events(
     before: &[SessionView],
     after: &[SessionView],
-    notes: &BTreeMap<(ConnId, SlotToken), Note>,
+    notes: &foldhash::HashMap<(ConnId, SlotToken), Note>,
     out: &mut Events,
 ) {
     let same = |a: &SessionView, b: &SessionView| a.conn == b.conn && a.scope == b.scope && a.token == b.token;

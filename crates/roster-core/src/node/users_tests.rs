@@ -585,3 +585,100 @@ fn without_session_events_the_home_keeps_only_revokes_and_shows_the_same_session
     assert_eq!(both.off.node.activations(), 0);
     assert_eq!(both.on.node.activations(), 0);
 }
+
+#[test]
+fn a_turns_touches_are_taken_sorted_once_each_and_the_kept_list_keeps_bounded_room() {
+    let mut one = One::new(policy(OnConflict::Takeover, 0, 1));
+    let scope = |t: &str| Some(crate::ScopeKey::Topic(Topic::from(t)));
+    let (p1, p2) = (PartitionId(1), PartitionId(2));
+    let touch = |p: PartitionId, u: &str, s: Option<crate::ScopeKey>| (p, UserId::from(u), s);
+    // In no order, with repeats, as homes mark them during a turn.
+    let marked = vec![
+        touch(p2, "b", scope("x")),
+        touch(p1, "z", None),
+        touch(p1, "a", scope("s2")),
+        touch(p1, "a", scope("s1")),
+        touch(p2, "b", scope("x")),
+        touch(p1, "a", None),
+    ];
+    one.node.touches.lock().expect("not poisoned").extend(marked);
+    let taken = one.node.take_touches();
+    // Partition, then user, then scope (a user touched alone first): the order of the trees
+    // of users and of their scopes per home that the list replaced.
+    assert_eq!(
+        taken,
+        vec![
+            touch(p1, "a", None),
+            touch(p1, "a", scope("s1")),
+            touch(p1, "a", scope("s2")),
+            touch(p1, "z", None),
+            touch(p2, "b", scope("x")),
+        ]
+    );
+    assert!(one.node.touches.lock().expect("not poisoned").is_empty(), "the next turn starts empty");
+
+    // A small turn's list keeps its room: the next turn's marks go into it.
+    one.node.put_back_touches(taken);
+    assert!(one.node.users.touched.is_empty() && one.node.users.touched.capacity() >= 5);
+    one.node.touches.lock().expect("not poisoned").push(touch(p1, "a", None));
+    let taken = one.node.take_touches();
+    assert_eq!(taken, vec![touch(p1, "a", None)]);
+    assert!(one.node.touches.lock().expect("not poisoned").capacity() >= 5, "the kept room is where homes mark");
+    one.node.put_back_touches(taken);
+
+    // A turn that touched thousands keeps room for at most KEPT_TOUCHES.
+    let many: Vec<_> = (0..5_000).map(|i| touch(PartitionId(i % 7), &format!("u{i}"), None)).collect();
+    one.node.touches.lock().expect("not poisoned").extend(many);
+    let taken = one.node.take_touches();
+    assert_eq!(taken.len(), 5_000);
+    assert!(taken.windows(2).all(|w| w[0] < w[1]), "sorted, each once");
+    one.node.put_back_touches(taken);
+    assert!(one.node.users.touched.is_empty());
+    assert!(one.node.users.touched.capacity() <= KEPT_TOUCHES, "{}", one.node.users.touched.capacity());
+}
+
+#[test]
+fn a_turns_notes_keep_their_room_up_to_a_bound_and_are_forgotten() {
+    let mut one = One::new(policy(OnConflict::Takeover, 0, 1));
+    let note = |i: u64| (one_conn(i), SlotToken { epoch: 1, generation: i });
+    fn one_conn(i: u64) -> ConnId {
+        ConnId { gateway: Incarnation::new("local", 1), socket: SocketId(i) }
+    }
+    for i in 0..10 {
+        one.node.users.notes.insert(note(i), Note::Freed);
+    }
+    one.node.users.clear_notes();
+    assert!(one.node.users.notes.is_empty());
+    assert!(one.node.users.notes.capacity() >= 10, "a small turn's room stays for the next");
+    for i in 0..5_000 {
+        one.node.users.notes.insert(note(i), Note::Freed);
+    }
+    one.node.users.clear_notes();
+    assert!(one.node.users.notes.is_empty());
+    // A hash map keeps room for at least what it was asked (64 notes: 112 places).
+    assert!(one.node.users.notes.capacity() < 2 * KEPT_NOTES, "{}", one.node.users.notes.capacity());
+}
+
+#[test]
+fn a_scope_with_many_sessions_is_gathered_whole_and_the_kept_list_lets_its_room_go() {
+    const TABS: u64 = 40;
+    let mut one = One::new(policy(OnConflict::Takeover, 0, TABS as u32));
+    for i in 0..TABS {
+        one.join(i + 1, "many", &format!("t{i}"));
+    }
+    let user = UserId::from("many");
+    // The activation's own view (brought up to date join by join), not the home's records.
+    let view = &one.node.users.active[&user].view;
+    assert_eq!(view.len(), TABS as usize, "{view:?}");
+    assert!(view
+        .iter()
+        .all(|s| s.state == SessionState::Held && s.scope == crate::ScopeKey::Topic(Topic::from("room:1"))));
+    let mut conns: Vec<_> = view.iter().map(|s| s.conn.socket.0).collect();
+    conns.sort_unstable();
+    assert_eq!(conns, (1..=TABS).collect::<Vec<_>>());
+    assert!(one.node.users.gathered.is_empty());
+    assert!(one.node.users.gathered.capacity() <= KEPT_SESSIONS, "{}", one.node.users.gathered.capacity());
+    // The list each join's slot effects were written into is empty, its room kept and bounded.
+    let effects = &one.node.slot_effects;
+    assert!(effects.is_empty() && (1..=crate::node::home::KEPT_SLOT_EFFECTS).contains(&effects.capacity()));
+}

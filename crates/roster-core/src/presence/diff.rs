@@ -8,23 +8,24 @@
 //! presence *before* the batch and *after* it; only a difference is reported.
 
 use super::{counted_meta, AnonymousView, PresenceMeta, PresenceView, UsersView, USERS_KEY};
+use crate::few::{self, Few};
 use crate::ids::{Meta, MetaValue, PhxRef, Topic, UserId};
 use serde::ser::{Serialize, Serializer};
-use std::collections::btree_map::Entry as BTreeEntry;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// The joins and leaves one table operation (or several, merged) caused, per topic.
+/// The joins and leaves one table operation (or several, merged) caused, per topic. One
+/// operation's (one topic, one `phx_ref`, the usual case) allocate nothing: see [`Few`].
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PresenceChanges {
-    topics: BTreeMap<Topic, TopicChanges>,
+    topics: Few<Topic, TopicChanges>,
 }
 
 /// The netted joins and leaves of one topic, plus the changes of its anonymous count and of
 /// its number of signed-in users.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TopicChanges {
-    refs: BTreeMap<PhxRef, RefChange>,
+    refs: Few<PhxRef, RefChange>,
     anonymous: Option<CountChange>,
     users: Option<CountChange>,
 }
@@ -32,7 +33,8 @@ pub struct TopicChanges {
 /// One `phx_ref` seen in a batch: was it present before, is it present after.
 #[derive(Clone, Debug, PartialEq)]
 struct RefChange {
-    key: String,
+    /// The key as the table holds it (shared, not copied).
+    key: Arc<str>,
     before: bool,
     after: bool,
     meta: Arc<PresenceMeta>,
@@ -75,26 +77,28 @@ impl PresenceChanges {
 
     /// Appends changes that happened after these, netting per `phx_ref`.
     pub fn merge(&mut self, later: PresenceChanges) {
+        if self.topics.is_empty() {
+            self.topics = later.topics;
+            return;
+        }
         for (topic, changes) in later.topics {
-            match self.topics.entry(topic) {
-                BTreeEntry::Vacant(v) => {
-                    v.insert(changes);
-                }
-                BTreeEntry::Occupied(mut o) => {
-                    o.get_mut().merge(changes);
-                    if o.get().is_empty() {
-                        o.remove();
+            match self.topics.get_mut(&topic) {
+                None => self.topics.insert(topic, changes),
+                Some(mine) => {
+                    mine.merge(changes);
+                    if mine.is_empty() {
+                        self.topics.remove(&topic);
                     }
                 }
             }
         }
     }
 
-    pub(super) fn join(&mut self, topic: &Topic, key: &str, meta: &Arc<PresenceMeta>) {
+    pub(super) fn join(&mut self, topic: &Topic, key: &Arc<str>, meta: &Arc<PresenceMeta>) {
         self.topic_mut(topic).record(key, meta, true);
     }
 
-    pub(super) fn leave(&mut self, topic: &Topic, key: &str, meta: &Arc<PresenceMeta>) {
+    pub(super) fn leave(&mut self, topic: &Topic, key: &Arc<str>, meta: &Arc<PresenceMeta>) {
         self.topic_mut(topic).record(key, meta, false);
     }
 
@@ -114,7 +118,7 @@ impl PresenceChanges {
     }
 
     fn topic_mut(&mut self, topic: &Topic) -> &mut TopicChanges {
-        self.topics.entry(topic.clone()).or_default()
+        self.topics.get_or_insert_with(topic.clone(), TopicChanges::default)
     }
 }
 
@@ -123,7 +127,7 @@ impl FromIterator<(Topic, TopicChanges)> for PresenceChanges {
     fn from_iter<I: IntoIterator<Item = (Topic, TopicChanges)>>(iter: I) -> Self {
         let mut out = PresenceChanges::default();
         for (topic, changes) in iter {
-            out.merge(PresenceChanges { topics: BTreeMap::from([(topic, changes)]) });
+            out.merge(PresenceChanges { topics: Few::One(topic, changes) });
         }
         out
     }
@@ -131,7 +135,7 @@ impl FromIterator<(Topic, TopicChanges)> for PresenceChanges {
 
 impl IntoIterator for PresenceChanges {
     type Item = (Topic, TopicChanges);
-    type IntoIter = std::collections::btree_map::IntoIter<Topic, TopicChanges>;
+    type IntoIter = few::IntoIter<Topic, TopicChanges>;
 
     fn into_iter(self) -> Self::IntoIter {
         self.topics.into_iter()
@@ -146,12 +150,12 @@ impl TopicChanges {
 
     /// The metas that appeared, as `(key, meta)`, anonymous ones included.
     pub fn joins(&self) -> impl Iterator<Item = (&str, &PresenceMeta)> {
-        self.refs.values().filter(|c| !c.before && c.after).map(|c| (c.key.as_str(), &*c.meta))
+        self.refs.values().filter(|c| !c.before && c.after).map(|c| (&*c.key, &*c.meta))
     }
 
     /// The metas that went away, as `(key, meta)`, anonymous ones included.
     pub fn leaves(&self) -> impl Iterator<Item = (&str, &PresenceMeta)> {
-        self.refs.values().filter(|c| c.before && !c.after).map(|c| (c.key.as_str(), &*c.meta))
+        self.refs.values().filter(|c| c.before && !c.after).map(|c| (&*c.key, &*c.meta))
     }
 
     /// How the anonymous count moved, if it did.
@@ -166,18 +170,20 @@ impl TopicChanges {
 
     /// Appends changes that happened after these, netting per `phx_ref`.
     pub fn merge(&mut self, later: TopicChanges) {
+        if self.is_empty() {
+            // A window's first changes: taken whole (nothing to net them with).
+            *self = later;
+            return;
+        }
         for (phx_ref, change) in later.refs {
-            match self.refs.entry(phx_ref) {
-                BTreeEntry::Vacant(v) => {
-                    v.insert(change);
-                }
-                BTreeEntry::Occupied(mut o) => {
-                    let c = o.get_mut();
+            match self.refs.get_mut(&phx_ref) {
+                None => self.refs.insert(phx_ref, change),
+                Some(c) => {
                     c.after = change.after;
                     c.meta = change.meta;
                     c.key = change.key;
                     if c.before == c.after {
-                        o.remove();
+                        self.refs.remove(&phx_ref);
                     }
                 }
             }
@@ -203,7 +209,7 @@ impl TopicChanges {
                 continue;
             }
             let side = if c.after { &mut diff.joins } else { &mut diff.leaves };
-            side.entry(c.key.clone()).or_default().metas.push(c.meta.to_flat());
+            side.entry(c.key.to_string()).or_default().metas.push(c.meta.to_flat());
         }
         let counts = [
             (view.anonymous == AnonymousView::Count, UserId::ANONYMOUS, self.anonymous),
@@ -221,17 +227,19 @@ impl TopicChanges {
         diff
     }
 
-    fn record(&mut self, key: &str, meta: &Arc<PresenceMeta>, present: bool) {
-        match self.refs.entry(meta.phx_ref().clone()) {
-            BTreeEntry::Vacant(v) => {
-                v.insert(RefChange { key: key.to_owned(), before: !present, after: present, meta: Arc::clone(meta) });
+    fn record(&mut self, key: &Arc<str>, meta: &Arc<PresenceMeta>, present: bool) {
+        let phx_ref = meta.phx_ref();
+        match self.refs.get_mut(phx_ref) {
+            None => {
+                let change =
+                    RefChange { key: Arc::clone(key), before: !present, after: present, meta: Arc::clone(meta) };
+                self.refs.insert(phx_ref.clone(), change);
             }
-            BTreeEntry::Occupied(mut o) => {
-                let c = o.get_mut();
+            Some(c) => {
                 c.after = present;
                 c.meta = Arc::clone(meta);
                 if c.before == c.after {
-                    o.remove();
+                    self.refs.remove(phx_ref);
                 }
             }
         }
