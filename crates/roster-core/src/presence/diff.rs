@@ -229,17 +229,17 @@ impl TopicChanges {
 
     fn record(&mut self, key: &Arc<str>, meta: &Arc<PresenceMeta>, present: bool) {
         let phx_ref = meta.phx_ref();
-        match self.refs.get_mut(phx_ref) {
+        match self.refs.get_mut(&phx_ref) {
             None => {
                 let change =
                     RefChange { key: Arc::clone(key), before: !present, after: present, meta: Arc::clone(meta) };
-                self.refs.insert(phx_ref.clone(), change);
+                self.refs.insert(phx_ref, change);
             }
             Some(c) => {
                 c.after = present;
                 c.meta = Arc::clone(meta);
                 if c.before == c.after {
-                    self.refs.remove(phx_ref);
+                    self.refs.remove(&phx_ref);
                 }
             }
         }

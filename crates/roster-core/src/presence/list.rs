@@ -149,8 +149,11 @@ pub(super) struct ByAge(pub(super) Arc<PresenceMeta>);
 impl Ord for ByAge {
     fn cmp(&self, other: &Self) -> Ordering {
         let (a, b) = (&*self.0, &*other.0);
-        (a.online_at(), a.phx_ref(), a.node())
-            .cmp(&(b.online_at(), b.phx_ref(), b.node()))
+        // A `phx_ref` is rendered from its number on read: only when the instants tie.
+        a.online_at()
+            .cmp(&b.online_at())
+            .then_with(|| a.phx_ref().cmp(&b.phx_ref()))
+            .then_with(|| a.node().cmp(b.node()))
             .then_with(|| Arc::as_ptr(&self.0).cmp(&Arc::as_ptr(&other.0)))
     }
 }
