@@ -5,6 +5,9 @@
 //! system at once. glibc's malloc keeps, in each thread's arena, the holes a burst of joins
 //! leaves between the records that stay, so a node's resident memory stayed near the burst's
 //! peak. The library crates do not choose: an embedding application sets its own allocator.
+//!
+//! [`probe`] hands the server jemalloc's own figures for `/metrics`
+//! (`roster_allocator_bytes{kind}`): where the resident memory goes beyond the live data.
 
 #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
@@ -25,6 +28,47 @@ pub fn describe() -> String {
     }
 }
 
+/// What this process's allocator says of itself, for `/metrics`: jemalloc's figures, or none
+/// with the system's malloc (which gives none).
+pub fn probe() -> Option<roster_server::AllocatorProbe> {
+    #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+    {
+        Some(std::sync::Arc::new(jemalloc_figures))
+    }
+    #[cfg(not(all(feature = "jemalloc", not(target_env = "msvc"))))]
+    {
+        None
+    }
+}
+
+/// jemalloc's process-wide figures, bytes, as of now (`epoch` refreshes them; jemalloc's manual
+/// defines each): `allocated` by the application (what the thread caches hold counts as
+/// allocated), `active` in pages holding allocations (a partly used slab counts whole),
+/// `resident` in pages jemalloc touched and still holds (its metadata included), `metadata`
+/// of its own, `mapped` in its active extents, `retained` mapped but given back to the system,
+/// and `tcache`: what the threads' caches hold (`stats.arenas.<all>.tcache_bytes`). None when
+/// the epoch cannot be advanced; a figure that cannot be read is left out.
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+fn jemalloc_figures() -> Vec<(&'static str, u64)> {
+    use tikv_jemalloc_ctl::{epoch, stats, Access, AsName};
+    if let Err(e) = epoch::advance() {
+        tracing::warn!(error = %e, "jemalloc's statistics could not be refreshed");
+        return Vec::new();
+    }
+    // MALLCTL_ARENAS_ALL (4096): the sum over every arena.
+    let tcache = || Access::<usize>::read(b"stats.arenas.4096.tcache_bytes\0".name());
+    let figures = [
+        ("allocated", stats::allocated::read()),
+        ("active", stats::active::read()),
+        ("resident", stats::resident::read()),
+        ("metadata", stats::metadata::read()),
+        ("mapped", stats::mapped::read()),
+        ("retained", stats::retained::read()),
+        ("tcache", tcache()),
+    ];
+    figures.into_iter().filter_map(|(kind, read)| Some((kind, read.ok()? as u64))).collect()
+}
+
 /// The configuration jemalloc was built with, as read back: the string ends in its NUL.
 #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 fn built_with(conf: &str) -> &str {
@@ -33,8 +77,21 @@ fn built_with(conf: &str) -> &str {
 
 #[cfg(all(test, feature = "jemalloc", not(target_env = "msvc")))]
 mod tests {
-    use super::built_with;
+    use super::{built_with, probe};
     use tikv_jemalloc_ctl::config;
+
+    #[test]
+    fn the_probe_reads_every_figure_in_jemallocs_order() {
+        let kept: Vec<u64> = (0..1000u64).map(|i| i * 3).collect();
+        let figures = probe().expect("a probe with jemalloc")();
+        let kinds: Vec<&str> = figures.iter().map(|(k, _)| *k).collect();
+        assert_eq!(kinds, ["allocated", "active", "resident", "metadata", "mapped", "retained", "tcache"]);
+        let of = |kind: &str| figures.iter().find(|(k, _)| *k == kind).unwrap().1;
+        assert!(of("allocated") >= (kept.len() * 8) as u64, "{figures:?}");
+        assert!(of("allocated") <= of("active") && of("active") <= of("resident"), "{figures:?}");
+        assert!(of("active") <= of("mapped") && of("metadata") > 0, "{figures:?}");
+        assert_eq!(kept.iter().sum::<u64>(), 3 * 999 * 1000 / 2);
+    }
 
     #[test]
     fn the_binary_is_built_to_give_freed_pages_back_at_once() {

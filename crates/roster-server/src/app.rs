@@ -36,14 +36,39 @@ pub struct AppState {
     pub dashboard: Dashboard,
     /// Open connections and sockets, against the `[server]` limits.
     pub(crate) limits: Arc<SocketLimits>,
+    /// The allocator's own figures for `/metrics`, when the application gave a probe.
+    allocator: Option<AllocatorProbe>,
 }
+
+/// What the process's allocator says of itself, read at each scrape of `/metrics` and shown as
+/// `roster_allocator_bytes{kind="..."}`: `(kind, bytes)` pairs, none when it could not read
+/// them. The library does not know the allocator (the application sets it): the `roster`
+/// binary hands one for its jemalloc (`allocated`, `active`, `resident`, `metadata`, `mapped`,
+/// `retained`, `tcache`), an embedding application may hand its own, and without one
+/// `/metrics` shows no `roster_allocator_bytes` at all.
+pub type AllocatorProbe = Arc<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync>;
 
 impl AppState {
     /// The state of a server fronting `node`, checking tokens with `secret` and the backend API
     /// with `api_key` (empty: the API is off), with fresh counters.
     pub fn new(node: Node, secret: Vec<u8>, api_key: String) -> AppState {
         let limits = SocketLimits::new(&node.config().server);
-        AppState { node, secret, api_key, metrics: Metrics::new(), dashboard: Dashboard::new(), limits }
+        AppState {
+            node,
+            secret,
+            api_key,
+            metrics: Metrics::new(),
+            dashboard: Dashboard::new(),
+            limits,
+            allocator: None,
+        }
+    }
+
+    /// The same state, whose `/metrics` shows what `probe` reads at each scrape.
+    pub fn with_allocator_probe(mut self, probe: AllocatorProbe) -> AppState {
+        self.metrics.register_allocator();
+        self.allocator = Some(probe);
+        self
     }
 }
 
@@ -153,6 +178,9 @@ async fn metrics(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Respons
         st.metrics.cluster_peers_alive.set(s.peers.iter().filter(|p| p.alive).count() as i64);
     }
     st.metrics.cluster_links_up.set(st.node.links().iter().filter(|l| l.up).count() as i64);
+    if let Some(probe) = &st.allocator {
+        st.metrics.set_allocator(&probe());
+    }
     if let Some(c) = st.node.link_counters() {
         for (reason, value) in c.all() {
             Metrics::catch_up(&st.metrics.cluster_link, reason, value);
@@ -311,5 +339,62 @@ mod tests {
             }
         }
         assert!(presence_json(&table.list(&room, AnonymousView::List)).len() > 300);
+    }
+
+    /// `/metrics` of a server over a node of its own, scraped `scrapes` times with the key.
+    async fn scrape(test: &str, probe: Option<AllocatorProbe>, scrapes: usize) -> Vec<String> {
+        let dir = std::env::temp_dir().join(format!("roster-app-{}-{test}", std::process::id()));
+        let node = Node::start(roster_runtime::NodeOptions::single().data_dir(&dir)).await.expect("a node starts");
+        let mut state = AppState::new(node.clone(), b"s".to_vec(), "k".to_owned());
+        if let Some(probe) = probe {
+            state = state.with_allocator_probe(probe);
+        }
+        let state = Arc::new(state);
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, "Bearer k".parse().unwrap());
+        let mut bodies = Vec::new();
+        for _ in 0..scrapes {
+            let response = metrics(State(state.clone()), headers.clone()).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+            bodies.push(String::from_utf8(body.to_vec()).unwrap());
+        }
+        node.shutdown().await;
+        let _ = std::fs::remove_dir_all(&dir);
+        bodies
+    }
+
+    #[tokio::test]
+    async fn without_a_probe_metrics_show_no_allocator_figures() {
+        let bodies = scrape("no-probe", None, 1).await;
+        assert!(bodies[0].contains("roster_sockets "), "{}", bodies[0]);
+        assert!(!bodies[0].contains("allocator"), "{}", bodies[0]);
+    }
+
+    #[tokio::test]
+    async fn a_probe_is_read_at_each_scrape_and_shown_by_kind() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let reads = Arc::new(AtomicU64::new(0));
+        let counted = reads.clone();
+        // The second read fails to give `active`: its sample goes rather than stays stale.
+        let probe: AllocatorProbe = Arc::new(move || {
+            let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            let mut figures = vec![("allocated", 1000 * n)];
+            if n == 1 {
+                figures.push(("active", 4096));
+            }
+            figures
+        });
+        let bodies = scrape("probe", Some(probe), 2).await;
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+        let samples = |body: &str| -> Vec<String> {
+            body.lines().filter(|l| l.starts_with("roster_allocator_bytes")).map(str::to_owned).collect()
+        };
+        assert_eq!(
+            samples(&bodies[0]),
+            ["roster_allocator_bytes{kind=\"allocated\"} 1000", "roster_allocator_bytes{kind=\"active\"} 4096"]
+        );
+        assert_eq!(samples(&bodies[1]), ["roster_allocator_bytes{kind=\"allocated\"} 2000"]);
+        assert!(bodies[0].contains("# TYPE roster_allocator_bytes gauge"), "{}", bodies[0]);
     }
 }

@@ -52,11 +52,11 @@ mod token;
 mod user_api;
 mod wire;
 
-pub use app::{router, serve, AppState};
+pub use app::{router, serve, AllocatorProbe, AppState};
 pub use cli::*;
 pub use dashboard::Dashboard;
 pub use frame::*;
 pub use meta_json::*;
-pub use metrics::Metrics;
+pub use metrics::{Kind, Metrics};
 pub use token::*;
 pub use user_api::user_json;

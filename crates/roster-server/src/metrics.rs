@@ -14,6 +14,13 @@ pub struct Reason {
     pub reason: String,
 }
 
+/// A label set with one `kind` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Kind {
+    /// The kind.
+    pub kind: String,
+}
+
 /// Every counter the gateway keeps.
 #[derive(Default)]
 pub struct Metrics {
@@ -59,6 +66,10 @@ pub struct Metrics {
     pub cluster_links_up: Gauge,
     /// Peers this node hears heartbeats from (updated at each scrape).
     pub cluster_peers_alive: Gauge,
+    /// What the process's allocator says of itself, by kind (`allocated`, `active`, ...), read
+    /// at each scrape; registered only when the server was given a probe
+    /// ([`Metrics::register_allocator`]).
+    pub allocator_bytes: Family<Kind, Gauge>,
 }
 
 impl Metrics {
@@ -87,6 +98,27 @@ impl Metrics {
         r.register("cluster_peers_alive", "Peers heard within heartbeat_timeout_ms", m.cluster_peers_alive.clone());
         m.registry = r;
         m
+    }
+
+    /// Show `roster_allocator_bytes{kind}`: the server was given an allocator probe. Without
+    /// this call the family is not in the registry and `/metrics` shows neither samples nor
+    /// its description.
+    pub fn register_allocator(&mut self) {
+        self.registry.register(
+            "allocator_bytes",
+            "The process's allocator's own figures, by kind, read at each scrape",
+            self.allocator_bytes.clone(),
+        );
+    }
+
+    /// Set `roster_allocator_bytes` to exactly `figures`: a kind the probe did not give this
+    /// time (a failed read) shows no sample rather than a stale one.
+    pub fn set_allocator(&self, figures: &[(&'static str, u64)]) {
+        self.allocator_bytes.clear();
+        for &(kind, bytes) in figures {
+            let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+            self.allocator_bytes.get_or_create(&Kind { kind: kind.to_owned() }).set(bytes);
+        }
     }
 
     /// Count one under a reason label.

@@ -71,7 +71,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // On stdout beside the token hint: what a newcomer reads, not a log line.
         println!("Demo: open http://{http_addr}/?topic=room:lobby&user=alice in two tabs (dashboard: http://{http_addr}/dashboard)");
     }
-    let state = Arc::new(AppState::new(node_handle.clone(), secret.into_bytes(), api_key));
+    let mut state = AppState::new(node_handle.clone(), secret.into_bytes(), api_key);
+    if let Some(probe) = crate::allocator::probe() {
+        state = state.with_allocator_probe(probe);
+    }
+    let state = Arc::new(state);
     let shutdown_node = node_handle.clone();
     let shutdown = async move {
         stop_signal().await;

@@ -11,8 +11,8 @@
 
 use roster_core::{Config, NodeName};
 use roster_runtime::{Node, NodeOptions};
-use roster_server::{AppState, PhoenixEncoder};
-use roster_testkit::load::{self, CloseMode, NoProgress, RemoteNode, Report, Scenario, Target};
+use roster_server::{AllocatorProbe, AppState, PhoenixEncoder};
+use roster_testkit::load::{self, AllocatorReport, CloseMode, NoProgress, RemoteNode, Report, Scenario, Target};
 use roster_testkit::{http_get, ClusterSpec, Layout, API_KEY, SECRET};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -34,6 +34,11 @@ impl InProcessNode {
     /// Start a node whose config is the testkit's for one node (fast timings, `diff_ms = 10`)
     /// plus `server_keys`, and wait until it answers `/ready`.
     fn start(server_keys: &[&str]) -> InProcessNode {
+        InProcessNode::start_with(server_keys, None)
+    }
+
+    /// The same, whose `/metrics` shows what `probe` gives as the allocator's figures.
+    fn start_with(server_keys: &[&str], probe: Option<AllocatorProbe>) -> InProcessNode {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let cluster_port = SocketAddr::from(([127, 0, 0, 1], roster_testkit::ports::free_port()));
@@ -58,7 +63,11 @@ impl InProcessNode {
             // As `roster serve` does: every shared push encoded once.
             let opts = NodeOptions::for_node(config, NodeName::from("a")).encoder(Arc::new(PhoenixEncoder));
             let node = Node::start(opts).await.unwrap();
-            let state = Arc::new(AppState::new(node.clone(), SECRET.as_bytes().to_vec(), API_KEY.to_owned()));
+            let mut state = AppState::new(node.clone(), SECRET.as_bytes().to_vec(), API_KEY.to_owned());
+            if let Some(probe) = probe {
+                state = state.with_allocator_probe(probe);
+            }
+            let state = Arc::new(state);
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             tokio::spawn(roster_server::serve(listener, state, async move {
                 let _ = stopped.await;
@@ -158,6 +167,36 @@ fn the_binary_joins_every_socket_settles_every_view_and_sees_the_closed_half_lea
     let traffic = &r["traffic"];
     assert!(traffic["floor_ratio"].as_f64().unwrap() >= 1.0, "{traffic}");
     assert!(r["server"]["rss_joined"].as_u64().unwrap() > 0);
+    // This node's `/metrics` shows no allocator figures: null, and the run is clean.
+    for point in ["allocator_base", "allocator_connected", "allocator_joined", "allocator_after_close"] {
+        assert_eq!(r["server"][point], Value::Null, "{point}");
+    }
+}
+
+#[test]
+fn the_allocators_figures_are_read_beside_each_rss_point() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let _one = lock();
+    // The n-th read of the probe says `allocated` n KB and `active` n + 1 KB (and nothing
+    // else): each point of the report must hold the read made for it, in order.
+    let reads = Arc::new(AtomicU64::new(0));
+    let counted = reads.clone();
+    let probe: AllocatorProbe = Arc::new(move || {
+        let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+        vec![("allocated", n * 1000), ("active", (n + 1) * 1000)]
+    });
+    let node = InProcessNode::start_with(&[], Some(probe));
+    let scenario = Scenario { sockets: 20, room_size: 10, close_fraction: 0.5, ..quick(&node) };
+    let report = load::run(&scenario, &NoProgress).unwrap();
+    assert_clean(&report);
+    assert_eq!(reads.load(Ordering::SeqCst), 4, "read once per point");
+    let sv = &report.server;
+    let points = [&sv.allocator_base, &sv.allocator_connected, &sv.allocator_joined, &sv.allocator_after_close];
+    for (n, point) in (1u64..).zip(points) {
+        let expected = AllocatorReport { allocated: Some(n * 1000), active: Some((n + 1) * 1000), ..Default::default() };
+        assert_eq!(point.as_ref(), Some(&expected), "read {n}");
+    }
+    assert!(report.table().contains("allocated 0.0 MB, active 0.0 MB, resident ?, metadata ?"), "{}", report.table());
 }
 
 #[test]

@@ -66,7 +66,7 @@ use std::time::Duration;
 
 pub use protocol::mint_token;
 pub use report::{
-    CloseReport, ConnectReport, Dist, JoinReport, NodeReport, Report, ScenarioReport, ServerReport, TrafficReport,
+    AllocatorReport, CloseReport, ConnectReport, Dist, JoinReport, NodeReport, Report, ScenarioReport, ServerReport, TrafficReport,
     ViewsReport,
 };
 pub use run::run;

@@ -172,7 +172,55 @@ pub struct CloseReport {
     pub traffic: TrafficReport,
 }
 
-/// The node's memory (`VmRSS` of `/proc/<pid>/status`), bytes.
+/// What the node's allocator says of itself at one moment, bytes: the samples
+/// `roster_allocator_bytes{kind="..."}` of its `/metrics` (the `roster` binary shows jemalloc's;
+/// see docs/protocol.md). A kind the node did not show is null.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct AllocatorReport {
+    /// Bytes the application holds (jemalloc counts what its thread caches hold as allocated).
+    pub allocated: Option<u64>,
+    /// Bytes in pages holding allocations (a partly used slab counts whole).
+    pub active: Option<u64>,
+    /// Bytes in pages the allocator touched and still holds, its metadata included.
+    pub resident: Option<u64>,
+    /// The allocator's own bookkeeping.
+    pub metadata: Option<u64>,
+    /// Bytes in the allocator's mapped extents.
+    pub mapped: Option<u64>,
+    /// Bytes mapped but given back to the system.
+    pub retained: Option<u64>,
+    /// Bytes the threads' caches hold.
+    pub tcache: Option<u64>,
+}
+
+impl AllocatorReport {
+    /// The figures in a `/metrics` text; `None` when it shows none.
+    pub fn from_metrics(text: &str) -> Option<AllocatorReport> {
+        let mut out = AllocatorReport::default();
+        let mut any = false;
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("roster_allocator_bytes{kind=\"") else { continue };
+            let Some((kind, value)) = rest.split_once("\"} ") else { continue };
+            let Ok(value) = value.trim().parse::<u64>() else { continue };
+            let field = match kind {
+                "allocated" => &mut out.allocated,
+                "active" => &mut out.active,
+                "resident" => &mut out.resident,
+                "metadata" => &mut out.metadata,
+                "mapped" => &mut out.mapped,
+                "retained" => &mut out.retained,
+                "tcache" => &mut out.tcache,
+                _ => continue,
+            };
+            *field = Some(value);
+            any = true;
+        }
+        any.then_some(out)
+    }
+}
+
+/// The node's memory (`VmRSS` of `/proc/<pid>/status`), bytes, and its allocator's figures
+/// read just after each `VmRSS` (null when its `/metrics` shows none).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ServerReport {
     /// Before any socket.
@@ -192,6 +240,14 @@ pub struct ServerReport {
     pub per_join: Option<f64>,
     /// CPU seconds the node used from the members' join stage until the views settled.
     pub cpu_join_seconds: Option<f64>,
+    /// The allocator's figures beside `rss_base`.
+    pub allocator_base: Option<AllocatorReport>,
+    /// Beside `rss_connected`.
+    pub allocator_connected: Option<AllocatorReport>,
+    /// Beside `rss_joined`.
+    pub allocator_joined: Option<AllocatorReport>,
+    /// Beside `rss_after_close`.
+    pub allocator_after_close: Option<AllocatorReport>,
 }
 
 /// Everything a run measured. `--json` prints it as is.
@@ -349,6 +405,19 @@ impl Report {
                 kb(sv.per_join)
             ),
         );
+        if let Some(a) = &sv.allocator_joined {
+            row(
+                "server allocator, joined",
+                format!(
+                    "allocated {}, active {}, resident {}, metadata {}, thread caches {}",
+                    mb(a.allocated),
+                    mb(a.active),
+                    mb(a.resident),
+                    mb(a.metadata),
+                    mb(a.tcache)
+                ),
+            );
+        }
         let closes = if self.closes_by_server.is_empty() {
             "none".to_owned()
         } else {
@@ -452,5 +521,20 @@ mod tests {
         let one = Dist::of(vec![7.0]);
         assert_eq!((one.p50, one.p99, one.max), (7.0, 7.0, 7.0));
         assert_eq!(Dist::of(vec![]), Dist::default());
+    }
+
+    #[test]
+    fn allocator_figures_are_read_by_kind_and_absent_ones_are_none() {
+        let text = "# HELP roster_sockets Open WebSockets.\n# TYPE roster_sockets gauge\nroster_sockets 3\n\
+                    # TYPE roster_allocator_bytes gauge\n\
+                    roster_allocator_bytes{kind=\"allocated\"} 1200\n\
+                    roster_allocator_bytes{kind=\"resident\"} 8192\n\
+                    roster_allocator_bytes{kind=\"unknown\"} 5\n# EOF\n";
+        let a = AllocatorReport::from_metrics(text).unwrap();
+        assert_eq!(
+            a,
+            AllocatorReport { allocated: Some(1200), resident: Some(8192), ..AllocatorReport::default() }
+        );
+        assert_eq!(AllocatorReport::from_metrics("roster_sockets 3\n# EOF\n"), None);
     }
 }

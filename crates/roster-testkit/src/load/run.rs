@@ -12,7 +12,7 @@ use crate::load::node_api::NodeApi;
 use crate::load::plan::Plan;
 use crate::load::protocol::{for_each_meta, mint_token};
 use crate::load::report::{
-    CloseReport, ConnectReport, Dist, JoinReport, NodeReport, Report, ScenarioReport, ServerReport, TrafficReport,
+    AllocatorReport, CloseReport, ConnectReport, Dist, JoinReport, NodeReport, Report, ScenarioReport, ServerReport, TrafficReport,
     ViewsReport,
 };
 use crate::load::view::{key_id, meta_id};
@@ -99,9 +99,11 @@ pub fn run(scenario: &Scenario, progress: &dyn Progress) -> Result<Report, LoadE
         clients,
     };
     let server_base = run.node.rss();
+    let allocator_base = run.allocator();
 
     let connect = run.connect_stage();
     let server_connected = run.node.rss();
+    let allocator_connected = run.allocator();
     let open_connected = run.open_sockets();
 
     let watchers: Vec<usize> = run.memberships_where(|s| s.watcher);
@@ -125,11 +127,12 @@ pub fn run(scenario: &Scenario, progress: &dyn Progress) -> Result<Report, LoadE
     let (views, lists) = run.settle(&all_topics, since, scenario.settle_timeout)?;
     let traffic = run.traffic_since(&before, &member_sockets, &members, Some(&lists));
     let server_joined = run.node.rss();
+    let allocator_joined = run.allocator();
     let (open_joined, live_joined) = (run.open_sockets(), run.live_joins());
     let cpu_after = (run.node.cpu(), run.clients.cpu());
     let spent = |a: Option<f64>, b: Option<f64>| Some(a? - b?);
 
-    let mut server_after_close = None;
+    let (mut server_after_close, mut allocator_after_close) = (None, None);
     let close = if scenario.close_fraction > 0.0 {
         let closers: Vec<usize> = (0..run.plan.sockets.len())
             .filter(|&i| run.plan.sockets[i].closes && run.board.sockets[i].state() == SocketState::Open)
@@ -152,6 +155,7 @@ pub fn run(scenario: &Scenario, progress: &dyn Progress) -> Result<Report, LoadE
             members.iter().copied().filter(|&m| !run.plan.sockets[run.plan.memberships[m].socket].closes).collect();
         let traffic = run.traffic_since(&before, &remaining, &remaining_memberships, None);
         server_after_close = run.node.rss();
+        allocator_after_close = run.allocator();
         Some(CloseReport {
             closed: closers.len(),
             seconds_to_send: since.saturating_sub(stage_us) as f64 / 1e6,
@@ -192,6 +196,10 @@ pub fn run(scenario: &Scenario, progress: &dyn Progress) -> Result<Report, LoadE
         per_socket_joined: per(server_joined, server_base, open_joined as f64),
         per_join: per(server_joined, server_connected, live_joined as f64),
         cpu_join_seconds: spent(cpu_after.0, cpu_before.0),
+        allocator_base,
+        allocator_connected,
+        allocator_joined,
+        allocator_after_close,
     };
     let board = &run.board;
     let sum = |f: &dyn Fn(usize) -> u64, n: usize| (0..n).map(f).sum::<u64>();
@@ -367,7 +375,7 @@ struct NodeList {
 }
 
 struct Coordinator<'a> {
-    /// `GET /presence`, over one kept-alive connection.
+    /// `GET /presence` and `/metrics`, over one kept-alive connection.
     api: std::cell::RefCell<NodeApi>,
     scenario: &'a Scenario,
     plan: Plan,
@@ -483,6 +491,15 @@ struct TrafficSnapshot {
 }
 
 impl Coordinator<'_> {
+    /// The node's allocator's figures from its `/metrics`, now; `None` when it shows none or
+    /// does not answer (a node without them is not a problem of the run).
+    fn allocator(&self) -> Option<AllocatorReport> {
+        match self.api.borrow_mut().get("/metrics") {
+            Ok((200, body)) => AllocatorReport::from_metrics(&body),
+            _ => None,
+        }
+    }
+
     /// Sockets open now (the server may have closed some).
     fn open_sockets(&self) -> usize {
         self.board.sockets.iter().filter(|s| s.state() == SocketState::Open).count()
