@@ -415,7 +415,7 @@ impl From<&str> for PhxRef {
 
 impl PartialEq for PhxRef {
     fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
+        self.bytes() == other.bytes()
     }
 }
 
@@ -428,8 +428,9 @@ impl PartialOrd for PhxRef {
 }
 
 impl Ord for PhxRef {
+    /// The order of the strings: that of their bytes.
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.as_str().cmp(other.as_str())
+        self.bytes().cmp(other.bytes())
     }
 }
 
@@ -502,6 +503,15 @@ impl PhxRef {
         }
         let number = bits as u64;
         ((bits >> 64) as u32 == Self::check(number)).then_some(number)
+    }
+
+    /// The text's bytes: what comparisons read (no UTF-8 check, which `as_str` makes: a
+    /// fan-out window's netting compares references in a tree of thousands).
+    fn bytes(&self) -> &[u8] {
+        match &self.0 {
+            RefText::Inline(len, bytes) => &bytes[..*len as usize],
+            RefText::Heap(text) => text.as_bytes(),
+        }
     }
 
     /// The reference as a string slice.
