@@ -261,7 +261,7 @@ impl NodeState {
             home.unanswered.insert(name.clone(), now);
         }
         self.forget_touches(p); // an earlier home's, had it one
-        self.homes.insert(p, home);
+        self.homes.insert(p, Box::new(home));
         self.send_scans(p, now, fx);
     }
 
