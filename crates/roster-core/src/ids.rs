@@ -460,6 +460,20 @@ impl<'de> Deserialize<'de> for PhxRef {
 
 const URL_SAFE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
+/// In [`DIGIT_OF`]: the byte is no character of [`URL_SAFE`].
+const NOT_A_DIGIT: u8 = u8::MAX;
+
+/// Each byte's place in [`URL_SAFE`] (its 6-bit digit), or [`NOT_A_DIGIT`].
+const DIGIT_OF: [u8; 256] = {
+    let mut table = [NOT_A_DIGIT; 256];
+    let mut digit = 0;
+    while digit < URL_SAFE.len() {
+        table[URL_SAFE[digit] as usize] = digit as u8;
+        digit += 1;
+    }
+    table
+};
+
 impl PhxRef {
     /// Length of every generated reference.
     pub const LEN: usize = 16;
@@ -490,14 +504,11 @@ impl PhxRef {
         }
         let mut bits = 0u128;
         for (i, &c) in text.iter().enumerate() {
-            let digit = match c {
-                b'A'..=b'Z' => c - b'A',
-                b'a'..=b'z' => c - b'a' + 26,
-                b'0'..=b'9' => c - b'0' + 52,
-                b'-' => 62,
-                b'_' => 63,
-                _ => return None,
-            };
+            // A table, not a match per character: every local join reads its new reference back.
+            let digit = DIGIT_OF[usize::from(c)];
+            if digit == NOT_A_DIGIT {
+                return None;
+            }
             debug_assert_eq!(URL_SAFE[usize::from(digit)], c);
             bits |= u128::from(digit) << (6 * i);
         }
@@ -614,6 +625,14 @@ mod tests {
     }
 
     #[test]
+    fn the_digit_table_reads_back_exactly_the_url_safe_characters() {
+        for byte in 0..=u8::MAX {
+            let want = URL_SAFE.iter().position(|&c| c == byte).map_or(NOT_A_DIGIT, |d| d as u8);
+            assert_eq!(DIGIT_OF[usize::from(byte)], want, "byte {byte}");
+        }
+    }
+
+    #[test]
     fn a_phx_ref_is_a_number_exactly_when_its_text_renders_one() {
         for n in [0, 1, 2, 63, 64, 0x0123_4567_89ab_cdef, u64::MAX - 1, u64::MAX] {
             let r = PhxRef::from_number(n);
@@ -637,6 +656,15 @@ mod tests {
         let mut by_text: Vec<&str> = refs.iter().map(PhxRef::as_str).collect();
         by_text.sort();
         assert_eq!(by_ref.iter().map(PhxRef::as_str).collect::<Vec<_>>(), by_text);
+        // Texts of other lengths, kept in place or on the heap, and beyond ASCII: compared as
+        // bytes, still the order of the strings.
+        let texts = ["", "a", "ab", "b", "é", "z~", "a-much-longer-reference-on-the-heap", "a-much-longer-reference-on-the-heaq"];
+        for x in texts {
+            for y in texts {
+                assert_eq!(PhxRef::new(x).cmp(&PhxRef::new(y)), x.cmp(y), "{x:?} against {y:?}");
+                assert_eq!(PhxRef::new(x) == PhxRef::new(y), x == y);
+            }
+        }
         let hasher = std::collections::hash_map::RandomState::new();
         use std::hash::BuildHasher;
         assert_eq!(hasher.hash_one(&refs[7]), hasher.hash_one(refs[7].as_str()));

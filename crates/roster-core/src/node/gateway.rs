@@ -368,7 +368,7 @@ pub(super) struct Gateway {
     /// Once per heartbeat the waiting joins are checked for a partition that got a new home.
     next_move_check: Millis,
     /// Rule 10: per partition, the highest epoch whose scan this node answered.
-    fences: BTreeMap<PartitionId, u64>,
+    fences: super::partition_map::PartitionMap<u64>,
     /// Rule 15: partitions whose scans this node answered partly (in its first
     /// `isolation_ms`); their releases are kept until acknowledged, whatever it answers later.
     answered_partly: BTreeSet<PartitionId>,

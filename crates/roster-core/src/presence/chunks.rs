@@ -315,6 +315,44 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// `upsert` and `remove_if`, the one-search writes, with clones taken between them:
+        /// the map is always its model and every clone stays what it was.
+        #[test]
+        fn one_search_writes_keep_the_map_its_model(
+            ops in proptest::collection::vec((any::<bool>(), 0u16..400, any::<u32>(), any::<bool>()), 1..1500)
+        ) {
+            let mut map: ChunkMap<u32> = ChunkMap::default();
+            let mut model = BTreeMap::new();
+            let mut clones: Vec<(ChunkMap<u32>, BTreeMap<String, u32>)> = Vec::new();
+            for (upsert, k, v, keep) in ops {
+                let key = format!("u{k}");
+                if upsert {
+                    // Present: add `v`; absent: start at `v`.
+                    let held = map.upsert(Arc::from(key.as_str()), |x| *x = x.wrapping_add(v), || v);
+                    prop_assert_eq!(&*held, key.as_str());
+                    let x = model.entry(key.clone()).or_insert(0u32);
+                    *x = x.wrapping_add(v);
+                    prop_assert!(map.get_key_value(&key).is_some_and(|(k, _)| Arc::ptr_eq(k, &held)), "the key as held");
+                } else {
+                    // Removed only when its value is even.
+                    let want = model.get(&key).copied().filter(|x| x % 2 == 0);
+                    if want.is_some() {
+                        model.remove(&key);
+                    }
+                    prop_assert_eq!(map.remove_if(&key, |x| x % 2 == 0), want);
+                }
+                if keep {
+                    clones.push((map.clone(), model.clone()));
+                }
+            }
+            check(&map, &model)?;
+            for (clone, then) in &clones {
+                check(clone, then)?;
+            }
+        }
+    }
+
     #[test]
     fn a_write_copies_only_the_chunk_it_changes() {
         let mut map: ChunkMap<u32> = (0..1000u32).map(|i| (format!("k{i:04}"), i)).collect();
