@@ -117,7 +117,7 @@ mod tests {
     use crate::ids::Topic;
 
     fn scope(t: &str) -> ScopeKey {
-        ScopeKey::Topic(Topic::from(t))
+        ScopeKey::topic(Topic::from(t))
     }
 
     #[test]
@@ -127,7 +127,7 @@ mod tests {
         *m.get_or_insert_with(&b, &scope("t2"), || 1) += 10;
         m.get_or_insert_with(&a, &scope("t9"), || 2);
         m.get_or_insert_with(&b, &scope("t1"), || 3);
-        m.get_or_insert_with(&b, &ScopeKey::Global(PolicyId::BuiltIn), || 4);
+        m.get_or_insert_with(&b, &ScopeKey::global(PolicyId::BuiltIn), || 4);
         assert_eq!(*m.get_or_insert_with(&b, &scope("t2"), || 99), 11, "an existing entry is not replaced");
         assert_eq!(m.len(), 4);
         let mut by_key: Vec<((UserId, ScopeKey), u32)> =
