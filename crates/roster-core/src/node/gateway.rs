@@ -124,7 +124,7 @@ struct SocketSlots {
 
 /// The slots held by this node's sockets, by socket and then scope, in that order. Per socket
 /// a list sorted by scope (a socket holds a few slots, rarely more than its topics), grown as
-/// [`crate::grow_by`] says: an entry costs its 40 bytes, where one map over `(socket, scope)` cost
+/// [`crate::grow_by`] says: an entry costs its 32 bytes, where one map over `(socket, scope)` cost
 /// about 170 (a B-tree's leaves are a third empty on average).
 ///
 /// It keeps each slot's attachment epoch ([`SlotMap::attached`]) without a number per slot:
@@ -313,7 +313,7 @@ struct Socket {
 }
 
 /// Rule 14's fences of one socket: per scope it ever gave a token up in, the highest such
-/// token, in a list sorted by scope and grown as [`crate::grow_by`] says (32 bytes an entry).
+/// token, in a list sorted by scope and grown as [`crate::grow_by`] says (24 bytes an entry).
 /// A socket gives tokens up in a few scopes (those of its topics; a socket that wanders over
 /// many topics keeps one entry each for its life, as rule 14 needs): a `BTreeMap` cost a whole
 /// leaf (about 370 bytes) for the first entry and a tree search for every grant and release.
