@@ -272,9 +272,13 @@ impl fmt::Debug for TopicBody {
 }
 
 impl Topic {
+    /// How many global scopes' names each thread keeps to share equal ones (a node has one per
+    /// `[[policy]]` with `scope = "global"` at most).
+    const RECENT_GLOBAL_SCOPES: usize = 16;
+
     /// The name of the global scope of policy `id` (see `TopicBody`): not a topic, so only a
     /// `ScopeKey` makes and holds one. Equal ones are shared: each thread keeps the few it made
-    /// last (a node has one per `[[policy]]` with `scope = "global"` at most).
+    /// last.
     pub(crate) fn global_scope(id: crate::config::PolicyId) -> Self {
         thread_local! {
             static RECENT: std::cell::RefCell<Vec<Topic>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -285,7 +289,7 @@ impl Topic {
                 return found.clone();
             }
             let made = Self(Arc::new(TopicBody(Body::Global(id))));
-            if recent.len() >= Incarnation::RECENT {
+            if recent.len() >= Self::RECENT_GLOBAL_SCOPES {
                 recent.remove(0);
             }
             recent.push(made.clone());
@@ -711,6 +715,7 @@ mod tests {
     fn a_thin_string_id_is_one_pointer_and_encodes_and_compares_as_its_text() {
         use std::mem::size_of;
         assert_eq!((size_of::<Topic>(), size_of::<TabId>(), size_of::<Role>()), (8, 8, 8));
+        assert_eq!(size_of::<TopicBody>(), size_of::<Box<str>>(), "a global scope's name costs a topic no room");
         assert_eq!(size_of::<UserId>(), 16, "the presence table's key type");
         let t = Topic::from("room:42");
         let text = String::from("room:42");
