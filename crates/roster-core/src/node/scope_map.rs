@@ -2,7 +2,8 @@
 //! `topic` scope it is in, one per `global` policy), so per user a list sorted by scope, grown
 //! as [`crate::grow_by`] says. An entry costs its own bytes (64 with the home's `UserScope`),
 //! where one B-tree over `(user, scope)` cost about 195 per entry (a 40-byte key repeated in
-//! every entry, leaves a third empty on average). Iteration is in `(user, scope)` order, as the B-tree's was.
+//! every entry, leaves a third empty on average). Iteration is in `(user, scope)` order, as the
+//! B-tree's was.
 
 use crate::config::ScopeKey;
 use crate::ids::UserId;
