@@ -149,8 +149,8 @@ string_id!(
     /// scopes) and made once per topic (`SharedTopics`), so the second hop to the text and the
     /// second allocation cost less than 8 bytes in every copy.
     Topic,
-    Arc<Box<str>>,
-    Arc::new
+    Arc<TopicBody>,
+    |text| Arc::new(TopicBody(Body::Text(text)))
 );
 string_id!(
     /// A browser tab's random id, kept in `sessionStorage`: the same tab reconnecting resumes.
@@ -233,7 +233,78 @@ impl UserId {
     }
 }
 
+/// What a [`Topic`] points to: its text, or, in the one kind of topic no caller ever sees, the
+/// name of a `global` scope (its policy).
+///
+/// A [`ScopeKey`](crate::ScopeKey) is one pointer, a `Topic`, rather than an enum of a topic or
+/// a policy (16 bytes: a pointer has no room for a tag): a topic scope's key is that very
+/// topic, so it costs no allocation, and a global scope's key is a `Topic` of this second kind,
+/// made by `ScopeKey::global` and only ever reached through the key, which tells the two kinds
+/// apart before it compares, hashes or encodes them. The two kinds fit in the 16 bytes of the
+/// text alone (the policy goes beside the text pointer's null niche), so a topic's allocation
+/// does not grow.
+pub(crate) struct TopicBody(Body);
+
+enum Body {
+    Text(Box<str>),
+    Global(crate::config::PolicyId),
+}
+
+impl std::ops::Deref for TopicBody {
+    type Target = str;
+
+    /// The text; a global scope's name has none (`""`).
+    fn deref(&self) -> &str {
+        match &self.0 {
+            Body::Text(text) => text,
+            Body::Global(_) => "",
+        }
+    }
+}
+
+impl fmt::Debug for TopicBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Body::Text(text) => fmt::Debug::fmt(text, f),
+            Body::Global(id) => f.debug_tuple("Global").field(id).finish(),
+        }
+    }
+}
+
 impl Topic {
+    /// How many global scopes' names each thread keeps to share equal ones (a node has one per
+    /// `[[policy]]` with `scope = "global"` at most).
+    const RECENT_GLOBAL_SCOPES: usize = 16;
+
+    /// The name of the global scope of policy `id` (see `TopicBody`): not a topic, so only a
+    /// `ScopeKey` makes and holds one. Equal ones are shared: each thread keeps the few it made
+    /// last.
+    pub(crate) fn global_scope(id: crate::config::PolicyId) -> Self {
+        thread_local! {
+            static RECENT: std::cell::RefCell<Vec<Topic>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        RECENT.with(|recent| {
+            let mut recent = recent.borrow_mut();
+            if let Some(found) = recent.iter().find(|t| t.global_policy() == Some(id)) {
+                return found.clone();
+            }
+            let made = Self(Arc::new(TopicBody(Body::Global(id))));
+            if recent.len() >= Self::RECENT_GLOBAL_SCOPES {
+                recent.remove(0);
+            }
+            recent.push(made.clone());
+            made
+        })
+    }
+
+    /// For the name of a global scope, its policy; `None` for a topic.
+    pub(crate) fn global_policy(&self) -> Option<crate::config::PolicyId> {
+        match (self.0).0 {
+            Body::Text(_) => None,
+            Body::Global(id) => Some(id),
+        }
+    }
+
     /// Whether a policy pattern matches this topic: `*` alone matches everything, a pattern
     /// ending in `*` matches by prefix, anything else matches exactly.
     pub fn matches(&self, pattern: &str) -> bool {
@@ -682,6 +753,7 @@ mod tests {
     fn a_thin_string_id_is_one_pointer_and_encodes_and_compares_as_its_text() {
         use std::mem::size_of;
         assert_eq!((size_of::<Topic>(), size_of::<TabId>(), size_of::<Role>()), (8, 8, 8));
+        assert_eq!(size_of::<TopicBody>(), size_of::<Box<str>>(), "a global scope's name costs a topic no room");
         assert_eq!(size_of::<UserId>(), 16, "the presence table's key type");
         let t = Topic::from("room:42");
         let text = String::from("room:42");

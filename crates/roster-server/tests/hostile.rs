@@ -23,7 +23,7 @@ use support::server::{http_get_with, now_s, Server, SECRET};
 
 /// A port that was free a moment ago.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind port 0").port()
+    roster_testkit::ports::free_port()
 }
 
 fn block_on<F: Future>(f: F) -> F::Output {

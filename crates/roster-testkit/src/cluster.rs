@@ -8,9 +8,8 @@ use crate::http::{http_get, percent_encode};
 use crate::tls::TestCa;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::collections::HashSet;
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -319,7 +318,7 @@ impl Cluster {
             NEXT_DIR.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-        let ports = free_ports(2 * spec.nodes);
+        let ports = crate::ports::free_ports(2 * spec.nodes);
         let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
         let cluster_addrs: Vec<SocketAddr> = ports[..spec.nodes].iter().map(|&p| addr(p)).collect();
         let http_addrs: Vec<SocketAddr> = ports[spec.nodes..].iter().map(|&p| addr(p)).collect();
@@ -709,26 +708,6 @@ fn copy_to_log(mut pipe: Box<dyn Read + Send>, log: &Mutex<String>) {
     }
 }
 
-/// `n` ports that were free a moment ago (bound to port 0, then released), never one port
-/// twice in this process.
-fn free_ports(n: usize) -> Vec<u16> {
-    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-    let given = given.get_or_insert_with(HashSet::new);
-    // Hold every listener until all are chosen, so the kernel does not hand one out twice.
-    let mut held = Vec::new();
-    let mut ports = Vec::new();
-    while ports.len() < n {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("local addr").port();
-        if given.insert(port) {
-            ports.push(port);
-        }
-        held.push(listener);
-    }
-    ports
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -809,14 +788,6 @@ mod tests {
             a.contains("[cluster.tls]\ncert = \"/tmp/x/tls/{node}.crt\"\nkey = \"/tmp/x/tls/{node}.key\"\nca = \"/tmp/x/tls/ca.crt\"\n"),
             "{a}"
         );
-    }
-
-    #[test]
-    fn free_ports_are_distinct() {
-        let ports = free_ports(20);
-        let set: HashSet<u16> = ports.iter().copied().collect();
-        assert_eq!(set.len(), 20);
-        assert!(free_ports(5).iter().all(|p| !set.contains(p)));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! | `cluster` | [`ClusterSpec`] (nodes, timings, config lines, policies, proxied pairs) and [`Cluster`] (the running processes: ready, `kill -9`, `SIGSTOP`/`SIGCONT`, restart, HTTP views, record logs and kill times for the P1 checker, [`Cluster::wait_until`]) |
 //! | `fault_proxy` | [`FaultProxy`]: forwards TCP; [`cut`](FaultProxy::cut), [`stall`](FaultProxy::stall), [`heal`](FaultProxy::heal) |
 //! | `http` | a minimal std-only HTTP `GET` for the nodes' views |
+//! | [`ports`] | free ports for the nodes a test starts, below the kernel's ephemeral range (no outgoing connection takes one before the node binds it) |
 //! | `tls` | [`TestCa`]: a CA and node certificates made by the test ([`ClusterSpec::tls`] uses it) |
 //! | [`records`] | the nodes' record logs read into the simulation checker's history: P1 over a real cluster |
 //! | [`chaos`] | `roster-chaos`: real nodes under a seeded client workload and fault schedule, the history, and the checker of P1–P5 (the binary is `src/bin/roster-chaos.rs`) |
@@ -74,6 +75,7 @@ mod cluster;
 mod fault_proxy;
 mod http;
 pub mod load;
+pub mod ports;
 pub mod records;
 mod tls;
 

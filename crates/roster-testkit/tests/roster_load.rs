@@ -36,7 +36,7 @@ impl InProcessNode {
     fn start(server_keys: &[&str]) -> InProcessNode {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let cluster_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let cluster_port = SocketAddr::from(([127, 0, 0, 1], roster_testkit::ports::free_port()));
         let dir = std::env::temp_dir().join(format!("roster-load-test-{}-{}", std::process::id(), addr.port()));
         std::fs::create_dir_all(&dir).unwrap();
         let layout = Layout {

@@ -197,7 +197,7 @@ impl Users {
     /// A join into `scope` asked with `topic` (kept for global scopes only: a topic scope is
     /// its own topic).
     pub(super) fn note_topic(&mut self, user: &UserId, conn: &ConnId, scope: &ScopeKey, topic: &Topic) {
-        if self.enabled && matches!(scope, ScopeKey::Global(_)) {
+        if self.enabled && scope.is_global() {
             self.topics.entry(user.clone()).or_default().insert((conn.clone(), scope.clone()), topic.clone());
         }
     }
@@ -433,9 +433,9 @@ impl NodeState {
                 SessionState::Revoking { reason }
             }
         };
-        let topic = match scope {
-            ScopeKey::Topic(t) => Some(t.clone()),
-            ScopeKey::Global(_) => self
+        let topic = match scope.as_topic() {
+            Some(t) => Some(t.clone()),
+            None => self
                 .users
                 .topics
                 .get(user)

@@ -13,9 +13,8 @@
 #![allow(dead_code)]
 
 use roster_server::{mint, Claims};
-use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -319,22 +318,12 @@ pub fn now_s() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs()
 }
 
-/// Two ports that were free a moment ago (bound to port 0, then released), never the same
-/// port twice in this test process, so parallel tests do not collide.
+/// Two free ports below the kernel's ephemeral range, never the same port twice in this
+/// test process (`roster_testkit::ports`: no outgoing connection takes one before the server
+/// binds it).
 fn free_ports() -> [u16; 2] {
-    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-    let mut given = GIVEN.lock().unwrap();
-    let given = given.get_or_insert_with(HashSet::new);
-    let mut ports = [0u16; 2];
-    for port in &mut ports {
-        *port = loop {
-            let p = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind port 0").port();
-            if given.insert(p) {
-                break p;
-            }
-        };
-    }
-    ports
+    let ports = roster_testkit::ports::free_ports(2);
+    [ports[0], ports[1]]
 }
 
 /// `GET path` over plain HTTP/1.1: status and body.
