@@ -729,7 +729,16 @@ mod tests {
         assert_eq!(by_ref.iter().map(PhxRef::as_str).collect::<Vec<_>>(), by_text);
         // Texts of other lengths, kept in place or on the heap, and beyond ASCII: compared as
         // bytes, still the order of the strings.
-        let texts = ["", "a", "ab", "b", "é", "z~", "a-much-longer-reference-on-the-heap", "a-much-longer-reference-on-the-heaq"];
+        let texts = [
+            "",
+            "a",
+            "ab",
+            "b",
+            "é",
+            "z~",
+            "a-much-longer-reference-on-the-heap",
+            "a-much-longer-reference-on-the-heaq",
+        ];
         for x in texts {
             for y in texts {
                 assert_eq!(PhxRef::new(x).cmp(&PhxRef::new(y)), x.cmp(y), "{x:?} against {y:?}");
