@@ -516,19 +516,122 @@ impl fmt::Display for PolicyId {
 }
 
 /// The slot a join competes for: a user holds at most `max_slots` per `(user, ScopeKey)`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum ScopeKey {
+///
+/// Either a topic ([`ScopeKey::topic`]) or a global scope ([`ScopeKey::global`]); read which
+/// with [`ScopeKey::scope`]. One pointer (8 bytes, not the 16 of an enum of the two): a key is
+/// kept per presence (the gateway's slots, the home's scopes), so a topic scope's key is the
+/// topic's own `Arc` and a global scope's a shared name of the same type (`ids.rs`,
+/// `TopicBody`). Equality, order, hashing, `Debug` and the encodings (node codec and JSON) are
+/// those of [`Scope`], as when the key was that enum.
+#[derive(Clone)]
+pub struct ScopeKey(Topic);
+
+/// What a [`ScopeKey`] is, borrowed: match on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename = "ScopeKey")]
+pub enum Scope<'a> {
     /// `scope = "topic"`: this topic alone.
-    Topic(Topic),
+    Topic(&'a Topic),
     /// `scope = "global"`: every topic this policy matches shares one scope.
     Global(PolicyId),
 }
 
+/// A decoded [`ScopeKey`]: the shape [`Scope`] encodes.
+#[derive(Deserialize)]
+#[serde(rename = "ScopeKey")]
+enum OwnedScope {
+    Topic(Topic),
+    Global(PolicyId),
+}
+
+impl ScopeKey {
+    /// The scope of `topic` alone.
+    pub fn topic(topic: Topic) -> Self {
+        Self(topic)
+    }
+
+    /// The scope every topic of policy `id` shares (one shared name per policy and thread).
+    pub fn global(id: PolicyId) -> Self {
+        Self(Topic::global_scope(id))
+    }
+
+    /// Which scope this is.
+    pub fn scope(&self) -> Scope<'_> {
+        match self.0.global_policy() {
+            None => Scope::Topic(&self.0),
+            Some(id) => Scope::Global(id),
+        }
+    }
+
+    /// The topic of a topic scope; `None` for a global one.
+    pub fn as_topic(&self) -> Option<&Topic> {
+        match self.scope() {
+            Scope::Topic(t) => Some(t),
+            Scope::Global(_) => None,
+        }
+    }
+
+    /// Whether this is a global scope.
+    pub fn is_global(&self) -> bool {
+        self.0.global_policy().is_some()
+    }
+}
+
+impl PartialEq for ScopeKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.ptr_eq(&other.0) || self.scope() == other.scope()
+    }
+}
+
+impl Eq for ScopeKey {}
+
+impl PartialOrd for ScopeKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ScopeKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if self.0.ptr_eq(&other.0) {
+            return std::cmp::Ordering::Equal;
+        }
+        self.scope().cmp(&other.scope())
+    }
+}
+
+impl std::hash::Hash for ScopeKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.scope().hash(state)
+    }
+}
+
+impl fmt::Debug for ScopeKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.scope(), f)
+    }
+}
+
+impl Serialize for ScopeKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.scope().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for ScopeKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(match OwnedScope::deserialize(deserializer)? {
+            OwnedScope::Topic(t) => Self::topic(t),
+            OwnedScope::Global(id) => Self::global(id),
+        })
+    }
+}
+
 impl fmt::Display for ScopeKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Topic(t) => write!(f, "topic:{t}"),
-            Self::Global(id) => write!(f, "global:{id}"),
+        match self.scope() {
+            Scope::Topic(t) => write!(f, "topic:{t}"),
+            Scope::Global(id) => write!(f, "global:{id}"),
         }
     }
 }
@@ -587,8 +690,8 @@ impl Policy {
     /// for a global policy one key shared by every topic it matches.
     pub fn scope_key(&self, topic: &Topic) -> ScopeKey {
         match self.scope {
-            ScopeKind::Topic => ScopeKey::Topic(topic.clone()),
-            ScopeKind::Global => ScopeKey::Global(self.id),
+            ScopeKind::Topic => ScopeKey::topic(topic.clone()),
+            ScopeKind::Global => ScopeKey::global(self.id),
         }
     }
 
@@ -1827,7 +1930,7 @@ mod tests {
         assert_eq!(p.max_slots, 1);
         assert_eq!(p.anonymous, AnonymousMode::Count);
         assert_eq!(p.scope, ScopeKind::Topic);
-        assert_eq!(p.scope_key(&Topic::from("room:1")), ScopeKey::Topic(Topic::from("room:1")));
+        assert_eq!(p.scope_key(&Topic::from("room:1")), ScopeKey::topic(Topic::from("room:1")));
     }
 
     #[test]
@@ -1837,7 +1940,7 @@ mod tests {
         let (a, b) = (Topic::from("game:1"), Topic::from("game:2"));
         let key_a = c.policy_for(&a).scope_key(&a);
         assert_eq!(key_a, c.policy_for(&b).scope_key(&b));
-        assert_eq!(key_a, ScopeKey::Global(PolicyId::Configured(0)));
+        assert_eq!(key_a, ScopeKey::global(PolicyId::Configured(0)));
         let call = Topic::from("call:1");
         assert_ne!(key_a, c.policy_for(&call).scope_key(&call));
         // Topic scope keeps rooms apart.
@@ -1863,6 +1966,59 @@ mod tests {
         let key = p.scope_key(&t);
         let back: ScopeKey = serde_json::from_str(&serde_json::to_string(&key).unwrap()).unwrap();
         assert_eq!(back, key);
+    }
+
+    /// The shape a scope key had when it was an enum: its bytes, order, hash and `Debug` must
+    /// not change.
+    #[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+    enum OldScopeKey {
+        Topic(Topic),
+        Global(PolicyId),
+    }
+
+    #[test]
+    fn a_scope_key_is_one_pointer_and_encodes_orders_and_hashes_as_the_enum_it_was() {
+        assert_eq!(std::mem::size_of::<ScopeKey>(), 8);
+        let texts = ["", "a", "room:1", "room:2", "global:built-in"];
+        let ids = [PolicyId::Configured(0), PolicyId::Configured(1), PolicyId::Configured(u32::MAX), PolicyId::BuiltIn];
+        let mut keys: Vec<(ScopeKey, OldScopeKey)> =
+            texts.iter().map(|t| (ScopeKey::topic(Topic::from(*t)), OldScopeKey::Topic(Topic::from(*t)))).collect();
+        keys.extend(ids.iter().map(|id| (ScopeKey::global(*id), OldScopeKey::Global(*id))));
+        let hash = |x: &dyn Fn(&mut std::collections::hash_map::DefaultHasher)| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            x(&mut h);
+            std::hash::Hasher::finish(&h)
+        };
+        use std::hash::Hash;
+        for (key, old) in &keys {
+            let bytes = crate::codec::encode(key).unwrap();
+            assert_eq!(bytes, crate::codec::encode(old).unwrap(), "{old:?}");
+            let json = serde_json::to_string(key).unwrap();
+            assert_eq!(json, serde_json::to_string(old).unwrap());
+            assert_eq!(format!("{key:?}"), format!("{old:?}"));
+            assert_eq!(hash(&|h| key.hash(h)), hash(&|h| old.hash(h)), "{old:?}");
+            let decoded: ScopeKey = crate::codec::decode(&bytes).unwrap();
+            assert_eq!(&decoded, key);
+            assert_eq!(serde_json::from_str::<ScopeKey>(&json).unwrap(), *key);
+            for (other, other_old) in &keys {
+                assert_eq!(key.cmp(other), old.cmp(other_old), "{old:?} against {other_old:?}");
+                assert_eq!(key == other, old == other_old);
+            }
+        }
+        // A global scope is never a topic, not even the empty one its name has no text for.
+        let global = ScopeKey::global(PolicyId::BuiltIn);
+        assert_eq!((global.as_topic(), global.is_global()), (None, true));
+        assert_ne!(global, ScopeKey::topic(Topic::default()));
+        assert_eq!(global.to_string(), "global:built-in");
+        // A topic scope's key is the topic's own `Arc`; a global scope's name is shared.
+        let room = Topic::from("room:1");
+        let key = ScopeKey::topic(room.clone());
+        assert!(key.as_topic().is_some_and(|t| t.ptr_eq(&room)) && !key.is_global());
+        assert_eq!(room.strong_count(), 2);
+        assert_eq!(key.to_string(), "topic:room:1");
+        let again: ScopeKey = crate::codec::decode(&crate::codec::encode(&global).unwrap()).unwrap();
+        assert!(again.0.ptr_eq(&global.0), "a decoded global key is the shared one");
+        assert!(ScopeKey::global(PolicyId::Configured(3)).0.ptr_eq(&ScopeKey::global(PolicyId::Configured(3)).0));
     }
 
     fn valid_config() -> impl Strategy<Value = Config> {

@@ -149,8 +149,8 @@ string_id!(
     /// scopes) and made once per topic (`SharedTopics`), so the second hop to the text and the
     /// second allocation cost less than 8 bytes in every copy.
     Topic,
-    Arc<Box<str>>,
-    Arc::new
+    Arc<TopicBody>,
+    |text| Arc::new(TopicBody(Body::Text(text)))
 );
 string_id!(
     /// A browser tab's random id, kept in `sessionStorage`: the same tab reconnecting resumes.
@@ -233,7 +233,78 @@ impl UserId {
     }
 }
 
+/// What a [`Topic`] points to: its text, or, in the one kind of topic no caller ever sees, the
+/// name of a `global` scope (its policy).
+///
+/// A [`ScopeKey`](crate::ScopeKey) is one pointer, a `Topic`, rather than an enum of a topic or
+/// a policy (16 bytes: a pointer has no room for a tag): a topic scope's key is that very
+/// topic, so it costs no allocation, and a global scope's key is a `Topic` of this second kind,
+/// made by `ScopeKey::global` and only ever reached through the key, which tells the two kinds
+/// apart before it compares, hashes or encodes them. The two kinds fit in the 16 bytes of the
+/// text alone (the policy goes beside the text pointer's null niche), so a topic's allocation
+/// does not grow.
+pub(crate) struct TopicBody(Body);
+
+enum Body {
+    Text(Box<str>),
+    Global(crate::config::PolicyId),
+}
+
+impl std::ops::Deref for TopicBody {
+    type Target = str;
+
+    /// The text; a global scope's name has none (`""`).
+    fn deref(&self) -> &str {
+        match &self.0 {
+            Body::Text(text) => text,
+            Body::Global(_) => "",
+        }
+    }
+}
+
+impl fmt::Debug for TopicBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Body::Text(text) => fmt::Debug::fmt(text, f),
+            Body::Global(id) => f.debug_tuple("Global").field(id).finish(),
+        }
+    }
+}
+
 impl Topic {
+    /// How many global scopes' names each thread keeps to share equal ones (a node has one per
+    /// `[[policy]]` with `scope = "global"` at most).
+    const RECENT_GLOBAL_SCOPES: usize = 16;
+
+    /// The name of the global scope of policy `id` (see `TopicBody`): not a topic, so only a
+    /// `ScopeKey` makes and holds one. Equal ones are shared: each thread keeps the few it made
+    /// last.
+    pub(crate) fn global_scope(id: crate::config::PolicyId) -> Self {
+        thread_local! {
+            static RECENT: std::cell::RefCell<Vec<Topic>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        RECENT.with(|recent| {
+            let mut recent = recent.borrow_mut();
+            if let Some(found) = recent.iter().find(|t| t.global_policy() == Some(id)) {
+                return found.clone();
+            }
+            let made = Self(Arc::new(TopicBody(Body::Global(id))));
+            if recent.len() >= Self::RECENT_GLOBAL_SCOPES {
+                recent.remove(0);
+            }
+            recent.push(made.clone());
+            made
+        })
+    }
+
+    /// For the name of a global scope, its policy; `None` for a topic.
+    pub(crate) fn global_policy(&self) -> Option<crate::config::PolicyId> {
+        match (self.0).0 {
+            Body::Text(_) => None,
+            Body::Global(id) => Some(id),
+        }
+    }
+
     /// Whether a policy pattern matches this topic: `*` alone matches everything, a pattern
     /// ending in `*` matches by prefix, anything else matches exactly.
     pub fn matches(&self, pattern: &str) -> bool {
@@ -415,7 +486,7 @@ impl From<&str> for PhxRef {
 
 impl PartialEq for PhxRef {
     fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
+        self.bytes() == other.bytes()
     }
 }
 
@@ -428,8 +499,9 @@ impl PartialOrd for PhxRef {
 }
 
 impl Ord for PhxRef {
+    /// The order of the strings: that of their bytes.
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.as_str().cmp(other.as_str())
+        self.bytes().cmp(other.bytes())
     }
 }
 
@@ -458,6 +530,20 @@ impl<'de> Deserialize<'de> for PhxRef {
 }
 
 const URL_SAFE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// In [`DIGIT_OF`]: the byte is no character of [`URL_SAFE`].
+const NOT_A_DIGIT: u8 = u8::MAX;
+
+/// Each byte's place in [`URL_SAFE`] (its 6-bit digit), or [`NOT_A_DIGIT`].
+const DIGIT_OF: [u8; 256] = {
+    let mut table = [NOT_A_DIGIT; 256];
+    let mut digit = 0;
+    while digit < URL_SAFE.len() {
+        table[URL_SAFE[digit] as usize] = digit as u8;
+        digit += 1;
+    }
+    table
+};
 
 impl PhxRef {
     /// Length of every generated reference.
@@ -489,19 +575,25 @@ impl PhxRef {
         }
         let mut bits = 0u128;
         for (i, &c) in text.iter().enumerate() {
-            let digit = match c {
-                b'A'..=b'Z' => c - b'A',
-                b'a'..=b'z' => c - b'a' + 26,
-                b'0'..=b'9' => c - b'0' + 52,
-                b'-' => 62,
-                b'_' => 63,
-                _ => return None,
-            };
+            // A table, not a match per character: every local join reads its new reference back.
+            let digit = DIGIT_OF[usize::from(c)];
+            if digit == NOT_A_DIGIT {
+                return None;
+            }
             debug_assert_eq!(URL_SAFE[usize::from(digit)], c);
             bits |= u128::from(digit) << (6 * i);
         }
         let number = bits as u64;
         ((bits >> 64) as u32 == Self::check(number)).then_some(number)
+    }
+
+    /// The text's bytes: what comparisons read (no UTF-8 check, which `as_str` makes: a
+    /// fan-out window's netting compares references in a tree of thousands).
+    fn bytes(&self) -> &[u8] {
+        match &self.0 {
+            RefText::Inline(len, bytes) => &bytes[..*len as usize],
+            RefText::Heap(text) => text.as_bytes(),
+        }
     }
 
     /// The reference as a string slice.
@@ -604,6 +696,14 @@ mod tests {
     }
 
     #[test]
+    fn the_digit_table_reads_back_exactly_the_url_safe_characters() {
+        for byte in 0..=u8::MAX {
+            let want = URL_SAFE.iter().position(|&c| c == byte).map_or(NOT_A_DIGIT, |d| d as u8);
+            assert_eq!(DIGIT_OF[usize::from(byte)], want, "byte {byte}");
+        }
+    }
+
+    #[test]
     fn a_phx_ref_is_a_number_exactly_when_its_text_renders_one() {
         for n in [0, 1, 2, 63, 64, 0x0123_4567_89ab_cdef, u64::MAX - 1, u64::MAX] {
             let r = PhxRef::from_number(n);
@@ -627,6 +727,24 @@ mod tests {
         let mut by_text: Vec<&str> = refs.iter().map(PhxRef::as_str).collect();
         by_text.sort();
         assert_eq!(by_ref.iter().map(PhxRef::as_str).collect::<Vec<_>>(), by_text);
+        // Texts of other lengths, kept in place or on the heap, and beyond ASCII: compared as
+        // bytes, still the order of the strings.
+        let texts = [
+            "",
+            "a",
+            "ab",
+            "b",
+            "é",
+            "z~",
+            "a-much-longer-reference-on-the-heap",
+            "a-much-longer-reference-on-the-heaq",
+        ];
+        for x in texts {
+            for y in texts {
+                assert_eq!(PhxRef::new(x).cmp(&PhxRef::new(y)), x.cmp(y), "{x:?} against {y:?}");
+                assert_eq!(PhxRef::new(x) == PhxRef::new(y), x == y);
+            }
+        }
         let hasher = std::collections::hash_map::RandomState::new();
         use std::hash::BuildHasher;
         assert_eq!(hasher.hash_one(&refs[7]), hasher.hash_one(refs[7].as_str()));
@@ -644,6 +762,7 @@ mod tests {
     fn a_thin_string_id_is_one_pointer_and_encodes_and_compares_as_its_text() {
         use std::mem::size_of;
         assert_eq!((size_of::<Topic>(), size_of::<TabId>(), size_of::<Role>()), (8, 8, 8));
+        assert_eq!(size_of::<TopicBody>(), size_of::<Box<str>>(), "a global scope's name costs a topic no room");
         assert_eq!(size_of::<UserId>(), 16, "the presence table's key type");
         let t = Topic::from("room:42");
         let text = String::from("room:42");

@@ -98,7 +98,7 @@ mod tests {
         let node = Incarnation::new("a", 7);
         let mut log = RecordLog::open(&path, node.clone(), 1_000_000 - 10).unwrap();
         let conn = ConnId { gateway: node.clone(), socket: SocketId(3) };
-        log.write(&Record::Ended { at: 25, conn, scope: ScopeKey::Topic("room:1".into()), why: "left".into() }, None);
+        log.write(&Record::Ended { at: 25, conn, scope: ScopeKey::topic("room:1".into()), why: "left".into() }, None);
         log.write(
             &Record::LeaseDropped { at: 30, partition: roster_core::PartitionId(4), epoch: 9 },
             Some(1_000_020_500),

@@ -21,7 +21,7 @@
 
 use roster_core::Record;
 use roster_core::TabKey;
-use roster_core::{partition_of, Config, PartitionId, PolicyId, ScopeKey};
+use roster_core::{partition_of, Config, PartitionId, PolicyId, Scope, ScopeKey};
 use roster_core::{ConnId, Incarnation, Millis, NodeName, PhxRef, SlotToken, SocketId, TabId, Topic, UserId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -839,10 +839,10 @@ pub fn holding_intervals(history: &History) -> (Vec<HeldInterval>, Vec<Violation
 
 /// The `max_slots` of a scope under `config`.
 pub fn max_slots_of(config: &Config, scope: &ScopeKey) -> u32 {
-    match scope {
-        ScopeKey::Topic(t) => config.policy_for(t).max_slots,
-        ScopeKey::Global(PolicyId::Configured(i)) => config.policy.get(*i as usize).map_or(1, |p| p.max_slots),
-        ScopeKey::Global(PolicyId::BuiltIn) => 1,
+    match scope.scope() {
+        Scope::Topic(t) => config.policy_for(t).max_slots,
+        Scope::Global(PolicyId::Configured(i)) => config.policy.get(i as usize).map_or(1, |p| p.max_slots),
+        Scope::Global(PolicyId::BuiltIn) => 1,
     }
 }
 
@@ -1322,7 +1322,7 @@ mod tests {
     }
 
     fn scope() -> ScopeKey {
-        ScopeKey::Topic("room:1".into())
+        ScopeKey::topic("room:1".into())
     }
 
     fn tok(g: u64) -> SlotToken {

@@ -70,7 +70,7 @@ impl NodeMachine for Toy {
                     fx.push(Effect::Record(Record::Accepted {
                         at: now,
                         user,
-                        scope: ScopeKey::Topic(j.topic),
+                        scope: ScopeKey::topic(j.topic),
                         tab: TabKey::of(j.tab.as_ref(), &conn),
                         conn,
                         token,

@@ -130,7 +130,7 @@ mod tests {
         Record::Accepted {
             at,
             user: "u1".into(),
-            scope: ScopeKey::Topic("room:1".into()),
+            scope: ScopeKey::topic("room:1".into()),
             conn: ConnId { gateway: gateway.clone(), socket: SocketId(socket) },
             tab: TabKey::Tab(tab.into()),
             token: SlotToken { epoch: 7, generation },
@@ -147,7 +147,7 @@ mod tests {
         let ended = Record::Ended {
             at: 2000,
             conn: ConnId { gateway: a.clone(), socket: SocketId(1) },
-            scope: ScopeKey::Topic("room:1".into()),
+            scope: ScopeKey::topic("room:1".into()),
             why: "logged_in_elsewhere".into(),
         };
         let mut paths = Vec::new();
@@ -175,7 +175,7 @@ mod tests {
         let ended = Record::Ended {
             at: 1001,
             conn: ConnId { gateway: a.clone(), socket: SocketId(1) },
-            scope: ScopeKey::Topic("room:1".into()),
+            scope: ScopeKey::topic("room:1".into()),
             why: "logged_in_elsewhere".into(),
         };
         let config = Config::single_node();

@@ -193,7 +193,8 @@ fn the_allocators_figures_are_read_beside_each_rss_point() {
     let sv = &report.server;
     let points = [&sv.allocator_base, &sv.allocator_connected, &sv.allocator_joined, &sv.allocator_after_close];
     for (n, point) in (1u64..).zip(points) {
-        let expected = AllocatorReport { allocated: Some(n * 1000), active: Some((n + 1) * 1000), ..Default::default() };
+        let expected =
+            AllocatorReport { allocated: Some(n * 1000), active: Some((n + 1) * 1000), ..Default::default() };
         assert_eq!(point.as_ref(), Some(&expected), "read {n}");
     }
     assert!(report.table().contains("allocated 0.0 MB, active 0.0 MB, resident ?, metadata ?"), "{}", report.table());

@@ -56,9 +56,9 @@ impl SlotTopics {
 
     /// Back to `None` when the list says what `None` does for `scope`.
     fn settle(&mut self, scope: &ScopeKey) {
-        let implied: &[Topic] = match scope {
-            ScopeKey::Topic(own) => std::slice::from_ref(own),
-            ScopeKey::Global(_) => &[],
+        let implied: &[Topic] = match scope.as_topic() {
+            Some(own) => std::slice::from_ref(own),
+            None => &[],
         };
         if self.0.as_deref().is_some_and(|list| list.as_slice() == implied) {
             self.0 = None;
@@ -106,10 +106,10 @@ impl SlotTopics {
     }
 
     fn as_slice<'a>(&'a self, scope: &'a ScopeKey) -> &'a [Topic] {
-        match (&self.0, scope) {
+        match (&self.0, scope.as_topic()) {
             (Some(list), _) => list,
-            (None, ScopeKey::Topic(own)) => std::slice::from_ref(own),
-            (None, ScopeKey::Global(_)) => &[],
+            (None, Some(own)) => std::slice::from_ref(own),
+            (None, None) => &[],
         }
     }
 }
@@ -124,7 +124,7 @@ struct SocketSlots {
 
 /// The slots held by this node's sockets, by socket and then scope, in that order. Per socket
 /// a list sorted by scope (a socket holds a few slots, rarely more than its topics), grown as
-/// [`crate::grow_by`] says: an entry costs its 40 bytes, where one map over `(socket, scope)` cost
+/// [`crate::grow_by`] says: an entry costs its 32 bytes, where one map over `(socket, scope)` cost
 /// about 170 (a B-tree's leaves are a third empty on average).
 ///
 /// It keeps each slot's attachment epoch ([`SlotMap::attached`]) without a number per slot:
@@ -313,7 +313,7 @@ struct Socket {
 }
 
 /// Rule 14's fences of one socket: per scope it ever gave a token up in, the highest such
-/// token, in a list sorted by scope and grown as [`crate::grow_by`] says (32 bytes an entry).
+/// token, in a list sorted by scope and grown as [`crate::grow_by`] says (24 bytes an entry).
 /// A socket gives tokens up in a few scopes (those of its topics; a socket that wanders over
 /// many topics keeps one entry each for its life, as rule 14 needs): a `BTreeMap` cost a whole
 /// leaf (about 370 bytes) for the first entry and a tree search for every grant and release.
@@ -368,7 +368,7 @@ pub(super) struct Gateway {
     /// Once per heartbeat the waiting joins are checked for a partition that got a new home.
     next_move_check: Millis,
     /// Rule 10: per partition, the highest epoch whose scan this node answered.
-    fences: BTreeMap<PartitionId, u64>,
+    fences: super::partition_map::PartitionMap<u64>,
     /// Rule 15: partitions whose scans this node answered partly (in its first
     /// `isolation_ms`); their releases are kept until acknowledged, whatever it answers later.
     answered_partly: BTreeSet<PartitionId>,
@@ -402,7 +402,7 @@ impl Gateway {
     /// The waiting joins of one socket.
     fn waiting_of(&self, socket: SocketId) -> impl Iterator<Item = (SocketId, ScopeKey)> + '_ {
         self.waiting
-            .range((socket, ScopeKey::Topic(Topic::default()))..)
+            .range((socket, ScopeKey::topic(Topic::default()))..)
             .take_while(move |(k, _)| k.0 == socket)
             .map(|(k, _)| k.clone())
     }
@@ -1074,17 +1074,18 @@ mod tests {
     }
 
     fn topic(s: &str) -> ScopeKey {
-        ScopeKey::Topic(Topic::from(s))
+        ScopeKey::topic(Topic::from(s))
     }
 
     #[test]
     fn a_slot_and_the_homes_scope_entry_are_as_small_as_their_docs_say() {
         use std::mem::size_of;
+        assert_eq!(size_of::<ScopeKey>(), 8);
         assert_eq!(size_of::<GwSlot>(), 24);
-        assert_eq!(size_of::<(ScopeKey, GwSlot)>(), 40);
+        assert_eq!(size_of::<(ScopeKey, GwSlot)>(), 32);
         assert_eq!(size_of::<super::super::home::UserScope>(), 56);
-        assert_eq!(size_of::<(ScopeKey, super::super::home::UserScope)>(), 72);
-        assert_eq!(size_of::<(ScopeKey, SlotToken)>(), 32, "a fence");
+        assert_eq!(size_of::<(ScopeKey, super::super::home::UserScope)>(), 64);
+        assert_eq!(size_of::<(ScopeKey, SlotToken)>(), 24, "a fence");
     }
 
     #[test]
@@ -1107,7 +1108,7 @@ mod tests {
             assert_eq!(f.get(scope), Some(*token));
         }
         assert_eq!(f.get(&topic("room:40")), None, "a scope never given up has no fence");
-        assert_eq!(f.get(&ScopeKey::Global(crate::config::PolicyId::BuiltIn)), None);
+        assert_eq!(f.get(&ScopeKey::global(crate::config::PolicyId::BuiltIn)), None);
         f.raise(&topic("room:3"), tok(1));
         assert_eq!(f.get(&topic("room:3")), reference.get(&topic("room:3")).copied(), "a fence never goes down");
     }
@@ -1221,7 +1222,7 @@ mod tests {
         assert!(topics.is_empty(&own), "a topic scope's slot can be emptied");
         assert!(topics.0.is_some());
         // A `global` scope: a sorted list, none kept while empty.
-        let global = ScopeKey::Global(crate::config::PolicyId::BuiltIn);
+        let global = ScopeKey::global(crate::config::PolicyId::BuiltIn);
         let mut topics = SlotTopics::default();
         assert!(topics.is_empty(&global));
         topics.insert(&global, t("b"));

@@ -7,7 +7,7 @@
 
 use super::scope_map::ScopeMap;
 use super::{Effect, HeldSlot, NodeState, PeerMsg};
-use crate::config::{Config, PolicyId, ScopeKey};
+use crate::config::{Config, PolicyId, Scope, ScopeKey};
 use crate::ids::{ConnId, Incarnation, Millis, NodeName, Role, SlotToken, TabId, Topic, UserId};
 use crate::ring::{partition_of, PartitionId};
 use crate::slot::{ScopeSlots, SlotEffect, SlotRules, TokenMint, UnsafeSwitches};
@@ -47,14 +47,14 @@ fn rules_of<'a>(table: &'a [Arc<SlotRules>], config: &Config, id: u16, scope: &S
 const UNNUMBERED: u16 = u16::MAX;
 
 fn resolve_rules(config: &Config, scope: &ScopeKey) -> SlotRules {
-    let policy = match scope {
-        ScopeKey::Topic(t) => config.policy_for(t),
-        ScopeKey::Global(PolicyId::Configured(i)) => config
+    let policy = match scope.scope() {
+        Scope::Topic(t) => config.policy_for(t),
+        Scope::Global(PolicyId::Configured(i)) => config
             .policy
-            .get(*i as usize)
+            .get(i as usize)
             .map(|p| config.policy_for(&Topic::from(p.topic.trim_end_matches('*'))))
             .unwrap_or_else(crate::config::Policy::built_in),
-        ScopeKey::Global(PolicyId::BuiltIn) => crate::config::Policy::built_in(),
+        Scope::Global(PolicyId::BuiltIn) => crate::config::Policy::built_in(),
     };
     SlotRules::from_policy(&policy, config.server.join_wait_ms)
 }
@@ -261,7 +261,7 @@ impl NodeState {
             home.unanswered.insert(name.clone(), now);
         }
         self.forget_touches(p); // an earlier home's, had it one
-        self.homes.insert(p, home);
+        self.homes.insert(p, Box::new(home));
         self.send_scans(p, now, fx);
     }
 

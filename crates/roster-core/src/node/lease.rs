@@ -44,7 +44,7 @@ pub(super) struct Leases {
     /// Epochs start above this (stored epoch and wall clock at boot).
     floor: u64,
     persisted: u64,
-    held: BTreeMap<PartitionId, Held>,
+    held: super::partition_map::PartitionMap<Held>,
     /// At or before the earliest `valid_until` in `held` (`Millis::MAX` when none): until then
     /// no lease can lapse, so the check that runs before every input skips its scan.
     next_lapse: Millis,
@@ -62,7 +62,7 @@ impl Leases {
             known: vec![floor; partitions as usize],
             floor,
             persisted,
-            held: BTreeMap::new(),
+            held: super::partition_map::PartitionMap::new(),
             next_lapse: Millis::MAX,
             rounds: BTreeMap::new(),
             served: BTreeMap::new(),

@@ -16,6 +16,7 @@ mod home;
 mod lease;
 mod liveness;
 pub use liveness::PeerView;
+mod partition_map;
 mod presence;
 mod relay;
 mod safeguards;
@@ -84,7 +85,8 @@ pub struct NodeState {
     next_lease_round: Millis,
     peers: BTreeMap<NodeName, liveness::Peer>,
     leases: lease::Leases,
-    homes: BTreeMap<PartitionId, home::Home>,
+    /// Boxed: a place per partition up to the highest one held, one pointer each.
+    homes: partition_map::PartitionMap<Box<home::Home>>,
     /// The partitions whose homes touched a user this turn (see `home::Touches`).
     touches: home::Touches,
     gateway: gateway::Gateway,
@@ -153,7 +155,7 @@ impl NodeState {
             next_heartbeat: now,
             next_lease_round: now,
             peers,
-            homes: BTreeMap::new(),
+            homes: partition_map::PartitionMap::new(),
             touches: home::Touches::default(),
             users: users::Users::default(),
             relay: relay::Relay::default(),

@@ -399,7 +399,7 @@ fn a_revoke_for_a_closed_socket_leaves_no_socket_behind() {
         from: c.nodes[&home].incarnation().clone(),
         user: UserId::from("alice"),
         conn: crate::ids::ConnId { gateway: c.nodes[&gw].incarnation().clone(), socket: SocketId(1) },
-        scope: crate::ScopeKey::Topic(Topic::from("room:1")),
+        scope: crate::ScopeKey::topic(Topic::from("room:1")),
         token,
         reason: "logged_in_elsewhere".into(),
     };

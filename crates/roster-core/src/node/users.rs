@@ -123,11 +123,11 @@ pub(super) struct Users {
     /// [`KEPT_SESSIONS`]): one list per join otherwise.
     gathered: Vec<SessionView>,
     /// Per partition held: the lease's epoch and deadline, as last fenced.
-    deadlines: BTreeMap<PartitionId, (u64, Millis)>,
+    deadlines: super::partition_map::PartitionMap<(u64, Millis)>,
     /// Per partition held: the highest epoch at which another lease on it may have run
     /// before this node's (see [`NodeState::users_lease_started`]). A state handed over
     /// under a lower epoch is stale.
-    successor_of: BTreeMap<PartitionId, u64>,
+    successor_of: super::partition_map::PartitionMap<u64>,
     /// This turn's notes, by `(conn, token)`: looked up, never walked (so a hash map, whose
     /// room a turn keeps for the next one, up to [`KEPT_NOTES`]; a tree freed its nodes at
     /// every turn's end and made them again for the next turn's first join).
@@ -153,8 +153,8 @@ impl Default for Users {
             active: foldhash::HashMap::default(),
             touched: Vec::new(),
             gathered: Vec::new(),
-            deadlines: BTreeMap::new(),
-            successor_of: BTreeMap::new(),
+            deadlines: Default::default(),
+            successor_of: Default::default(),
             notes: foldhash::HashMap::default(),
             topics: BTreeMap::new(),
             handing: BTreeMap::new(),
@@ -197,7 +197,7 @@ impl Users {
     /// A join into `scope` asked with `topic` (kept for global scopes only: a topic scope is
     /// its own topic).
     pub(super) fn note_topic(&mut self, user: &UserId, conn: &ConnId, scope: &ScopeKey, topic: &Topic) {
-        if self.enabled && matches!(scope, ScopeKey::Global(_)) {
+        if self.enabled && scope.is_global() {
             self.topics.entry(user.clone()).or_default().insert((conn.clone(), scope.clone()), topic.clone());
         }
     }
@@ -433,9 +433,9 @@ impl NodeState {
                 SessionState::Revoking { reason }
             }
         };
-        let topic = match scope {
-            ScopeKey::Topic(t) => Some(t.clone()),
-            ScopeKey::Global(_) => self
+        let topic = match scope.as_topic() {
+            Some(t) => Some(t.clone()),
+            None => self
                 .users
                 .topics
                 .get(user)

@@ -151,7 +151,7 @@ fn the_first_join_starts_one_activation_and_the_last_leave_stops_it() {
     let fx = one.join_topic(1, "alice", "t1", "room:2");
     assert!(started(&fx).is_empty(), "one activation per user, whatever the scopes");
     assert!(matches!(&events(&fx)[..], [SessionEvent::Started { how: SessionStart::Granted, session }]
-        if session.scope == crate::ScopeKey::Topic("room:2".into())));
+        if session.scope == crate::ScopeKey::topic("room:2".into())));
 
     let fx = one.close(1, true);
     let ends: Vec<SessionEnd> = events(&fx)
@@ -262,7 +262,7 @@ fn kicking_one_session_revokes_it_alone() {
     let mut one = One::new(policy(OnConflict::Reject, 0, 2));
     one.join(1, "dan", "a");
     one.join(2, "dan", "b");
-    let scope = crate::ScopeKey::Topic("room:1".into());
+    let scope = crate::ScopeKey::topic("room:1".into());
     let fx =
         one.step(Input::KickSession { user: UserId::from("dan"), conn: one.conn(1), scope, reason: "spam".into() });
     let revoked: Vec<(SocketId, String)> = fx
@@ -396,7 +396,7 @@ fn a_user_with_a_thousand_sessions_is_told_each_change_exactly() {
     let mut one = One::new(policy(OnConflict::Takeover, 500, 1));
     let user = UserId::from("hub");
     let topic = |i: u64| format!("burst:{i}");
-    let scope = |i: u64| crate::ScopeKey::Topic(topic(i).as_str().into());
+    let scope = |i: u64| crate::ScopeKey::topic(topic(i).as_str().into());
     let mut model = Model { sessions: Vec::new() };
 
     // A thousand topics on one socket: one start, then one granted session per join.
@@ -549,7 +549,7 @@ fn without_session_events_the_home_keeps_only_revokes_and_shows_the_same_session
 
     // A kick whose revoke is still on its way when another turn looks at the scope again: the
     // session is told (and shown) as revoked for the kick's reason, not a takeover's.
-    let scope = crate::ScopeKey::Topic("room:0".into());
+    let scope = crate::ScopeKey::topic("room:0".into());
     let kick = Input::KickSession { user: ann.clone(), conn: both.on.conn(1), scope, reason: "spam".into() };
     // The kick reaches the home (a message to itself), which revokes the session at its
     // gateway (another message).
@@ -589,7 +589,7 @@ fn without_session_events_the_home_keeps_only_revokes_and_shows_the_same_session
 #[test]
 fn a_turns_touches_are_taken_sorted_once_each_and_the_kept_list_keeps_bounded_room() {
     let mut one = One::new(policy(OnConflict::Takeover, 0, 1));
-    let scope = |t: &str| Some(crate::ScopeKey::Topic(Topic::from(t)));
+    let scope = |t: &str| Some(crate::ScopeKey::topic(Topic::from(t)));
     let (p1, p2) = (PartitionId(1), PartitionId(2));
     let touch = |p: PartitionId, u: &str, s: Option<crate::ScopeKey>| (p, UserId::from(u), s);
     // In no order, with repeats, as homes mark them during a turn.
@@ -672,7 +672,7 @@ fn a_scope_with_many_sessions_is_gathered_whole_and_the_kept_list_lets_its_room_
     assert_eq!(view.len(), TABS as usize, "{view:?}");
     assert!(view
         .iter()
-        .all(|s| s.state == SessionState::Held && s.scope == crate::ScopeKey::Topic(Topic::from("room:1"))));
+        .all(|s| s.state == SessionState::Held && s.scope == crate::ScopeKey::topic(Topic::from("room:1"))));
     let mut conns: Vec<_> = view.iter().map(|s| s.conn.socket.0).collect();
     conns.sort_unstable();
     assert_eq!(conns, (1..=TABS).collect::<Vec<_>>());

@@ -121,23 +121,63 @@ impl<V: Clone> ChunkMap<V> {
     /// Sets the value of `key`; returns the one it replaced.
     pub(super) fn insert(&mut self, key: Arc<str>, value: V) -> Option<V> {
         let Some((c, at)) = self.find(&key) else {
-            self.chunks = Some(Arc::new(vec![Arc::new(vec![(key, value)])]));
-            self.len = 1;
+            self.insert_first(key, value);
             return None;
         };
+        let chunk = self.chunk_mut_for_write(c);
+        match at {
+            Ok(i) => Some(std::mem::replace(&mut chunk[i].1, value)),
+            Err(i) => {
+                self.insert_at(c, i, key, value);
+                None
+            }
+        }
+    }
+
+    /// Changes the value of `key` with `change` if the map holds it, else inserts `new()`;
+    /// returns the key as the map holds it. One search of the map for both cases.
+    pub(super) fn upsert(&mut self, key: Arc<str>, change: impl FnOnce(&mut V), new: impl FnOnce() -> V) -> Arc<str> {
+        let Some((c, at)) = self.find(&key) else {
+            self.insert_first(Arc::clone(&key), new());
+            return key;
+        };
+        match at {
+            Ok(i) => {
+                let (held, value) = &mut Arc::make_mut(&mut self.chunks_mut()[c])[i];
+                change(value);
+                Arc::clone(held)
+            }
+            Err(i) => {
+                self.chunk_mut_for_write(c);
+                self.insert_at(c, i, Arc::clone(&key), new());
+                key
+            }
+        }
+    }
+
+    /// The first entry of an empty map.
+    fn insert_first(&mut self, key: Arc<str>, value: V) {
+        self.chunks = Some(Arc::new(vec![Arc::new(vec![(key, value)])]));
+        self.len = 1;
+    }
+
+    /// Chunk `c`, to write one entry into: copied first, with room for that entry only, if a
+    /// clone shares it (a copy sized as the list grows would keep half a chunk of room in
+    /// every chunk a list was taken of).
+    fn chunk_mut_for_write(&mut self, c: usize) -> &mut Vec<(Arc<str>, V)> {
         let chunks = self.chunks_mut();
         if Arc::get_mut(&mut chunks[c]).is_none() {
-            // A clone shares it: copy it with room for this entry only (a copy sized as the
-            // list grows would keep half a chunk of room in every chunk a list was taken of).
             let mut copy = Vec::with_capacity(chunks[c].len() + 1);
             copy.extend(chunks[c].iter().cloned());
             chunks[c] = Arc::new(copy);
         }
+        Arc::make_mut(&mut chunks[c])
+    }
+
+    /// Inserts a new key at position `i` of chunk `c` (where [`find`](Self::find) put it).
+    fn insert_at(&mut self, c: usize, i: usize, key: Arc<str>, value: V) {
+        let chunks = self.chunks_mut();
         let chunk = Arc::make_mut(&mut chunks[c]);
-        let i = match at {
-            Ok(i) => return Some(std::mem::replace(&mut chunk[i].1, value)),
-            Err(i) => i,
-        };
         if chunk.len() < CHUNK {
             crate::make_room(chunk);
             chunk.insert(i, (key, value));
@@ -158,12 +198,20 @@ impl<V: Clone> ChunkMap<V> {
             chunks.insert(c + 1, Arc::new(right));
         }
         self.len += 1;
-        None
     }
 
     /// Removes `key`; returns its value.
     pub(super) fn remove(&mut self, key: &str) -> Option<V> {
+        self.remove_if(key, |_| true)
+    }
+
+    /// Removes `key` if `only_if` holds for its value; returns the value removed. One search
+    /// of the map (a look-up then a removal would be two).
+    pub(super) fn remove_if(&mut self, key: &str, only_if: impl FnOnce(&V) -> bool) -> Option<V> {
         let (c, Ok(i)) = self.find(key)? else { return None };
+        if !only_if(&self.chunks()[c][i].1) {
+            return None;
+        }
         self.len -= 1;
         if self.len == 0 {
             let chunks = self.chunks.take()?;
@@ -258,6 +306,44 @@ mod tests {
                 if keep {
                     clones.push((map.clone(), model.clone()));
                     prop_assert!(clones.last().is_some_and(|(c, _)| c.ptr_eq(&map)));
+                }
+            }
+            check(&map, &model)?;
+            for (clone, then) in &clones {
+                check(clone, then)?;
+            }
+        }
+    }
+
+    proptest! {
+        /// `upsert` and `remove_if`, the one-search writes, with clones taken between them:
+        /// the map is always its model and every clone stays what it was.
+        #[test]
+        fn one_search_writes_keep_the_map_its_model(
+            ops in proptest::collection::vec((any::<bool>(), 0u16..400, any::<u32>(), any::<bool>()), 1..1500)
+        ) {
+            let mut map: ChunkMap<u32> = ChunkMap::default();
+            let mut model = BTreeMap::new();
+            let mut clones: Vec<(ChunkMap<u32>, BTreeMap<String, u32>)> = Vec::new();
+            for (upsert, k, v, keep) in ops {
+                let key = format!("u{k}");
+                if upsert {
+                    // Present: add `v`; absent: start at `v`.
+                    let held = map.upsert(Arc::from(key.as_str()), |x| *x = x.wrapping_add(v), || v);
+                    prop_assert_eq!(&*held, key.as_str());
+                    let x = model.entry(key.clone()).or_insert(0u32);
+                    *x = x.wrapping_add(v);
+                    prop_assert!(map.get_key_value(&key).is_some_and(|(k, _)| Arc::ptr_eq(k, &held)), "the key as held");
+                } else {
+                    // Removed only when its value is even.
+                    let want = model.get(&key).copied().filter(|x| x % 2 == 0);
+                    if want.is_some() {
+                        model.remove(&key);
+                    }
+                    prop_assert_eq!(map.remove_if(&key, |x| x % 2 == 0), want);
+                }
+                if keep {
+                    clones.push((map.clone(), model.clone()));
                 }
             }
             check(&map, &model)?;

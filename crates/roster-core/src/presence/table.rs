@@ -60,52 +60,60 @@ pub struct PresenceTable {
 struct TopicIndex {
     by_key: TopicEntries,
     len: usize,
+    /// The metas under the `anonymous` key, counted again after each write under that key:
+    /// every write asks before and after, and a search of `by_key` cost two searches of the
+    /// map per signed-in user's write.
+    anonymous: usize,
 }
 
 impl TopicIndex {
     fn anonymous(&self) -> usize {
-        self.by_key.get(UserId::ANONYMOUS).map_or(0, KeyEntries::len)
+        self.anonymous
     }
 
     /// Signed-in users: keys other than `anonymous`.
     fn users(&self) -> usize {
-        self.by_key.len() - usize::from(self.by_key.contains_key(UserId::ANONYMOUS))
+        self.by_key.len() - usize::from(self.anonymous > 0)
     }
 
     /// Adds `meta` under `key`; returns the key as the index holds it, to share.
     fn insert(&mut self, key: Arc<str>, meta: Arc<PresenceMeta>) -> Arc<str> {
         self.len += 1;
-        if let Some((shared, metas)) = self.by_key.get_key_value_mut(&key) {
-            metas.insert(ByAge(meta));
-            return Arc::clone(shared);
+        let new = ByAge(Arc::clone(&meta));
+        let key = self.by_key.upsert(key, |metas| metas.insert(ByAge(meta)), || KeyEntries::unit(new));
+        if is_anonymous(&key) {
+            self.count_anonymous();
         }
-        self.by_key.insert(Arc::clone(&key), KeyEntries::unit(ByAge(meta)));
         key
+    }
+
+    fn count_anonymous(&mut self) {
+        self.anonymous = self.by_key.get(UserId::ANONYMOUS).map_or(0, KeyEntries::len);
     }
 
     /// Removes this very `meta` from under `key`; whether it was there.
     fn remove(&mut self, key: &str, meta: &Arc<PresenceMeta>) -> bool {
-        match self.by_key.get(key) {
-            None => return false,
-            // A key's only meta (the usual case): the key goes, with no copy of its entry
-            // made first (`get_mut` copies the path a published list shares).
-            Some(KeyEntries::One(one)) => {
-                if !Arc::ptr_eq(&one.0, meta) {
-                    return false;
-                }
-                self.by_key.remove(key);
-            }
-            Some(_) => {
-                let Some(metas) = self.by_key.get_mut(key) else { return false };
-                if !metas.remove(&ByAge(Arc::clone(meta))) {
-                    return false;
-                }
-                if metas.is_empty() {
-                    self.by_key.remove(key);
+        // A key's only meta (the usual case): the key goes, with no copy of its entry made
+        // first (`get_mut` copies the path a published list shares).
+        let only = |metas: &KeyEntries| matches!(metas, KeyEntries::One(one) if Arc::ptr_eq(&one.0, meta));
+        if self.by_key.remove_if(key, only).is_none() {
+            match self.by_key.get(key) {
+                None | Some(KeyEntries::One(_)) => return false,
+                Some(_) => {
+                    let Some(metas) = self.by_key.get_mut(key) else { return false };
+                    if !metas.remove(&ByAge(Arc::clone(meta))) {
+                        return false;
+                    }
+                    if metas.is_empty() {
+                        self.by_key.remove(key);
+                    }
                 }
             }
         }
         self.len -= 1;
+        if is_anonymous(key) {
+            self.count_anonymous();
+        }
         true
     }
 }

@@ -81,7 +81,7 @@ pub(crate) fn sample_envelopes() -> Vec<Envelope> {
     let a = Incarnation::new("a", 1);
     let b = Incarnation::new("b", 2);
     let conn = ConnId { gateway: a.clone(), socket: SocketId(12) };
-    let scope = ScopeKey::Topic("room:1".into());
+    let scope = ScopeKey::topic("room:1".into());
     let token = SlotToken { epoch: 7, generation: 3 };
     let mut meta = roster_core::Meta::new();
     meta.insert("name".into(), MetaValue::Str("Ada".into()));
@@ -131,7 +131,7 @@ pub(crate) fn sample_envelopes() -> Vec<Envelope> {
             from: a.clone(),
             user: "u1".into(),
             conn: conn.clone(),
-            scope: ScopeKey::Global(PolicyId::Configured(2)),
+            scope: ScopeKey::global(PolicyId::Configured(2)),
             token,
             reason: "logged_in_elsewhere".into(),
         },
@@ -256,7 +256,7 @@ mod tests {
         let released = PeerMsg::SlotReleased {
             conn,
             user: "u".into(),
-            scope: ScopeKey::Topic("room:1".into()),
+            scope: ScopeKey::topic("room:1".into()),
             token: SlotToken { epoch: 1, generation: 1 },
             clean: true,
         };

@@ -167,7 +167,7 @@ async fn sessions_seen<const KEEP: bool>() -> (usize, u64) {
         SessionView {
             tab: TabKey::Conn(conn.clone()),
             conn,
-            scope: ScopeKey::Topic(Topic::from("room:1")),
+            scope: ScopeKey::topic(Topic::from("room:1")),
             topic: Some(Topic::from("room:1")),
             token: SlotToken { epoch: TOKEN.epoch, generation: socket },
             state: SessionState::Held,

@@ -66,8 +66,8 @@ use std::time::Duration;
 
 pub use protocol::mint_token;
 pub use report::{
-    AllocatorReport, CloseReport, ConnectReport, Dist, JoinReport, NodeReport, Report, ScenarioReport, ServerReport, TrafficReport,
-    ViewsReport,
+    AllocatorReport, CloseReport, ConnectReport, Dist, JoinReport, NodeReport, Report, ScenarioReport, ServerReport,
+    TrafficReport, ViewsReport,
 };
 pub use run::run;
 pub use worker::serve as serve_worker;

@@ -531,10 +531,7 @@ mod tests {
                     roster_allocator_bytes{kind=\"resident\"} 8192\n\
                     roster_allocator_bytes{kind=\"unknown\"} 5\n# EOF\n";
         let a = AllocatorReport::from_metrics(text).unwrap();
-        assert_eq!(
-            a,
-            AllocatorReport { allocated: Some(1200), resident: Some(8192), ..AllocatorReport::default() }
-        );
+        assert_eq!(a, AllocatorReport { allocated: Some(1200), resident: Some(8192), ..AllocatorReport::default() });
         assert_eq!(AllocatorReport::from_metrics("roster_sockets 3\n# EOF\n"), None);
     }
 }

@@ -12,8 +12,8 @@ use crate::load::node_api::NodeApi;
 use crate::load::plan::Plan;
 use crate::load::protocol::{for_each_meta, mint_token};
 use crate::load::report::{
-    AllocatorReport, CloseReport, ConnectReport, Dist, JoinReport, NodeReport, Report, ScenarioReport, ServerReport, TrafficReport,
-    ViewsReport,
+    AllocatorReport, CloseReport, ConnectReport, Dist, JoinReport, NodeReport, Report, ScenarioReport, ServerReport,
+    TrafficReport, ViewsReport,
 };
 use crate::load::view::{key_id, meta_id};
 use crate::load::worker::{WorkerSetup, Workers};
