@@ -239,6 +239,10 @@ impl Default for PresenceConfig {
     }
 }
 
+/// The most `cluster.partitions` a config may name: a node keeps a place per partition up to
+/// the highest it holds (`node/partition_map.rs`), so the count bounds that list.
+pub const MAX_PARTITIONS: u32 = 65_536;
+
 /// The development cookie, [`ClusterConfig::cookie`]'s default: refused by
 /// [`Config::validate`] as soon as any `cluster_addr` is not a loopback address.
 pub const DEV_COOKIE: &str = "roster-dev";
@@ -1024,6 +1028,12 @@ impl ClusterConfig {
         if self.partitions == 0 {
             problems.push("cluster.partitions = 0: set it to at least 1 (default 256)".to_owned());
         }
+        if self.partitions > MAX_PARTITIONS {
+            problems.push(format!(
+                "cluster.partitions = {}: at most {MAX_PARTITIONS} (default 256; a node keeps a place per partition)",
+                self.partitions
+            ));
+        }
         if self.heartbeat_ms == 0 {
             timings_ok = false;
             problems.push("cluster.heartbeat_ms = 0: set it to at least 1 (default 200)".to_owned());
@@ -1643,6 +1653,15 @@ mod tests {
         let mut c = Config::single_node();
         c.cluster.partitions = 0;
         assert_invalid(&c, &["cluster.partitions = 0"]);
+    }
+
+    #[test]
+    fn validate_rejects_more_partitions_than_a_node_keeps_places_for() {
+        let mut c = Config::single_node();
+        c.cluster.partitions = MAX_PARTITIONS;
+        assert!(c.validate().is_ok());
+        c.cluster.partitions = MAX_PARTITIONS + 1;
+        assert_invalid(&c, &["cluster.partitions = 65537: at most 65536"]);
     }
 
     #[test]
