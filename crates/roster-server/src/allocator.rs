@@ -46,8 +46,8 @@ pub fn probe() -> Option<roster_server::AllocatorProbe> {
 /// allocated), `active` in pages holding allocations (a partly used slab counts whole),
 /// `resident` in pages jemalloc touched and still holds (its metadata included), `metadata`
 /// of its own, `mapped` in its active extents, `retained` mapped but given back to the system,
-/// and `tcache`: what the threads' caches hold (`stats.arenas.<all>.tcache_bytes`). None when
-/// the epoch cannot be advanced; a figure that cannot be read is left out.
+/// and `tcache`: what the threads' caches hold (`stats.arenas.<all>.tcache_bytes`).
+/// Nothing when the epoch cannot be advanced; a figure that cannot be read is left out.
 #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 fn jemalloc_figures() -> Vec<(&'static str, u64)> {
     use tikv_jemalloc_ctl::{epoch, stats, Access, AsName};

@@ -635,7 +635,7 @@ impl NodeState {
     /// again of gateways that have not answered.
     pub(super) fn home_retries(&mut self, now: Millis, fx: &mut Vec<Effect>) {
         let mut again = Vec::new();
-        for (p, home) in &self.homes {
+        for (p, home) in self.homes.iter() {
             if self.leases.valid(*p, now).is_none() {
                 continue;
             }

@@ -322,7 +322,7 @@ impl NodeState {
         let live = self.live_names();
         let settle = 2 * self.config.cluster.lease_ms;
         let mut give = Vec::new();
-        for (p, h) in &self.leases.held {
+        for (p, h) in self.leases.held.iter() {
             if h.valid_until <= now {
                 continue;
             }

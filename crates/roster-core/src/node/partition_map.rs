@@ -86,15 +86,6 @@ impl<V> PartitionMap<V> {
     }
 }
 
-impl<'a, V> IntoIterator for &'a PartitionMap<V> {
-    type Item = (&'a PartitionId, &'a V);
-    type IntoIter = Box<dyn Iterator<Item = (&'a PartitionId, &'a V)> + 'a>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        Box::new(self.iter())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
